@@ -1,0 +1,190 @@
+"""Build a sparse index from a folder of images, optionally with captions (the seed paper's three runs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from mlsr import __version__
+from mlsr.encoder import Encoder
+from mlsr.errors import InputError
+from mlsr.images import IMAGE_SUFFIXES, load_image
+from mlsr.index import SparseIndex
+
+logger = logging.getLogger(__name__)
+
+Documents = Literal["image", "caption", "image+caption"]
+DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")
+_FILE_COLUMNS = ("file", "filename", "image", "path")
+_CAPTION_COLUMNS = ("caption", "text")
+
+
+@dataclass
+class BuildReport:
+    """What a build did: documents indexed and the images that could not be read (name, reason)."""
+
+    indexed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder` (recursively, by suffix), sorted by relative path; symlinks are skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"images folder {folder} does not exist.")
+    found = [
+        path for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.is_symlink()
+    ]
+    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def read_captions(path: str | Path) -> dict[str, list[str]]:
+    """Read captions from CSV (header with `file` and `caption` columns) or JSONL (`{"file":..., "caption":...}`).
+
+    A file may appear on several rows: all its captions are kept, in order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"captions file {path} does not exist.")
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise InputError(f"{path}:{number}: not valid JSON ({error.msg}).") from None
+    else:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    captions: dict[str, list[str]] = {}
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: row {number} is not an object with a file and a caption.")
+        name = next((row[c] for c in _FILE_COLUMNS if row.get(c)), None)
+        text = next((row[c] for c in _CAPTION_COLUMNS if row.get(c)), None)
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise InputError(
+                f"{path}: row {number} needs a file name column ({'/'.join(_FILE_COLUMNS)}) and a caption"
+                f" column ({'/'.join(_CAPTION_COLUMNS)})."
+            )
+        captions.setdefault(Path(name).as_posix(), []).append(text)
+    return captions
+
+
+def build_index(
+    encoder: Encoder,
+    images_dir: str | Path,
+    *,
+    out: str | Path,
+    captions: dict[str, list[str]] | None = None,
+    documents: Documents = "image",
+    dense: bool = False,
+    strict: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[SparseIndex, BuildReport]:
+    """Encode every image under `images_dir` (and its captions) into an index to be saved at `out`.
+
+    Document vectors: `image` = the image's expanded vector; `caption` = its captions' vectors
+    (masked to their tokens); `image+caption` = the sum of both (the seed paper's M4 run).
+    `dense` also keeps the backbone's image vectors for the FAISS comparison. An unreadable
+    image is skipped and reported, or stops the build when `strict`. Item image paths are
+    stored relative to `out`, so the index and the images can move together.
+    """
+    if documents not in DOCUMENTS:
+        raise InputError(f"documents must be one of {DOCUMENTS}, got {documents!r}.")
+    started = time.perf_counter()
+    images_dir, out = Path(images_dir).resolve(), Path(out).resolve()
+    paths = find_images(images_dir)
+    if not paths:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {images_dir}.")
+    names = [path.relative_to(images_dir).as_posix() for path in paths]
+    captions = captions or {}
+    if documents != "image":
+        if not captions:
+            raise InputError(f"documents={documents!r} needs a captions file (--captions).")
+        missing = [name for name in names if _captions_of(name, captions) is None]
+        if documents == "caption" and missing:
+            raise InputError(
+                f"{len(missing)} images have no caption (e.g. {missing[:3]}); documents='caption' needs one each."
+            )
+
+    report = BuildReport()
+    need_images = documents != "caption" or dense
+    kept: list[int] = []
+    image_rows: list[sp.csr_matrix] = []
+    dense_rows: list[np.ndarray] = []
+    for start in range(0, len(paths), encoder.batch_size):
+        batch: list = []
+        for i in range(start, min(start + encoder.batch_size, len(paths))):
+            try:
+                image = load_image(paths[i]) if need_images else None
+            except InputError as error:
+                if strict:
+                    raise
+                logger.warning("skipping %s: %s", names[i], error)
+                report.skipped.append((names[i], str(error)))
+                continue
+            kept.append(i)
+            batch.append(image)
+        if need_images and batch:
+            sparse, vectors = encoder.encode_images_with_dense(batch)
+            image_rows.append(sparse)
+            dense_rows.append(vectors)
+        if progress:
+            progress(min(encoder.batch_size, len(paths) - start))
+
+    vectors = sp.vstack(image_rows, format="csr") if image_rows else None
+    if documents != "image":
+        groups = [_captions_of(names[i], captions) or [] for i in kept]
+        with_caption = [j for j, group in enumerate(groups) if group]
+        caption_vectors = encoder.encode_captions([groups[j] for j in with_caption])
+        # Place caption row r at document with_caption[r]; documents without a caption stay empty.
+        placement = sp.csr_matrix(
+            (np.ones(len(with_caption), np.float32), (with_caption, np.arange(len(with_caption)))),
+            shape=(len(kept), len(with_caption)),
+        )
+        caption_full = (placement @ caption_vectors).tocsr()
+        vectors = caption_full if documents == "caption" else vectors + caption_full
+    items = []
+    for i in kept:
+        item = {"id": names[i], "image": os.path.relpath(paths[i], out)}
+        if captions:
+            item["captions"] = _captions_of(names[i], captions) or []
+        items.append(item)
+    report.indexed = len(kept)
+    report.seconds = time.perf_counter() - started
+    info = {
+        "documents": documents,
+        "models": encoder.models(),
+        "build": {
+            "mlsr_version": __version__,
+            "images": str(images_dir),
+            "skipped": len(report.skipped),
+            "seconds": round(report.seconds, 3),
+        },
+    }
+    index = SparseIndex.build(
+        vectors.astype(np.float32),
+        items,
+        vocab=encoder.vocab,
+        dense=np.concatenate(dense_rows) if dense else None,
+        info=info,
+    )
+    return index, report
+
+
+def _captions_of(name: str, captions: dict[str, list[str]]) -> list[str] | None:
+    """Captions keyed by relative path, or by bare file name when the captions file gives only names."""
+    return captions.get(name) or captions.get(Path(name).name)

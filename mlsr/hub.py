@@ -1,0 +1,78 @@
+"""Resolve a Hugging Face Hub id or a local folder to a local folder, the same way for every model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from mlsr.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model or dataset was read from: the name the user gave, its local folder and Hub commit."""
+
+    name: str
+    folder: Path
+    revision: str | None  # the Hub commit hash; None for a local folder
+
+
+def resolve(
+    name_or_path: str | Path,
+    patterns: Sequence[str],
+    *,
+    revision: str | None = None,
+    repo_type: str = "model",
+    what: str = "model",
+) -> Source:
+    """Return the local folder for `name_or_path`: an existing folder as is, otherwise a Hub repo id.
+
+    Hub files matching `patterns` are downloaded into (or read from) the Hugging Face cache, so an
+    offline machine works once the files are cached. Errors say whether the name was neither a
+    folder nor a reachable repo, and how to fix it.
+    """
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return Source(name=name, folder=path.resolve(), revision=None)
+    if path.exists():
+        raise ModelLoadError(f"{what} {name!r} is a file; give a folder or a Hugging Face Hub repo id.")
+    try:
+        folder = snapshot_download(
+            repo_id=name, revision=revision, repo_type=repo_type, allow_patterns=list(patterns)
+        )
+    except HFValidationError:
+        raise ModelLoadError(
+            f"{what} {name!r}: no such folder, and not a valid Hub repo id (expected 'owner/name')."
+        ) from None
+    except (RepositoryNotFoundError, GatedRepoError) as error:
+        raise ModelLoadError(
+            f"{what} {name!r}: no such folder, and the Hub has no accessible {repo_type} repo by that"
+            f" name ({type(error).__name__}). Check the id, or log in with `hf auth login` if it is gated."
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"{what} {name!r} has no revision {revision!r} on the Hub.") from None
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(
+            f"{what} {name!r} is not a local folder, the Hugging Face Hub could not be reached to"
+            " download it, and it is not in the local cache. Connect to the network once (the files"
+            " are cached afterwards), or pass a local folder that holds the files."
+        ) from None
+    folder_path = Path(folder)
+    # snapshot_download returns .../snapshots/<commit>; that commit pins exactly what was loaded.
+    commit = folder_path.name if folder_path.parent.name == "snapshots" else revision
+    logger.info("%s %s resolved to %s (revision %s)", what, name, folder_path, commit)
+    return Source(name=name, folder=folder_path, revision=commit)

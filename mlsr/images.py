@@ -1,0 +1,85 @@
+"""Open user images safely: refuse non-images, truncated files and decompression bombs; normalise to RGB."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mlsr.errors import InputError
+
+MAX_PIXELS = 40_000_000  # 40 MP: any real photo fits; a 30000 x 30000 "bomb" is refused before decoding
+MAX_FILE_BYTES = 50_000_000
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+ImageInput = str | Path | bytes | Image.Image
+
+
+def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Return an RGB PIL image from a path, raw bytes or a PIL image, or raise InputError saying why.
+
+    The size is checked from the header before any pixel is decoded, so a decompression bomb
+    costs nothing. EXIF orientation is applied; transparency is flattened onto white; 16-bit and
+    palette images are converted; an animated image gives its first frame.
+    """
+    name = str(source) if isinstance(source, (str, Path)) else "image"
+    image = source if isinstance(source, Image.Image) else _open(source, name)
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InputError(f"{name}: the image is empty ({width}x{height}).")
+    if width * height > max_pixels:
+        raise InputError(
+            f"{name}: {width}x{height} pixels is more than the {max_pixels:,} allowed; downscale it first."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+        raise InputError(f"{name}: the image data is damaged or truncated ({error}).") from None
+    return _to_rgb(image)
+
+
+def _open(source: str | Path | bytes, name: str) -> Image.Image:
+    if isinstance(source, bytes):
+        if len(source) > MAX_FILE_BYTES:
+            raise InputError(f"{name}: {len(source):,} bytes is more than the {MAX_FILE_BYTES:,} allowed.")
+        stream = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{name}: no such file.")
+        size = path.stat().st_size
+        if size == 0:
+            raise InputError(f"{name}: the file is empty (0 bytes).")
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{name}: {size:,} bytes is more than the {MAX_FILE_BYTES:,} allowed.")
+        stream = io.BytesIO(path.read_bytes())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(stream)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        kind = "not an image PIL can read" if isinstance(error, UnidentifiedImageError) else "a decompression bomb"
+        raise InputError(f"{name}: {kind}.") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"{name}: cannot read the image ({error}).") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        # 16-bit images span 0..65535; 32-bit int and float images have no fixed range, so use their max.
+        top = 65535.0 if image.mode.startswith("I;16") else (float(values.max()) or 1.0)
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
