@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    _quiet_transformers(args.verbose)
+    quiet_transformers(args.verbose)
     handlers = {"build-index": _build_index, "search": _search, "terms": _terms}
     try:
         return handlers[args.command](args)
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _quiet_transformers(verbose: bool) -> None:
+def quiet_transformers(verbose: bool) -> None:
     """Keep transformers' per-load progress bars and notices out of the command's output."""
     from transformers.utils import logging as transformers_logging
 

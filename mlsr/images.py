@@ -18,37 +18,46 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 ImageInput = str | Path | bytes | Image.Image
 
 
-def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, max_side: int | None = None) -> Image.Image:
     """Return an RGB PIL image from a path, raw bytes or a PIL image, or raise InputError saying why.
 
     The size is checked from the header before any pixel is decoded, so a decompression bomb
     costs nothing. EXIF orientation is applied; transparency is flattened onto white; 16-bit and
-    palette images are converted; an animated image gives its first frame.
+    palette images are converted; an animated image gives its first frame. With `max_side`, the
+    result is a thumbnail (JPEGs are decoded at reduced scale, which is much faster).
     """
-    name = str(source) if isinstance(source, (str, Path)) else "image"
+    name = str(source) if isinstance(source, (str, Path)) else "the image"
     image = source if isinstance(source, Image.Image) else _open(source, name)
     width, height = image.size
     if width < 1 or height < 1:
-        raise InputError(f"{name}: the image is empty ({width}x{height}).")
+        raise InputError(f"{name} is empty ({width}x{height} pixels).")
     if width * height > max_pixels:
         raise InputError(
-            f"{name}: {width}x{height} pixels is more than the {max_pixels:,} allowed; downscale it first."
+            f"{name} declares {width}x{height} pixels, more than the {max_pixels:,} allowed (a decompression"
+            " bomb, or a huge scan); downscale it first."
         )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.seek(0)
+            if max_side is not None:
+                image.draft("RGB", (max_side, max_side))
             image.load()
             image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
         raise InputError(f"{name}: the image data is damaged or truncated ({error}).") from None
-    return _to_rgb(image)
+    image = _to_rgb(image)
+    if max_side is not None:
+        image.thumbnail((max_side, max_side))
+    return image
 
 
 def _open(source: str | Path | bytes, name: str) -> Image.Image:
     if isinstance(source, bytes):
+        if not source:
+            raise InputError(f"{name} is empty (0 bytes).")
         if len(source) > MAX_FILE_BYTES:
-            raise InputError(f"{name}: {len(source):,} bytes is more than the {MAX_FILE_BYTES:,} allowed.")
+            raise InputError(f"{name} has {len(source):,} bytes, more than the {MAX_FILE_BYTES:,} allowed.")
         stream = io.BytesIO(source)
     else:
         path = Path(source)
@@ -56,19 +65,20 @@ def _open(source: str | Path | bytes, name: str) -> Image.Image:
             raise InputError(f"{name}: no such file.")
         size = path.stat().st_size
         if size == 0:
-            raise InputError(f"{name}: the file is empty (0 bytes).")
+            raise InputError(f"{name} is empty (0 bytes).")
         if size > MAX_FILE_BYTES:
-            raise InputError(f"{name}: {size:,} bytes is more than the {MAX_FILE_BYTES:,} allowed.")
+            raise InputError(f"{name} has {size:,} bytes, more than the {MAX_FILE_BYTES:,} allowed.")
         stream = io.BytesIO(path.read_bytes())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(stream)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        kind = "not an image PIL can read" if isinstance(error, UnidentifiedImageError) else "a decompression bomb"
-        raise InputError(f"{name}: {kind}.") from None
+        if isinstance(error, UnidentifiedImageError):
+            raise InputError(f"{name} is not an image in a format PIL can read.") from None
+        raise InputError(f"{name} is a decompression bomb (far too many pixels for its size).") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{name}: cannot read the image ({error}).") from None
+        raise InputError(f"{name}: the image data is damaged or truncated ({error}).") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

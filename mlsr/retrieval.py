@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -14,6 +14,29 @@ from mlsr.index import Results, SparseIndex
 QueryMode = Literal["expand", "no_expand", "hybrid"]
 QUERY_MODES: tuple[str, ...] = ("expand", "no_expand", "hybrid")
 HYBRID_DEPTH = 1000  # no_expand candidates re-scored in hybrid mode
+
+
+class Queries(NamedTuple):
+    """Encoded queries: `scoring` ranks (and explains) the results; `exact` (no_expand) picks hybrid candidates."""
+
+    scoring: sp.csr_matrix
+    exact: sp.csr_matrix | None = None
+
+
+def encode_queries(encoder: Encoder, texts: Sequence[str] | str, mode: QueryMode = "expand") -> Queries:
+    """Encode texts for a query mode: `hybrid` needs both the expanded and the no_expand vectors."""
+    if mode not in QUERY_MODES:
+        raise InputError(f"mode must be one of {QUERY_MODES}, got {mode!r}.")
+    if mode == "hybrid":
+        return Queries(encoder.encode_text(texts, mode="expand"), encoder.encode_text(texts, mode="no_expand"))
+    return Queries(encoder.encode_text(texts, mode=mode))
+
+
+def rank(index: SparseIndex, queries: Queries, k: int = 10, depth: int = HYBRID_DEPTH) -> Results:
+    """Top-k per query; hybrid when `queries.exact` is given."""
+    if queries.exact is not None:
+        return hybrid_search(index, queries.exact, queries.scoring, k, depth)
+    return index.search(queries.scoring, k)
 
 
 def search_texts(
@@ -29,14 +52,8 @@ def search_texts(
     `expand`: the full head output; `no_expand`: only the text's own tokens; `hybrid`: documents
     sharing a token with the text (no_expand, top `depth`) re-ranked by the expanded query.
     """
-    if mode not in QUERY_MODES:
-        raise InputError(f"mode must be one of {QUERY_MODES}, got {mode!r}.")
-    if mode == "hybrid":
-        expanded = encoder.encode_text(texts, mode="expand")
-        exact = encoder.encode_text(texts, mode="no_expand")
-        return hybrid_search(index, exact, expanded, k, depth), expanded
-    queries = encoder.encode_text(texts, mode=mode)
-    return index.search(queries, k), queries
+    queries = encode_queries(encoder, texts, mode)
+    return rank(index, queries, k, depth), queries.scoring
 
 
 def hybrid_search(

@@ -92,3 +92,9 @@ def test_animated_gif_gives_its_first_frame():
 def test_one_pixel_and_pil_inputs():
     assert load_image(encoded(Image.new("RGB", (1, 1)), "PNG")).size == (1, 1)
     assert load_image(Image.new("L", (3, 2))).mode == "RGB"
+
+
+def test_thumbnails_keep_the_aspect_ratio():
+    big = encoded(Image.new("RGB", (800, 600), "blue"), "JPEG")
+    assert load_image(big, max_side=384).size == (384, 288)
+    assert load_image(encoded(Image.new("RGB", (100, 50)), "PNG"), max_side=384).size == (100, 50)

@@ -1,0 +1,70 @@
+"""mlsr demo: image suggestions with highlighted terms. `python app.py --help` for the options.
+
+Wiring only: parse the configuration, load the models and the index once, build the UI, launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+ASSETS = ROOT / "assets"
+DEFAULT_INDEX = "index/mscoco-test"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags override MLSR_* environment variables, which override the defaults."""
+    from mlsr.cli import add_model_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", default=os.environ.get("MLSR_INDEX", DEFAULT_INDEX),
+                        help="index folder (env MLSR_INDEX; default %(default)s)")
+    parser.add_argument("--host", default=os.environ.get("MLSR_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")),
+                        help="address to listen on (env MLSR_HOST or GRADIO_SERVER_NAME; default %(default)s)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MLSR_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))),
+                        help="port (env MLSR_PORT or GRADIO_SERVER_PORT; default %(default)s)")
+    parser.add_argument("--share", action="store_true", default=os.environ.get("MLSR_SHARE") == "1",
+                        help="also serve through a temporary public gradio.live link (env MLSR_SHARE=1)")
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("MLSR_CONCURRENCY", 2)),
+                        help="requests that run model code at once (env MLSR_CONCURRENCY; default %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    add_model_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def create_app(args: argparse.Namespace):
+    """The Blocks to serve, or a page that says why the app cannot start."""
+    from mlsr.errors import MlsrError
+    from mlsr.service import Service
+    from mlsr.ui import build_ui, error_page
+
+    try:
+        service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
+                               device=args.device)
+    except MlsrError as error:
+        print(f"mlsr: cannot start: {error}", file=sys.stderr)
+        return error_page(str(error))
+    return build_ui(service, examples_dir=ASSETS / "examples", images_dir=ASSETS / "images",
+                    placeholder=ASSETS / "missing.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    from mlsr.cli import quiet_transformers
+    from mlsr.ui import CSS
+
+    quiet_transformers(args.verbose)
+    demo = create_app(args)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
+    # Only the assets folder is served as files: gallery images are sent as thumbnails made by the app.
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+                allowed_paths=[str(ASSETS)], max_file_size="20mb", footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()
