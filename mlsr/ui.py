@@ -28,6 +28,7 @@ PAPERS = (
     "(https://github.com/thongnt99/lsr-multimodal)), which follows *Multimodal Learned Sparse Retrieval for"
     " Image Suggestion* (Nguyen, Hendriksen, Yates, TREC 2023)"
 )
+MODELS = "models"  # one concurrency group for every event that runs model code: the queue's limit is global
 THUMBNAIL_SIDE = 384
 PLOTTED_TERMS = 15  # bars in a chart: more and their labels collide
 CSS = """
@@ -127,8 +128,8 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
             )
 
         suggest_outputs = [results, highlighted, expansion, timing, table, query_state, hits_state, why_row]
-        suggest_button.click(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private")
-        text.submit(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private")
+        suggest_button.click(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private", concurrency_id=MODELS)
+        text.submit(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private", concurrency_id=MODELS)
 
         @user_errors
         def on_search_edited(rows: pd.DataFrame, k_value: int):
@@ -136,7 +137,7 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
             return gallery(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
 
         search_edited.click(on_search_edited, [table, k], [results, timing, query_state, hits_state, why_row],
-                            api_visibility="private")
+                            api_visibility="private", concurrency_id=MODELS)
 
         @user_errors
         def on_select(query, hits: list[Hit], event: gr.SelectData):
@@ -153,7 +154,7 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
                     chips(image_terms))
 
         results.select(on_select, [query_state, hits_state], [why_row, why_title, matched, contribution_plot, hit_terms],
-                       api_visibility="private")
+                       api_visibility="private", concurrency_id=MODELS)
 
         # -- 2. image -> terms ------------------------------------------------------------------
         with gr.Tab("Image → terms", id="image"):
@@ -186,8 +187,8 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
 
         image_outputs = [image_summary, image_chips, image_plot, similar_gallery]
         # preprocess=False: our own loader reads the upload, so a bad file gets mlsr's specific message.
-        image.change(on_image, [image, image_top_k], image_outputs, preprocess=False, api_visibility="private")
-        image_top_k.release(on_image, [image, image_top_k], image_outputs, preprocess=False, api_visibility="private")
+        image.change(on_image, [image, image_top_k], image_outputs, preprocess=False, api_visibility="private", concurrency_id=MODELS)
+        image_top_k.release(on_image, [image, image_top_k], image_outputs, preprocess=False, api_visibility="private", concurrency_id=MODELS)
 
         # -- 3. sparse vs dense -----------------------------------------------------------------
         with gr.Tab("Sparse vs dense", id="compare"):
@@ -219,7 +220,7 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
             return summary, gallery(comparison.sparse), gallery(comparison.dense)
 
         compare_button.click(on_compare, [compare_text, compare_k], [compare_summary, sparse_gallery, dense_gallery],
-                             api_visibility="private")
+                             api_visibility="private", concurrency_id=MODELS)
 
         # -- 4. about ---------------------------------------------------------------------------
         with gr.Tab("About this index", id="about"):
@@ -264,7 +265,7 @@ def add_api(service: Service) -> None:
         return service.compare(text, k).to_json()
 
     for fn in (suggest, search_terms, image_terms, similar, compare):
-        gr.api(fn, api_name=fn.__name__, concurrency_id="models")
+        gr.api(fn, api_name=fn.__name__, concurrency_id=MODELS)
 
 
 def displayable(image: str | None, placeholder: Path) -> str | Image.Image:

@@ -196,3 +196,15 @@ def test_only_assets_and_gradio_outputs_are_served(app_url, app_index):
     for private in ("/etc/passwd", str(app_index / "manifest.json"), str(ROOT / "app.py"),
                     str(app_index.parent / "photos" / "bus.jpg")):
         assert status(private) in (403, 404), private
+
+
+def test_unavailable_model_shows_what_to_do(app_args, capsys, monkeypatch):
+    import app
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    args = list(app_args)
+    args[args.index("--head") + 1] = "lsr42/never-downloaded-head"
+    page = app.create_app(app.parse_args(args))
+    assert "could not be reached" in str(page.config) and "local folder" in str(page.config)
+    assert capsys.readouterr().err.startswith("mlsr: cannot start: sparse head 'lsr42/never-downloaded-head'")
