@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from mlsr.encoder import Encoder
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
 from mlsr.index import SparseIndex
+from mlsr.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class BuildReport:
     indexed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    resumed: int = 0  # batches taken from an interrupted earlier run
 
 
 def find_images(folder: str | Path) -> list[Path]:
@@ -94,13 +98,18 @@ def build_index(
     strict: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[SparseIndex, BuildReport]:
-    """Encode every image under `images_dir` (and its captions) into an index to be saved at `out`.
+    """Encode every image under `images_dir` (and its captions) into an index saved at `out`.
 
     Document vectors: `image` = the image's expanded vector; `caption` = its captions' vectors
     (masked to their tokens); `image+caption` = the sum of both (the seed paper's M4 run).
     `dense` also keeps the backbone's image vectors for the FAISS comparison. An unreadable
     image is skipped and reported, or stops the build when `strict`. Item image paths are
     stored relative to `out`, so the index and the images can move together.
+
+    Crash-safe and resumable: each finished batch is kept in `.<out>.partial/` beside `out`; a
+    re-run over the same images, settings and models skips the batches already done, and gives
+    the same index as an uninterrupted run. `out` is replaced atomically at the end, so an
+    interrupted build leaves the previous index intact.
     """
     if documents not in DOCUMENTS:
         raise InputError(f"documents must be one of {DOCUMENTS}, got {documents!r}.")
@@ -122,28 +131,28 @@ def build_index(
 
     report = BuildReport()
     need_images = documents != "caption" or dense
+    store = _BatchStore.open(out, _fingerprint(encoder, paths, names, need_images, strict))
     kept: list[int] = []
     image_rows: list[sp.csr_matrix] = []
     dense_rows: list[np.ndarray] = []
     for start in range(0, len(paths), encoder.batch_size):
-        batch: list = []
-        for i in range(start, min(start + encoder.batch_size, len(paths))):
-            try:
-                image = load_image(paths[i]) if need_images else None
-            except InputError as error:
-                if strict:
-                    raise
-                logger.warning("skipping %s: %s", names[i], error)
-                report.skipped.append((names[i], str(error)))
-                continue
-            kept.append(i)
-            batch.append(image)
-        if need_images and batch:
-            sparse, vectors = encoder.encode_images_with_dense(batch)
-            image_rows.append(sparse)
-            dense_rows.append(vectors)
+        stop = min(start + encoder.batch_size, len(paths))
+        if not need_images:
+            batch = _Batch(list(range(start, stop)), [], None, None)
+        elif (batch := store.load(start)) is not None:
+            report.resumed += 1
+        else:
+            batch = _encode_batch(encoder, paths, names, range(start, stop), strict)
+            store.save(start, batch)
+        kept += batch.kept
+        report.skipped += batch.skipped
+        if batch.sparse is not None:
+            image_rows.append(batch.sparse)
+            dense_rows.append(batch.dense)
         if progress:
-            progress(min(encoder.batch_size, len(paths) - start))
+            progress(stop - start)
+    for name, reason in report.skipped:
+        logger.warning("skipped %s: %s", name, reason)
 
     vectors = sp.vstack(image_rows, format="csr") if image_rows else None
     if documents != "image":
@@ -182,7 +191,91 @@ def build_index(
         dense=np.concatenate(dense_rows) if dense else None,
         info=info,
     )
+    index.save(out)
+    store.remove()
     return index, report
+
+
+@dataclass
+class _Batch:
+    """One encoded batch: the image numbers kept, those skipped (name, reason), their vectors."""
+
+    kept: list[int]
+    skipped: list[tuple[str, str]]
+    sparse: sp.csr_matrix | None
+    dense: np.ndarray | None
+
+
+def _encode_batch(encoder: Encoder, paths: list[Path], names: list[str], numbers: range, strict: bool) -> _Batch:
+    kept, images, skipped = [], [], []
+    for i in numbers:
+        try:
+            images.append(load_image(paths[i]))
+            kept.append(i)
+        except InputError as error:
+            if strict:
+                raise
+            skipped.append((names[i], str(error)))
+    if not images:
+        return _Batch(kept, skipped, sp.csr_matrix((0, encoder.vocab_size), dtype=np.float32),
+                      np.zeros((0, encoder.dense_size), dtype=np.float32))
+    sparse, dense = encoder.encode_images_with_dense(images)
+    return _Batch(kept, skipped, sparse, dense)
+
+
+def _fingerprint(encoder: Encoder, paths: list[Path], names: list[str], need_images: bool, strict: bool) -> str:
+    """What finished batches depend on: the files (name, size, mtime), the models, batching, strictness."""
+    stats = [(name, path.stat().st_size, path.stat().st_mtime_ns) for name, path in zip(names, paths)]
+    plan = {"files": stats, "models": encoder.models(), "batch_size": encoder.batch_size,
+            "need_images": need_images, "strict": strict, "mlsr": __version__}
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class _BatchStore:
+    """Finished batches of an interrupted build, in `.<name>.partial/` beside the index folder.
+
+    Each batch is three files; its JSON is written last, by rename, so a batch counts as done only
+    when all of it is on disk. A store made for other inputs is wiped, never mixed in.
+    """
+
+    folder: Path
+
+    @classmethod
+    def open(cls, out: Path, fingerprint: str) -> "_BatchStore":
+        folder = out.parent / f".{out.name}.partial"
+        plan = folder / "plan.json"
+        if folder.is_dir() and (not plan.is_file() or json.loads(plan.read_text()).get("fingerprint") != fingerprint):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not plan.is_file():
+            atomic_write_json(plan, {"fingerprint": fingerprint})
+        return cls(folder)
+
+    def load(self, start: int) -> _Batch | None:
+        stem = self.folder / f"batch-{start:09d}"
+        try:
+            meta = json.loads(stem.with_suffix(".json").read_text())
+            sparse = sp.load_npz(stem.with_suffix(".npz"))
+            dense = np.load(stem.with_suffix(".npy"), allow_pickle=False)
+        except (OSError, ValueError, KeyError):
+            return None  # not finished (or damaged): encode it again
+        if sparse.shape[0] != len(meta["kept"]) or dense.shape[0] != len(meta["kept"]):
+            return None
+        return _Batch(meta["kept"], [tuple(s) for s in meta["skipped"]], sparse.tocsr(), dense)
+
+    def save(self, start: int, batch: _Batch) -> None:
+        stem = self.folder / f"batch-{start:09d}"
+        with atomic_path(stem.with_suffix(".npz")) as tmp:
+            with open(tmp, "wb") as handle:
+                sp.save_npz(handle, batch.sparse, compressed=False)
+        with atomic_path(stem.with_suffix(".npy")) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, batch.dense, allow_pickle=False)
+        atomic_write_json(stem.with_suffix(".json"), {"kept": batch.kept, "skipped": batch.skipped})
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _captions_of(name: str, captions: dict[str, list[str]]) -> list[str] | None:

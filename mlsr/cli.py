@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="document representation (the seed paper's three runs; image+caption sums both vectors)")
     build.add_argument("--dense", action="store_true", help="also keep the dense image vectors for FAISS comparison")
     build.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
-    build.add_argument("--out", required=True, type=Path, help="index folder to write (replaced atomically)")
+    build.add_argument("--out", required=True, type=Path,
+                       help="index folder to write (replaced atomically; an interrupted build resumes on re-run)")
     add_model_arguments(build)
 
     search = commands.add_parser("search", help="rank the index for one or more text queries",
@@ -115,7 +116,8 @@ def _build_index(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="img", desc="encoding images") as bar:
         index, report = build_index(encoder, args.images, out=args.out, captions=captions, documents=args.doc,
                                     dense=args.dense, strict=args.strict, progress=bar.update)
-    index.save(args.out)
+    if report.resumed:
+        print(f"resumed an interrupted build: {report.resumed} batches were already encoded")
     print(f"indexed {report.indexed} images into {args.out} in {report.seconds:.1f} s"
           f" ({args.doc} documents, {index.vectors.nnz / max(len(index), 1):.0f} terms per document on average)")
     if report.skipped:

@@ -170,9 +170,8 @@ def app_index(app_encoder, image_folder, tmp_path_factory) -> Path:
         shutil.copy(path, folder / "photos" / path.name)
     with open(folder / "photos" / "captions.csv", "a") as handle:
         handle.write("\n".join(rows) + "\n")
-    index, _ = build_index(app_encoder, folder / "photos", out=folder / "index", dense=True,
-                           documents="image+caption", captions=read_captions(folder / "photos" / "captions.csv"))
-    index.save(folder / "index")
+    build_index(app_encoder, folder / "photos", out=folder / "index", dense=True,
+                documents="image+caption", captions=read_captions(folder / "photos" / "captions.csv"))
     return folder / "index"
 
 

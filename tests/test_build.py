@@ -76,8 +76,7 @@ def test_unreadable_images_are_skipped_and_reported_unless_strict(encoder, image
 
 
 def test_built_index_saves_loads_and_checks_models(encoder, image_folder, tmp_path):
-    index, _ = build_index(encoder, image_folder, out=tmp_path / "idx", dense=True)
-    index.save(tmp_path / "idx")
+    build_index(encoder, image_folder, out=tmp_path / "idx", dense=True)
     loaded = SparseIndex.load(tmp_path / "idx", models=encoder.models())
     assert (tmp_path / "idx" / loaded.items[0]["image"]).resolve() == find_images(image_folder)[0].resolve()
     assert loaded.vocab.terms == encoder.vocab.terms

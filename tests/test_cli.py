@@ -49,9 +49,8 @@ def test_build_index_then_search_end_to_end(model_args, image_folder, tmp_path):
 def test_search_modes_print_ranked_items_with_terms(model_args, encoder, image_folder, tmp_path, capsys, mode):
     from mlsr.build import build_index, read_captions
 
-    index, _ = build_index(encoder, image_folder, out=tmp_path / "idx", documents="caption",
-                           captions=read_captions(image_folder / "captions.csv"))
-    index.save(tmp_path / "idx")
+    build_index(encoder, image_folder, out=tmp_path / "idx", documents="caption",
+                captions=read_captions(image_folder / "captions.csv"))
     args = ["search", "--index", str(tmp_path / "idx"), "--mode", mode, "-k", "2", *model_args]
     assert main([*args, "dogs in the park"]) == 0
     out = capsys.readouterr().out
