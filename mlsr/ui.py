@@ -63,7 +63,8 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
     def progress_stage(progress: gr.Progress) -> Callable[[float, str], None]:
         return lambda fraction, message: progress(fraction, desc=message)
 
-    with gr.Blocks(title="mlsr: multimodal learned sparse retrieval") as demo:
+    # delete_cache: uploads and rendered thumbnails older than an hour are removed every 30 minutes.
+    with gr.Blocks(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# mlsr: image suggestions you can read\n"
             "Text and images become weighted bags of vocabulary terms; an image ranks high when it lights up"
