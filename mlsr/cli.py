@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="rank the index for one or more text queries",
                                  description="Rank an index for text queries and show the matched terms.")
-    search.add_argument("queries", nargs="+", metavar="QUERY", help="query text (several queries run as a batch)")
+    search.add_argument("queries", nargs="+", metavar="QUERY",
+                        help="query text (several queries run as a batch; - reads one query from standard input)")
     search.add_argument("--index", required=True, type=Path, help="index folder")
     search.add_argument("--mode", choices=("expand", "no_expand", "hybrid"), default="expand", help="query encoding")
     search.add_argument("-k", type=int, default=10, help="results per query (default %(default)s)")
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Print the top weighted vocabulary terms of an image or a text.")
     source = terms.add_mutually_exclusive_group(required=True)
     source.add_argument("image", nargs="?", type=Path, help="image file")
-    source.add_argument("--text", help="text to encode instead of an image")
+    source.add_argument("--text", help="text to encode instead of an image (- reads it from standard input)")
     terms.add_argument("--mode", choices=("expand", "no_expand"), default="expand", help="text encoding")
     terms.add_argument("--top-k", type=int, default=20, help="terms to print (default %(default)s)")
     terms.add_argument("--json", action="store_true", help="print JSON")
@@ -134,6 +135,7 @@ def _search(args: argparse.Namespace) -> int:
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
     encoder = load_encoder(args)
     index.check_models(encoder.models())
+    args.queries = [_stdin_if_dash(query) for query in args.queries]
     results, queries = search_texts(encoder, index, args.queries, k=args.k, mode=args.mode)
     for q, text in enumerate(args.queries):
         hits = []
@@ -155,7 +157,7 @@ def _search(args: argparse.Namespace) -> int:
 def _terms(args: argparse.Namespace) -> int:
     encoder = load_encoder(args)
     if args.text is not None:
-        vectors = encoder.encode_text([args.text], mode=args.mode)
+        vectors = encoder.encode_text([_stdin_if_dash(args.text)], mode=args.mode)
     else:
         vectors = encoder.encode_images([args.image])
     terms = encoder.decode(vectors[0], top_k=args.top_k)
@@ -167,3 +169,8 @@ def _terms(args: argparse.Namespace) -> int:
         for term, weight in terms:
             print(f"  {term:<20} {weight:.4f}")
     return 0
+
+
+def _stdin_if_dash(text: str) -> str:
+    """`-` stands for standard input: article text is often longer than a command line allows."""
+    return sys.stdin.read() if text == "-" else text

@@ -96,3 +96,42 @@ def test_offline_hub_id_gives_a_clear_message(tokenizer_dir, capsys):
 def test_every_subcommand_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0 and "--backbone" in result.stdout and "--head" in result.stdout
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("zero.jpg", b"", "is empty"),
+    ("truncated.jpg", (ROOT / "assets" / "images" / "COCO_val2014_000000522418.jpg").read_bytes()[:5000],
+     "damaged or truncated"),
+    ("bomb.png", bomb_png(30000, 30000), "decompression bomb|allowed"),
+])
+def test_bad_images_on_the_command_line(model_args, tmp_path, capsys, name, data, message):
+    (tmp_path / name).write_bytes(data)
+    assert main(["terms", str(tmp_path / name), *model_args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert __import__("re").search(message, err)
+
+
+@pytest.mark.parametrize("text, code, expected", [
+    ("x" * 1_000_000, 2, "limit"),  # a megabyte of text, through standard input
+    ("\x00\x01 nul and control characters \x7f", 0, "active terms"),
+    ("水牛 buffalo 🐃 Ünïcödé", 0, "active terms"),
+    ("   \n\t ", 2, "empty"),
+])
+def test_texts_from_standard_input(model_args, text, code, expected):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "mlsr", "terms", "--text", "-", *model_args], input=text,
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == code, result.stderr
+    assert expected in (result.stdout if code == 0 else result.stderr)
+    assert "Traceback" not in result.stderr

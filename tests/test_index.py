@@ -222,3 +222,22 @@ def test_index_built_with_other_models_is_refused(saved_index):
     with pytest.raises(IndexMismatchError, match="terms"):
         SparseIndex.load(path, models=models(sha, vocab_size=VOCAB + 1))
     SparseIndex.load(path, models=models(sha))  # the right models pass
+
+
+def test_a_symlink_escaping_the_index_folder_is_refused(saved_index, tmp_path):
+    _, path = saved_index
+    outside = tmp_path / "outside.jsonl"
+    outside.write_bytes((path / "items.jsonl").read_bytes())  # same bytes, so only the link itself is wrong
+    (path / "items.jsonl").unlink()
+    (path / "items.jsonl").symlink_to(outside)
+    with pytest.raises(IndexFormatError, match="items.jsonl is missing .or not a regular file"):
+        SparseIndex.load(path)
+
+
+def test_a_manifest_naming_a_file_outside_the_folder_is_refused(saved_index):
+    _, path = saved_index
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    manifest["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0"}
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="outside the folder"):
+        SparseIndex.load(path)
