@@ -1,0 +1,81 @@
+"""Nothing a user can supply is unpickled or executed: malicious files are refused, and the code holds no
+pickle, eval, shell or remote-code calls."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import zipfile
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conftest import ROOT
+from mlsr.errors import IndexFormatError, ModelLoadError
+from mlsr.head import SparseHead
+from mlsr.index import MANIFEST_FILE, SparseIndex
+from mlsr.io import sha256_file
+
+FORBIDDEN = {
+    r"\bpickle\.loads?\(": "unpickling",
+    r"(?<![.\w])eval\(": "eval",  # the builtin, not torch's module.eval()
+    r"(?<![.\w])exec\(": "exec",
+    r"shell\s*=\s*True": "a shell",
+    r"os\.system\(": "a shell",
+    r"trust_remote_code\s*=\s*True": "remote code",
+    r"allow_pickle\s*=\s*True": "unpickling",
+    r"torch\.load\((?![^)]*weights_only=True)": "torch.load without weights_only=True",
+}
+
+
+def test_the_code_holds_no_unsafe_calls():
+    sources = [ROOT / "app.py", *sorted((ROOT / "mlsr").rglob("*.py"))]
+    found = []
+    for path in sources:
+        text = path.read_text()
+        for pattern, what in FORBIDDEN.items():
+            for match in re.finditer(pattern, text):
+                found.append(f"{path.relative_to(ROOT)}:{text[:match.start()].count(chr(10)) + 1}: {what}")
+    assert found == []
+
+
+class Exploit:
+    """Unpickling this runs code: it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_bomb_in_a_v4_checkpoint_is_not_executed(tmp_path):
+    folder = tmp_path / "evil-head"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "d2s", "dense_size": 256}))
+    marker = tmp_path / "pwned"
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"proj.weight": Exploit(marker)}))
+    with pytest.raises(ModelLoadError, match="cannot read its weights"):
+        SparseHead.from_pretrained(folder)
+    assert not marker.exists()
+
+
+def test_an_object_array_in_an_index_is_not_unpickled(tmp_path):
+    path = tmp_path / "index"
+    SparseIndex.build(sp.csr_matrix(np.eye(2, 300, dtype=np.float32))).save(path)
+    marker = tmp_path / "pwned"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # an .npz whose "data" array holds a pickled object
+        with archive.open("data.npy", "w") as member:
+            np.lib.format.write_array(member, np.array([Exploit(marker)], dtype=object), allow_pickle=True)
+    (path / "sparse.npz").write_bytes(buffer.getvalue())
+    manifest = json.loads((path / MANIFEST_FILE).read_text())  # the attacker controls the manifest too
+    manifest["files"]["sparse.npz"] = {"bytes": (path / "sparse.npz").stat().st_size,
+                                       "sha256": sha256_file(path / "sparse.npz")}
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="cannot be read"):
+        SparseIndex.load(path)
+    assert not marker.exists()
