@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_transformers(args.verbose)
     demo = create_app(args)
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=128)
     # Only the assets folder is served as files: gallery images are sent as thumbnails made by the app.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
                 allowed_paths=[str(ASSETS)], max_file_size="20mb", footer_links=["api"])

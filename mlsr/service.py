@@ -75,7 +75,6 @@ class ImageTerms:
     terms: Terms
     active_terms: int
     similar: list[Hit]
-    vector: sp.csr_matrix
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -164,7 +163,7 @@ class Service:
         results = self.index.search(vector, k)
         return ImageTerms(
             terms=self.encoder.decode(vector[0], top_k=max(1, min(int(top_k), 200))),
-            active_terms=int(vector.nnz), similar=self.hits(results), vector=vector,
+            active_terms=int(vector.nnz), similar=self.hits(results),
             timings={"encode": encode_ms, "search": _ms(started)},
         )
 
@@ -230,10 +229,10 @@ class Service:
     def hits(self, results: Results, query_row: int = 0) -> list[Hit]:
         """Ranked rows of one query as Hits with resolved image sources and a display caption."""
         hits = []
-        for rank, (score, row) in enumerate(zip(results.scores[query_row], results.indices[query_row]), 1):
+        for position, (score, row) in enumerate(zip(results.scores[query_row], results.indices[query_row]), 1):
             item = self.index.items[int(row)]
             captions = item.get("captions") or []
-            hits.append(Hit(rank, int(row), str(item["id"]), round(float(score), 4), self.image_source(item),
+            hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), self.image_source(item),
                             captions[0] if captions else ""))
         return hits
 
