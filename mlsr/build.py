@@ -29,6 +29,7 @@ Documents = Literal["image", "caption", "image+caption"]
 DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")
 _FILE_COLUMNS = ("file", "filename", "image", "path")
 _CAPTION_COLUMNS = ("caption", "text")
+SPLITS: tuple[str, ...] = ("train", "val", "test", "restval")  # the Karpathy split names of COCO / Flickr30k
 
 
 @dataclass
@@ -58,6 +59,31 @@ def read_captions(path: str | Path) -> dict[str, list[str]]:
 
     A file may appear on several rows: all its captions are kept, in order.
     """
+    captions: dict[str, list[str]] = {}
+    for name, text, _ in _caption_rows(path):
+        captions.setdefault(name, []).append(text)
+    return captions
+
+
+def read_splits(path: str | Path) -> dict[str, str] | None:
+    """The optional `split` column of a captions file: file -> split, or None when the file has no such column.
+
+    Every row must then name a split, and the rows of one file must agree (a split belongs to an image).
+    """
+    rows = _caption_rows(path)
+    if all(split is None for _, _, split in rows):
+        return None
+    splits: dict[str, str] = {}
+    for number, (name, _, split) in enumerate(rows, 1):
+        if split is None:
+            raise InputError(f"{path}: row {number} ({name}) has no split, but other rows do; give every row one.")
+        if splits.setdefault(name, split) != split:
+            raise InputError(f"{path}: {name} is in split {splits[name]!r} and in {split!r}; one split per image.")
+    return splits
+
+
+def _caption_rows(path: str | Path) -> list[tuple[str, str, str | None]]:
+    """(file, caption, split or None) per row of a CSV or JSONL captions file, validated."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"captions file {path} does not exist.")
@@ -72,7 +98,7 @@ def read_captions(path: str | Path) -> dict[str, list[str]]:
     else:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
-    captions: dict[str, list[str]] = {}
+    parsed = []
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict):
             raise InputError(f"{path}: row {number} is not an object with a file and a caption.")
@@ -83,8 +109,11 @@ def read_captions(path: str | Path) -> dict[str, list[str]]:
                 f"{path}: row {number} needs a file name column ({'/'.join(_FILE_COLUMNS)}) and a caption"
                 f" column ({'/'.join(_CAPTION_COLUMNS)})."
             )
-        captions.setdefault(Path(name).as_posix(), []).append(text)
-    return captions
+        split = row.get("split") or None
+        if split is not None and split not in SPLITS:
+            raise InputError(f"{path}: row {number} has split {split!r}; use one of {', '.join(SPLITS)}.")
+        parsed.append((Path(name).as_posix(), text, split))
+    return parsed
 
 
 def build_index(
@@ -123,7 +152,7 @@ def build_index(
     if documents != "image":
         if not captions:
             raise InputError(f"documents={documents!r} needs a captions file (--captions).")
-        missing = [name for name in names if _captions_of(name, captions) is None]
+        missing = [name for name in names if captions_of(name, captions) is None]
         if documents == "caption" and missing:
             raise InputError(
                 f"{len(missing)} images have no caption (e.g. {missing[:3]}); documents='caption' needs one each."
@@ -156,7 +185,7 @@ def build_index(
 
     vectors = sp.vstack(image_rows, format="csr") if image_rows else None
     if documents != "image":
-        groups = [_captions_of(names[i], captions) or [] for i in kept]
+        groups = [captions_of(names[i], captions) or [] for i in kept]
         with_caption = [j for j, group in enumerate(groups) if group]
         caption_vectors = encoder.encode_captions([groups[j] for j in with_caption])
         # Place caption row r at document with_caption[r]; documents without a caption stay empty.
@@ -170,7 +199,7 @@ def build_index(
     for i in kept:
         item = {"id": names[i], "image": os.path.relpath(paths[i], out)}
         if captions:
-            item["captions"] = _captions_of(names[i], captions) or []
+            item["captions"] = captions_of(names[i], captions) or []
         items.append(item)
     report.indexed = len(kept)
     report.seconds = time.perf_counter() - started
@@ -278,6 +307,6 @@ class _BatchStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _captions_of(name: str, captions: dict[str, list[str]]) -> list[str] | None:
+def captions_of(name: str, captions: dict[str, list[str]]) -> list[str] | None:
     """Captions keyed by relative path, or by bare file name when the captions file gives only names."""
     return captions.get(name) or captions.get(Path(name).name)

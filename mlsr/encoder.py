@@ -49,16 +49,10 @@ class Encoder:
         batch_size: int = 32,
     ) -> "Encoder":
         """Load backbone, head and tokenizer, each from a Hub id or a local folder."""
-        from transformers import AutoTokenizer
-
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         sparse_head = SparseHead.from_pretrained(head).to(device)
         dense_model = load_backbone(backbone, device=device)
-        source = resolve(tokenizer, ["*.json", "*.txt", "*.model"], what="tokenizer")
-        try:
-            term_tokenizer = AutoTokenizer.from_pretrained(source.folder)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"tokenizer {tokenizer!r}: cannot load it ({error}).") from None
+        term_tokenizer, source = load_tokenizer(tokenizer)
         vocab = Vocabulary.from_tokenizer(term_tokenizer)
         if len(vocab) != sparse_head.vocab_size:
             raise ModelLoadError(
@@ -70,7 +64,7 @@ class Encoder:
                 f"backbone {backbone!r} gives {dense_model.dense_size}-d vectors but head {head!r} reads"
                 f" {sparse_head.config.dense_size}-d ones; pick a head trained on this backbone."
             )
-        return cls(dense_model, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source.name)
+        return cls(dense_model, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source)
 
     @property
     def vocab_size(self) -> int:
@@ -204,10 +198,21 @@ class Encoder:
             tokens = self.tokenizer(list(mask_texts), add_special_tokens=False, padding=True, return_tensors="pt")
             ids, attention = tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device)
         weights = self.head(dense, input_ids=ids, attention_mask=attention)
-        return _to_csr(weights)
+        return to_csr(weights)
 
 
-def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
+def load_tokenizer(name_or_path: str) -> tuple[object, str]:
+    """The tokenizer of a head's vocabulary (term ids for masking and decoding) and the name it was given."""
+    from transformers import AutoTokenizer
+
+    source = resolve(name_or_path, ["*.json", "*.txt", "*.model"], what="tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(source.folder), source.name
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"tokenizer {name_or_path!r}: cannot load it ({error}).") from None
+
+
+def to_csr(weights: torch.Tensor) -> sp.csr_matrix:
     """A (B, V) mostly-zero tensor -> CSR float32, touching only the non-zeros."""
     rows, cols = torch.nonzero(weights, as_tuple=True)
     values = weights[rows, cols].float().cpu().numpy()

@@ -76,3 +76,16 @@ def resolve(
     commit = folder_path.name if folder_path.parent.name == "snapshots" else revision
     logger.info("%s %s resolved to %s (revision %s)", what, name, folder_path, commit)
     return Source(name=name, folder=folder_path, revision=commit)
+
+
+_SMALL_FILES = ["*.json", "*.txt", "*.model"]
+
+
+def resolve_with_weights(name_or_path: str, *, revision: str | None = None, what: str = "model") -> Source:
+    """Resolve a transformers model folder (config, tokenizer, weights): safetensors, or a .bin when that is all."""
+    source = resolve(name_or_path, [*_SMALL_FILES, "*.safetensors"], revision=revision, what=what)
+    if any(source.folder.glob("*.safetensors")) or any(source.folder.glob("*.bin")):
+        return source
+    if source.revision is None:
+        raise ModelLoadError(f"{what} folder {source.folder} holds no weights (*.safetensors or *.bin).")
+    return resolve(name_or_path, [*_SMALL_FILES, "*.bin"], revision=revision, what=what)

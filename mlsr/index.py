@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
-from mlsr.io import atomic_write_json, read_jsonl, sha256_file, write_jsonl
+from mlsr.io import atomic_write_json, read_jsonl, replace_folder, sha256_file, write_jsonl
 from mlsr.vocab import VOCAB_FILE, Vocabulary, nonzero_terms
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class SparseIndex:
         staging.mkdir()
         try:
             self._write_files(staging)
-            _replace_folder(staging, path)
+            replace_folder(staging, path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         logger.info("saved %d documents to %s", len(self), path)
@@ -334,22 +334,6 @@ def _as_csr(matrix: sp.spmatrix, what: str) -> sp.csr_matrix:
     matrix.sum_duplicates()
     matrix.sort_indices()
     return matrix
-
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Move a complete staging folder onto `target`, keeping the old one until the new one is in place."""
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    backup = target.parent / f".{target.name}.old-{os.getpid()}"
-    shutil.rmtree(backup, ignore_errors=True)
-    os.rename(target, backup)
-    try:
-        os.rename(staging, target)
-    except OSError:
-        os.rename(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def _recorded_id(recorded_models: dict, role: str) -> str:

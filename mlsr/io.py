@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -59,3 +60,19 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Move a complete staging folder onto `target`, keeping the old one until the new one is in place."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    backup = target.parent / f".{target.name}.old-{os.getpid()}"
+    shutil.rmtree(backup, ignore_errors=True)
+    os.rename(target, backup)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 from fixtures import (  # noqa: F401  (re-exported for the test modules)
     CAPTIONS, DENSE_SIZE, PLANTED_WORDS, REAL_IMAGES, ROOT, VOCAB_SIZE, build_gallery, make_head, make_image,
@@ -52,6 +53,41 @@ def head_dir(tmp_path_factory) -> Path:
 def backbone_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """A tiny BlipForImageTextRetrieval (1 layer, 32 px) with the real 256-d projections and vocabulary."""
     return save_tiny_blip(tmp_path_factory.mktemp("backbone"), tokenizer_dir)
+
+
+CLIP_DENSE_SIZE = 48  # any size: a head for a CLIP backbone reads CLIP's projection_dim
+
+
+def make_clip_tokenizer():
+    """A real CLIPTokenizer (byte-level BPE) over the 256 byte symbols and no merges: tiny, offline."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    symbols = sorted(ByteLevel.alphabet())
+    pieces = ["<|startoftext|>", "<|endoftext|>", *symbols, *(s + "</w>" for s in symbols)]
+    return CLIPTokenizer(vocab={piece: i for i, piece in enumerate(pieces)}, merges=[])
+
+
+@pytest.fixture(scope="session")
+def clip_backbone_dir(tmp_path_factory) -> Path:
+    """A tiny CLIPModel (1 layer, 32 px, 48-d projections) with its own tokenizer and PIL image processor."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    torch.manual_seed(0)
+    tokenizer = make_clip_tokenizer()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=16),
+        projection_dim=CLIP_DENSE_SIZE,
+    )
+    folder = tmp_path_factory.mktemp("clip")
+    CLIPModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
