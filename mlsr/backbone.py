@@ -14,6 +14,7 @@ from torch.nn.functional import normalize
 
 from mlsr.errors import ModelLoadError
 from mlsr.hub import resolve_with_weights
+from mlsr.threadsafe import locked
 
 logger = logging.getLogger(__name__)
 
@@ -147,4 +148,4 @@ def _load_parts(model_type: str, folder) -> tuple[torch.nn.Module, dict, object,
 
         model, info = BlipForImageTextRetrieval.from_pretrained(folder, output_loading_info=True)
         image_processor = BlipImageProcessorPil.from_pretrained(folder)
-    return model, info, AutoTokenizer.from_pretrained(folder), image_processor
+    return model, info, locked(AutoTokenizer.from_pretrained(folder)), image_processor

@@ -16,6 +16,7 @@ from mlsr.head import DEFAULT_HEAD, SparseHead
 from mlsr.hub import resolve
 from mlsr.images import ImageInput, load_image
 from mlsr.text import MAX_TEXT_CHARS, check_text, split_windows
+from mlsr.threadsafe import locked
 from mlsr.vocab import Terms, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -202,12 +203,15 @@ class Encoder:
 
 
 def load_tokenizer(name_or_path: str) -> tuple[object, str]:
-    """The tokenizer of a head's vocabulary (term ids for masking and decoding) and the name it was given."""
+    """The tokenizer of a head's vocabulary (term ids for masking and decoding) and the name it was given.
+
+    It is wrapped so that threads can share it (see mlsr/threadsafe.py).
+    """
     from transformers import AutoTokenizer
 
     source = resolve(name_or_path, ["*.json", "*.txt", "*.model"], what="tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(source.folder), source.name
+        return locked(AutoTokenizer.from_pretrained(source.folder)), source.name
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"tokenizer {name_or_path!r}: cannot load it ({error}).") from None
 

@@ -109,10 +109,13 @@ class Service:
     def load(cls, index_dir: str | Path, *, backbone: str, head: str, tokenizer: str,
              device: str | None = None) -> "Service":
         """Load the index first (cheap, and a missing index is the likeliest mistake), then the models."""
+        started = time.perf_counter()
         index_dir = Path(index_dir)
         index = SparseIndex.load(index_dir)
         encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16)
         index.check_models(encoder.models())
+        logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index_dir,
+                    time.perf_counter() - started)
         return cls(encoder, index, index_dir)
 
     # -- suggest ----------------------------------------------------------------------------------
