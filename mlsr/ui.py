@@ -9,6 +9,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import gradio as gr
 import pandas as pd
@@ -270,12 +271,13 @@ def add_api(service: Service) -> None:
 
 
 def displayable(image: str | None, placeholder: Path) -> str | Image.Image:
-    """What a gallery shows for an item: a URL as is (the browser fetches it), a local file as a small
-    thumbnail made here, so the app never has to expose the folders that hold the originals."""
+    """What a gallery shows for an item: a URL as is (the browser fetches it, never the server), a local
+    file as a small thumbnail made here, so the app never has to expose the folders that hold the originals."""
     if image is None:
         return str(placeholder)
     if image.startswith(("http://", "https://")):
-        return image
+        # Gradio fetches an .svg URL on the server to inline it; only raster URLs go to the browser.
+        return str(placeholder) if urlparse(image).path.lower().endswith(".svg") else image
     try:
         return _thumbnail(image)
     except MlsrError:

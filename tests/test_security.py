@@ -79,3 +79,40 @@ def test_an_object_array_in_an_index_is_not_unpickled(tmp_path):
     with pytest.raises(IndexFormatError, match="cannot be read"):
         SparseIndex.load(path)
     assert not marker.exists()
+
+
+def test_item_urls_are_fetched_by_the_browser_never_by_the_server(tmp_path):
+    """An index may point at image URLs: the gallery must hand them to the browser, not download them."""
+    import http.server
+    import threading
+
+    import gradio as gr
+    from gradio import processing_utils
+
+    from mlsr.ui import displayable
+
+    requests: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server API)
+            requests.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    placeholder = tmp_path / "missing.png"
+    try:
+        shown = [displayable(f"{base}/photo.jpg", placeholder), displayable(f"{base}/drawing.svg?x=1", placeholder)]
+        assert shown == [f"{base}/photo.jpg", str(placeholder)]
+        gallery = gr.Gallery()
+        payload = gallery.postprocess([(shown[0], "a photo")])
+        served = processing_utils.move_files_to_cache(payload, gallery, postprocess=True)
+        assert served[0]["image"]["url"] == f"{base}/photo.jpg"
+    finally:
+        server.shutdown()
+    assert requests == [], f"the server fetched {requests}"
