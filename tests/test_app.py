@@ -108,7 +108,8 @@ def bomb_png(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize("text, k, message", [
-    ("", 5, "empty"), ("   \n ", 5, "empty"), ("word " * 5000, 5, "limit"), ("a dog", 0, "between 1 and"),
+    ("", 5, "empty"), ("   \n ", 5, "empty"), ("word " * 5000, 5, "limit"), ("x" * 1_000_000, 5, "limit"),
+    ("a dog", 0, "between 1 and"),
 ])
 def test_bad_text_gets_a_clear_message(client, text, k, message):
     with pytest.raises(AppError, match=message):
@@ -158,6 +159,12 @@ def test_unusual_images_work(client, tmp_path, name, data):
     (tmp_path / name).write_bytes(data)
     found = client.predict(handle_file(str(tmp_path / name)), 5, api_name="/image_terms")
     assert found["active_terms"] > 0 and len(found["terms"]) == 5
+
+
+@pytest.mark.parametrize("text", ["\x00\x01 nul and control characters \x7f a buffalo", "水牛 buffalo 🐃 Ünïcödé"])
+def test_odd_characters_are_searched(client, text):
+    found = client.predict(text, 3, "expand", api_name="/suggest")
+    assert len(found["results"]) == 3 and found["query_terms"]
 
 
 def test_the_app_keeps_serving_after_errors(client):
