@@ -119,11 +119,18 @@ def _bytes(value) -> bytes | None:
 
 def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, qrels: str | Path = QRELS,
                     split: str = "validation", limit: int = 100, distractors: int | None = None, seed: int = 0,
+                    distractor_rate: float = 0.5,
                     max_chars: int = 20_000, max_image_shards: int | None = None,
                     progress: Callable[[str], None] | None = None) -> Collection:
-    """The first `limit` judged queries of `split` (by text id), their relevant images and sampled distractors."""
+    """The first `limit` judged queries of `split` (by text id), their relevant images and sampled distractors.
+
+    Distractors: while the image shards stream by, each other image is taken with probability
+    `distractor_rate` (seeded) until `distractors` (default 10 per query) are in.
+    """
     if limit < 1:
         raise InputError("--limit must be at least 1.")
+    if not 0 < distractor_rate <= 1:
+        raise InputError("--distractor-rate must be in (0, 1].")
     judged: Qrels = {}
     for shard in parquet_shards(qrels, split):
         for batch in _batches(shard, ("text_id", "image_id", "rel"), 65536):
@@ -156,7 +163,7 @@ def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, q
             for i, image_id in enumerate(batch["image_id"]):
                 image_id = str(image_id)
                 is_needed = image_id in needed
-                if not is_needed and (extra <= 0 or rng.random() >= 0.5):
+                if not is_needed and (extra <= 0 or rng.random() >= distractor_rate):
                     continue
                 data = _bytes(batch["image"][i])
                 if data is None:

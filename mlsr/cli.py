@@ -377,6 +377,8 @@ def add_evaluation_commands(commands) -> None:
     at.add_argument("--split", default="validation", help="query split (default %(default)s)")
     at.add_argument("--limit", type=int, default=100, help="queries (default %(default)s)")
     at.add_argument("--distractors", type=int, help="non-relevant images sampled in (default 10 per query)")
+    at.add_argument("--distractor-rate", type=float, default=0.5,
+                    help="probability of taking each streamed non-relevant image until enough (default %(default)s)")
     at.add_argument("--max-image-shards", type=int, help="stop reading image shards after this many")
     at.add_argument("--seed", type=int, default=0, help="distractor sampling (default %(default)s)")
     at.add_argument("--doc", default=",".join(ATOMIC_DOCUMENTS), help="comma-separated (default %(default)s)")
@@ -503,6 +505,7 @@ def _atomic(args: argparse.Namespace) -> int:
 
     collection = load_collection(texts=args.texts, images=args.images, qrels=args.qrels, split=args.split,
                                  limit=args.limit, distractors=args.distractors, seed=args.seed,
+                                 distractor_rate=args.distractor_rate,
                                  max_image_shards=args.max_image_shards, progress=say)
     encoder = load_encoder(args)
     report = run_atomic(encoder, collection, modes=[m.strip() for m in args.modes.split(",") if m.strip()],

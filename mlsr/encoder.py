@@ -208,6 +208,8 @@ class Encoder:
         dense = np.asarray(dense, dtype=np.float32)
         if dense.ndim != 2 or dense.shape[1] != self.dense_size:
             raise InputError(f"expected dense vectors of shape (n, {self.dense_size}), got {dense.shape}.")
+        if not dense.flags.writeable:  # arrow's buffers are read-only; torch wants to own what it wraps
+            dense = dense.copy()
         if mask_texts is not None and len(mask_texts) != len(dense):
             raise InputError(f"{len(mask_texts)} texts to mask {len(dense)} vectors: give one text per row.")
         tensor = torch.from_numpy(dense).to(self.head.proj.weight.device)
