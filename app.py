@@ -54,7 +54,7 @@ def create_app(args: argparse.Namespace):
         if not Path(args.index).exists():
             from mlsr.published import DEFAULT_DATASET, prepare_command
 
-            message += (f" To build it from the published MS-COCO vectors (about 1 GB from the Hugging Face Hub), run"
+            message += (f" To build it from the published MS-COCO vectors (a download of roughly 0.3 GB from the Hugging Face Hub), run"
                         f" `{prepare_command(args.index, args.dataset or DEFAULT_DATASET)}` on a machine with a network.")
         print(f"mlsr: cannot start: {message}", file=sys.stderr)
         return error_page(message)

@@ -8,7 +8,6 @@ Karpathy split, each caption's own image.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -217,12 +216,3 @@ def _need(value, run: str):
     if value is None:
         raise InputError(f"the queries have no vectors for the {run} run.")
     return value
-
-
-def save_json(path: str | Path, evaluation: Evaluation) -> None:
-    """Write the evaluation as JSON (atomic)."""
-    atomic_write_json(path, evaluation.to_json())
-
-
-def dumps(evaluation: Evaluation) -> str:
-    return json.dumps(evaluation.to_json(), indent=2)
