@@ -102,7 +102,7 @@ def main() -> None:
         vectors = np.asarray(table.column("emb").combine_chunks().flatten().to_numpy(), np.float32).reshape(-1, DENSE)
         del table
         started = time.perf_counter()
-        sparse = encoder.sparsify(vectors[: args.test])
+        encoder.sparsify(vectors[: args.test])
         head_s = time.perf_counter() - started
         started = time.perf_counter()
         index, _ = import_dense(encoder, data, tmp / "index", split="test")

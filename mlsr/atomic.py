@@ -63,12 +63,12 @@ def parquet_shards(name_or_path: str | Path, split: str | None) -> Iterator[Path
         yield from files
         return
     from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
 
+    network = _network_errors()
     try:
         names = sorted(f for f in HfApi().list_repo_files(str(name_or_path), repo_type="dataset")
                        if f.endswith(".parquet") and _in_split(f, split))
-    except (HfHubHTTPError, OSError, ValueError) as error:
+    except network as error:
         raise ModelLoadError(f"dataset {name_or_path!r}: not a local folder, and the Hub cannot list it"
                              f" ({type(error).__name__}); connect to the network or pass a local copy.") from None
     if not names:
@@ -76,8 +76,25 @@ def parquet_shards(name_or_path: str | Path, split: str | None) -> Iterator[Path
     for name in names:
         try:
             yield Path(hf_hub_download(str(name_or_path), name, repo_type="dataset"))
-        except (HfHubHTTPError, OSError) as error:
+        except network as error:
             raise ModelLoadError(f"dataset {name_or_path!r}: cannot download {name} ({type(error).__name__}).") from None
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub client raises when the Hub cannot be reached or answers with an error.
+
+    huggingface_hub raises its HTTP library's own exceptions (httpx2, or httpx in older releases) for
+    connection failures, which are not OSErrors; both are optional imports here.
+    """
+    from huggingface_hub.errors import HfHubHTTPError
+
+    errors: list[type[BaseException]] = [HfHubHTTPError, OSError, ValueError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
 
 
 def _in_split(relative: str, split: str | None) -> bool:

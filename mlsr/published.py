@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr import __version__
-from mlsr.dense_data import IMAGE_FILE, META_FILE, TEXT_FILE
+from mlsr.dense_data import IMAGE_FILE, META_FILE
 from mlsr.encoder import Encoder
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.hub import Source, resolve

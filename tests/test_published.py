@@ -103,7 +103,7 @@ def test_flickr_has_no_urls_but_can_point_at_a_local_folder(flickr_dataset, head
     for item, image in zip(index.items[:-1], test[:-1]):
         assert (tmp_path / "local" / item["image"]).resolve() == (photos / image["filename"]).resolve()
     assert index.items[-1]["image"] is None
-    assert f"1 images not found under --image-root" in capsys.readouterr().err
+    assert "1 images not found under --image-root" in capsys.readouterr().err
 
 
 def test_unknown_split_and_missing_files_are_one_line_errors(coco_dataset, head_dir, tokenizer_dir, tmp_path, capsys):
@@ -162,3 +162,21 @@ def test_app_offline_says_what_to_run(backbone_dir, head_dir, tokenizer_dir, tmp
     err = capsys.readouterr().err
     assert "mlsr: cannot start: dense dataset 'lsr42/mscoco-blip-dense'" in err and "Traceback" not in err
     assert not (tmp_path / "index").exists()
+
+
+def test_head_only_encoder_sparsifies_like_the_full_one_and_refuses_text(app_encoder, app_head_dir, tokenizer_dir):
+    from mlsr.errors import ModelLoadError
+
+    head_only = Encoder.head_only(str(app_head_dir), str(tokenizer_dir), device="cpu")
+    captions = ["A boy leads a buffalo to the market.", "a cake on the road"]
+    dense = app_encoder.dense_text(captions)
+    for mode, masks in (("expand", None), ("no_expand", captions)):
+        ours = head_only.sparsify(dense, mask_texts=masks)
+        full = app_encoder.encode_text(captions, mode=mode)
+        assert ours.nnz > 0 and abs(ours - full).max() < 1e-5, mode
+    assert head_only.models()["head"] == app_encoder.models()["head"]
+    assert head_only.models()["backbone"]["fingerprint"] is None
+    with pytest.raises(ModelLoadError, match="needs the dense backbone"):
+        head_only.encode_text("a caption")
+    with pytest.raises(ModelLoadError, match="needs the dense backbone"):
+        head_only.encode_images([make_image(0)])
