@@ -36,7 +36,6 @@ DOCUMENTS = ("image", "caption", "image+caption")
 MEASURES = ("NDCG@5", "NDCG@10", "NDCG@100", "NDCG@500", "NDCG@1000", "MAP@5", "MAP@10", "MAP@100", "MAP@500",
             "MAP@1000", "R@20", "R@100", "R@500", "R@1000")
 TABLES = (("Table 2: NDCG@k", "NDCG"), ("Table 3: MAP@k", "MAP"), ("Table 4: R@k", "R"))
-READ_BATCH = 256  # image rows per record batch (image bytes are large)
 
 
 @dataclass
@@ -119,6 +118,34 @@ def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[di
         raise ModelLoadError(f"{path}: cannot read it as parquet ({error}).") from None
 
 
+def _image_rows(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None, str]]:
+    """(image_id, image bytes, reference caption) of the rows `wanted` accepts, one row group at a time.
+
+    The ids of a row group are read first; its image bytes only when some row is wanted, so streaming
+    past a shard of unwanted images decodes ids, not pictures.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ("image_id", "image", "caption_reference_description")
+    try:
+        reader = pq.ParquetFile(path)
+        missing = [c for c in columns if c not in reader.schema_arrow.names]
+        if missing:
+            raise ModelLoadError(f"{path}: no column {', '.join(missing)} (has {reader.schema_arrow.names}).")
+        for group in range(reader.num_row_groups):
+            ids = [str(i) for i in reader.read_row_group(group, columns=["image_id"]).column(0).to_pylist()]
+            keep = [row for row, image_id in enumerate(ids) if wanted(image_id)]
+            if not keep:
+                continue
+            table = reader.read_row_group(group, columns=list(columns[1:])).take(pa.array(keep))
+            images, captions = table.column(0).to_pylist(), table.column(1).to_pylist()
+            for j, row in enumerate(keep):
+                yield ids[row], _bytes(images[j]), _text(captions[j])
+    except (OSError, pa.ArrowException) as error:
+        raise ModelLoadError(f"{path}: cannot read it as parquet ({error}).") from None
+
+
 def _text(value) -> str:
     """A field that may be a string, a list of strings (multilingual captions) or missing."""
     if value is None:
@@ -172,27 +199,35 @@ def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, q
     extra = 10 * len(query_ids) if distractors is None else distractors
     rng = np.random.default_rng(seed)
     taken_needed = 0
+    seen: set[str] = set()
+
+    def take(image_id: str) -> bool:
+        """Needed images always; others with probability `distractor_rate` while distractors are missing."""
+        nonlocal extra
+        if image_id in seen:
+            return False
+        if image_id in needed:
+            return True
+        if extra > 0 and rng.random() < distractor_rate:
+            extra -= 1
+            return True
+        return False
+
     for shard in parquet_shards(images, None):
         collection.shards_read += 1
         if progress:
             progress(f"image shard {collection.shards_read}: {shard.name}")
-        for batch in _batches(shard, ("image_id", "image", "caption_reference_description"), READ_BATCH):
-            for i, image_id in enumerate(batch["image_id"]):
-                image_id = str(image_id)
-                is_needed = image_id in needed
-                if not is_needed and (extra <= 0 or rng.random() >= distractor_rate):
-                    continue
-                data = _bytes(batch["image"][i])
-                if data is None:
-                    continue
-                collection.image_ids.append(image_id)
-                collection.image_bytes.append(data)
-                collection.captions.append(_text(batch["caption_reference_description"][i]))
-                if is_needed:
-                    needed.discard(image_id)
-                    taken_needed += 1
-                else:
-                    extra -= 1
+        for image_id, data, caption in _image_rows(shard, take):
+            seen.add(image_id)
+            if data is None:
+                extra += image_id not in needed  # an image without bytes does not count as a distractor
+                continue
+            collection.image_ids.append(image_id)
+            collection.image_bytes.append(data)
+            collection.captions.append(caption)
+            if image_id in needed:
+                needed.discard(image_id)
+                taken_needed += 1
         if not needed and extra <= 0:
             break
         if max_image_shards is not None and collection.shards_read >= max_image_shards:

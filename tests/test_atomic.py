@@ -76,3 +76,26 @@ def test_atomic_offline_hub_ids_fail_with_one_line(monkeypatch, capsys, backbone
                  "--tokenizer", str(tokenizer_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: dataset 'TREC-AToMiC/AToMiC-Qrels-v0.2'") and err.count("\n") == 1
+
+
+def test_image_bytes_are_read_only_for_row_groups_with_a_wanted_image(atomic, tmp_path, monkeypatch):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    texts, images, qrels = atomic
+    table = pq.read_table(next(iter(sorted((images / "data").glob("*.parquet")))))
+    (tmp_path / "images" / "data").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "images" / "data" / "train-00000-of-00001.parquet", row_group_size=1)
+    shutil.copytree(qrels, tmp_path / "qrels")
+    reads = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, i, columns=None, **kw: reads.append((i, tuple(columns or ()))) or
+                        original(self, i, columns=columns, **kw))
+    collection = load_collection(texts=texts, images=tmp_path / "images", qrels=tmp_path / "qrels", limit=1,
+                                 distractors=0)
+    assert collection.image_ids == ["img-000"]
+    image_reads = [i for i, columns in reads if "image" in columns]
+    assert image_reads == [table.column("image_id").to_pylist().index("img-000")]
+    assert len([1 for _, columns in reads if columns == ("image_id",)]) == table.num_rows
