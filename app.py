@@ -51,15 +51,22 @@ def create_app(args: argparse.Namespace):
                                device=args.device)
     except MlsrError as error:
         message = str(error)
-        if not Path(args.index).exists():
+        if not Path(args.index).exists() and builds_on_first_start(args):
             from mlsr.published import DEFAULT_DATASET, prepare_command
 
-            message += (f" To build it from the published MS-COCO vectors (a download of roughly 0.3 GB from the Hugging Face Hub), run"
-                        f" `{prepare_command(args.index, args.dataset or DEFAULT_DATASET)}` on a machine with a network.")
+            dataset = args.dataset or DEFAULT_DATASET
+            size = " (a download of roughly 0.3 GB)" if dataset == DEFAULT_DATASET else ""
+            message += (f" To build it from the published vectors of {dataset}{size}, run"
+                        f" `{prepare_command(args.index, dataset)}` on a machine that reaches the Hugging Face Hub.")
         print(f"mlsr: cannot start: {message}", file=sys.stderr)
         return error_page(message)
     return build_ui(service, examples_dir=ASSETS / "examples", images_dir=ASSETS / "images",
                     placeholder=ASSETS / "missing.png")
+
+
+def builds_on_first_start(args: argparse.Namespace) -> bool:
+    """A missing index is built from published vectors when it is the default one or --dataset names them."""
+    return args.dataset is not None or Path(args.index) == Path(DEFAULT_INDEX)
 
 
 def first_start(args: argparse.Namespace) -> None:
@@ -70,7 +77,7 @@ def first_start(args: argparse.Namespace) -> None:
     from mlsr.published import DEFAULT_DATASET, ensure_index
 
     index = Path(args.index)
-    if index.exists() or (args.dataset is None and index != Path(DEFAULT_INDEX)):
+    if index.exists() or not builds_on_first_start(args):
         return
     from mlsr.cli import progress_bar
 

@@ -144,6 +144,13 @@ def test_app_first_start_builds_the_gallery_from_a_local_dataset(coco_dataset, b
     saved = (index / "manifest.json").stat().st_mtime_ns
     app.create_app(args)  # second start: reused
     assert (index / "manifest.json").stat().st_mtime_ns == saved
+    from mlsr.service import Service
+
+    service = Service.load(index, backbone=str(backbone_dir), head=str(head_dir), tokenizer=str(tokenizer_dir),
+                           device="cpu")
+    hits = service.suggest("a photo of a thing", k=3).hits
+    assert len(hits) == 3 and all(hit.image.startswith("http://images.cocodataset.org/val2014/") for hit in hits)
+    assert service.compare("a photo", k=3).dense  # dense.npy came with the import: the FAISS screen works
 
 
 def test_app_offline_says_what_to_run(backbone_dir, head_dir, tokenizer_dir, tmp_path, monkeypatch, capsys):
