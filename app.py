@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also serve through a temporary public gradio.live link (env MLSR_SHARE=1)")
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("MLSR_CONCURRENCY", 2)),
                         help="requests that run model code at once (env MLSR_CONCURRENCY; default %(default)s)")
+    parser.add_argument("--dataset", default=os.environ.get("MLSR_DATASET"),
+                        help="published dense dataset (Hub id or folder) that builds a missing --index on first start"
+                             " (env MLSR_DATASET; default: lsr42/mscoco-blip-dense for the default index only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     add_model_arguments(parser)
     return parser.parse_args(argv)
@@ -43,13 +46,47 @@ def create_app(args: argparse.Namespace):
     from mlsr.ui import build_ui, error_page
 
     try:
+        first_start(args)
         service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
                                device=args.device)
     except MlsrError as error:
-        print(f"mlsr: cannot start: {error}", file=sys.stderr)
-        return error_page(str(error))
+        message = str(error)
+        if not Path(args.index).exists() and builds_on_first_start(args):
+            from mlsr.published import DEFAULT_DATASET, prepare_command
+
+            dataset = args.dataset or DEFAULT_DATASET
+            size = " (a download of roughly 0.3 GB)" if dataset == DEFAULT_DATASET else ""
+            message += (f" To build it from the published vectors of {dataset}{size}, run"
+                        f" `{prepare_command(args.index, dataset)}` on a machine that reaches the Hugging Face Hub.")
+        print(f"mlsr: cannot start: {message}", file=sys.stderr)
+        return error_page(message)
     return build_ui(service, examples_dir=ASSETS / "examples", images_dir=ASSETS / "images",
                     placeholder=ASSETS / "missing.png")
+
+
+def builds_on_first_start(args: argparse.Namespace) -> bool:
+    """A missing index is built from published vectors when it is the default one or --dataset names them."""
+    return args.dataset is not None or Path(args.index) == Path(DEFAULT_INDEX)
+
+
+def first_start(args: argparse.Namespace) -> None:
+    """Build a missing index from published vectors (the default index, or any index when --dataset is given).
+
+    Runs before the launch, with a console progress bar; later starts find the folder and reuse it.
+    """
+    from mlsr.published import DEFAULT_DATASET, ensure_index
+
+    index = Path(args.index)
+    if index.exists() or not builds_on_first_start(args):
+        return
+    from mlsr.cli import progress_bar
+
+    dataset = args.dataset or DEFAULT_DATASET
+    print(f"mlsr: first start: building {index} from {dataset} (once; later starts reuse it)", file=sys.stderr)
+    bar, set_total = progress_bar(f"building {index}")
+    with bar:
+        ensure_index(index, dataset=dataset, head=args.head, tokenizer=args.tokenizer, device=args.device,
+                     progress=bar.update, total=set_total)
 
 
 def main(argv: list[str] | None = None) -> None:

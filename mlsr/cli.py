@@ -1,4 +1,5 @@
-"""The command line: `python -m mlsr build-index | search | terms | encode-dense | train`.
+"""The command line: `python -m mlsr build-index | search | terms | encode-dense | train | import-dense | prepare
+| evaluate | atomic`.
 
 Errors print one line, never a traceback."""
 
@@ -10,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from mlsr.backbone import DEFAULT_BACKBONE
 from mlsr.encoder import DEFAULT_TOKENIZER
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     terms.add_argument("--json", action="store_true", help="print JSON")
     add_model_arguments(terms)
     add_training_commands(commands)
+    add_evaluation_commands(commands)
     return parser
 
 
@@ -140,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     quiet_transformers(args.verbose)
     handlers = {"build-index": _build_index, "search": _search, "terms": _terms, "encode-dense": _encode_dense,
-                "train": _train}
+                "train": _train, **EVALUATION_HANDLERS}
     try:
         return handlers[args.command](args)
     except MlsrError as error:
@@ -298,3 +300,223 @@ def _train(args: argparse.Namespace) -> int:
 def _stdin_if_dash(text: str) -> str:
     """`-` stands for standard input: article text is often longer than a command line allows."""
     return sys.stdin.read() if text == "-" else text
+
+
+# == Published galleries and evaluation: import-dense, prepare, evaluate, atomic ============================
+
+
+def _head_arguments(parser: argparse.ArgumentParser) -> None:
+    """--head/--tokenizer/--device: what sparsifying published vectors needs (no backbone)."""
+    group = parser.add_argument_group("models (Hub repo id or local folder)")
+    group.add_argument("--head", default=os.environ.get("MLSR_HEAD", DEFAULT_HEAD),
+                       help="D2S sparse head (env MLSR_HEAD; default %(default)s)")
+    group.add_argument("--tokenizer", default=os.environ.get("MLSR_TOKENIZER", DEFAULT_TOKENIZER),
+                       help="tokenizer of the head's vocabulary (env MLSR_TOKENIZER; default %(default)s)")
+    group.add_argument("--device", default=os.environ.get("MLSR_DEVICE"),
+                       help="torch device (env MLSR_DEVICE; default: cuda when present)")
+
+
+def add_evaluation_commands(commands) -> None:
+    """`import-dense`, `prepare`, `evaluate` and `atomic`."""
+    from mlsr.atomic import DOCUMENTS as ATOMIC_DOCUMENTS
+    from mlsr.atomic import IMAGES, QRELS, TEXTS
+    from mlsr.evaluate import DEFAULT_MEASURES, RUNS
+    from mlsr.published import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT
+
+    dataset_default = os.environ.get("MLSR_DATASET", DEFAULT_DATASET)
+    imp = commands.add_parser(
+        "import-dense", help="index a split of a published dense dataset (no image encoder needed)",
+        description="Apply the sparse head to the published image vectors of one Karpathy split"
+                    " (e.g. lsr42/mscoco-blip-dense, lsr42/flickr30k-blip-dense) and write an index folder.")
+    imp.add_argument("--dataset", default=dataset_default,
+                     help="dense dataset: Hub id or folder (env MLSR_DATASET; default %(default)s)")
+    imp.add_argument("--split", default=DEFAULT_SPLIT, help="Karpathy split: train, val, test, restval (default %(default)s)")
+    imp.add_argument("--out", required=True, type=Path, help="index folder to write")
+    imp.add_argument("--image-root", type=Path,
+                     help="folder holding the images (e.g. Flickr30k's flickr30k-images/): items point at its files;"
+                          " default: COCO URLs for COCO, none (a placeholder in the app) otherwise")
+    _head_arguments(imp)
+
+    prep = commands.add_parser(
+        "prepare", help="build the app's default gallery from published vectors (once)",
+        description="Build the app's index from a published dense dataset unless the folder exists already.")
+    prep.add_argument("--index", type=Path, default=Path(os.environ.get("MLSR_INDEX", DEFAULT_INDEX)),
+                      help="index folder (env MLSR_INDEX; default %(default)s)")
+    prep.add_argument("--dataset", default=dataset_default, help="env MLSR_DATASET; default %(default)s")
+    prep.add_argument("--split", default=DEFAULT_SPLIT, help="default %(default)s")
+    _head_arguments(prep)
+
+    ev = commands.add_parser(
+        "evaluate", help="text-to-image R@k, MRR@10, NDCG@k, MAP@k of an index (sparse and dense runs)",
+        description="Evaluate an index with the queries of a dense dataset's split (published vectors; qrels ="
+                    " each caption's image) or with text queries and TREC qrels. Writes TREC run files.")
+    ev.add_argument("--recipe", choices=("mscoco-test",),
+                    help="mscoco-test: the 25k test captions against the 5k test images of lsr42/mscoco-blip-dense"
+                         " (--index defaults to index/mscoco-test, built when missing); prints the published numbers")
+    ev.add_argument("--index", type=Path, help="index folder")
+    ev.add_argument("--dataset", help="dense dataset (Hub id or folder) whose split's captions are the queries")
+    ev.add_argument("--split", default=DEFAULT_SPLIT, help="split of --dataset (default %(default)s)")
+    ev.add_argument("--queries", type=Path, help="text queries: 'qid<TAB>text' lines (or one text per line);"
+                                                  " needs the backbone")
+    ev.add_argument("--qrels", type=Path, help="TREC qrels file (qid 0 docid rel); docid = the index's item id")
+    ev.add_argument("--runs", default=",".join(RUNS), help="comma-separated runs (default %(default)s)")
+    ev.add_argument("--measures", default=",".join(DEFAULT_MEASURES), help="comma-separated (default %(default)s)")
+    ev.add_argument("--runs-dir", type=Path, help="where the TREC run files, qrels.trec and metrics.json go"
+                                                  " (default runs/<index folder name>)")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON instead of the table")
+    add_model_arguments(ev)
+
+    at = commands.add_parser(
+        "atomic", help="the seed paper's AToMiC image suggestion task on a subset (--limit queries)",
+        description="Image suggestion on AToMiC: validation queries (page title + section title + section text)"
+                    " against their relevant images plus sampled distractors, documents as image, caption or"
+                    " image+caption; prints tables like the seed paper's Tables 2-4.")
+    at.add_argument("--texts", default=TEXTS, help="default %(default)s")
+    at.add_argument("--images", default=IMAGES, help="default %(default)s")
+    at.add_argument("--qrels", default=QRELS, help="default %(default)s")
+    at.add_argument("--split", default="validation", help="query split (default %(default)s)")
+    at.add_argument("--limit", type=int, default=100, help="queries (default %(default)s)")
+    at.add_argument("--distractors", type=int, help="non-relevant images sampled in (default 10 per query)")
+    at.add_argument("--distractor-rate", type=float, default=0.5,
+                    help="probability of taking each streamed non-relevant image until enough (default %(default)s)")
+    at.add_argument("--max-image-shards", type=int, help="stop reading image shards after this many")
+    at.add_argument("--seed", type=int, default=0, help="distractor sampling (default %(default)s)")
+    at.add_argument("--doc", default=",".join(ATOMIC_DOCUMENTS), help="comma-separated (default %(default)s)")
+    at.add_argument("--modes", default="no_expand,expand",
+                    help="query modes (default %(default)s; no_expand is the seed's MLP query)")
+    at.add_argument("--runs-dir", type=Path, default=Path("runs/atomic"), help="default %(default)s")
+    at.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_model_arguments(at)
+
+
+class _LazyBar:
+    """A tqdm bar that appears once its total is known (so an early error prints one clean line)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc, self.bar = desc, None
+
+    def total(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="vec", desc=self.desc)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self) -> "_LazyBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_bar(desc: str) -> tuple[_LazyBar, Callable[[int], None]]:
+    """A progress bar and the function that sets its total (and shows it)."""
+    bar = _LazyBar(desc)
+    return bar, bar.total
+
+
+def _import_dense(args: argparse.Namespace) -> int:
+    from mlsr.encoder import Encoder
+    from mlsr.published import import_dense
+
+    encoder = Encoder.head_only(args.head, args.tokenizer, device=args.device)
+    bar, set_total = progress_bar("sparsifying image vectors")
+    with bar:
+        index, report = import_dense(encoder, args.dataset, args.out, split=args.split, image_root=args.image_root,
+                                     progress=bar.update, total=set_total)
+    print(f"indexed {report.images} {report.split} images of {args.dataset} into {args.out} in {report.seconds:.1f} s"
+          f" ({index.vectors.nnz / max(len(index), 1):.0f} terms per image on average; images: {report.image_source})")
+    if report.missing_images:
+        print(f"{len(report.missing_images)} images not found under --image-root (shown as a placeholder):"
+              f" {', '.join(report.missing_images[:10])}", file=sys.stderr)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from mlsr.published import ensure_index
+
+    bar, set_total = progress_bar(f"building {args.index}")
+    with bar:
+        built = ensure_index(args.index, dataset=args.dataset, split=args.split, head=args.head,
+                             tokenizer=args.tokenizer, device=args.device, progress=bar.update, total=set_total)
+    print(f"built {args.index} from {args.dataset} ({args.split})" if built
+          else f"{args.index} exists; reusing it (delete the folder to rebuild)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from mlsr.encoder import Encoder
+    from mlsr.errors import InputError
+    from mlsr.evaluate import dataset_queries, evaluate, format_table, text_queries
+    from mlsr.index import SparseIndex
+    from mlsr.metrics import read_qrels
+    from mlsr.published import DEFAULT_DATASET, DEFAULT_INDEX, ensure_index
+
+    if args.recipe == "mscoco-test":
+        args.dataset = args.dataset or os.environ.get("MLSR_DATASET", DEFAULT_DATASET)
+        args.split = "test"
+        args.index = args.index or Path(DEFAULT_INDEX)
+        if not args.index.exists():
+            bar, set_total = progress_bar(f"building {args.index}")
+            with bar:
+                ensure_index(args.index, dataset=args.dataset, split="test", head=args.head, tokenizer=args.tokenizer,
+                             device=args.device, progress=bar.update, total=set_total)
+    if args.index is None:
+        raise InputError("give --index DIR (or --recipe mscoco-test).")
+    if (args.dataset is None) == (args.queries is None):
+        raise InputError("give the queries either as --dataset ID_OR_DIR (with --split) or as --queries FILE.")
+    if args.queries is not None and args.qrels is None:
+        raise InputError("--queries needs --qrels FILE (TREC format).")
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+    index = SparseIndex.load(args.index)
+    if args.dataset is not None:
+        encoder = Encoder.head_only(args.head, args.tokenizer, device=args.device)
+        index.check_models(encoder.models())
+        bar, set_total = progress_bar("sparsifying query vectors")
+        with bar:
+            queries, qrels = dataset_queries(encoder, args.dataset, args.split, no_expand=any(
+                r in ("no_expand", "hybrid") for r in runs), progress=bar.update)
+    else:
+        encoder = load_encoder(args)
+        index.check_models(encoder.models())
+        queries, qrels = text_queries(encoder, args.queries, dense="dense" in runs), None
+    if args.qrels is not None:
+        qrels = read_qrels(args.qrels)
+    runs_dir = args.runs_dir or Path("runs") / args.index.name
+    evaluation = evaluate(index, queries, qrels, runs=runs, measures=measures, runs_dir=runs_dir,
+                          progress=lambda run: logger.info("run %s", run), recipe=args.recipe)
+    if args.json:
+        print(json.dumps(evaluation.to_json(), indent=2))
+    else:
+        print(format_table(evaluation))
+        print(f"run files, qrels.trec and metrics.json in {runs_dir}")
+    return 0
+
+
+def _atomic(args: argparse.Namespace) -> int:
+    from mlsr.atomic import format_tables, load_collection, run_atomic
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    collection = load_collection(texts=args.texts, images=args.images, qrels=args.qrels, split=args.split,
+                                 limit=args.limit, distractors=args.distractors, seed=args.seed,
+                                 distractor_rate=args.distractor_rate,
+                                 max_image_shards=args.max_image_shards, progress=say)
+    encoder = load_encoder(args)
+    report = run_atomic(encoder, collection, modes=[m.strip() for m in args.modes.split(",") if m.strip()],
+                        documents=[d.strip() for d in args.doc.split(",") if d.strip()], runs_dir=args.runs_dir,
+                        progress=say)
+    if args.json:
+        print(json.dumps({doc: e.to_json() for doc, e in report.evaluations.items()}, indent=2))
+    else:
+        print(format_tables(report))
+        print(f"run files and qrels.trec in {args.runs_dir}")
+    return 0
+
+
+EVALUATION_HANDLERS = {"import-dense": _import_dense, "prepare": _prepare, "evaluate": _evaluate, "atomic": _atomic}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -15,7 +15,7 @@ from mlsr.errors import InputError, ModelLoadError
 from mlsr.head import DEFAULT_HEAD, SparseHead
 from mlsr.hub import resolve
 from mlsr.images import ImageInput, load_image
-from mlsr.text import MAX_TEXT_CHARS, check_text, split_windows
+from mlsr.text import MAX_TEXT_CHARS, check_text, clean_caption, split_windows
 from mlsr.threadsafe import locked
 from mlsr.vocab import Terms, Vocabulary
 
@@ -31,13 +31,14 @@ Progress = Callable[[int], None]  # called with the number of items just finishe
 class Encoder:
     """Encodes text and images into (n, vocab) CSR matrices of term weights (rows are items)."""
 
-    backbone: Backbone
+    backbone: Backbone | None  # None: head only, for precomputed dense vectors (see `head_only`)
     head: SparseHead
     tokenizer: object  # the head's tokenizer: term ids for masking and decoding
     vocab: Vocabulary
     batch_size: int = 32
     max_chars: int = MAX_TEXT_CHARS
     tokenizer_source: str | None = None
+    backbone_record: dict = field(default_factory=dict)  # head_only: the backbone that made the vectors
 
     @classmethod
     def from_pretrained(
@@ -67,6 +68,33 @@ class Encoder:
             )
         return cls(dense_model, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source)
 
+    @classmethod
+    def head_only(
+        cls,
+        head: str = DEFAULT_HEAD,
+        tokenizer: str = DEFAULT_TOKENIZER,
+        *,
+        device: str | None = None,
+        batch_size: int = 1024,
+        backbone_record: dict | None = None,
+    ) -> "Encoder":
+        """Head and tokenizer without the dense backbone: sparsifies precomputed vectors (published datasets).
+
+        `backbone_record` ({"id", "revision", "fingerprint"}) is what `models()` reports for the backbone
+        that made those vectors; its weights are not loaded, so its fingerprint is usually unknown (None).
+        """
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        sparse_head = SparseHead.from_pretrained(head).to(device)
+        term_tokenizer, source = load_tokenizer(tokenizer)
+        vocab = Vocabulary.from_tokenizer(term_tokenizer)
+        if len(vocab) != sparse_head.vocab_size:
+            raise ModelLoadError(
+                f"tokenizer {tokenizer!r} has {len(vocab):,} terms but head {head!r} scores"
+                f" {sparse_head.vocab_size:,}; use the tokenizer the head was trained with ({sparse_head.config.mlm_head})."
+            )
+        return cls(None, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source,
+                   backbone_record=dict(backbone_record or {}))
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
@@ -77,9 +105,15 @@ class Encoder:
 
     def models(self) -> dict:
         """What an index records about the models that built it, and checks again when loaded."""
+        if self.backbone is None:
+            record = self.backbone_record
+            backbone = {"id": record.get("id"), "revision": record.get("revision"),
+                        "fingerprint": record.get("fingerprint")}
+        else:
+            backbone = {"id": self.backbone.source, "revision": self.backbone.revision,
+                        "fingerprint": self.backbone.fingerprint()}
         return {
-            "backbone": {"id": self.backbone.source, "revision": self.backbone.revision,
-                         "fingerprint": self.backbone.fingerprint()},
+            "backbone": backbone,
             "head": {"id": self.head.source, "revision": self.head.revision, "fingerprint": self.head.fingerprint()},
             "tokenizer": {"id": self.tokenizer_source},
             "vocab_size": self.vocab_size,
@@ -153,6 +187,7 @@ class Encoder:
     ) -> tuple[sp.csr_matrix, np.ndarray]:
         """Both the sparse (n, vocab) and the dense (n, dense_size) vectors, from one backbone pass."""
         images = list(images) if isinstance(images, (list, tuple)) else [images]
+        self._need_backbone()
         sparse_rows, dense_rows = [], []
         for start in range(0, len(images), self.batch_size):
             batch = [load_image(image) for image in images[start : start + self.batch_size]]
@@ -165,13 +200,23 @@ class Encoder:
             return _empty(0, self.vocab_size), np.zeros((0, self.dense_size), dtype=np.float32)
         return sp.vstack(sparse_rows, format="csr"), np.concatenate(dense_rows)
 
-    def sparsify(self, dense: np.ndarray) -> sp.csr_matrix:
-        """Precomputed (n, dense_size) vectors -> (n, vocab) CSR, expanded (for published embeddings)."""
+    def sparsify(self, dense: np.ndarray, mask_texts: Sequence[str] | None = None) -> sp.csr_matrix:
+        """Precomputed (n, dense_size) vectors -> (n, vocab) CSR (for published embeddings).
+
+        Expanded, unless `mask_texts` (one text per row) is given: then each row keeps only its
+        text's own tokens (`no_expand`), as `encode_text(..., mode="no_expand")` would.
+        """
         dense = np.asarray(dense, dtype=np.float32)
         if dense.ndim != 2 or dense.shape[1] != self.dense_size:
             raise InputError(f"expected dense vectors of shape (n, {self.dense_size}), got {dense.shape}.")
+        if not dense.flags.writeable:  # arrow's buffers are read-only; torch wants to own what it wraps
+            dense = dense.copy()
+        if mask_texts is not None and len(mask_texts) != len(dense):
+            raise InputError(f"{len(mask_texts)} texts to mask {len(dense)} vectors: give one text per row.")
         tensor = torch.from_numpy(dense).to(self.head.proj.weight.device)
-        rows = [self._sparsify(tensor[start : start + 1024]) for start in range(0, len(dense), 1024)]
+        rows = [self._sparsify(tensor[start : start + 1024],
+                               None if mask_texts is None else [clean_caption(t) for t in mask_texts[start : start + 1024]])
+                for start in range(0, len(dense), 1024)]
         return sp.vstack(rows, format="csr") if rows else _empty(0, self.vocab_size)
 
     def decode(self, row, top_k: int | None = 20, *, keep_punctuation: bool = False) -> Terms:
@@ -180,8 +225,15 @@ class Encoder:
 
     # -- internals --------------------------------------------------------------------------------
 
+    def _need_backbone(self) -> Backbone:
+        if self.backbone is None:
+            raise ModelLoadError("this encoder holds only the sparse head (Encoder.head_only); encoding text or"
+                                 " images needs the dense backbone: use Encoder.from_pretrained.")
+        return self.backbone
+
     def _windows(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
         """All windows of all texts, and for each window the index of the text it came from."""
+        self._need_backbone()
         windows: list[str] = []
         owners: list[int] = []
         for i, text in enumerate(texts):
