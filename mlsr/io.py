@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -62,10 +65,36 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def staging_folder(target: Path) -> Path:
+    """A fresh, empty `.<name>.tmp-<pid>` folder beside `target`, for building its replacement.
+
+    Staging and backup folders left beside `target` by processes that died mid-save (SIGKILL, power
+    cut) are removed first, so interrupted saves leave nothing behind for long.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{target.name}.*-*"):
+        kind, _, pid = leftover.name[len(target.name) + 2 :].rpartition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
 def replace_folder(staging: Path, target: Path) -> None:
-    """Move a complete staging folder onto `target`, keeping the old one until the new one is in place."""
+    """Move a complete staging folder onto `target`; at every instant `target` is the old or the new folder.
+
+    On Linux the two folders are swapped in one atomic step (renameat2 RENAME_EXCHANGE) and the old
+    one, now at `staging`, is removed. Elsewhere the old folder is first renamed to a backup, leaving
+    a short window in which a crash leaves only the backup (`.<name>.old-<pid>`).
+    """
     if not target.exists():
         os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)
         return
     backup = target.parent / f".{target.name}.old-{os.getpid()}"
     shutil.rmtree(backup, ignore_errors=True)
@@ -76,3 +105,29 @@ def replace_folder(staging: Path, target: Path) -> None:
         os.rename(backup, target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where that is unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # old kernel or a filesystem without it
+        return False
+    raise OSError(error, os.strerror(error), str(second))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True

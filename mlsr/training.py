@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -35,7 +34,7 @@ from mlsr.errors import InputError, ModelLoadError
 from mlsr.head import HeadConfig, SparseHead
 from mlsr.hub import resolve_with_weights
 from mlsr.index import SparseIndex, top_k
-from mlsr.io import atomic_path, atomic_write_json, replace_folder, write_jsonl
+from mlsr.io import atomic_path, atomic_write_json, replace_folder, staging_folder, write_jsonl
 from mlsr.text import clean_caption
 from mlsr.vocab import Vocabulary
 
@@ -327,9 +326,7 @@ def save_checkpoint(folder: Path, head: SparseHead, optimizer: torch.optim.Optim
     Nothing is pickled: tensors go to safetensors, every scalar to JSON.
     """
     folder = Path(folder)
-    staging = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_folder(folder)
     try:
         head.save_pretrained(staging)
         tensors, optimizer_json = _optimizer_to_files(optimizer.state_dict())
