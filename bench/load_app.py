@@ -14,7 +14,6 @@ import argparse
 import json
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import threading
