@@ -18,6 +18,7 @@ DEFAULT_INDEX = "index/mscoco-test"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags override MLSR_* environment variables, which override the defaults."""
+    from mlsr.backend import add_backend_arguments
     from mlsr.cli import add_model_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="requests that run model code at once (env MLSR_CONCURRENCY; default %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     add_model_arguments(parser)
+    add_backend_arguments(parser)  # --backend milvus --milvus-uri URI: search a collection made by `export`
     return parser.parse_args(argv)
 
 
@@ -44,7 +46,8 @@ def create_app(args: argparse.Namespace):
 
     try:
         service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
-                               device=args.device)
+                               device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
+                               collection=args.collection)
     except MlsrError as error:
         print(f"mlsr: cannot start: {error}", file=sys.stderr)
         return error_page(str(error))

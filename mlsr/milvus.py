@@ -69,6 +69,9 @@ def connect(uri: str, timeout: float = CONNECT_TIMEOUT_S):
             import milvus_lite  # noqa: F401
         except ImportError:
             raise BackendError(f"a .db URI runs Milvus Lite, which is not installed: {_INSTALL}") from None
+        # Milvus Lite's in-process gRPC server logs a traceback for AllocTimestamp, which it does not implement
+        # and pymilvus only calls while waiting for an index to be created (harmless there).
+        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     try:
         return pymilvus.MilvusClient(uri=uri, timeout=timeout)
     except pymilvus.MilvusException as error:
@@ -127,7 +130,7 @@ class ExportReport:
 
 
 def export_index(
-    index_dir: str | Path,
+    index: SparseIndex | str | Path,
     uri: str,
     collection: str = DEFAULT_COLLECTION,
     *,
@@ -137,7 +140,7 @@ def export_index(
     progress: Callable[[int], None] | None = None,
     client=None,
 ) -> ExportReport:
-    """Load an index folder into a Milvus collection in batches; a re-run continues where the last one stopped.
+    """Load an index folder (path or loaded SparseIndex) into a Milvus collection in batches; a re-run continues.
 
     Row numbers are the primary key, so nothing is duplicated: an interrupted export resumes after the
     rows already stored, a finished one writes nothing. A collection holding another index is refused
@@ -149,7 +152,11 @@ def export_index(
         raise InputError(f"sparse index type must be one of {SPARSE_INDEX_TYPES}, got {sparse_index!r}.")
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}.")
-    index = SparseIndex.load(index_dir)
+    if not isinstance(index, SparseIndex):
+        index = SparseIndex.load(index)
+    if index.path is None:
+        raise InputError("export needs an index loaded from a folder (SparseIndex.load): the folder is its identity.")
+    index_dir = index.path
     if index.vectors.nnz and float(index.vectors.data.min()) < 0:
         raise IndexFormatError(f"index {index_dir} holds negative term weights; Milvus's sparse vectors take"
                                " non-negative weights only.")
