@@ -318,10 +318,25 @@ class MilvusBackend:
                 raise BackendError(f"collection {collection!r} holds {stored} of {len(index)} rows (an export was"
                                    " interrupted); re-run export to finish it.")
             fields = _call(lambda: client.describe_collection(collection), uri)["fields"]
+            backend = cls(client, collection, index, uri, any(field["name"] == "dense" for field in fields))
+            backend.warm_up()
         except BaseException:
             client.close()
             raise
-        return cls(client, collection, index, uri, any(field["name"] == "dense" for field in fields))
+        return backend
+
+    def warm_up(self) -> None:
+        """One search per vector field, so that the first user's query does not pay for index building.
+
+        Milvus Lite builds a sealed segment's sparse index at its first search (seconds per 10k rows, measured
+        in bench/bench_milvus.py); a cluster has built them at load and answers at once.
+        """
+        started = time.perf_counter()
+        term = int(self.index.vectors.indices[0]) if self.index.vectors.nnz else 0
+        self.search(sp.csr_matrix(([1.0], ([0], [term])), shape=(1, self.index.vocab_size), dtype=np.float32), 1)
+        if self.has_dense and self.index.dense is not None:
+            self.dense_search(self.index.dense[:1], 1)
+        logger.info("Milvus collection %s ready in %.1f s", self.collection, time.perf_counter() - started)
 
     def __len__(self) -> int:
         return len(self.index)
