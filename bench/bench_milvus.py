@@ -1,6 +1,7 @@
 """Milvus Lite against the in-process scipy index on the same synthetic documents and queries.
 
-    python bench/bench_milvus.py [--docs 100000] [--queries 100] [--diagnose-docs 10000] [--out bench/results/milvus.json]
+    python bench/bench_milvus.py [--docs 100000] [--queries 100] [--diagnose-docs 10000] [--milvus-uri URI]
+                                 [--out bench/results/milvus.json]
 
 Documents: bench_core's generator (Zipf-like popularity over the 30,522-term vocabulary, ~150 distinct terms
 per document, log1p-exponential weights) plus 256-d unit dense vectors. Queries: the same popularity, 20-40
@@ -73,7 +74,7 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found.tolist(), exact.tolist())]))
 
 
-def bench_backends(n_docs: int, n_queries: int, folder: Path) -> dict:
+def bench_backends(n_docs: int, n_queries: int, folder: Path, uri: str | None = None) -> dict:
     from mlsr.index import SparseIndex
     from mlsr.milvus import MilvusBackend, export_index
 
@@ -88,15 +89,16 @@ def bench_backends(n_docs: int, n_queries: int, folder: Path) -> dict:
     scipy_build_s = time.perf_counter() - started
     exact = index.search(queries, 10)
 
-    uri = str(folder / "bench.db")
+    uri = uri or str(folder / "bench.db")
     started = time.perf_counter()
-    report = export_index(index, uri)
+    report = export_index(index, uri, "mlsr_bench", replace=True)
     export_s = time.perf_counter() - started
-    from milvus_lite import server_manager_instance
+    if uri.endswith(".db"):
+        from milvus_lite import server_manager_instance
 
-    server_manager_instance.release_server(uri)  # open as a fresh process would: Milvus Lite restarts from its files
+        server_manager_instance.release_server(uri)  # open as a fresh process would: Lite restarts from its files
     started = time.perf_counter()
-    milvus = MilvusBackend.open(index, uri)  # loads the collection and warms it up (builds Lite's indexes)
+    milvus = MilvusBackend.open(index, uri, "mlsr_bench")  # loads the collection and warms it up (builds Lite's indexes)
     open_s = time.perf_counter() - started
     started = time.perf_counter()
     found = milvus.search(queries, 10)
@@ -182,6 +184,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--diagnose-docs", type=int, default=10_000, help="0 skips the diagnosis")
+    parser.add_argument("--milvus-uri", help="a cluster (http://host:19530) instead of a temporary Milvus Lite file;"
+                                             " its collection mlsr_bench is replaced")
     parser.add_argument("--out", type=Path, default=Path("bench/results/milvus.json"))
     args = parser.parse_args()
     import milvus_lite
@@ -192,7 +196,8 @@ def main() -> None:
               "python": platform.python_version(), "pymilvus": pymilvus.__version__,
               "milvus_lite": milvus_lite.__version__}
     with tempfile.TemporaryDirectory() as tmp:
-        result["search"] = bench_backends(args.docs, args.queries, Path(tmp))
+        result["search"] = bench_backends(args.docs, args.queries, Path(tmp), args.milvus_uri)
+        result["milvus_uri"] = args.milvus_uri or "Milvus Lite (temporary .db)"
         if args.diagnose_docs:
             result["diagnosis"] = diagnose(args.diagnose_docs, Path(tmp))
     result["load_average_at_end"] = os.getloadavg()[0]
@@ -202,7 +207,7 @@ def main() -> None:
     s = result["search"]
     print(f"{s['docs']:,} documents ({s['avg_terms_per_doc']:.0f} terms), {s['queries']} queries"
           f" ({s['avg_terms_per_query']:.0f} terms); {result['machine']}")
-    print(f"{'':28}{'scipy SparseIndex':>20}{'Milvus Lite':>16}")
+    print(f"{'':28}{'scipy SparseIndex':>20}{'Milvus':>16}   ({result['milvus_uri']})")
     rows = [("single query p50 (ms)", s["scipy"]["p50_ms"], s["milvus_lite"]["p50_ms"]),
             ("single query p95 (ms)", s["scipy"]["p95_ms"], s["milvus_lite"]["p95_ms"]),
             ("batch of 64, per query (ms)", s["scipy"]["batch64_ms_per_query"], s["milvus_lite"]["batch64_ms_per_query"]),

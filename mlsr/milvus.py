@@ -382,7 +382,9 @@ class MilvusBackend:
             chunk = asked[start : start + QUERY_CHUNK]
             found = _call(lambda: self.client.search(
                 self.collection, data=[vectors[i] for i in chunk], anns_field=field, limit=fetch,
-                output_fields=["row"], search_params={"metric_type": "IP"}), self.uri)
+                output_fields=["row"], search_params={"metric_type": "IP"},
+                # an exported collection is read-only: no need to wait (Strong) for writes in flight
+                consistency_level="Bounded"), self.uri)
             for i, query_hits in zip(chunk, found):
                 hits[i] = query_hits
         for i in range(len(vectors)):
