@@ -120,7 +120,7 @@ class Service:
         return cls(encoder, index, index_dir, searcher)
 
     @property
-    def searcher(self) -> SearchBackend:
+    def searcher(self) -> SearchBackend | SparseIndex:
         """The backend searches go to: Milvus when configured, else the in-process index."""
         return self.backend if self.backend is not None else self.index
 

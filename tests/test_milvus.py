@@ -16,7 +16,7 @@ import pytest
 import scipy.sparse as sp
 from milvus_lite import server_manager_instance
 
-from mlsr.backend import LocalBackend, open_backend
+from mlsr.backend import LocalBackend, SearchBackend, open_backend
 from mlsr.cli import main
 from mlsr.dense import DenseIndex
 from mlsr.errors import BackendError, InputError
@@ -127,6 +127,7 @@ def test_an_empty_query_ranks_rows_in_order(backend):
 
 
 def test_batch_equals_one_by_one(backend, queries):
+    assert isinstance(backend, SearchBackend) and len(backend) == N_DOCS
     batch = backend.search(queries[:6], 5)
     for i in range(6):
         single = backend.search(queries[i], 5)
