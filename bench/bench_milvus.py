@@ -98,7 +98,7 @@ def bench_backends(n_docs: int, n_queries: int, folder: Path, uri: str | None = 
 
         server_manager_instance.release_server(uri)  # open as a fresh process would: Lite restarts from its files
     started = time.perf_counter()
-    milvus = MilvusBackend.open(index, uri, "mlsr_bench")  # loads the collection and warms it up (builds Lite's indexes)
+    milvus = MilvusBackend.open(index, uri, "mlsr_bench")  # loads and warms up (builds Milvus Lite's indexes)
     open_s = time.perf_counter() - started
     started = time.perf_counter()
     found = milvus.search(queries, 10)
@@ -210,14 +210,16 @@ def main() -> None:
     print(f"{'':28}{'scipy SparseIndex':>20}{'Milvus':>16}   ({result['milvus_uri']})")
     rows = [("single query p50 (ms)", s["scipy"]["p50_ms"], s["milvus_lite"]["p50_ms"]),
             ("single query p95 (ms)", s["scipy"]["p95_ms"], s["milvus_lite"]["p95_ms"]),
-            ("batch of 64, per query (ms)", s["scipy"]["batch64_ms_per_query"], s["milvus_lite"]["batch64_ms_per_query"]),
+            ("batch of 64, per query (ms)", s["scipy"]["batch64_ms_per_query"],
+             s["milvus_lite"]["batch64_ms_per_query"]),
             ("dense single query p50 (ms)", s["scipy"]["dense_faiss_p50_ms"], s["milvus_lite"]["dense_p50_ms"]),
             ("build / export (s)", s["scipy"]["build_s"], s["milvus_lite"]["export_s"])]
     for name, a, b in rows:
         print(f"{name:<28}{a:>20,.2f}{b:>16,.2f}")
     m = s["milvus_lite"]
     print(f"Milvus Lite: recall@10 {m['recall_at_10']:.4f} (identical top-10 for {m['identical_top10_rankings']:.0%}"
-          f" of queries), dense recall@10 {m['dense_recall_at_10']:.4f}, open (load + warm-up) {m['open_load_warm_up_s']:.1f} s,"
+          f" of queries), dense recall@10 {m['dense_recall_at_10']:.4f},"
+          f" open (load + warm-up) {m['open_load_warm_up_s']:.1f} s,"
           f" {m['export_rows_per_s']:,.0f} rows/s export, CPU/wall {m['cpu_over_wall']:.2f};"
           f" p50 ratio Milvus/scipy {s['p50_ratio_milvus_over_scipy']:.1f}x")
     if "diagnosis" in result:

@@ -183,7 +183,8 @@ def export_index(
         _call(lambda: client.flush(collection), uri)
         stored = _count(client, collection, uri)
         if stored != n:
-            raise BackendError(f"collection {collection!r} holds {stored} rows after export, expected {n}; re-run export.")
+            raise BackendError(f"collection {collection!r} holds {stored} rows after export, expected {n};"
+                               " re-run export.")
         return ExportReport(collection, n, n - max(start, 0), max(start, 0), time.perf_counter() - started)
     finally:
         if own_client:
@@ -238,7 +239,8 @@ def _recorded_fingerprint(client, collection: str) -> dict | None:
 def _describe(fingerprint: dict | None) -> str:
     if fingerprint is None:
         return "data that mlsr did not export"
-    return f"an export of another index ({fingerprint.get('count')} rows, sparse.npz {str(fingerprint.get('sparse_sha256'))[:12]})"
+    sparse = str(fingerprint.get("sparse_sha256"))[:12]
+    return f"an export of another index ({fingerprint.get('count')} rows, sparse.npz {sparse})"
 
 
 def _rows(index: SparseIndex, first: int, last: int) -> list[dict]:
@@ -304,8 +306,8 @@ class MilvusBackend:
         client = connect(uri)
         try:
             if not _call(lambda: client.has_collection(collection), uri):
-                raise BackendError(f"Milvus at {uri} has no collection {collection!r}; run"
-                                   f" `python -m mlsr export --index {index.path} --milvus-uri {uri} --collection {collection}`.")
+                raise BackendError(f"Milvus at {uri} has no collection {collection!r}; run `python -m mlsr export"
+                                   f" --index {index.path} --milvus-uri {uri} --collection {collection}`.")
             expected = index_fingerprint(index.path)
             recorded = _call(lambda: _recorded_fingerprint(client, collection), uri)
             if recorded != expected:
