@@ -18,6 +18,7 @@ DEFAULT_INDEX = "index/mscoco-test"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags override MLSR_* environment variables, which override the defaults."""
+    from mlsr.backend import add_backend_arguments
     from mlsr.cli import add_model_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " (env MLSR_DATASET; default: lsr42/mscoco-blip-dense for the default index only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     add_model_arguments(parser)
+    add_backend_arguments(parser)  # --backend milvus --milvus-uri URI: search a collection made by `export`
     return parser.parse_args(argv)
 
 
@@ -48,7 +50,8 @@ def create_app(args: argparse.Namespace):
     try:
         first_start(args)
         service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
-                               device=args.device)
+                               device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
+                               collection=args.collection)
     except MlsrError as error:
         message = str(error)
         if not Path(args.index).exists() and builds_on_first_start(args):

@@ -1,5 +1,5 @@
 """The command line: `python -m mlsr build-index | search | terms | encode-dense | train | import-dense | prepare
-| evaluate | atomic`.
+| evaluate | atomic | export`.
 
 Errors print one line, never a traceback."""
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mlsr.backbone import DEFAULT_BACKBONE
+from mlsr.backend import add_backend_arguments
 from mlsr.encoder import DEFAULT_TOKENIZER
 from mlsr.errors import MlsrError
 from mlsr.head import DEFAULT_HEAD
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--terms", type=int, default=5, help="matched terms shown per result")
     search.add_argument("--json", action="store_true", help="print one JSON object per query")
     add_model_arguments(search)
+    add_backend_arguments(search)
 
     terms = commands.add_parser("terms", help="show the weighted terms of an image or a text",
                                 description="Print the top weighted vocabulary terms of an image or a text.")
@@ -74,7 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(terms)
     add_training_commands(commands)
     add_evaluation_commands(commands)
+    add_export_command(commands)
     return parser
+
+
+def add_export_command(commands) -> None:
+    """`export`: an index folder's items and vectors into a Milvus collection (Milvus Lite file or cluster)."""
+    from mlsr.milvus import DEFAULT_COLLECTION, EXPORT_BATCH, SPARSE_INDEX_TYPES
+
+    export = commands.add_parser(
+        "export", help="load an index folder into Milvus (a Milvus Lite .db file or a cluster)",
+        description="Bulk-load an index folder's items, sparse and dense vectors into a Milvus collection, in"
+                    " batches. Re-running resumes an interrupted export and never duplicates rows.")
+    export.add_argument("--index", required=True, type=Path, help="index folder")
+    export.add_argument("--milvus-uri", default=os.environ.get("MLSR_MILVUS_URI"),
+                        help="path ending in .db (Milvus Lite) or http://host:19530 (env MLSR_MILVUS_URI)")
+    export.add_argument("--collection", default=os.environ.get("MLSR_MILVUS_COLLECTION", DEFAULT_COLLECTION),
+                        help="collection name (env MLSR_MILVUS_COLLECTION; default %(default)s)")
+    export.add_argument("--batch-size", type=int, default=EXPORT_BATCH, help="rows per request (default %(default)s)")
+    export.add_argument("--sparse-index", choices=SPARSE_INDEX_TYPES, default=SPARSE_INDEX_TYPES[0],
+                        help="Milvus index of the sparse field (Milvus Lite has only %(default)s)")
+    export.add_argument("--replace", action="store_true", help="drop the collection first if it holds another index")
 
 
 def add_training_commands(commands) -> None:
@@ -142,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     quiet_transformers(args.verbose)
     handlers = {"build-index": _build_index, "search": _search, "terms": _terms, "encode-dense": _encode_dense,
-                "train": _train, **EVALUATION_HANDLERS}
+                "train": _train, "export": _export, **EVALUATION_HANDLERS}
     try:
         return handlers[args.command](args)
     except MlsrError as error:
@@ -193,14 +215,17 @@ def _build_index(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from mlsr.backend import open_backend
     from mlsr.index import SparseIndex
     from mlsr.retrieval import search_texts
 
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
+    backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
     encoder = load_encoder(args)
     index.check_models(encoder.models())
     args.queries = [_stdin_if_dash(query) for query in args.queries]
-    results, queries = search_texts(encoder, index, args.queries, k=args.k, mode=args.mode)
+    results, queries = search_texts(encoder, backend, args.queries, k=args.k, mode=args.mode)
+    backend.close()
     for q, text in enumerate(args.queries):
         hits = []
         for rank, (score, row) in enumerate(zip(results.scores[q], results.indices[q]), 1):
@@ -294,6 +319,30 @@ def _train(args: argparse.Namespace) -> int:
     print(f"best epoch {result.best_epoch}: R@1 {best['r1']:.4f}, R@5 {best['r5']:.4f}, R@10 {best['r10']:.4f},"
           f" MRR@10 {best['mrr10']:.4f}, {best['query_terms']:.0f} caption / {best['image_terms']:.0f} image terms;"
           f" head saved to {result.out} (log: {result.out / 'train_log.jsonl'})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mlsr.errors import InputError
+    from mlsr.index import SparseIndex
+    from mlsr.milvus import connect, export_index
+
+    if not args.milvus_uri:
+        raise InputError("export needs --milvus-uri (a path ending in .db for Milvus Lite, or http://host:19530).")
+    index = SparseIndex.load(args.index)
+    client = connect(args.milvus_uri)  # before the progress bar: an unreachable address fails on one line
+    try:
+        with tqdm(total=len(index), unit="row", desc=f"exporting to {args.collection}") as bar:
+            report = export_index(index, args.milvus_uri, args.collection, batch_size=args.batch_size,
+                                  replace=args.replace, sparse_index=args.sparse_index, progress=bar.update,
+                                  client=client)
+    finally:
+        client.close()
+    resumed = f" ({report.already} were already there)" if report.already else ""
+    print(f"exported {report.count} rows of {args.index} to collection {report.collection!r} at {args.milvus_uri}"
+          f" in {report.seconds:.1f} s: {report.written} written{resumed}")
     return 0
 
 

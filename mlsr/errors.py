@@ -19,3 +19,7 @@ class IndexFormatError(MlsrError, OSError):
 
 class IndexMismatchError(IndexFormatError):
     """An index was built with other models or another vocabulary than the ones loaded."""
+
+
+class BackendError(MlsrError, ConnectionError):
+    """A search backend (Milvus) cannot be reached, or holds no usable copy of the index."""
