@@ -414,6 +414,7 @@ def add_evaluation_commands(commands) -> None:
                                                   " (default runs/<index folder name>)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON instead of the table")
     add_model_arguments(ev)
+    add_backend_arguments(ev)
 
     at = commands.add_parser(
         "atomic", help="the seed paper's AToMiC image suggestion task on a subset (--limit queries)",
@@ -499,6 +500,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from mlsr.encoder import Encoder
     from mlsr.errors import InputError
+    from mlsr.backend import open_backend
     from mlsr.evaluate import dataset_queries, evaluate, format_table, text_queries
     from mlsr.index import SparseIndex
     from mlsr.metrics import read_qrels
@@ -522,6 +524,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
     index = SparseIndex.load(args.index)
+    backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
     if args.dataset is not None:
         encoder = Encoder.head_only(args.head, args.tokenizer, device=args.device)
         index.check_models(encoder.models())
@@ -536,8 +539,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.qrels is not None:
         qrels = read_qrels(args.qrels)
     runs_dir = args.runs_dir or Path("runs") / args.index.name
-    evaluation = evaluate(index, queries, qrels, runs=runs, measures=measures, runs_dir=runs_dir,
-                          progress=lambda run: logger.info("run %s", run), recipe=args.recipe)
+    try:
+        evaluation = evaluate(index, queries, qrels, runs=runs, measures=measures, runs_dir=runs_dir,
+                              progress=lambda run: logger.info("run %s", run), recipe=args.recipe, backend=backend)
+    finally:
+        backend.close()
     if args.json:
         print(json.dumps(evaluation.to_json(), indent=2))
     else:

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.backend import LocalBackend, SearchBackend
 from mlsr.dense_data import META_FILE, TEXT_FILE
 from mlsr.encoder import Encoder
 from mlsr.errors import InputError
@@ -125,27 +126,27 @@ def text_queries(encoder: Encoder, path: str | Path, *, dense: bool = True) -> Q
 # -- running ------------------------------------------------------------------------------------------
 
 
-def run_search(index: SparseIndex, queries: QuerySet, run: str, depth: int) -> Results:
-    """The (q, depth) ranking of one run."""
+def run_search(searcher: SearchBackend, queries: QuerySet, run: str, depth: int) -> Results:
+    """The (q, depth) ranking of one run, from the scipy index or any other search backend."""
     if run == "expand":
-        return index.search(queries.expand, depth)
+        return searcher.search(queries.expand, depth)
     if run == "no_expand":
-        return index.search(_need(queries.no_expand, run), depth)
+        return searcher.search(_need(queries.no_expand, run), depth)
     if run == "hybrid":
-        return hybrid_search(index, _need(queries.no_expand, run), queries.expand, depth, max(HYBRID_DEPTH, depth))
+        return hybrid_search(searcher, _need(queries.no_expand, run), queries.expand, depth, max(HYBRID_DEPTH, depth))
     if run == "dense":
-        from mlsr.dense import DenseIndex
-
-        if index.dense is None:
-            raise InputError("the index holds no dense vectors (build it with --dense, or import-dense); drop the dense run.")
-        return DenseIndex(index.dense).search(_need(queries.dense, run), depth)
+        return searcher.dense_search(_need(queries.dense, run), depth)
     raise InputError(f"unknown run {run!r}; choose from {RUNS}.")
 
 
 def evaluate(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, runs: Sequence[str] = RUNS,
              measures: Sequence[str] = DEFAULT_MEASURES, runs_dir: str | Path | None = None,
-             progress: Progress | None = None, recipe: str | None = None) -> Evaluation:
-    """Rank the index for the queries in each run, score the rankings against `qrels`, write TREC runs."""
+             progress: Progress | None = None, recipe: str | None = None,
+             backend: SearchBackend | None = None) -> Evaluation:
+    """Rank the index for the queries in each run, score the rankings against `qrels`, write TREC runs.
+
+    Searches go to `backend` (e.g. a Milvus collection exported from this index) or, by default, the index.
+    """
     for name in measures:
         parse_measure(name)
     for run in runs:
@@ -161,13 +162,16 @@ def evaluate(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, runs: Seque
     if out:
         out.mkdir(parents=True, exist_ok=True)
         write_qrels(out / "qrels.trec", qrels)
+    if "dense" in runs and index.dense is None:
+        raise InputError("the index holds no dense vectors (build it with --dense, or import-dense); drop the dense run.")
+    searcher = backend if backend is not None else LocalBackend(index)
     doc_terms = active_terms(index.vectors)
     results = []
     for run in runs:
         if progress:
             progress(run)
         started = time.perf_counter()
-        ranked = run_search(index, queries, run, depth)
+        ranked = run_search(searcher, queries, run, depth)
         seconds = time.perf_counter() - started
         metrics = score_rankings(ranked.indices, queries.ids, doc_ids, qrels, measures)
         result = RunResult(run, metrics, seconds=round(seconds, 2))

@@ -7,6 +7,7 @@ from typing import Literal, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.backend import SearchBackend
 from mlsr.encoder import Encoder
 from mlsr.errors import InputError
 from mlsr.index import Results, SparseIndex
@@ -32,7 +33,7 @@ def encode_queries(encoder: Encoder, texts: Sequence[str] | str, mode: QueryMode
     return Queries(encoder.encode_text(texts, mode=mode))
 
 
-def rank(index: SparseIndex, queries: Queries, k: int = 10, depth: int = HYBRID_DEPTH) -> Results:
+def rank(index: SparseIndex | SearchBackend, queries: Queries, k: int = 10, depth: int = HYBRID_DEPTH) -> Results:
     """Top-k per query; hybrid when `queries.exact` is given."""
     if queries.exact is not None:
         return hybrid_search(index, queries.exact, queries.scoring, k, depth)
@@ -57,7 +58,8 @@ def search_texts(
 
 
 def hybrid_search(
-    index: SparseIndex, exact: sp.csr_matrix, expanded: sp.csr_matrix, k: int = 10, depth: int = HYBRID_DEPTH
+    index: SparseIndex | SearchBackend, exact: sp.csr_matrix, expanded: sp.csr_matrix, k: int = 10,
+    depth: int = HYBRID_DEPTH,
 ) -> Results:
     """Candidates from the `exact` (no_expand) queries, re-scored by the `expanded` ones.
 

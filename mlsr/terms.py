@@ -21,13 +21,16 @@ def highlight_text(text: str, vector, tokenizer, vocab: Vocabulary) -> list[tupl
     of its word pieces in `vector` (None when zero); the text between words carries None."""
     weights = _dense_row(vector, len(vocab))
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    words: list[list] = []  # [start, end, weight]: "##" pieces that touch the previous piece join its word
+    words: list[list] = []  # [start, end, weight]
     for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
         if end <= start:
             continue
         weight = float(weights[token_id])
-        if words and vocab.terms[token_id].startswith("##") and words[-1][1] == start:
-            words[-1][1] = end
+        # A piece joins the previous word when it continues it ("##" touching it) or overlaps it: a Hangul
+        # syllable is decomposed into jamo pieces that all point at the same character.
+        continues = vocab.terms[token_id].startswith("##") and words and words[-1][1] == start
+        if words and (continues or start < words[-1][1]):
+            words[-1][1] = max(words[-1][1], end)
             words[-1][2] = max(words[-1][2], weight, key=abs)
         else:
             words.append([start, end, weight])

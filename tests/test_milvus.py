@@ -154,6 +154,25 @@ def test_dense_search_equals_faiss(backend, index):
 # -- Milvus specifics -----------------------------------------------------------------------------
 
 
+def test_evaluate_gives_the_same_numbers_on_both_backends(milvus, index, queries, tmp_path):
+    from mlsr.evaluate import QuerySet, evaluate
+
+    rng = np.random.default_rng(4)
+    dense = rng.standard_normal((queries.shape[0], 16)).astype(np.float32)
+    query_set = QuerySet([f"q{i}" for i in range(queries.shape[0])], queries, random_vectors(25, 5, seed=5), dense)
+    qrels = {f"q{i}": {f"img-{j}": 1 for j in rng.choice(N_DOCS, 3, replace=False)} for i in range(queries.shape[0])}
+    measures = ["R@1", "R@10", "MRR@10", "NDCG@10", "MAP@100"]
+    on_scipy = evaluate(index, query_set, qrels, measures=measures, runs_dir=tmp_path / "scipy")
+    on_milvus = evaluate(index, query_set, qrels, measures=measures, runs_dir=tmp_path / "milvus", backend=milvus)
+    assert [r.run for r in on_milvus.results] == ["expand", "no_expand", "hybrid", "dense"]
+    for ours, theirs in zip(on_scipy.results, on_milvus.results):
+        assert ours.metrics == pytest.approx(theirs.metrics), ours.run
+        ranked = [[line.split()[i] for i in (0, 2, 3)] for line in
+                  (tmp_path / "scipy" / f"{ours.run}.trec").read_text().splitlines()]
+        assert ranked == [[line.split()[i] for i in (0, 2, 3)] for line in
+                          (tmp_path / "milvus" / f"{ours.run}.trec").read_text().splitlines()]
+
+
 def test_the_collection_holds_the_index_folder(milvus, index):
     stored = milvus.client.query("mlsr", filter="row >= 0", output_fields=["row", "item_id", "item", "sparse"],
                                  limit=N_DOCS)
