@@ -53,23 +53,13 @@ def create_app(args: argparse.Namespace):
                                device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
                                collection=args.collection)
     except MlsrError as error:
-        message = str(error)
-        if not Path(args.index).exists() and builds_on_first_start(args):
-            from mlsr.published import DEFAULT_DATASET, prepare_command
+        from mlsr.published import missing_index_hint
 
-            dataset = args.dataset or DEFAULT_DATASET
-            size = " (a download of roughly 0.3 GB)" if dataset == DEFAULT_DATASET else ""
-            message += (f" To build it from the published vectors of {dataset}{size}, run"
-                        f" `{prepare_command(args.index, dataset)}` on a machine that reaches the Hugging Face Hub.")
+        message = f"{error}{missing_index_hint(args.index, args.dataset)}"
         print(f"mlsr: cannot start: {message}", file=sys.stderr)
         return error_page(message)
     return build_ui(service, examples_dir=ASSETS / "examples", images_dir=ASSETS / "images",
                     placeholder=ASSETS / "missing.png")
-
-
-def builds_on_first_start(args: argparse.Namespace) -> bool:
-    """A missing index is built from published vectors when it is the default one or --dataset names them."""
-    return args.dataset is not None or Path(args.index) == Path(DEFAULT_INDEX)
 
 
 def first_start(args: argparse.Namespace) -> None:
@@ -77,10 +67,10 @@ def first_start(args: argparse.Namespace) -> None:
 
     Runs before the launch, with a console progress bar; later starts find the folder and reuse it.
     """
-    from mlsr.published import DEFAULT_DATASET, ensure_index
+    from mlsr.published import DEFAULT_DATASET, builds_on_first_start, ensure_index
 
     index = Path(args.index)
-    if index.exists() or not builds_on_first_start(args):
+    if index.exists() or not builds_on_first_start(index, args.dataset):
         return
     from mlsr.cli import progress_bar
 

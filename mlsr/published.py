@@ -258,3 +258,18 @@ def prepare_command(index_dir: str | Path, dataset: str | Path = DEFAULT_DATASET
     """The command that builds a missing default index, for messages."""
     extra = "" if str(dataset) == DEFAULT_DATASET else f" --dataset {dataset}"
     return f"python -m mlsr prepare --index {index_dir}{extra}"
+
+
+def builds_on_first_start(index_dir: str | Path, dataset: str | None) -> bool:
+    """The app builds a missing index from published vectors when it is the default one or a dataset is named."""
+    return dataset is not None or Path(index_dir) == Path(DEFAULT_INDEX)
+
+
+def missing_index_hint(index_dir: str | Path, dataset: str | None) -> str:
+    """What to run when the app's index is missing and could not be built here (offline), or ''."""
+    if Path(index_dir).exists() or not builds_on_first_start(index_dir, dataset):
+        return ""
+    dataset = dataset or DEFAULT_DATASET
+    size = " (a download of roughly 0.3 GB)" if dataset == DEFAULT_DATASET else ""
+    return (f" To build it from the published vectors of {dataset}{size}, run"
+            f" `{prepare_command(index_dir, dataset)}` on a machine that reaches the Hugging Face Hub.")
