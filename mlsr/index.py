@@ -276,9 +276,18 @@ class SparseIndex:
         another head, backbone or vocabulary: its scores would be meaningless.
         """
         path = Path(path)
-        manifest = read_manifest(path)
+        items_file = path / ITEMS_FILE
+        with ThreadPoolExecutor(max_workers=1) as side:
+            # items are parsed on a spare thread while the checksums are verified (both take ~a second
+            # at a million items); they are used only if every checksum matches
+            parsed = side.submit(_read_items, items_file) if items_file.is_file() and not items_file.is_symlink() else None
+            manifest = read_manifest(path)
+            items = parsed.result() if parsed is not None else None
+        if isinstance(items, InputError):
+            raise IndexFormatError(f"index {path}: {items}") from None
         try:
-            items = read_jsonl(path / ITEMS_FILE)
+            if isinstance(items, Exception):
+                raise items
             vocab = Vocabulary.load(path / VOCAB_FILE) if VOCAB_FILE in manifest["files"] else None
             dense = np.load(path / DENSE_FILE, allow_pickle=False) if DENSE_FILE in manifest["files"] else None
             if manifest["format_version"] == 1:
@@ -304,7 +313,6 @@ class SparseIndex:
             if manifest["format_version"] == 1:  # float32 weights, exactly as they were searched
                 index = cls.build(vectors, items, vocab=vocab, dense=dense, info=info, precision="float32")
             else:
-                _check_items(items, manifest["count"])
                 if dense is not None and (dense.ndim != 2 or dense.shape[0] != manifest["count"]):
                     raise InputError(f"dense.npy has shape {dense.shape} for {manifest['count']} documents; rebuild the index.")
                 inverted = _checked_inverted(arrays, manifest["count"], manifest["vocab_size"])
@@ -399,6 +407,18 @@ def _as_csr(matrix: sp.spmatrix, what: str) -> sp.csr_matrix:
     matrix.sum_duplicates()
     matrix.sort_indices()
     return matrix
+
+
+def _read_items(file: Path) -> list[dict] | Exception:
+    """items.jsonl, checked to be JSON objects with unique ids; the error instead of raising (for a side thread)."""
+    try:
+        items = read_jsonl(file)
+        if not all(isinstance(item, dict) for item in items):
+            raise ValueError("every line must be a JSON object")
+        _check_items(items, len(items))
+        return items
+    except (OSError, ValueError, InputError) as error:
+        return error
 
 
 def _check_items(items: list[dict], n: int) -> None:

@@ -217,3 +217,25 @@ def test_postings_that_would_mislead_the_kernel_are_refused(tmp_path, damage):
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="rebuild the index"):
         SparseIndex.load(folder)
+
+
+@pytest.mark.parametrize("damage", ["duplicate-id", "broken-line", "merged-lines", "not-an-object"])
+def test_bad_items_in_a_loaded_index_are_refused(tmp_path, damage):
+    from mlsr.errors import IndexFormatError
+    from mlsr.io import sha256_file
+
+    SparseIndex.build(skewed(3, seed=24)).save(tmp_path / "idx")
+    folder = tmp_path / "idx"
+    lines = {
+        "duplicate-id": ['{"id": "a"}', '{"id": "a"}', '{"id": "b"}'],
+        "broken-line": ['{"id": "a"}', '{"id": ', '{"id": "b"}'],
+        "merged-lines": ['{"id": "a"', '"x": 1}', '{"id": "b"}'],  # valid only if lines were glued together
+        "not-an-object": ['{"id": "a"}', '["b"]', '{"id": "c"}'],
+    }[damage]
+    (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["files"]["items.jsonl"] = {"bytes": (folder / "items.jsonl").stat().st_size,
+                                        "sha256": sha256_file(folder / "items.jsonl")}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="unique|cannot be read"):
+        SparseIndex.load(folder)
