@@ -31,7 +31,7 @@ MAX_SCORE_BLOCK = 1 << 26  # scipy path: at most this many dense scores at once 
 HALF_MAX = float(np.finfo(np.float16).max)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InvertedIndex:
     """Postings of an (n_docs, vocab_size) document matrix.
 
