@@ -78,29 +78,38 @@ def _sift_down(heap_scores, heap_rows, size, position):
 
 
 @njit(cache=True, nogil=True)
+def _add_column(accumulator, column, weight, half):
+    """accumulator += weight * column, one loop per weight type so that it compiles to vector instructions."""
+    if half:
+        for i in range(accumulator.shape[0]):
+            accumulator[i] += weight * _half_to_float(column[i])
+    else:
+        for i in range(accumulator.shape[0]):
+            accumulator[i] += weight * np.float32(column[i])
+
+
+@njit(cache=True, nogil=True)
 def search_range(
     indptr, docs, weights, dense_slot, dense_weights, half,
-    q_indptr, q_terms, q_weights, lo, hi, k, out_scores, out_rows,
+    q_indptr, q_terms, q_weights, lo, hi, k, out_scores, out_rows, scratch,
 ):
     """Top-k of every query among documents lo..hi-1 into out_scores/out_rows (q, k), unsorted.
 
     `dense_slot[t]` is term t's row in `dense_weights` (terms x documents), or -1 when the term
-    has a posting list. Slots beyond the range's size keep -inf and row -1.
+    has a posting list. Slots beyond the range's size keep -inf and row -1. `scratch` is a
+    float32 buffer of at least hi - lo values (reused between calls: fresh memory costs page faults).
     """
     size = hi - lo
-    accumulator = np.zeros(size, dtype=np.float32)
+    accumulator = scratch[:size]
     keep = min(k, size)
     for q in range(q_indptr.shape[0] - 1):
-        if q > 0:
-            accumulator[:] = 0.0
+        accumulator[:] = 0.0
         for j in range(q_indptr[q], q_indptr[q + 1]):
             term = q_terms[j]
             weight = np.float32(q_weights[j])
             slot = dense_slot[term]
             if slot >= 0:
-                column = dense_weights[slot]
-                for i in range(size):
-                    accumulator[i] += weight * _weight(column, lo + i, half)
+                _add_column(accumulator, dense_weights[slot, lo:hi], weight, half)
             else:
                 stop = indptr[term + 1]
                 start = _first_at_least(docs, indptr[term], stop, lo)

@@ -239,3 +239,15 @@ def test_bad_items_in_a_loaded_index_are_refused(tmp_path, damage):
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="unique|cannot be read"):
         SparseIndex.load(folder)
+
+
+def test_dense_columns_keep_the_index_within_6_bytes_per_posting():
+    n = 10_000
+    counts = np.array([9000, 5000, 3400, 2500, 2000, 1600, 1000, 10] + [100] * 200)
+    chosen = inverted._dense_terms(counts, n, weight_bytes=2)
+    assert {0, 1, 2} <= set(chosen.tolist())  # a third or more: always a column (never larger than the list)
+    assert 6 not in chosen and 7 not in chosen  # below FAST_DENSE_SHARE: always a list
+    sparse = np.setdiff1d(np.arange(len(counts)), chosen)
+    assert (6 * counts[sparse].sum() + 2 * n * len(chosen)) / counts.sum() <= 6.0
+    few = np.array([3400, 2000, 1600] + [1] * 10)  # few postings elsewhere: 15-33% terms would cost > 6 bytes each
+    assert inverted._dense_terms(few, n, weight_bytes=2).tolist() == [0]
