@@ -88,6 +88,9 @@ def _add_column(accumulator, column, weight, half):
             accumulator[i] += weight * np.float32(column[i])
 
 
+_BLOCK = 64  # scores checked at once by the top-k scan
+
+
 @njit(cache=True, nogil=True)
 def search_range(
     indptr, docs, weights, dense_slot, dense_weights, half,
@@ -128,10 +131,25 @@ def search_range(
         for position in range(keep // 2 - 1, -1, -1):
             _sift_down(heap_scores, heap_rows, keep, position)
         threshold = heap_scores[0]
-        for i in range(keep, size):
-            # rows arrive in ascending order, so a score equal to the worst kept one loses the tie
-            if accumulator[i] > threshold:
-                heap_scores[0] = accumulator[i]
-                heap_rows[0] = lo + i
-                _sift_down(heap_scores, heap_rows, keep, 0)
-                threshold = heap_scores[0]
+        # rows arrive in ascending order, so a score equal to the worst kept one loses the tie; blocks
+        # of _BLOCK scores are first counted against the threshold (a fixed-length loop that compiles
+        # to vector instructions) and read one by one only when one of them gets in
+        start = keep
+        while start < size:
+            stop = min(start + _BLOCK, size)
+            if stop - start == _BLOCK:
+                block = accumulator[start:stop]
+                hits = 0
+                for i in range(_BLOCK):
+                    if block[i] > threshold:
+                        hits += 1
+                if hits == 0:
+                    start = stop
+                    continue
+            for i in range(start, stop):
+                if accumulator[i] > threshold:
+                    heap_scores[0] = accumulator[i]
+                    heap_rows[0] = lo + i
+                    _sift_down(heap_scores, heap_rows, keep, 0)
+                    threshold = heap_scores[0]
+            start = stop
