@@ -195,7 +195,8 @@ def bench_brute_force(index: SparseIndex, queries: sp.csr_matrix, found, naive_s
             truth_rows[lo + j], truth_scores[lo + j] = best, row[best]
     scipy_ms = 1000 * (time.perf_counter() - start) / nq
     rows = [queries[i] for i in range(min(nq, 200))]
-    previous = latencies(lambda i: top_k((rows[i] @ operand).toarray()[0], K), len(rows))
+    # the previous SparseIndex.search, one query: the same input checks, then the product and top_k
+    previous = latencies(lambda i: top_k((index._check_queries(rows[i]) @ operand).toarray()[0], K), len(rows))
     docs = index.vectors  # (n, vocab) CSR
     sample = min(naive_sample, nq)
     naive = latencies(lambda i: top_k((queries[i] @ docs.T).toarray()[0], K), sample, warmup=1)
