@@ -192,7 +192,8 @@ class InvertedIndex:
         indices = np.zeros((queries.shape[0], k), dtype=np.int64)
         chunk = max(1, min(256, MAX_SCORE_BLOCK // max(self.n_docs, 1)))
         for start in range(0, queries.shape[0], chunk):
-            block = (queries[start : start + chunk] @ self._scipy_operand).toarray()
+            batch = queries if queries.shape[0] <= chunk else queries[start : start + chunk]  # slicing costs ~20 us
+            block = (batch @ self._scipy_operand).toarray()
             for offset, row in enumerate(block):
                 top = top_k(row, k)
                 indices[start + offset] = top
