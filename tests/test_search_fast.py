@@ -251,3 +251,17 @@ def test_dense_columns_keep_the_index_within_6_bytes_per_posting():
     assert (6 * counts[sparse].sum() + 2 * n * len(chosen)) / counts.sum() <= 6.0
     few = np.array([3400, 2000, 1600] + [1] * 10)  # few postings elsewhere: 15-33% terms would cost > 6 bytes each
     assert inverted._dense_terms(few, n, weight_bytes=2).tolist() == [0]
+
+
+def test_concurrent_searches_from_several_threads_agree(path):
+    """The app runs requests in parallel: searches share the kernel's thread pool, each with its own buffers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = SparseIndex.build(skewed(300, seed=25))
+    queries = skewed(16, seed=26, per_row=10)
+    want = [index.search(queries[q], 10) for q in range(16)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda q: index.search(queries[q], 10), list(range(16)) * 4))
+    for q, result in enumerate(got):
+        np.testing.assert_array_equal(result.indices, want[q % 16].indices)
+        np.testing.assert_array_equal(result.scores, want[q % 16].scores)
