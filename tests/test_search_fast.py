@@ -265,3 +265,13 @@ def test_concurrent_searches_from_several_threads_agree(path):
     for q, result in enumerate(got):
         np.testing.assert_array_equal(result.indices, want[q % 16].indices)
         np.testing.assert_array_equal(result.scores, want[q % 16].scores)
+
+
+def test_without_numba_large_indexes_fall_back_to_scipy(monkeypatch, caplog):
+    monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 0)
+    monkeypatch.setattr(inverted, "_KERNEL", [])
+    monkeypatch.setitem(__import__("sys").modules, "mlsr.kernels", None)  # import fails as if numba were missing
+    index = SparseIndex.build(skewed(120, seed=27))
+    with caplog.at_level("WARNING", logger="mlsr.inverted"):
+        check(index, skewed(5, seed=28), 10)
+    assert "numba is not available" in caplog.text  # monkeypatch restores the real kernel afterwards
