@@ -206,7 +206,7 @@ def _build_index(args: argparse.Namespace) -> int:
     if report.resumed:
         print(f"resumed an interrupted build: {report.resumed} batches were already encoded")
     print(f"indexed {report.indexed} images into {args.out} in {report.seconds:.1f} s"
-          f" ({args.doc} documents, {index.vectors.nnz / max(len(index), 1):.0f} terms per document on average)")
+          f" ({args.doc} documents, {index.nnz / max(len(index), 1):.0f} terms per document on average)")
     if report.skipped:
         print(f"skipped {len(report.skipped)} unreadable images:", file=sys.stderr)
         for name, reason in report.skipped[:20]:

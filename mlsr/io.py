@@ -51,9 +51,20 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSON-lines file into a list of dicts (blank lines are skipped)."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """Read a JSON-lines file into a list of dicts (blank lines are skipped).
+
+    Parsed as one JSON array (several times faster than a parse per line on a million lines);
+    if that does not give exactly one value per line, every line is parsed on its own, so a
+    malformed line fails as it would alone.
+    """
+    lines = [line for line in Path(path).read_bytes().split(b"\n") if line.strip()]
+    try:
+        rows = json.loads(b"[" + b",".join(lines) + b"]")
+        if len(rows) == len(lines):
+            return rows
+    except ValueError:
+        pass
+    return [json.loads(line) for line in lines]
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -9,6 +9,7 @@ exported from another folder. `pymilvus` and `milvus-lite` are optional and impo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.errors import BackendError, IndexFormatError, InputError
-from mlsr.index import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, SPARSE_FILE, Results, SparseIndex
+from mlsr.index import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE, Results, SparseIndex
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,17 @@ def index_fingerprint(index_dir: str | Path) -> dict:
         "vocab_size": manifest.get("vocab_size"),
         "vocab_sha256": manifest.get("vocab_sha256"),
         "dense_size": manifest.get("dense_size"),
-        "sparse_sha256": (files.get(SPARSE_FILE) or {}).get("sha256"),
+        "sparse_sha256": _sparse_checksum(files),
         "items_sha256": (files.get(ITEMS_FILE) or {}).get("sha256"),
         "dense_sha256": (files.get(DENSE_FILE) or {}).get("sha256"),
     }
+
+
+def _sparse_checksum(files: dict) -> str:
+    """One checksum of the sparse vectors' files, whatever the index format (sparse.npz, or the postings)."""
+    names = [name for name in (SPARSE_FILE, *POSTING_FILES.values()) if name in files]
+    listing = "".join(f"{name} {(files[name] or {}).get('sha256')}\n" for name in names)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def sparse_rows(matrix: sp.csr_matrix) -> list[dict[int, float]]:
@@ -202,7 +210,7 @@ def _prepare_collection(client, collection: str, fingerprint: dict, index: Spars
         if not replace:
             raise BackendError(
                 f"collection {collection!r} holds {_describe(recorded)}, not this index folder"
-                f" ({fingerprint['count']} rows, sparse.npz {str(fingerprint['sparse_sha256'])[:12]});"
+                f" ({fingerprint['count']} rows, sparse vectors {str(fingerprint['sparse_sha256'])[:12]});"
                 " pass --replace to drop it, or choose another --collection."
             )
         logger.info("dropping collection %s (it held another index)", collection)
@@ -240,7 +248,7 @@ def _describe(fingerprint: dict | None) -> str:
     if fingerprint is None:
         return "data that mlsr did not export"
     sparse = str(fingerprint.get("sparse_sha256"))[:12]
-    return f"an export of another index ({fingerprint.get('count')} rows, sparse.npz {sparse})"
+    return f"an export of another index ({fingerprint.get('count')} rows, sparse vectors {sparse})"
 
 
 def _rows(index: SparseIndex, first: int, last: int) -> list[dict]:

@@ -159,7 +159,7 @@ class Service:
 
     def explain(self, query: sp.csr_matrix, row: int, top_terms: int = 30) -> tuple[Terms, list[TermMatch]]:
         """An indexed image's own top terms, and every term it shares with the query (largest contribution first)."""
-        return self.encoder.decode(self.index.vectors[row], top_k=top_terms), self.index.explain(query[0], row)
+        return self.encoder.decode(self.index.document(row), top_k=top_terms), self.index.explain(query[0], row)
 
     # -- images -----------------------------------------------------------------------------------
 
@@ -220,15 +220,14 @@ class Service:
 
     def about(self, top_terms: int = 25) -> dict:
         """Facts about the loaded index and models, and its most frequent terms (by document frequency)."""
-        vectors = self.index.vectors
-        frequency = np.bincount(vectors.indices, minlength=self.index.vocab_size).astype(np.float32)
+        frequency = self.index.document_frequency().astype(np.float32)
         recorded = self.index.info.get("models") or {}
         loaded = self.encoder.models()
         return {
             "index": str(self.index_dir),
             "items": len(self.index),
             "documents": self.index.info.get("documents", "image"),
-            "avg_active_terms": round(vectors.nnz / max(len(self.index), 1), 1),
+            "avg_active_terms": round(self.index.nnz / max(len(self.index), 1), 1),
             "vocab_size": self.index.vocab_size,
             "dense": self.has_dense,
             "backend": getattr(self.backend, "name", "scipy"),

@@ -33,7 +33,8 @@ from mlsr.encoder import DEFAULT_TOKENIZER, load_tokenizer, to_csr
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.head import HeadConfig, SparseHead
 from mlsr.hub import resolve_with_weights
-from mlsr.index import SparseIndex, top_k
+from mlsr.index import SparseIndex
+from mlsr.inverted import top_k
 from mlsr.io import atomic_path, atomic_write_json, replace_folder, staging_folder, write_jsonl
 from mlsr.text import clean_caption
 from mlsr.vocab import Vocabulary

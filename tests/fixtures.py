@@ -158,3 +158,30 @@ def start_app(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"app.py did not start in time:\n{log.read_text()[-3000:]}")
+
+
+def write_format1_index(folder: Path, vectors, items: list[dict], vocab=None, dense=None, info: dict | None = None) -> Path:
+    """An index folder exactly as mlsr wrote it before format 2 (documents x vocab CSR float32 in sparse.npz)."""
+    import hashlib
+    import json
+
+    import scipy.sparse as sp
+
+    folder.mkdir(parents=True)
+    vectors = sp.csr_matrix(vectors, dtype=np.float32)
+    sp.save_npz(folder / "sparse.npz", vectors, compressed=False)
+    (folder / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+    if vocab is not None:
+        vocab.save(folder / "vocab.txt")
+    if dense is not None:
+        np.save(folder / "dense.npy", np.asarray(dense, dtype=np.float32), allow_pickle=False)
+    files = sorted(p.name for p in folder.iterdir())
+    manifest = {
+        "format": "mlsr-index", "format_version": 1, **(info or {}), "count": vectors.shape[0],
+        "vocab_size": vectors.shape[1], "vocab_sha256": vocab.sha256 if vocab is not None else None,
+        "dense_size": None if dense is None else int(np.asarray(dense).shape[1]), "saved": "2026-01-01T00:00:00Z",
+        "files": {name: {"bytes": (folder / name).stat().st_size,
+                         "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()} for name in files},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder

@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
-from mlsr.index import MANIFEST_FILE, SparseIndex, top_k
+from mlsr.index import MANIFEST_FILE, POSTING_FILES, SparseIndex
+from mlsr.inverted import top_k
 from mlsr.retrieval import hybrid_search
 from mlsr.vocab import Vocabulary
 
@@ -36,6 +37,7 @@ def test_search_equals_brute_force(levels, k):
     docs = random_vectors(200, seed=1, levels=levels)
     queries = random_vectors(30, density=0.03, seed=2, levels=levels)
     index = SparseIndex.build(docs)
+    docs = index.vectors  # the stored (float16) weights: tests/test_search_fast.py bounds the rounding
     scores, indices = index.search(queries, k)
     want_scores, want_indices = brute_force(queries, docs, min(k, 200))
     assert scores.dtype == np.float32 and indices.dtype == np.int64
@@ -80,6 +82,7 @@ def test_explain_sums_to_the_score_and_is_sorted():
     docs = random_vectors(50, density=0.2, seed=6)
     queries = random_vectors(4, density=0.2, seed=7)
     index = SparseIndex.build(docs, vocab=Vocabulary(tuple(f"t{i}" for i in range(VOCAB))))
+    docs = index.vectors  # explanations read the stored (float16) weights, as search does
     scores, indices = index.search(queries, 3)
     for q in range(4):
         for score, row in zip(scores[q], indices[q]):
@@ -155,7 +158,8 @@ def test_save_then_load_gives_identical_results(saved_index):
     np.testing.assert_array_equal(loaded.dense, index.dense)
     assert loaded.info["documents"] == "image" and len(loaded) == 40
     manifest = json.loads((path / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == 1 and set(manifest["files"]) == {"sparse.npz", "items.jsonl", "vocab.txt", "dense.npy"}
+    assert manifest["format_version"] == 2 and set(manifest["files"]) == {
+        *POSTING_FILES.values(), "items.jsonl", "vocab.txt", "dense.npy"}
 
 
 def test_resave_replaces_atomically_and_leaves_no_temp_folders(saved_index):
@@ -177,7 +181,7 @@ def test_save_refuses_to_overwrite_a_folder_that_is_not_an_index(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "alter", "delete", "manifest-json", "newer-version", "count"])
 def test_damaged_index_is_refused_with_a_clear_error(saved_index, damage):
     _, path = saved_index
-    sparse = path / "sparse.npz"
+    sparse = path / POSTING_FILES["docs"]
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     if damage == "truncate":
         sparse.write_bytes(sparse.read_bytes()[:-100])

@@ -265,6 +265,10 @@ def test_a_collection_from_another_index_is_refused(index, lite_uri, tmp_path):
         open_backend(other, "milvus", lite_uri)
     with pytest.raises(BackendError, match="--replace"):
         export_index(other, lite_uri)
+    # Same items and count, other weights (say, rebuilt with another head): still another index.
+    SparseIndex.build(index.vectors * 2, index.items, dense=index.dense).save(tmp_path / "reweighted")
+    with pytest.raises(BackendError, match="not the index"):
+        open_backend(SparseIndex.load(tmp_path / "reweighted"), "milvus", lite_uri)
     with pytest.raises(BackendError, match="no collection 'elsewhere'.*export"):
         open_backend(index, "milvus", lite_uri, "elsewhere")
     report = export_index(other, lite_uri, "other_index")  # another collection in the same database is fine

@@ -16,7 +16,8 @@ import scipy.sparse as sp
 from conftest import ROOT
 from mlsr.errors import IndexFormatError, ModelLoadError
 from mlsr.head import SparseHead
-from mlsr.index import MANIFEST_FILE, SparseIndex
+from fixtures import write_format1_index
+from mlsr.index import MANIFEST_FILE, POSTING_FILES, SparseIndex
 from mlsr.io import sha256_file
 
 FORBIDDEN = {
@@ -63,18 +64,27 @@ def test_a_pickle_bomb_in_a_v4_checkpoint_is_not_executed(tmp_path):
     assert not marker.exists()
 
 
-def test_an_object_array_in_an_index_is_not_unpickled(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_object_array_in_an_index_is_not_unpickled(tmp_path, version):
     path = tmp_path / "index"
-    SparseIndex.build(sp.csr_matrix(np.eye(2, 300, dtype=np.float32))).save(path)
+    vectors = sp.csr_matrix(np.eye(2, 300, dtype=np.float32))
+    if version == 1:
+        write_format1_index(path, vectors, [{"id": "0"}, {"id": "1"}])
+    else:
+        SparseIndex.build(vectors).save(path)
     marker = tmp_path / "pwned"
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:  # an .npz whose "data" array holds a pickled object
-        with archive.open("data.npy", "w") as member:
-            np.lib.format.write_array(member, np.array([Exploit(marker)], dtype=object), allow_pickle=True)
-    (path / "sparse.npz").write_bytes(buffer.getvalue())
+    if version == 1:
+        name = "sparse.npz"
+        with zipfile.ZipFile(buffer, "w") as archive:  # an .npz whose "data" array holds a pickled object
+            with archive.open("data.npy", "w") as member:
+                np.lib.format.write_array(member, np.array([Exploit(marker)], dtype=object), allow_pickle=True)
+    else:
+        name = POSTING_FILES["weights"]  # a .npy holding a pickled object
+        np.lib.format.write_array(buffer, np.array([Exploit(marker)], dtype=object), allow_pickle=True)
+    (path / name).write_bytes(buffer.getvalue())
     manifest = json.loads((path / MANIFEST_FILE).read_text())  # the attacker controls the manifest too
-    manifest["files"]["sparse.npz"] = {"bytes": (path / "sparse.npz").stat().st_size,
-                                       "sha256": sha256_file(path / "sparse.npz")}
+    manifest["files"][name] = {"bytes": (path / name).stat().st_size, "sha256": sha256_file(path / name)}
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="cannot be read"):
         SparseIndex.load(path)
