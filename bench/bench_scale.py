@@ -384,6 +384,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder for the saved indexes (default: temp)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/scale.json")
     args = parser.parse_args()
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
     share = popularity()
     with open("/proc/loadavg") if Path("/proc/loadavg").exists() else contextlib.nullcontext() as handle:
         load_before = handle.read().split()[:3] if handle else None

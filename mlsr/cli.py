@@ -22,17 +22,21 @@ from mlsr.head import DEFAULT_HEAD
 logger = logging.getLogger("mlsr")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--backbone/--head/--tokenizer/--device, each a Hub id or a folder; defaults come from MLSR_* variables."""
+def add_model_arguments(parser: argparse.ArgumentParser, backbone: bool = True) -> None:
+    """--backbone/--head/--tokenizer/--device (and --batch-size), each model a Hub id or a folder; defaults
+    come from MLSR_* variables. `backbone=False` leaves out what only encoding images or text needs."""
     group = parser.add_argument_group("models (Hub repo id or local folder)")
-    group.add_argument("--backbone", default=os.environ.get("MLSR_BACKBONE", DEFAULT_BACKBONE),
-                       help="BLIP retrieval or CLIP model (env MLSR_BACKBONE; default %(default)s)")
+    if backbone:
+        group.add_argument("--backbone", default=os.environ.get("MLSR_BACKBONE", DEFAULT_BACKBONE),
+                           help="BLIP retrieval or CLIP model (env MLSR_BACKBONE; default %(default)s)")
     group.add_argument("--head", default=os.environ.get("MLSR_HEAD", DEFAULT_HEAD),
                        help="D2S sparse head (env MLSR_HEAD; default %(default)s)")
     group.add_argument("--tokenizer", default=os.environ.get("MLSR_TOKENIZER", DEFAULT_TOKENIZER),
                        help="tokenizer of the head's vocabulary (env MLSR_TOKENIZER; default %(default)s)")
     group.add_argument("--device", default=os.environ.get("MLSR_DEVICE"),
                        help="torch device, e.g. cpu or cuda (env MLSR_DEVICE; default: cuda when present)")
+    if not backbone:
+        return
     group.add_argument("--batch-size", type=int, default=16, help="images or text windows per forward pass")
 
 
@@ -354,17 +358,6 @@ def _stdin_if_dash(text: str) -> str:
 # == Published galleries and evaluation: import-dense, prepare, evaluate, atomic ============================
 
 
-def _head_arguments(parser: argparse.ArgumentParser) -> None:
-    """--head/--tokenizer/--device: what sparsifying published vectors needs (no backbone)."""
-    group = parser.add_argument_group("models (Hub repo id or local folder)")
-    group.add_argument("--head", default=os.environ.get("MLSR_HEAD", DEFAULT_HEAD),
-                       help="D2S sparse head (env MLSR_HEAD; default %(default)s)")
-    group.add_argument("--tokenizer", default=os.environ.get("MLSR_TOKENIZER", DEFAULT_TOKENIZER),
-                       help="tokenizer of the head's vocabulary (env MLSR_TOKENIZER; default %(default)s)")
-    group.add_argument("--device", default=os.environ.get("MLSR_DEVICE"),
-                       help="torch device (env MLSR_DEVICE; default: cuda when present)")
-
-
 def add_evaluation_commands(commands) -> None:
     """`import-dense`, `prepare`, `evaluate` and `atomic`."""
     from mlsr.atomic import DOCUMENTS as ATOMIC_DOCUMENTS
@@ -384,7 +377,7 @@ def add_evaluation_commands(commands) -> None:
     imp.add_argument("--image-root", type=Path,
                      help="folder holding the images (e.g. Flickr30k's flickr30k-images/): items point at its files;"
                           " default: COCO URLs for COCO, none (a placeholder in the app) otherwise")
-    _head_arguments(imp)
+    add_model_arguments(imp, backbone=False)
 
     prep = commands.add_parser(
         "prepare", help="build the app's default gallery from published vectors (once)",
@@ -393,7 +386,7 @@ def add_evaluation_commands(commands) -> None:
                       help="index folder (env MLSR_INDEX; default %(default)s)")
     prep.add_argument("--dataset", default=dataset_default, help="env MLSR_DATASET; default %(default)s")
     prep.add_argument("--split", default=DEFAULT_SPLIT, help="default %(default)s")
-    _head_arguments(prep)
+    add_model_arguments(prep, backbone=False)
 
     ev = commands.add_parser(
         "evaluate", help="text-to-image R@k, MRR@10, NDCG@k, MAP@k of an index (sparse and dense runs)",

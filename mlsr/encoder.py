@@ -52,15 +52,8 @@ class Encoder:
     ) -> "Encoder":
         """Load backbone, head and tokenizer, each from a Hub id or a local folder."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        sparse_head = SparseHead.from_pretrained(head).to(device)
+        sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
         dense_model = load_backbone(backbone, device=device)
-        term_tokenizer, source = load_tokenizer(tokenizer)
-        vocab = Vocabulary.from_tokenizer(term_tokenizer)
-        if len(vocab) != sparse_head.vocab_size:
-            raise ModelLoadError(
-                f"tokenizer {tokenizer!r} has {len(vocab):,} terms but head {head!r} scores"
-                f" {sparse_head.vocab_size:,}; use the tokenizer the head was trained with ({sparse_head.config.mlm_head})."
-            )
         if dense_model.dense_size != sparse_head.config.dense_size:
             raise ModelLoadError(
                 f"backbone {backbone!r} gives {dense_model.dense_size}-d vectors but head {head!r} reads"
@@ -84,14 +77,7 @@ class Encoder:
         that made those vectors; its weights are not loaded, so its fingerprint is usually unknown (None).
         """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        sparse_head = SparseHead.from_pretrained(head).to(device)
-        term_tokenizer, source = load_tokenizer(tokenizer)
-        vocab = Vocabulary.from_tokenizer(term_tokenizer)
-        if len(vocab) != sparse_head.vocab_size:
-            raise ModelLoadError(
-                f"tokenizer {tokenizer!r} has {len(vocab):,} terms but head {head!r} scores"
-                f" {sparse_head.vocab_size:,}; use the tokenizer the head was trained with ({sparse_head.config.mlm_head})."
-            )
+        sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
         return cls(None, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source,
                    backbone_record=dict(backbone_record or {}))
 
@@ -252,6 +238,19 @@ class Encoder:
             ids, attention = tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device)
         weights = self.head(dense, input_ids=ids, attention_mask=attention)
         return to_csr(weights)
+
+
+def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[SparseHead, object, Vocabulary, str]:
+    """The head, its tokenizer and vocabulary (checked to have the head's size), and the tokenizer's name."""
+    sparse_head = SparseHead.from_pretrained(head).to(device)
+    term_tokenizer, source = load_tokenizer(tokenizer)
+    vocab = Vocabulary.from_tokenizer(term_tokenizer)
+    if len(vocab) != sparse_head.vocab_size:
+        raise ModelLoadError(
+            f"tokenizer {tokenizer!r} has {len(vocab):,} terms but head {head!r} scores"
+            f" {sparse_head.vocab_size:,}; use the tokenizer the head was trained with ({sparse_head.config.mlm_head})."
+        )
+    return sparse_head, term_tokenizer, vocab, source
 
 
 def load_tokenizer(name_or_path: str) -> tuple[object, str]:
