@@ -16,6 +16,9 @@ from fixtures import (  # noqa: F401  (re-exported for the test modules)
     save_planted_head, save_tiny_blip, save_tokenizer, start_app, write_image_folder,
 )
 
+# Milvus Lite's gRPC client logs keep-alive notices (GOAWAY too_many_pings) after the last test: not ours to show.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 
 def hub_reachable() -> bool:
     """True when huggingface.co answers on port 443 (and HF_HUB_OFFLINE is not set)."""
