@@ -18,7 +18,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,10 @@ CAPTION = "a boy leading water buffalo through a market field"
 
 
 def median_ms(fn, repeat: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return 1000 * statistics.median(out)
+    """Median milliseconds per call, after one warm-up call."""
+    from bench_core import timed
+
+    return 1000 * statistics.median(timed(fn, repeat))
 
 
 def main() -> None:
