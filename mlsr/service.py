@@ -9,15 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.backend import SearchBackend, open_backend
-from mlsr.dense import DenseIndex
+from mlsr.backend import LocalBackend, SearchBackend, open_backend
 from mlsr.encoder import Encoder
 from mlsr.errors import InputError
 from mlsr.images import ImageInput
@@ -105,7 +103,11 @@ class Service:
     encoder: Encoder
     index: SparseIndex
     index_dir: Path
-    backend: SearchBackend | None = None  # where searches run; None: the index itself (scipy)
+    backend: SearchBackend | None = None  # where searches run; None: the index itself (scipy, FAISS)
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            self.backend = LocalBackend(self.index)
 
     @classmethod
     def load(cls, index_dir: str | Path, *, backbone: str, head: str, tokenizer: str,
@@ -115,17 +117,12 @@ class Service:
         started = time.perf_counter()
         index_dir = Path(index_dir)
         index = SparseIndex.load(index_dir)
-        searcher = None if backend == "scipy" else open_backend(index, backend, milvus_uri, collection)
+        searcher = open_backend(index, backend, milvus_uri, collection)
         encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16)
         index.check_models(encoder.models())
         logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index_dir,
                     time.perf_counter() - started)
         return cls(encoder, index, index_dir, searcher)
-
-    @property
-    def searcher(self) -> SearchBackend | SparseIndex:
-        """The backend searches go to: Milvus when configured, else the in-process index."""
-        return self.backend if self.backend is not None else self.index
 
     # -- suggest ----------------------------------------------------------------------------------
 
@@ -138,7 +135,7 @@ class Service:
         encode_ms = _ms(started)
         _stage(stage, 0.7, "searching")
         started = time.perf_counter()
-        results = rank(self.searcher, queries, k)
+        results = rank(self.backend, queries, k)
         timings = {"encode": encode_ms, "search": _ms(started)}
         query = queries.scoring
         tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab
@@ -154,7 +151,7 @@ class Service:
         k = _check_k(k)
         query = vector_from_terms(rows, self.encoder.vocab, self.encoder.tokenizer)
         started = time.perf_counter()
-        results = self.searcher.search(query, k)
+        results = self.backend.search(query, k)
         return self.hits(results), query, {"search": _ms(started)}
 
     def explain(self, query: sp.csr_matrix, row: int, top_terms: int = 30) -> tuple[Terms, list[TermMatch]]:
@@ -172,7 +169,7 @@ class Service:
         encode_ms = _ms(started)
         _stage(stage, 0.9, "finding similar images")
         started = time.perf_counter()
-        results = self.searcher.search(vector, k)
+        results = self.backend.search(vector, k)
         return ImageTerms(
             terms=self.encoder.decode(vector[0], top_k=max(1, min(int(top_k), 200))),
             active_terms=int(vector.nnz), similar=self.hits(results),
@@ -185,27 +182,22 @@ class Service:
     def has_dense(self) -> bool:
         return self.index.dense is not None
 
-    @cached_property
-    def dense_index(self) -> DenseIndex:
-        if self.index.dense is None:
-            raise InputError("this index has no dense vectors; rebuild it with `build-index --dense` to compare.")
-        return DenseIndex(self.index.dense)
-
     def compare(self, text: str, k: int = 10, mode: str = "expand") -> Comparison:
         """Rank the same text with the sparse index and with FAISS over the dense vectors of the same items."""
         k = _check_k(k)
-        dense_search = self.backend.dense_search if self.backend is not None else self.dense_index.search
+        if not self.has_dense:
+            raise InputError("this index has no dense vectors; rebuild it with `build-index --dense` to compare.")
         started = time.perf_counter()
         queries = encode_queries(self.encoder, [text], mode)
         sparse_encode_ms = _ms(started)
         started = time.perf_counter()
-        sparse_results = rank(self.searcher, queries, k)
+        sparse_results = rank(self.backend, queries, k)
         sparse_search_ms = _ms(started)
         started = time.perf_counter()
         dense_query = self.encoder.dense_text([text])
         dense_encode_ms = _ms(started)
         started = time.perf_counter()
-        dense_results = dense_search(dense_query, k)
+        dense_results = self.backend.dense_search(dense_query, k)
         dense_search_ms = _ms(started)
         query = queries.scoring
         shared = set(sparse_results.indices[0].tolist()) & set(dense_results.indices[0].tolist())
@@ -230,7 +222,7 @@ class Service:
             "avg_active_terms": round(self.index.nnz / max(len(self.index), 1), 1),
             "vocab_size": self.index.vocab_size,
             "dense": self.has_dense,
-            "backend": getattr(self.backend, "name", "scipy"),
+            "backend": self.backend.name,
             "models": {role: loaded[role]["id"] for role in ("backbone", "head", "tokenizer")},
             "built_with": {role: (recorded.get(role) or {}).get("id") for role in ("backbone", "head", "tokenizer")},
             "top_terms": self.encoder.decode(frequency, top_k=top_terms),
