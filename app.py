@@ -18,7 +18,7 @@ DEFAULT_INDEX = "index/mscoco-test"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags override MLSR_* environment variables, which override the defaults."""
-    from mlsr.backend import add_backend_arguments
+    from mlsr.backends.local import add_backend_arguments
     from mlsr.cli import add_model_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,8 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def create_app(args: argparse.Namespace):
     """The Blocks to serve, or a page that says why the app cannot start."""
     from mlsr.errors import MlsrError
-    from mlsr.service import Service
-    from mlsr.ui import build_ui, error_page
+    from mlsr.app.service import Service
+    from mlsr.app.ui import build_ui, error_page
 
     try:
         first_start(args)
@@ -53,7 +53,7 @@ def create_app(args: argparse.Namespace):
                                device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
                                collection=args.collection)
     except MlsrError as error:
-        from mlsr.published import missing_index_hint
+        from mlsr.ingest.published import missing_index_hint
 
         message = f"{error}{missing_index_hint(args.index, args.dataset)}"
         print(f"mlsr: cannot start: {message}", file=sys.stderr)
@@ -67,7 +67,7 @@ def first_start(args: argparse.Namespace) -> None:
 
     Runs before the launch, with a console progress bar; later starts find the folder and reuse it.
     """
-    from mlsr.published import DEFAULT_DATASET, builds_on_first_start, ensure_index
+    from mlsr.ingest.published import DEFAULT_DATASET, builds_on_first_start, ensure_index
 
     index = Path(args.index)
     if index.exists() or not builds_on_first_start(index, args.dataset):
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     from mlsr.cli import quiet_transformers
-    from mlsr.ui import CSS
+    from mlsr.app.ui import CSS
 
     quiet_transformers(args.verbose)
     demo = create_app(args)

@@ -1,6 +1,6 @@
 """Core timings on this machine: encoding with real-size (random-weight) BLIP + D2S head, and search.
 
-    python bench/bench_core.py [--docs 100000] [--out bench/results/core.json]
+    python -m bench.bench_core [--docs 100000] [--out bench/results/core.json]
 
 Encoding: BLIP ViT-B/16 at 384 px + BERT-base text encoder, built from `BlipConfig()` defaults with
 random weights (timing does not depend on the weights), saved and loaded through `Encoder.from_pretrained`.
@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ import numpy as np
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and the model builders in tests/fixtures.py
 
 VOCAB_SIZE = 30522
 ARTICLE = (
@@ -50,8 +48,8 @@ def make_real_size_models(folder: Path) -> tuple[Path, Path, Path]:
     """BLIP-base retrieval (random weights), a 256 -> 768 -> 30,522 head, and the real uncased vocabulary."""
     import torch
 
-    from fixtures import save_tiny_blip, save_tokenizer
-    from mlsr.head import HeadConfig, SparseHead
+    from tests.helpers.models import save_tiny_blip, save_tokenizer
+    from mlsr.models.head import HeadConfig, SparseHead
 
     tokenizer_dir = save_tokenizer(folder / "tokenizer")
     backbone_dir = save_tiny_blip(folder / "blip", tokenizer_dir, real_size=True)
@@ -65,7 +63,7 @@ def make_real_size_models(folder: Path) -> tuple[Path, Path, Path]:
 def bench_encoding(repeat: int) -> dict:
     from PIL import Image
 
-    from mlsr.encoder import Encoder
+    from mlsr.models.encoder import Encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         backbone_dir, head_dir, tokenizer_dir = make_real_size_models(Path(tmp))
@@ -105,7 +103,7 @@ def synthetic_docs(n: int, terms_per_doc: int, seed: int) -> sp.csr_matrix:
 
 
 def bench_search(n_docs: int, n_queries: int) -> dict:
-    from mlsr.index import SparseIndex
+    from mlsr.index.sparse import SparseIndex
 
     docs = synthetic_docs(n_docs, 170, seed=1)  # ~150 distinct terms per row after duplicates merge
     queries = synthetic_docs(n_queries, 32, seed=2)

@@ -1,6 +1,6 @@
 """Milvus Lite against the in-process scipy index on the same synthetic documents and queries.
 
-    python bench/bench_milvus.py [--docs 100000] [--queries 100] [--diagnose-docs 10000] [--milvus-uri URI]
+    python -m bench.bench_milvus [--docs 100000] [--queries 100] [--diagnose-docs 10000] [--milvus-uri URI]
                                  [--out bench/results/milvus.json]
 
 Documents: bench_core's generator (Zipf-like popularity over the 30,522-term vocabulary, ~150 distinct terms
@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,9 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench_core import VOCAB_SIZE, synthetic_docs  # noqa: E402  (same document generator as the core benchmark)
+from bench.bench_core import VOCAB_SIZE, synthetic_docs  # the same document generator as the core benchmark
 
 
 def synthetic_queries(n: int, seed: int) -> sp.csr_matrix:
@@ -75,8 +73,8 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 
 
 def bench_backends(n_docs: int, n_queries: int, folder: Path, uri: str | None = None) -> dict:
-    from mlsr.index import SparseIndex
-    from mlsr.milvus import MilvusBackend, export_index
+    from mlsr.index.sparse import SparseIndex
+    from mlsr.backends.milvus import MilvusBackend, export_index
 
     docs = synthetic_docs(n_docs, 170, seed=1)
     queries = synthetic_queries(max(n_queries, 64), seed=2)
@@ -111,7 +109,7 @@ def bench_backends(n_docs: int, n_queries: int, folder: Path, uri: str | None = 
     batch = queries[:64]
     scipy_batch = statistics.median(latencies(lambda i: index.search(batch, 10), 3)[0])
     milvus_batch = statistics.median(latencies(lambda i: milvus.search(batch, 10), 3)[0])
-    from mlsr.dense import DenseIndex
+    from mlsr.index.dense import DenseIndex
 
     faiss = DenseIndex(dense)
     faiss_wall, _ = latencies(lambda i: faiss.search(dense_queries[i : i + 1], 10), n_queries)
@@ -140,7 +138,7 @@ def diagnose(n_docs: int, folder: Path, repeat: int = 5) -> dict:
     """Single-query latency on the same rows in the states a user can leave them in."""
     from pymilvus import DataType, MilvusClient
 
-    from mlsr.milvus import sparse_rows
+    from mlsr.backends.milvus import sparse_rows
 
     docs = synthetic_docs(n_docs, 170, seed=5)
     queries = sparse_rows(synthetic_queries(repeat + 1, seed=6))

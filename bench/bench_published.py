@@ -1,7 +1,7 @@
 """Time of `import-dense` / `prepare` and of the mscoco-test evaluation at the real MS-COCO sizes, on a generated
 dataset in the lsr42 layout (the Hub is not needed; the vectors are random, the sizes are real).
 
-    python bench/bench_published.py [--images 123287] [--test 5000] [--captions-per-image 5] [--all-captions]
+    python -m bench.bench_published [--images 123287] [--test 5000] [--captions-per-image 5] [--all-captions]
                                     [--device cpu] [--out bench/results/published.json]
 
 Sizes: Karpathy's COCO split has 123,287 images (5,000 of them in `test`) and ~5 captions each; img_embs.parquet
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,14 +28,12 @@ import pyarrow.parquet as pq
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures import save_tokenizer  # noqa: E402
-from mlsr.encoder import Encoder  # noqa: E402
-from mlsr.evaluate import dataset_queries, evaluate  # noqa: E402
-from mlsr.head import HeadConfig, SparseHead  # noqa: E402
-from mlsr.published import import_dense  # noqa: E402
+from tests.helpers.models import save_tokenizer
+from mlsr.models.encoder import Encoder
+from mlsr.evaluation.runs import dataset_queries, evaluate
+from mlsr.models.head import HeadConfig, SparseHead
+from mlsr.ingest.published import import_dense
 
 DENSE = 256
 

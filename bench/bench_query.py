@@ -1,6 +1,6 @@
 """Where the time of one query goes: text -> sparse vector -> search, and image -> terms, stage by stage.
 
-    python bench/bench_query.py [--docs 1000000] [--repeat 20] [--out bench/results/query.json]
+    python -m bench.bench_query [--docs 1000000] [--repeat 20] [--out bench/results/query.json]
 
 Models: real-size BLIP-base retrieval (ViT-B/16 at 384 px, BERT-base text encoder) and a
 256 -> 768 -> 30,522 head with random weights (speed does not depend on the weights), built by
@@ -16,21 +16,19 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 CAPTION = "a boy leading water buffalo through a market field"
 
 
 def median_ms(fn, repeat: int) -> float:
     """Median milliseconds per call, after one warm-up call."""
-    from bench_core import timed
+    from bench.bench_core import timed
 
     return 1000 * statistics.median(timed(fn, repeat))
 
@@ -45,11 +43,11 @@ def main() -> None:
     from PIL import Image
     from transformers.utils import logging as transformers_logging
 
-    from bench_core import make_real_size_models
-    from bench_scale import popularity, synthetic_docs
-    from mlsr.encoder import Encoder, to_csr
+    from bench.bench_core import make_real_size_models
+    from bench.bench_scale import popularity, synthetic_docs
+    from mlsr.models.encoder import Encoder, to_csr
     from mlsr.images import load_image
-    from mlsr.index import SparseIndex
+    from mlsr.index.sparse import SparseIndex
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()

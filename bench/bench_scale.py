@@ -1,7 +1,7 @@
 """Retrieval at scale: mlsr's exact sparse index against the naive product, FAISS flat and Seismic, same run.
 
     pip install -r requirements-bench.txt      # adds pyseismic-lsr (Seismic); FAISS is already required
-    python bench/bench_scale.py --sizes 5000 100000 1000000 [--queries 1000] [--out bench/results/scale.json]
+    python -m bench.bench_scale --sizes 5000 100000 1000000 [--queries 1000] [--out bench/results/scale.json]
 
 Collections are synthetic and seeded: N documents over the 30,522-term vocabulary, ~150 active terms
 per document with Zipf-like term popularity (p(rank r) ~ 1/(r + 3), capped at 0.9: the 34 most common
@@ -35,10 +35,9 @@ import numpy as np
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from mlsr.index import SparseIndex  # noqa: E402
-from mlsr.inverted import search_threads, top_k  # noqa: E402
+from mlsr.index.sparse import SparseIndex
+from mlsr.index.inverted import search_threads, top_k
 
 VOCAB_SIZE = 30_522
 DENSE_DIM = 256

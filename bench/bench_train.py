@@ -1,6 +1,6 @@
-"""Training throughput of a real-size D2S head: caption-image pairs per second through `mlsr.training.train_step`.
+"""Training throughput of a real-size D2S head: caption-image pairs per second through `mlsr.training.loop.train_step`.
 
-    python bench/bench_train.py [--device cpu|cuda] [--batch-size 512] [--steps 5] [--amp off bf16 fp16]
+    python -m bench.bench_train [--device cpu|cuda] [--batch-size 512] [--steps 5] [--amp off bf16 fp16]
                                 [--out bench/results/train.json]
 
 Head: 256 -> 768 -> 30,522 (BLIP's dense size, DistilBERT's hidden size and vocabulary), random weights
@@ -17,15 +17,13 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlsr.training import TrainConfig, build_optimizer, new_head, train_step  # noqa: E402
+from mlsr.training.loop import TrainConfig, build_optimizer, new_head, train_step
 
 DENSE, HIDDEN, VOCAB, CAPTION_TOKENS = 256, 768, 30522, 12
 

@@ -1,6 +1,6 @@
 """Load test of the app on loopback: concurrent gradio_client clients in several processes.
 
-    python bench/load_app.py [--clients 16 64] [--requests 100] [--processes 4] [--out bench/results/load.json]
+    python -m bench.load_app [--clients 16 64] [--requests 100] [--processes 4] [--out bench/results/load.json]
 
 Starts `python app.py` with tiny random-weight models over a small generated gallery (tests/fixtures.py),
 then for each client count runs clients x requests calls mixing /suggest (half), /image_terms and /compare
@@ -14,7 +14,6 @@ import argparse
 import json
 import platform
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -22,7 +21,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 TEXTS = [(ROOT / "assets" / "examples" / name).read_text() for name in ("water-buffalo.txt", "city-trams.txt")] + [
     "a boy leading buffalo through a market", "a woman cutting a cake", "a man riding a motorbike on a dirt road",
@@ -121,8 +119,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args()
 
-    from fixtures import build_gallery, save_planted_head, save_tiny_blip, save_tokenizer, start_app, write_image_folder
-    from mlsr.encoder import Encoder
+    from tests.helpers.app import start_app
+    from tests.helpers.data import build_gallery, write_image_folder
+    from tests.helpers.models import save_planted_head, save_tiny_blip, save_tokenizer
+    from mlsr.models.encoder import Encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -12,24 +12,24 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SparseHead": "mlsr.head",
-    "Encoder": "mlsr.encoder",
-    "SparseIndex": "mlsr.index",
-    "Results": "mlsr.index",
-    "TermMatch": "mlsr.index",
-    "DenseIndex": "mlsr.dense",
+    "SparseHead": "mlsr.models.head",
+    "Encoder": "mlsr.models.encoder",
+    "SparseIndex": "mlsr.index.sparse",
+    "Results": "mlsr.index.sparse",
+    "TermMatch": "mlsr.index.sparse",
+    "DenseIndex": "mlsr.index.dense",
     "Vocabulary": "mlsr.vocab",
     "search_texts": "mlsr.retrieval",
-    "build_index": "mlsr.build",
+    "build_index": "mlsr.ingest.images",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlsr.build import build_index
-    from mlsr.dense import DenseIndex
-    from mlsr.encoder import Encoder
-    from mlsr.head import SparseHead
-    from mlsr.index import Results, SparseIndex, TermMatch
+    from mlsr.ingest.images import build_index
+    from mlsr.index.dense import DenseIndex
+    from mlsr.models.encoder import Encoder
+    from mlsr.models.head import SparseHead
+    from mlsr.index.sparse import Results, SparseIndex, TermMatch
     from mlsr.retrieval import search_texts
     from mlsr.vocab import Vocabulary
 

@@ -1,4 +1,4 @@
-"""`python -m mlsr ...`: see mlsr/cli.py."""
+"""`python -m mlsr ...`: see mlsr/cli/."""
 
 from mlsr.cli import main
 

@@ -7,10 +7,10 @@ from typing import Literal, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.backend import SearchBackend
-from mlsr.encoder import Encoder
+from mlsr.backends.local import SearchBackend
+from mlsr.models.encoder import Encoder
 from mlsr.errors import InputError
-from mlsr.index import Results, SparseIndex
+from mlsr.index.sparse import Results, SparseIndex
 
 QueryMode = Literal["expand", "no_expand", "hybrid"]
 QUERY_MODES: tuple[str, ...] = ("expand", "no_expand", "hybrid")

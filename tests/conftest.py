@@ -1,6 +1,6 @@
 """Shared fixtures: tiny random-weight models of the real classes, saved to folders and loaded back
 through the same `from_pretrained` paths users take; the real uncased vocabulary; generated images.
-The builders live in tests/fixtures.py so that the benchmark scripts can use them too."""
+The builders live in tests/helpers/ so that the benchmark scripts can use them too."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures import (  # noqa: F401  (re-exported for the test modules)
-    CAPTIONS, DENSE_SIZE, PLANTED_WORDS, REAL_IMAGES, ROOT, VOCAB_SIZE, build_gallery, make_head, make_image,
-    save_planted_head, save_tiny_blip, save_tokenizer, start_app, write_image_folder,
-)
+from tests.helpers.app import start_app
+from tests.helpers.data import build_gallery, write_image_folder
+from tests.helpers.models import make_head, save_planted_head, save_tiny_blip, save_tiny_clip, save_tokenizer
 
 # Milvus Lite's gRPC client logs keep-alive notices (GOAWAY too_many_pings) after the last test: not ours to show.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -58,44 +57,15 @@ def backbone_dir(tmp_path_factory, tokenizer_dir) -> Path:
     return save_tiny_blip(tmp_path_factory.mktemp("backbone"), tokenizer_dir)
 
 
-CLIP_DENSE_SIZE = 48  # any size: a head for a CLIP backbone reads CLIP's projection_dim
-
-
-def make_clip_tokenizer():
-    """A real CLIPTokenizer (byte-level BPE) over the 256 byte symbols and no merges: tiny, offline."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    symbols = sorted(ByteLevel.alphabet())
-    pieces = ["<|startoftext|>", "<|endoftext|>", *symbols, *(s + "</w>" for s in symbols)]
-    return CLIPTokenizer(vocab={piece: i for i, piece in enumerate(pieces)}, merges=[])
-
-
 @pytest.fixture(scope="session")
 def clip_backbone_dir(tmp_path_factory) -> Path:
     """A tiny CLIPModel (1 layer, 32 px, 48-d projections) with its own tokenizer and PIL image processor."""
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
-
-    torch.manual_seed(0)
-    tokenizer = make_clip_tokenizer()
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=16),
-        projection_dim=CLIP_DENSE_SIZE,
-    )
-    folder = tmp_path_factory.mktemp("clip")
-    CLIPModel(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 @pytest.fixture(scope="session")
 def encoder(backbone_dir, head_dir, tokenizer_dir):
-    from mlsr.encoder import Encoder
+    from mlsr.models.encoder import Encoder
 
     return Encoder.from_pretrained(str(backbone_dir), str(head_dir), str(tokenizer_dir), device="cpu", batch_size=4)
 
@@ -114,7 +84,7 @@ def app_head_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def app_encoder(backbone_dir, app_head_dir, tokenizer_dir):
-    from mlsr.encoder import Encoder
+    from mlsr.models.encoder import Encoder
 
     return Encoder.from_pretrained(str(backbone_dir), str(app_head_dir), str(tokenizer_dir), device="cpu", batch_size=4)
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from conftest import ROOT
+from tests.helpers.data import ROOT
 from mlsr.errors import IndexFormatError, ModelLoadError
-from mlsr.head import SparseHead
-from fixtures import write_format1_index
-from mlsr.index import MANIFEST_FILE, POSTING_FILES, SparseIndex
-from mlsr.io import sha256_file
+from mlsr.models.head import SparseHead
+from tests.helpers.data import write_format1_index
+from mlsr.index.sparse import MANIFEST_FILE, POSTING_FILES, SparseIndex
+from mlsr._files import sha256_file
 
 FORBIDDEN = {
     r"\bpickle\.loads?\(": "unpickling",
@@ -99,7 +99,7 @@ def test_item_urls_are_fetched_by_the_browser_never_by_the_server(tmp_path):
     import gradio as gr
     from gradio import processing_utils
 
-    from mlsr.ui import displayable
+    from mlsr.app.ui import displayable
 
     requests: list[str] = []
 

@@ -1,0 +1,270 @@
+"""What the demo does, without any UI: suggest images for text, explain hits, image -> terms, sparse vs dense.
+
+The Gradio app (mlsr/ui.py) and its named API endpoints both call this; results are small dataclasses
+with a `to_json()` for the API. Every step is timed so the UI can show where the time goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from mlsr.backends.local import LocalBackend, SearchBackend, open_backend
+from mlsr.models.encoder import Encoder
+from mlsr.errors import InputError
+from mlsr.images import ImageInput
+from mlsr.index.sparse import Results, SparseIndex, TermMatch
+from mlsr.retrieval import encode_queries, rank
+from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.vocab import Terms
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 100
+Stage = Callable[[float, str], None]  # progress: (fraction done, what is happening)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked item: `image` is a URL or an absolute local path (None when the file is gone)."""
+
+    rank: int
+    row: int
+    id: str
+    score: float
+    image: str | None
+    caption: str
+
+
+@dataclass
+class Suggestion:
+    """Ranked images for a text, with the query vector that ranked them and its term-level views."""
+
+    text: str
+    mode: str
+    hits: list[Hit]
+    query: sp.csr_matrix
+    highlights: list[tuple[str, float | None]]
+    expansion: Terms
+    table: list[list]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def active_terms(self) -> int:
+        return int(self.query.nnz)
+
+    def to_json(self) -> dict:
+        return {
+            "text": self.text, "mode": self.mode, "active_terms": self.active_terms,
+            "query_terms": self.table, "expansion_terms": [list(t) for t in self.expansion],
+            "results": [asdict(hit) for hit in self.hits], "timings_ms": self.timings,
+        }
+
+
+@dataclass
+class ImageTerms:
+    """An image's weighted terms and the nearest indexed images by sparse dot product."""
+
+    terms: Terms
+    active_terms: int
+    similar: list[Hit]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"active_terms": self.active_terms, "terms": [list(t) for t in self.terms],
+                "similar": [asdict(hit) for hit in self.similar], "timings_ms": self.timings}
+
+
+@dataclass
+class Comparison:
+    """The same text ranked by the sparse index and by the dense FAISS index."""
+
+    sparse: list[Hit]
+    dense: list[Hit]
+    overlap: float  # |top-k sparse ∩ top-k dense| / k
+    active_terms: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"sparse": [asdict(h) for h in self.sparse], "dense": [asdict(h) for h in self.dense],
+                "overlap_at_k": self.overlap, "active_terms": self.active_terms, "timings_ms": self.timings}
+
+
+@dataclass
+class Service:
+    """Models and an index loaded once, and the operations the demo offers on them."""
+
+    encoder: Encoder
+    index: SparseIndex
+    index_dir: Path
+    backend: SearchBackend | None = None  # where searches run; None: the index itself (scipy, FAISS)
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            self.backend = LocalBackend(self.index)
+
+    @classmethod
+    def load(cls, index_dir: str | Path, *, backbone: str, head: str, tokenizer: str,
+             device: str | None = None, backend: str = "scipy", milvus_uri: str | None = None,
+             collection: str | None = None) -> "Service":
+        """Load the index first (cheap, and a missing index is the likeliest mistake), then the backend and models."""
+        started = time.perf_counter()
+        index_dir = Path(index_dir)
+        index = SparseIndex.load(index_dir)
+        searcher = open_backend(index, backend, milvus_uri, collection)
+        encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16)
+        index.check_models(encoder.models())
+        logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index_dir,
+                    time.perf_counter() - started)
+        return cls(encoder, index, index_dir, searcher)
+
+    # -- suggest ----------------------------------------------------------------------------------
+
+    def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None) -> Suggestion:
+        """Rank the index for article text; also the text highlighted by term weight and the expansion terms."""
+        k = _check_k(k)
+        _stage(stage, 0.1, "encoding the text")
+        started = time.perf_counter()
+        queries = encode_queries(self.encoder, [text], mode)
+        encode_ms = _ms(started)
+        _stage(stage, 0.7, "searching")
+        started = time.perf_counter()
+        results = rank(self.backend, queries, k)
+        timings = {"encode": encode_ms, "search": _ms(started)}
+        query = queries.scoring
+        tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab
+        return Suggestion(
+            text=text, mode=mode, hits=self.hits(results), query=query,
+            highlights=highlight_text(text, query[0], tokenizer, vocab),
+            expansion=expansion_terms(text, query[0], tokenizer, vocab),
+            table=term_table(query[0], vocab), timings=timings,
+        )
+
+    def search_terms(self, rows: list[list], k: int = 12) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
+        """Search with a query rebuilt from an edited [term, weight] table."""
+        k = _check_k(k)
+        query = vector_from_terms(rows, self.encoder.vocab, self.encoder.tokenizer)
+        started = time.perf_counter()
+        results = self.backend.search(query, k)
+        return self.hits(results), query, {"search": _ms(started)}
+
+    def explain(self, query: sp.csr_matrix, row: int, top_terms: int = 30) -> tuple[Terms, list[TermMatch]]:
+        """An indexed image's own top terms, and every term it shares with the query (largest contribution first)."""
+        return self.encoder.decode(self.index.document(row), top_k=top_terms), self.index.explain(query[0], row)
+
+    # -- images -----------------------------------------------------------------------------------
+
+    def image_terms(self, image: ImageInput, top_k: int = 20, k: int = 8, stage: Stage | None = None) -> ImageTerms:
+        """An uploaded image's top terms, its number of active terms, and 'more like this' from the index."""
+        k = _check_k(k)
+        _stage(stage, 0.1, "encoding the image")
+        started = time.perf_counter()
+        vector = self.encoder.encode_images([image])
+        encode_ms = _ms(started)
+        _stage(stage, 0.9, "finding similar images")
+        started = time.perf_counter()
+        results = self.backend.search(vector, k)
+        return ImageTerms(
+            terms=self.encoder.decode(vector[0], top_k=max(1, min(int(top_k), 200))),
+            active_terms=int(vector.nnz), similar=self.hits(results),
+            timings={"encode": encode_ms, "search": _ms(started)},
+        )
+
+    # -- sparse vs dense --------------------------------------------------------------------------
+
+    @property
+    def has_dense(self) -> bool:
+        return self.index.dense is not None
+
+    def compare(self, text: str, k: int = 10, mode: str = "expand") -> Comparison:
+        """Rank the same text with the sparse index and with FAISS over the dense vectors of the same items."""
+        k = _check_k(k)
+        if not self.has_dense:
+            raise InputError("this index has no dense vectors; rebuild it with `build-index --dense` to compare.")
+        started = time.perf_counter()
+        queries = encode_queries(self.encoder, [text], mode)
+        sparse_encode_ms = _ms(started)
+        started = time.perf_counter()
+        sparse_results = rank(self.backend, queries, k)
+        sparse_search_ms = _ms(started)
+        started = time.perf_counter()
+        dense_query = self.encoder.dense_text([text])
+        dense_encode_ms = _ms(started)
+        started = time.perf_counter()
+        dense_results = self.backend.dense_search(dense_query, k)
+        dense_search_ms = _ms(started)
+        query = queries.scoring
+        shared = set(sparse_results.indices[0].tolist()) & set(dense_results.indices[0].tolist())
+        return Comparison(
+            sparse=self.hits(sparse_results), dense=self.hits(dense_results),
+            overlap=len(shared) / max(sparse_results.indices.shape[1], 1), active_terms=int(query.nnz),
+            timings={"sparse_encode": sparse_encode_ms, "sparse_search": sparse_search_ms,
+                     "dense_encode": dense_encode_ms, "dense_search": dense_search_ms},
+        )
+
+    # -- about ------------------------------------------------------------------------------------
+
+    def about(self, top_terms: int = 25) -> dict:
+        """Facts about the loaded index and models, and its most frequent terms (by document frequency)."""
+        frequency = self.index.document_frequency().astype(np.float32)
+        recorded = self.index.info.get("models") or {}
+        loaded = self.encoder.models()
+        return {
+            "index": str(self.index_dir),
+            "items": len(self.index),
+            "documents": self.index.info.get("documents", "image"),
+            "avg_active_terms": round(self.index.nnz / max(len(self.index), 1), 1),
+            "vocab_size": self.index.vocab_size,
+            "dense": self.has_dense,
+            "backend": self.backend.name,
+            "models": {role: loaded[role]["id"] for role in ("backbone", "head", "tokenizer")},
+            "built_with": {role: (recorded.get(role) or {}).get("id") for role in ("backbone", "head", "tokenizer")},
+            "top_terms": self.encoder.decode(frequency, top_k=top_terms),
+        }
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def hits(self, results: Results, query_row: int = 0) -> list[Hit]:
+        """Ranked rows of one query as Hits with resolved image sources and a display caption."""
+        hits = []
+        for position, (score, row) in enumerate(zip(results.scores[query_row], results.indices[query_row]), 1):
+            item = self.index.items[int(row)]
+            captions = item.get("captions") or []
+            hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), self.image_source(item),
+                            captions[0] if captions else ""))
+        return hits
+
+    def image_source(self, item: dict) -> str | None:
+        """The item's image as a URL, or an absolute local path (None when the file is gone)."""
+        image = item.get("image")
+        if not image:
+            return None
+        if image.startswith(("http://", "https://")):
+            return image
+        path = (self.index_dir / image).resolve()
+        return str(path) if path.is_file() else None
+
+
+def _check_k(k) -> int:
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise InputError(f"k must be a whole number, got {k!r}.") from None
+    if not 1 <= k <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
+    return k
+
+
+def _stage(stage: Stage | None, fraction: float, message: str) -> None:
+    if stage is not None:
+        stage(fraction, message)
+
+
+def _ms(started: float) -> float:
+    return round(1000 * (time.perf_counter() - started), 2)

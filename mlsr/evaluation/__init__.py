@@ -1,0 +1,1 @@
+"""Retrieval evaluation: metrics, the one loop that runs queries against an index, and the recipes."""

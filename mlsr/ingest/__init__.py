@@ -1,0 +1,1 @@
+"""Making index folders: from a folder of images, or from published dense vectors."""

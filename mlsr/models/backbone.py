@@ -1,0 +1,151 @@
+"""The frozen dense image-text model whose embeddings the sparse head reads: BLIP retrieval or CLIP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch.nn.functional import normalize
+
+from mlsr.errors import ModelLoadError
+from mlsr.models.hub import resolve_with_weights
+from mlsr.models.tokenizer import locked
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "Salesforce/blip-itm-base-coco"
+# BLIP's retrieval fine-tuning tokenised captions to 35 tokens; longer text is windowed (see text.py).
+BLIP_MAX_TEXT_TOKENS = 35
+# The (text, image) projection layers of each supported model type: they make the dense vectors.
+_PROJECTIONS = {"blip": ("text_proj", "vision_proj"), "clip": ("text_projection", "visual_projection")}
+BACKBONE_TYPES: tuple[str, ...] = tuple(_PROJECTIONS)
+
+
+@dataclass
+class Backbone:
+    """A frozen dense model: texts and images -> L2-normalised vectors of `dense_size` dims.
+
+    `model_type` is "blip" (`BlipForImageTextRetrieval`: normalize(proj(CLS))) or "clip"
+    (`CLIPModel`: normalize(projection(pooled output)), the vectors of `get_text/image_features`).
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    image_processor: object
+    source: str
+    revision: str | None
+    max_text_tokens: int = BLIP_MAX_TEXT_TOKENS
+    model_type: str = "blip"
+
+    @property
+    def dense_size(self) -> int:
+        return self._projections()[0].out_features
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def count_tokens(self, words: Sequence[str]) -> list[int]:
+        """Number of word pieces of each word (without special tokens)."""
+        if not words:
+            return []
+        return [len(ids) for ids in self.tokenizer(list(words), add_special_tokens=False)["input_ids"]]
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(n,) cleaned caption-sized texts -> (n, dense_size) unit vectors (longer text is truncated)."""
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+        ).to(self.device)
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        if self.model_type == "clip":
+            # CLIP pools the hidden state at the end-of-text token (pooler_output), then projects.
+            pooled = self.model.text_model(input_ids=ids, attention_mask=mask).pooler_output
+            return normalize(self.model.text_projection(pooled), dim=-1).float()
+        hidden = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return normalize(self.model.text_proj(hidden[:, 0, :]), dim=-1).float()
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(n,) RGB images -> (n, dense_size) unit vectors."""
+        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.device, dtype=next(self.model.parameters()).dtype)
+        if self.model_type == "clip":
+            pooled = self.model.vision_model(pixel_values=pixels).pooler_output
+            return normalize(self.model.visual_projection(pooled), dim=-1).float()
+        hidden = self.model.vision_model(pixel_values=pixels).last_hidden_state
+        return normalize(self.model.vision_proj(hidden[:, 0, :]), dim=-1).float()
+
+    def fingerprint(self) -> str:
+        """Hash of the two projection layers: cheap, and it tells fine-tuned variants apart."""
+        digest = hashlib.sha256()
+        for layer in self._projections():
+            for tensor in (layer.weight, layer.bias):
+                if tensor is not None:  # CLIP's projections have no bias
+                    digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def _projections(self) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+        text, image = _PROJECTIONS[self.model_type]
+        return getattr(self.model, text), getattr(self.model, image)
+
+
+def load_backbone(
+    name_or_path: str = DEFAULT_BACKBONE, *, device: str | torch.device = "cpu", revision: str | None = None
+) -> Backbone:
+    """Load a BLIP retrieval model or a CLIP model from a Hub id or a local folder.
+
+    The kind is read from `config.json` (`model_type` "blip" or "clip"); both give unit vectors
+    from the model's own image-text projections.
+    """
+    source = resolve_with_weights(name_or_path, revision=revision, what="backbone")
+    config_path = source.folder / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    model_type = config.get("model_type")
+    if model_type not in _PROJECTIONS:
+        raise ModelLoadError(
+            f"backbone {source.name!r} has model_type {model_type!r}; expected a BLIP retrieval model"
+            " (model_type 'blip', e.g. Salesforce/blip-itm-base-coco) or a CLIP model (model_type 'clip',"
+            " e.g. openai/clip-vit-base-patch32)."
+        )
+    try:
+        model, info, tokenizer, image_processor = _load_parts(model_type, source.folder)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"backbone {source.name!r}: cannot load it ({error}).") from None
+    missing = [key for key in info.get("missing_keys", ()) if key.split(".")[0] in _PROJECTIONS[model_type]]
+    if missing:
+        raise ModelLoadError(
+            f"backbone {source.name!r} has no trained image-text projections ({missing}): it is not an"
+            " image-text retrieval checkpoint. Use e.g. Salesforce/blip-itm-base-coco or openai/clip-vit-base-patch32."
+        )
+    model.eval().requires_grad_(False).to(device)
+    if model_type == "clip":
+        # CLIP's text encoder has 77 positions (its training length); BLIP was fine-tuned on 35 tokens.
+        max_tokens = int(model.config.text_config.max_position_embeddings)
+        return Backbone(model, tokenizer, image_processor, source.name, source.revision, max_tokens, "clip")
+    return Backbone(model, tokenizer, image_processor, source.name, source.revision)
+
+
+def _load_parts(model_type: str, folder) -> tuple[torch.nn.Module, dict, object, object]:
+    """Model (with its loading info), tokenizer and PIL image processor of one backbone folder.
+
+    The PIL image processors give the same pixels as the default ones and need no torchvision.
+    """
+    from transformers import AutoTokenizer
+
+    if model_type == "clip":
+        from transformers import CLIPImageProcessorPil, CLIPModel
+
+        model, info = CLIPModel.from_pretrained(folder, output_loading_info=True)
+        image_processor = CLIPImageProcessorPil.from_pretrained(folder)
+    else:
+        from transformers import BlipForImageTextRetrieval, BlipImageProcessorPil
+
+        model, info = BlipForImageTextRetrieval.from_pretrained(folder, output_loading_info=True)
+        image_processor = BlipImageProcessorPil.from_pretrained(folder)
+    return model, info, locked(AutoTokenizer.from_pretrained(folder)), image_processor

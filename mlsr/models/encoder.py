@@ -1,0 +1,299 @@
+"""Text and images -> sparse vocabulary vectors: frozen dense backbone, then the sparse head."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from mlsr.models.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
+from mlsr.errors import InputError, ModelLoadError
+from mlsr.models.head import DEFAULT_HEAD, SparseHead
+from mlsr.models.hub import resolve
+from mlsr.images import ImageInput, load_image
+from mlsr.text import MAX_TEXT_CHARS, check_text, clean_caption, split_windows
+from mlsr.models.tokenizer import locked
+from mlsr.vocab import Terms, Vocabulary
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOKENIZER = "distilbert-base-uncased"
+Mode = Literal["expand", "no_expand"]
+MODES: tuple[str, ...] = ("expand", "no_expand")
+Progress = Callable[[int], None]  # called with the number of items just finished
+
+
+@dataclass
+class Encoder:
+    """Encodes text and images into (n, vocab) CSR matrices of term weights (rows are items)."""
+
+    backbone: Backbone | None  # None: head only, for precomputed dense vectors (see `head_only`)
+    head: SparseHead
+    tokenizer: object  # the head's tokenizer: term ids for masking and decoding
+    vocab: Vocabulary
+    batch_size: int = 32
+    max_chars: int = MAX_TEXT_CHARS
+    tokenizer_source: str | None = None
+    backbone_record: dict = field(default_factory=dict)  # head_only: the backbone that made the vectors
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        backbone: str = DEFAULT_BACKBONE,
+        head: str = DEFAULT_HEAD,
+        tokenizer: str = DEFAULT_TOKENIZER,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+    ) -> "Encoder":
+        """Load backbone, head and tokenizer, each from a Hub id or a local folder."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
+        dense_model = load_backbone(backbone, device=device)
+        if dense_model.dense_size != sparse_head.config.dense_size:
+            raise ModelLoadError(
+                f"backbone {backbone!r} gives {dense_model.dense_size}-d vectors but head {head!r} reads"
+                f" {sparse_head.config.dense_size}-d ones; pick a head trained on this backbone."
+            )
+        return cls(dense_model, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source)
+
+    @classmethod
+    def head_only(
+        cls,
+        head: str = DEFAULT_HEAD,
+        tokenizer: str = DEFAULT_TOKENIZER,
+        *,
+        device: str | None = None,
+        batch_size: int = 1024,
+        backbone_record: dict | None = None,
+    ) -> "Encoder":
+        """Head and tokenizer without the dense backbone: sparsifies precomputed vectors (published datasets).
+
+        `backbone_record` ({"id", "revision", "fingerprint"}) is what `models()` reports for the backbone
+        that made those vectors; its weights are not loaded, so its fingerprint is usually unknown (None).
+        """
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
+        return cls(None, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source,
+                   backbone_record=dict(backbone_record or {}))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def dense_size(self) -> int:
+        return self.head.config.dense_size
+
+    def models(self) -> dict:
+        """What an index records about the models that built it, and checks again when loaded."""
+        if self.backbone is None:
+            record = self.backbone_record
+            backbone = {"id": record.get("id"), "revision": record.get("revision"),
+                        "fingerprint": record.get("fingerprint")}
+        else:
+            backbone = {"id": self.backbone.source, "revision": self.backbone.revision,
+                        "fingerprint": self.backbone.fingerprint()}
+        return {
+            "backbone": backbone,
+            "head": {"id": self.head.source, "revision": self.head.revision, "fingerprint": self.head.fingerprint()},
+            "tokenizer": {"id": self.tokenizer_source},
+            "vocab_size": self.vocab_size,
+            "vocab_sha256": self.vocab.sha256,
+            "dense_size": self.dense_size,
+        }
+
+    # -- text -------------------------------------------------------------------------------------
+
+    def encode_text(self, texts: Sequence[str] | str, mode: Mode = "expand", progress: Progress | None = None) -> sp.csr_matrix:
+        """Texts -> (n, vocab) CSR. `expand`: every term the head lights up; `no_expand`: only the text's own tokens.
+
+        Long text (an article section) is split into caption-sized windows along sentence
+        boundaries, because BLIP's text encoder was trained on 35-token captions; each window is
+        encoded on its own and the text's vector is the element-wise max over its windows, so a
+        term weighs what it weighs in the window that expresses it best.
+        """
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        windows, owners = self._windows(texts)
+        rows = []
+        for start in range(0, len(windows), self.batch_size):
+            batch = windows[start : start + self.batch_size]
+            dense = self.backbone.embed_texts(batch).to(self.head.proj.weight.device)
+            rows.append(self._sparsify(dense, batch if mode == "no_expand" else None))
+            if progress:
+                progress(len(batch))
+        return _max_pool(sp.vstack(rows, format="csr") if rows else _empty(0, self.vocab_size), owners, len(texts))
+
+    def encode_captions(
+        self, captions: Sequence[str | Sequence[str]] | str, progress: Progress | None = None
+    ) -> sp.csr_matrix:
+        """Captions as documents, masked to their own tokens (the seed paper's MLP caption encoder).
+
+        An element may be one caption or a list of captions of the same document (COCO has five);
+        a document's vector is then the element-wise max over its captions' vectors.
+        """
+        captions = [captions] if isinstance(captions, str) else list(captions)
+        groups = [[c] if isinstance(c, str) else list(c) for c in captions]
+        if any(not group for group in groups):
+            raise InputError("every document needs at least one caption.")
+        flat = [caption for group in groups for caption in group]
+        owners = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
+        return _max_pool(self.encode_text(flat, mode="no_expand", progress=progress), owners, len(groups))
+
+    def dense_text(self, texts: Sequence[str] | str) -> np.ndarray:
+        """Texts -> (n, dense_size) float32 unit vectors; a long text is the normalised mean of its windows."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        windows, owners = self._windows(texts)
+        pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
+        for start in range(0, len(windows), self.batch_size):
+            dense = self.backbone.embed_texts(windows[start : start + self.batch_size]).cpu().numpy()
+            np.add.at(pooled, owners[start : start + self.batch_size], dense)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+    # -- images -----------------------------------------------------------------------------------
+
+    def encode_images(self, images: Sequence[ImageInput] | ImageInput, progress: Progress | None = None) -> sp.csr_matrix:
+        """Images (a list of paths, bytes or PIL images, or one of them) -> (n, vocab) CSR, always expanded (an image has no tokens)."""
+        sparse, _ = self.encode_images_with_dense(images, progress)
+        return sparse
+
+    def dense_images(self, images: Sequence[ImageInput] | ImageInput) -> np.ndarray:
+        """Images -> (n, dense_size) float32 unit vectors from the backbone."""
+        _, dense = self.encode_images_with_dense(images)
+        return dense
+
+    def encode_images_with_dense(
+        self, images: Sequence[ImageInput] | ImageInput, progress: Progress | None = None
+    ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Both the sparse (n, vocab) and the dense (n, dense_size) vectors, from one backbone pass."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        self._need_backbone()
+        sparse_rows, dense_rows = [], []
+        for start in range(0, len(images), self.batch_size):
+            batch = [load_image(image) for image in images[start : start + self.batch_size]]
+            dense = self.backbone.embed_images(batch).to(self.head.proj.weight.device)
+            sparse_rows.append(self._sparsify(dense))
+            dense_rows.append(dense.cpu().numpy())
+            if progress:
+                progress(len(batch))
+        if not sparse_rows:
+            return _empty(0, self.vocab_size), np.zeros((0, self.dense_size), dtype=np.float32)
+        return sp.vstack(sparse_rows, format="csr"), np.concatenate(dense_rows)
+
+    def sparsify(self, dense: np.ndarray, mask_texts: Sequence[str] | None = None) -> sp.csr_matrix:
+        """Precomputed (n, dense_size) vectors -> (n, vocab) CSR (for published embeddings).
+
+        Expanded, unless `mask_texts` (one text per row) is given: then each row keeps only its
+        text's own tokens (`no_expand`), as `encode_text(..., mode="no_expand")` would.
+        """
+        dense = np.asarray(dense, dtype=np.float32)
+        if dense.ndim != 2 or dense.shape[1] != self.dense_size:
+            raise InputError(f"expected dense vectors of shape (n, {self.dense_size}), got {dense.shape}.")
+        if not dense.flags.writeable:  # arrow's buffers are read-only; torch wants to own what it wraps
+            dense = dense.copy()
+        if mask_texts is not None and len(mask_texts) != len(dense):
+            raise InputError(f"{len(mask_texts)} texts to mask {len(dense)} vectors: give one text per row.")
+        tensor = torch.from_numpy(dense).to(self.head.proj.weight.device)
+        rows = [self._sparsify(tensor[start : start + 1024],
+                               None if mask_texts is None else [clean_caption(t) for t in mask_texts[start : start + 1024]])
+                for start in range(0, len(dense), 1024)]
+        return sp.vstack(rows, format="csr") if rows else _empty(0, self.vocab_size)
+
+    def decode(self, row, top_k: int | None = 20, *, keep_punctuation: bool = False) -> Terms:
+        """One vector (sparse row, array or tensor) -> [(term, weight), ...], heaviest first."""
+        return self.vocab.decode(row, top_k, keep_punctuation=keep_punctuation)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _need_backbone(self) -> Backbone:
+        if self.backbone is None:
+            raise ModelLoadError("this encoder holds only the sparse head (Encoder.head_only); encoding text or"
+                                 " images needs the dense backbone: use Encoder.from_pretrained.")
+        return self.backbone
+
+    def _windows(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
+        """All windows of all texts, and for each window the index of the text it came from."""
+        self._need_backbone()
+        windows: list[str] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            check_text(text, self.max_chars)
+            parts = split_windows(text, self.backbone.count_tokens, self.backbone.max_text_tokens - 2)
+            windows.extend(parts)
+            owners.extend([i] * len(parts))
+        return windows, np.asarray(owners, dtype=np.int64)
+
+    @torch.inference_mode()
+    def _sparsify(self, dense: torch.Tensor, mask_texts: Sequence[str] | None = None) -> sp.csr_matrix:
+        """Head output as CSR; with `mask_texts`, each row keeps only its text's own (non-special) tokens."""
+        ids = attention = None
+        if mask_texts is not None:
+            tokens = self.tokenizer(list(mask_texts), add_special_tokens=False, padding=True, return_tensors="pt")
+            ids, attention = tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device)
+        weights = self.head(dense, input_ids=ids, attention_mask=attention)
+        return to_csr(weights)
+
+
+def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[SparseHead, object, Vocabulary, str]:
+    """The head, its tokenizer and vocabulary (checked to have the head's size), and the tokenizer's name."""
+    sparse_head = SparseHead.from_pretrained(head).to(device)
+    term_tokenizer, source = load_tokenizer(tokenizer)
+    vocab = Vocabulary.from_tokenizer(term_tokenizer)
+    if len(vocab) != sparse_head.vocab_size:
+        raise ModelLoadError(
+            f"tokenizer {tokenizer!r} has {len(vocab):,} terms but head {head!r} scores"
+            f" {sparse_head.vocab_size:,}; use the tokenizer the head was trained with ({sparse_head.config.mlm_head})."
+        )
+    return sparse_head, term_tokenizer, vocab, source
+
+
+def load_tokenizer(name_or_path: str) -> tuple[object, str]:
+    """The tokenizer of a head's vocabulary (term ids for masking and decoding) and the name it was given.
+
+    It is wrapped so that threads can share it (see mlsr/threadsafe.py).
+    """
+    from transformers import AutoTokenizer
+
+    source = resolve(name_or_path, ["*.json", "*.txt", "*.model"], what="tokenizer")
+    try:
+        return locked(AutoTokenizer.from_pretrained(source.folder)), source.name
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"tokenizer {name_or_path!r}: cannot load it ({error}).") from None
+
+
+def to_csr(weights: torch.Tensor) -> sp.csr_matrix:
+    """A (B, V) mostly-zero tensor -> CSR float32, touching only the non-zeros."""
+    rows, cols = torch.nonzero(weights, as_tuple=True)
+    values = weights[rows, cols].float().cpu().numpy()
+    matrix = sp.csr_matrix(
+        (values, (rows.cpu().numpy(), cols.cpu().numpy())), shape=tuple(weights.shape), dtype=np.float32
+    )
+    matrix.sort_indices()
+    return matrix
+
+
+def _max_pool(rows: sp.csr_matrix, owners: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    """Element-wise max of the rows that share an owner -> (n_groups, vocab) CSR (weights are >= 0)."""
+    if len(owners) == n_groups and np.array_equal(owners, np.arange(n_groups)):
+        return rows  # one row per group: nothing to pool
+    vocab_size = rows.shape[1]
+    coo = rows.tocoo()
+    keys = owners[coo.row].astype(np.int64) * vocab_size + coo.col
+    order = np.lexsort((-coo.data, keys))  # per (group, term): largest weight first
+    keys, values = keys[order], coo.data[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    keys, values = keys[first], values[first]
+    return sp.csr_matrix(
+        (values, (keys // vocab_size, keys % vocab_size)), shape=(n_groups, vocab_size), dtype=np.float32
+    )
+
+
+def _empty(rows: int, cols: int) -> sp.csr_matrix:
+    return sp.csr_matrix((rows, cols), dtype=np.float32)

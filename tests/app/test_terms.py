@@ -1,0 +1,82 @@
+"""Term-level views: highlighted text, expansion terms, and the editable term table."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from transformers import AutoTokenizer
+
+from mlsr.errors import InputError
+from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.vocab import Vocabulary
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir):
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def vocab(tokenizer):
+    return Vocabulary.from_tokenizer(tokenizer)
+
+
+def vector(vocab, weights: dict) -> sp.csr_matrix:
+    row = np.zeros((1, len(vocab)), dtype=np.float32)
+    for term, weight in weights.items():
+        row[0, vocab.ids[term]] = weight
+    return sp.csr_matrix(row)
+
+
+def test_highlight_covers_the_text_exactly_and_weights_whole_words(tokenizer, vocab):
+    text = "The Buffalo,  in a flamingos-market!"
+    spans = highlight_text(text, vector(vocab, {"buffalo": 1.5, "flaming": 0.4, "##os": 0.9, "market": 0.2}),
+                           tokenizer, vocab)
+    assert "".join(span for span, _ in spans) == text
+    weights = {span: weight for span, weight in spans if weight is not None}
+    # "flamingos" is flaming + ##os: one word carrying its largest piece weight
+    assert weights == {"Buffalo": 1.5, "flamingos": pytest.approx(0.9), "market": pytest.approx(0.2)}
+
+
+def test_negative_weights_are_highlighted_too(tokenizer, vocab):
+    spans = highlight_text("no dogs", vector(vocab, {"dogs": -2.0}), tokenizer, vocab)
+    assert ("dogs", -2.0) in spans
+
+
+def test_expansion_terms_leave_out_the_texts_own_words(tokenizer, vocab):
+    query = vector(vocab, {"dog": 2.0, "puppy": 1.5, "beach": 1.0, "sand": 0.5})
+    assert expansion_terms("A dog on the beach", query, tokenizer, vocab) == [("puppy", 1.5), ("sand", 0.5)]
+
+
+def test_term_table_round_trips_to_the_same_vector(tokenizer, vocab):
+    query = vector(vocab, {"dog": 2.0, "[CLS]": 0.25, ",": 0.5, "##s": 0.125, "beach": 1.0})
+    table = term_table(query, vocab)
+    assert [row[0] for row in table] == ["dog", "beach", ",", "[CLS]", "##s"]  # every term, heaviest first
+    rebuilt = vector_from_terms(table, vocab, tokenizer)
+    np.testing.assert_allclose(rebuilt.toarray(), query.toarray())
+
+
+def test_edits_delete_reweight_add_and_negate(tokenizer, vocab):
+    rows = [["dog", 2.0], ["beach", -1.0], ["", 5.0], [None, 1.0], ["Sand", "0.5"], ["flamingos", 0.7], ["dog", 3.0]]
+    edited = vector_from_terms(rows, vocab, tokenizer).toarray()[0]
+    assert edited[vocab.ids["dog"]] == 3.0  # a repeated term: the later row wins
+    assert edited[vocab.ids["beach"]] == -1.0
+    assert edited[vocab.ids["sand"]] == 0.5  # case-insensitive, number given as text
+    assert edited[vocab.ids["flaming"]] == edited[vocab.ids["##os"]] == pytest.approx(0.7)
+    assert np.count_nonzero(edited) == 5
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([["dog", float("nan")]], "finite"),
+    ([["dog", float("inf")]], "finite"),
+    ([["dog", "lots"]], "not a number"),
+    ([["dog", 101]], "above"),
+    ([["\U0001f9ac", 1]], "not in the vocabulary"),
+    ([["zzqxvwkjpq", 1]], "word pieces"),
+    ([["dog", 0], ["", 1]], "empty"),
+    ([], "empty"),
+    ([["dog"]], "a term and a weight"),
+    ([["dog", 1]] * 2001, "more than"),
+])
+def test_nonsense_tables_are_refused(tokenizer, vocab, rows, message):
+    with pytest.raises(InputError, match=message):
+        vector_from_terms(rows, vocab, tokenizer)

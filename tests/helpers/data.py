@@ -1,0 +1,90 @@
+"""Test data with known content: generated images, an image folder with captions, a small gallery index,
+and an index folder in the old format 1."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_IMAGES = ROOT / "assets" / "images"
+
+
+def make_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A distinct synthetic RGB image: a colour field with a bright rectangle."""
+    rng = np.random.default_rng(seed)
+    pixels = np.empty((size[1], size[0], 3), dtype=np.uint8)
+    pixels[:] = rng.integers(0, 256, 3)
+    x, y = rng.integers(0, size[0] // 2), rng.integers(0, size[1] // 2)
+    pixels[y : y + size[1] // 2, x : x + size[0] // 2] = rng.integers(0, 256, 3)
+    pixels = np.clip(pixels.astype(int) + rng.integers(-20, 20, pixels.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+CAPTIONS = [
+    "a red bus parked on a city street",
+    "two dogs playing with a ball in the park",
+    "a plate of pasta with tomato sauce",
+    "a sailing boat on a calm blue lake",
+    "a cat sleeping on a sofa",
+    "children flying kites on the beach",
+]
+
+
+def write_image_folder(folder: Path) -> Path:
+    """Six generated images (JPEG and PNG, one in a subfolder) and a captions.csv for them."""
+    (folder / "more").mkdir(parents=True, exist_ok=True)
+    names = ["bus.jpg", "dogs.png", "pasta.jpg", "boat.png", "more/cat.jpg", "kites.jpg"]
+    for seed, name in enumerate(names):
+        make_image(seed).save(folder / name)
+    lines = ["file,caption"] + [f'{name},"{caption}"' for name, caption in zip(names, CAPTIONS)]
+    (folder / "captions.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def build_gallery(encoder, image_folder: Path, folder: Path) -> Path:
+    """An image+caption index with dense vectors over the generated images and the three COCO photos."""
+    from mlsr.ingest.images import build_index, read_captions
+
+    shutil.copytree(image_folder, folder / "photos")
+    coco_captions = ["a boy leading water buffalo through a market field",
+                     "a man on a small motorbike on a dirt road", "a woman cutting a large white sheet cake"]
+    rows = [f'{path.name},"{caption}"' for path, caption in zip(sorted(REAL_IMAGES.glob("*.jpg")), coco_captions)]
+    for path in sorted(REAL_IMAGES.glob("*.jpg")):
+        shutil.copy(path, folder / "photos" / path.name)
+    with open(folder / "photos" / "captions.csv", "a") as handle:
+        handle.write("\n".join(rows) + "\n")
+    build_index(encoder, folder / "photos", out=folder / "index", dense=True,
+                documents="image+caption", captions=read_captions(folder / "photos" / "captions.csv"))
+    return folder / "index"
+
+
+def write_format1_index(folder: Path, vectors, items: list[dict], vocab=None, dense=None, info: dict | None = None) -> Path:
+    """An index folder exactly as mlsr wrote it before format 2 (documents x vocab CSR float32 in sparse.npz)."""
+    import hashlib
+    import json
+
+    import scipy.sparse as sp
+
+    folder.mkdir(parents=True)
+    vectors = sp.csr_matrix(vectors, dtype=np.float32)
+    sp.save_npz(folder / "sparse.npz", vectors, compressed=False)
+    (folder / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+    if vocab is not None:
+        vocab.save(folder / "vocab.txt")
+    if dense is not None:
+        np.save(folder / "dense.npy", np.asarray(dense, dtype=np.float32), allow_pickle=False)
+    files = sorted(p.name for p in folder.iterdir())
+    manifest = {
+        "format": "mlsr-index", "format_version": 1, **(info or {}), "count": vectors.shape[0],
+        "vocab_size": vectors.shape[1], "vocab_sha256": vocab.sha256 if vocab is not None else None,
+        "dense_size": None if dense is None else int(np.asarray(dense).shape[1]), "saved": "2026-01-01T00:00:00Z",
+        "files": {name: {"bytes": (folder / name).stat().st_size,
+                         "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()} for name in files},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+

@@ -1,0 +1,144 @@
+"""Encoder: text modes, windows, captions, images, and the model checks at load time."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from tests.helpers.data import CAPTIONS, make_image
+from tests.helpers.models import make_head
+from mlsr.models.encoder import Encoder
+from mlsr.errors import InputError, ModelLoadError
+from mlsr.models.head import HeadConfig, SparseHead
+from mlsr.text import split_windows
+
+ARTICLE = " ".join(
+    f"The {animal} is a common animal in the region of {place}. Farmers keep it for milk and work in the fields."
+    for animal, place in [("buffalo", "asia"), ("goat", "africa"), ("camel", "arabia"), ("yak", "tibet")] * 3
+)
+
+
+@pytest.fixture(scope="module")
+def wide_encoder(encoder):
+    """The same encoder with a head whose bias is 0: about half the vocabulary lights up before masking."""
+    head = make_head()
+    with torch.no_grad():
+        head.vocab_projector.bias.zero_()
+    return dataclasses.replace(encoder, head=head)
+
+
+def assert_same_rows(a: sp.csr_matrix, b: sp.csr_matrix):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a.toarray(), b.toarray(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["expand", "no_expand"])
+def test_text_batch_equals_one_by_one(wide_encoder, mode):
+    texts = CAPTIONS + [ARTICLE]
+    batch = wide_encoder.encode_text(texts, mode=mode)
+    assert batch.shape == (len(texts), 30522) and batch.dtype == np.float32
+    for i, text in enumerate(texts):
+        assert_same_rows(batch[i], wide_encoder.encode_text(text, mode=mode))
+
+
+def test_no_expand_keeps_only_the_texts_own_tokens(wide_encoder):
+    text = "Two dogs playing with a ball in the park"
+    expanded = wide_encoder.encode_text(text, mode="expand")
+    masked = wide_encoder.encode_text(text, mode="no_expand")
+    own = set(wide_encoder.tokenizer(text.lower(), add_special_tokens=False)["input_ids"])
+    assert masked.nnz > 0 and set(masked.indices) <= own
+    assert expanded.nnz > 10 * masked.nnz  # expansion lights up terms absent from the text
+    for term in masked.indices:  # a kept term keeps its expanded weight
+        assert masked[0, term] == pytest.approx(expanded[0, term])
+    assert not set(masked.indices) & {101, 102, 0}  # never [CLS], [SEP], [PAD]
+
+
+@pytest.mark.parametrize("mode", ["expand", "no_expand"])
+def test_long_text_is_the_max_over_its_windows(wide_encoder, mode):
+    windows = split_windows(ARTICLE, wide_encoder.backbone.count_tokens, wide_encoder.backbone.max_text_tokens - 2)
+    assert len(windows) > 3
+    pooled = wide_encoder.encode_text(ARTICLE, mode=mode)
+    per_window = wide_encoder.encode_text(windows, mode=mode).toarray()
+    np.testing.assert_allclose(pooled.toarray()[0], per_window.max(axis=0), rtol=1e-5)
+    dense = wide_encoder.dense_text(ARTICLE)
+    window_mean = wide_encoder.dense_text(windows).mean(axis=0)
+    np.testing.assert_allclose(dense[0], window_mean / np.linalg.norm(window_mean), rtol=1e-4, atol=1e-6)
+
+
+def test_caption_groups_are_max_pooled(wide_encoder):
+    single = wide_encoder.encode_captions(CAPTIONS[:3]).toarray()
+    grouped = wide_encoder.encode_captions([CAPTIONS[:2], [CAPTIONS[2]]]).toarray()
+    np.testing.assert_allclose(grouped[0], single[:2].max(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(grouped[1], single[2], rtol=1e-6)
+    with pytest.raises(InputError, match="at least one caption"):
+        wide_encoder.encode_captions([[]])
+
+
+def test_dense_text_is_unit_length(encoder):
+    dense = encoder.dense_text(CAPTIONS)
+    assert dense.shape == (len(CAPTIONS), 256) and dense.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [("", "empty"), ("  ?!. ", "empty"), ("x" * 20_001, "limit")])
+def test_bad_text_is_refused(encoder, bad, match):
+    with pytest.raises(InputError, match=match):
+        encoder.encode_text(["fine text", bad])
+
+
+def test_unknown_mode_is_refused(encoder):
+    with pytest.raises(InputError, match="mode"):
+        encoder.encode_text("a dog", mode="dense")
+
+
+def test_images_batch_equals_one_by_one_and_accepts_paths_bytes_and_pil(encoder, image_folder):
+    paths = sorted(image_folder.glob("*.jpg"))
+    batch = encoder.encode_images(paths)
+    assert batch.shape == (len(paths), 30522) and batch.nnz > 0
+    for i, path in enumerate(paths):
+        assert_same_rows(batch[i], encoder.encode_images(path))
+    assert_same_rows(encoder.encode_images(paths[0].read_bytes()), batch[0])
+    sparse, dense = encoder.encode_images_with_dense([make_image(1), make_image(2)])
+    np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, rtol=1e-5)
+    assert_same_rows(encoder.sparsify(dense), sparse)  # the head on precomputed vectors gives the same rows
+    np.testing.assert_allclose(encoder.dense_images([make_image(1)]), dense[:1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_bad_image_is_refused(encoder, tmp_path):
+    (tmp_path / "notes.jpg").write_text("not really a jpeg")
+    with pytest.raises(InputError, match="not an image"):
+        encoder.encode_images([tmp_path / "notes.jpg"])
+
+
+def test_decode_gives_readable_terms(wide_encoder):
+    vector = wide_encoder.encode_text("a cat sleeping on a sofa", mode="no_expand")
+    terms = wide_encoder.decode(vector[0], top_k=10)
+    assert terms and {t for t, _ in terms} <= {"a", "cat", "sleeping", "on", "sofa"}
+    weights = [w for _, w in terms]
+    assert weights == sorted(weights, reverse=True)
+
+
+def test_models_record_what_an_index_checks(encoder):
+    models = encoder.models()
+    assert models["vocab_size"] == 30522 and models["dense_size"] == 256
+    assert len(models["head"]["fingerprint"]) == 16 and len(models["backbone"]["fingerprint"]) == 16
+    assert models["vocab_sha256"] == encoder.vocab.sha256
+
+
+def test_mismatched_head_is_refused_at_load(backbone_dir, tokenizer_dir, tmp_path):
+    SparseHead(HeadConfig(dense_size=256, hidden_size=8, vocab_size=1000)).save_pretrained(tmp_path / "small-vocab")
+    with pytest.raises(ModelLoadError, match="1,000"):
+        Encoder.from_pretrained(str(backbone_dir), str(tmp_path / "small-vocab"), str(tokenizer_dir))
+    SparseHead(HeadConfig(dense_size=512, hidden_size=8)).save_pretrained(tmp_path / "wide-input")
+    with pytest.raises(ModelLoadError, match="512-d"):
+        Encoder.from_pretrained(str(backbone_dir), str(tmp_path / "wide-input"), str(tokenizer_dir))
+
+
+def test_a_model_that_is_not_blip_retrieval_is_refused(head_dir, tokenizer_dir, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ModelLoadError, match="BLIP retrieval"):
+        Encoder.from_pretrained(str(tmp_path / "bert"), str(head_dir), str(tokenizer_dir))
