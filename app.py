@@ -7,32 +7,30 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
+from mlsr.cli.args import add_backend_arguments, add_model_arguments, env
+from mlsr.settings import DEFAULT_INDEX
+
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
-DEFAULT_INDEX = "index/mscoco-test"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags override MLSR_* environment variables, which override the defaults."""
-    from mlsr.backends.local import add_backend_arguments
-    from mlsr.cli import add_model_arguments
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", default=os.environ.get("MLSR_INDEX", DEFAULT_INDEX),
+    parser.add_argument("--index", default=env("INDEX", DEFAULT_INDEX),
                         help="index folder (env MLSR_INDEX; default %(default)s)")
-    parser.add_argument("--host", default=os.environ.get("MLSR_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")),
+    parser.add_argument("--host", default=env("HOST", "127.0.0.1", also="GRADIO_SERVER_NAME"),
                         help="address to listen on (env MLSR_HOST or GRADIO_SERVER_NAME; default %(default)s)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MLSR_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))),
+    parser.add_argument("--port", type=int, default=int(env("PORT", "7860", also="GRADIO_SERVER_PORT")),
                         help="port (env MLSR_PORT or GRADIO_SERVER_PORT; default %(default)s)")
-    parser.add_argument("--share", action="store_true", default=os.environ.get("MLSR_SHARE") == "1",
+    parser.add_argument("--share", action="store_true", default=env("SHARE") == "1",
                         help="also serve through a temporary public gradio.live link (env MLSR_SHARE=1)")
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("MLSR_CONCURRENCY", 2)),
+    parser.add_argument("--concurrency", type=int, default=int(env("CONCURRENCY", "2")),
                         help="requests that run model code at once (env MLSR_CONCURRENCY; default %(default)s)")
-    parser.add_argument("--dataset", default=os.environ.get("MLSR_DATASET"),
+    parser.add_argument("--dataset", default=env("DATASET"),
                         help="published dense dataset (Hub id or folder) that builds a missing --index on first start"
                              " (env MLSR_DATASET; default: lsr42/mscoco-blip-dense for the default index only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -43,18 +41,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def create_app(args: argparse.Namespace):
     """The Blocks to serve, or a page that says why the app cannot start."""
-    from mlsr.errors import MlsrError
     from mlsr.app.service import Service
+    from mlsr.app.startup import build_missing_index, missing_index_hint
     from mlsr.app.ui import build_ui, error_page
+    from mlsr.errors import MlsrError
 
     try:
-        first_start(args)
+        build_missing_index(args.index, args.dataset, head=args.head, tokenizer=args.tokenizer, device=args.device)
         service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
                                device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
                                collection=args.collection)
     except MlsrError as error:
-        from mlsr.ingest.published import missing_index_hint
-
         message = f"{error}{missing_index_hint(args.index, args.dataset)}"
         print(f"mlsr: cannot start: {message}", file=sys.stderr)
         return error_page(message)
@@ -62,31 +59,11 @@ def create_app(args: argparse.Namespace):
                     placeholder=ASSETS / "missing.png")
 
 
-def first_start(args: argparse.Namespace) -> None:
-    """Build a missing index from published vectors (the default index, or any index when --dataset is given).
-
-    Runs before the launch, with a console progress bar; later starts find the folder and reuse it.
-    """
-    from mlsr.ingest.published import DEFAULT_DATASET, builds_on_first_start, ensure_index
-
-    index = Path(args.index)
-    if index.exists() or not builds_on_first_start(index, args.dataset):
-        return
-    from mlsr.cli import progress_bar
-
-    dataset = args.dataset or DEFAULT_DATASET
-    print(f"mlsr: first start: building {index} from {dataset} (once; later starts reuse it)", file=sys.stderr)
-    bar, set_total = progress_bar(f"building {index}")
-    with bar:
-        ensure_index(index, dataset=dataset, head=args.head, tokenizer=args.tokenizer, device=args.device,
-                     progress=bar.update, total=set_total)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    from mlsr.cli import quiet_transformers
     from mlsr.app.ui import CSS
+    from mlsr.cli.progress import quiet_transformers
 
     quiet_transformers(args.verbose)
     demo = create_app(args)

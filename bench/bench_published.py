@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from tests.helpers.models import save_tokenizer
 from mlsr.models.encoder import Encoder
-from mlsr.evaluation.runs import dataset_queries, evaluate
+from mlsr.evaluation.queries import dataset_queries
+from mlsr.evaluation.runs import evaluate_index
 from mlsr.models.head import HeadConfig, SparseHead
 from mlsr.ingest.published import import_dense
 
@@ -116,7 +117,7 @@ def main() -> None:
         runs = {}
         for run in ("expand", "no_expand", "hybrid", "dense"):
             started = time.perf_counter()
-            evaluation = evaluate(index, queries, qrels, runs=[run])
+            evaluation = evaluate_index(index, queries, qrels, runs=[run])
             runs[run] = {"seconds": round(time.perf_counter() - started, 2),
                          "search_seconds": evaluation.results[0].seconds}
             print(f"evaluate {run}: {runs[run]['seconds']:.1f} s (search {runs[run]['search_seconds']:.1f} s)")

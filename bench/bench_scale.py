@@ -180,7 +180,7 @@ def bench_mlsr(docs: sp.csr_matrix, queries: sp.csr_matrix, work: Path) -> tuple
 
 def bench_brute_force(index: SparseIndex, queries: sp.csr_matrix, found, naive_sample: int) -> dict:
     """Reference top-10s from scipy (the previous mlsr search), and the naive q @ D.T on a sample."""
-    operand = index.postings  # (vocab, n) CSR float32 of the stored weights
+    operand = index.inverted.term_major()  # (vocab, n) CSR float32 of the stored weights
     nq = queries.shape[0]
     truth_rows = np.zeros((nq, K), np.int64)
     truth_scores = np.zeros((nq, K), np.float32)

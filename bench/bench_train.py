@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 
-from mlsr.training.loop import TrainConfig, build_optimizer, new_head, train_step
+from mlsr.training.config import TrainConfig
+from mlsr.training.head_init import new_head
+from mlsr.training.loop import build_optimizer, train_step
 
 DENSE, HIDDEN, VOCAB, CAPTION_TOKENS = 256, 768, 30522, 12
 

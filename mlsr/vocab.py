@@ -89,7 +89,7 @@ class Vocabulary:
 def nonzero_terms(vector, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, weights) of the non-zero entries of one vector given as sparse row, array or tensor."""
     if sp.issparse(vector):
-        row = sp.csr_matrix(vector)
+        row = sp.csr_matrix(vector, copy=True)  # a copy: sum_duplicates below works in place
         if row.shape != (1, vocab_size):
             raise InputError(f"expected one row of {vocab_size} terms, got shape {row.shape}.")
         row.sum_duplicates()

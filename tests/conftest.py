@@ -9,7 +9,6 @@ import socket
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.helpers.app import start_app
 from tests.helpers.data import build_gallery, write_image_folder

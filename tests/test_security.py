@@ -17,7 +17,8 @@ from tests.helpers.data import ROOT
 from mlsr.errors import IndexFormatError, ModelLoadError
 from mlsr.models.head import SparseHead
 from tests.helpers.data import write_format1_index
-from mlsr.index.sparse import MANIFEST_FILE, POSTING_FILES, SparseIndex
+from mlsr.index.folder import MANIFEST_FILE, POSTING_FILES
+from mlsr.index.sparse import SparseIndex
 from mlsr._files import sha256_file
 
 FORBIDDEN = {

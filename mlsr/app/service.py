@@ -15,18 +15,19 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.backends.local import LocalBackend, SearchBackend, open_backend
-from mlsr.models.encoder import Encoder
+from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.backends import SearchBackend, open_backend
+from mlsr.backends.local import LocalBackend
 from mlsr.errors import InputError
 from mlsr.images import ImageInput
+from mlsr.index.modes import check_mode, rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
-from mlsr.retrieval import encode_queries, rank
-from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.models.encoder import Encoder
+from mlsr.settings import MAX_K
 from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
 
-MAX_K = 100
 Stage = Callable[[float, str], None]  # progress: (fraction done, what is happening)
 
 
@@ -129,15 +130,16 @@ class Service:
     def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None) -> Suggestion:
         """Rank the index for article text; also the text highlighted by term weight and the expansion terms."""
         k = _check_k(k)
+        check_mode(mode)
         _stage(stage, 0.1, "encoding the text")
         started = time.perf_counter()
-        queries = encode_queries(self.encoder, [text], mode)
+        queries = self.encoder.encode_text_views([text])
         encode_ms = _ms(started)
         _stage(stage, 0.7, "searching")
         started = time.perf_counter()
-        results = rank(self.backend, queries, k)
+        results = rank(self.backend, queries, mode, k)
         timings = {"encode": encode_ms, "search": _ms(started)}
-        query = queries.scoring
+        query = queries.scoring(mode)
         tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab
         return Suggestion(
             text=text, mode=mode, hits=self.hits(results), query=query,
@@ -154,9 +156,9 @@ class Service:
         results = self.backend.search(query, k)
         return self.hits(results), query, {"search": _ms(started)}
 
-    def explain(self, query: sp.csr_matrix, row: int, top_terms: int = 30) -> tuple[Terms, list[TermMatch]]:
+    def explain(self, query: sp.csr_matrix, row: int, top_k: int = 30) -> tuple[Terms, list[TermMatch]]:
         """An indexed image's own top terms, and every term it shares with the query (largest contribution first)."""
-        return self.encoder.decode(self.index.document(row), top_k=top_terms), self.index.explain(query[0], row)
+        return self.encoder.decode(self.index.document(row), top_k=top_k), self.index.explain(query[0], row)
 
     # -- images -----------------------------------------------------------------------------------
 
@@ -183,38 +185,40 @@ class Service:
         return self.index.dense is not None
 
     def compare(self, text: str, k: int = 10, mode: str = "expand") -> Comparison:
-        """Rank the same text with the sparse index and with FAISS over the dense vectors of the same items."""
+        """Rank the same text with the sparse index and with FAISS over the dense vectors of the same items.
+
+        One backbone pass gives both queries: its time is `sparse_encode`, and `dense_encode` (kept for the
+        API's callers) is 0.
+        """
         k = _check_k(k)
+        check_mode(mode)
         if not self.has_dense:
             raise InputError("this index has no dense vectors; rebuild it with `build-index --dense` to compare.")
         started = time.perf_counter()
-        queries = encode_queries(self.encoder, [text], mode)
-        sparse_encode_ms = _ms(started)
+        queries = self.encoder.encode_text_views([text])
+        encode_ms = _ms(started)
         started = time.perf_counter()
-        sparse_results = rank(self.backend, queries, k)
+        sparse_results = rank(self.backend, queries, mode, k)
         sparse_search_ms = _ms(started)
         started = time.perf_counter()
-        dense_query = self.encoder.dense_text([text])
-        dense_encode_ms = _ms(started)
-        started = time.perf_counter()
-        dense_results = self.backend.dense_search(dense_query, k)
+        dense_results = self.backend.dense_search(queries.dense, k)
         dense_search_ms = _ms(started)
-        query = queries.scoring
         shared = set(sparse_results.indices[0].tolist()) & set(dense_results.indices[0].tolist())
         return Comparison(
             sparse=self.hits(sparse_results), dense=self.hits(dense_results),
-            overlap=len(shared) / max(sparse_results.indices.shape[1], 1), active_terms=int(query.nnz),
-            timings={"sparse_encode": sparse_encode_ms, "sparse_search": sparse_search_ms,
-                     "dense_encode": dense_encode_ms, "dense_search": dense_search_ms},
+            overlap=len(shared) / max(sparse_results.indices.shape[1], 1),
+            active_terms=int(queries.scoring(mode).nnz),
+            timings={"sparse_encode": encode_ms, "sparse_search": sparse_search_ms, "dense_encode": 0.0,
+                     "dense_search": dense_search_ms},
         )
 
     # -- about ------------------------------------------------------------------------------------
 
-    def about(self, top_terms: int = 25) -> dict:
+    def about(self, top_k: int = 25) -> dict:
         """Facts about the loaded index and models, and its most frequent terms (by document frequency)."""
         frequency = self.index.document_frequency().astype(np.float32)
-        recorded = self.index.info.get("models") or {}
-        loaded = self.encoder.models()
+        recorded, loaded = self.index.models, self.encoder.models()
+        roles = ("backbone", "head", "tokenizer")
         return {
             "index": str(self.index_dir),
             "items": len(self.index),
@@ -222,10 +226,11 @@ class Service:
             "avg_active_terms": round(self.index.nnz / max(len(self.index), 1), 1),
             "vocab_size": self.index.vocab_size,
             "dense": self.has_dense,
+            "dense_size": self.encoder.dense_size,
             "backend": self.backend.name,
-            "models": {role: loaded[role]["id"] for role in ("backbone", "head", "tokenizer")},
-            "built_with": {role: (recorded.get(role) or {}).get("id") for role in ("backbone", "head", "tokenizer")},
-            "top_terms": self.encoder.decode(frequency, top_k=top_terms),
+            "models": {role: getattr(loaded, role).id for role in roles},
+            "built_with": {role: getattr(recorded, role).id if recorded else None for role in roles},
+            "top_terms": self.encoder.decode(frequency, top_k=top_k),
         }
 
     # -- helpers ----------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import pandas as pd
 from gradio.data_classes import FileData
 from PIL import Image
 
+from mlsr.app.service import Hit, Service
 from mlsr.errors import MlsrError
 from mlsr.images import load_image
-from mlsr.app.service import MAX_K, Hit, Service
+from mlsr.settings import MAX_K, QUERY_MODES
 from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ PAPERS = (
 MODELS = "models"  # one concurrency group for every event that runs model code: the queue's limit is global
 THUMBNAIL_SIDE = 384
 PLOTTED_TERMS = 15  # bars in a chart: more and their labels collide
+MATCHED_COLUMNS = ("term", "query weight", "image weight", "contribution")
 CSS = """
 #query-highlight .textspan, #image-chips .textspan {font-size: 0.95rem;}
 .mlsr-timing {color: var(--body-text-color-subdued); font-size: 0.85rem;}
@@ -53,17 +55,7 @@ def user_errors(fn: Callable) -> Callable:
 
 def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placeholder: Path) -> gr.Blocks:
     """The four screens (suggest, image -> terms, sparse vs dense, about) and the named API endpoints."""
-    about = service.about()
-    examples = sorted(examples_dir.glob("*.txt"))
-    example_images = sorted(images_dir.glob("*.jpg"))
-
-    def gallery(hits: list[Hit]) -> list[tuple]:
-        return [(displayable(hit.image, placeholder), f"#{hit.rank} · {hit.score:.2f} · {hit.caption or hit.id}")
-                for hit in hits]
-
-    def progress_stage(progress: gr.Progress) -> Callable[[float, str], None]:
-        return lambda fraction, message: progress(fraction, desc=message)
-
+    show = functools.partial(gallery_items, placeholder=placeholder)
     # delete_cache: uploads and rendered thumbnails older than an hour are removed every 30 minutes.
     with gr.Blocks(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
@@ -71,169 +63,184 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
             "Text and images become weighted bags of vocabulary terms; an image ranks high when it lights up"
             " the terms your text does. Every score is the sum of the shared terms' products."
         )
-        query_state = gr.State(None)  # the scipy (1, vocab) query vector behind the current results
-        hits_state = gr.State([])
-
-        # -- 1. suggest images -------------------------------------------------------------------
-        with gr.Tab("Suggest images", id="suggest"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    text = gr.Textbox(label="Article text", lines=8, max_lines=20, elem_id="article-text",
-                                      placeholder="Paste a paragraph or a section of an article...")
-                    with gr.Row():
-                        k = gr.Slider(1, MAX_K, value=12, step=1, label="Images (k)", elem_id="k-slider")
-                        mode = gr.Radio(["expand", "no_expand", "hybrid"], value="expand", label="Query mode",
-                                        info="expand: any term; no_expand: only the text's own words;"
-                                             " hybrid: shared-word candidates re-ranked by the expanded query")
-                    suggest_button = gr.Button("Suggest images", variant="primary", elem_id="suggest-button")
-                    if examples:
-                        gr.Examples([[path.read_text(encoding="utf-8").strip()] for path in examples], inputs=[text],
-                                    example_labels=[path.stem.replace("-", " ") for path in examples],
-                                    label="Example passages")
-                with gr.Column(scale=2):
-                    highlighted = gr.HighlightedText(label="Your text, each word shaded by its weight in the query",
-                                                     elem_id="query-highlight", show_legend=False)
-                    expansion = gr.Markdown(elem_id="expansion-terms")
-                    timing = gr.Markdown(elem_classes="mlsr-timing", elem_id="suggest-timing")
-            results = gr.Gallery(label="Suggested images (select one to see why it ranked)", columns=6, height="auto",
-                                 object_fit="cover", elem_id="results-gallery", allow_preview=False)
-            with gr.Row(visible=False, elem_id="why-row") as why_row:
-                with gr.Column(scale=3):
-                    why_title = gr.Markdown()
-                    matched = gr.Dataframe(headers=["term", "query weight", "image weight", "contribution"],
-                                           datatype=["str", "number", "number", "number"], interactive=False,
-                                           elem_id="matched-terms", label="Matched terms")
-                with gr.Column(scale=2):
-                    contribution_plot = gr.BarPlot(x="term", y="contribution", sort="-y", height=280, x_label_angle=-45,
-                                                   label=f"Largest contributions (top {PLOTTED_TERMS})")
-                    hit_terms = gr.HighlightedText(label="This image's top terms", elem_id="hit-terms")
-            with gr.Accordion("Edit the query's terms and search again", open=False, elem_id="edit-terms"):
-                gr.Markdown(
-                    "This table *is* the query. Delete a row to drop a term, change a weight, add a row with any"
-                    " word, or give a term a **negative** weight to push images that have it down. Then search"
-                    " again with exactly this vector."
-                )
-                table = gr.Dataframe(headers=["term", "weight"], datatype=["str", "number"], interactive=True,
-                                     column_count=2, row_count=1, elem_id="term-table", max_height=360)
-                search_edited = gr.Button("Search with these terms", elem_id="search-edited")
-
-        @user_errors
-        def on_suggest(text_value: str, k_value: int, mode_value: str, progress=gr.Progress()):
-            suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress))
-            return (
-                gallery(suggestion.hits),
-                shaded(suggestion.highlights),
-                expansion_markdown(suggestion.expansion),
-                timing_markdown(suggestion.timings, suggestion.active_terms, len(suggestion.hits)),
-                pd.DataFrame(suggestion.table, columns=["term", "weight"]),
-                suggestion.query, suggestion.hits, gr.update(visible=False),
-            )
-
-        suggest_outputs = [results, highlighted, expansion, timing, table, query_state, hits_state, why_row]
-        suggest_button.click(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private", concurrency_id=MODELS)
-        text.submit(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private", concurrency_id=MODELS)
-
-        @user_errors
-        def on_search_edited(rows: pd.DataFrame, k_value: int):
-            hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value))
-            return gallery(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
-
-        search_edited.click(on_search_edited, [table, k], [results, timing, query_state, hits_state, why_row],
-                            api_visibility="private", concurrency_id=MODELS)
-
-        @user_errors
-        def on_select(query, hits: list[Hit], event: gr.SelectData):
-            if query is None or not hits or event.index is None:
-                return gr.update(visible=False), "", None, None, None
-            hit = hits[event.index if isinstance(event.index, int) else event.index[0]]
-            image_terms, matches = service.explain(query, hit.row)
-            rows = [[m.term, round(m.query_weight, 4), round(m.doc_weight, 4), round(m.contribution, 4)] for m in matches]
-            title = (f"**#{hit.rank} {hit.id}**: score {hit.score:.3f} = the sum of the contributions of the"
-                     f" {len(matches)} terms it shares with the query" + (f"  \n*{hit.caption}*" if hit.caption else ""))
-            top = rows[:PLOTTED_TERMS]
-            return (gr.update(visible=True), title, pd.DataFrame(rows, columns=matched.headers),
-                    pd.DataFrame({"term": [r[0] for r in top], "contribution": [r[3] for r in top]}),
-                    chips(image_terms))
-
-        results.select(on_select, [query_state, hits_state], [why_row, why_title, matched, contribution_plot, hit_terms],
-                       api_visibility="private", concurrency_id=MODELS)
-
-        # -- 2. image -> terms ------------------------------------------------------------------
-        with gr.Tab("Image → terms", id="image"):
-            with gr.Row():
-                with gr.Column(scale=2):
-                    image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image",
-                                     elem_id="image-input", height=320)
-                    image_top_k = gr.Slider(5, 100, value=20, step=1, label="Terms to show")
-                    if example_images:
-                        gr.Examples([[str(path)] for path in example_images], inputs=[image], label="Example photos")
-                with gr.Column(scale=3):
-                    image_summary = gr.Markdown(elem_id="image-summary")
-                    image_chips = gr.HighlightedText(label="Top terms", elem_id="image-chips")
-                    image_plot = gr.BarPlot(x="term", y="weight", sort="-y", height=300, x_label_angle=-45,
-                                            y_lim=[0, None], label=f"Term weights (top {PLOTTED_TERMS})")
-            similar_gallery = gr.Gallery(label="More like this: nearest indexed images by sparse dot product",
-                                         columns=8, height="auto", object_fit="cover", elem_id="similar-gallery",
-                                         allow_preview=False)
-
-        @user_errors
-        def on_image(payload: dict | None, top_k: int, progress=gr.Progress()):
-            if not payload:
-                return "", None, None, None
-            found = service.image_terms(uploaded_image(payload), int(top_k), k=8, stage=progress_stage(progress))
-            summary = (f"**{found.active_terms} active terms** of {service.encoder.vocab_size:,}. "
-                       + timing_text(found.timings))
-            top = found.terms[:PLOTTED_TERMS]
-            plot = pd.DataFrame({"term": [t for t, _ in top], "weight": [w for _, w in top]})
-            return summary, chips(found.terms), plot, gallery(found.similar)
-
-        image_outputs = [image_summary, image_chips, image_plot, similar_gallery]
-        # preprocess=False: our own loader reads the upload, so a bad file gets mlsr's specific message.
-        image.change(on_image, [image, image_top_k], image_outputs, preprocess=False, api_visibility="private", concurrency_id=MODELS)
-        image_top_k.release(on_image, [image, image_top_k], image_outputs, preprocess=False, api_visibility="private", concurrency_id=MODELS)
-
-        # -- 3. sparse vs dense -----------------------------------------------------------------
-        with gr.Tab("Sparse vs dense", id="compare"):
-            if not service.has_dense:
-                gr.Markdown("This index has no dense vectors, so there is nothing to compare against. Rebuild it"
-                            " with `python -m mlsr build-index ... --dense` to enable this screen.",
-                            elem_id="no-dense-note")
-            with gr.Column(visible=service.has_dense):
-                with gr.Row():
-                    compare_text = gr.Textbox(label="Query", lines=2, scale=4, elem_id="compare-text")
-                    compare_k = gr.Slider(1, 50, value=10, step=1, label="k", scale=1)
-                    compare_button = gr.Button("Compare", variant="primary", scale=1, elem_id="compare-button")
-                compare_summary = gr.Markdown(elem_id="compare-summary")
-                with gr.Row():
-                    sparse_gallery = gr.Gallery(label="Sparse (learned terms)", columns=4, height="auto",
-                                                object_fit="cover", allow_preview=False, elem_id="sparse-gallery")
-                    dense_gallery = gr.Gallery(label="Dense (FAISS, BLIP 256-d)", columns=4, height="auto",
-                                               object_fit="cover", allow_preview=False, elem_id="dense-gallery")
-
-        @user_errors
-        def on_compare(text_value: str, k_value: int):
-            comparison = service.compare(text_value, int(k_value))
-            t = comparison.timings
-            summary = (
-                f"**overlap@{int(k_value)}: {comparison.overlap:.0%}** · sparse query: {comparison.active_terms}"
-                f" active terms, encode {t['sparse_encode']:.0f} ms + search {t['sparse_search']:.2f} ms · dense:"
-                f" encode {t['dense_encode']:.0f} ms + search {t['dense_search']:.2f} ms"
-            )
-            return summary, gallery(comparison.sparse), gallery(comparison.dense)
-
-        compare_button.click(on_compare, [compare_text, compare_k], [compare_summary, sparse_gallery, dense_gallery],
-                             api_visibility="private", concurrency_id=MODELS)
-
-        # -- 4. about ---------------------------------------------------------------------------
-        with gr.Tab("About this index", id="about"):
-            gr.Markdown(about_markdown(about), elem_id="about-text")
-            gr.BarPlot(pd.DataFrame({"term": [t for t, _ in about["top_terms"]],
-                                     "documents": [int(w) for _, w in about["top_terms"]]}),
-                       x="term", y="documents", sort="-y", height=300, x_label_angle=-45, y_lim=[0, None],
-                       label="Most frequent terms (documents holding them)")
-
+        suggest_screen(service, show, sorted(examples_dir.glob("*.txt")))
+        image_screen(service, show, sorted(images_dir.glob("*.jpg")))
+        compare_screen(service, show)
+        about_screen(service.about())
         add_api(service)
     return demo
+
+
+Show = Callable[[list[Hit]], list[tuple]]
+
+
+def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
+    """Article text -> ranked images, the text shaded by term weight, why a selected image ranked, editable terms."""
+    query_state = gr.State(None)  # the scipy (1, vocab) query vector behind the current results
+    hits_state = gr.State([])
+    with gr.Tab("Suggest images", id="suggest"):
+        with gr.Row():
+            with gr.Column(scale=3):
+                text = gr.Textbox(label="Article text", lines=8, max_lines=20, elem_id="article-text",
+                                  placeholder="Paste a paragraph or a section of an article...")
+                with gr.Row():
+                    k = gr.Slider(1, MAX_K, value=12, step=1, label="Images (k)", elem_id="k-slider")
+                    mode = gr.Radio(list(QUERY_MODES), value="expand", label="Query mode",
+                                    info="expand: any term; no_expand: only the text's own words;"
+                                         " hybrid: shared-word candidates re-ranked by the expanded query")
+                suggest_button = gr.Button("Suggest images", variant="primary", elem_id="suggest-button")
+                if examples:
+                    gr.Examples([[path.read_text(encoding="utf-8").strip()] for path in examples], inputs=[text],
+                                example_labels=[path.stem.replace("-", " ") for path in examples],
+                                label="Example passages")
+            with gr.Column(scale=2):
+                highlighted = gr.HighlightedText(label="Your text, each word shaded by its weight in the query",
+                                                 elem_id="query-highlight", show_legend=False)
+                expansion = gr.Markdown(elem_id="expansion-terms")
+                timing = gr.Markdown(elem_classes="mlsr-timing", elem_id="suggest-timing")
+        results = gr.Gallery(label="Suggested images (select one to see why it ranked)", columns=6, height="auto",
+                             object_fit="cover", elem_id="results-gallery", allow_preview=False)
+        with gr.Row(visible=False, elem_id="why-row") as why_row:
+            with gr.Column(scale=3):
+                why_title = gr.Markdown()
+                matched = gr.Dataframe(headers=list(MATCHED_COLUMNS), datatype=["str", "number", "number", "number"],
+                                       interactive=False, elem_id="matched-terms", label="Matched terms")
+            with gr.Column(scale=2):
+                contribution_plot = gr.BarPlot(x="term", y="contribution", sort="-y", height=280, x_label_angle=-45,
+                                               label=f"Largest contributions (top {PLOTTED_TERMS})")
+                hit_terms = gr.HighlightedText(label="This image's top terms", elem_id="hit-terms")
+        with gr.Accordion("Edit the query's terms and search again", open=False, elem_id="edit-terms"):
+            gr.Markdown(
+                "This table *is* the query. Delete a row to drop a term, change a weight, add a row with any"
+                " word, or give a term a **negative** weight to push images that have it down. Then search"
+                " again with exactly this vector."
+            )
+            table = gr.Dataframe(headers=["term", "weight"], datatype=["str", "number"], interactive=True,
+                                 column_count=2, row_count=1, elem_id="term-table", max_height=360)
+            search_edited = gr.Button("Search with these terms", elem_id="search-edited")
+
+    @user_errors
+    def on_suggest(text_value: str, k_value: int, mode_value: str, progress=gr.Progress()):
+        suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress))
+        return (
+            show(suggestion.hits),
+            shaded(suggestion.highlights),
+            expansion_markdown(suggestion.expansion),
+            timing_markdown(suggestion.timings, suggestion.active_terms, len(suggestion.hits)),
+            pd.DataFrame(suggestion.table, columns=["term", "weight"]),
+            suggestion.query, suggestion.hits, gr.update(visible=False),
+        )
+
+    suggest_outputs = [results, highlighted, expansion, timing, table, query_state, hits_state, why_row]
+    for trigger in (suggest_button.click, text.submit):
+        trigger(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private", concurrency_id=MODELS)
+
+    @user_errors
+    def on_search_edited(rows: pd.DataFrame, k_value: int):
+        hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value))
+        return show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
+
+    search_edited.click(on_search_edited, [table, k], [results, timing, query_state, hits_state, why_row],
+                        api_visibility="private", concurrency_id=MODELS)
+
+    @user_errors
+    def on_select(query, hits: list[Hit], event: gr.SelectData):
+        if query is None or not hits or event.index is None:
+            return gr.update(visible=False), "", None, None, None
+        hit = hits[event.index if isinstance(event.index, int) else event.index[0]]
+        image_terms, matches = service.explain(query, hit.row)
+        rows = [[m.term, round(m.query_weight, 4), round(m.doc_weight, 4), round(m.contribution, 4)] for m in matches]
+        title = (f"**#{hit.rank} {hit.id}**: score {hit.score:.3f} = the sum of the contributions of the"
+                 f" {len(matches)} terms it shares with the query" + (f"  \n*{hit.caption}*" if hit.caption else ""))
+        top = rows[:PLOTTED_TERMS]
+        return (gr.update(visible=True), title, pd.DataFrame(rows, columns=list(MATCHED_COLUMNS)),
+                pd.DataFrame({"term": [r[0] for r in top], "contribution": [r[3] for r in top]}),
+                chips(image_terms))
+
+    results.select(on_select, [query_state, hits_state], [why_row, why_title, matched, contribution_plot, hit_terms],
+                   api_visibility="private", concurrency_id=MODELS)
+
+
+def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
+    """An uploaded image -> its top terms as chips and a chart, and the nearest indexed images."""
+    with gr.Tab("Image → terms", id="image"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image",
+                                 elem_id="image-input", height=320)
+                image_top_k = gr.Slider(5, 100, value=20, step=1, label="Terms to show")
+                if examples:
+                    gr.Examples([[str(path)] for path in examples], inputs=[image], label="Example photos")
+            with gr.Column(scale=3):
+                image_summary = gr.Markdown(elem_id="image-summary")
+                image_chips = gr.HighlightedText(label="Top terms", elem_id="image-chips")
+                image_plot = gr.BarPlot(x="term", y="weight", sort="-y", height=300, x_label_angle=-45,
+                                        y_lim=[0, None], label=f"Term weights (top {PLOTTED_TERMS})")
+        similar_gallery = gr.Gallery(label="More like this: nearest indexed images by sparse dot product",
+                                     columns=8, height="auto", object_fit="cover", elem_id="similar-gallery",
+                                     allow_preview=False)
+
+    @user_errors
+    def on_image(payload: dict | None, top_k: int, progress=gr.Progress()):
+        if not payload:
+            return "", None, None, None
+        found = service.image_terms(uploaded_image(payload), int(top_k), k=8, stage=progress_stage(progress))
+        summary = (f"**{found.active_terms} active terms** of {service.encoder.vocab_size:,}. "
+                   + timing_text(found.timings))
+        top = found.terms[:PLOTTED_TERMS]
+        plot = pd.DataFrame({"term": [t for t, _ in top], "weight": [w for _, w in top]})
+        return summary, chips(found.terms), plot, show(found.similar)
+
+    image_outputs = [image_summary, image_chips, image_plot, similar_gallery]
+    # preprocess=False: our own loader reads the upload, so a bad file gets mlsr's specific message.
+    for trigger in (image.change, image_top_k.release):
+        trigger(on_image, [image, image_top_k], image_outputs, preprocess=False, api_visibility="private",
+                concurrency_id=MODELS)
+
+
+def compare_screen(service: Service, show: Show) -> None:
+    """The same text ranked by the sparse index and by FAISS over the dense vectors of the same items."""
+    about = service.about()
+    with gr.Tab("Sparse vs dense", id="compare"):
+        if not service.has_dense:
+            gr.Markdown("This index has no dense vectors, so there is nothing to compare against. Rebuild it"
+                        " with `python -m mlsr build-index ... --dense` to enable this screen.",
+                        elem_id="no-dense-note")
+        with gr.Column(visible=service.has_dense):
+            with gr.Row():
+                compare_text = gr.Textbox(label="Query", lines=2, scale=4, elem_id="compare-text")
+                compare_k = gr.Slider(1, 50, value=10, step=1, label="k", scale=1)
+                compare_button = gr.Button("Compare", variant="primary", scale=1, elem_id="compare-button")
+            compare_summary = gr.Markdown(elem_id="compare-summary")
+            with gr.Row():
+                sparse_gallery = gr.Gallery(label="Sparse (learned terms)", columns=4, height="auto",
+                                            object_fit="cover", allow_preview=False, elem_id="sparse-gallery")
+                dense_gallery = gr.Gallery(label=f"Dense (FAISS, {dense_label(about)})", columns=4, height="auto",
+                                           object_fit="cover", allow_preview=False, elem_id="dense-gallery")
+
+    @user_errors
+    def on_compare(text_value: str, k_value: int):
+        comparison = service.compare(text_value, int(k_value))
+        t = comparison.timings
+        summary = (
+            f"**overlap@{int(k_value)}: {comparison.overlap:.0%}** · sparse query: {comparison.active_terms}"
+            f" active terms · one encoder pass for both: {t['sparse_encode']:.0f} ms · search: sparse"
+            f" {t['sparse_search']:.2f} ms, dense {t['dense_search']:.2f} ms"
+        )
+        return summary, show(comparison.sparse), show(comparison.dense)
+
+    compare_button.click(on_compare, [compare_text, compare_k], [compare_summary, sparse_gallery, dense_gallery],
+                         api_visibility="private", concurrency_id=MODELS)
+
+
+def about_screen(about: dict) -> None:
+    """Facts about the index and models, how the method works, and the most frequent terms."""
+    with gr.Tab("About this index", id="about"):
+        gr.Markdown(about_markdown(about), elem_id="about-text")
+        gr.BarPlot(pd.DataFrame({"term": [t for t, _ in about["top_terms"]],
+                                 "documents": [int(w) for _, w in about["top_terms"]]}),
+                   x="term", y="documents", sort="-y", height=300, x_label_angle=-45, y_lim=[0, None],
+                   label="Most frequent terms (documents holding them)")
 
 
 def add_api(service: Service) -> None:
@@ -268,6 +275,23 @@ def add_api(service: Service) -> None:
 
     for fn in (suggest, search_terms, image_terms, similar, compare):
         gr.api(fn, api_name=fn.__name__, concurrency_id=MODELS)
+
+
+def gallery_items(hits: list[Hit], placeholder: Path) -> list[tuple]:
+    """(image, caption) pairs for a Gallery: '#rank · score · caption or id'."""
+    return [(displayable(hit.image, placeholder), f"#{hit.rank} · {hit.score:.2f} · {hit.caption or hit.id}")
+            for hit in hits]
+
+
+def progress_stage(progress: gr.Progress) -> Callable[[float, str], None]:
+    """A service `stage` callback that moves Gradio's progress bar."""
+    return lambda fraction, message: progress(fraction, desc=message)
+
+
+def dense_label(about: dict) -> str:
+    """'<backbone>, 256-d': the dense model of the comparison, as the index records it."""
+    backbone = about["built_with"].get("backbone") or about["models"].get("backbone") or "dense model"
+    return f"{backbone}, {about['dense_size']}-d" if about.get("dense_size") else backbone
 
 
 def displayable(image: str | None, placeholder: Path) -> str | Image.Image:
@@ -342,9 +366,10 @@ def about_markdown(about: dict) -> str:
         f"- backbone `{models['backbone']}`, sparse head `{models['head']}`, tokenizer `{models['tokenizer']}`"
         f" (index built with `{built['backbone']}` / `{built['head']}`)\n\n"
         "### How it works\n"
-        "A frozen BLIP image-text model turns an image, or a caption-sized window of your text, into a 256-d"
-        " vector. A small dense-to-sparse head maps that vector onto the word pieces of BERT's uncased"
-        " vocabulary: `w = log1p(ReLU(W₂·LayerNorm(W₁·x)))`. Most weights are zero; the rest are terms you can"
+        f"A frozen dense image-text model (`{models['backbone']}`) turns an image, or a caption-sized window of"
+        f" your text, into a {about.get('dense_size') or 'dense'}-d vector. A small dense-to-sparse head maps that"
+        f" vector onto the {about['vocab_size']:,} word pieces of the tokenizer's vocabulary:"
+        " `w = log1p(ReLU(W₂·LayerNorm(W₁·x)))`. Most weights are zero; the rest are terms you can"
         " read. An image's score for a query is the dot product of the two term vectors, so the ranking is"
         " explained exactly by the shared terms. In `no_expand` mode the query keeps only its own words.\n\n"
         f"Papers: {PAPERS}. Photos in the examples: MS-COCO (Flickr, licenses per image; annotations CC BY 4.0)."

@@ -22,7 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.errors import BackendError, IndexFormatError, InputError
-from mlsr.index.sparse import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE, Results, SparseIndex
+from mlsr.index.folder import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE
+from mlsr.index.sparse import Results, SparseIndex
 
 logger = logging.getLogger(__name__)
 

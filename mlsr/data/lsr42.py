@@ -1,44 +1,161 @@
-"""Paired dense vectors on disk, in the layout of the published lsr42 datasets: written by `encode-dense`,
-read by `train` (and by anything that reads those datasets).
+"""Paired dense vectors in the layout of the published lsr42 datasets: the one reader and writer of that layout.
 
-A dataset folder (or Hub dataset repo) holds `img_embs.parquet` and `text_embs.parquet` (columns `id`:
-string, `emb`: list of floats, one row per image / caption) and `dataset_meta.json` in the Karpathy split
-format: `{"images": [{"imgid", "filename", "filepath", "split", "sentids", "sentences": [{"raw", "sentid",
-"imgid", "tokens"}]}, ...]}`. Image rows are keyed by `str(imgid)`, caption rows by `str(sentid)`.
+A dataset folder (or Hub dataset repo, e.g. `lsr42/mscoco-blip-dense`) holds `img_embs.parquet` and
+`text_embs.parquet` (columns `id`: string, `emb`: list of floats, one row per image / caption) and
+`dataset_meta.json` in the Karpathy split format: `{"images": [{"imgid", "filename", "filepath", "split",
+"sentids", "sentences": [{"raw", "sentid", "imgid", "tokens"}]}, ...]}`. Image rows are keyed by
+`str(imgid)`, caption rows by `str(sentid)`. Written by `encode-dense`; read by `train`, `import-dense`
+and `evaluate`. Vectors are streamed in record batches, so reading one split of a large dataset holds
+that split, not the dataset.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from mlsr import __version__
-from mlsr.ingest.images import captions_of, find_images, read_captions, read_splits
+from mlsr._files import atomic_path
+from mlsr.data.parquet import batches, pyarrow, reading
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.models.hub import resolve
-from mlsr.images import load_image
-from mlsr._files import atomic_path, atomic_write_json
-from mlsr.text import check_text, clean_caption
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mlsr.models.backbone import Backbone
-
-logger = logging.getLogger(__name__)
+from mlsr.models.record import ModelRef
+from mlsr.settings import Progress
 
 IMAGE_FILE = "img_embs.parquet"
 TEXT_FILE = "text_embs.parquet"
 META_FILE = "dataset_meta.json"
 DATA_FILES = (IMAGE_FILE, TEXT_FILE, META_FILE)
-CACHE_DIR = ".encode-dense-cache"  # finished chunks of an interrupted run, removed once the dataset is written
-CHUNK_SIZE = 512  # images (or captions) per cached chunk: the most work an interruption can lose
+READ_BATCH = 4096  # parquet rows per record batch: what the reader holds at once besides the rows it keeps
+# The dense model behind each published dataset family, by the dataset's name (`lsr42/mscoco-blip-dense`, or a
+# local copy in a folder named like it); recorded in an index built from its vectors, never loaded.
+PUBLISHED_BACKBONES = {"mscoco-blip": "Salesforce/blip-itm-base-coco", "flickr30k-blip": "Salesforce/blip-itm-base-flickr"}
+
+
+@dataclass(frozen=True)
+class DatasetFolder:
+    """A dataset's local folder (downloaded into the Hugging Face cache for a Hub id) and its metadata."""
+
+    name: str
+    folder: Path
+    revision: str | None
+    meta: dict
+
+    def images(self, split: str | None = None) -> list[dict]:
+        """The metadata entries of the images (of one split), in file order; checked to have imgid and sentences."""
+        images = [image for image in self.meta["images"] if split is None or image.get("split") == split]
+        if not images:
+            counts: dict[str, int] = {}
+            for image in self.meta["images"]:
+                counts[str(image.get("split"))] = counts.get(str(image.get("split")), 0) + 1
+            raise InputError(f"dense dataset {self.name!r} has no images in split {split!r}; it has {counts}.")
+        return images
+
+    def vectors(self, file: str, ids: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        """The (len(ids), d) float32 vectors of `ids` in that order, streamed from `file` (IMAGE_FILE or TEXT_FILE)."""
+        position = {item: i for i, item in enumerate(ids)}
+        rows, chunks = [], []
+        for chunk_ids, vectors in stream_vectors(self.folder / file, set(position)):
+            rows.append(np.fromiter((position[item] for item in chunk_ids), dtype=np.int64, count=len(chunk_ids)))
+            chunks.append(vectors)
+            if progress:
+                progress(len(chunk_ids))
+        found = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        if len(found) != len(ids) or len(np.unique(found)) != len(ids):
+            missing = sorted(set(range(len(ids))) - set(found.tolist()))
+            raise ModelLoadError(f"dense dataset {self.name!r}: {len(missing)} ids have no row in {file}"
+                                 f" (e.g. {ids[missing[0]]!r})." if missing
+                                 else f"dense dataset {self.name!r}: the id column of {file} has duplicates.")
+        dense = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+        return dense[np.argsort(found, kind="stable")]  # row i of the chunks is id found[i]
+
+    def backbone(self) -> ModelRef:
+        """The dense model that made the vectors: from an `encode-dense` record, else the known published ones.
+
+        The published datasets do not name their model in the files; without loading its weights the
+        backbone's fingerprint is unknown (None), and an index can check only the head and the vocabulary.
+        """
+        recorded = self.meta.get("mlsr", {}).get("backbone") if isinstance(self.meta.get("mlsr"), dict) else None
+        if isinstance(recorded, dict):
+            return ModelRef.from_json(recorded)
+        family = Path(self.name).name.lower()
+        return ModelRef(next((model for key, model in PUBLISHED_BACKBONES.items() if key in family), None))
+
+
+def open_dataset(name_or_path: str | Path, files: Sequence[str] = DATA_FILES, *,
+                 revision: str | None = None) -> DatasetFolder:
+    """A dense dataset by Hub id or folder, with `files` present (only those are downloaded) and its metadata read."""
+    source = resolve(name_or_path, list(files), revision=revision, repo_type="dataset", what="dense dataset")
+    missing = [name for name in files if not (source.folder / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"dense dataset {source.name!r} lacks {', '.join(missing)} in {source.folder}; make one with"
+            " `python -m mlsr encode-dense` or use a published one such as lsr42/mscoco-blip-dense."
+        )
+    return DatasetFolder(source.name, source.folder, source.revision, read_meta(source.folder / META_FILE, source.name))
+
+
+def read_meta(path: Path, name: str) -> dict:
+    """`dataset_meta.json` (Karpathy format), with every image entry checked to have imgid and sentences."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"dense dataset {name!r}: {META_FILE} cannot be read as JSON ({error}).") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("images"), list):
+        raise ModelLoadError(f"dense dataset {name!r}: {META_FILE} has no 'images' list (Karpathy format).")
+    for image in meta["images"]:
+        if not isinstance(image, dict) or "imgid" not in image or not isinstance(image.get("sentences", []), list):
+            raise ModelLoadError(f"dense dataset {name!r}: {META_FILE} has an image entry without imgid/sentences.")
+        for sentence in image.get("sentences", ()):
+            if not isinstance(sentence, dict) or "sentid" not in sentence or "raw" not in sentence:
+                raise ModelLoadError(
+                    f"dense dataset {name!r}: image {image['imgid']} has a sentence without sentid/raw.")
+    return meta
+
+
+def stream_vectors(path: Path, wanted: set[str] | None = None,
+                   batch_rows: int | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, (n, d) float32) chunks of the rows of an (`id`, `emb`) parquet file (those in `wanted`, if given)."""
+    pa = pyarrow()
+    for batch in batches(path, ("id", "emb"), batch_rows or READ_BATCH):
+        ids = [str(item) for item in batch.column(0).to_pylist()]
+        keep = np.ones(len(ids), bool) if wanted is None else \
+            np.fromiter((item in wanted for item in ids), dtype=bool, count=len(ids))
+        if not keep.any():
+            continue
+        column = batch.column(1)
+        if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+                or pa.types.is_fixed_size_list(column.type)):
+            raise ModelLoadError(f"{path}: column emb must hold lists of floats, not {column.type}.")
+        if column.null_count:
+            raise ModelLoadError(f"{path}: {column.null_count} rows have no emb.")
+        lengths = np.asarray(column.value_lengths())
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise ModelLoadError(f"{path}: emb lists have different lengths ({sorted(set(lengths.tolist()))[:5]}).")
+        with reading(path):
+            values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        # a writable copy of the kept rows: arrow's buffers are read-only, and torch wants to own what it trains on
+        vectors = np.array(values.reshape(len(ids), int(lengths[0]) if len(lengths) else 0)[keep])
+        if not np.isfinite(vectors).all():
+            raise ModelLoadError(f"{path}: emb holds NaN or infinite values.")
+        yield [item for item, k in zip(ids, keep) if k], vectors
+
+
+def write_vectors(path: Path, ids: Sequence[str], vectors: np.ndarray) -> None:
+    """Write one parquet table (`id` string, `emb` list<float>) atomically."""
+    pa = pyarrow()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    offsets = np.arange(0, vectors.size + 1, max(vectors.shape[1], 1), dtype=np.int32)[: len(ids) + 1]
+    emb = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.reshape(-1)))
+    table = pa.table({"id": pa.array([str(item) for item in ids], pa.string()), "emb": emb})
+    with atomic_path(path) as tmp:
+        pa.parquet.write_table(table, tmp)
+
+
+# -- the whole dataset, for training -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -104,305 +221,34 @@ class DenseDataset:
 
 
 def load_dense_dataset(name_or_path: str | Path, *, revision: str | None = None) -> DenseDataset:
-    """Read a dense dataset from a local folder or a Hub dataset repo id (e.g. `lsr42/mscoco-blip-dense`)."""
-    source = resolve(name_or_path, list(DATA_FILES), revision=revision, repo_type="dataset", what="dense dataset")
-    missing = [name for name in DATA_FILES if not (source.folder / name).is_file()]
-    if missing:
-        raise ModelLoadError(
-            f"dense dataset {source.name!r} lacks {', '.join(missing)} in {source.folder}; make one with"
-            " `python -m mlsr encode-dense` or use a published one such as lsr42/mscoco-blip-dense."
-        )
-    image_ids, image_vectors = read_vectors(source.folder / IMAGE_FILE)
-    text_ids, text_vectors = read_vectors(source.folder / TEXT_FILE)
+    """Read a whole dense dataset from a local folder or a Hub dataset repo id (e.g. `lsr42/mscoco-blip-dense`)."""
+    dataset = open_dataset(name_or_path, revision=revision)
+    image_ids, image_vectors = _all_vectors(dataset.folder / IMAGE_FILE)
+    text_ids, text_vectors = _all_vectors(dataset.folder / TEXT_FILE)
     if image_vectors.shape[1] != text_vectors.shape[1]:
         raise ModelLoadError(
-            f"dense dataset {source.name!r}: image vectors have {image_vectors.shape[1]} dims, text vectors"
+            f"dense dataset {dataset.name!r}: image vectors have {image_vectors.shape[1]} dims, text vectors"
             f" {text_vectors.shape[1]}; both must come from the same model."
         )
-    try:
-        meta = json.loads((source.folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"dense dataset {source.name!r}: {META_FILE} is not valid JSON ({error}).") from None
-    images = meta.get("images") if isinstance(meta, dict) else None
-    if not isinstance(images, list):
-        raise ModelLoadError(f"dense dataset {source.name!r}: {META_FILE} has no 'images' list (Karpathy format).")
-    _check_meta(images, set(image_ids), set(text_ids), source.name)
-    info = {key: value for key, value in meta.items() if key != "images"}
-    return DenseDataset(image_ids, image_vectors, text_ids, text_vectors, images, info, source.name, source.revision)
+    images = dataset.meta["images"]
+    known_images, known_texts = set(image_ids), set(text_ids)
+    for image in images:
+        if str(image["imgid"]) not in known_images:
+            raise ModelLoadError(f"dense dataset {dataset.name!r}: image {image['imgid']} has no row in {IMAGE_FILE}.")
+        for sentence in image.get("sentences", ()):
+            if str(sentence["sentid"]) not in known_texts:
+                raise ModelLoadError(
+                    f"dense dataset {dataset.name!r}: sentence {sentence['sentid']} has no row in {TEXT_FILE}.")
+    info = {key: value for key, value in dataset.meta.items() if key != "images"}
+    return DenseDataset(image_ids, image_vectors, text_ids, text_vectors, images, info, dataset.name, dataset.revision)
 
 
-def read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
-    """One parquet table (`id`, `emb`) -> (ids as strings, (n, d) float32), all rows the same length."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path, columns=["id", "emb"])
-    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
-        raise ModelLoadError(f"{path}: cannot read the columns id and emb ({error}).") from None
-    ids = [str(item) for item in table.column("id").to_pylist()]
-    column = table.column("emb").combine_chunks()
-    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type) \
-            and not pa.types.is_fixed_size_list(column.type):
-        raise ModelLoadError(f"{path}: column emb must hold lists of floats, not {column.type}.")
-    if column.null_count:
-        raise ModelLoadError(f"{path}: {column.null_count} rows have no emb.")
-    lengths = np.asarray(column.value_lengths())
-    size = int(lengths[0]) if len(lengths) else 0
-    if len(lengths) and (lengths != size).any():
-        raise ModelLoadError(f"{path}: emb lists have different lengths ({sorted(set(lengths.tolist()))[:5]}).")
-    # A writable float32 copy: arrow's buffers are read-only, and torch wants to own what it trains on.
-    vectors = np.array(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), size)
+def _all_vectors(path: Path) -> tuple[list[str], np.ndarray]:
+    ids: list[str] = []
+    chunks: list[np.ndarray] = []
+    for chunk_ids, vectors in stream_vectors(path):
+        ids += chunk_ids
+        chunks.append(vectors)
     if len(set(ids)) != len(ids):
         raise ModelLoadError(f"{path}: the id column has duplicates.")
-    if not np.isfinite(vectors).all():
-        raise ModelLoadError(f"{path}: emb holds NaN or infinite values.")
-    return ids, vectors
-
-
-def write_vectors(path: Path, ids: Sequence[str], vectors: np.ndarray) -> None:
-    """Write one parquet table (`id` string, `emb` list<float>) atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    offsets = np.arange(0, vectors.size + 1, max(vectors.shape[1], 1), dtype=np.int32)[: len(ids) + 1]
-    emb = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.reshape(-1)))
-    table = pa.table({"id": pa.array([str(item) for item in ids], pa.string()), "emb": emb})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def _check_meta(images: list, image_ids: set[str], text_ids: set[str], name: str) -> None:
-    """Every image and sentence in the metadata must have its vector; say which one does not."""
-    for image in images:
-        if not isinstance(image, dict) or "imgid" not in image or not isinstance(image.get("sentences", []), list):
-            raise ModelLoadError(f"dense dataset {name!r}: {META_FILE} has an image entry without imgid/sentences.")
-        if str(image["imgid"]) not in image_ids:
-            raise ModelLoadError(f"dense dataset {name!r}: image {image['imgid']} has no row in {IMAGE_FILE}.")
-        for sentence in image.get("sentences", ()):
-            if not isinstance(sentence, dict) or "sentid" not in sentence or "raw" not in sentence:
-                raise ModelLoadError(f"dense dataset {name!r}: image {image['imgid']} has a sentence without sentid/raw.")
-            if str(sentence["sentid"]) not in text_ids:
-                raise ModelLoadError(f"dense dataset {name!r}: sentence {sentence['sentid']} has no row in {TEXT_FILE}.")
-
-
-# -- writing: encode-dense -------------------------------------------------------------------------
-
-
-@dataclass
-class EncodeReport:
-    """What `encode_dense` did: images and captions written, and what it left out (with reasons)."""
-
-    images: int = 0
-    captions: int = 0
-    splits: dict[str, int] = field(default_factory=dict)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable images
-    uncaptioned: list[str] = field(default_factory=list)  # images without a caption: nothing to pair
-    unmatched: list[str] = field(default_factory=list)  # captions file names with no image
-    reused_chunks: int = 0
-    seconds: float = 0.0
-
-
-def encode_dense(
-    backbone: Backbone,
-    images_dir: str | Path,
-    captions_path: str | Path,
-    out: str | Path,
-    *,
-    val_fraction: float | None = None,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    batch_size: int = 32,
-    strict: bool = False,
-    chunk_size: int = CHUNK_SIZE,
-    progress: Callable[[int], None] | None = None,
-) -> EncodeReport:
-    """Embed every captioned image under `images_dir` and its captions with `backbone`; write a dataset to `out`.
-
-    Splits come from a `split` column of the captions file (train/val/test/restval per image), or
-    else from a seeded random draw of images: `val_fraction` (default 0.1) to val, `test_fraction`
-    to test, the rest to train. Captions are cleaned as BLIP cleaned them and truncated to the
-    backbone's text length, as the published vectors were. Finished chunks are cached under
-    `out/.encode-dense-cache`, so an interrupted run resumes where it stopped; the three files are
-    written atomically at the end. `progress` is called with the number of images or captions done.
-    """
-    started = time.perf_counter()
-    images_dir, out = Path(images_dir), Path(out)
-    report = EncodeReport()
-    captions = read_captions(captions_path)
-    given_splits = read_splits(captions_path)
-    if given_splits is not None and val_fraction is not None:
-        raise InputError("the captions file has a split column; drop --val-fraction/--test-fraction or the column.")
-    names = [path.relative_to(images_dir).as_posix() for path in find_images(images_dir)]
-    paired = [name for name in names if captions_of(name, captions)]
-    report.uncaptioned = [name for name in names if not captions_of(name, captions)]
-    known = set(names) | {Path(name).name for name in names}
-    report.unmatched = sorted(name for name in captions if name not in known)
-    if not paired:
-        raise InputError(f"no image under {images_dir} has a caption in {captions_path}; check the file names.")
-    groups = [captions_of(name, captions) or [] for name in paired]
-    for name, group in zip(paired, groups):
-        for text in group:
-            try:
-                check_text(text)
-            except InputError as error:
-                raise InputError(f"{captions_path}: a caption of {name}: {error}") from None
-    splits = (
-        [given_splits.get(name) or given_splits.get(Path(name).name) for name in paired]
-        if given_splits is not None
-        else random_splits(len(paired), 0.1 if val_fraction is None else val_fraction, test_fraction, seed)
-    )
-    cache = _open_cache(out / CACHE_DIR, backbone, paired, groups, chunk_size)
-    image_vectors, kept, report.skipped, reused = _encode_images(
-        backbone, images_dir, paired, cache, chunk_size, batch_size, strict, progress
-    )
-    flat = [clean_caption(text) for i in kept for text in groups[i]]
-    text_vectors, reused_texts = _encode_texts(backbone, flat, cache, chunk_size, batch_size, progress)
-    report.reused_chunks = reused + reused_texts
-    meta_images, text_ids = [], []
-    for imgid, i in enumerate(kept):
-        sentids = list(range(len(text_ids), len(text_ids) + len(groups[i])))
-        text_ids.extend(str(s) for s in sentids)
-        path = Path(paired[i])
-        meta_images.append({
-            "imgid": imgid,
-            "filename": path.name,
-            "filepath": path.parent.as_posix() if path.parent != Path(".") else "",
-            "split": splits[i],
-            "sentids": sentids,
-            "sentences": [{"raw": raw, "sentid": s, "imgid": imgid, "tokens": clean_caption(raw).split()}
-                          for raw, s in zip(groups[i], sentids)],
-        })
-    meta = {
-        "dataset": out.name,
-        "images": meta_images,
-        "mlsr": {
-            "version": __version__,
-            "backbone": {"id": backbone.source, "revision": backbone.revision, "model_type": backbone.model_type,
-                         "fingerprint": backbone.fingerprint(), "dense_size": backbone.dense_size},
-            "images_dir": str(images_dir),
-            "splits": "captions file" if given_splits is not None else
-                      {"val_fraction": 0.1 if val_fraction is None else val_fraction,
-                       "test_fraction": test_fraction, "seed": seed},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_vectors(out / IMAGE_FILE, [str(i) for i in range(len(kept))], image_vectors)
-    write_vectors(out / TEXT_FILE, text_ids, text_vectors)
-    atomic_write_json(out / META_FILE, meta)  # last: a folder with a meta file is complete
-    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
-    report.images, report.captions = len(kept), len(text_ids)
-    for image in meta_images:
-        report.splits[image["split"]] = report.splits.get(image["split"], 0) + 1
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-def random_splits(n: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
-    """A seeded split of n images: round(n * val_fraction) to val, round(n * test_fraction) to test, rest train."""
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise InputError(
-            f"val and test fractions must be in [0, 1) and sum below 1, got {val_fraction} and {test_fraction}."
-        )
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    if val_fraction > 0 and n >= 2:
-        n_val = max(n_val, 1)  # a validation split that asked for images gets at least one
-    splits = np.full(n, "train", dtype=object)
-    order = np.random.default_rng(seed).permutation(n)
-    splits[order[:n_val]] = "val"
-    splits[order[n_val : n_val + n_test]] = "test"
-    return splits.tolist()
-
-
-def _open_cache(folder: Path, backbone: Backbone, names: list[str], groups: list[list[str]], chunk_size: int) -> Path:
-    """The chunk cache for exactly these images, captions, backbone and chunk size; a stale one is cleared."""
-    digest = hashlib.sha256(json.dumps([names, groups]).encode()).hexdigest()
-    key = {"backbone": backbone.fingerprint(), "model_type": backbone.model_type, "inputs": digest,
-           "chunk_size": chunk_size, "max_text_tokens": backbone.max_text_tokens}
-    key_file = folder / "key.json"
-    try:
-        same = json.loads(key_file.read_text()) == key
-    except (OSError, ValueError):
-        same = False
-    if not same:
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        atomic_write_json(key_file, key)
-    return folder
-
-
-def _save_array(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-
-
-def _encode_images(backbone: Backbone, images_dir: Path, names: list[str], cache: Path, chunk_size: int, batch_size: int,
-                   strict: bool, progress) -> tuple[np.ndarray, list[int], list[tuple[str, str]], int]:
-    """(vectors of the readable images, their positions in `names`, the skipped ones, chunks reused)."""
-    vectors, kept, skipped, reused = [], [], [], 0
-    for chunk, start in enumerate(range(0, len(names), chunk_size)):
-        vectors_file, done_file = cache / f"images-{chunk:06d}.npy", cache / f"images-{chunk:06d}.json"
-        stop = min(start + chunk_size, len(names))
-        if done_file.is_file() and vectors_file.is_file():
-            done = json.loads(done_file.read_text())
-            vectors.append(np.load(vectors_file, allow_pickle=False))
-            kept.extend(done["kept"])
-            skipped.extend((name, reason) for name, reason in done["skipped"])
-            reused += 1
-            if progress:
-                progress(stop - start)
-            continue
-        chunk_vectors, chunk_kept, chunk_skipped = [], [], []
-        for batch_start in range(start, stop, batch_size):
-            batch, indices = [], []
-            for i in range(batch_start, min(batch_start + batch_size, stop)):
-                try:
-                    batch.append(load_image(images_dir / names[i]))
-                    indices.append(i)
-                except InputError as error:
-                    if strict:
-                        raise
-                    logger.warning("skipping %s: %s", names[i], error)
-                    chunk_skipped.append((names[i], str(error)))
-            if batch:
-                chunk_vectors.append(backbone.embed_images(batch).cpu().numpy())
-                chunk_kept.extend(indices)
-            if progress:
-                progress(min(batch_start + batch_size, stop) - batch_start)
-        array = np.concatenate(chunk_vectors) if chunk_vectors else np.zeros((0, backbone.dense_size), np.float32)
-        _save_array(vectors_file, array)
-        atomic_write_json(done_file, {"kept": chunk_kept, "skipped": chunk_skipped})  # marks the chunk done
-        vectors.append(array)
-        kept.extend(chunk_kept)
-        skipped.extend(chunk_skipped)
-    return np.concatenate(vectors), kept, skipped, reused
-
-
-def _encode_texts(backbone: Backbone, texts: list[str], cache: Path, chunk_size: int, batch_size: int,
-                  progress) -> tuple[np.ndarray, int]:
-    """(n, d) vectors of cleaned captions, chunk by chunk through the cache; and the chunks reused."""
-    vectors, reused = [], 0
-    # Text chunks are keyed by their content too: which captions remain depends on which images were readable.
-    for chunk, start in enumerate(range(0, len(texts), chunk_size)):
-        part = texts[start : start + chunk_size]
-        digest = hashlib.sha256("\n".join(part).encode()).hexdigest()[:16]
-        path = cache / f"texts-{chunk:06d}-{digest}.npy"
-        if path.is_file():
-            vectors.append(np.load(path, allow_pickle=False))
-            reused += 1
-            if progress:
-                progress(len(part))
-            continue
-        rows = []
-        for batch_start in range(0, len(part), batch_size):
-            batch = part[batch_start : batch_start + batch_size]
-            rows.append(backbone.embed_texts(batch).cpu().numpy())
-            if progress:
-                progress(len(batch))
-        array = np.concatenate(rows)
-        _save_array(path, array)
-        vectors.append(array)
-    return (np.concatenate(vectors) if vectors else np.zeros((0, backbone.dense_size), np.float32)), reused
-
+    return ids, (np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32))

@@ -1,241 +1,34 @@
 """The seed paper's task: image suggestion on AToMiC (TREC 2023), as a small, reproducible recipe.
 
-Reads the Hub datasets `TREC-AToMiC/AToMiC-Texts-v0.2.1` (sections: `text_id`, `page_title`, `section_title`,
-`context_section_description`, ...), `TREC-AToMiC/AToMiC-Images-v0.2` (`image_id`, `image` = {bytes, path},
-`caption_reference_description`, ...) and `TREC-AToMiC/AToMiC-Qrels-v0.2` (`text_id`, `Q0`, `image_id`, `rel`),
-all parquet shards named `<split>-NNNNN-of-NNNNN*.parquet` (or kept in a `<split>/` folder); a local folder with
-the same files works the same way. `limit` validation queries are taken with the images their qrels name,
-plus sampled distractors; the image shards are streamed one at a time (the full collection is 11M images).
-Documents are built three ways, the seed's three runs: `image`, `caption`, `image+caption`.
+Queries (page title + section title + section text) are encoded once; documents are built the seed's
+three ways (`image`, `caption`, `image+caption`) and each is evaluated in each query mode through the
+evaluation loop. The files are read by `mlsr.data.atomic_trec`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.models.encoder import Encoder
-from mlsr.errors import InputError, ModelLoadError
-from mlsr.evaluation.runs import Evaluation, QuerySet, RunResult, run_search
-from mlsr.index.sparse import SparseIndex
-from mlsr.evaluation.metrics import Qrels, active_terms, flops, score_rankings, write_qrels, write_run
+from mlsr.data.atomic_trec import Collection
+from mlsr.errors import InputError
+from mlsr.evaluation.runs import Evaluation, QuerySet, evaluate_index
+from mlsr.evaluation.tables import text_table
+from mlsr.index.sparse import SparseIndex, place_rows
+from mlsr.settings import DOCUMENTS, Status
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:  # pragma: no cover
+    from mlsr.models.encoder import Encoder
 
-TEXTS = "TREC-AToMiC/AToMiC-Texts-v0.2.1"
-IMAGES = "TREC-AToMiC/AToMiC-Images-v0.2"
-QRELS = "TREC-AToMiC/AToMiC-Qrels-v0.2"
-QUERY_FIELDS = ("page_title", "section_title", "context_section_description")  # the seed's query
-DOCUMENTS = ("image", "caption", "image+caption")
 MEASURES = ("NDCG@5", "NDCG@10", "NDCG@100", "NDCG@500", "NDCG@1000", "MAP@5", "MAP@10", "MAP@100", "MAP@500",
             "MAP@1000", "R@20", "R@100", "R@500", "R@1000")
 TABLES = (("Table 2: NDCG@k", "NDCG"), ("Table 3: MAP@k", "MAP"), ("Table 4: R@k", "R"))
-
-
-@dataclass
-class Collection:
-    """The selected queries, their qrels and the images (needed + distractors) with captions."""
-
-    query_ids: list[str]
-    queries: list[str]
-    qrels: Qrels
-    image_ids: list[str] = field(default_factory=list)
-    image_bytes: list[bytes] = field(default_factory=list)
-    captions: list[str] = field(default_factory=list)
-    missing_images: int = 0
-    shards_read: int = 0
-
-
-def parquet_shards(name_or_path: str | Path, split: str | None) -> Iterator[Path]:
-    """The dataset's parquet shards of `split` (all when None), one local path at a time (downloaded lazily)."""
-    path = Path(str(name_or_path)).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet") if _in_split(p.relative_to(path).as_posix(), split))
-        if not files:
-            raise ModelLoadError(f"{path} holds no parquet shards{f' of split {split!r}' if split else ''}.")
-        yield from files
-        return
-    from huggingface_hub import HfApi, hf_hub_download
-
-    network = _network_errors()
-    try:
-        names = sorted(f for f in HfApi().list_repo_files(str(name_or_path), repo_type="dataset")
-                       if f.endswith(".parquet") and _in_split(f, split))
-    except network as error:
-        raise ModelLoadError(f"dataset {name_or_path!r}: not a local folder, and the Hub cannot list it"
-                             f" ({type(error).__name__}); connect to the network or pass a local copy.") from None
-    if not names:
-        raise ModelLoadError(f"dataset {name_or_path!r} has no parquet shards{f' of split {split!r}' if split else ''}.")
-    for name in names:
-        try:
-            yield Path(hf_hub_download(str(name_or_path), name, repo_type="dataset"))
-        except network as error:
-            raise ModelLoadError(f"dataset {name_or_path!r}: cannot download {name} ({type(error).__name__}).") from None
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """What the Hub client raises when the Hub cannot be reached or answers with an error.
-
-    huggingface_hub raises its HTTP library's own exceptions (httpx2, or httpx in older releases) for
-    connection failures, which are not OSErrors; both are optional imports here.
-    """
-    from huggingface_hub.errors import HfHubHTTPError
-
-    errors: list[type[BaseException]] = [HfHubHTTPError, OSError, ValueError]
-    for module in ("httpx2", "httpx"):
-        try:
-            errors.append(__import__(module).HTTPError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(errors)
-
-
-def _in_split(relative: str, split: str | None) -> bool:
-    if split is None:
-        return True
-    parts = relative.split("/")
-    return parts[-1].startswith(f"{split}-") or parts[-1] == f"{split}.parquet" or split in parts[:-1]
-
-
-def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[dict[str, list]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        reader = pq.ParquetFile(path)
-        missing = [c for c in columns if c not in reader.schema_arrow.names]
-        if missing:
-            raise ModelLoadError(f"{path}: no column {', '.join(missing)} (has {reader.schema_arrow.names}).")
-        for batch in reader.iter_batches(batch_size=batch_rows, columns=list(columns)):
-            yield {name: batch.column(name).to_pylist() for name in columns}
-    except (OSError, pa.ArrowException) as error:
-        raise ModelLoadError(f"{path}: cannot read it as parquet ({error}).") from None
-
-
-def _image_rows(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None, str]]:
-    """(image_id, image bytes, reference caption) of the rows `wanted` accepts, one row group at a time.
-
-    The ids of a row group are read first; its image bytes only when some row is wanted, so streaming
-    past a shard of unwanted images decodes ids, not pictures.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = ("image_id", "image", "caption_reference_description")
-    try:
-        reader = pq.ParquetFile(path)
-        missing = [c for c in columns if c not in reader.schema_arrow.names]
-        if missing:
-            raise ModelLoadError(f"{path}: no column {', '.join(missing)} (has {reader.schema_arrow.names}).")
-        for group in range(reader.num_row_groups):
-            ids = [str(i) for i in reader.read_row_group(group, columns=["image_id"]).column(0).to_pylist()]
-            keep = [row for row, image_id in enumerate(ids) if wanted(image_id)]
-            if not keep:
-                continue
-            table = reader.read_row_group(group, columns=list(columns[1:])).take(pa.array(keep))
-            images, captions = table.column(0).to_pylist(), table.column(1).to_pylist()
-            for j, row in enumerate(keep):
-                yield ids[row], _bytes(images[j]), _text(captions[j])
-    except (OSError, pa.ArrowException) as error:
-        raise ModelLoadError(f"{path}: cannot read it as parquet ({error}).") from None
-
-
-def _text(value) -> str:
-    """A field that may be a string, a list of strings (multilingual captions) or missing."""
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value if v)
-    return str(value)
-
-
-def _bytes(value) -> bytes | None:
-    if isinstance(value, dict):
-        value = value.get("bytes")
-    return value if isinstance(value, (bytes, bytearray)) and value else None
-
-
-def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, qrels: str | Path = QRELS,
-                    split: str = "validation", limit: int = 100, distractors: int | None = None, seed: int = 0,
-                    distractor_rate: float = 0.5,
-                    max_chars: int = 20_000, max_image_shards: int | None = None,
-                    progress: Callable[[str], None] | None = None) -> Collection:
-    """The first `limit` judged queries of `split` (by text id), their relevant images and sampled distractors.
-
-    Distractors: while the image shards stream by, each other image is taken with probability
-    `distractor_rate` (seeded) until `distractors` (default 10 per query) are in.
-    """
-    if limit < 1:
-        raise InputError("--limit must be at least 1.")
-    if not 0 < distractor_rate <= 1:
-        raise InputError("--distractor-rate must be in (0, 1].")
-    judged: Qrels = {}
-    for shard in parquet_shards(qrels, split):
-        for batch in _batches(shard, ("text_id", "image_id", "rel"), 65536):
-            for text_id, image_id, rel in zip(batch["text_id"], batch["image_id"], batch["rel"]):
-                judged.setdefault(str(text_id), {})[str(image_id)] = int(rel)
-    chosen = sorted(q for q, rels in judged.items() if any(r > 0 for r in rels.values()))[:limit]
-    if not chosen:
-        raise InputError(f"the qrels of split {split!r} judge no image relevant.")
-    wanted = set(chosen)
-    found: dict[str, str] = {}
-    for shard in parquet_shards(texts, split):
-        for batch in _batches(shard, ("text_id", *QUERY_FIELDS), 4096):
-            for i, text_id in enumerate(batch["text_id"]):
-                if str(text_id) in wanted:
-                    text = " ".join(_text(batch[f][i]).strip() for f in QUERY_FIELDS if _text(batch[f][i]).strip())
-                    found[str(text_id)] = text[:max_chars] or "(empty)"
-        if len(found) == len(wanted):
-            break
-    query_ids = [q for q in chosen if q in found]
-    collection = Collection(query_ids, [found[q] for q in query_ids], {q: judged[q] for q in query_ids})
-    needed = {doc for q in query_ids for doc, rel in judged[q].items() if rel > 0}
-    extra = 10 * len(query_ids) if distractors is None else distractors
-    rng = np.random.default_rng(seed)
-    taken_needed = 0
-    seen: set[str] = set()
-
-    def take(image_id: str) -> bool:
-        """Needed images always; others with probability `distractor_rate` while distractors are missing."""
-        nonlocal extra
-        if image_id in seen:
-            return False
-        if image_id in needed:
-            return True
-        if extra > 0 and rng.random() < distractor_rate:
-            extra -= 1
-            return True
-        return False
-
-    for shard in parquet_shards(images, None):
-        collection.shards_read += 1
-        if progress:
-            progress(f"image shard {collection.shards_read}: {shard.name}")
-        for image_id, data, caption in _image_rows(shard, take):
-            seen.add(image_id)
-            if data is None:
-                extra += image_id not in needed  # an image without bytes does not count as a distractor
-                continue
-            collection.image_ids.append(image_id)
-            collection.image_bytes.append(data)
-            collection.captions.append(caption)
-            if image_id in needed:
-                needed.discard(image_id)
-                taken_needed += 1
-        if not needed and extra <= 0:
-            break
-        if max_image_shards is not None and collection.shards_read >= max_image_shards:
-            break
-    collection.missing_images = len(needed)
-    if not taken_needed:
-        raise InputError("none of the relevant images was found in the image shards read; read more shards.")
-    return collection
+LABELS = {"image": "T -> I (image)", "caption": "T -> T (caption)", "image+caption": "T -> T+I (image+caption)"}
 
 
 @dataclass
@@ -247,71 +40,50 @@ class AtomicReport:
     seconds: float = 0.0
 
 
-def run_atomic(encoder: Encoder, collection: Collection, *, modes: Sequence[str] = ("no_expand", "expand"),
+def document_vectors(encoder: "Encoder", collection: Collection, documents: Sequence[str]) -> dict[str, sp.csr_matrix]:
+    """(images, vocab) CSR documents of each representation; images and captions are encoded once each."""
+    image_vectors = caption_vectors = None
+    if any(doc != "caption" for doc in documents):
+        image_vectors = encoder.encode_images(collection.image_bytes)
+    if any(doc != "image" for doc in documents):
+        with_caption = [i for i, c in enumerate(collection.captions) if c.strip()]
+        encoded = encoder.encode_captions([collection.captions[i][:encoder.max_chars] for i in with_caption]) \
+            if with_caption else sp.csr_matrix((0, encoder.vocab_size), dtype=np.float32)
+        caption_vectors = place_rows(encoded, with_caption, len(collection.captions))
+    made = {"image": image_vectors, "caption": caption_vectors}
+    if "image+caption" in documents:
+        made["image+caption"] = image_vectors + caption_vectors
+    return {doc: made[doc] for doc in documents}
+
+
+def run_atomic(encoder: "Encoder", collection: Collection, *, modes: Sequence[str] = ("no_expand", "expand"),
                documents: Sequence[str] = DOCUMENTS, measures: Sequence[str] = MEASURES,
-               runs_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> AtomicReport:
+               runs_dir: str | Path | None = None, progress: Status | None = None) -> AtomicReport:
     """Encode queries, images and captions once; evaluate each document representation in each query mode."""
     started = time.perf_counter()
     for doc in documents:
         if doc not in DOCUMENTS:
             raise InputError(f"documents must be among {DOCUMENTS}, got {doc!r}.")
     if progress:
-        progress(f"encoding {len(collection.queries)} queries")
-    queries = QuerySet(collection.query_ids, encoder.encode_text(collection.queries, mode="expand"),
-                       encoder.encode_text(collection.queries, mode="no_expand"))
-    image_vectors = caption_vectors = None
-    if any(doc != "caption" for doc in documents):
-        if progress:
-            progress(f"encoding {len(collection.image_bytes)} images")
-        image_vectors = encoder.encode_images(collection.image_bytes)
-    if any(doc != "image" for doc in documents):
-        if progress:
-            progress(f"encoding {len(collection.captions)} captions")
-        with_caption = [i for i, c in enumerate(collection.captions) if c.strip()]
-        encoded = encoder.encode_captions([collection.captions[i][:encoder.max_chars] for i in with_caption]) \
-            if with_caption else sp.csr_matrix((0, encoder.vocab_size), dtype=np.float32)
-        placement = sp.csr_matrix((np.ones(len(with_caption), np.float32), (with_caption, np.arange(len(with_caption)))),
-                                  shape=(len(collection.captions), len(with_caption)))
-        caption_vectors = (placement @ encoded).tocsr()
-    out = Path(runs_dir) if runs_dir else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        write_qrels(out / "qrels.trec", collection.qrels)
+        progress(f"encoding {len(collection.queries)} queries, {len(collection.image_ids)} images and their captions")
+    queries = QuerySet(collection.query_ids, encoder.encode_text_views(collection.queries))
     items = [{"id": image_id, "captions": [c] if c else []} for image_id, c in zip(collection.image_ids, collection.captions)]
-    depth = min(max(int(m.split("@")[1]) for m in measures), len(items))
     evaluations = {}
-    for doc in documents:
-        vectors = image_vectors if doc == "image" else caption_vectors if doc == "caption" else image_vectors + caption_vectors
+    for doc, vectors in document_vectors(encoder, collection, documents).items():
         index = SparseIndex.build(vectors, items, vocab=encoder.vocab)
-        results = []
-        for mode in modes:
-            ranked = run_search(index, queries, mode, depth)
-            scoring = queries.expand if mode in ("expand", "hybrid") else queries.no_expand
-            result = RunResult(mode, score_rankings(ranked.indices, queries.ids, collection.image_ids, collection.qrels,
-                                                    measures),
-                               active_terms(scoring), active_terms(index.vectors), flops(scoring, index.vectors))
-            if out:
-                path = out / f"{doc.replace('+', '_')}-{mode}.trec"
-                write_run(path, queries.ids, collection.image_ids, ranked.indices, ranked.scores, f"mlsr-{doc}-{mode}")
-                result.run_file = str(path)
-            results.append(result)
-        evaluations[doc] = Evaluation(results, len(queries.ids), len(items), len(collection.qrels), list(measures))
+        evaluations[doc] = evaluate_index(index, queries, collection.qrels, runs=modes, measures=measures,
+                                          runs_dir=runs_dir, run_prefix=f"{doc.replace('+', '_')}-")
     return AtomicReport(evaluations, collection, time.perf_counter() - started)
 
 
 def format_tables(report: AtomicReport) -> str:
     """The seed's Tables 2-4 (NDCG@k, MAP@k, R@k in %): one row per document representation and query mode."""
     blocks = []
-    labels = {"image": "T -> I (image)", "caption": "T -> T (caption)", "image+caption": "T -> T+I (image+caption)"}
     for title, kind in TABLES:
         measures = [m for m in next(iter(report.evaluations.values())).measures if m.split("@")[0] == kind]
-        rows = [["run", *measures]]
-        for doc, evaluation in report.evaluations.items():
-            for result in evaluation.results:
-                rows.append([f"{labels[doc]}, query {result.run}", *(f"{100 * result.metrics[m]:.2f}" for m in measures)])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-        blocks.append(f"{title}\n" + "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]))
+        rows = [[f"{LABELS[doc]}, query {result.run}", *(f"{100 * result.metrics[m]:.2f}" for m in measures)]
+                for doc, evaluation in report.evaluations.items() for result in evaluation.results]
+        blocks.append(f"{title}\n" + text_table(["run", *measures], rows))
     c = report.collection
     blocks.append(f"{len(c.query_ids)} validation queries, {len(c.image_ids)} images ({c.missing_images} relevant images"
                   f" not found in the {c.shards_read} image shards read); metrics in %")

@@ -1,5 +1,5 @@
-"""Retrieval metrics as trec_eval defines them (R@k, MRR@k, NDCG@k, MAP@k), TREC run/qrels files, and the
-cost of sparse vectors (active terms, FLOPs). Plain numpy; cross-checked against pytrec_eval in the tests.
+"""Retrieval metrics as trec_eval defines them (R@k, MRR@k, NDCG@k, MAP@k), and the cost of sparse vectors
+(active terms, FLOPs) from term document frequencies. Plain numpy; cross-checked against pytrec_eval in the tests.
 
 A ranking is a list of document ids, best first; qrels map a query id to {document id: relevance}, where a
 relevance >= 1 counts as relevant (trec_eval's default) and its value is the NDCG gain.
@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.data.trec import Qrels
 from mlsr.errors import InputError
-from mlsr._files import atomic_path
 
-Qrels = dict[str, dict[str, int]]
 _MEASURE = re.compile(r"^(R|MRR|NDCG|MAP)@(\d+)$")
 
 
@@ -161,84 +159,40 @@ def _gains(indices: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str]
 # -- sparse vector cost ------------------------------------------------------------------------------
 
 
-def active_terms(vectors: sp.spmatrix) -> float:
+def term_frequency(vectors) -> np.ndarray:
+    """(vocab,) int64: how many rows of an (n, vocab) sparse matrix or dense array give each term a non-zero weight."""
+    if sp.issparse(vectors):
+        vectors = sp.csr_matrix(vectors, copy=True)
+        vectors.eliminate_zeros()  # on our copy: explicit zeros are not active terms
+        return np.bincount(vectors.indices, minlength=vectors.shape[1]).astype(np.int64)
+    if hasattr(vectors, "detach"):  # a torch tensor, without importing torch here
+        return (vectors != 0).sum(dim=0).detach().to("cpu").numpy().astype(np.int64)
+    return np.count_nonzero(np.asarray(vectors), axis=0).astype(np.int64)
+
+
+def active_terms(vectors) -> float:
     """Mean number of non-zero terms per row."""
-    vectors = sp.csr_matrix(vectors, copy=True)
-    if vectors.shape[0] == 0:
+    rows = vectors.shape[0]
+    return float(term_frequency(vectors).sum() / rows) if rows else 0.0
+
+
+def flops_from_frequencies(query_frequency: np.ndarray, n_queries: int, doc_frequency: np.ndarray,
+                           n_docs: int) -> float:
+    """Expected multiplications per query-document pair: sum over terms of df_q(t) * df_d(t) / (Q * D).
+
+    Only document frequencies are needed, so an index's cost is known without its document matrix.
+    """
+    if len(query_frequency) != len(doc_frequency):
+        raise InputError(f"queries have {len(query_frequency)} terms, documents {len(doc_frequency)}.")
+    if n_queries == 0 or n_docs == 0:
         return 0.0
-    vectors.eliminate_zeros()
-    return float(vectors.getnnz(axis=1).mean())
+    products = query_frequency.astype(np.float64) * doc_frequency.astype(np.float64)
+    return float(products.sum() / (n_queries * n_docs))
 
 
-def flops(queries: sp.spmatrix, documents: sp.spmatrix) -> float:
-    """Expected multiplications per query-document pair: sum over terms of df_docs(t) * df_queries(t) / (Q * D)."""
-    queries, documents = sp.csc_matrix(queries), sp.csc_matrix(documents)
+def flops(queries, documents) -> float:
+    """FLOPs (see `flops_from_frequencies`) of (q, vocab) queries against (d, vocab) documents."""
     if queries.shape[1] != documents.shape[1]:
         raise InputError(f"queries have {queries.shape[1]} terms, documents {documents.shape[1]}.")
-    if queries.shape[0] == 0 or documents.shape[0] == 0:
-        return 0.0
-    q_df = np.asarray((queries != 0).sum(axis=0), dtype=np.float64).ravel()
-    d_df = np.asarray((documents != 0).sum(axis=0), dtype=np.float64).ravel()
-    return float((q_df * d_df).sum() / (queries.shape[0] * documents.shape[0]))
-
-
-# -- TREC files --------------------------------------------------------------------------------------
-
-
-def write_run(path: str | Path, query_ids: Sequence[str], doc_ids: Sequence[str], indices: np.ndarray,
-              scores: np.ndarray, name: str) -> None:
-    """A TREC run file, `qid Q0 docid rank score name` per line, written atomically.
-
-    Ranks follow our order (score descending, then index row); trec_eval re-sorts by score and breaks
-    ties by document id, so tied documents may be ordered differently by it.
-    """
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for q, qid in enumerate(query_ids):
-            for rank, (row, score) in enumerate(zip(indices[q], scores[q]), 1):
-                handle.write(f"{qid} Q0 {doc_ids[int(row)]} {rank} {float(score):.6f} {name}\n")
-
-
-def read_run(path: str | Path) -> dict[str, list[str]]:
-    """A TREC run file -> {query id: document ids best first} (by score descending, then rank)."""
-    rows: dict[str, list[tuple[float, int, str]]] = {}
-    for number, parts in _lines(path, 6):
-        try:
-            rows.setdefault(parts[0], []).append((-float(parts[4]), int(parts[3]), parts[2]))
-        except ValueError:
-            raise InputError(f"{path}:{number}: rank and score must be numbers: {' '.join(parts)!r}.") from None
-    return {q: [doc for _, _, doc in sorted(entries)] for q, entries in rows.items()}
-
-
-def read_qrels(path: str | Path) -> Qrels:
-    """A TREC qrels file (`qid iter docid rel` per line) -> {query id: {document id: relevance}}."""
-    qrels: Qrels = {}
-    for number, parts in _lines(path, 4):
-        try:
-            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
-        except ValueError:
-            raise InputError(f"{path}:{number}: relevance must be an integer: {' '.join(parts)!r}.") from None
-    if not qrels:
-        raise InputError(f"{path} holds no judgements.")
-    return qrels
-
-
-def write_qrels(path: str | Path, qrels: Qrels) -> None:
-    """Write qrels in TREC format (`qid 0 docid rel`), atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for qid, judged in qrels.items():
-            for doc, rel in judged.items():
-                handle.write(f"{qid} 0 {doc} {rel}\n")
-
-
-def _lines(path: str | Path, columns: int):
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read {path} ({error}).") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != columns:
-            raise InputError(f"{path}:{number}: expected {columns} columns, got {len(parts)}: {line[:80]!r}.")
-        yield number, parts
+    return flops_from_frequencies(term_frequency(queries), queries.shape[0], term_frequency(documents),
+                                  documents.shape[0])

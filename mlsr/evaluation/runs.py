@@ -1,55 +1,48 @@
-"""Text-to-image evaluation of an index: four runs (sparse expand, no_expand, hybrid; dense FAISS), TREC run
-files, metrics (mlsr.evaluation.metrics) and the papers' table, with the published numbers beside ours.
+"""The evaluation loop: queries x documents x runs -> metrics, cost (active terms, FLOPs) and TREC run files.
 
-Queries come either from a dense dataset (the published caption vectors of a Karpathy split, sparsified by
-the head: no backbone needed) or from text (encoded by the full encoder); qrels from a TREC file or, for a
-Karpathy split, each caption's own image.
+Every evaluation goes through `evaluate`: the `evaluate` command and its recipes, the AToMiC task
+(`mlsr.evaluation.atomic`) and the validation of `train`. A run is one way of ranking: the sparse
+query modes `expand`, `no_expand`, `hybrid`, or `dense` (FAISS over the dense vectors). Costs come
+from term document frequencies, so the document matrix is never materialised.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
-from mlsr.backends.local import LocalBackend, SearchBackend
-from mlsr.data.lsr42 import META_FILE, TEXT_FILE
-from mlsr.models.encoder import Encoder
-from mlsr.errors import InputError
-from mlsr.index.sparse import Results, SparseIndex
 from mlsr._files import atomic_write_json
-from mlsr.evaluation.metrics import Qrels, active_terms, flops, parse_measure, score_rankings, write_qrels, write_run
-from mlsr.ingest.published import collect_vectors, read_meta, resolve_dataset, split_images
-from mlsr.retrieval import HYBRID_DEPTH, hybrid_search
+from mlsr.data.trec import Qrels, write_qrels, write_run
+from mlsr.errors import InputError
+from mlsr.evaluation.metrics import flops_from_frequencies, parse_measure, score_rankings, term_frequency
+from mlsr.index.modes import QueryVectors, rank
+from mlsr.index.sparse import Results, SparseIndex
+from mlsr.settings import HYBRID_DEPTH, Status
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:  # pragma: no cover
+    from mlsr.backends import SearchBackend
 
 RUNS: tuple[str, ...] = ("expand", "no_expand", "hybrid", "dense")
 RUN_LABELS = {"expand": "sparse expand", "no_expand": "sparse no_expand", "hybrid": "sparse hybrid",
               "dense": "dense (FAISS)"}
 DEFAULT_MEASURES: tuple[str, ...] = ("R@1", "R@5", "R@10", "MRR@10", "NDCG@5", "NDCG@10", "NDCG@100", "NDCG@1000",
                                      "MAP@5", "MAP@10", "MAP@100", "MAP@1000")
-# Text-to-image R@1 on the MS-COCO 5k test images, as reported by Nguyen et al., ECIR 2024 (secondary source:
-# the project's method digest); printed beside ours, never used in a computation.
-PUBLISHED = {"mscoco-test": {"source": "Nguyen et al., ECIR 2024 (MS-COCO 5k test, text-to-image)",
-                             "rows": {"D2S-BLIP sparse (published)": {"R@1": 55.9},
-                                      "BLIP dense (published)": {"R@1": 57.0}}}}
-Progress = Callable[[str], None]
 
 
 @dataclass
 class QuerySet:
-    """Queries of one evaluation: ids, expanded and no_expand sparse vectors, dense vectors (rows align)."""
+    """Queries of one evaluation: their ids and their vectors (rows align with `ids`).
+
+    A view of `vectors` may be any object that slices by rows into CSR (training passes vectors it
+    computes chunk by chunk), as long as it has a `shape`.
+    """
 
     ids: list[str]
-    expand: sp.csr_matrix
-    no_expand: sp.csr_matrix | None = None
-    dense: np.ndarray | None = None
+    vectors: QueryVectors
 
 
 @dataclass
@@ -80,143 +73,106 @@ class Evaluation:
         return {"queries": self.queries, "documents": self.documents, "judged_queries": self.judged,
                 "measures": self.measures, "runs": [asdict(r) for r in self.results], "published": self.published}
 
-
-# -- inputs -------------------------------------------------------------------------------------------
-
-
-def dataset_queries(encoder: Encoder, dataset: str | Path, split: str, *, no_expand: bool = True,
-                    progress: Callable[[int], None] | None = None) -> tuple[QuerySet, Qrels]:
-    """A Karpathy split's captions as queries (their published dense vectors through the head) and as qrels
-    each caption's own image (relevance 1). Needs only the head and tokenizer."""
-    source = resolve_dataset(dataset, [TEXT_FILE, META_FILE])
-    images = split_images(read_meta(source.folder, source.name), split, source.name)
-    ids, texts, qrels = [], [], {}
-    for image in images:
-        for sentence in image.get("sentences", ()):
-            qid = str(sentence["sentid"])
-            ids.append(qid)
-            texts.append(str(sentence.get("raw", "")))
-            qrels[qid] = {str(image["imgid"]): 1}
-    if not ids:
-        raise InputError(f"dense dataset {source.name!r}: split {split!r} has no captions.")
-    dense, chunks, order = collect_vectors(source.folder / TEXT_FILE, ids, progress,
-                                           transform=lambda _ids, vectors: encoder.sparsify(vectors))
-    expand = sp.vstack(chunks, format="csr")[order]
-    masked = encoder.sparsify(dense, mask_texts=texts) if no_expand else None
-    return QuerySet(ids, expand, masked, dense), qrels
+    def run(self, name: str) -> RunResult:
+        """The result of the run called `name`."""
+        return next(result for result in self.results if result.run == name)
 
 
-def text_queries(encoder: Encoder, path: str | Path, *, dense: bool = True) -> QuerySet:
-    """Queries from a text file: `qid<TAB>text` per line, or one text per line (ids 1, 2, ...)."""
-    try:
-        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read queries from {path} ({error}).") from None
-    if not lines:
-        raise InputError(f"{path} holds no queries.")
-    tabbed = all("\t" in line for line in lines)
-    ids = [line.split("\t", 1)[0].strip() for line in lines] if tabbed else [str(i) for i in range(1, len(lines) + 1)]
-    texts = [line.split("\t", 1)[1] for line in lines] if tabbed else lines
-    if len(set(ids)) != len(ids):
-        raise InputError(f"{path}: query ids repeat; give each query its own id.")
-    return QuerySet(ids, encoder.encode_text(texts, mode="expand"), encoder.encode_text(texts, mode="no_expand"),
-                    encoder.dense_text(texts) if dense else None)
+def evaluate(
+    searcher: "SparseIndex | SearchBackend",
+    queries: QuerySet,
+    qrels: Qrels,
+    *,
+    doc_ids: Sequence[str],
+    doc_frequency: np.ndarray | None,
+    runs: Sequence[str] = RUNS,
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    runs_dir: str | Path | None = None,
+    run_prefix: str = "",
+    hybrid_depth: int = HYBRID_DEPTH,
+    batch_size: int | None = None,
+    published: dict | None = None,
+    progress: Status | None = None,
+) -> Evaluation:
+    """Rank the documents for the queries in each run, score the rankings against `qrels`, write TREC runs.
 
-
-# -- running ------------------------------------------------------------------------------------------
-
-
-def run_search(searcher: SearchBackend, queries: QuerySet, run: str, depth: int) -> Results:
-    """The (q, depth) ranking of one run, from the scipy index or any other search backend."""
-    if run == "expand":
-        return searcher.search(queries.expand, depth)
-    if run == "no_expand":
-        return searcher.search(_need(queries.no_expand, run), depth)
-    if run == "hybrid":
-        return hybrid_search(searcher, _need(queries.no_expand, run), queries.expand, depth, max(HYBRID_DEPTH, depth))
-    if run == "dense":
-        return searcher.dense_search(_need(queries.dense, run), depth)
-    raise InputError(f"unknown run {run!r}; choose from {RUNS}.")
-
-
-def evaluate(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, runs: Sequence[str] = RUNS,
-             measures: Sequence[str] = DEFAULT_MEASURES, runs_dir: str | Path | None = None,
-             progress: Progress | None = None, recipe: str | None = None,
-             backend: SearchBackend | None = None) -> Evaluation:
-    """Rank the index for the queries in each run, score the rankings against `qrels`, write TREC runs.
-
-    Searches go to `backend` (e.g. a Milvus collection exported from this index) or, by default, the index.
+    `searcher` ranks rows (the index, a search backend, or training's tensor scorer); row r is the
+    document `doc_ids[r]`, and `doc_frequency` (vocab,) counts the documents holding each term (None:
+    no cost columns). Queries go `batch_size` rows at a time (default: all at once). Run files are
+    named `<run_prefix><run>.trec` in `runs_dir`, beside `qrels.trec` and `metrics.json`.
     """
     for name in measures:
         parse_measure(name)
     for run in runs:
         if run not in RUNS:
             raise InputError(f"unknown run {run!r}; choose from {', '.join(RUNS)}.")
-    depth = min(max(parse_measure(name)[1] for name in measures), len(index))
-    doc_ids = [str(item["id"]) for item in index.items]
-    unknown = {doc for judged in qrels.values() for doc in judged} - set(doc_ids)
-    if unknown and len(unknown) == len({doc for judged in qrels.values() for doc in judged}):
+    n_docs = len(doc_ids)
+    depth = min(max(parse_measure(name)[1] for name in measures), n_docs)
+    known = {doc for judged in qrels.values() for doc in judged}
+    if known and not known & set(map(str, doc_ids)):
         raise InputError("no judged document is in the index: do the qrels and the index use the same ids?"
-                         f" (e.g. {sorted(unknown)[0]!r})")
+                         f" (e.g. {sorted(known)[0]!r})")
     out = Path(runs_dir) if runs_dir else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
         write_qrels(out / "qrels.trec", qrels)
-    if "dense" in runs and index.dense is None:
-        raise InputError("the index holds no dense vectors (build it with --dense, or import-dense); drop the dense run.")
-    searcher = backend if backend is not None else LocalBackend(index)
-    doc_terms = active_terms(index.vectors)
     results = []
     for run in runs:
         if progress:
             progress(run)
         started = time.perf_counter()
-        ranked = run_search(searcher, queries, run, depth)
-        seconds = time.perf_counter() - started
-        metrics = score_rankings(ranked.indices, queries.ids, doc_ids, qrels, measures)
-        result = RunResult(run, metrics, seconds=round(seconds, 2))
-        if run != "dense":
-            vectors = queries.expand if run in ("expand", "hybrid") else queries.no_expand
-            result.query_terms, result.doc_terms = active_terms(vectors), doc_terms
-            result.flops = flops(vectors, index.vectors)
+        ranked, query_frequency = _rank_run(searcher, queries, run, depth, hybrid_depth, batch_size)
+        result = RunResult(run, score_rankings(ranked.indices, queries.ids, doc_ids, qrels, measures),
+                           seconds=round(time.perf_counter() - started, 2))
+        if query_frequency is not None and doc_frequency is not None:
+            n_queries = len(queries.ids)
+            result.query_terms = float(query_frequency.sum() / max(n_queries, 1))
+            result.doc_terms = float(doc_frequency.sum() / max(n_docs, 1))
+            result.flops = flops_from_frequencies(query_frequency, n_queries, doc_frequency, n_docs)
         if out:
-            path = out / f"{run}.trec"
-            write_run(path, queries.ids, doc_ids, ranked.indices, ranked.scores, f"mlsr-{run}")
+            path = out / f"{run_prefix}{run}.trec"
+            write_run(path, queries.ids, doc_ids, ranked.indices, ranked.scores, f"mlsr-{run_prefix}{run}")
             result.run_file = str(path)
         results.append(result)
-    evaluation = Evaluation(results, len(queries.ids), len(index), len(qrels), list(measures),
-                            PUBLISHED.get(recipe or "", {}))
+    evaluation = Evaluation(results, len(queries.ids), n_docs, len(qrels), list(measures), dict(published or {}))
     if out:
-        atomic_write_json(out / "metrics.json", evaluation.to_json())
+        atomic_write_json(out / f"{run_prefix}metrics.json", evaluation.to_json())
     return evaluation
 
 
-def format_table(evaluation: Evaluation) -> str:
-    """The papers' layout: one row per run, metrics in percent, then active terms and FLOPs."""
-    measures = evaluation.measures
-    header = ["run", *measures, "q terms", "d terms", "FLOPs"]
-    rows = []
-    for result in evaluation.results:
-        rows.append([RUN_LABELS.get(result.run, result.run), *(f"{100 * result.metrics[m]:.1f}" for m in measures),
-                     _number(result.query_terms, 1), _number(result.doc_terms, 1), _number(result.flops, 2)])
-    for label, values in (evaluation.published.get("rows") or {}).items():
-        rows.append([label, *(f"{values[m]:.1f}" if m in values else "-" for m in measures), "-", "-", "-"])
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
-    lines.insert(1, "-" * len(lines[0]))
-    note = (f"{evaluation.queries:,} queries ({evaluation.judged:,} judged), {evaluation.documents:,} documents;"
-            " metrics in %, averaged over judged queries")
-    if evaluation.published:
-        note += f"\npublished rows: {evaluation.published['source']}"
-    return "\n".join(lines) + "\n" + note
+def evaluate_index(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, backend: "SearchBackend | None" = None,
+                   **options) -> Evaluation:
+    """`evaluate` against an index's items (`id`) and document frequencies; searches go to `backend` if given."""
+    if "dense" in options.get("runs", RUNS) and index.dense is None:
+        raise InputError("the index holds no dense vectors (build it with --dense, or import-dense); drop the dense run.")
+    if backend is None:
+        from mlsr.backends.local import LocalBackend
+
+        backend = LocalBackend(index)
+    return evaluate(backend, queries, qrels, doc_ids=[str(item["id"]) for item in index.items],
+                    doc_frequency=index.document_frequency(), **options)
 
 
-def _number(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _need(value, run: str):
-    if value is None:
-        raise InputError(f"the queries have no vectors for the {run} run.")
-    return value
+def _rank_run(searcher, queries: QuerySet, run: str, depth: int, hybrid_depth: int,
+              batch_size: int | None) -> tuple[Results, np.ndarray | None]:
+    """The (q, depth) ranking of one run, batch by batch, and its query vectors' term frequencies (None: dense)."""
+    vectors = queries.vectors
+    n = len(queries.ids)
+    step = batch_size or max(n, 1)
+    scores, indices, frequency = [], [], None
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        if run == "dense":
+            if vectors.dense is None:
+                raise InputError("the queries have no vectors for the dense run.")
+            ranked = searcher.dense_search(vectors.dense[start:stop], depth)
+        else:
+            chunk = QueryVectors(*(None if view is None else view[start:stop] for view in vectors[:2]))
+            ranked = rank(searcher, chunk, run, depth, max(hybrid_depth, depth))
+            counted = term_frequency(chunk.scoring(run))
+            frequency = counted if frequency is None else frequency + counted
+        scores.append(ranked.scores)
+        indices.append(ranked.indices)
+    if not scores:
+        return Results(np.zeros((0, depth), np.float32), np.zeros((0, depth), np.int64)), frequency
+    return Results(np.concatenate(scores), np.concatenate(indices)), frequency

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -11,25 +10,23 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from mlsr import __version__
-from mlsr.models.encoder import Encoder
+from mlsr._files import atomic_path, atomic_write_json
+from mlsr.data.captions import captions_of, find_images
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
-from mlsr.index.sparse import SparseIndex
-from mlsr._files import atomic_path, atomic_write_json
+from mlsr.index.sparse import SparseIndex, place_rows
+from mlsr.settings import DOCUMENTS, Documents, Progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlsr.models.encoder import Encoder
 
 logger = logging.getLogger(__name__)
-
-Documents = Literal["image", "caption", "image+caption"]
-DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")
-_FILE_COLUMNS = ("file", "filename", "image", "path")
-_CAPTION_COLUMNS = ("caption", "text")
-SPLITS: tuple[str, ...] = ("train", "val", "test", "restval")  # the Karpathy split names of COCO / Flickr30k
 
 
 @dataclass
@@ -42,82 +39,8 @@ class BuildReport:
     resumed: int = 0  # batches taken from an interrupted earlier run
 
 
-def find_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder` (recursively, by suffix), sorted by relative path; symlinks are skipped."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"images folder {folder} does not exist.")
-    found = [
-        path for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.is_symlink()
-    ]
-    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
-
-
-def read_captions(path: str | Path) -> dict[str, list[str]]:
-    """Read captions from CSV (header with `file` and `caption` columns) or JSONL (`{"file":..., "caption":...}`).
-
-    A file may appear on several rows: all its captions are kept, in order.
-    """
-    captions: dict[str, list[str]] = {}
-    for name, text, _ in _caption_rows(path):
-        captions.setdefault(name, []).append(text)
-    return captions
-
-
-def read_splits(path: str | Path) -> dict[str, str] | None:
-    """The optional `split` column of a captions file: file -> split, or None when the file has no such column.
-
-    Every row must then name a split, and the rows of one file must agree (a split belongs to an image).
-    """
-    rows = _caption_rows(path)
-    if all(split is None for _, _, split in rows):
-        return None
-    splits: dict[str, str] = {}
-    for number, (name, _, split) in enumerate(rows, 1):
-        if split is None:
-            raise InputError(f"{path}: row {number} ({name}) has no split, but other rows do; give every row one.")
-        if splits.setdefault(name, split) != split:
-            raise InputError(f"{path}: {name} is in split {splits[name]!r} and in {split!r}; one split per image.")
-    return splits
-
-
-def _caption_rows(path: str | Path) -> list[tuple[str, str, str | None]]:
-    """(file, caption, split or None) per row of a CSV or JSONL captions file, validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"captions file {path} does not exist.")
-    if path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise InputError(f"{path}:{number}: not valid JSON ({error.msg}).") from None
-    else:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    parsed = []
-    for number, row in enumerate(rows, 1):
-        if not isinstance(row, dict):
-            raise InputError(f"{path}: row {number} is not an object with a file and a caption.")
-        name = next((row[c] for c in _FILE_COLUMNS if row.get(c)), None)
-        text = next((row[c] for c in _CAPTION_COLUMNS if row.get(c)), None)
-        if not isinstance(name, str) or not isinstance(text, str):
-            raise InputError(
-                f"{path}: row {number} needs a file name column ({'/'.join(_FILE_COLUMNS)}) and a caption"
-                f" column ({'/'.join(_CAPTION_COLUMNS)})."
-            )
-        split = row.get("split") or None
-        if split is not None and split not in SPLITS:
-            raise InputError(f"{path}: row {number} has split {split!r}; use one of {', '.join(SPLITS)}.")
-        parsed.append((Path(name).as_posix(), text, split))
-    return parsed
-
-
 def build_index(
-    encoder: Encoder,
+    encoder: "Encoder",
     images_dir: str | Path,
     *,
     out: str | Path,
@@ -125,7 +48,7 @@ def build_index(
     documents: Documents = "image",
     dense: bool = False,
     strict: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[SparseIndex, BuildReport]:
     """Encode every image under `images_dir` (and its captions) into an index saved at `out`.
 
@@ -187,13 +110,7 @@ def build_index(
     if documents != "image":
         groups = [captions_of(names[i], captions) or [] for i in kept]
         with_caption = [j for j, group in enumerate(groups) if group]
-        caption_vectors = encoder.encode_captions([groups[j] for j in with_caption])
-        # Place caption row r at document with_caption[r]; documents without a caption stay empty.
-        placement = sp.csr_matrix(
-            (np.ones(len(with_caption), np.float32), (with_caption, np.arange(len(with_caption)))),
-            shape=(len(kept), len(with_caption)),
-        )
-        caption_full = (placement @ caption_vectors).tocsr()
+        caption_full = place_rows(encoder.encode_captions([groups[j] for j in with_caption]), with_caption, len(kept))
         vectors = caption_full if documents == "caption" else vectors + caption_full
     items = []
     for i in kept:
@@ -205,7 +122,7 @@ def build_index(
     report.seconds = time.perf_counter() - started
     info = {
         "documents": documents,
-        "models": encoder.models(),
+        "models": encoder.models().to_json(),
         "build": {
             "mlsr_version": __version__,
             "images": str(images_dir),
@@ -235,7 +152,7 @@ class _Batch:
     dense: np.ndarray | None
 
 
-def _encode_batch(encoder: Encoder, paths: list[Path], names: list[str], numbers: range, strict: bool) -> _Batch:
+def _encode_batch(encoder: "Encoder", paths: list[Path], names: list[str], numbers: range, strict: bool) -> _Batch:
     kept, images, skipped = [], [], []
     for i in numbers:
         try:
@@ -252,10 +169,10 @@ def _encode_batch(encoder: Encoder, paths: list[Path], names: list[str], numbers
     return _Batch(kept, skipped, sparse, dense)
 
 
-def _fingerprint(encoder: Encoder, paths: list[Path], names: list[str], need_images: bool, strict: bool) -> str:
+def _fingerprint(encoder: "Encoder", paths: list[Path], names: list[str], need_images: bool, strict: bool) -> str:
     """What finished batches depend on: the files (name, size, mtime), the models, batching, strictness."""
     stats = [(name, path.stat().st_size, path.stat().st_mtime_ns) for name, path in zip(names, paths)]
-    plan = {"files": stats, "models": encoder.models(), "batch_size": encoder.batch_size,
+    plan = {"files": stats, "models": encoder.models().to_json(), "batch_size": encoder.batch_size,
             "need_images": need_images, "strict": strict, "mlsr": __version__}
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 
@@ -305,8 +222,3 @@ class _BatchStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def captions_of(name: str, captions: dict[str, list[str]]) -> list[str] | None:
-    """Captions keyed by relative path, or by bare file name when the captions file gives only names."""
-    return captions.get(name) or captions.get(Path(name).name)

@@ -15,10 +15,10 @@ from torch.nn.functional import normalize
 from mlsr.errors import ModelLoadError
 from mlsr.models.hub import resolve_with_weights
 from mlsr.models.tokenizer import locked
+from mlsr.settings import DEFAULT_BACKBONE
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "Salesforce/blip-itm-base-coco"
 # BLIP's retrieval fine-tuning tokenised captions to 35 tokens; longer text is windowed (see text.py).
 BLIP_MAX_TEXT_TOKENS = 35
 # The (text, image) projection layers of each supported model type: they make the dense vectors.

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from mlsr.models.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from mlsr.errors import InputError, ModelLoadError
-from mlsr.models.head import DEFAULT_HEAD, SparseHead
-from mlsr.models.hub import resolve
 from mlsr.images import ImageInput, load_image
+from mlsr.index.modes import QueryVectors
+from mlsr.models import default_device
+from mlsr.models.backbone import Backbone, load_backbone
+from mlsr.models.head import SparseHead
+from mlsr.models.record import ModelRecord, ModelRef
+from mlsr.models.tokenizer import load_tokenizer
+from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
 from mlsr.text import MAX_TEXT_CHARS, check_text, clean_caption, split_windows
-from mlsr.models.tokenizer import locked
 from mlsr.vocab import Terms, Vocabulary
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TOKENIZER = "distilbert-base-uncased"
-Mode = Literal["expand", "no_expand"]
-MODES: tuple[str, ...] = ("expand", "no_expand")
-Progress = Callable[[int], None]  # called with the number of items just finished
 
 
 @dataclass
@@ -38,7 +36,7 @@ class Encoder:
     batch_size: int = 32
     max_chars: int = MAX_TEXT_CHARS
     tokenizer_source: str | None = None
-    backbone_record: dict = field(default_factory=dict)  # head_only: the backbone that made the vectors
+    backbone_ref: ModelRef | None = None  # head_only: the backbone that made the vectors (weights not loaded)
 
     @classmethod
     def from_pretrained(
@@ -51,7 +49,7 @@ class Encoder:
         batch_size: int = 32,
     ) -> "Encoder":
         """Load backbone, head and tokenizer, each from a Hub id or a local folder."""
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
         dense_model = load_backbone(backbone, device=device)
         if dense_model.dense_size != sparse_head.config.dense_size:
@@ -69,17 +67,17 @@ class Encoder:
         *,
         device: str | None = None,
         batch_size: int = 1024,
-        backbone_record: dict | None = None,
+        backbone: ModelRef | None = None,
     ) -> "Encoder":
         """Head and tokenizer without the dense backbone: sparsifies precomputed vectors (published datasets).
 
-        `backbone_record` ({"id", "revision", "fingerprint"}) is what `models()` reports for the backbone
-        that made those vectors; its weights are not loaded, so its fingerprint is usually unknown (None).
+        `backbone` is what `models()` reports for the model that made those vectors; its weights are not
+        loaded, so its fingerprint is usually unknown (None).
         """
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
         return cls(None, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source,
-                   backbone_record=dict(backbone_record or {}))
+                   backbone_ref=backbone)
 
     @property
     def vocab_size(self) -> int:
@@ -89,27 +87,23 @@ class Encoder:
     def dense_size(self) -> int:
         return self.head.config.dense_size
 
-    def models(self) -> dict:
+    def models(self) -> ModelRecord:
         """What an index records about the models that built it, and checks again when loaded."""
         if self.backbone is None:
-            record = self.backbone_record
-            backbone = {"id": record.get("id"), "revision": record.get("revision"),
-                        "fingerprint": record.get("fingerprint")}
+            backbone = self.backbone_ref or ModelRef()
         else:
-            backbone = {"id": self.backbone.source, "revision": self.backbone.revision,
-                        "fingerprint": self.backbone.fingerprint()}
-        return {
-            "backbone": backbone,
-            "head": {"id": self.head.source, "revision": self.head.revision, "fingerprint": self.head.fingerprint()},
-            "tokenizer": {"id": self.tokenizer_source},
-            "vocab_size": self.vocab_size,
-            "vocab_sha256": self.vocab.sha256,
-            "dense_size": self.dense_size,
-        }
+            backbone = ModelRef(self.backbone.source, self.backbone.revision, self.backbone.fingerprint())
+        return ModelRecord(
+            backbone=backbone,
+            head=ModelRef(self.head.source, self.head.revision, self.head.fingerprint()),
+            tokenizer=ModelRef(self.tokenizer_source),
+            vocab_size=self.vocab_size, vocab_sha256=self.vocab.sha256, dense_size=self.dense_size,
+        )
 
     # -- text -------------------------------------------------------------------------------------
 
-    def encode_text(self, texts: Sequence[str] | str, mode: Mode = "expand", progress: Progress | None = None) -> sp.csr_matrix:
+    def encode_text(self, texts: Sequence[str] | str, mode: EncodeMode = "expand",
+                    progress: Progress | None = None) -> sp.csr_matrix:
         """Texts -> (n, vocab) CSR. `expand`: every term the head lights up; `no_expand`: only the text's own tokens.
 
         Long text (an article section) is split into caption-sized windows along sentence
@@ -117,8 +111,8 @@ class Encoder:
         encoded on its own and the text's vector is the element-wise max over its windows, so a
         term weighs what it weighs in the window that expresses it best.
         """
-        if mode not in MODES:
-            raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
+        if mode not in ENCODE_MODES:
+            raise InputError(f"mode must be one of {ENCODE_MODES}, got {mode!r}.")
         texts = [texts] if isinstance(texts, str) else list(texts)
         windows, owners = self._windows(texts)
         rows = []
@@ -128,7 +122,7 @@ class Encoder:
             rows.append(self._sparsify(dense, batch if mode == "no_expand" else None))
             if progress:
                 progress(len(batch))
-        return _max_pool(sp.vstack(rows, format="csr") if rows else _empty(0, self.vocab_size), owners, len(texts))
+        return _max_pool(self._stack(rows), owners, len(texts))
 
     def encode_captions(
         self, captions: Sequence[str | Sequence[str]] | str, progress: Progress | None = None
@@ -146,6 +140,27 @@ class Encoder:
         owners = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
         return _max_pool(self.encode_text(flat, mode="no_expand", progress=progress), owners, len(groups))
 
+    def encode_text_views(self, texts: Sequence[str] | str, progress: Progress | None = None) -> QueryVectors:
+        """Texts -> their expanded, no_expand and dense vectors, from one backbone pass over their windows.
+
+        Each view equals what `encode_text(mode="expand")`, `encode_text(mode="no_expand")` and
+        `dense_text` give on their own; the backbone, the costly part, runs once instead of three times.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        windows, owners = self._windows(texts)
+        expand, no_expand = [], []
+        pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
+        for start in range(0, len(windows), self.batch_size):
+            batch = windows[start : start + self.batch_size]
+            dense = self.backbone.embed_texts(batch).to(self.head.proj.weight.device)
+            expand.append(self._sparsify(dense))
+            no_expand.append(self._sparsify(dense, batch))
+            np.add.at(pooled, owners[start : start + self.batch_size], dense.cpu().numpy())
+            if progress:
+                progress(len(batch))
+        return QueryVectors(_max_pool(self._stack(expand), owners, len(texts)),
+                            _max_pool(self._stack(no_expand), owners, len(texts)), _unit_rows(pooled))
+
     def dense_text(self, texts: Sequence[str] | str) -> np.ndarray:
         """Texts -> (n, dense_size) float32 unit vectors; a long text is the normalised mean of its windows."""
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -154,7 +169,7 @@ class Encoder:
         for start in range(0, len(windows), self.batch_size):
             dense = self.backbone.embed_texts(windows[start : start + self.batch_size]).cpu().numpy()
             np.add.at(pooled, owners[start : start + self.batch_size], dense)
-        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return _unit_rows(pooled)
 
     # -- images -----------------------------------------------------------------------------------
 
@@ -211,6 +226,9 @@ class Encoder:
 
     # -- internals --------------------------------------------------------------------------------
 
+    def _stack(self, rows: list[sp.csr_matrix]) -> sp.csr_matrix:
+        return sp.vstack(rows, format="csr") if rows else _empty(0, self.vocab_size)
+
     def _need_backbone(self) -> Backbone:
         if self.backbone is None:
             raise ModelLoadError("this encoder holds only the sparse head (Encoder.head_only); encoding text or"
@@ -253,20 +271,6 @@ def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[Sparse
     return sparse_head, term_tokenizer, vocab, source
 
 
-def load_tokenizer(name_or_path: str) -> tuple[object, str]:
-    """The tokenizer of a head's vocabulary (term ids for masking and decoding) and the name it was given.
-
-    It is wrapped so that threads can share it (see mlsr/threadsafe.py).
-    """
-    from transformers import AutoTokenizer
-
-    source = resolve(name_or_path, ["*.json", "*.txt", "*.model"], what="tokenizer")
-    try:
-        return locked(AutoTokenizer.from_pretrained(source.folder)), source.name
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"tokenizer {name_or_path!r}: cannot load it ({error}).") from None
-
-
 def to_csr(weights: torch.Tensor) -> sp.csr_matrix:
     """A (B, V) mostly-zero tensor -> CSR float32, touching only the non-zeros."""
     rows, cols = torch.nonzero(weights, as_tuple=True)
@@ -293,6 +297,10 @@ def _max_pool(rows: sp.csr_matrix, owners: np.ndarray, n_groups: int) -> sp.csr_
     return sp.csr_matrix(
         (values, (keys // vocab_size, keys % vocab_size)), shape=(n_groups, vocab_size), dtype=np.float32
     )
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _empty(rows: int, cols: int) -> sp.csr_matrix:

@@ -19,8 +19,8 @@ from torch import nn
 from mlsr.errors import ModelLoadError
 from mlsr.models.hub import resolve
 from mlsr._files import atomic_path, atomic_write_json
+from mlsr.settings import DEFAULT_HEAD
 
-DEFAULT_HEAD = "lsr42/d2s_mscoco-blip-dense_q_reg_0.001_d_reg_0.001"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "pytorch_model.bin"  # what transformers v4 wrote by default

@@ -1,4 +1,4 @@
-"""A tokenizer that can be shared by the app's worker threads.
+"""Tokenizers: loading the head's vocabulary tokenizer, and sharing one tokenizer between threads.
 
 A Hugging Face fast tokenizer keeps its padding and truncation settings on the shared Rust object and
 changes them on every call, so two threads tokenizing at once can pad one batch with the other's
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import threading
+
+from mlsr.errors import ModelLoadError
+from mlsr.models.hub import resolve
 
 
 class LockedTokenizer:
@@ -46,3 +49,17 @@ class LockedTokenizer:
 def locked(tokenizer: object) -> LockedTokenizer:
     """`tokenizer` made safe to share between threads (a wrapped one is returned as it is)."""
     return tokenizer if isinstance(tokenizer, LockedTokenizer) else LockedTokenizer(tokenizer)
+
+
+def load_tokenizer(name_or_path: str) -> tuple[LockedTokenizer, str]:
+    """The tokenizer of a head's vocabulary (term ids for masking and decoding) and the name it was given.
+
+    It is wrapped so that threads can share it.
+    """
+    from transformers import AutoTokenizer
+
+    source = resolve(name_or_path, ["*.json", "*.txt", "*.model"], what="tokenizer")
+    try:
+        return locked(AutoTokenizer.from_pretrained(source.folder)), source.name
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"tokenizer {name_or_path!r}: cannot load it ({error}).") from None

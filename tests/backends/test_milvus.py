@@ -16,13 +16,14 @@ import pytest
 import scipy.sparse as sp
 from milvus_lite import server_manager_instance
 
-from mlsr.backends.local import LocalBackend, SearchBackend, open_backend
+from mlsr.backends import SearchBackend, open_backend
+from mlsr.backends.local import LocalBackend
 from mlsr.cli import main
 from mlsr.index.dense import DenseIndex
 from mlsr.errors import BackendError, InputError
 from mlsr.index.sparse import SparseIndex
 from mlsr.backends.milvus import MilvusBackend, connect, export_index, sparse_rows
-from mlsr.retrieval import hybrid_search
+from mlsr.index.modes import hybrid_search
 
 VOCAB = 30522
 N_DOCS = 600
@@ -155,15 +156,17 @@ def test_dense_search_equals_faiss(backend, index):
 
 
 def test_evaluate_gives_the_same_numbers_on_both_backends(milvus, index, queries, tmp_path):
-    from mlsr.evaluation.runs import QuerySet, evaluate
+    from mlsr.evaluation.runs import QuerySet, evaluate_index
+    from mlsr.index.modes import QueryVectors
 
     rng = np.random.default_rng(4)
     dense = rng.standard_normal((queries.shape[0], 16)).astype(np.float32)
-    query_set = QuerySet([f"q{i}" for i in range(queries.shape[0])], queries, random_vectors(25, 5, seed=5), dense)
+    query_set = QuerySet([f"q{i}" for i in range(queries.shape[0])],
+                         QueryVectors(queries, random_vectors(25, 5, seed=5), dense))
     qrels = {f"q{i}": {f"img-{j}": 1 for j in rng.choice(N_DOCS, 3, replace=False)} for i in range(queries.shape[0])}
     measures = ["R@1", "R@10", "MRR@10", "NDCG@10", "MAP@100"]
-    on_scipy = evaluate(index, query_set, qrels, measures=measures, runs_dir=tmp_path / "scipy")
-    on_milvus = evaluate(index, query_set, qrels, measures=measures, runs_dir=tmp_path / "milvus", backend=milvus)
+    on_scipy = evaluate_index(index, query_set, qrels, measures=measures, runs_dir=tmp_path / "scipy")
+    on_milvus = evaluate_index(index, query_set, qrels, measures=measures, runs_dir=tmp_path / "milvus", backend=milvus)
     assert [r.run for r in on_milvus.results] == ["expand", "no_expand", "hybrid", "dense"]
     for ours, theirs in zip(on_scipy.results, on_milvus.results):
         assert ours.metrics == pytest.approx(theirs.metrics), ours.run
@@ -312,7 +315,8 @@ def model_args(backbone_dir, head_dir, tokenizer_dir):
 
 @pytest.mark.parametrize("mode", ["expand", "hybrid"])
 def test_cli_search_on_milvus_ranks_like_scipy(mode, model_args, encoder, image_folder, tmp_path, capsys):
-    from mlsr.ingest.images import build_index, read_captions
+    from mlsr.data.captions import read_captions
+    from mlsr.ingest.images import build_index
 
     build_index(encoder, image_folder, out=tmp_path / "idx", documents="image+caption", dense=True,
                 captions=read_captions(image_folder / "captions.csv"))

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -48,7 +47,8 @@ def test_build_index_then_search_end_to_end(model_args, image_folder, tmp_path):
 
 @pytest.mark.parametrize("mode", ["expand", "no_expand", "hybrid"])
 def test_search_modes_print_ranked_items_with_terms(model_args, encoder, image_folder, tmp_path, capsys, mode):
-    from mlsr.ingest.images import build_index, read_captions
+    from mlsr.data.captions import read_captions
+    from mlsr.ingest.images import build_index
 
     build_index(encoder, image_folder, out=tmp_path / "idx", documents="caption",
                 captions=read_captions(image_folder / "captions.csv"))

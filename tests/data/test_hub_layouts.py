@@ -41,7 +41,7 @@ def test_lsr42_dense_datasets(repo):
 
 
 def test_atomic_layouts():
-    from mlsr.evaluation.atomic import IMAGES, QRELS, QUERY_FIELDS, TEXTS, _in_split
+    from mlsr.data.atomic_trec import IMAGES, QRELS, QUERY_FIELDS, TEXTS, _in_split
 
     for repo, split, columns in ((QRELS, "validation", {"text_id", "image_id", "rel"}),
                                  (TEXTS, "validation", {"text_id", *QUERY_FIELDS}),

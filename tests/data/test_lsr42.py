@@ -10,7 +10,8 @@ import pytest
 from tests.helpers.data import CAPTIONS, make_image
 from tests.helpers.models import CLIP_DENSE_SIZE, DENSE_SIZE
 from mlsr.models.backbone import load_backbone
-from mlsr.data.lsr42 import encode_dense, load_dense_dataset, random_splits
+from mlsr.data.lsr42 import load_dense_dataset
+from mlsr.ingest.encode_dense import encode_dense, random_splits
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.images import load_image
 from mlsr.text import clean_caption

@@ -8,9 +8,9 @@ import pytest
 import pytrec_eval
 
 from tests.helpers.datasets import ATOMIC_QUERIES, DISTRACTOR_CAPTIONS, write_atomic
-from mlsr.evaluation.atomic import load_collection, parquet_shards
+from mlsr.data.atomic_trec import load_collection, parquet_shards
 from mlsr.cli import main
-from mlsr.evaluation.metrics import read_qrels, read_run
+from mlsr.data.trec import read_qrels, read_run
 
 
 @pytest.fixture(scope="module")

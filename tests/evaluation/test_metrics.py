@@ -10,8 +10,9 @@ import pytrec_eval  # test-only dependency (requirements-dev.txt): trec_eval's C
 import scipy.sparse as sp
 
 from mlsr.errors import InputError
-from mlsr.evaluation.metrics import (active_terms, average_precision, flops, mean_metrics, ndcg, parse_measure, read_qrels,
-                          read_run, recall, reciprocal_rank, score_rankings, write_qrels, write_run)
+from mlsr.data.trec import read_qrels, read_run, write_qrels, write_run
+from mlsr.evaluation.metrics import (active_terms, average_precision, flops, mean_metrics, ndcg, parse_measure, recall,
+                                     reciprocal_rank, score_rankings)
 
 RANKING = ["d3", "d1", "d7", "d2", "d9"]
 JUDGED = {"d1": 1, "d2": 2, "d5": 1, "d8": 0}  # d5 relevant but not retrieved; d8 judged non-relevant

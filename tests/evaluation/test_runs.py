@@ -12,7 +12,7 @@ from tests.helpers.datasets import CAPTIONS_PER_IMAGE, PLANTED_CORRECT, TEST_IMA
 from mlsr.cli import main
 from mlsr.models.encoder import Encoder
 from mlsr.index.sparse import SparseIndex
-from mlsr.evaluation.metrics import read_qrels, read_run
+from mlsr.data.trec import read_qrels, read_run
 
 MEASURES = "R@1,R@5,R@10,MRR@10,NDCG@5,NDCG@10,NDCG@100,MAP@5,MAP@10,MAP@100"
 
@@ -73,12 +73,12 @@ def test_published_vectors_evaluation_matches_trec_eval_and_the_planted_answer(
     # FLOPs from their definition: shared terms per query-document pair, averaged over all pairs
     index = SparseIndex.load(imported)
     encoder = Encoder.head_only(str(head_dir), str(tokenizer_dir), device="cpu")
-    from mlsr.evaluation.runs import dataset_queries
+    from mlsr.evaluation.queries import dataset_queries
 
     queries, _ = dataset_queries(encoder, dataset, "test")
-    shared = ((queries.expand != 0).astype(np.float32) @ (index.vectors != 0).astype(np.float32).T).toarray()
+    shared = ((queries.vectors.expand != 0).astype(np.float32) @ (index.vectors != 0).astype(np.float32).T).toarray()
     assert by_run["expand"]["flops"] == pytest.approx(shared.mean(), rel=1e-6)
-    assert by_run["expand"]["query_terms"] == pytest.approx(queries.expand.getnnz(axis=1).mean())
+    assert by_run["expand"]["query_terms"] == pytest.approx(queries.vectors.expand.getnnz(axis=1).mean())
     assert by_run["no_expand"]["query_terms"] < by_run["expand"]["query_terms"]
     assert by_run["expand"]["doc_terms"] == pytest.approx(index.vectors.getnnz(axis=1).mean())
 
@@ -99,7 +99,8 @@ def test_recipe_prints_the_published_numbers_and_builds_the_index(dataset, model
 
 
 def test_text_queries_with_trec_qrels(backbone_dir, head_dir, tokenizer_dir, image_folder, tmp_path, capsys):
-    from mlsr.ingest.images import build_index, read_captions
+    from mlsr.data.captions import read_captions
+    from mlsr.ingest.images import build_index
 
     encoder = Encoder.from_pretrained(str(backbone_dir), str(head_dir), str(tokenizer_dir), device="cpu", batch_size=4)
     build_index(encoder, image_folder, out=tmp_path / "index", dense=True, documents="image+caption",

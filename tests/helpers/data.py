@@ -47,7 +47,8 @@ def write_image_folder(folder: Path) -> Path:
 
 def build_gallery(encoder, image_folder: Path, folder: Path) -> Path:
     """An image+caption index with dense vectors over the generated images and the three COCO photos."""
-    from mlsr.ingest.images import build_index, read_captions
+    from mlsr.data.captions import read_captions
+    from mlsr.ingest.images import build_index
 
     shutil.copytree(image_folder, folder / "photos")
     coco_captions = ["a boy leading water buffalo through a market field",

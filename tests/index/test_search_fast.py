@@ -9,7 +9,8 @@ import scipy.sparse as sp
 
 from tests.helpers.data import write_format1_index
 from mlsr.index import inverted
-from mlsr.index.sparse import MANIFEST_FILE, POSTING_FILES, SparseIndex
+from mlsr.index.folder import MANIFEST_FILE, POSTING_FILES
+from mlsr.index.sparse import SparseIndex
 from mlsr.vocab import Vocabulary
 
 VOCAB = 500

@@ -7,9 +7,11 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
-from mlsr.index.sparse import MANIFEST_FILE, POSTING_FILES, SparseIndex
+from mlsr.index.folder import MANIFEST_FILE, POSTING_FILES
+from mlsr.index.sparse import SparseIndex
+from mlsr.models.record import ModelRecord
 from mlsr.index.inverted import top_k
-from mlsr.retrieval import hybrid_search
+from mlsr.index.modes import hybrid_search
 from mlsr.vocab import Vocabulary
 
 VOCAB = 300
@@ -94,7 +96,7 @@ def test_explain_sums_to_the_score_and_is_sorted():
                 term = int(m.term[1:])
                 assert m.query_weight == pytest.approx(queries[q, term]) and m.doc_weight == pytest.approx(docs[row, term])
                 assert m.contribution == pytest.approx(m.query_weight * m.doc_weight)
-    assert len(index.explain(queries[0], indices[0][0], top_n=2)) <= 2
+    assert len(index.explain(queries[0], indices[0][0], top_k=2)) <= 2
     with pytest.raises(InputError, match="outside"):
         index.explain(queries[0], 50)
 
@@ -144,8 +146,8 @@ def saved_index(tmp_path):
 
 
 def models(vocab_sha, head="aaa", backbone="bbb", vocab_size=VOCAB):
-    return {"vocab_sha256": vocab_sha, "vocab_size": vocab_size, "head": {"id": "h2", "fingerprint": head},
-            "backbone": {"id": "b2", "fingerprint": backbone}}
+    return ModelRecord.from_json({"vocab_sha256": vocab_sha, "vocab_size": vocab_size,
+                                  "head": {"id": "h2", "fingerprint": head}, "backbone": {"id": "b2", "fingerprint": backbone}})
 
 
 def test_save_then_load_gives_identical_results(saved_index):

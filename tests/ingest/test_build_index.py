@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tests.helpers.data import CAPTIONS
-from mlsr.ingest.images import build_index, find_images, read_captions
+from mlsr.data.captions import find_images, read_captions
+from mlsr.ingest.images import build_index
 from mlsr.errors import InputError
 from mlsr.index.sparse import SparseIndex
 
@@ -47,7 +48,7 @@ def test_three_document_representations(encoder, image_folder, tmp_path):
     assert image.dense.shape == (6, 256) and caption.dense is None
     assert image.items[4] == {"id": "more/cat.jpg", "image": os.path.relpath(image_folder / "more/cat.jpg", tmp_path / "i")}
     assert both.items[0]["captions"] == [CAPTIONS[3]]
-    assert image.info["documents"] == "image" and image.info["models"] == encoder.models()
+    assert image.info["documents"] == "image" and image.info["models"] == encoder.models().to_json()
 
 
 def test_caption_documents_need_a_caption_for_every_image(encoder, image_folder, tmp_path):

@@ -80,9 +80,10 @@ def test_imported_index_is_accepted_by_the_apps_encoder_and_refused_with_another
 
 
 def test_streaming_in_small_batches_gives_the_same_index(coco_dataset, head_encoder, coco_index, tmp_path, monkeypatch):
+    import mlsr.data.lsr42 as lsr42
     import mlsr.ingest.published as published
 
-    monkeypatch.setattr(published, "READ_BATCH", 7)
+    monkeypatch.setattr(lsr42, "READ_BATCH", 7)
     index, _ = published.import_dense(head_encoder, coco_dataset, tmp_path / "again", split="test")
     reference = SparseIndex.load(coco_index)
     assert abs(index.vectors - reference.vectors).max() == 0
@@ -183,8 +184,8 @@ def test_head_only_encoder_sparsifies_like_the_full_one_and_refuses_text(app_enc
         ours = head_only.sparsify(dense, mask_texts=masks)
         full = app_encoder.encode_text(captions, mode=mode)
         assert ours.nnz > 0 and abs(ours - full).max() < 1e-5, mode
-    assert head_only.models()["head"] == app_encoder.models()["head"]
-    assert head_only.models()["backbone"]["fingerprint"] is None
+    assert head_only.models().head == app_encoder.models().head
+    assert head_only.models().backbone.fingerprint is None
     with pytest.raises(ModelLoadError, match="needs the dense backbone"):
         head_only.encode_text("a caption")
     with pytest.raises(ModelLoadError, match="needs the dense backbone"):

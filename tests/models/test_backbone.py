@@ -57,7 +57,7 @@ def test_encoder_with_a_clip_backbone_and_a_matching_head(clip_backbone_dir, hea
     vectors = encoder.encode_text(["a red bus on a street"], mode="no_expand")
     assert vectors.shape == (1, 30522) and vectors.nnz > 0
     assert encoder.encode_images([make_image(0)]).shape == (1, 30522)
-    assert encoder.models()["backbone"]["fingerprint"] == load_backbone(str(clip_backbone_dir)).fingerprint()
+    assert encoder.models().backbone.fingerprint == load_backbone(str(clip_backbone_dir)).fingerprint()
     with pytest.raises(ModelLoadError, match="48-d vectors"):  # the 256-d BLIP head on a CLIP backbone
         Encoder.from_pretrained(str(clip_backbone_dir), str(head_dir), str(tokenizer_dir), device="cpu")
 

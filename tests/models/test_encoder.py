@@ -122,9 +122,9 @@ def test_decode_gives_readable_terms(wide_encoder):
 
 def test_models_record_what_an_index_checks(encoder):
     models = encoder.models()
-    assert models["vocab_size"] == 30522 and models["dense_size"] == 256
-    assert len(models["head"]["fingerprint"]) == 16 and len(models["backbone"]["fingerprint"]) == 16
-    assert models["vocab_sha256"] == encoder.vocab.sha256
+    assert models.vocab_size == 30522 and models.dense_size == 256
+    assert len(models.head.fingerprint) == 16 and len(models.backbone.fingerprint) == 16
+    assert models.vocab_sha256 == encoder.vocab.sha256
 
 
 def test_mismatched_head_is_refused_at_load(backbone_dir, tokenizer_dir, tmp_path):

@@ -1,6 +1,5 @@
 """Checks against the published models and data. They need the Hugging Face Hub and are skipped without it."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +7,8 @@ import pytest
 from tests.helpers.data import ROOT
 
 from mlsr.models.encoder import Encoder
-from mlsr.models.head import DEFAULT_HEAD, SparseHead
+from mlsr.models.head import SparseHead
+from mlsr.settings import DEFAULT_HEAD
 
 pytestmark = pytest.mark.hub
 

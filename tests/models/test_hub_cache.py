@@ -43,8 +43,8 @@ def test_encoder_by_hub_ids_records_ids_and_revisions(offline_cache, backbone_di
     offline_cache("tiny/uncased", tokenizer_dir)
     encoder = Encoder.from_pretrained("Salesforce/blip-tiny", "lsr42/d2s_tiny", "tiny/uncased", device="cpu")
     models = encoder.models()
-    assert models["backbone"]["id"] == "Salesforce/blip-tiny" and models["backbone"]["revision"] == COMMIT
-    assert models["head"]["revision"] == COMMIT and models["tokenizer"]["id"] == "tiny/uncased"
+    assert models.backbone.id == "Salesforce/blip-tiny" and models.backbone.revision == COMMIT
+    assert models.head.revision == COMMIT and models.tokenizer.id == "tiny/uncased"
     assert encoder.encode_text("a dog").shape == (1, 30522)
 
 

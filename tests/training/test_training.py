@@ -11,22 +11,21 @@ import torch
 from mlsr.data.lsr42 import Pairs, load_dense_dataset, write_vectors
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.models.head import SparseHead
-from mlsr.training.loop import (
-    TrainConfig,
-    build_optimizer,
-    distillation_loss,
-    evaluate,
-    l1,
-    load_checkpoint,
-    lr_factor,
-    mask_ratio,
-    new_head,
-    reg_weight,
-    retrieval_metrics,
-    save_checkpoint,
-    train,
-    train_step,
-)
+from mlsr.evaluation.metrics import score_rankings
+from mlsr.training.checkpoint import load_checkpoint, save_checkpoint
+from mlsr.training.config import TrainConfig
+from mlsr.training.head_init import new_head
+from mlsr.training.loop import build_optimizer, train, train_step
+from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight
+from mlsr.training.validation import validate
+
+
+def retrieval_metrics(ranked, relevant):
+    """R@1/5/10 and MRR@10 of ranked rows against one relevant row per query, by the evaluation loop's metrics."""
+    ids = [str(i) for i in range(len(relevant))]
+    qrels = {qid: {str(int(doc)): 1} for qid, doc in zip(ids, relevant)}
+    doc_ids = [str(i) for i in range(int(np.max(ranked)) + 1)]
+    return score_rankings(ranked, ids, doc_ids, qrels, ["R@1", "R@5", "R@10", "MRR@10"])
 
 # Eight topics; every caption of an image of topic k is made of topic k's words.
 TOPICS = [["dog", "ball", "grass"], ["cat", "sofa", "pillow"], ["boat", "lake", "sail"], ["pizza", "cheese", "plate"],
@@ -159,18 +158,18 @@ def test_retrieval_metrics_equal_a_naive_implementation():
     rng = np.random.default_rng(0)
     ranked = np.stack([rng.permutation(30)[:10] for _ in range(200)])
     relevant = rng.integers(0, 30, size=200)
-    naive = {"r1": 0.0, "r5": 0.0, "r10": 0.0, "mrr10": 0.0}
+    naive = {"R@1": 0.0, "R@5": 0.0, "R@10": 0.0, "MRR@10": 0.0}
     for row, target in zip(ranked.tolist(), relevant.tolist()):
         if target in row:
             rank = row.index(target) + 1
-            naive["r1"] += rank <= 1
-            naive["r5"] += rank <= 5
-            naive["r10"] += 1
-            naive["mrr10"] += 1 / rank
+            naive["R@1"] += rank <= 1
+            naive["R@5"] += rank <= 5
+            naive["R@10"] += 1
+            naive["MRR@10"] += 1 / rank
     got = retrieval_metrics(ranked, relevant)
     assert got == pytest.approx({k: v / 200 for k, v in naive.items()})
     assert retrieval_metrics(np.array([[3, 1, 2]]), np.array([1])) == pytest.approx(
-        {"r1": 0.0, "r5": 1.0, "r10": 1.0, "mrr10": 0.5})
+        {"R@1": 0.0, "R@5": 1.0, "R@10": 1.0, "MRR@10": 0.5})
 
 
 # -- runs on the planted data --------------------------------------------------------------------------
@@ -179,7 +178,7 @@ def test_retrieval_metrics_equal_a_naive_implementation():
 def test_training_beats_the_untrained_head_and_chance(trained, planted):
     val_images = len(planted.pairs(["val"]).gallery()[0])
     history = trained["light"].history
-    before, best = history[0]["val_r1"], trained["light"].best["r1"]
+    before, best = history[0]["val_R@1"], trained["light"].best["R@1"]
     print(f"planted data: R@1 random {1 / val_images:.3f}, untrained {before:.3f}, trained {best:.3f}")
     assert before < 0.2 and 1 / val_images < 0.05
     assert best >= 0.8 and best > before + 0.5
@@ -194,7 +193,7 @@ def test_a_larger_l1_weight_gives_fewer_active_terms(trained):
 
 def test_images_learn_the_words_of_their_topic(trained, planted, tiny_tokenizer_dir):
     """Expansion control makes captions score with their own words early on, so images learn to light them up."""
-    from mlsr.models.encoder import load_tokenizer
+    from mlsr.models.tokenizer import load_tokenizer
     from mlsr.vocab import Vocabulary
 
     head = SparseHead.from_pretrained(trained["light"].out)
@@ -215,12 +214,12 @@ def test_the_output_folder_is_a_head_with_its_card_and_log(trained, planted):
     result = trained["light"]
     head = SparseHead.from_pretrained(result.out)
     assert head.config.dense_size == 32 and head.vocab_size == len(WORDS)
-    again = evaluate(head, planted, planted.pairs(["val"]))
-    assert again["r1"] == result.best["r1"]  # the saved head is the best epoch's
+    again = validate(head, planted, planted.pairs(["val"]))
+    assert again["R@1"] == result.best["R@1"]  # the saved head is the best epoch's
     rows = [json.loads(line) for line in (result.out / "train_log.jsonl").read_text().splitlines()]
-    assert len(rows) == 21 and rows[result.best_epoch]["best"] and rows[result.best_epoch]["val_r1"] == result.best["r1"]
+    assert len(rows) == 21 and rows[result.best_epoch]["best"] and rows[result.best_epoch]["val_R@1"] == result.best["R@1"]
     card = (result.out / "README.md").read_text()
-    assert f"| {result.best_epoch} (best) | {result.best['r1']:.4f} |" in card and "0 (untrained)" in card
+    assert f"| {result.best_epoch} (best) | {result.best['R@1']:.4f} |" in card and "0 (untrained)" in card
     assert "random (no masked-LM)" in card
     summary = json.loads((result.out / "training.json").read_text())
     assert summary["best_epoch"] == result.best_epoch and summary["data"]["train_pairs"] == 128
@@ -229,9 +228,9 @@ def test_the_output_folder_is_a_head_with_its_card_and_log(trained, planted):
 def test_sparse_and_dense_scoring_rank_alike(trained, planted):
     head = SparseHead.from_pretrained(trained["heavy"].out)
     pairs = planted.pairs(["val"])
-    sparse, dense = (evaluate(head, planted, pairs, search=mode) for mode in ("sparse", "dense"))
+    sparse, dense = (validate(head, planted, pairs, search=mode) for mode in ("sparse", "dense"))
     assert sparse["search"] == "sparse" and dense["search"] == "dense"
-    for key in ("r1", "r5", "r10", "mrr10", "query_terms", "image_terms", "flops"):
+    for key in ("R@1", "R@5", "R@10", "MRR@10", "query_terms", "image_terms", "flops"):
         assert sparse[key] == pytest.approx(dense[key], abs=1e-6)
 
 

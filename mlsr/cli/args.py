@@ -1,0 +1,85 @@
+"""Arguments shared by several commands and by `app.py`: models, search backend, and their MLSR_* defaults.
+
+A flag overrides its MLSR_* environment variable, which overrides the built-in default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from mlsr.backends import BACKENDS
+from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER
+
+
+def env(name: str, default: str | None = None, *, also: str | None = None) -> str | None:
+    """The value of environment variable MLSR_<name> (else of `also`, e.g. GRADIO_SERVER_PORT), else `default`.
+
+    An empty variable counts as unset.
+    """
+    return os.environ.get(f"MLSR_{name}") or (os.environ.get(also) if also else None) or default
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, backbone: bool = True) -> None:
+    """--backbone/--head/--tokenizer/--device (and --batch-size), each model a Hub id or a folder.
+
+    `backbone=False` leaves out what only encoding images or text needs.
+    """
+    group = parser.add_argument_group("models (Hub repo id or local folder)")
+    if backbone:
+        group.add_argument("--backbone", default=env("BACKBONE", DEFAULT_BACKBONE),
+                           help="BLIP retrieval or CLIP model (env MLSR_BACKBONE; default %(default)s)")
+    group.add_argument("--head", default=env("HEAD", DEFAULT_HEAD),
+                       help="D2S sparse head (env MLSR_HEAD; default %(default)s)")
+    group.add_argument("--tokenizer", default=env("TOKENIZER", DEFAULT_TOKENIZER),
+                       help="tokenizer of the head's vocabulary (env MLSR_TOKENIZER; default %(default)s)")
+    add_device_argument(group)
+    if backbone:
+        group.add_argument("--batch-size", type=int, default=16, help="images or text windows per forward pass")
+
+
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", default=env("DEVICE"),
+                        help="torch device, e.g. cpu or cuda (env MLSR_DEVICE; default: cuda when present)")
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend/--milvus-uri/--collection (env MLSR_BACKEND, MLSR_MILVUS_URI, MLSR_MILVUS_COLLECTION)."""
+    group = parser.add_argument_group("search backend")
+    group.add_argument("--backend", choices=BACKENDS, default=env("BACKEND", "scipy"),
+                       help="scipy: in-process exact search; milvus: a collection made by `export`"
+                            " (env MLSR_BACKEND; default %(default)s)")
+    add_milvus_arguments(group)
+
+
+def add_milvus_arguments(parser, collection_default: str | None = None) -> None:
+    parser.add_argument("--milvus-uri", default=env("MILVUS_URI"),
+                        help="Milvus Lite file (path ending in .db) or cluster address http://host:19530"
+                             " (env MLSR_MILVUS_URI)")
+    parser.add_argument("--collection", default=env("MILVUS_COLLECTION", collection_default),
+                        help="Milvus collection (env MLSR_MILVUS_COLLECTION; default mlsr)")
+
+
+def add_terms_argument(parser: argparse.ArgumentParser, default: int, help: str) -> None:
+    """--top-k: how many terms to show (`k` is always the number of result rows); --terms is its old name."""
+    parser.add_argument("--top-k", type=int, default=default, dest="top_k", help=f"{help} (default %(default)s)")
+    parser.add_argument("--terms", type=int, dest="top_k", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def encoder_from_args(args: argparse.Namespace):
+    """The Encoder named by the model arguments (transformers' own progress bars and notices kept quiet)."""
+    from mlsr.cli.progress import quiet_transformers
+    from mlsr.models.encoder import Encoder
+
+    quiet_transformers(getattr(args, "verbose", False))
+    return Encoder.from_pretrained(args.backbone, args.head, args.tokenizer, device=args.device,
+                                   batch_size=args.batch_size)
+
+
+def head_encoder_from_args(args: argparse.Namespace):
+    """The head-only Encoder (no backbone) named by the model arguments: for published dense vectors."""
+    from mlsr.cli.progress import quiet_transformers
+    from mlsr.models.encoder import Encoder
+
+    quiet_transformers(getattr(args, "verbose", False))
+    return Encoder.head_only(args.head, args.tokenizer, device=args.device)

@@ -1,0 +1,140 @@
+"""Commands that make or move index folders: `build-index`, `import-dense`, `prepare`, `export`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlsr.cli.args import add_milvus_arguments, add_model_arguments, encoder_from_args, env, head_encoder_from_args
+from mlsr.cli.progress import progress_bar
+from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
+
+
+def add_commands(commands) -> None:
+    build = commands.add_parser("build-index", help="encode a folder of images (and captions) into an index",
+                                description="Encode a folder of images, optionally with captions, into an index folder.")
+    build.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
+    build.add_argument("--captions", type=Path, help="CSV (columns file,caption) or JSONL ({file, caption}) file")
+    build.add_argument("--doc", choices=DOCUMENTS, default="image",
+                       help="document representation (the seed paper's three runs; image+caption sums both vectors)")
+    build.add_argument("--dense", action="store_true", help="also keep the dense image vectors for FAISS comparison")
+    build.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    build.add_argument("--out", required=True, type=Path,
+                       help="index folder to write (replaced atomically; an interrupted build resumes on re-run)")
+    add_model_arguments(build)
+    build.set_defaults(run=build_index_command)
+
+    dataset_default = env("DATASET", DEFAULT_DATASET)
+    imp = commands.add_parser(
+        "import-dense", help="index a split of a published dense dataset (no image encoder needed)",
+        description="Apply the sparse head to the published image vectors of one Karpathy split"
+                    " (e.g. lsr42/mscoco-blip-dense, lsr42/flickr30k-blip-dense) and write an index folder.")
+    imp.add_argument("--dataset", default=dataset_default,
+                     help="dense dataset: Hub id or folder (env MLSR_DATASET; default %(default)s)")
+    imp.add_argument("--split", default=DEFAULT_SPLIT, help="Karpathy split: train, val, test, restval (default %(default)s)")
+    imp.add_argument("--out", required=True, type=Path, help="index folder to write")
+    imp.add_argument("--image-root", type=Path,
+                     help="folder holding the images (e.g. Flickr30k's flickr30k-images/): items point at its files;"
+                          " default: COCO URLs for COCO, none (a placeholder in the app) otherwise")
+    add_model_arguments(imp, backbone=False)
+    imp.set_defaults(run=import_dense_command)
+
+    prep = commands.add_parser(
+        "prepare", help="build the app's default gallery from published vectors (once)",
+        description="Build the app's index from a published dense dataset unless the folder exists already.")
+    prep.add_argument("--index", type=Path, default=Path(env("INDEX", DEFAULT_INDEX)),
+                      help="index folder (env MLSR_INDEX; default %(default)s)")
+    prep.add_argument("--dataset", default=dataset_default, help="env MLSR_DATASET; default %(default)s")
+    prep.add_argument("--split", default=DEFAULT_SPLIT, help="default %(default)s")
+    add_model_arguments(prep, backbone=False)
+    prep.set_defaults(run=prepare_command)
+
+    from mlsr.backends.milvus import DEFAULT_COLLECTION, EXPORT_BATCH, SPARSE_INDEX_TYPES
+
+    export = commands.add_parser(
+        "export", help="load an index folder into Milvus (a Milvus Lite .db file or a cluster)",
+        description="Bulk-load an index folder's items, sparse and dense vectors into a Milvus collection, in"
+                    " batches. Re-running resumes an interrupted export and never duplicates rows.")
+    export.add_argument("--index", required=True, type=Path, help="index folder")
+    add_milvus_arguments(export, DEFAULT_COLLECTION)
+    export.add_argument("--batch-size", type=int, default=EXPORT_BATCH, help="rows per request (default %(default)s)")
+    export.add_argument("--sparse-index", choices=SPARSE_INDEX_TYPES, default=SPARSE_INDEX_TYPES[0],
+                        help="Milvus index of the sparse field (Milvus Lite has only %(default)s)")
+    export.add_argument("--replace", action="store_true", help="drop the collection first if it holds another index")
+    export.set_defaults(run=export_command)
+
+
+def build_index_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mlsr.data.captions import find_images, read_captions
+    from mlsr.ingest.images import build_index
+
+    captions = read_captions(args.captions) if args.captions else None
+    total = len(find_images(args.images))
+    encoder = encoder_from_args(args)
+    with tqdm(total=total, unit="img", desc="encoding images") as bar:
+        index, report = build_index(encoder, args.images, out=args.out, captions=captions, documents=args.doc,
+                                    dense=args.dense, strict=args.strict, progress=bar.update)
+    if report.resumed:
+        print(f"resumed an interrupted build: {report.resumed} batches were already encoded")
+    print(f"indexed {report.indexed} images into {args.out} in {report.seconds:.1f} s"
+          f" ({args.doc} documents, {index.nnz / max(len(index), 1):.0f} terms per document on average)")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} unreadable images:", file=sys.stderr)
+        for name, reason in report.skipped[:20]:
+            print(f"  {name}: {reason}", file=sys.stderr)
+    return 0
+
+
+def import_dense_command(args: argparse.Namespace) -> int:
+    from mlsr.ingest.published import import_dense
+
+    encoder = head_encoder_from_args(args)
+    bar, set_total = progress_bar("sparsifying image vectors")
+    with bar:
+        index, report = import_dense(encoder, args.dataset, args.out, split=args.split, image_root=args.image_root,
+                                     progress=bar.update, total=set_total)
+    print(f"indexed {report.images} {report.split} images of {args.dataset} into {args.out} in {report.seconds:.1f} s"
+          f" ({index.nnz / max(len(index), 1):.0f} terms per image on average; images: {report.image_source})")
+    if report.missing_images:
+        print(f"{len(report.missing_images)} images not found under --image-root (shown as a placeholder):"
+              f" {', '.join(report.missing_images[:10])}", file=sys.stderr)
+    return 0
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    from mlsr.ingest.published import ensure_index
+
+    bar, set_total = progress_bar(f"building {args.index}")
+    with bar:
+        built = ensure_index(args.index, dataset=args.dataset, split=args.split, head=args.head,
+                             tokenizer=args.tokenizer, device=args.device, progress=bar.update, total=set_total)
+    print(f"built {args.index} from {args.dataset} ({args.split})" if built
+          else f"{args.index} exists; reusing it (delete the folder to rebuild)")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mlsr.backends.milvus import connect, export_index
+    from mlsr.errors import InputError
+    from mlsr.index.sparse import SparseIndex
+
+    if not args.milvus_uri:
+        raise InputError("export needs --milvus-uri (a path ending in .db for Milvus Lite, or http://host:19530).")
+    index = SparseIndex.load(args.index)
+    client = connect(args.milvus_uri)  # before the progress bar: an unreachable address fails on one line
+    try:
+        with tqdm(total=len(index), unit="row", desc=f"exporting to {args.collection}") as bar:
+            report = export_index(index, args.milvus_uri, args.collection, batch_size=args.batch_size,
+                                  replace=args.replace, sparse_index=args.sparse_index, progress=bar.update,
+                                  client=client)
+    finally:
+        client.close()
+    resumed = f" ({report.already} were already there)" if report.already else ""
+    print(f"exported {report.count} rows of {args.index} to collection {report.collection!r} at {args.milvus_uri}"
+          f" in {report.seconds:.1f} s: {report.written} written{resumed}")
+    return 0

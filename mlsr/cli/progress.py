@@ -1,0 +1,44 @@
+"""What long commands show while they work: tqdm bars, and no library chatter."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class LazyBar:
+    """A tqdm bar that appears once its total is known (so an early error prints one clean line)."""
+
+    def __init__(self, desc: str, unit: str = "vec") -> None:
+        self.desc, self.unit, self.bar = desc, unit, None
+
+    def total(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit=self.unit, desc=self.desc)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self) -> "LazyBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_bar(desc: str, unit: str = "vec") -> tuple[LazyBar, Callable[[int], None]]:
+    """A progress bar and the function that sets its total (and shows it)."""
+    bar = LazyBar(desc, unit)
+    return bar, bar.total
+
+
+def quiet_transformers(verbose: bool) -> None:
+    """Keep transformers' per-load progress bars and notices out of the command's output."""
+    if verbose:
+        return
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()

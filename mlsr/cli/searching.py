@@ -1,0 +1,90 @@
+"""`search` (rank an index for text queries) and `terms` (the weighted terms of an image or a text)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mlsr.cli.args import add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
+from mlsr.settings import ENCODE_MODES, QUERY_MODES
+
+
+def add_commands(commands) -> None:
+    search = commands.add_parser("search", help="rank the index for one or more text queries",
+                                 description="Rank an index for text queries and show the matched terms.")
+    search.add_argument("queries", nargs="+", metavar="QUERY",
+                        help="query text (several queries run as a batch; - reads one query from standard input)")
+    search.add_argument("--index", required=True, type=Path, help="index folder")
+    search.add_argument("--mode", choices=QUERY_MODES, default="expand", help="query encoding")
+    search.add_argument("-k", type=int, default=10, help="results per query (default %(default)s)")
+    add_terms_argument(search, 5, "matched terms shown per result")
+    search.add_argument("--json", action="store_true", help="print one JSON object per query")
+    add_model_arguments(search)
+    add_backend_arguments(search)
+    search.set_defaults(run=search_command)
+
+    terms = commands.add_parser("terms", help="show the weighted terms of an image or a text",
+                                description="Print the top weighted vocabulary terms of an image or a text.")
+    source = terms.add_mutually_exclusive_group(required=True)
+    source.add_argument("image", nargs="?", type=Path, help="image file")
+    source.add_argument("--text", help="text to encode instead of an image (- reads it from standard input)")
+    terms.add_argument("--mode", choices=ENCODE_MODES, default="expand", help="text encoding")
+    add_terms_argument(terms, 20, "terms to print")
+    terms.add_argument("--json", action="store_true", help="print JSON")
+    add_model_arguments(terms)
+    terms.set_defaults(run=terms_command)
+
+
+def search_command(args: argparse.Namespace) -> int:
+    from mlsr.backends import open_backend
+    from mlsr.index.sparse import SparseIndex
+    from mlsr.retrieval import search_texts
+
+    index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
+    backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
+    encoder = encoder_from_args(args)
+    index.check_models(encoder.models())
+    texts = [stdin_if_dash(query) for query in args.queries]
+    try:
+        results, queries = search_texts(encoder, backend, texts, k=args.k, mode=args.mode)
+    finally:
+        backend.close()
+    for q, text in enumerate(texts):
+        hits = []
+        for rank, (score, row) in enumerate(zip(results.scores[q], results.indices[q]), 1):
+            item = index.items[row]
+            matched = index.explain(queries[q], row, top_k=args.top_k)
+            hits.append({"rank": rank, "score": round(float(score), 4), "id": item["id"], "image": item.get("image"),
+                         "terms": [[m.term, round(m.contribution, 4)] for m in matched]})
+        if args.json:
+            print(json.dumps({"query": text, "mode": args.mode, "results": hits}, ensure_ascii=False))
+            continue
+        print(f"query: {text}")
+        for hit in hits:
+            terms = ", ".join(f"{term} {value:.3f}" for term, value in hit["terms"]) or "(no shared terms)"
+            print(f"{hit['rank']:>3}. {hit['score']:8.4f}  {hit['id']}  {hit['image']}\n       {terms}")
+    return 0
+
+
+def terms_command(args: argparse.Namespace) -> int:
+    encoder = encoder_from_args(args)
+    if args.text is not None:
+        vectors = encoder.encode_text([stdin_if_dash(args.text)], mode=args.mode)
+    else:
+        vectors = encoder.encode_images([args.image])
+    terms = encoder.decode(vectors[0], top_k=args.top_k)
+    active = vectors[0].nnz
+    if args.json:
+        print(json.dumps({"active_terms": active, "terms": [[t, round(w, 4)] for t, w in terms]}, ensure_ascii=False))
+    else:
+        print(f"{active} active terms; top {len(terms)}:")
+        for term, weight in terms:
+            print(f"  {term:<20} {weight:.4f}")
+    return 0
+
+
+def stdin_if_dash(text: str) -> str:
+    """`-` stands for standard input: article text is often longer than a command line allows."""
+    return sys.stdin.read() if text == "-" else text

@@ -1,0 +1,72 @@
+"""TREC files: runs (`qid Q0 docid rank score name`) and qrels (`qid iter docid rel`), read and written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mlsr._files import atomic_path
+from mlsr.errors import InputError
+
+Qrels = dict[str, dict[str, int]]  # query id -> {document id: relevance}; relevance >= 1 counts as relevant
+
+
+def write_run(path: str | Path, query_ids: Sequence[str], doc_ids: Sequence[str], indices: np.ndarray,
+              scores: np.ndarray, name: str) -> None:
+    """A TREC run file, `qid Q0 docid rank score name` per line, written atomically.
+
+    Ranks follow our order (score descending, then index row); trec_eval re-sorts by score and breaks
+    ties by document id, so tied documents may be ordered differently by it.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for q, qid in enumerate(query_ids):
+            for rank, (row, score) in enumerate(zip(indices[q], scores[q]), 1):
+                handle.write(f"{qid} Q0 {doc_ids[int(row)]} {rank} {float(score):.6f} {name}\n")
+
+
+def read_run(path: str | Path) -> dict[str, list[str]]:
+    """A TREC run file -> {query id: document ids best first} (by score descending, then rank)."""
+    rows: dict[str, list[tuple[float, int, str]]] = {}
+    for number, parts in _lines(path, 6):
+        try:
+            rows.setdefault(parts[0], []).append((-float(parts[4]), int(parts[3]), parts[2]))
+        except ValueError:
+            raise InputError(f"{path}:{number}: rank and score must be numbers: {' '.join(parts)!r}.") from None
+    return {q: [doc for _, _, doc in sorted(entries)] for q, entries in rows.items()}
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """A TREC qrels file (`qid iter docid rel` per line) -> {query id: {document id: relevance}}."""
+    qrels: Qrels = {}
+    for number, parts in _lines(path, 4):
+        try:
+            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+        except ValueError:
+            raise InputError(f"{path}:{number}: relevance must be an integer: {' '.join(parts)!r}.") from None
+    if not qrels:
+        raise InputError(f"{path} holds no judgements.")
+    return qrels
+
+
+def write_qrels(path: str | Path, qrels: Qrels) -> None:
+    """Write qrels in TREC format (`qid 0 docid rel`), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for qid, judged in qrels.items():
+            for doc, rel in judged.items():
+                handle.write(f"{qid} 0 {doc} {rel}\n")
+
+
+def _lines(path: str | Path, columns: int):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read {path} ({error}).") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != columns:
+            raise InputError(f"{path}:{number}: expected {columns} columns, got {len(parts)}: {line[:80]!r}.")
+        yield number, parts

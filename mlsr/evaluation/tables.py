@@ -1,0 +1,34 @@
+"""Plain-text tables of evaluation results, in the papers' layout (metrics in percent)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from mlsr.evaluation.runs import RUN_LABELS, Evaluation
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell: the first left-aligned, the rest right-aligned; a rule under the header."""
+    table = [list(map(str, header)), *[list(map(str, row)) for row in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in table]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def format_evaluation(evaluation: Evaluation) -> str:
+    """One row per run (then the published rows), metrics in %, then active terms and FLOPs; and a note."""
+    measures = evaluation.measures
+    rows = [[RUN_LABELS.get(r.run, r.run), *(f"{100 * r.metrics[m]:.1f}" for m in measures),
+             _number(r.query_terms, 1), _number(r.doc_terms, 1), _number(r.flops, 2)] for r in evaluation.results]
+    for label, values in (evaluation.published.get("rows") or {}).items():
+        rows.append([label, *(f"{values[m]:.1f}" if m in values else "-" for m in measures), "-", "-", "-"])
+    note = (f"{evaluation.queries:,} queries ({evaluation.judged:,} judged), {evaluation.documents:,} documents;"
+            " metrics in %, averaged over judged queries")
+    if evaluation.published:
+        note += f"\npublished rows: {evaluation.published['source']}"
+    return text_table(["run", *measures, "q terms", "d terms", "FLOPs"], rows) + "\n" + note
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"

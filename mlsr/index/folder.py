@@ -1,0 +1,269 @@
+"""An index on disk: a self-describing folder, written atomically and verified file by file when read.
+
+Files: `manifest.json` (format, sizes, models, and the size and sha256 of every other file), the
+postings (`postings.*.npy`, memory-mapped on load), `items.jsonl`, `vocab.txt` (when known) and
+`dense.npy` (when present). Format 1 (mlsr before the inverted layout) kept a (documents, vocab)
+CSR matrix in `sparse.npz`; it still loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from mlsr._files import atomic_write_json, read_jsonl, replace_folder, sha256_file, staging_folder, write_jsonl
+from mlsr.errors import IndexFormatError, InputError
+from mlsr.index.inverted import InvertedIndex, search_threads
+from mlsr.vocab import VOCAB_FILE, Vocabulary
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mlsr-index"
+FORMAT_VERSION = 2
+MANIFEST_FILE = "manifest.json"
+SPARSE_FILE = "sparse.npz"  # format 1: documents x vocabulary CSR float32
+# format 2: the inverted layout, one .npy per array (memory-mapped on load)
+POSTING_FILES = {
+    "indptr": "postings.indptr.npy",
+    "docs": "postings.docs.npy",
+    "weights": "postings.weights.npy",
+    "dense_terms": "postings.dense_terms.npy",
+    "dense_weights": "postings.dense_weights.npy",
+}
+ITEMS_FILE = "items.jsonl"
+DENSE_FILE = "dense.npy"
+# Manifest fields computed on save; everything else in a manifest is the index's `info`.
+DERIVED_FIELDS = {
+    "format", "format_version", "count", "vocab_size", "vocab_sha256", "dense_size", "saved", "files",
+    "precision", "postings",
+}
+_CHECK_CHUNK = 1 << 24  # postings checked at once on load
+
+
+@dataclass
+class FolderContents:
+    """What an index folder holds, verified: the postings (format 2) or the CSR rows (format 1), and the rest."""
+
+    inverted: InvertedIndex | None
+    vectors: sp.csr_matrix | None  # format 1 only
+    items: list[dict]
+    vocab: Vocabulary | None
+    dense: np.ndarray | None
+    info: dict
+
+
+def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
+                 dense: np.ndarray | None, info: dict) -> None:
+    """Write an index folder atomically: a complete new folder replaces the old one, or nothing changes."""
+    path = Path(path)
+    if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
+        raise IndexFormatError(f"{path} exists and is not an mlsr index; refusing to overwrite it.")
+    staging = staging_folder(path)
+    try:
+        _write_files(staging, inverted, items, vocab, dense, info)
+        replace_folder(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("saved %d documents to %s", inverted.n_docs, path)
+
+
+def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
+                 dense: np.ndarray | None, info: dict) -> None:
+    for name, file in POSTING_FILES.items():
+        np.save(folder / file, np.ascontiguousarray(getattr(inverted, name)), allow_pickle=False)
+    write_jsonl(folder / ITEMS_FILE, items)
+    if vocab is not None:
+        vocab.save(folder / VOCAB_FILE)
+    if dense is not None:
+        np.save(folder / DENSE_FILE, dense, allow_pickle=False)
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    for name in files:
+        with open(folder / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **info,
+        "count": inverted.n_docs,
+        "vocab_size": inverted.vocab_size,
+        "vocab_sha256": vocab.sha256 if vocab is not None else None,
+        "dense_size": None if dense is None else int(dense.shape[1]),
+        "precision": "float16" if inverted.weights.dtype == np.float16 else "float32",
+        "postings": {"stored": len(inverted.docs), "dense_terms": len(inverted.dense_terms)},
+        "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": _file_records(folder, files),
+    }
+    atomic_write_json(folder / MANIFEST_FILE, manifest)
+
+
+def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
+    """Read an index folder, verifying every file's size and checksum against the manifest first."""
+    path = Path(path)
+    items_file = path / ITEMS_FILE
+    with ThreadPoolExecutor(max_workers=1) as side:
+        # items are parsed on a spare thread while the checksums are verified (both take ~a second
+        # at a million items); they are used only if every checksum matches
+        readable = items_file.is_file() and not items_file.is_symlink()
+        parsed = side.submit(_read_items, items_file) if readable else None
+        manifest = read_manifest(path)
+        items = parsed.result() if parsed is not None else None
+    if isinstance(items, InputError):
+        raise IndexFormatError(f"index {path}: {items}") from None
+    count, vocab_size = manifest["count"], manifest["vocab_size"]
+    vectors = arrays = None
+    try:
+        if isinstance(items, Exception):
+            raise items
+        vocab = Vocabulary.load(path / VOCAB_FILE) if VOCAB_FILE in manifest["files"] else None
+        dense = np.load(path / DENSE_FILE, allow_pickle=False) if DENSE_FILE in manifest["files"] else None
+        if manifest["format_version"] == 1:
+            vectors = sp.load_npz(path / SPARSE_FILE)  # load_npz never unpickles (allow_pickle=False)
+            shape = vectors.shape
+        else:
+            arrays = {name: np.load(path / file, mmap_mode="r" if mmap else None, allow_pickle=False)
+                      for name, file in POSTING_FILES.items()}
+            shape = (count, vocab_size)
+    except (OSError, ValueError, KeyError) as error:
+        raise IndexFormatError(f"index {path}: a file cannot be read ({error}); rebuild the index.") from None
+    if shape != (count, vocab_size) or len(items) != count:
+        raise IndexFormatError(
+            f"index {path}: the manifest says {count} x {vocab_size}, the files hold"
+            f" {shape} vectors and {len(items)} items; rebuild the index."
+        )
+    if vocab is not None and vocab.sha256 != manifest.get("vocab_sha256"):
+        raise IndexFormatError(f"index {path}: vocab.txt does not match the manifest's hash; rebuild the index.")
+    if dense is not None and (dense.ndim != 2 or dense.shape[0] != count):
+        raise IndexFormatError(f"index {path}: dense.npy has shape {dense.shape} for {count} documents;"
+                               " rebuild the index.")
+    inverted = None
+    if arrays is not None:
+        try:
+            inverted = _checked_inverted(arrays, count, vocab_size)
+        except InputError as error:
+            raise IndexFormatError(f"index {path}: {error}") from None
+    info = {key: value for key, value in manifest.items() if key not in DERIVED_FIELDS}
+    return FolderContents(inverted, vectors, items, vocab, dense, info)
+
+
+def read_manifest(path: Path) -> dict:
+    """Read and check `manifest.json` and the size and sha256 of every file it lists."""
+    if not path.is_dir():
+        raise IndexFormatError(
+            f"no index at {path}. Build one with `python -m mlsr build-index --images DIR --out {path}`."
+        )
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path} has no {MANIFEST_FILE}: it is not an mlsr index (or its build was interrupted).") from None
+    except (ValueError, OSError) as error:
+        raise IndexFormatError(f"index {path}: {MANIFEST_FILE} is not valid JSON ({error}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexFormatError(f"{path / MANIFEST_FILE} is not an mlsr index manifest.")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise IndexFormatError(
+            f"index {path} has format version {version!r}; this mlsr reads up to {FORMAT_VERSION}. Upgrade mlsr."
+        )
+    files = manifest.get("files")
+    required = [SPARSE_FILE, ITEMS_FILE] if version == 1 else [*POSTING_FILES.values(), ITEMS_FILE]
+    if not isinstance(files, dict) or any(name not in files for name in required):
+        raise IndexFormatError(f"index {path}: the manifest lists no {' / '.join(required)}.")
+    for name, expected in files.items():
+        if Path(name).name != name:
+            raise IndexFormatError(f"index {path}: the manifest names a file outside the folder ({name!r}).")
+        file = path / name
+        if file.is_symlink() or not file.is_file():
+            raise IndexFormatError(f"index {path}: {name} is missing (or not a regular file); rebuild the index.")
+        size = file.stat().st_size
+        if not isinstance(expected, dict) or size != expected.get("bytes"):
+            raise IndexFormatError(
+                f"index {path}: {name} has {size:,} bytes, the manifest says {expected.get('bytes')}"
+                " (truncated or altered); rebuild the index."
+            )
+    # the checksums are the slow part of a load (~1.7 GB/s per core with SHA extensions): one file per core
+    names = sorted(files, key=lambda name: -files[name]["bytes"])
+    with ThreadPoolExecutor(max_workers=max(1, min(search_threads(), len(names)))) as pool:
+        digests = dict(zip(names, pool.map(lambda name: sha256_file(path / name), names)))
+    for name in names:
+        if digests[name] != files[name].get("sha256"):
+            raise IndexFormatError(f"index {path}: {name} does not match its checksum (altered); rebuild the index.")
+    return manifest
+
+
+def check_items(items: list[dict], n: int) -> None:
+    """Raise InputError unless there is one item per row, each a dict with a unique, non-empty `id`."""
+    if len(items) != n:
+        raise InputError(f"{len(items)} items for {n} vectors: give one item per row.")
+    ids = [str(item.get("id", "")) if isinstance(item, dict) else "" for item in items]
+    if len(set(ids)) != n or "" in ids:
+        raise InputError("every item needs a unique, non-empty 'id'.")
+
+
+def _read_items(file: Path) -> list[dict] | Exception:
+    """items.jsonl, checked to be JSON objects with unique ids; the error instead of raising (for a side thread)."""
+    try:
+        items = read_jsonl(file)
+        if not all(isinstance(item, dict) for item in items):
+            raise ValueError("every line must be a JSON object")
+        check_items(items, len(items))
+        return items
+    except (OSError, ValueError, InputError) as error:
+        return error
+
+
+def _file_records(folder: Path, names: list[str]) -> dict:
+    """{name: {"bytes", "sha256"}} of files in a folder, one file per core."""
+    with ThreadPoolExecutor(max_workers=max(1, min(search_threads(), len(names)))) as pool:
+        digests = list(pool.map(lambda name: sha256_file(folder / name), names))
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": digest} for name, digest in zip(names, digests)}
+
+
+def _checked_inverted(arrays: dict, n: int, vocab_size: int) -> InvertedIndex:
+    """The loaded postings, after checks that keep the compiled kernel inside its arrays.
+
+    A checksum proves the files are the ones the manifest lists, not that the manifest was written
+    by mlsr; so rows must lie in 0..n-1 and ascend within every posting list.
+    """
+    indptr, docs, weights = arrays["indptr"], arrays["docs"], arrays["weights"]
+    dense_terms, dense_weights = arrays["dense_terms"], arrays["dense_weights"]
+    dtypes = (indptr.dtype, docs.dtype, dense_terms.dtype, dense_weights.dtype)
+    if dtypes != (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.int32), weights.dtype) or weights.dtype not in (
+        np.dtype(np.float16), np.dtype(np.float32)
+    ):
+        raise InputError("the postings have unexpected types; rebuild the index.")
+    if (
+        indptr.shape != (vocab_size + 1,) or docs.ndim != 1 or weights.shape != docs.shape
+        or dense_terms.ndim != 1 or dense_weights.shape != (len(dense_terms), n)
+    ):
+        raise InputError("the postings have inconsistent shapes; rebuild the index.")
+    if indptr[0] != 0 or indptr[-1] != len(docs) or (np.diff(indptr) < 0).any():
+        raise InputError("the posting list offsets are inconsistent; rebuild the index.")
+    if len(dense_terms) and (
+        dense_terms[0] < 0 or dense_terms[-1] >= vocab_size or (np.diff(dense_terms) <= 0).any()
+        or (np.diff(indptr)[dense_terms] != 0).any()
+    ):
+        raise InputError("the dense terms are inconsistent; rebuild the index.")
+    # a list starts where the previous one ends: a step down is allowed only at a list's start
+    list_starts = np.unique(indptr[1:-1])
+    for start in range(0, len(docs), _CHECK_CHUNK):
+        chunk = np.asarray(docs[start : start + _CHECK_CHUNK + 1])
+        if chunk.size and (chunk.min() < 0 or chunk.max() >= n):
+            raise InputError("a posting names a document outside the index; rebuild the index.")
+        steps = np.flatnonzero(np.diff(chunk) <= 0) + start + 1
+        if len(steps) and not np.isin(steps, list_starts).all():
+            raise InputError("a posting list is not in ascending document order; rebuild the index.")
+        if not np.isfinite(weights[start : start + _CHECK_CHUNK]).all():
+            raise InputError("the postings hold NaN or infinite weights; rebuild the index.")
+    if dense_weights.size and not np.isfinite(dense_weights).all():
+        raise InputError("the dense terms hold NaN or infinite weights; rebuild the index.")
+    plain = [np.asarray(array) for array in (indptr, docs, weights, dense_terms, dense_weights)]  # memmap -> ndarray view
+    return InvertedIndex(n, vocab_size, *plain)

@@ -1,0 +1,85 @@
+"""Ranking in the three query modes of the reference code: `expand`, `no_expand`, and `hybrid`.
+
+`expand` scores with every term the head lights up; `no_expand` with only the text's own tokens;
+`hybrid` takes the documents that share a token with the text (the no_expand ranking, top `depth`)
+and re-ranks them by the expanded query.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from mlsr.errors import InputError
+from mlsr.index.sparse import Results, SparseIndex
+from mlsr.settings import HYBRID_DEPTH, QUERY_MODES, QueryMode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlsr.backends import SearchBackend
+
+
+class QueryVectors(NamedTuple):
+    """The vectors of a batch of queries (rows align): (q, vocab) CSR `expand` and `no_expand`, (q, d) `dense`.
+
+    A view may be None when it was not computed (published caption vectors have no no_expand view
+    unless their texts are given).
+    """
+
+    expand: sp.csr_matrix | None
+    no_expand: sp.csr_matrix | None = None
+    dense: np.ndarray | None = None
+
+    def scoring(self, mode: QueryMode) -> sp.csr_matrix:
+        """The vectors whose dot products rank (and explain) the results of `mode`."""
+        check_mode(mode)
+        return _need(self.no_expand if mode == "no_expand" else self.expand, mode)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in QUERY_MODES:
+        raise InputError(f"mode must be one of {', '.join(QUERY_MODES)}, got {mode!r}.")
+    return mode
+
+
+def rank(index: "SparseIndex | SearchBackend", queries: QueryVectors, mode: QueryMode = "expand", k: int = 10,
+         depth: int = HYBRID_DEPTH) -> Results:
+    """Top-k per query in one of the three modes."""
+    if check_mode(mode) == "hybrid":
+        return hybrid_search(index, _need(queries.no_expand, mode), _need(queries.expand, mode), k, depth)
+    return index.search(queries.scoring(mode), k)
+
+
+def hybrid_search(
+    index: "SparseIndex | SearchBackend", no_expand: sp.csr_matrix, expand: sp.csr_matrix, k: int = 10,
+    depth: int = HYBRID_DEPTH,
+) -> Results:
+    """Candidates from the `no_expand` queries, re-scored by the `expand` ones.
+
+    Candidates are the top-`depth` documents with a positive no_expand score, ranked by expanded
+    score (ties by row). If fewer than k share a term with the query, the list is filled with
+    the best remaining documents by expanded score, after the candidates.
+    """
+    k = max(0, min(int(k), len(index)))
+    candidates = index.search(no_expand, max(depth, k))
+    scores = np.zeros((no_expand.shape[0], k), dtype=np.float32)
+    indices = np.zeros((no_expand.shape[0], k), dtype=np.int64)
+    for i in range(no_expand.shape[0]):
+        rows = candidates.indices[i][candidates.scores[i] > 0]
+        rescored = index.score(expand[i], rows)
+        order = np.lexsort((rows, -rescored))[:k]
+        ranked, ranked_scores = rows[order], rescored[order]
+        if len(ranked) < k:
+            fill = index.search(expand[i], k + len(ranked))
+            keep = ~np.isin(fill.indices[0], ranked)
+            ranked = np.concatenate([ranked, fill.indices[0][keep]])[:k]
+            ranked_scores = np.concatenate([ranked_scores, fill.scores[0][keep]])[:k]
+        indices[i], scores[i] = ranked, ranked_scores
+    return Results(scores, indices)
+
+
+def _need(value, mode: str):
+    if value is None:
+        raise InputError(f"the queries have no vectors for the {mode} mode.")
+    return value

@@ -1,0 +1,34 @@
+"""Names and defaults shared by the library, the command line and the app, each defined once.
+
+Plain constants (no torch), so the command line can build its parser without loading a model.
+Vocabulary of names: `k` is the number of result rows, `top_k` the number of terms shown.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+# -- models and data (each a Hugging Face Hub id, or a local folder in its place) ------------------------
+DEFAULT_BACKBONE = "Salesforce/blip-itm-base-coco"
+DEFAULT_HEAD = "lsr42/d2s_mscoco-blip-dense_q_reg_0.001_d_reg_0.001"
+DEFAULT_TOKENIZER = "distilbert-base-uncased"
+DEFAULT_DATASET = "lsr42/mscoco-blip-dense"
+DEFAULT_SPLIT = "test"
+DEFAULT_INDEX = "index/mscoco-test"  # the app's gallery: the 5k COCO test images, built from DEFAULT_DATASET
+SPLITS: tuple[str, ...] = ("train", "val", "test", "restval")  # the Karpathy split names of COCO / Flickr30k
+
+# -- how text is encoded, and how documents are made -----------------------------------------------------
+EncodeMode = Literal["expand", "no_expand"]
+ENCODE_MODES: tuple[str, ...] = ("expand", "no_expand")  # expand: any term; no_expand: only the text's own tokens
+QueryMode = Literal["expand", "no_expand", "hybrid"]
+QUERY_MODES: tuple[str, ...] = ("expand", "no_expand", "hybrid")  # hybrid: no_expand candidates, expanded scores
+HYBRID_DEPTH = 1000  # no_expand candidates that hybrid re-scores
+Documents = Literal["image", "caption", "image+caption"]
+DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")  # the seed paper's three document runs
+
+# -- limits at the boundary --------------------------------------------------------------------------------
+MAX_K = 100  # result rows one request of the app may ask for
+
+# -- callbacks ---------------------------------------------------------------------------------------------
+Progress = Callable[[int], None]  # called with the number of items just finished
+Status = Callable[[str], None]  # called with a line saying what is happening

@@ -1,0 +1,35 @@
+"""The model card (README.md) of a trained head folder, filled in from `card.md` after every epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+from mlsr.training.config import TrainConfig
+
+TEMPLATE = Template((Path(__file__).with_name("card.md")).read_text(encoding="utf-8"))
+COLUMNS = ("R@1", "R@5", "R@10", "MRR@10")
+
+
+def model_card(run: dict, history: list[dict], best_epoch: int, config: TrainConfig, name: str) -> str:
+    """A short README.md for the head folder: data, backbone, settings, validation numbers, usage."""
+    data = run["data"]
+    backbone = data.get("backbone") or {}
+    backbone_line = (f"`{backbone.get('id')}` ({backbone.get('model_type')}, revision {backbone.get('revision')},"
+                     f" weights fingerprint {backbone.get('fingerprint')})" if backbone
+                     else "not recorded in the dataset (for lsr42 datasets: the model named in the dataset id)")
+    rows = []
+    for row in history:
+        if row["epoch"] in (0, best_epoch, history[-1]["epoch"]):
+            label = {0: "0 (untrained)", best_epoch: f"{best_epoch} (best)"}.get(row["epoch"], str(row["epoch"]))
+            metrics = " | ".join(f"{row[f'val_{column}']:.4f}" for column in COLUMNS)
+            rows.append(f"| {label} | {metrics} | {row['val_query_terms']:.1f} | {row['val_image_terms']:.1f} |")
+    settings = ", ".join(f"{key} {'1 -> 0 schedule' if value is None else value}" for key, value in run["config"].items())
+    return TEMPLATE.substitute(
+        name=name, dense_size=data["dense_size"], tokenizer=run["tokenizer"], source=data["source"],
+        revision=data["revision"], train_pairs=f"{data['train_pairs']:,}", val_captions=f"{data['val_captions']:,}",
+        val_images=f"{data['val_images']:,}", backbone_line=backbone_line,
+        init=f"LayerNorm and vocabulary projector from `{run['mlm']}`" if run["mlm"] else "random (no masked-LM)",
+        settings=settings, epochs_done=history[-1]["epoch"], epochs=config.epochs, rows="\n".join(rows),
+        backbone=backbone.get("id", "BACKBONE"),
+    )
