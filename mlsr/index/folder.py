@@ -2,8 +2,11 @@
 
 Files: `manifest.json` (format, sizes, models, and the size and sha256 of every other file), the
 postings (`postings.*.npy`, memory-mapped on load), `items.jsonl`, `vocab.txt` (when known) and
-`dense.npy` (when present). Format 1 (mlsr before the inverted layout) kept a (documents, vocab)
-CSR matrix in `sparse.npz`; it still loads.
+`dense.npy` (when present). Format 3 is the blocked inverted layout of `mlsr.index.inverted`
+(uint16 rows within blocks of 65,536 documents; float16, float32 or uint8 weights). Older folders
+still load: format 2 (one posting list per term with int32 rows, float16 or float32 weights) and
+format 1 (a (documents, vocab) CSR matrix in `sparse.npz`) are read into memory and re-inverted
+in the current layout, keeping their stored weights exactly; saving them again writes format 3.
 """
 
 from __future__ import annotations
@@ -22,39 +25,44 @@ import scipy.sparse as sp
 
 from mlsr._files import atomic_write_json, read_jsonl, replace_folder, sha256_file, staging_folder, write_jsonl
 from mlsr.errors import IndexFormatError, InputError
+from mlsr.index.checks import FORMAT2_NAMES, checked_blocks, format2_rows
 from mlsr.index.inverted import InvertedIndex, search_threads
 from mlsr.vocab import VOCAB_FILE, Vocabulary
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "mlsr-index"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 SPARSE_FILE = "sparse.npz"  # format 1: documents x vocabulary CSR float32
-# format 2: the inverted layout, one .npy per array (memory-mapped on load)
+# format 3: the blocked inverted layout, one .npy per array (memory-mapped on load); format 2 had
+# the first five names (with other contents: see mlsr.index.checks)
 POSTING_FILES = {
     "indptr": "postings.indptr.npy",
     "docs": "postings.docs.npy",
     "weights": "postings.weights.npy",
     "dense_terms": "postings.dense_terms.npy",
     "dense_weights": "postings.dense_weights.npy",
+    "scales": "postings.scales.npy",
+    "dense_indptr": "postings.dense_indptr.npy",
 }
+FORMAT2_FILES = {name: POSTING_FILES[name] for name in FORMAT2_NAMES}
 ITEMS_FILE = "items.jsonl"
 DENSE_FILE = "dense.npy"
 # Manifest fields computed on save; everything else in a manifest is the index's `info`.
 DERIVED_FIELDS = {
     "format", "format_version", "count", "vocab_size", "vocab_sha256", "dense_size", "saved", "files",
-    "precision", "postings",
+    "precision", "postings", "block_size",
 }
-_CHECK_CHUNK = 1 << 24  # postings checked at once on load
 
 
 @dataclass
 class FolderContents:
-    """What an index folder holds, verified: the postings (format 2) or the CSR rows (format 1), and the rest."""
+    """What an index folder holds, verified: the postings (format 3) or the CSR rows to index again (formats 1, 2)."""
 
     inverted: InvertedIndex | None
-    vectors: sp.csr_matrix | None  # format 1 only
+    vectors: sp.csr_matrix | None  # formats 1 and 2: the stored weights as document rows...
+    precision: str  # ...and the precision they were stored in
     items: list[dict]
     vocab: Vocabulary | None
     dense: np.ndarray | None
@@ -97,8 +105,9 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
         "vocab_size": inverted.vocab_size,
         "vocab_sha256": vocab.sha256 if vocab is not None else None,
         "dense_size": None if dense is None else int(dense.shape[1]),
-        "precision": "float16" if inverted.weights.dtype == np.float16 else "float32",
-        "postings": {"stored": len(inverted.docs), "dense_terms": len(inverted.dense_terms)},
+        "precision": inverted.precision,
+        "block_size": inverted.block_size,
+        "postings": {"stored": len(inverted.docs), "dense_columns": len(inverted.dense_terms)},
         "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": _file_records(folder, files),
     }
@@ -129,8 +138,9 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
             vectors = sp.load_npz(path / SPARSE_FILE)  # load_npz never unpickles (allow_pickle=False)
             shape = vectors.shape
         else:
+            files = POSTING_FILES if manifest["format_version"] == 3 else FORMAT2_FILES
             arrays = {name: np.load(path / file, mmap_mode="r" if mmap else None, allow_pickle=False)
-                      for name, file in POSTING_FILES.items()}
+                      for name, file in files.items()}
             shape = (count, vocab_size)
     except (OSError, ValueError, KeyError) as error:
         raise IndexFormatError(f"index {path}: a file cannot be read ({error}); rebuild the index.") from None
@@ -144,14 +154,17 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
     if dense is not None and (dense.ndim != 2 or dense.shape[0] != count):
         raise IndexFormatError(f"index {path}: dense.npy has shape {dense.shape} for {count} documents;"
                                " rebuild the index.")
-    inverted = None
-    if arrays is not None:
-        try:
-            inverted = _checked_inverted(arrays, count, vocab_size)
-        except InputError as error:
-            raise IndexFormatError(f"index {path}: {error}") from None
+    inverted, precision = None, "float32"  # format 1 kept float32 weights
+    try:
+        if manifest["format_version"] == 3:
+            inverted = checked_blocks(arrays, count, vocab_size, manifest.get("block_size"))
+            precision = inverted.precision
+        elif manifest["format_version"] == 2:
+            vectors, precision = format2_rows(arrays, count, vocab_size), str(arrays["weights"].dtype)
+    except InputError as error:
+        raise IndexFormatError(f"index {path}: {error}") from None
     info = {key: value for key, value in manifest.items() if key not in DERIVED_FIELDS}
-    return FolderContents(inverted, vectors, items, vocab, dense, info)
+    return FolderContents(inverted, vectors, precision, items, vocab, dense, info)
 
 
 def read_manifest(path: Path) -> dict:
@@ -174,7 +187,8 @@ def read_manifest(path: Path) -> dict:
             f"index {path} has format version {version!r}; this mlsr reads up to {FORMAT_VERSION}. Upgrade mlsr."
         )
     files = manifest.get("files")
-    required = [SPARSE_FILE, ITEMS_FILE] if version == 1 else [*POSTING_FILES.values(), ITEMS_FILE]
+    postings = {1: [SPARSE_FILE], 2: list(FORMAT2_FILES.values())}.get(version, list(POSTING_FILES.values()))
+    required = [*postings, ITEMS_FILE]
     if not isinstance(files, dict) or any(name not in files for name in required):
         raise IndexFormatError(f"index {path}: the manifest lists no {' / '.join(required)}.")
     for name, expected in files.items():
@@ -225,45 +239,3 @@ def _file_records(folder: Path, names: list[str]) -> dict:
     with ThreadPoolExecutor(max_workers=max(1, min(search_threads(), len(names)))) as pool:
         digests = list(pool.map(lambda name: sha256_file(folder / name), names))
     return {name: {"bytes": (folder / name).stat().st_size, "sha256": digest} for name, digest in zip(names, digests)}
-
-
-def _checked_inverted(arrays: dict, n: int, vocab_size: int) -> InvertedIndex:
-    """The loaded postings, after checks that keep the compiled kernel inside its arrays.
-
-    A checksum proves the files are the ones the manifest lists, not that the manifest was written
-    by mlsr; so rows must lie in 0..n-1 and ascend within every posting list.
-    """
-    indptr, docs, weights = arrays["indptr"], arrays["docs"], arrays["weights"]
-    dense_terms, dense_weights = arrays["dense_terms"], arrays["dense_weights"]
-    dtypes = (indptr.dtype, docs.dtype, dense_terms.dtype, dense_weights.dtype)
-    if dtypes != (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.int32), weights.dtype) or weights.dtype not in (
-        np.dtype(np.float16), np.dtype(np.float32)
-    ):
-        raise InputError("the postings have unexpected types; rebuild the index.")
-    if (
-        indptr.shape != (vocab_size + 1,) or docs.ndim != 1 or weights.shape != docs.shape
-        or dense_terms.ndim != 1 or dense_weights.shape != (len(dense_terms), n)
-    ):
-        raise InputError("the postings have inconsistent shapes; rebuild the index.")
-    if indptr[0] != 0 or indptr[-1] != len(docs) or (np.diff(indptr) < 0).any():
-        raise InputError("the posting list offsets are inconsistent; rebuild the index.")
-    if len(dense_terms) and (
-        dense_terms[0] < 0 or dense_terms[-1] >= vocab_size or (np.diff(dense_terms) <= 0).any()
-        or (np.diff(indptr)[dense_terms] != 0).any()
-    ):
-        raise InputError("the dense terms are inconsistent; rebuild the index.")
-    # a list starts where the previous one ends: a step down is allowed only at a list's start
-    list_starts = np.unique(indptr[1:-1])
-    for start in range(0, len(docs), _CHECK_CHUNK):
-        chunk = np.asarray(docs[start : start + _CHECK_CHUNK + 1])
-        if chunk.size and (chunk.min() < 0 or chunk.max() >= n):
-            raise InputError("a posting names a document outside the index; rebuild the index.")
-        steps = np.flatnonzero(np.diff(chunk) <= 0) + start + 1
-        if len(steps) and not np.isin(steps, list_starts).all():
-            raise InputError("a posting list is not in ascending document order; rebuild the index.")
-        if not np.isfinite(weights[start : start + _CHECK_CHUNK]).all():
-            raise InputError("the postings hold NaN or infinite weights; rebuild the index.")
-    if dense_weights.size and not np.isfinite(dense_weights).all():
-        raise InputError("the dense terms hold NaN or infinite weights; rebuild the index.")
-    plain = [np.asarray(array) for array in (indptr, docs, weights, dense_terms, dense_weights)]  # memmap -> ndarray view
-    return InvertedIndex(n, vocab_size, *plain)

@@ -1,12 +1,19 @@
-"""The inverted layout of a sparse index: for every term, the documents holding it and their weights.
+"""The inverted layout of a sparse index: blocks of documents, and in each block, for every term, the rows holding it.
 
-A term held by at least a third of the documents is a dense column (2 bytes per document in
-float16, so at most 6 bytes per posting, and added with vector instructions); every other term
-is a posting list: ascending int32 document rows with their weights (float16 by default: 6 bytes
-per posting). Search is exact: scores are summed term by term in ascending term order in float32,
-the order of scipy's `queries @ postings`, so they are the same floats as the brute-force product
-over the stored weights. Large indexes use the compiled kernel (`mlsr.index.kernels`, numba) on every
-core, each core taking a range of documents; small ones (and machines without numba) use scipy.
+Documents are cut into blocks of 65,536 rows (`mlsr.index.blocks`). In a block, a term is a
+posting list (ascending uint16 rows within the block, with their weights) or, when it is common in
+the block, a dense column (one weight per row, 0 = absent). Weights are float16 (default), float32,
+or uint8 impacts with a float32 scale per term and block: 3 bytes per posting in uint8 (2 of row,
+1 of impact), 4 in float16, 6 in float32, before dense columns and the per-block offsets.
+
+Search is exact over the stored weights: a document's score is the sum over the query's terms, in
+ascending term order and in float32, of `query weight * stored weight` (for uint8 the stored weight
+is the float32 `scale * impact`) -- the same floats as scipy's `queries @ postings` over the stored
+weights, so ties and order match a brute-force sort. For uint8 (and float16) that is the exact
+top-k of the quantized collection, not of the weights before quantization: `bench/bench_scale.py`
+measures how often they differ (recall@10 against float32). Large indexes search with the compiled
+kernel (`mlsr.index.kernels`, numba), blocks split between cores; small ones (and machines without
+numba) with scipy.
 """
 
 from __future__ import annotations
@@ -17,157 +24,193 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Iterable
 
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.index import blocks as layout
+from mlsr.index.blocks import concatenate_blocks, invert_block, row_blocks, widened
+
 logger = logging.getLogger(__name__)
 
-# A term in at least DENSE_SHARE of the documents is stored as a dense column (2 bytes per document):
-# adding a column with vector instructions costs ~0.1 ns per document, a scatter over a posting list
-# ~1 ns per posting. From a third of the documents on, a column is also smaller than the list; from
-# FAST_DENSE_SHARE on, columns are added as long as the whole index stays within 6 bytes per posting.
-DENSE_SHARE = 1 / 3
-FAST_DENSE_SHARE = 0.15
-MAX_BYTES_PER_POSTING = 6.0
-DENSE_MIN_DOCS = 4096  # ...but only in indexes this large (below it the difference is noise)
 KERNEL_MIN_DOCS = 20_000  # smaller indexes search with scipy: no compile, no threads, already < 1 ms
-PART_MIN_DOCS = 65_536  # a core gets at least this many documents (below, thread hand-off costs more)
 MAX_SCORE_BLOCK = 1 << 26  # scipy path: at most this many dense scores at once (256 MB)
 HALF_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True, eq=False)
 class InvertedIndex:
-    """Postings of an (n_docs, vocab_size) document matrix.
+    """Postings of an (n_docs, vocab_size) document matrix, block by block.
 
-    Posting list of term t: `docs[indptr[t]:indptr[t + 1]]` (ascending rows) and `weights[...]`;
-    it is empty for a dense term. Dense term `dense_terms[j]` has weights `dense_weights[j]`
-    (n_docs,), 0 where a document lacks it. Arrays may be memory-mapped, read-only.
+    Block b holds rows b * block_size .. min(n_docs, (b + 1) * block_size) - 1. Its posting list of
+    term t is `docs[s:e]` (rows within the block, ascending) and `weights[s:e]` with
+    `s, e = indptr[b * vocab_size + t], indptr[b * vocab_size + t + 1]`; it is empty when the term
+    is a dense column there: `dense_weights[j]` for the j in dense_indptr[b]..dense_indptr[b+1]-1
+    with `dense_terms[j] == t` (terms ascending within a block; columns are block_size long, 0 =
+    absent, zero beyond the last row). uint8 weights are impacts: the stored weight is
+    `scales[b, t] * impact` in float32; `scales` has no rows for float weights. Arrays may be
+    memory-mapped, read-only.
     """
 
     n_docs: int
     vocab_size: int
-    indptr: np.ndarray  # int64 (vocab_size + 1,)
-    docs: np.ndarray  # int32 (postings,)
-    weights: np.ndarray  # float16 or float32 (postings,)
-    dense_terms: np.ndarray  # int32 (m,), ascending
-    dense_weights: np.ndarray  # same dtype as weights, (m, n_docs)
+    block_size: int
+    indptr: np.ndarray  # int64 (n_blocks * vocab_size + 1,)
+    docs: np.ndarray  # uint16 (postings,)
+    weights: np.ndarray  # uint8, float16 or float32 (postings,)
+    scales: np.ndarray  # float32 (n_blocks, vocab_size) for uint8, else (0, vocab_size)
+    dense_indptr: np.ndarray  # int64 (n_blocks + 1,)
+    dense_terms: np.ndarray  # int32 (columns,)
+    dense_weights: np.ndarray  # weights' dtype (columns, block_size)
 
     @classmethod
-    def from_csr(cls, vectors: sp.csr_matrix, dtype=np.float16) -> "InvertedIndex":
-        """Invert canonical (n_docs, vocab) CSR float32 rows whose weights are exactly representable in `dtype`."""
-        n, vocab_size = vectors.shape
-        counts = np.bincount(vectors.indices, minlength=vocab_size)
-        dense_terms = _dense_terms(counts, n, np.dtype(dtype).itemsize) if n >= DENSE_MIN_DOCS else np.zeros(0, np.int64)
-        columns = vectors.tocsc()  # (vocab) columns with ascending rows: the posting lists
-        dense_weights = np.zeros((len(dense_terms), n), dtype=dtype)
-        for slot, term in enumerate(dense_terms):
-            start, stop = columns.indptr[term], columns.indptr[term + 1]
-            dense_weights[slot, columns.indices[start:stop]] = columns.data[start:stop]
-        sparse_counts = counts.copy()
-        sparse_counts[dense_terms] = 0
-        keep = np.repeat(sparse_counts > 0, np.diff(columns.indptr))
-        indptr = np.zeros(vocab_size + 1, dtype=np.int64)
-        np.cumsum(sparse_counts, out=indptr[1:])
-        return cls(
-            n, vocab_size, indptr, columns.indices[keep].astype(np.int32), columns.data[keep].astype(dtype),
-            dense_terms.astype(np.int32), dense_weights,
-        )
+    def from_rows(cls, chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str = "float16",
+                  block_size: int | None = None) -> "InvertedIndex":
+        """Invert canonical CSR float32 row chunks (in order, no explicit zeros), block by block (see `mlsr.index.blocks`).
+
+        float16 turns to float32 (with a warning) at the first weight beyond its range; the blocks
+        already inverted keep their float16-rounded weights, widened exactly.
+        """
+        block_size = block_size or layout.BLOCK_DOCS
+        blocks, n = [], 0
+        for rows in row_blocks(chunks, block_size):
+            if precision == "float16" and rows.nnz and np.abs(rows.data).max() > HALF_MAX:
+                logger.warning("document weights exceed float16's range (%g): storing float32", HALF_MAX)
+                precision = "float32"
+                blocks = [widened(block) for block in blocks]
+            blocks.append(invert_block(rows, precision, block_size))
+            n += rows.shape[0]
+        return cls(n, vocab_size, block_size, **concatenate_blocks(blocks, precision, vocab_size, block_size))
 
     # -- sizes ------------------------------------------------------------------------------------
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_docs // self.block_size)
+
+    @property
+    def precision(self) -> str:
+        """"uint8", "float16" or "float32": how document weights are stored."""
+        return str(self.weights.dtype)
+
+    def block_rows(self, block: int) -> int:
+        """Rows in a block (block_size, fewer in the last)."""
+        return min(self.block_size, self.n_docs - block * self.block_size)
+
+    @cached_property
+    def dense_blocks(self) -> np.ndarray:
+        """int64 (columns,): the block of each dense column."""
+        return np.repeat(np.arange(self.n_blocks), np.diff(self.dense_indptr))
+
+    @cached_property
+    def dense_counts(self) -> np.ndarray:
+        """int64 (columns,): non-zero weights of each dense column."""
+        if not len(self.dense_terms):
+            return np.zeros(0, np.int64)
+        return np.array([np.count_nonzero(self.dense_weights[j, : self.block_rows(b)])
+                         for j, b in enumerate(self.dense_blocks)], dtype=np.int64)
 
     @property
     def nnz(self) -> int:
         """Stored (document, term) weights, counting only the non-zero ones of dense columns."""
         return len(self.docs) + int(self.dense_counts.sum())
 
-    @cached_property
-    def dense_counts(self) -> np.ndarray:
-        return np.count_nonzero(self.dense_weights, axis=1) if len(self.dense_terms) else np.zeros(0, np.int64)
-
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays that search reads."""
-        return self.indptr.nbytes + self.docs.nbytes + self.weights.nbytes + self.dense_terms.nbytes + self.dense_weights.nbytes
+        return sum(array.nbytes for array in (self.indptr, self.docs, self.weights, self.scales, self.dense_indptr,
+                                              self.dense_terms, self.dense_weights))
 
     def document_frequency(self) -> np.ndarray:
         """(vocab_size,) int64: how many documents hold each term."""
-        frequency = np.diff(self.indptr)
-        frequency[self.dense_terms] = self.dense_counts
+        frequency = np.diff(self.indptr).reshape(self.n_blocks, self.vocab_size).sum(axis=0)
+        np.add.at(frequency, self.dense_terms, self.dense_counts)
         return frequency
 
-    @cached_property
-    def dense_slot(self) -> np.ndarray:
-        """(vocab_size,) int32: each term's row in `dense_weights`, or -1."""
-        slot = np.full(self.vocab_size, -1, dtype=np.int32)
-        slot[self.dense_terms] = np.arange(len(self.dense_terms), dtype=np.int32)
-        return slot
+    def bytes_read(self, queries: sp.csr_matrix) -> np.ndarray:
+        """int64 (q,): bytes of postings that searching each query reads (lists, columns, offsets and scales)."""
+        per_posting = self.docs.itemsize + self.weights.itemsize
+        per_term = per_posting * np.diff(self.indptr).reshape(self.n_blocks, self.vocab_size).sum(axis=0)
+        rows = np.array([self.block_rows(b) for b in self.dense_blocks], dtype=np.int64)
+        np.add.at(per_term, self.dense_terms, rows * self.weights.itemsize)
+        per_term += self.n_blocks * (2 * self.indptr.itemsize + (self.scales.itemsize if len(self.scales) else 0))
+        return np.add.reduceat(np.append(per_term[queries.indices], 0), queries.indptr[:-1]) * (np.diff(queries.indptr) > 0)
 
     # -- reading weights --------------------------------------------------------------------------
 
     def weights_at(self, terms: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """float32 (len(terms), len(rows)): the stored weight of each term in each row (0 when absent)."""
-        terms = np.asarray(terms, dtype=np.int64)
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.zeros((len(terms), len(rows)), dtype=np.float32)
-        slot = self.dense_slot
-        for i, term in enumerate(terms):
-            if slot[term] >= 0:
-                out[i] = self.dense_weights[slot[term], rows]
-                continue
-            start, stop = self.indptr[term], self.indptr[term + 1]
-            if start == stop:
-                continue
-            listed = self.docs[start:stop]
-            position = np.minimum(np.searchsorted(listed, rows), stop - start - 1)
-            found = listed[position] == rows
-            out[i, found] = self.weights[start + position[found]]
+        terms = np.asarray(terms, dtype=np.int64).reshape(-1, 1)
+        rows = np.asarray(rows, dtype=np.int64).reshape(1, -1)
+        blocks, local = np.divmod(rows, self.block_size)
+        terms, blocks, local = np.broadcast_arrays(terms, blocks, local)
+        out = np.zeros(terms.shape, dtype=np.float32)
+        # dense columns: find the term among its block's dense terms
+        lo, hi = self.dense_indptr[blocks], self.dense_indptr[blocks + 1]
+        slot = _first_at_least(self.dense_terms, lo, hi, terms)
+        dense = slot < hi
+        dense[dense] = self.dense_terms[slot[dense]] == terms[dense]
+        out[dense] = self.dense_weights[slot[dense], local[dense]]
+        # posting lists: find the row in the block's list of the term
+        segment = blocks * self.vocab_size + terms
+        lo, hi = self.indptr[segment], self.indptr[segment + 1]
+        position = _first_at_least(self.docs, lo, hi, local)
+        found = position < hi
+        found[found] = self.docs[position[found]] == local[found]
+        out[found] = self.weights[position[found]]
+        if len(self.scales):
+            out *= self.scales[blocks, terms]  # stored weight = scale * impact, in float32 as search computes it
         return out
 
     def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Term ids (ascending) and float32 weights of one document, read from the postings."""
-        lo, hi = self.indptr[:-1].copy(), self.indptr[1:].copy()
-        while True:  # one binary search per term, all terms at once
-            active = lo < hi
-            if not active.any():
-                break
-            mid = (lo + hi) >> 1
-            below = np.zeros(len(lo), dtype=bool)
-            below[active] = self.docs[mid[active]] < row
-            lo = np.where(active & below, mid + 1, lo)
-            hi = np.where(active & ~below, mid, hi)
-        found = np.flatnonzero(lo < self.indptr[1:])
-        found = found[self.docs[lo[found]] == row]
-        terms = np.concatenate([found, self.dense_terms.astype(np.int64)])
-        weights = np.concatenate([self.weights[lo[found]], self.dense_weights[:, row]]).astype(np.float32)
-        keep = weights != 0
-        order = np.argsort(terms[keep])
-        return terms[keep][order], weights[keep][order]
+        weights = self.weights_at(np.arange(self.vocab_size), [row])[:, 0]
+        terms = np.flatnonzero(weights)
+        return terms, weights[terms]
 
-    def to_csr(self) -> sp.csr_matrix:
-        """The (n_docs, vocab) float32 CSR document matrix of the stored weights."""
-        return self.term_major().T.tocsr()
-
-    def term_major(self) -> sp.csr_matrix:
-        """The (vocab, n_docs) float32 CSR of all postings, dense columns included: scipy's search operand."""
-        lengths = self.document_frequency()
+    def block_term_major(self, block: int) -> sp.csr_matrix:
+        """One block as a (vocab, block rows) float32 CSR of its stored weights, dense columns included."""
+        size = self.block_rows(block)
+        first = block * self.vocab_size
+        offsets = self.indptr[first : first + self.vocab_size + 1]
+        lengths = np.diff(offsets)
+        columns = range(self.dense_indptr[block], self.dense_indptr[block + 1])
+        column_rows = [np.flatnonzero(self.dense_weights[j, :size]) for j in columns]
+        lengths[self.dense_terms[columns.start : columns.stop]] = [len(rows) for rows in column_rows]
         indptr = np.zeros(self.vocab_size + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         docs = np.empty(indptr[-1], dtype=np.int32)
         weights = np.empty(indptr[-1], dtype=np.float32)
-        sparse_terms = np.flatnonzero(self.dense_slot < 0)
-        # copy the posting lists in place, then drop in each dense column's non-zero rows
-        source = np.repeat(sparse_terms, np.diff(self.indptr)[sparse_terms])
-        target = indptr[source] + (np.arange(len(self.docs)) - self.indptr[source])
-        docs[target] = self.docs
-        weights[target] = self.weights
-        for slot, term in enumerate(self.dense_terms):
-            rows = np.flatnonzero(self.dense_weights[slot])
+        # copy the posting lists to their places, then drop in each dense column's non-zero rows
+        terms = np.repeat(np.arange(self.vocab_size), np.diff(offsets))
+        target = indptr[terms] + (np.arange(len(terms)) - (offsets[terms] - offsets[0]))
+        docs[target] = self.docs[offsets[0] : offsets[-1]]
+        values = self.weights[offsets[0] : offsets[-1]].astype(np.float32)
+        if len(self.scales):
+            values *= self.scales[block, terms]
+        weights[target] = values
+        for j, rows in zip(columns, column_rows):
+            term = self.dense_terms[j]
             docs[indptr[term] : indptr[term + 1]] = rows
-            weights[indptr[term] : indptr[term + 1]] = self.dense_weights[slot, rows]
-        matrix = sp.csr_matrix((weights, docs, indptr), shape=(self.vocab_size, self.n_docs))
+            values = self.dense_weights[j, rows].astype(np.float32)
+            weights[indptr[term] : indptr[term + 1]] = values * self.scales[block, term] if len(self.scales) else values
+        matrix = sp.csr_matrix((weights, docs, indptr), shape=(self.vocab_size, size))
         matrix.has_sorted_indices = True
+        return matrix
+
+    def to_csr(self) -> sp.csr_matrix:
+        """The (n_docs, vocab) float32 CSR document matrix of the stored weights."""
+        if self.n_docs == 0:
+            return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
+        return sp.vstack([self.block_term_major(b).T.tocsr() for b in range(self.n_blocks)], format="csr")
+
+    def term_major(self) -> sp.csr_matrix:
+        """The (vocab, n_docs) float32 CSR of all postings, dense columns included: scipy's search operand."""
+        if self.n_blocks == 1:
+            return self.block_term_major(0)
+        matrix = self.to_csr().T.tocsr()
+        matrix.sort_indices()
         return matrix
 
     # -- search -----------------------------------------------------------------------------------
@@ -200,27 +243,30 @@ class InvertedIndex:
                 scores[start + offset] = row[top]
         return scores, indices
 
+    @cached_property
+    def _kernel_arrays(self) -> tuple:
+        """The layout as the kernel takes it: float16 as uint16 bits, a 2-D dense array even without columns."""
+        weights, dense = self.weights, self.dense_weights
+        if weights.dtype == np.float16:
+            weights, dense = weights.view(np.uint16), dense.view(np.uint16)
+        return (self.indptr, self.docs, weights, self.scales, self.dense_indptr, self.dense_terms, dense)
+
     def _search_kernel(self, kernel, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         n_queries = queries.shape[0]
-        parts = max(1, min(search_threads(), self.n_docs // PART_MIN_DOCS))
-        bounds = np.linspace(0, self.n_docs, parts + 1).astype(np.int64)
-        part_scores = np.empty((parts, n_queries, k), dtype=np.float32)
-        part_rows = np.empty((parts, n_queries, k), dtype=np.int64)
-        half = self.weights.dtype == np.float16
-        weights = self.weights.view(np.uint16) if half else self.weights
-        dense_weights = self.dense_weights.view(np.uint16) if half else self.dense_weights
-        if dense_weights.shape[0] == 0:
-            dense_weights = dense_weights.reshape(0, 1)  # the kernel never reads it; keep a 2-D array
+        parts = max(1, min(search_threads(), self.n_blocks))
+        bounds = np.linspace(0, self.n_blocks, parts + 1).astype(np.int64)
+        part_scores = np.full((parts, n_queries, k), -np.inf, dtype=np.float32)
+        part_rows = np.full((parts, n_queries, k), -1, dtype=np.int64)
         q_indptr = queries.indptr.astype(np.int64)
         q_terms = queries.indices.astype(np.int32)
         q_weights = queries.data.astype(np.float32)
+        arrays = self._kernel_arrays
 
         def run(part: int) -> None:
-            kernel(
-                self.indptr, self.docs, weights, self.dense_slot, dense_weights, half,
-                q_indptr, q_terms, q_weights, bounds[part], bounds[part + 1], k, part_scores[part], part_rows[part],
-                _scratch(int(bounds[part + 1] - bounds[part])),
-            )
+            lo, hi = int(bounds[part]), int(bounds[part + 1])
+            keep = min(k, min(self.n_docs, hi * self.block_size) - lo * self.block_size)
+            kernel(*arrays, self.vocab_size, self.block_size, self.n_docs, q_indptr, q_terms, q_weights, lo, hi, keep,
+                   part_scores[part, :, :keep], part_rows[part, :, :keep], _scratch(self.block_size))
 
         if parts == 1:
             run(0)
@@ -233,15 +279,18 @@ class InvertedIndex:
         return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
-def _dense_terms(counts: np.ndarray, n: int, weight_bytes: int) -> np.ndarray:
-    """Terms to store as dense columns (ascending): see DENSE_SHARE and FAST_DENSE_SHARE."""
-    order = np.argsort(-counts, kind="stable")
-    order = order[counts[order] >= FAST_DENSE_SHARE * n]
-    sparse_bytes = (4 + weight_bytes) * (counts.sum() - np.cumsum(counts[order]))  # if the first j+1 become dense
-    total = sparse_bytes + weight_bytes * n * np.arange(1, len(order) + 1)
-    fits = (counts[order] >= DENSE_SHARE * n) | (total <= MAX_BYTES_PER_POSTING * max(counts.sum(), 1))
-    chosen = len(order) if fits.all() else int(np.argmin(fits))  # the longest prefix that fits
-    return np.sort(order[:chosen])
+def _first_at_least(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per element, the first position p in lo..hi with values[p] >= target (hi when none): vectorized binary search."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        mid = (lo + hi) >> 1
+        below = np.zeros(lo.shape, dtype=bool)
+        below[active] = values[mid[active]] < target[active]
+        lo = np.where(active & below, mid + 1, lo)
+        hi = np.where(active & ~below, mid, hi)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -283,7 +332,7 @@ def _scratch(size: int) -> np.ndarray:
     return buffer
 
 
-_KERNEL: list = []  # [search_range] once imported, [None] when numba is missing
+_KERNEL: list = []  # [search_blocks] once imported, [None] when numba is missing
 _POOL: list[ThreadPoolExecutor] = []
 
 
@@ -292,12 +341,12 @@ def _kernel():
     with _LOCK:
         if not _KERNEL:
             try:
-                from mlsr.index.kernels import search_range
+                from mlsr.index.kernels import search_blocks
             except ImportError as error:
                 logger.warning("numba is not available (%s): large indexes search with scipy, slower."
                                " Install it: pip install -r requirements.txt", error)
-                search_range = None
-            _KERNEL.append(search_range)
+                search_blocks = None
+            _KERNEL.append(search_blocks)
     return _KERNEL[0]
 
 

@@ -1,15 +1,18 @@
-"""Compiled search kernel (numba) over the inverted layout: term-at-a-time accumulation and top-k.
+"""Compiled search kernel (numba) over the blocked inverted layout: term-at-a-time accumulation and top-k.
 
-A query adds `query_weight * doc_weight` into one float32 accumulator per document, term by term
-in ascending term order, then keeps the k best (score descending, then row ascending). That is
-the order in which scipy's `queries @ postings` sums, so every score is the same float as the
-sparse product's. The work is split by document range: each part reads only its own rows of
-every posting list and owns its accumulator, so parts run on separate cores without sharing.
+Documents come in blocks of at most 65,536 rows (see `mlsr.index.inverted`). For each block, a query
+adds `query_weight * stored_weight` into one float32 accumulator per row of the block, term by term
+in ascending term order, then offers the block's scores to a top-k heap that lives across blocks
+(score descending, then row ascending). Ascending term order is the order in which scipy's
+`queries @ postings` sums, so every score is the same float as the sparse product's over the stored
+weights. The accumulator of one block (256 KB) stays in the core's cache while every query term is
+added to it; a search splits the blocks between cores, each with its own accumulator and heaps.
 
-Terms come in two layouts (see `mlsr.index.inverted`): a posting list (ascending document rows and
-their weights) or, for terms in at least a third of the documents, a dense column of weights
-(0 = absent), which is added with vector instructions. Weights are float32, or float16 passed
-as their uint16 bits (numba has no float16 arrays) and widened by the CPU's conversion.
+Terms of a block come in two layouts: a posting list (ascending rows within the block, uint16, and
+their weights) or, for terms in a large share of the block's rows, a dense column of weights
+(0 = absent), added with vector instructions. Weights are float32; float16 passed as their uint16
+bits (numba has no float16 arrays) and widened by the CPU's conversion; or uint8 impacts whose
+stored weight is `scale * impact` in float32 (`scale` per term and block).
 
 Compiled on first use and cached on disk (`cache=True`); the kernel releases the GIL, so parts
 run in plain threads.
@@ -20,8 +23,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
-
+from numba.extending import intrinsic, overload
 
 @intrinsic
 def _half_to_float(typingctx, bits):
@@ -34,24 +36,17 @@ def _half_to_float(typingctx, bits):
     return signature, codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _weight(weights, position, half):
-    if half:
-        return _half_to_float(weights[position])
-    return np.float32(weights[position])
+def _stored(scale, raw):
+    """The stored float32 weight of a raw array value: `scale * impact` (uint8), float16 bits, or float32."""
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _first_at_least(docs, start, stop, row):
-    """Position of the first posting in docs[start:stop] whose document is >= row (binary search)."""
-    lo, hi = start, stop
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if docs[mid] < row:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+@overload(_stored, inline="always")
+def _stored_typed(scale, raw):
+    if raw == types.uint8:
+        return lambda scale, raw: scale * np.float32(raw)
+    if raw == types.uint16:
+        return lambda scale, raw: _half_to_float(raw)
+    return lambda scale, raw: np.float32(raw)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -78,78 +73,94 @@ def _sift_down(heap_scores, heap_rows, size, position):
 
 
 @njit(cache=True, nogil=True)
-def _add_column(accumulator, column, weight, half):
-    """accumulator += weight * column, one loop per weight type so that it compiles to vector instructions."""
-    if half:
-        for i in range(accumulator.shape[0]):
-            accumulator[i] += weight * _half_to_float(column[i])
-    else:
-        for i in range(accumulator.shape[0]):
-            accumulator[i] += weight * np.float32(column[i])
+def _add_column(accumulator, column, weight, scale):
+    """accumulator += weight * stored(column): one loop per weight type, compiled to vector instructions."""
+    for i in range(accumulator.shape[0]):
+        accumulator[i] += weight * _stored(scale, column[i])
+
+
+@njit(cache=True, nogil=True)
+def _add_postings(accumulator, docs, weights, start, stop, weight, scale):
+    """accumulator[docs[p]] += weight * stored(weights[p]) for the postings start..stop-1."""
+    for p in range(start, stop):
+        accumulator[docs[p]] += weight * _stored(scale, weights[p])
 
 
 _BLOCK = 64  # scores checked at once by the top-k scan
 
 
 @njit(cache=True, nogil=True)
-def search_range(
-    indptr, docs, weights, dense_slot, dense_weights, half,
-    q_indptr, q_terms, q_weights, lo, hi, k, out_scores, out_rows, scratch,
-):
-    """Top-k of every query among documents lo..hi-1 into out_scores/out_rows (q, k), unsorted.
-
-    `dense_slot[t]` is term t's row in `dense_weights` (terms x documents), or -1 when the term
-    has a posting list. Slots beyond the range's size keep -inf and row -1. `scratch` is a
-    float32 buffer of at least hi - lo values (reused between calls: fresh memory costs page faults).
-    """
-    size = hi - lo
-    accumulator = scratch[:size]
-    keep = min(k, size)
-    for q in range(q_indptr.shape[0] - 1):
-        accumulator[:] = 0.0
-        for j in range(q_indptr[q], q_indptr[q + 1]):
-            term = q_terms[j]
-            weight = np.float32(q_weights[j])
-            slot = dense_slot[term]
-            if slot >= 0:
-                _add_column(accumulator, dense_weights[slot, lo:hi], weight, half)
-            else:
-                stop = indptr[term + 1]
-                start = _first_at_least(docs, indptr[term], stop, lo)
-                stop = _first_at_least(docs, start, stop, hi)
-                for p in range(start, stop):
-                    accumulator[docs[p] - lo] += weight * _weight(weights, p, half)
-        heap_scores = out_scores[q]
-        heap_rows = out_rows[q]
-        heap_scores[:] = -np.inf
-        heap_rows[:] = -1
-        if keep == 0:
-            continue
-        for i in range(keep):
-            heap_scores[i] = accumulator[i]
-            heap_rows[i] = lo + i
-        for position in range(keep // 2 - 1, -1, -1):
-            _sift_down(heap_scores, heap_rows, keep, position)
-        threshold = heap_scores[0]
-        # rows arrive in ascending order, so a score equal to the worst kept one loses the tie; blocks
-        # of _BLOCK scores are first counted against the threshold (a fixed-length loop that compiles
-        # to vector instructions) and read one by one only when one of them gets in
-        start = keep
-        while start < size:
-            stop = min(start + _BLOCK, size)
-            if stop - start == _BLOCK:
-                block = accumulator[start:stop]
-                hits = 0
-                for i in range(_BLOCK):
-                    if block[i] > threshold:
-                        hits += 1
-                if hits == 0:
-                    start = stop
-                    continue
+def _offer(accumulator, base, heap_scores, heap_rows, filled, keep):
+    """Offer one block's scores (rows base, base + 1, ...) to a heap holding `filled` of `keep`; returns the new fill."""
+    size = accumulator.shape[0]
+    start = 0
+    while filled < keep and start < size:  # the first `keep` rows of the part fill the heap
+        heap_scores[filled] = accumulator[start]
+        heap_rows[filled] = base + start
+        filled += 1
+        start += 1
+        if filled == keep:
+            for position in range(keep // 2 - 1, -1, -1):
+                _sift_down(heap_scores, heap_rows, keep, position)
+    if filled < keep:
+        return filled
+    threshold = heap_scores[0]
+    # rows arrive in ascending order, so a score equal to the worst kept one loses the tie; blocks
+    # of _BLOCK scores are first counted against the threshold (a fixed-length loop that compiles
+    # to vector instructions) and read one by one only when one of them gets in
+    while start < size:
+        stop = min(start + _BLOCK, size)
+        if stop - start == _BLOCK:
+            hits = 0
             for i in range(start, stop):
                 if accumulator[i] > threshold:
-                    heap_scores[0] = accumulator[i]
-                    heap_rows[0] = lo + i
-                    _sift_down(heap_scores, heap_rows, keep, 0)
-                    threshold = heap_scores[0]
-            start = stop
+                    hits += 1
+            if hits == 0:
+                start = stop
+                continue
+        for i in range(start, stop):
+            if accumulator[i] > threshold:
+                heap_scores[0] = accumulator[i]
+                heap_rows[0] = base + i
+                _sift_down(heap_scores, heap_rows, keep, 0)
+                threshold = heap_scores[0]
+        start = stop
+    return filled
+
+
+@njit(cache=True, nogil=True)
+def search_blocks(
+    indptr, docs, weights, scales, dense_indptr, dense_terms, dense_weights, vocab_size, block_size, n_docs,
+    q_indptr, q_terms, q_weights, block_lo, block_hi, keep, out_scores, out_rows, scratch,
+):
+    """Top-`keep` of every query among the rows of blocks block_lo..block_hi-1 into out_scores/out_rows (q, keep).
+
+    Term t of block b: posting list `indptr[b * vocab_size + t] .. indptr[b * vocab_size + t + 1]`
+    of `docs` (rows within the block) and `weights`, or the dense column `dense_weights[j]` when
+    `dense_terms[j] == t` for j in dense_indptr[b]..dense_indptr[b+1]-1. `scales` (blocks, vocab)
+    holds uint8 scales, or has no rows for float weights. `keep` <= the rows of the part; results
+    come unsorted. `scratch` is a float32 buffer of at least block_size values (reused between calls).
+    """
+    n_queries = q_indptr.shape[0] - 1
+    filled = np.zeros(n_queries, dtype=np.int64)
+    quantized = scales.shape[0] > 0
+    for b in range(block_lo, block_hi):
+        base = b * block_size
+        size = min(block_size, n_docs - base)
+        accumulator = scratch[:size]
+        segments = b * vocab_size
+        for q in range(n_queries):
+            accumulator[:] = 0.0
+            d = dense_indptr[b]
+            d_stop = dense_indptr[b + 1]
+            for j in range(q_indptr[q], q_indptr[q + 1]):
+                term = q_terms[j]
+                weight = np.float32(q_weights[j])
+                scale = scales[b, term] if quantized else np.float32(1.0)
+                while d < d_stop and dense_terms[d] < term:
+                    d += 1
+                if d < d_stop and dense_terms[d] == term:
+                    _add_column(accumulator, dense_weights[d, :size], weight, scale)
+                else:
+                    _add_postings(accumulator, docs, weights, indptr[segments + term], indptr[segments + term + 1], weight, scale)
+            filled[q] = _offer(accumulator, base, out_scores[q], out_rows[q], filled[q], keep)

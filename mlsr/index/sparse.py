@@ -8,7 +8,8 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from itertools import chain
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +22,9 @@ from mlsr.vocab import Vocabulary, nonzero_terms
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"float16": np.float16, "float32": np.float32}
+# How document weights can be stored (`SparseIndex.build(precision=...)`): bytes per posting with the
+# row within its block (2 bytes), before dense columns and per-block offsets; see mlsr.index.blocks.
+PRECISIONS = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32}
 
 
 class Results(NamedTuple):
@@ -47,8 +50,8 @@ class SparseIndex:
     `items[i]` describes row i (`id`, `image`, `captions`, ...); `dense` (n, d) holds the dense
     vectors of the same rows for a side-by-side FAISS comparison; `info` is the rest of the
     manifest (models, document representation, build time). Document weights are stored in
-    float16 by default (`precision`): search, `score`, `explain` and `vectors` all read the
-    stored weights, so explanations sum to the scores that search returns.
+    float16 by default, or float32, or as uint8 impacts (`precision`): search, `score`, `explain`
+    and `vectors` all read the stored weights, so explanations sum to the scores that search returns.
     """
 
     inverted: InvertedIndex
@@ -61,7 +64,7 @@ class SparseIndex:
     @classmethod
     def build(
         cls,
-        vectors: sp.spmatrix,
+        vectors: sp.spmatrix | Iterable[sp.spmatrix],
         items: list[dict] | None = None,
         *,
         vocab: Vocabulary | None = None,
@@ -71,30 +74,43 @@ class SparseIndex:
     ) -> "SparseIndex":
         """Index (n, vocab) document vectors; items default to `{"id": str(row)}`.
 
-        `precision` "float16" (default: 6 bytes per posting; each weight within a relative 2^-11
-        of its float32 value) or "float32" (exact). Weights too large for float16 (> 65,504) keep
-        float32.
+        `vectors` is one scipy sparse matrix, or an iterable of them (consecutive row chunks of the
+        same width) for a collection too large to hold as one matrix: blocks of 65,536 rows are
+        inverted as they arrive. The caller's matrices are never changed.
+
+        `precision` says how document weights are stored, and so what search is exact over:
+        "float32" keeps them exactly; "float16" (default: 4 bytes per posting) rounds each to within
+        a relative 2^-11 (weights too large for float16, > 65,504, keep float32); "uint8" (3 bytes
+        per posting) stores impacts 0..255 with a float32 scale per term and block of 65,536 rows
+        (max weight / 255), so each weight moves by at most half a scale step, and needs weights
+        >= 0. Weights that round to 0 are dropped, as absent terms. Search then returns the exact
+        top-k over the stored weights, which may differ from the top-k over the originals where
+        scores are closer than the rounding (`bench/bench_scale.py` measures recall@10 against float32).
         """
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
-        vectors = as_csr(vectors, "document vectors")
-        n = vectors.shape[0]
-        items = [{"id": str(i)} for i in range(n)] if items is None else [dict(item) for item in items]
-        check_items(items, n)
-        if vocab is not None and len(vocab) != vectors.shape[1]:
-            raise InputError(f"vocabulary has {len(vocab)} terms but vectors have {vectors.shape[1]} columns.")
         if dense is not None:
             dense = np.ascontiguousarray(dense, dtype=np.float32)
-            if dense.ndim != 2 or dense.shape[0] != n or not np.isfinite(dense).all():
-                raise InputError(f"dense vectors must be a finite (n={n}, d) array, got shape {dense.shape}.")
-        dtype = PRECISIONS[precision]
-        if dtype == np.float16 and vectors.nnz and np.abs(vectors.data).max() > HALF_MAX:
-            logger.warning("document weights exceed float16's range (%g): storing float32", HALF_MAX)
-            dtype = np.float32
-        if dtype == np.float16:
-            vectors.data = vectors.data.astype(np.float16).astype(np.float32)
-            vectors.eliminate_zeros()  # weights below float16's range are dropped, as absent terms
-        return cls(InvertedIndex.from_csr(vectors, dtype), items, vocab, dense, dict(info or {}))
+        if sp.issparse(vectors):
+            vectors = as_csr(vectors, "document vectors")
+            _check_rows(vectors.shape[0], items, vocab, vectors.shape[1], dense)  # fail before the work
+            if precision == "float16" and vectors.nnz and np.abs(vectors.data).max() > HALF_MAX:
+                logger.warning("document weights exceed float16's range (%g): storing float32", HALF_MAX)
+                precision = "float32"
+            chunks: Iterator[sp.csr_matrix] = iter([vectors])
+        elif isinstance(vectors, Iterable) and not isinstance(vectors, (str, bytes, np.ndarray)):
+            chunks = (as_csr(chunk, "document vectors") for chunk in vectors)
+        else:
+            raise InputError("document vectors must be a scipy sparse matrix, or an iterable of them (row chunks).")
+        first = next(chunks, None)
+        if first is None:
+            raise InputError("no document vectors: give a matrix, or at least one row chunk.")
+        vocab_size = first.shape[1]
+        inverted = InvertedIndex.from_rows(_prepared(chain([first], chunks), vocab_size, precision), vocab_size, precision)
+        n = inverted.n_docs
+        _check_rows(n, items, vocab, vocab_size, dense)
+        items = [{"id": str(i)} for i in range(n)] if items is None else [dict(item) for item in items]
+        return cls(inverted, items, vocab, dense, dict(info or {}))
 
     def __len__(self) -> int:
         return self.inverted.n_docs
@@ -105,8 +121,8 @@ class SparseIndex:
 
     @property
     def precision(self) -> str:
-        """"float16" or "float32": how document weights are stored."""
-        return "float16" if self.inverted.weights.dtype == np.float16 else "float32"
+        """"uint8", "float16" or "float32": how document weights are stored (see `build`)."""
+        return self.inverted.precision
 
     @property
     def nnz(self) -> int:
@@ -135,7 +151,8 @@ class SparseIndex:
 
         Ties are broken by row (lower first), so rankings are deterministic; k is clamped to
         the number of documents. Only the query terms' postings are read; scores are the same
-        floats as the sparse product `queries @ index.vectors.T`.
+        floats as the sparse product `queries @ index.vectors.T` over the stored weights (for
+        float16 and uint8 these are the rounded weights: exact search of the stored collection).
         """
         queries = self._check_queries(queries)
         return Results(*self.inverted.search(queries, k))
@@ -223,10 +240,10 @@ class SparseIndex:
         """
         path = Path(path)
         contents = read_folder(path, mmap=mmap)
-        if contents.vectors is not None:  # format 1: float32 weights, exactly as they were searched
+        if contents.vectors is not None:  # formats 1 and 2: inverted again, the stored weights kept exactly
             try:
                 index = cls.build(contents.vectors, contents.items, vocab=contents.vocab, dense=contents.dense,
-                                  info=contents.info, precision="float32")
+                                  info=contents.info, precision=contents.precision)
             except InputError as error:
                 raise IndexFormatError(f"index {path}: {error}") from None
         else:
@@ -235,6 +252,28 @@ class SparseIndex:
         if models is not None:
             index.check_models(models)
         return index
+
+
+def _check_rows(n: int, items: list[dict] | None, vocab: Vocabulary | None, vocab_size: int,
+                dense: np.ndarray | None) -> None:
+    """Raise InputError unless items, vocabulary and dense vectors fit n document rows of vocab_size terms."""
+    if items is not None:
+        check_items(list(items), n)
+    if vocab is not None and len(vocab) != vocab_size:
+        raise InputError(f"vocabulary has {len(vocab)} terms but vectors have {vocab_size} columns.")
+    if dense is not None and (dense.ndim != 2 or dense.shape[0] != n or not np.isfinite(dense).all()):
+        raise InputError(f"dense vectors must be a finite (n={n}, d) array, got shape {dense.shape}.")
+
+
+def _prepared(chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str) -> Iterator[sp.csr_matrix]:
+    """Row chunks checked for width (and sign, for uint8), explicit zeros dropped (they score as absent terms)."""
+    for chunk in chunks:
+        if chunk.shape[1] != vocab_size:
+            raise InputError(f"row chunks must all have {vocab_size} columns; one has {chunk.shape[1]}.")
+        if precision == "uint8" and chunk.nnz and chunk.data.min() < 0:
+            raise InputError("uint8 impacts need document weights >= 0; use precision 'float16' or 'float32'.")
+        chunk.eliminate_zeros()  # our own copy (as_csr)
+        yield chunk
 
 
 def as_csr(matrix: sp.spmatrix, what: str) -> sp.csr_matrix:

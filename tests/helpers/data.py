@@ -1,5 +1,5 @@
 """Test data with known content: generated images, an image folder with captions, a small gallery index,
-and an index folder in the old format 1."""
+and index folders in the old formats 1 and 2."""
 
 from __future__ import annotations
 
@@ -89,3 +89,48 @@ def write_format1_index(folder: Path, vectors, items: list[dict], vocab=None, de
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
 
+
+
+def write_format2_index(folder: Path, vectors, items: list[dict], precision: str = "float16", dense_share: float = 1 / 3,
+                        vocab=None, info: dict | None = None) -> Path:
+    """An index folder exactly as mlsr wrote format 2: one posting list per term (int32 rows, float16 or float32
+    weights) and dense columns over all documents for terms in at least `dense_share` of them."""
+    import hashlib
+    import json
+
+    import scipy.sparse as sp
+
+    folder.mkdir(parents=True)
+    dtype = np.dtype(precision)
+    vectors = sp.csr_matrix(vectors, dtype=np.float32)
+    n, vocab_size = vectors.shape
+    columns = vectors.tocsc()
+    columns.sort_indices()
+    counts = np.diff(columns.indptr)
+    dense_terms = np.flatnonzero(counts >= dense_share * max(n, 1)).astype(np.int32)
+    dense_weights = np.zeros((len(dense_terms), n), dtype=dtype)
+    for slot, term in enumerate(dense_terms):
+        start, stop = columns.indptr[term], columns.indptr[term + 1]
+        dense_weights[slot, columns.indices[start:stop]] = columns.data[start:stop]
+    sparse_counts = counts.copy()
+    sparse_counts[dense_terms] = 0
+    keep = np.repeat(sparse_counts > 0, counts)
+    indptr = np.zeros(vocab_size + 1, dtype=np.int64)
+    np.cumsum(sparse_counts, out=indptr[1:])
+    arrays = {"indptr": indptr, "docs": columns.indices[keep].astype(np.int32), "weights": columns.data[keep].astype(dtype),
+              "dense_terms": dense_terms, "dense_weights": dense_weights}
+    for name, array in arrays.items():
+        np.save(folder / f"postings.{name}.npy", array, allow_pickle=False)
+    (folder / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+    if vocab is not None:
+        vocab.save(folder / "vocab.txt")
+    files = sorted(p.name for p in folder.iterdir())
+    manifest = {
+        "format": "mlsr-index", "format_version": 2, **(info or {}), "count": n, "vocab_size": vocab_size,
+        "vocab_sha256": vocab.sha256 if vocab is not None else None, "dense_size": None, "precision": precision,
+        "postings": {"stored": int(keep.sum()), "dense_terms": len(dense_terms)}, "saved": "2026-02-01T00:00:00Z",
+        "files": {name: {"bytes": (folder / name).stat().st_size,
+                         "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()} for name in files},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder

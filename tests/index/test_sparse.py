@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
-from mlsr.index.folder import MANIFEST_FILE, POSTING_FILES
+from mlsr.index.folder import FORMAT_VERSION, MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.models.record import ModelRecord
 from mlsr.index.inverted import top_k
@@ -160,7 +160,7 @@ def test_save_then_load_gives_identical_results(saved_index):
     np.testing.assert_array_equal(loaded.dense, index.dense)
     assert loaded.info["documents"] == "image" and len(loaded) == 40
     manifest = json.loads((path / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == 2 and set(manifest["files"]) == {
+    assert manifest["format_version"] == FORMAT_VERSION and set(manifest["files"]) == {
         *POSTING_FILES.values(), "items.jsonl", "vocab.txt", "dense.npy"}
 
 
