@@ -5,12 +5,12 @@ adds `query_weight * stored_weight` into one float32 accumulator per row of the 
 in ascending term order, then offers the block's scores to a top-k heap that lives across blocks
 (score descending, then row ascending). Ascending term order is the order in which scipy's
 `queries @ postings` sums, so every score is the same float as the sparse product's over the stored
-weights. The accumulator of one block (256 KB) stays in the core's cache while every query term is
-added to it; a search splits the blocks between cores, each with its own accumulator and heaps.
+weights. A search splits the blocks between cores, each with its own accumulator and heaps.
 
 Terms of a block come in two layouts: a posting list (ascending rows within the block, uint16, and
 their weights) or, for terms in a large share of the block's rows, a dense column of weights
-(0 = absent), added with vector instructions. Weights are float32; float16 passed as their uint16
+(0 = absent), added with vector instructions. A block's accumulator (256 KB) stays in the core's L2 cache while
+every query term is added to it. Weights are float32; float16 passed as their uint16
 bits (numba has no float16 arrays) and widened by the CPU's conversion; or uint8 impacts whose
 stored weight is `scale * impact` in float32 (`scale` per term and block).
 
@@ -23,7 +23,10 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+PREFETCH = 2048  # elements ahead that a scan asks the memory system for
 
 @intrinsic
 def _half_to_float(typingctx, bits):
@@ -32,6 +35,23 @@ def _half_to_float(typingctx, bits):
 
     def codegen(context, builder, sig, args):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return signature, codegen
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Hint the CPU to fetch array[index] into its caches (never faults, even beyond the array's end)."""
+    signature = types.void(array, types.intp)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(function, [pointer, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
 
     return signature, codegen
 
@@ -74,16 +94,39 @@ def _sift_down(heap_scores, heap_rows, size, position):
 
 @njit(cache=True, nogil=True)
 def _add_column(accumulator, column, weight, scale):
-    """accumulator += weight * stored(column): one loop per weight type, compiled to vector instructions."""
-    for i in range(accumulator.shape[0]):
+    """accumulator += weight * stored(column): vector instructions, 64 rows at a time, each step first
+    asking for the column PREFETCH rows ahead (hardware prefetchers stop at page boundaries)."""
+    size = accumulator.shape[0]
+    whole = size - size % 64
+    for step in range(0, whole, 64):
+        _prefetch(column, step + PREFETCH)
+        scores = accumulator[step : step + 64]
+        values = column[step : step + 64]
+        for i in range(64):
+            scores[i] += weight * _stored(scale, values[i])
+    for i in range(whole, size):
         accumulator[i] += weight * _stored(scale, column[i])
 
 
 @njit(cache=True, nogil=True)
-def _add_postings(accumulator, docs, weights, start, stop, weight, scale):
-    """accumulator[docs[p]] += weight * stored(weights[p]) for the postings start..stop-1."""
-    for p in range(start, stop):
-        accumulator[docs[p]] += weight * _stored(scale, weights[p])
+def _add_postings(accumulator, docs, weights, weight, scale):
+    """accumulator[docs[i]] += weight * stored(weights[i]) for every posting of the slices docs, weights.
+
+    Unsigned indices: numba then skips its negative-index wraparound, which doubles the cost of a
+    scatter (the load-time checks keep every row within the block). Every 32 postings, the lists
+    PREFETCH postings ahead are asked for.
+    """
+    count = docs.shape[0]
+    whole = count - count % 32
+    for step in range(0, whole, 32):
+        _prefetch(docs, step + PREFETCH)
+        _prefetch(weights, step + PREFETCH)
+        rows = docs[step : step + 32]
+        values = weights[step : step + 32]
+        for i in range(32):
+            accumulator[np.uint64(rows[i])] += weight * _stored(scale, values[i])
+    for i in range(whole, count):
+        accumulator[np.uint64(docs[i])] += weight * _stored(scale, weights[i])
 
 
 _BLOCK = 64  # scores checked at once by the top-k scan
@@ -111,10 +154,10 @@ def _offer(accumulator, base, heap_scores, heap_rows, filled, keep):
     while start < size:
         stop = min(start + _BLOCK, size)
         if stop - start == _BLOCK:
+            chunk = accumulator[start:stop]  # a view indexed from 0: no wraparound checks, so it vectorizes
             hits = 0
-            for i in range(start, stop):
-                if accumulator[i] > threshold:
-                    hits += 1
+            for i in range(_BLOCK):
+                hits += chunk[i] > threshold
             if hits == 0:
                 start = stop
                 continue
@@ -144,23 +187,43 @@ def search_blocks(
     n_queries = q_indptr.shape[0] - 1
     filled = np.zeros(n_queries, dtype=np.int64)
     quantized = scales.shape[0] > 0
+    longest = 0
+    for q in range(n_queries):
+        longest = max(longest, q_indptr[q + 1] - q_indptr[q])
+    column = np.empty(longest, dtype=np.int64)  # per query term in this block: its dense column, or -1...
+    start = np.empty(longest, dtype=np.int64)  # ...else its posting list start..stop
+    stop = np.empty(longest, dtype=np.int64)
+    scale = np.empty(longest, dtype=np.float32)
     for b in range(block_lo, block_hi):
         base = b * block_size
         size = min(block_size, n_docs - base)
-        accumulator = scratch[:size]
         segments = b * vocab_size
+        accumulator = scratch[:size]
         for q in range(n_queries):
-            accumulator[:] = 0.0
+            first = q_indptr[q]
+            n_terms = q_indptr[q + 1] - first
+            # where each term lies in this block; the first lines of each are asked for at once, so
+            # that their cache misses overlap instead of stalling one term after another
             d = dense_indptr[b]
             d_stop = dense_indptr[b + 1]
-            for j in range(q_indptr[q], q_indptr[q + 1]):
-                term = q_terms[j]
-                weight = np.float32(q_weights[j])
-                scale = scales[b, term] if quantized else np.float32(1.0)
+            for j in range(n_terms):
+                term = q_terms[first + j]
+                scale[j] = scales[b, term] if quantized else np.float32(1.0)
                 while d < d_stop and dense_terms[d] < term:
                     d += 1
-                if d < d_stop and dense_terms[d] == term:
-                    _add_column(accumulator, dense_weights[d, :size], weight, scale)
-                else:
-                    _add_postings(accumulator, docs, weights, indptr[segments + term], indptr[segments + term + 1], weight, scale)
+                column[j] = d if d < d_stop and dense_terms[d] == term else -1
+                start[j] = indptr[segments + term]
+                stop[j] = indptr[segments + term + 1]
+                if column[j] >= 0:
+                    _prefetch(dense_weights[d], 0)
+                elif start[j] < stop[j]:
+                    _prefetch(docs, start[j])
+                    _prefetch(weights, start[j])
+            accumulator[:] = 0.0
+            for j in range(n_terms):
+                weight = np.float32(q_weights[first + j])
+                if column[j] >= 0:
+                    _add_column(accumulator, dense_weights[column[j], :size], weight, scale[j])
+                elif start[j] < stop[j]:
+                    _add_postings(accumulator, docs[start[j] : stop[j]], weights[start[j] : stop[j]], weight, scale[j])
             filled[q] = _offer(accumulator, base, out_scores[q], out_rows[q], filled[q], keep)
