@@ -5,7 +5,7 @@
 Models: real-size BLIP-base retrieval (ViT-B/16 at 384 px, BERT-base text encoder) and a
 256 -> 768 -> 30,522 head with random weights (speed does not depend on the weights), built by
 tests/fixtures.py and loaded through `Encoder.from_pretrained`, as in bench_core.py. The index is the
-synthetic collection of bench_scale.py. Each stage is timed on its own (median of --repeat runs after a
+uniform synthetic collection of bench/synthetic.py. Each stage is timed on its own (median of --repeat runs after a
 warm-up), then the whole public call (`encode_text` + `search`, `encode_images` + `decode`).
 """
 
@@ -44,7 +44,7 @@ def main() -> None:
     from transformers.utils import logging as transformers_logging
 
     from bench.bench_core import make_real_size_models
-    from bench.bench_scale import popularity, synthetic_docs
+    from bench.synthetic import Profile
     from mlsr.models.encoder import Encoder, to_csr
     from mlsr.images import load_image
     from mlsr.index.sparse import SparseIndex
@@ -53,7 +53,7 @@ def main() -> None:
     transformers_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
         encoder = Encoder.from_pretrained(*map(str, make_real_size_models(Path(tmp))), device="cpu")
-    index = SparseIndex.build(synthetic_docs(args.docs, popularity(), seed=args.docs))
+    index = SparseIndex.build(Profile("uniform").documents(args.docs))
     backbone, head, r = encoder.backbone, encoder.head, args.repeat
 
     torch.set_grad_enabled(False)  # as inside the encoder (inference mode): the head is timed on its own

@@ -134,7 +134,8 @@ class Profile:
     def _pick(self, topics: np.ndarray, picks: np.ndarray, rng: np.random.Generator, low: float, high: float):
         """From each topic slot, `picks` of its 16 terms without replacement, likelier by importance^2 (Gumbel top-k)."""
         importance = self.topic_importance[topics]
-        keys = 2 * np.log(importance) - np.log(-np.log(rng.random(importance.shape, dtype=np.float32)))
+        uniform = np.maximum(rng.random(importance.shape, dtype=np.float32), np.float32(1e-30))
+        keys = 2 * np.log(importance) - np.log(-np.log(uniform))
         order = np.argsort(-keys, axis=1)
         chosen = np.arange(16)[None, :] < picks[:, None]
         slot, rank = np.nonzero(chosen)

@@ -11,10 +11,14 @@ Weights are stored in one of three precisions:
 - "float32": exactly as given;
 - "float16": rounded to the nearest float16 (relative error <= 2^-11; weights that underflow to 0
   are dropped, as absent terms);
-- "uint8": 8-bit impacts with a calibrated scale per term and block, as PISA and Seismic quantize:
-  `scale[b, t] = max weight of term t in block b / 255` and `impact = round(weight / scale)`, so
-  the stored weight `scale * impact` is within `scale / 2` of the original (impacts rounded to 0 are
-  dropped). Impacts are unsigned: document weights must be >= 0 (learned sparse weights are).
+- "uint8": 8-bit impacts with a calibrated float32 scale per group of 32 consecutive postings of a
+  block's lists (and per 64 rows of a dense column): `scale = max weight of the group / 255` and
+  `impact = round(weight / scale)`, so the stored weight `scale * impact` is within `scale / 2` of
+  the original. PISA quantizes with one scale for the whole collection, Seismic per summary block;
+  a scale per small group follows each list's local range, which measured best (recall@10 against
+  float32 in bench/bench_scale.py: one scale per term and block lost twice as many of the top 10).
+  Impacts rounded to 0 are dropped, as absent terms (the groups are then formed again). Impacts are
+  unsigned: document weights must be >= 0 (learned sparse weights are).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import scipy.sparse as sp
 
 BLOCK_DOCS = 65_536  # rows per block: the largest block whose rows fit uint16
 IMPACT_LEVELS = 255  # uint8 impacts 1..255 (0 = absent)
+LIST_GROUP = 32  # consecutive postings of a block's lists that share one uint8 scale
+COLUMN_GROUP = 64  # rows of a dense column that share one uint8 scale
 # A term held by at least `DENSE_SHARE` of a block's rows is a dense column there: adding a column
 # with vector instructions costs ~0.1 ns per row, a scatter over a posting list ~1 ns per posting.
 # Terms from FAST_DENSE_SHARE up become columns too, as long as the block stays within
@@ -48,7 +54,18 @@ class Block:
     weights: np.ndarray  # the precision's dtype
     dense_terms: np.ndarray  # int32, ascending
     dense_weights: np.ndarray  # (len(dense_terms), block_size), the precision's dtype
-    scales: np.ndarray | None  # float32 (vocab,) for uint8, else None
+    scales: np.ndarray | None  # uint8: float32 (ceil(postings / LIST_GROUP),), else None
+    dense_scales: np.ndarray | None  # uint8: float32 (len(dense_terms), column_groups(block_size)), else None
+
+
+def column_groups(block_size: int) -> int:
+    """Scale groups of a dense column (COLUMN_GROUP rows each)."""
+    return -(-block_size // COLUMN_GROUP)
+
+
+def list_groups(postings: np.ndarray) -> np.ndarray:
+    """Scale groups of blocks holding `postings` listed postings each (LIST_GROUP postings per group)."""
+    return -(-np.asarray(postings, dtype=np.int64) // LIST_GROUP)
 
 
 def row_blocks(chunks: Iterable[sp.csr_matrix], block_size: int) -> Iterator[sp.csr_matrix]:
@@ -74,42 +91,70 @@ def invert_block(rows: sp.csr_matrix, precision: str, block_size: int) -> Block:
     n, vocab_size = rows.shape
     columns = rows.tocsc()  # terms x rows, rows ascending: the block's posting lists
     indptr, docs, data = columns.indptr.astype(np.int64), columns.indices, columns.data
-    scales = None
-    if precision == "uint8":
-        data, scales = quantize(data, indptr)
-    elif precision == "float16":
+    if precision == "float16":
         data = data.astype(np.float16)
     keep = data != 0  # weights that rounded to 0 are dropped, as absent terms
-    counts = np.bincount(np.repeat(np.arange(vocab_size), np.diff(indptr))[keep], minlength=vocab_size)
+    terms = np.repeat(np.arange(vocab_size), np.diff(indptr))
+    counts = np.bincount(terms[keep], minlength=vocab_size)
     weight_bytes = WEIGHT_DTYPES[precision].itemsize
     dense_terms = dense_columns(counts, n, weight_bytes) if n >= DENSE_MIN_DOCS else np.zeros(0, np.int64)
-    dense_weights = np.zeros((len(dense_terms), block_size), dtype=WEIGHT_DTYPES[precision])
+    dense = np.zeros((len(dense_terms), block_size), dtype=np.float32 if precision == "uint8" else data.dtype)
     for slot, term in enumerate(dense_terms):
         start, stop = indptr[term], indptr[term + 1]
-        dense_weights[slot, docs[start:stop]] = data[start:stop]
-    sparse_counts = counts.copy()
-    sparse_counts[dense_terms] = 0
-    keep &= np.repeat(sparse_counts > 0, np.diff(indptr))
+        dense[slot, docs[start:stop]] = data[start:stop]
+    listed = np.ones(vocab_size, dtype=bool)
+    listed[dense_terms] = False
+    keep &= listed[terms]
+    docs, data, terms = docs[keep], data[keep], terms[keep]
+    scales = dense_scales = None
+    if precision == "uint8":
+        data, scales, kept = quantize_lists(data)
+        docs, terms = docs[kept], terms[kept]
+        dense, dense_scales = quantize_columns(dense)
     block_indptr = np.zeros(vocab_size + 1, dtype=np.int64)
-    np.cumsum(sparse_counts, out=block_indptr[1:])
-    return Block(block_indptr, docs[keep].astype(ID_DTYPE), data[keep], dense_terms.astype(np.int32), dense_weights, scales)
+    np.cumsum(np.bincount(terms, minlength=vocab_size), out=block_indptr[1:])
+    return Block(block_indptr, docs.astype(ID_DTYPE), data, dense_terms.astype(np.int32), dense, scales, dense_scales)
 
 
-def quantize(data: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 impacts of non-negative float32 weights grouped by term (`indptr`), and each term's float32 scale.
+def quantize_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 impacts of a block's listed float32 weights (>= 0, in posting order), their group scales, and which were kept.
 
-    scale = max / 255 per term (0 for a term without postings); impact = round(weight / scale).
+    A group is LIST_GROUP consecutive postings; scale = its max / 255. Postings whose impact rounds
+    to 0 are dropped and the groups formed again over the rest (rarely needed more than once; after
+    8 rounds any zeros left stay, stored as 0: they add nothing to a score).
     """
-    vocab_size = len(indptr) - 1
-    lengths = np.diff(indptr)
-    scales = np.zeros(vocab_size, dtype=np.float32)
-    held = np.flatnonzero(lengths)
-    if len(held):
-        scales[held] = np.maximum.reduceat(data, indptr[held]) / np.float32(IMPACT_LEVELS)
-    per_posting = np.repeat(scales, lengths)
-    impacts = np.divide(data, per_posting, out=np.zeros_like(data), where=per_posting > 0)
-    impacts = np.clip(np.rint(impacts), 0, IMPACT_LEVELS).astype(np.uint8)
-    return impacts, scales
+    kept = np.arange(len(values))
+    for _ in range(8):
+        scales = group_max(values[kept], LIST_GROUP) / np.float32(IMPACT_LEVELS)
+        impacts = impacts_of(values[kept], np.repeat(scales, LIST_GROUP)[: len(kept)])
+        if impacts.all():
+            break
+        kept = kept[impacts > 0]
+    return impacts, scales, kept
+
+
+def quantize_columns(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 impacts of float32 dense columns (m, block_size) and their scales (m, groups): one per COLUMN_GROUP rows."""
+    m, size = columns.shape
+    groups = column_groups(size)
+    padded = np.zeros((m, groups * COLUMN_GROUP), dtype=np.float32)
+    padded[:, :size] = columns
+    scales = padded.reshape(m, groups, COLUMN_GROUP).max(axis=2) / np.float32(IMPACT_LEVELS)
+    impacts = impacts_of(padded, np.repeat(scales, COLUMN_GROUP, axis=1))
+    return impacts[:, :size], scales
+
+
+def group_max(values: np.ndarray, size: int) -> np.ndarray:
+    """float32 max of each run of `size` consecutive values (the last run may be shorter)."""
+    if not len(values):
+        return np.zeros(0, dtype=np.float32)
+    return np.maximum.reduceat(values, np.arange(0, len(values), size)).astype(np.float32)
+
+
+def impacts_of(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """round(value / scale) as uint8 (0 where the scale is 0)."""
+    ratio = np.divide(values, scales, out=np.zeros(values.shape, dtype=np.float32), where=scales > 0)
+    return np.clip(np.rint(ratio), 0, IMPACT_LEVELS).astype(np.uint8)
 
 
 def dense_columns(counts: np.ndarray, n: int, weight_bytes: int) -> np.ndarray:
@@ -127,23 +172,26 @@ def dense_columns(counts: np.ndarray, n: int, weight_bytes: int) -> np.ndarray:
 def widened(block: Block) -> Block:
     """A float16 block with its weights as float32 (exactly the same values)."""
     return Block(block.indptr, block.docs, block.weights.astype(np.float32), block.dense_terms,
-                 block.dense_weights.astype(np.float32), None)
+                 block.dense_weights.astype(np.float32), None, None)
 
 
 def concatenate_blocks(blocks: list[Block], precision: str, vocab_size: int, block_size: int) -> dict[str, np.ndarray]:
     """The layout's arrays from per-block postings, each block's arrays freed once copied (peak ~ one index)."""
     dtype = WEIGHT_DTYPES[precision]
+    quantized = precision == "uint8"
     n_blocks = len(blocks)
     sizes = np.array([len(block.docs) for block in blocks], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    groups = np.concatenate([[0], np.cumsum(list_groups(sizes))]).astype(np.int64) if quantized else np.zeros(1, np.int64)
     indptr = np.zeros(n_blocks * vocab_size + 1, dtype=np.int64)
     docs = np.empty(int(starts[-1]), dtype=ID_DTYPE)
     weights = np.empty(int(starts[-1]), dtype=dtype)
+    scales = np.empty(int(groups[-1]), dtype=np.float32)
     columns = np.array([len(block.dense_terms) for block in blocks], dtype=np.int64)
     dense_indptr = np.concatenate([[0], np.cumsum(columns)]).astype(np.int64)
     dense_terms = np.empty(int(dense_indptr[-1]), dtype=np.int32)
     dense_weights = np.empty((int(dense_indptr[-1]), block_size), dtype=dtype)
-    scales = np.zeros((n_blocks, vocab_size) if precision == "uint8" else (0, vocab_size), dtype=np.float32)
+    dense_scales = np.empty((int(dense_indptr[-1]) if quantized else 0, column_groups(block_size)), dtype=np.float32)
     for b in range(n_blocks):
         block = blocks[b]
         indptr[b * vocab_size + 1 : (b + 1) * vocab_size + 1] = block.indptr[1:] + starts[b]
@@ -151,8 +199,9 @@ def concatenate_blocks(blocks: list[Block], precision: str, vocab_size: int, blo
         weights[starts[b] : starts[b + 1]] = block.weights
         dense_terms[dense_indptr[b] : dense_indptr[b + 1]] = block.dense_terms
         dense_weights[dense_indptr[b] : dense_indptr[b + 1]] = block.dense_weights
-        if block.scales is not None:
-            scales[b] = block.scales
+        if quantized:
+            scales[groups[b] : groups[b + 1]] = block.scales
+            dense_scales[dense_indptr[b] : dense_indptr[b + 1]] = block.dense_scales
         blocks[b] = None  # type: ignore[call-overload]  # free as we go
-    return {"indptr": indptr, "docs": docs, "weights": weights, "scales": scales,
-            "dense_indptr": dense_indptr, "dense_terms": dense_terms, "dense_weights": dense_weights}
+    return {"indptr": indptr, "docs": docs, "weights": weights, "scales": scales, "dense_indptr": dense_indptr,
+            "dense_terms": dense_terms, "dense_weights": dense_weights, "dense_scales": dense_scales}

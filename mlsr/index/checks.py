@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.errors import InputError
-from mlsr.index.blocks import ID_DTYPE, WEIGHT_DTYPES
+from mlsr.index.blocks import ID_DTYPE, WEIGHT_DTYPES, column_groups, list_groups
 from mlsr.index.inverted import InvertedIndex, search_threads
 
 _CHECK_CHUNK = 1 << 24  # format 2: postings checked at once
@@ -28,19 +28,25 @@ def checked_blocks(arrays: dict[str, np.ndarray], n: int, vocab_size: int, block
     n_blocks = -(-n // block_size)
     indptr, docs, weights, scales = arrays["indptr"], arrays["docs"], arrays["weights"], arrays["scales"]
     dense_indptr, dense_terms, dense_weights = arrays["dense_indptr"], arrays["dense_terms"], arrays["dense_weights"]
-    expected = (np.int64, ID_DTYPE, np.float32, np.int64, np.int32, weights.dtype)
-    found = (indptr.dtype, docs.dtype, scales.dtype, dense_indptr.dtype, dense_terms.dtype, dense_weights.dtype)
+    dense_scales = arrays["dense_scales"]
+    expected = (np.int64, ID_DTYPE, np.float32, np.int64, np.int32, weights.dtype, np.float32)
+    found = (indptr.dtype, docs.dtype, scales.dtype, dense_indptr.dtype, dense_terms.dtype, dense_weights.dtype,
+             dense_scales.dtype)
     if weights.dtype not in WEIGHT_DTYPES.values() or any(np.dtype(a) != b for a, b in zip(expected, found)):
         raise InputError("the postings have unexpected types; rebuild the index.")
     quantized = weights.dtype == np.uint8
     if (
         indptr.shape != (n_blocks * vocab_size + 1,) or docs.ndim != 1 or weights.shape != docs.shape
-        or scales.shape != ((n_blocks if quantized else 0), vocab_size) or dense_indptr.shape != (n_blocks + 1,)
-        or dense_terms.ndim != 1 or dense_weights.shape != (len(dense_terms), block_size)
+        or scales.ndim != 1 or dense_indptr.shape != (n_blocks + 1,) or dense_terms.ndim != 1
+        or dense_weights.shape != (len(dense_terms), block_size)
+        or dense_scales.shape != (len(dense_terms) if quantized else 0, column_groups(block_size))
     ):
         raise InputError("the postings have inconsistent shapes; rebuild the index.")
     if indptr[0] != 0 or indptr[-1] != len(docs) or (np.diff(indptr) < 0).any():
         raise InputError("the posting list offsets are inconsistent; rebuild the index.")
+    groups = int(list_groups(np.diff(indptr[::vocab_size])).sum()) if quantized else 0
+    if len(scales) != groups:  # one scale per 32 postings of each block
+        raise InputError("the postings have inconsistent shapes; rebuild the index.")
     if dense_indptr[0] != 0 or dense_indptr[-1] != len(dense_terms) or (np.diff(dense_indptr) < 0).any():
         raise InputError("the dense column offsets are inconsistent; rebuild the index.")
     if len(dense_terms):
@@ -52,7 +58,7 @@ def checked_blocks(arrays: dict[str, np.ndarray], n: int, vocab_size: int, block
             or (np.diff(indptr)[blocks * vocab_size + dense_terms] != 0).any()  # a term is a list or a column
         ):
             raise InputError("the dense terms are inconsistent; rebuild the index.")
-    if quantized and not (np.isfinite(scales).all() and (scales >= 0).all()):
+    if not all(np.isfinite(array).all() and (array >= 0).all() for array in (scales, dense_scales)):
         raise InputError("the impact scales are not finite non-negative numbers; rebuild the index.")
     if not quantized and dense_weights.size and not np.isfinite(dense_weights).all():
         raise InputError("the dense terms hold NaN or infinite weights; rebuild the index.")

@@ -45,6 +45,7 @@ POSTING_FILES = {
     "dense_weights": "postings.dense_weights.npy",
     "scales": "postings.scales.npy",
     "dense_indptr": "postings.dense_indptr.npy",
+    "dense_scales": "postings.dense_scales.npy",
 }
 FORMAT2_FILES = {name: POSTING_FILES[name] for name in FORMAT2_NAMES}
 ITEMS_FILE = "items.jsonl"

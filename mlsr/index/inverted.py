@@ -3,8 +3,9 @@
 Documents are cut into blocks of 65,536 rows (`mlsr.index.blocks`). In a block, a term is a
 posting list (ascending uint16 rows within the block, with their weights) or, when it is common in
 the block, a dense column (one weight per row, 0 = absent). Weights are float16 (default), float32,
-or uint8 impacts with a float32 scale per term and block: 3 bytes per posting in uint8 (2 of row,
-1 of impact), 4 in float16, 6 in float32, before dense columns and the per-block offsets.
+or uint8 impacts with a float32 scale per 32 postings (per 64 rows of a column): 3.125 bytes per
+posting in uint8 (2 of row, 1 of impact, 1/8 of scale), 4 in float16, 6 in float32, before dense
+columns and the per-block offsets.
 
 Search is exact over the stored weights: a document's score is the sum over the query's terms, in
 ascending term order and in float32, of `query weight * stored weight` (for uint8 the stored weight
@@ -30,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.index import blocks as layout
-from mlsr.index.blocks import concatenate_blocks, invert_block, row_blocks, widened
+from mlsr.index.blocks import COLUMN_GROUP, LIST_GROUP, concatenate_blocks, invert_block, list_groups, row_blocks, widened
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,10 @@ class InvertedIndex:
     `s, e = indptr[b * vocab_size + t], indptr[b * vocab_size + t + 1]`; it is empty when the term
     is a dense column there: `dense_weights[j]` for the j in dense_indptr[b]..dense_indptr[b+1]-1
     with `dense_terms[j] == t` (terms ascending within a block; columns are block_size long, 0 =
-    absent, zero beyond the last row). uint8 weights are impacts: the stored weight is
-    `scales[b, t] * impact` in float32; `scales` has no rows for float weights. Arrays may be
-    memory-mapped, read-only.
+    absent, zero beyond the last row). uint8 weights are impacts, stored weight = scale * impact in
+    float32: posting p of block b has the scale `scales[scale_starts[b] + (p - indptr[b * vocab_size]) // 32]`
+    (groups of 32 consecutive postings of the block), row r of column j `dense_scales[j, r // 64]`;
+    both scale arrays are empty for float weights. Arrays may be memory-mapped, read-only.
     """
 
     n_docs: int
@@ -59,10 +61,11 @@ class InvertedIndex:
     indptr: np.ndarray  # int64 (n_blocks * vocab_size + 1,)
     docs: np.ndarray  # uint16 (postings,)
     weights: np.ndarray  # uint8, float16 or float32 (postings,)
-    scales: np.ndarray  # float32 (n_blocks, vocab_size) for uint8, else (0, vocab_size)
+    scales: np.ndarray  # float32: uint8 (sum of each block's ceil(postings / 32),), else (0,)
     dense_indptr: np.ndarray  # int64 (n_blocks + 1,)
     dense_terms: np.ndarray  # int32 (columns,)
     dense_weights: np.ndarray  # weights' dtype (columns, block_size)
+    dense_scales: np.ndarray  # float32: uint8 (columns, ceil(block_size / 64)), else (0, ceil(block_size / 64))
 
     @classmethod
     def from_rows(cls, chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str = "float16",
@@ -98,6 +101,28 @@ class InvertedIndex:
         """Rows in a block (block_size, fewer in the last)."""
         return min(self.block_size, self.n_docs - block * self.block_size)
 
+    @property
+    def quantized(self) -> bool:
+        return self.weights.dtype == np.uint8
+
+    @cached_property
+    def block_starts(self) -> np.ndarray:
+        """int64 (n_blocks + 1,): where each block's postings start in `docs` (and the end)."""
+        return self.indptr[:: self.vocab_size].copy()
+
+    @cached_property
+    def scale_starts(self) -> np.ndarray:
+        """int64 (n_blocks + 1,): where each block's scale groups start in `scales` (uint8), all 0 otherwise."""
+        starts = np.zeros(self.n_blocks + 1, dtype=np.int64)
+        if self.quantized:
+            np.cumsum(list_groups(np.diff(self.block_starts)), out=starts[1:])
+        return starts
+
+    def list_scales(self, positions: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+        """float32 scales of uint8 postings at `positions` of `docs` (in the given blocks)."""
+        groups = self.scale_starts[blocks] + (positions - self.block_starts[blocks]) // LIST_GROUP
+        return self.scales[groups]
+
     @cached_property
     def dense_blocks(self) -> np.ndarray:
         """int64 (columns,): the block of each dense column."""
@@ -120,7 +145,7 @@ class InvertedIndex:
     def nbytes(self) -> int:
         """Bytes of the arrays that search reads."""
         return sum(array.nbytes for array in (self.indptr, self.docs, self.weights, self.scales, self.dense_indptr,
-                                              self.dense_terms, self.dense_weights))
+                                              self.dense_terms, self.dense_weights, self.dense_scales))
 
     def document_frequency(self) -> np.ndarray:
         """(vocab_size,) int64: how many documents hold each term."""
@@ -129,12 +154,13 @@ class InvertedIndex:
         return frequency
 
     def bytes_read(self, queries: sp.csr_matrix) -> np.ndarray:
-        """int64 (q,): bytes of postings that searching each query reads (lists, columns, offsets and scales)."""
-        per_posting = self.docs.itemsize + self.weights.itemsize
+        """float64 (q,): bytes of postings that searching each query reads (lists, columns, their scales, offsets)."""
+        scale = 4 if self.quantized else 0  # a float32 scale per group
+        per_posting = self.docs.itemsize + self.weights.itemsize + scale / LIST_GROUP
         per_term = per_posting * np.diff(self.indptr).reshape(self.n_blocks, self.vocab_size).sum(axis=0)
         rows = np.array([self.block_rows(b) for b in self.dense_blocks], dtype=np.int64)
-        np.add.at(per_term, self.dense_terms, rows * self.weights.itemsize)
-        per_term += self.n_blocks * (2 * self.indptr.itemsize + (self.scales.itemsize if len(self.scales) else 0))
+        np.add.at(per_term, self.dense_terms, rows * (self.weights.itemsize + scale / COLUMN_GROUP))
+        per_term += self.n_blocks * 2 * self.indptr.itemsize
         return np.add.reduceat(np.append(per_term[queries.indices], 0), queries.indptr[:-1]) * (np.diff(queries.indptr) > 0)
 
     # -- reading weights --------------------------------------------------------------------------
@@ -152,6 +178,8 @@ class InvertedIndex:
         dense = slot < hi
         dense[dense] = self.dense_terms[slot[dense]] == terms[dense]
         out[dense] = self.dense_weights[slot[dense], local[dense]]
+        if self.quantized:  # stored weight = scale * impact, in float32 as search computes it
+            out[dense] *= self.dense_scales[slot[dense], local[dense] // COLUMN_GROUP]
         # posting lists: find the row in the block's list of the term
         segment = blocks * self.vocab_size + terms
         lo, hi = self.indptr[segment], self.indptr[segment + 1]
@@ -159,8 +187,8 @@ class InvertedIndex:
         found = position < hi
         found[found] = self.docs[position[found]] == local[found]
         out[found] = self.weights[position[found]]
-        if len(self.scales):
-            out *= self.scales[blocks, terms]  # stored weight = scale * impact, in float32 as search computes it
+        if self.quantized:
+            out[found] *= self.list_scales(position[found], blocks[found])
         return out
 
     def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,14 +215,16 @@ class InvertedIndex:
         target = indptr[terms] + (np.arange(len(terms)) - (offsets[terms] - offsets[0]))
         docs[target] = self.docs[offsets[0] : offsets[-1]]
         values = self.weights[offsets[0] : offsets[-1]].astype(np.float32)
-        if len(self.scales):
-            values *= self.scales[block, terms]
+        if self.quantized:
+            values *= self.list_scales(np.arange(offsets[0], offsets[-1]), np.full(len(values), block))
         weights[target] = values
         for j, rows in zip(columns, column_rows):
             term = self.dense_terms[j]
             docs[indptr[term] : indptr[term + 1]] = rows
             values = self.dense_weights[j, rows].astype(np.float32)
-            weights[indptr[term] : indptr[term + 1]] = values * self.scales[block, term] if len(self.scales) else values
+            if self.quantized:
+                values *= self.dense_scales[j, rows // COLUMN_GROUP]
+            weights[indptr[term] : indptr[term + 1]] = values
         matrix = sp.csr_matrix((weights, docs, indptr), shape=(self.vocab_size, size))
         matrix.has_sorted_indices = True
         return matrix
@@ -249,7 +279,8 @@ class InvertedIndex:
         weights, dense = self.weights, self.dense_weights
         if weights.dtype == np.float16:
             weights, dense = weights.view(np.uint16), dense.view(np.uint16)
-        return (self.indptr, self.docs, weights, self.scales, self.dense_indptr, self.dense_terms, dense)
+        return (self.indptr, self.docs, weights, self.scales, self.scale_starts, self.dense_indptr, self.dense_terms,
+                dense, self.dense_scales)
 
     def _search_kernel(self, kernel, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         n_queries = queries.shape[0]

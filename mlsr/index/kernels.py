@@ -56,17 +56,15 @@ def _prefetch(typingctx, array, index):
     return signature, codegen
 
 
-def _stored(scale, raw):
-    """The stored float32 weight of a raw array value: `scale * impact` (uint8), float16 bits, or float32."""
+def _value(raw):
+    """float32 of a raw array value: an impact (uint8), float16 bits (uint16) or a float32 weight."""
 
 
-@overload(_stored, inline="always")
-def _stored_typed(scale, raw):
-    if raw == types.uint8:
-        return lambda scale, raw: scale * np.float32(raw)
+@overload(_value, inline="always")
+def _value_typed(raw):
     if raw == types.uint16:
-        return lambda scale, raw: _half_to_float(raw)
-    return lambda scale, raw: np.float32(raw)
+        return lambda raw: _half_to_float(raw)
+    return lambda raw: np.float32(raw)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -93,24 +91,36 @@ def _sift_down(heap_scores, heap_rows, size, position):
 
 
 @njit(cache=True, nogil=True)
-def _add_column(accumulator, column, weight, scale):
-    """accumulator += weight * stored(column): vector instructions, 64 rows at a time, each step first
-    asking for the column PREFETCH rows ahead (hardware prefetchers stop at page boundaries)."""
+def _add_column(accumulator, column, dense_scales, slot, quantized, weight):
+    """accumulator += weight * stored(column) with vector instructions, 64 rows at a time (a scale's group).
+
+    Stored weight: the float weight, or `dense_scales[slot, row // 64] * impact` when `quantized`.
+    Each step first asks for the column PREFETCH rows ahead (hardware prefetchers stop at page
+    boundaries).
+    """
     size = accumulator.shape[0]
-    whole = size - size % 64
-    for step in range(0, whole, 64):
+    for step in range(0, size - size % 64, 64):
         _prefetch(column, step + PREFETCH)
         scores = accumulator[step : step + 64]
         values = column[step : step + 64]
-        for i in range(64):
-            scores[i] += weight * _stored(scale, values[i])
-    for i in range(whole, size):
-        accumulator[i] += weight * _stored(scale, column[i])
+        if quantized:
+            scale = dense_scales[slot, step >> 6]
+            for i in range(64):
+                scores[i] += weight * (scale * _value(values[i]))
+        else:
+            for i in range(64):
+                scores[i] += weight * _value(values[i])
+    tail = size - size % 64
+    for i in range(tail, size):
+        if quantized:
+            accumulator[i] += weight * (dense_scales[slot, i >> 6] * _value(column[i]))
+        else:
+            accumulator[i] += weight * _value(column[i])
 
 
 @njit(cache=True, nogil=True)
-def _add_postings(accumulator, docs, weights, weight, scale):
-    """accumulator[docs[i]] += weight * stored(weights[i]) for every posting of the slices docs, weights.
+def _add_postings(accumulator, docs, weights, weight):
+    """accumulator[docs[i]] += weight * weights[i] for every posting of the slices docs, weights (float weights).
 
     Unsigned indices: numba then skips its negative-index wraparound, which doubles the cost of a
     scatter (the load-time checks keep every row within the block). Every 32 postings, the lists
@@ -124,9 +134,27 @@ def _add_postings(accumulator, docs, weights, weight, scale):
         rows = docs[step : step + 32]
         values = weights[step : step + 32]
         for i in range(32):
-            accumulator[np.uint64(rows[i])] += weight * _stored(scale, values[i])
+            accumulator[np.uint64(rows[i])] += weight * _value(values[i])
     for i in range(whole, count):
-        accumulator[np.uint64(docs[i])] += weight * _stored(scale, weights[i])
+        accumulator[np.uint64(docs[i])] += weight * _value(weights[i])
+
+
+@njit(cache=True, nogil=True)
+def _add_impacts(accumulator, docs, impacts, scales, start, stop, first, group, weight):
+    """_add_postings for uint8 impacts, postings start..stop-1 of a block whose postings begin at `first` and
+    whose scale groups (32 postings each, counted from `first`) begin at scales[group]."""
+    p = start
+    while p < stop:
+        offset = p - first
+        end = min(stop, p + 32 - (offset & 31))  # the end of this posting's scale group
+        scale = scales[group + (offset >> 5)]
+        _prefetch(docs, p + PREFETCH)
+        _prefetch(impacts, p + PREFETCH)
+        rows = docs[p:end]
+        values = impacts[p:end]
+        for i in range(end - p):
+            accumulator[np.uint64(rows[i])] += weight * (scale * np.float32(values[i]))
+        p = end
 
 
 _BLOCK = 64  # scores checked at once by the top-k scan
@@ -173,27 +201,27 @@ def _offer(accumulator, base, heap_scores, heap_rows, filled, keep):
 
 @njit(cache=True, nogil=True)
 def search_blocks(
-    indptr, docs, weights, scales, dense_indptr, dense_terms, dense_weights, vocab_size, block_size, n_docs,
-    q_indptr, q_terms, q_weights, block_lo, block_hi, keep, out_scores, out_rows, scratch,
+    indptr, docs, weights, scales, scale_starts, dense_indptr, dense_terms, dense_weights, dense_scales, vocab_size,
+    block_size, n_docs, q_indptr, q_terms, q_weights, block_lo, block_hi, keep, out_scores, out_rows, scratch,
 ):
     """Top-`keep` of every query among the rows of blocks block_lo..block_hi-1 into out_scores/out_rows (q, keep).
 
     Term t of block b: posting list `indptr[b * vocab_size + t] .. indptr[b * vocab_size + t + 1]`
     of `docs` (rows within the block) and `weights`, or the dense column `dense_weights[j]` when
-    `dense_terms[j] == t` for j in dense_indptr[b]..dense_indptr[b+1]-1. `scales` (blocks, vocab)
-    holds uint8 scales, or has no rows for float weights. `keep` <= the rows of the part; results
+    `dense_terms[j] == t` for j in dense_indptr[b]..dense_indptr[b+1]-1. uint8 scales: one per 32
+    postings of a block (`scales`, from `scale_starts[b]`) and per 64 rows of a column
+    (`dense_scales[j]`); both are empty for float weights. `keep` <= the rows of the part; results
     come unsorted. `scratch` is a float32 buffer of at least block_size values (reused between calls).
     """
     n_queries = q_indptr.shape[0] - 1
     filled = np.zeros(n_queries, dtype=np.int64)
-    quantized = scales.shape[0] > 0
+    quantized = scales.shape[0] > 0 or dense_scales.shape[0] > 0
     longest = 0
     for q in range(n_queries):
         longest = max(longest, q_indptr[q + 1] - q_indptr[q])
     column = np.empty(longest, dtype=np.int64)  # per query term in this block: its dense column, or -1...
     start = np.empty(longest, dtype=np.int64)  # ...else its posting list start..stop
     stop = np.empty(longest, dtype=np.int64)
-    scale = np.empty(longest, dtype=np.float32)
     for b in range(block_lo, block_hi):
         base = b * block_size
         size = min(block_size, n_docs - base)
@@ -208,7 +236,6 @@ def search_blocks(
             d_stop = dense_indptr[b + 1]
             for j in range(n_terms):
                 term = q_terms[first + j]
-                scale[j] = scales[b, term] if quantized else np.float32(1.0)
                 while d < d_stop and dense_terms[d] < term:
                     d += 1
                 column[j] = d if d < d_stop and dense_terms[d] == term else -1
@@ -223,7 +250,12 @@ def search_blocks(
             for j in range(n_terms):
                 weight = np.float32(q_weights[first + j])
                 if column[j] >= 0:
-                    _add_column(accumulator, dense_weights[column[j], :size], weight, scale[j])
-                elif start[j] < stop[j]:
-                    _add_postings(accumulator, docs[start[j] : stop[j]], weights[start[j] : stop[j]], weight, scale[j])
+                    _add_column(accumulator, dense_weights[column[j], :size], dense_scales, column[j], quantized, weight)
+                elif start[j] >= stop[j]:
+                    continue
+                elif quantized:
+                    _add_impacts(accumulator, docs, weights, scales, start[j], stop[j], indptr[segments],
+                                 scale_starts[b], weight)
+                else:
+                    _add_postings(accumulator, docs[start[j] : stop[j]], weights[start[j] : stop[j]], weight)
             filled[q] = _offer(accumulator, base, out_scores[q], out_rows[q], filled[q], keep)

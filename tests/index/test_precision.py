@@ -30,28 +30,56 @@ def test_float16_weights_stay_within_the_stated_tolerance():
     assert (np.abs(top.scores - np.take_along_axis(exact, top.indices, 1)) <= np.take_along_axis(bound, top.indices, 1)).all()
 
 
-def impact_scales(docs: sp.csr_matrix, block_size: int) -> np.ndarray:
-    """The scale the docstring promises: float32 max weight of each term in each block / 255."""
-    dense = docs.toarray()
-    n_blocks = -(-dense.shape[0] // block_size)
-    maxima = np.stack([dense[b * block_size : (b + 1) * block_size].max(axis=0) for b in range(n_blocks)])
-    return maxima.astype(np.float32) / np.float32(255)
+def posting_scales(inverted) -> np.ndarray:
+    """(n, vocab) float32: the scale of every stored uint8 weight, read from the layout (0 where none is stored)."""
+    steps = np.zeros((inverted.n_docs, inverted.vocab_size), dtype=np.float32)
+    for b in range(inverted.n_blocks):
+        lo, hi = inverted.block_starts[b], inverted.block_starts[b + 1]
+        terms = np.repeat(np.arange(VOCAB), np.diff(inverted.indptr[b * VOCAB : (b + 1) * VOCAB + 1]))
+        rows = inverted.docs[lo:hi].astype(np.int64) + b * inverted.block_size
+        steps[rows, terms] = inverted.scales[inverted.scale_starts[b] + np.arange(hi - lo) // 32]
+        for j in range(inverted.dense_indptr[b], inverted.dense_indptr[b + 1]):
+            size = inverted.block_rows(b)
+            rows = b * inverted.block_size + np.arange(size)
+            steps[rows, inverted.dense_terms[j]] = np.repeat(inverted.dense_scales[j], 64)[:size]
+    return steps
 
 
 def test_impacts_are_within_half_a_scale_step_of_each_weight(monkeypatch):
+    """Scale = max / 255 of each group of 32 consecutive postings of a block (64 rows of a column): recomputed here."""
     monkeypatch.setattr(blocks, "BLOCK_DOCS", 64)
+    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
     docs = skewed(300, seed=30)
-    index = SparseIndex.build(docs, precision="uint8")
-    scales = impact_scales(docs, 64)
-    np.testing.assert_array_equal(index.inverted.scales, scales)
-    step = np.repeat(scales, 64, axis=0)[:300]  # each row's block scale, per term
-    stored, original = index.vectors.toarray(), docs.toarray()
-    assert (np.abs(stored - original) <= step / 2 * (1 + 2.0**-20) + 1e-30).all()
-    assert ((stored == 0) == ((original == 0) | (original < step / 2 * (1 + 2.0**-20)))).all()  # only those under half a step drop
-    impacts = stored[stored > 0] / step[stored > 0]
+    inverted = SparseIndex.build(docs, precision="uint8").inverted
+    original = docs.toarray()
+    assert len(inverted.dense_terms) and inverted.weights.dtype == np.uint8 and inverted.docs.dtype == np.uint16
+    for b in range(inverted.n_blocks):
+        lo, hi = inverted.block_starts[b], inverted.block_starts[b + 1]
+        terms = np.repeat(np.arange(VOCAB), np.diff(inverted.indptr[b * VOCAB : (b + 1) * VOCAB + 1]))
+        listed = original[inverted.docs[lo:hi].astype(np.int64) + 64 * b, terms]
+        want = np.maximum.reduceat(listed, np.arange(0, hi - lo, 32)) / np.float32(255)
+        np.testing.assert_array_equal(inverted.scales[inverted.scale_starts[b] : inverted.scale_starts[b + 1]], want)
+        for j in range(inverted.dense_indptr[b], inverted.dense_indptr[b + 1]):
+            column = np.zeros(64, dtype=np.float32)
+            column[: inverted.block_rows(b)] = original[64 * b : 64 * (b + 1), inverted.dense_terms[j]]
+            np.testing.assert_array_equal(inverted.dense_scales[j], column.max(keepdims=True) / np.float32(255))
+    steps = posting_scales(inverted)
+    stored = inverted.to_csr().toarray()
+    assert inverted.nnz == docs.nnz  # no weight here is under half its group's step: all are kept
+    assert (np.abs(stored - original) <= steps / 2 * (1 + 2.0**-20)).all()
+    impacts = stored[stored > 0] / steps[stored > 0]
     np.testing.assert_allclose(impacts, np.rint(impacts), atol=1e-4)  # stored = scale * a whole impact 1..255
     assert impacts.max() == pytest.approx(255)
-    assert index.inverted.weights.dtype == np.uint8 and index.inverted.docs.dtype == np.uint16
+
+
+def test_an_impact_that_rounds_to_zero_is_dropped_and_its_group_formed_again():
+    weights = np.full(40, 1.0, dtype=np.float32)
+    weights[5] = 1e-4  # under half of 1 / 255: impact 0
+    docs = sp.csr_matrix((weights, (np.arange(40), np.zeros(40, dtype=int))), shape=(40, 3))
+    inverted = SparseIndex.build(docs, precision="uint8").inverted
+    assert len(inverted.docs) == 39 and 5 not in inverted.docs.tolist()
+    assert inverted.weights.min() == 255 and len(inverted.scales) == 2  # 39 postings: groups of 32 and 7
+    np.testing.assert_array_equal(inverted.to_csr().toarray()[:, 0], np.where(np.arange(40) == 5, 0, np.float32(1 / 255) * 255))
 
 
 def test_impact_scores_stay_within_the_quantization_bound_and_keep_recall(monkeypatch):
@@ -60,9 +88,9 @@ def test_impact_scores_stay_within_the_quantization_bound_and_keep_recall(monkey
     docs = skewed(2000, seed=31, per_row=40)
     queries = skewed(40, seed=32, per_row=12, common=())
     quantized = SparseIndex.build(docs, precision="uint8")
+    assert quantized.nnz == docs.nnz
     exact = (queries @ docs.T).toarray()
-    step = np.repeat(impact_scales(docs, 512), 512, axis=0)[:2000]
-    bound = (abs(queries) @ (step / 2).T) * (1 + 2.0**-18) + 1e-5 * np.abs(exact) + 1e-6
+    bound = (abs(queries) @ (posting_scales(quantized.inverted) / 2).T) * (1 + 2.0**-18) + 1e-5 * np.abs(exact) + 1e-6
     assert (np.abs((queries @ quantized.vectors.T).toarray() - exact) <= bound).all()
     _, truth = brute_force(queries, docs, 10)
     found = quantized.search(queries, 10).indices
@@ -110,7 +138,7 @@ def test_row_chunks_build_the_same_index_as_one_matrix(monkeypatch, precision):
     copies = [chunk.copy() for chunk in chunks]
     whole = SparseIndex.build(docs, precision=precision)
     chunked = SparseIndex.build(iter(chunks), precision=precision)
-    for name in ("indptr", "docs", "weights", "scales", "dense_indptr", "dense_terms", "dense_weights"):
+    for name in ("indptr", "docs", "weights", "scales", "dense_indptr", "dense_terms", "dense_weights", "dense_scales"):
         np.testing.assert_array_equal(getattr(chunked.inverted, name), getattr(whole.inverted, name))
     assert len(chunked) == 300 and [item["id"] for item in chunked.items] == [str(i) for i in range(300)]
     assert all((chunk != copy).nnz == 0 for chunk, copy in zip(chunks, copies))  # the caller's chunks unchanged
@@ -146,9 +174,9 @@ def test_bytes_read_counts_each_query_term_postings(monkeypatch):
     inverted = index.inverted
     segments = np.diff(inverted.indptr).reshape(inverted.n_blocks, VOCAB)
 
-    def cost(term):  # 3 bytes per listed posting, a byte per row of a column, two offsets and a scale per block
+    def cost(term):  # a listed posting: 3 bytes + 4 of scale per 32; a column row: 1 + 4 per 64; two offsets a block
         columns = sum(inverted.block_rows(b) for b in inverted.dense_blocks[inverted.dense_terms == term])
-        return 3 * int(segments[:, term].sum()) + columns + inverted.n_blocks * (8 + 8 + 4)
+        return (3 + 4 / 32) * int(segments[:, term].sum()) + (1 + 4 / 64) * columns + inverted.n_blocks * (8 + 8)
 
     rare = int(np.argmin(np.where(segments.sum(axis=0) > 0, segments.sum(axis=0), 10**9)))
     dense = int(inverted.dense_terms[0])
