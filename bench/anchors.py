@@ -197,7 +197,7 @@ def bench_seismic(docs: sp.csr_matrix, queries: sp.csr_matrix, truth: np.ndarray
     sample = min(tune_queries, queries.shape[0])
     tried = []
     for query_cut in (5, 10, 20, 40, 80):
-        for heap_factor in (0.5, 0.7, 0.8, 0.9, 1.0):
+        for heap_factor in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
             seconds = latencies(lambda i: run(i, query_cut, heap_factor), sample, warmup=5)
             got = recall([rows(run(i, query_cut, heap_factor)) for i in range(sample)], truth[:sample])
             tried.append({"query_cut": query_cut, "heap_factor": heap_factor, "recall@10": got,

@@ -299,10 +299,10 @@ class InvertedIndex:
             kernel(*arrays, self.vocab_size, self.block_size, self.n_docs, q_indptr, q_terms, q_weights, lo, hi, keep,
                    part_scores[part, :, :keep], part_rows[part, :, :keep], _scratch(self.block_size))
 
-        if parts == 1:
-            run(0)
-        else:
-            list(_pool().map(run, range(parts)))
+        others = [_pool().submit(run, part) for part in range(1, parts)]
+        run(0)  # the calling thread takes a part too: one hand-off fewer
+        for other in others:
+            other.result()
         # merge the parts' candidates: score descending, then row ascending (empty slots have row -1, -inf)
         scores = part_scores.transpose(1, 0, 2).reshape(n_queries, parts * k)
         rows = part_rows.transpose(1, 0, 2).reshape(n_queries, parts * k)

@@ -26,7 +26,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-PREFETCH = 2048  # elements ahead that a scan asks the memory system for
+PREFETCH = 2048  # elements ahead that a column scan asks the memory system for
+PREFETCH_LIST = 256  # ...and a posting scan (lists are shorter: a nearer target is timelier)
+
 
 @intrinsic
 def _half_to_float(typingctx, bits):
@@ -119,18 +121,45 @@ def _add_column(accumulator, column, dense_scales, slot, quantized, weight):
 
 
 @njit(cache=True, nogil=True)
+def _add_two_columns(accumulator, first, second, dense_scales, slot_a, slot_b, quantized, weight_a, weight_b):
+    """_add_column of two consecutive query terms in one pass: each score stays in a register between the two
+    additions (the same two float32 additions, in the same order), so the accumulator is read and written once."""
+    size = accumulator.shape[0]
+    for step in range(0, size - size % 64, 64):
+        _prefetch(first, step + PREFETCH)
+        _prefetch(second, step + PREFETCH)
+        scores = accumulator[step : step + 64]
+        a = first[step : step + 64]
+        b = second[step : step + 64]
+        if quantized:
+            scale_a = dense_scales[slot_a, step >> 6]
+            scale_b = dense_scales[slot_b, step >> 6]
+            for i in range(64):
+                scores[i] = (scores[i] + weight_a * (scale_a * _value(a[i]))) + weight_b * (scale_b * _value(b[i]))
+        else:
+            for i in range(64):
+                scores[i] = (scores[i] + weight_a * _value(a[i])) + weight_b * _value(b[i])
+    for i in range(size - size % 64, size):
+        if quantized:
+            accumulator[i] = ((accumulator[i] + weight_a * (dense_scales[slot_a, i >> 6] * _value(first[i])))
+                              + weight_b * (dense_scales[slot_b, i >> 6] * _value(second[i])))
+        else:
+            accumulator[i] = (accumulator[i] + weight_a * _value(first[i])) + weight_b * _value(second[i])
+
+
+@njit(cache=True, nogil=True)
 def _add_postings(accumulator, docs, weights, weight):
     """accumulator[docs[i]] += weight * weights[i] for every posting of the slices docs, weights (float weights).
 
     Unsigned indices: numba then skips its negative-index wraparound, which doubles the cost of a
     scatter (the load-time checks keep every row within the block). Every 32 postings, the lists
-    PREFETCH postings ahead are asked for.
+    PREFETCH_LIST postings ahead are asked for.
     """
     count = docs.shape[0]
     whole = count - count % 32
     for step in range(0, whole, 32):
-        _prefetch(docs, step + PREFETCH)
-        _prefetch(weights, step + PREFETCH)
+        _prefetch(docs, step + PREFETCH_LIST)
+        _prefetch(weights, step + PREFETCH_LIST)
         rows = docs[step : step + 32]
         values = weights[step : step + 32]
         for i in range(32):
@@ -148,8 +177,8 @@ def _add_impacts(accumulator, docs, impacts, scales, start, stop, first, group, 
         offset = p - first
         end = min(stop, p + 32 - (offset & 31))  # the end of this posting's scale group
         scale = scales[group + (offset >> 5)]
-        _prefetch(docs, p + PREFETCH)
-        _prefetch(impacts, p + PREFETCH)
+        _prefetch(docs, p + PREFETCH_LIST)
+        _prefetch(impacts, p + PREFETCH_LIST)
         rows = docs[p:end]
         values = impacts[p:end]
         for i in range(end - p):
@@ -247,15 +276,22 @@ def search_blocks(
                     _prefetch(docs, start[j])
                     _prefetch(weights, start[j])
             accumulator[:] = 0.0
-            for j in range(n_terms):
+            j = 0
+            while j < n_terms:
                 weight = np.float32(q_weights[first + j])
-                if column[j] >= 0:
-                    _add_column(accumulator, dense_weights[column[j], :size], dense_scales, column[j], quantized, weight)
-                elif start[j] >= stop[j]:
+                j += 1
+                c = column[j - 1]
+                if c >= 0 and j < n_terms and column[j] >= 0:  # two columns in a row: one pass
+                    _add_two_columns(accumulator, dense_weights[c, :size], dense_weights[column[j], :size], dense_scales,
+                                     c, column[j], quantized, weight, np.float32(q_weights[first + j]))
+                    j += 1
+                elif c >= 0:
+                    _add_column(accumulator, dense_weights[c, :size], dense_scales, c, quantized, weight)
+                elif start[j - 1] >= stop[j - 1]:
                     continue
                 elif quantized:
-                    _add_impacts(accumulator, docs, weights, scales, start[j], stop[j], indptr[segments],
+                    _add_impacts(accumulator, docs, weights, scales, start[j - 1], stop[j - 1], indptr[segments],
                                  scale_starts[b], weight)
                 else:
-                    _add_postings(accumulator, docs[start[j] : stop[j]], weights[start[j] : stop[j]], weight)
+                    _add_postings(accumulator, docs[start[j - 1] : stop[j - 1]], weights[start[j - 1] : stop[j - 1]], weight)
             filled[q] = _offer(accumulator, base, out_scores[q], out_rows[q], filled[q], keep)
