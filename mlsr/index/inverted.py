@@ -73,17 +73,30 @@ class InvertedIndex:
         """Invert canonical CSR float32 row chunks (in order, no explicit zeros), block by block (see `mlsr.index.blocks`).
 
         float16 turns to float32 (with a warning) at the first weight beyond its range; the blocks
-        already inverted keep their float16-rounded weights, widened exactly.
+        already inverted keep their float16-rounded weights, widened exactly. A collection smaller
+        than one block gets a block of its own size (dense columns are a block long).
         """
         block_size = block_size or layout.BLOCK_DOCS
         blocks, n = [], 0
-        for rows in row_blocks(chunks, block_size):
+
+        def add(rows: sp.csr_matrix) -> None:
+            nonlocal precision, blocks, n
             if precision == "float16" and rows.nnz and np.abs(rows.data).max() > HALF_MAX:
                 logger.warning("document weights exceed float16's range (%g): storing float32", HALF_MAX)
                 precision = "float32"
                 blocks = [widened(block) for block in blocks]
             blocks.append(invert_block(rows, precision, block_size))
             n += rows.shape[0]
+
+        pending = None  # one block held back, to know whether it is the only one
+        for rows in row_blocks(chunks, block_size):
+            if pending is not None:
+                add(pending)
+            pending = rows
+        if pending is not None:
+            if not blocks:
+                block_size = pending.shape[0]
+            add(pending)
         return cls(n, vocab_size, block_size, **concatenate_blocks(blocks, precision, vocab_size, block_size))
 
     # -- sizes ------------------------------------------------------------------------------------

@@ -9,10 +9,18 @@ weights. A search splits the blocks between cores, each with its own accumulator
 
 Terms of a block come in two layouts: a posting list (ascending rows within the block, uint16, and
 their weights) or, for terms in a large share of the block's rows, a dense column of weights
-(0 = absent), added with vector instructions. A block's accumulator (256 KB) stays in the core's L2 cache while
-every query term is added to it. Weights are float32; float16 passed as their uint16
+(0 = absent), added with vector instructions. A block's accumulator (256 KB) stays in the core's L2
+cache while every query term is added to it. Weights are float32; float16 passed as their uint16
 bits (numba has no float16 arrays) and widened by the CPU's conversion; or uint8 impacts whose
-stored weight is `scale * impact` in float32 (`scale` per term and block).
+stored weight is `scale * impact` in float32 (a scale per 32 postings, per 64 rows of a column).
+
+What the profile of a query showed, and what was done about it: numba's negative-index wraparound
+doubled the cost of a scatter (indices are unsigned here); a scan of 64 scores against the top-k
+threshold only vectorizes on a view indexed from 0; columns and lists are prefetched ahead (the
+hardware stops at page boundaries) and every term's first lines are asked for before the block's
+work starts; two consecutive dense columns share one pass over the accumulator. Tried and not
+kept: tiles of 8,192 rows (an accumulator in L1: the list boundaries per tile cost more than the
+L1 saved) and tables of the 256 products of a uint8 list (no faster than two multiplications).
 
 Compiled on first use and cached on disk (`cache=True`); the kernel releases the GIL, so parts
 run in plain threads.

@@ -22,8 +22,8 @@ from mlsr.vocab import Vocabulary, nonzero_terms
 
 logger = logging.getLogger(__name__)
 
-# How document weights can be stored (`SparseIndex.build(precision=...)`): bytes per posting with the
-# row within its block (2 bytes), before dense columns and per-block offsets; see mlsr.index.blocks.
+# How document weights can be stored (`SparseIndex.build(precision=...)`; see mlsr.index.blocks). Bytes
+# per posting, with its 2-byte row: uint8 ~3.1 (impact + a scale per 32), float16 4, float32 6.
 PRECISIONS = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32}
 
 
@@ -80,18 +80,20 @@ class SparseIndex:
 
         `precision` says how document weights are stored, and so what search is exact over:
         "float32" keeps them exactly; "float16" (default: 4 bytes per posting) rounds each to within
-        a relative 2^-11 (weights too large for float16, > 65,504, keep float32); "uint8" (3 bytes
-        per posting) stores impacts 0..255 with a float32 scale per term and block of 65,536 rows
-        (max weight / 255), so each weight moves by at most half a scale step, and needs weights
-        >= 0. Weights that round to 0 are dropped, as absent terms. Search then returns the exact
-        top-k over the stored weights, which may differ from the top-k over the originals where
-        scores are closer than the rounding (`bench/bench_scale.py` measures recall@10 against float32).
+        a relative 2^-11 (weights too large for float16, > 65,504, keep float32); "uint8" (~3.1 bytes
+        per posting) stores impacts 0..255, each group of 32 postings (64 rows of a dense column)
+        with a float32 scale = its max weight / 255, so each weight moves by at most half its scale,
+        and needs weights >= 0. Weights that round to 0 are dropped, as absent terms. Search then
+        returns the exact top-k over the stored weights -- the same float32 scores as a brute-force
+        product over them -- which may differ from the top-k over the original weights where scores
+        are closer than the rounding (`bench/bench_scale.py` measures recall@10 against float32).
         """
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
         if dense is not None:
             dense = np.ascontiguousarray(dense, dtype=np.float32)
-        if sp.issparse(vectors):
+        single = sp.issparse(vectors)
+        if single:
             vectors = as_csr(vectors, "document vectors")
             _check_rows(vectors.shape[0], items, vocab, vectors.shape[1], dense)  # fail before the work
             if precision == "float16" and vectors.nnz and np.abs(vectors.data).max() > HALF_MAX:
@@ -108,7 +110,8 @@ class SparseIndex:
         vocab_size = first.shape[1]
         inverted = InvertedIndex.from_rows(_prepared(chain([first], chunks), vocab_size, precision), vocab_size, precision)
         n = inverted.n_docs
-        _check_rows(n, items, vocab, vocab_size, dense)
+        if not single:
+            _check_rows(n, items, vocab, vocab_size, dense)
         items = [{"id": str(i)} for i in range(n)] if items is None else [dict(item) for item in items]
         return cls(inverted, items, vocab, dense, dict(info or {}))
 

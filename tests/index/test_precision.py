@@ -183,3 +183,17 @@ def test_bytes_read_counts_each_query_term_postings(monkeypatch):
     queries = sp.csr_matrix(([1.0, 1.0, 2.0], ([0, 2, 2], [rare, rare, dense])), shape=(3, VOCAB), dtype=np.float32)
     assert inverted.bytes_read(queries).tolist() == [cost(rare), 0, cost(rare) + cost(dense)]
     assert cost(dense) > cost(rare) > 0
+
+
+def test_a_collection_smaller_than_a_block_gets_a_block_of_its_size(monkeypatch):
+    """Dense columns are a block long: the app's 5k-image gallery must not carry columns of 65,536 rows."""
+    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+    docs = skewed(300, seed=39)
+    for vectors in (docs, [docs[:100], docs[100:]]):
+        inverted = SparseIndex.build(vectors, precision="uint8").inverted
+        assert inverted.block_size == 300 and inverted.n_blocks == 1
+        assert len(inverted.dense_terms) and inverted.dense_weights.shape[1] == 300
+        assert inverted.dense_scales.shape[1] == 5  # ceil(300 / 64)
+        assert inverted.nbytes / inverted.nnz < 4
+    monkeypatch.setattr(blocks, "BLOCK_DOCS", 256)
+    assert SparseIndex.build(docs).inverted.block_size == 256  # two blocks: the block size stays
