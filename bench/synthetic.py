@@ -99,11 +99,14 @@ class Profile:
 
     # -- documents ------------------------------------------------------------------------------
 
-    def documents(self, n: int) -> Iterator[sp.csr_matrix]:
-        """The first n documents as (rows, vocab) CSR float32 chunks of CHUNK_ROWS rows (the last may be shorter)."""
-        for index, start in enumerate(range(0, n, CHUNK_ROWS)):
-            chunk = self.chunk(index)
-            yield chunk if start + CHUNK_ROWS <= n else chunk[: n - start]
+    def documents(self, n: int, start: int = 0) -> Iterator[sp.csr_matrix]:
+        """Documents start..n-1 as (rows, vocab) CSR float32 chunks of CHUNK_ROWS rows (the last may be shorter);
+        `start` is a multiple of CHUNK_ROWS."""
+        if start % CHUNK_ROWS:
+            raise ValueError(f"start must be a multiple of {CHUNK_ROWS}")
+        for first in range(start, n, CHUNK_ROWS):
+            chunk = self.chunk(first // CHUNK_ROWS)
+            yield chunk if first + CHUNK_ROWS <= n else chunk[: n - first]
 
     def chunk(self, index: int) -> sp.csr_matrix:
         """Documents index * CHUNK_ROWS .. (index + 1) * CHUNK_ROWS - 1, canonical CSR float32."""
