@@ -46,16 +46,20 @@ WEIGHT_DTYPES = {"uint8": np.dtype(np.uint8), "float16": np.dtype(np.float16), "
 
 
 @dataclass
-class Block:
-    """One block's postings: `indptr` (vocab + 1,) into `docs`/`weights`, its dense columns and uint8 scales."""
+class Part:
+    """Consecutive blocks' postings, laid out as in `mlsr.index.inverted.InvertedIndex` with offsets from 0."""
 
-    indptr: np.ndarray  # int64 (vocab + 1,), from 0
-    docs: np.ndarray  # uint16: rows within the block, ascending per term
+    indptr: np.ndarray  # int64 (blocks * vocab + 1,): into docs/weights
+    docs: np.ndarray  # uint16: rows within each block, ascending per term
     weights: np.ndarray  # the precision's dtype
-    dense_terms: np.ndarray  # int32, ascending
-    dense_weights: np.ndarray  # (len(dense_terms), block_size), the precision's dtype
-    scales: np.ndarray | None  # uint8: float32 (ceil(postings / LIST_GROUP),), else None
-    dense_scales: np.ndarray | None  # uint8: float32 (len(dense_terms), column_groups(block_size)), else None
+    scales: np.ndarray  # float32: uint8 (each block's ceil(postings / LIST_GROUP)), else (0,)
+    dense_indptr: np.ndarray  # int64 (blocks + 1,): into dense_terms/dense_weights
+    dense_terms: np.ndarray  # int32, ascending within each block
+    dense_weights: np.ndarray  # (columns, block_size), the precision's dtype
+    dense_scales: np.ndarray  # float32: uint8 (columns, column_groups(block_size)), else (0, column_groups(block_size))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(vars(self))
 
 
 def column_groups(block_size: int) -> int:
@@ -86,7 +90,7 @@ def row_blocks(chunks: Iterable[sp.csr_matrix], block_size: int) -> Iterator[sp.
         yield pending[0] if len(pending) == 1 else sp.vstack(pending, format="csr")
 
 
-def invert_block(rows: sp.csr_matrix, precision: str, block_size: int) -> Block:
+def invert_block(rows: sp.csr_matrix, precision: str, block_size: int) -> Part:
     """Invert one block of canonical CSR float32 rows (at most `block_size`, no explicit zeros) in a precision."""
     n, vocab_size = rows.shape
     columns = rows.tocsc()  # terms x rows, rows ascending: the block's posting lists
@@ -106,14 +110,16 @@ def invert_block(rows: sp.csr_matrix, precision: str, block_size: int) -> Block:
     listed[dense_terms] = False
     keep &= listed[terms]
     docs, data, terms = docs[keep], data[keep], terms[keep]
-    scales = dense_scales = None
+    scales = np.zeros(0, dtype=np.float32)
+    dense_scales = np.zeros((0, column_groups(block_size)), dtype=np.float32)
     if precision == "uint8":
         data, scales, kept = quantize_lists(data)
         docs, terms = docs[kept], terms[kept]
         dense, dense_scales = quantize_columns(dense)
     block_indptr = np.zeros(vocab_size + 1, dtype=np.int64)
     np.cumsum(np.bincount(terms, minlength=vocab_size), out=block_indptr[1:])
-    return Block(block_indptr, docs.astype(ID_DTYPE), data, dense_terms.astype(np.int32), dense, scales, dense_scales)
+    return Part(block_indptr, docs.astype(ID_DTYPE), data, scales, np.array([0, len(dense_terms)], dtype=np.int64),
+                dense_terms.astype(np.int32), dense, dense_scales)
 
 
 def quantize_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,39 +175,50 @@ def dense_columns(counts: np.ndarray, n: int, weight_bytes: int) -> np.ndarray:
     return np.sort(order[:chosen])
 
 
-def widened(block: Block) -> Block:
-    """A float16 block with its weights as float32 (exactly the same values)."""
-    return Block(block.indptr, block.docs, block.weights.astype(np.float32), block.dense_terms,
-                 block.dense_weights.astype(np.float32), None, None)
-
-
-def concatenate_blocks(blocks: list[Block], precision: str, vocab_size: int, block_size: int) -> dict[str, np.ndarray]:
-    """The layout's arrays from per-block postings, each block's arrays freed once copied (peak ~ one index)."""
+def empty_part(precision: str, block_size: int) -> Part:
+    """The postings of no documents (no blocks)."""
     dtype = WEIGHT_DTYPES[precision]
-    quantized = precision == "uint8"
-    n_blocks = len(blocks)
-    sizes = np.array([len(block.docs) for block in blocks], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    groups = np.concatenate([[0], np.cumsum(list_groups(sizes))]).astype(np.int64) if quantized else np.zeros(1, np.int64)
-    indptr = np.zeros(n_blocks * vocab_size + 1, dtype=np.int64)
-    docs = np.empty(int(starts[-1]), dtype=ID_DTYPE)
-    weights = np.empty(int(starts[-1]), dtype=dtype)
-    scales = np.empty(int(groups[-1]), dtype=np.float32)
-    columns = np.array([len(block.dense_terms) for block in blocks], dtype=np.int64)
-    dense_indptr = np.concatenate([[0], np.cumsum(columns)]).astype(np.int64)
-    dense_terms = np.empty(int(dense_indptr[-1]), dtype=np.int32)
-    dense_weights = np.empty((int(dense_indptr[-1]), block_size), dtype=dtype)
-    dense_scales = np.empty((int(dense_indptr[-1]) if quantized else 0, column_groups(block_size)), dtype=np.float32)
-    for b in range(n_blocks):
-        block = blocks[b]
-        indptr[b * vocab_size + 1 : (b + 1) * vocab_size + 1] = block.indptr[1:] + starts[b]
-        docs[starts[b] : starts[b + 1]] = block.docs
-        weights[starts[b] : starts[b + 1]] = block.weights
-        dense_terms[dense_indptr[b] : dense_indptr[b + 1]] = block.dense_terms
-        dense_weights[dense_indptr[b] : dense_indptr[b + 1]] = block.dense_weights
-        if quantized:
-            scales[groups[b] : groups[b + 1]] = block.scales
-            dense_scales[dense_indptr[b] : dense_indptr[b + 1]] = block.dense_scales
-        blocks[b] = None  # type: ignore[call-overload]  # free as we go
-    return {"indptr": indptr, "docs": docs, "weights": weights, "scales": scales, "dense_indptr": dense_indptr,
-            "dense_terms": dense_terms, "dense_weights": dense_weights, "dense_scales": dense_scales}
+    return Part(np.zeros(1, np.int64), np.zeros(0, ID_DTYPE), np.zeros(0, dtype), np.zeros(0, np.float32),
+                np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros((0, block_size), dtype),
+                np.zeros((0, column_groups(block_size)), np.float32))
+
+
+def widened(part: Part) -> Part:
+    """float16 postings with their weights as float32 (exactly the same values)."""
+    return Part(part.indptr, part.docs, part.weights.astype(np.float32), part.scales, part.dense_indptr,
+                part.dense_terms, part.dense_weights.astype(np.float32), part.dense_scales)
+
+
+def concatenate(parts: list[Part]) -> Part:
+    """One part of consecutive parts, each part's arrays freed once copied (`parts` is emptied).
+
+    The builder concatenates every few blocks and then those: the many block-sized arrays live on
+    the allocator's heap, which does not give memory back to the system, while large arrays are
+    mapped and returned as soon as they are freed -- so the peak stays near one index, not two.
+    """
+    if len(parts) == 1:
+        return parts.pop()
+    fields = {name: [getattr(part, name) for part in parts] for name in ("docs", "weights", "scales", "dense_terms")}
+    postings = np.concatenate([[0], np.cumsum([len(part.docs) for part in parts])]).astype(np.int64)
+    columns = np.concatenate([[0], np.cumsum([len(part.dense_terms) for part in parts])]).astype(np.int64)
+    indptr = np.concatenate([[0]] + [part.indptr[1:] + postings[i] for i, part in enumerate(parts)]).astype(np.int64)
+    dense_indptr = np.concatenate([[0]] + [part.dense_indptr[1:] + columns[i] for i, part in enumerate(parts)])
+    width = parts[0].dense_weights.shape[1]
+    dense_weights = np.empty((int(columns[-1]), width), dtype=parts[0].dense_weights.dtype)
+    dense_scales = np.empty((sum(len(part.dense_scales) for part in parts), parts[0].dense_scales.shape[1]), np.float32)
+    joined = {name: np.empty(sum(len(array) for array in arrays), dtype=arrays[0].dtype) for name, arrays in fields.items()}
+    at = dict.fromkeys(joined, 0)
+    scale_rows = 0
+    while parts:
+        part = parts.pop(0)
+        for name in joined:
+            array = getattr(part, name)
+            joined[name][at[name] : at[name] + len(array)] = array
+            at[name] += len(array)
+        dense_weights[columns[0] : columns[0] + len(part.dense_terms)] = part.dense_weights
+        dense_scales[scale_rows : scale_rows + len(part.dense_scales)] = part.dense_scales
+        columns = columns[1:]
+        scale_rows += len(part.dense_scales)
+        del part, array
+    return Part(indptr, joined["docs"], joined["weights"], joined["scales"], dense_indptr.astype(np.int64),
+                joined["dense_terms"], dense_weights, dense_scales)

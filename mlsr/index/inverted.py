@@ -31,10 +31,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.index import blocks as layout
-from mlsr.index.blocks import COLUMN_GROUP, LIST_GROUP, concatenate_blocks, invert_block, list_groups, row_blocks, widened
+from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, concatenate, empty_part, invert_block, list_groups, row_blocks,
+                               widened)
 
 logger = logging.getLogger(__name__)
 
+CONCATENATE_BLOCKS = 16  # the builder concatenates its blocks this many at a time (see blocks.concatenate)
 KERNEL_MIN_DOCS = 20_000  # smaller indexes search with scipy: no compile, no threads, already < 1 ms
 MAX_SCORE_BLOCK = 1 << 26  # scipy path: at most this many dense scores at once (256 MB)
 HALF_MAX = float(np.finfo(np.float16).max)
@@ -77,16 +79,18 @@ class InvertedIndex:
         than one block gets a block of its own size (dense columns are a block long).
         """
         block_size = block_size or layout.BLOCK_DOCS
-        blocks, n = [], 0
+        blocks, done, n = [], [], 0  # blocks not yet concatenated, and concatenated runs of them
 
         def add(rows: sp.csr_matrix) -> None:
-            nonlocal precision, blocks, n
+            nonlocal precision, blocks, done, n
             if precision == "float16" and rows.nnz and np.abs(rows.data).max() > HALF_MAX:
                 logger.warning("document weights exceed float16's range (%g): storing float32", HALF_MAX)
                 precision = "float32"
-                blocks = [widened(block) for block in blocks]
+                blocks, done = [widened(part) for part in blocks], [widened(part) for part in done]
             blocks.append(invert_block(rows, precision, block_size))
             n += rows.shape[0]
+            if len(blocks) == CONCATENATE_BLOCKS:
+                done.append(concatenate(blocks))
 
         pending = None  # one block held back, to know whether it is the only one
         for rows in row_blocks(chunks, block_size):
@@ -94,10 +98,12 @@ class InvertedIndex:
                 add(pending)
             pending = rows
         if pending is not None:
-            if not blocks:
+            if not blocks and not done:
                 block_size = pending.shape[0]
             add(pending)
-        return cls(n, vocab_size, block_size, **concatenate_blocks(blocks, precision, vocab_size, block_size))
+        parts = done + ([concatenate(blocks)] if blocks else [])
+        part = concatenate(parts) if parts else empty_part(precision, block_size)
+        return cls(n, vocab_size, block_size, **part.arrays())
 
     # -- sizes ------------------------------------------------------------------------------------
 
