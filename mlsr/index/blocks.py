@@ -198,7 +198,9 @@ def concatenate(parts: list[Part]) -> Part:
     """
     if len(parts) == 1:
         return parts.pop()
-    fields = {name: [getattr(part, name) for part in parts] for name in ("docs", "weights", "scales", "dense_terms")}
+    names = ("docs", "weights", "scales", "dense_terms")  # sizes only: a list of the arrays would keep them all alive
+    joined = {name: np.empty(sum(len(getattr(part, name)) for part in parts), dtype=getattr(parts[0], name).dtype)
+              for name in names}
     postings = np.concatenate([[0], np.cumsum([len(part.docs) for part in parts])]).astype(np.int64)
     columns = np.concatenate([[0], np.cumsum([len(part.dense_terms) for part in parts])]).astype(np.int64)
     indptr = np.concatenate([[0]] + [part.indptr[1:] + postings[i] for i, part in enumerate(parts)]).astype(np.int64)
@@ -206,7 +208,6 @@ def concatenate(parts: list[Part]) -> Part:
     width = parts[0].dense_weights.shape[1]
     dense_weights = np.empty((int(columns[-1]), width), dtype=parts[0].dense_weights.dtype)
     dense_scales = np.empty((sum(len(part.dense_scales) for part in parts), parts[0].dense_scales.shape[1]), np.float32)
-    joined = {name: np.empty(sum(len(array) for array in arrays), dtype=arrays[0].dtype) for name, arrays in fields.items()}
     at = dict.fromkeys(joined, 0)
     scale_rows = 0
     while parts:

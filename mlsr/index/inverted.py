@@ -101,8 +101,9 @@ class InvertedIndex:
             if not blocks and not done:
                 block_size = pending.shape[0]
             add(pending)
-        parts = done + ([concatenate(blocks)] if blocks else [])
-        part = concatenate(parts) if parts else empty_part(precision, block_size)
+        if blocks:
+            done.append(concatenate(blocks))
+        part = concatenate(done) if done else empty_part(precision, block_size)  # empties `done` as it copies
         return cls(n, vocab_size, block_size, **part.arrays())
 
     # -- sizes ------------------------------------------------------------------------------------
