@@ -119,7 +119,8 @@ def prepare_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mlsr.backends.milvus import connect, export_index
+    from mlsr.backends.milvus import connect
+    from mlsr.backends.milvus_export import export_index
     from mlsr.errors import InputError
     from mlsr.index.sparse import SparseIndex
 

@@ -128,6 +128,11 @@ class SparseIndex:
         """(vocab,) int64: the number of documents holding each term."""
         return self.inverted.document_frequency()
 
+    def has_negative_weights(self) -> bool:
+        """True when some document weight is below zero (read from the postings; no document matrix is built)."""
+        inverted = self.inverted
+        return any(array.size and float(array.min()) < 0 for array in (inverted.weights, inverted.dense_weights))
+
     # -- search -----------------------------------------------------------------------------------
 
     def search(self, queries: sp.spmatrix, k: int = 10) -> Results:

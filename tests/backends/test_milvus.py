@@ -22,7 +22,8 @@ from mlsr.cli import main
 from mlsr.index.dense import DenseIndex
 from mlsr.errors import BackendError, InputError
 from mlsr.index.sparse import SparseIndex
-from mlsr.backends.milvus import MilvusBackend, connect, export_index, sparse_rows
+from mlsr.backends.milvus import MilvusBackend, connect, sparse_rows
+from mlsr.backends.milvus_export import export_index
 from mlsr.index.modes import hybrid_search
 
 VOCAB = 30522
