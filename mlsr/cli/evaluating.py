@@ -136,7 +136,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def atomic_command(args: argparse.Namespace) -> int:
     from mlsr.data.atomic_trec import load_collection
-    from mlsr.evaluation.atomic import format_tables, run_atomic
+    from mlsr.evaluation.atomic_task import format_tables, run_atomic
 
     def say(message: str) -> None:
         print(message, file=sys.stderr)

@@ -1,7 +1,7 @@
 """The evaluation loop: queries x documents x runs -> metrics, cost (active terms, FLOPs) and TREC run files.
 
 Every evaluation goes through `evaluate`: the `evaluate` command and its recipes, the AToMiC task
-(`mlsr.evaluation.atomic`) and the validation of `train`. A run is one way of ranking: the sparse
+(`mlsr.evaluation.atomic_task`) and the validation of `train`. A run is one way of ranking: the sparse
 query modes `expand`, `no_expand`, `hybrid`, or `dense` (FAISS over the dense vectors). Costs come
 from term document frequencies, so the document matrix is never materialised.
 """

@@ -1,4 +1,4 @@
-"""The seed paper's task: image suggestion on AToMiC (TREC 2023), as a small, reproducible recipe.
+"""The seed paper's task: image suggestion on AToMiC (TREC 2023), as a small, reproducible recipe (not atomic writes).
 
 Queries (page title + section title + section text) are encoded once; documents are built the seed's
 three ways (`image`, `caption`, `image+caption`) and each is evaluated in each query mode through the
