@@ -244,7 +244,7 @@ def about_screen(about: dict) -> None:
 
 
 def add_api(service: Service) -> None:
-    """Named endpoints returning JSON, for `gradio_client` (see README)."""
+    """Named endpoints returning JSON, for `gradio_client` (see docs/app.md)."""
 
     @user_errors
     def suggest(text: str, k: int = 10, mode: str = "expand") -> dict:
