@@ -27,9 +27,10 @@ def format_evaluation(evaluation: Evaluation) -> str:
     note = (f"{evaluation.queries:,} queries ({evaluation.judged:,} judged), {evaluation.documents:,} documents;"
             " metrics in %, averaged over judged queries")
     if any(r.depth is not None for r in evaluation.results):
-        note += ("\nhybrid: the top-`depth` no_expand candidates re-scored by the expanded query, the list filled to"
-                 f" the cut-off by expanded score. Depth {REFERENCE_HYBRID_DEPTH} is the reference code's (its own"
-                 " hybrid writes the new scores to a copy, so its output equals no_expand); 1000 is mlsr's default")
+        note += ("\nhybrid: the top-`depth` no_expand candidates re-scored by the expanded query, then filled to the"
+                 " cut-off by expanded score;\n"
+                 f"depth {REFERENCE_HYBRID_DEPTH} is the reference code's (its own hybrid writes the new scores to a"
+                 " copy, so its output equals no_expand), 1000 mlsr's default")
     if evaluation.published:
         note += f"\npublished rows: {evaluation.published['source']}"
     return text_table(["run", *measures, "q terms", "d terms", "FLOPs"], rows) + "\n" + note

@@ -16,7 +16,7 @@ from mlsr.training.checkpoint import load_checkpoint, save_checkpoint
 from mlsr.training.config import TrainConfig
 from mlsr.training.head_init import new_head
 from mlsr.training.loop import build_optimizer, train, train_step
-from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight
+from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight, teacher_scores
 from mlsr.training.validation import validate
 
 
@@ -131,6 +131,29 @@ def test_distillation_loss_equals_a_hand_computation():
     hard = (ce(sparse[0], [1, 0]) + ce(sparse[1], [1, 0]) + ce(columns(sparse)[0], [1, 0]) + ce(columns(sparse)[1], [1, 0])) / 4
     assert sharp == pytest.approx(hard, rel=1e-6)
     assert l1(torch.tensor([[1.0, -2.0, 0.0], [0.5, 0.0, 0.0]])).item() == pytest.approx((3.0 + 0.5) / 2)
+
+
+def test_the_teacher_scores_in_float32_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(64, 256, generator=generator), dim=1)
+    image = torch.nn.functional.normalize(text + 0.5 * torch.randn(64, 256, generator=generator), dim=1)
+    exact = text @ image.T / 1e-3  # float32, no autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what train_step runs the loss in with --amp bf16
+        ours = teacher_scores(text, image, 1e-3)
+        in_autocast = text.float() @ image.float().T / 1e-3  # the teacher as it was computed before
+    assert ours.dtype == torch.float32 and torch.equal(ours, exact)
+    assert (in_autocast.float() - exact).abs().max() > 0.1  # bf16 rounding at temperature 1e-3: logits move
+
+
+def test_training_masks_are_the_raw_word_pieces_without_special_tokens(tokenizer_dir):
+    from mlsr.models.tokenizer import load_tokenizer
+    from mlsr.training.loop import _caption_tokens
+
+    tokenizer, _ = load_tokenizer(str(tokenizer_dir))
+    captions = ["A dog (brown) runs.", "Two cats: on a mat!", "ok"]
+    ids, mask = _caption_tokens(tokenizer, captions, "cpu")
+    for row, raw in enumerate(captions):  # the mask Encoder.encode_text(mode="no_expand") uses at search time
+        assert ids[row][mask[row].bool()].tolist() == tokenizer.convert_tokens_to_ids(tokenizer.tokenize(raw))
 
 
 def test_l1_warmup_is_quadratic_then_flat():
