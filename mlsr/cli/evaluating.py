@@ -41,7 +41,7 @@ def add_commands(commands) -> None:
                     help="no_expand candidates the hybrid run re-scores (default %(default)s)")
     ev.add_argument("--measures", default=",".join(DEFAULT_MEASURES), help="comma-separated (default %(default)s)")
     ev.add_argument("--runs-dir", type=Path, help="where the TREC run files, qrels.trec and metrics.json go"
-                                                  " (default runs/<index folder name>)")
+                                                  " (default runs/<recipe, index folder name, or dataset-split>)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON instead of the table")
     add_model_arguments(ev)
     add_backend_arguments(ev)

@@ -68,7 +68,8 @@ def add_commands(commands) -> None:
     train.add_argument("--val-split", default=defaults.val_split, help="split to validate on (default %(default)s)")
     train.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
     train.add_argument("--amp", choices=AMP_MODES,
-                       help=f"mixed precision (fp16: CUDA only; default {defaults.amp}, --preset cpu: {PRESETS['cpu'].amp})")
+                       help=f"mixed precision (fp16: CUDA only; default {defaults.amp},"
+                            f" --preset cpu: {PRESETS['cpu'].amp})")
     train.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="default %(default)s")
     add_device_argument(train)
     train.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")

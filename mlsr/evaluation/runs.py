@@ -146,7 +146,10 @@ def evaluate(
 
 
 def parse_run(name: str, hybrid_depth: int = HYBRID_DEPTH) -> tuple[str, int | None]:
-    """A run name -> (kind, hybrid depth or None): "hybrid@10" -> ("hybrid", 10), "hybrid" -> ("hybrid", hybrid_depth)."""
+    """A run name -> (kind, hybrid depth or None).
+
+    "hybrid@10" -> ("hybrid", 10), "hybrid" -> ("hybrid", hybrid_depth), "expand" -> ("expand", None).
+    """
     kind, at, depth = str(name).partition("@")
     if kind not in RUNS or (at and kind != "hybrid"):
         raise InputError(f"unknown run {name!r}; choose from {', '.join(RUNS)} (hybrid@N: hybrid re-scoring N"

@@ -149,8 +149,10 @@ def verify(
     say = progress or (lambda message: None)
     needs_backbone = bool({"text", "image"} & set(checks))
     say("loading the models")
-    encoder = (Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=batch_size) if needs_backbone
-               else Encoder.head_only(head, tokenizer, device=device))
+    if needs_backbone:
+        encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=batch_size)
+    else:
+        encoder = Encoder.head_only(head, tokenizer, device=device)
     source = open_dataset(dataset, [IMAGE_FILE, TEXT_FILE, META_FILE])
     results = []
     for name in checks:

@@ -217,8 +217,11 @@ class Encoder:
             dense = dense.copy()
         if mask_texts is not None and len(mask_texts) != len(dense):
             raise InputError(f"{len(mask_texts)} texts to mask {len(dense)} vectors: give one text per row.")
+        masks = None if mask_texts is None else list(mask_texts)
+        if masks is not None and not all(isinstance(text, str) for text in masks):
+            raise InputError("mask_texts must be texts (str), one per row.")
         tensor = torch.from_numpy(dense).to(self.head.proj.weight.device)
-        rows = [self._sparsify(tensor[start : start + 1024], None if mask_texts is None else mask_texts[start : start + 1024])
+        rows = [self._sparsify(tensor[start : start + 1024], masks[start : start + 1024] if masks is not None else None)
                 for start in range(0, len(dense), 1024)]
         return sp.vstack(rows, format="csr") if rows else _empty(0, self.vocab_size)
 

@@ -77,7 +77,8 @@ def reference_evaluation(head_dir, tokenizer_dir, dataset, clean_masks: bool = F
 
     def metrics(ranked):
         out = {f"R@{k}": np.mean([float(rel in run[:k]) for run, rel in zip(ranked, relevant)]) for k in (1, 5, 10)}
-        out["MRR@10"] = np.mean([1.0 / (run.index(rel) + 1) if rel in run else 0.0 for run, rel in zip(ranked, relevant)])
+        out["MRR@10"] = np.mean([1.0 / (run.index(rel) + 1) if rel in run else 0.0
+                                 for run, rel in zip(ranked, relevant)])
         return out
 
     def flops(queries):
