@@ -58,7 +58,7 @@ def main() -> None:
 
     torch.set_grad_enabled(False)  # as inside the encoder (inference mode): the head is timed on its own
     # text query, stage by stage (a caption-sized text: one window)
-    windows, _ = encoder._windows([CAPTION])
+    windows, _, _ = encoder._windows([CAPTION])
     dense = backbone.embed_texts(windows)
     with torch.inference_mode():
         weights = head(dense)

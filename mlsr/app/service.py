@@ -231,7 +231,17 @@ class Service:
             "models": {role: getattr(loaded, role).id for role in roles},
             "built_with": {role: getattr(recorded, role).id if recorded else None for role in roles},
             "top_terms": self.encoder.decode(frequency, top_k=top_k),
+            "verification": self.verification(),
         }
+
+    def verification(self) -> dict | None:
+        """The last saved `python -m mlsr verify` verdict (beside the index folder), or None if there is none."""
+        from mlsr.evaluation.verify import load_verdict, verdict_path, verdict_summary
+
+        verdict = load_verdict(verdict_path(self.index_dir))
+        loaded = self.encoder.models()
+        return None if verdict is None else verdict_summary(
+            verdict, {role: getattr(loaded, role).id for role in ("backbone", "head", "tokenizer")})
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -373,7 +373,20 @@ def about_markdown(about: dict) -> str:
         " read. An image's score for a query is the dot product of the two term vectors, so the ranking is"
         " explained exactly by the shared terms. In `no_expand` mode the query keeps only its own words.\n\n"
         f"Papers: {PAPERS}. Photos in the examples: MS-COCO (Flickr, licenses per image; annotations CC BY 4.0)."
+        + verification_markdown(about.get("verification"))
     )
+
+
+def verification_markdown(verdict: dict | None) -> str:
+    """A line on the last `python -m mlsr verify` verdict, if one was saved beside the index."""
+    if not verdict:
+        return ""
+    checks = ", ".join(f"{c['number']} {c['name']} {'PASS' if c['passed'] else 'FAIL'}"
+                       + (f" ({c['value']:g})" if c["value"] is not None else "") for c in verdict["checks"])
+    models = "" if verdict["same_models"] else " (run with other models than the ones loaded here)"
+    return (f"\n\n### Reproduction check\nLast `python -m mlsr verify` (live vectors and R@1 against the published"
+            f" ones), {verdict['finished']}:"
+            f" **{'PASS' if verdict['passed'] else 'FAIL'}**{models}: {checks}.")
 
 
 def error_page(message: str) -> gr.Blocks:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlsr.cli.args import add_milvus_arguments, add_model_arguments, encoder_from_args, env, head_encoder_from_args
 from mlsr.cli.progress import progress_bar
+from mlsr.index.sparse import PRECISIONS
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
 
 
@@ -22,6 +23,7 @@ def add_commands(commands) -> None:
     build.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     build.add_argument("--out", required=True, type=Path,
                        help="index folder to write (replaced atomically; an interrupted build resumes on re-run)")
+    add_precision_argument(build)
     add_model_arguments(build)
     build.set_defaults(run=build_index_command)
 
@@ -37,6 +39,7 @@ def add_commands(commands) -> None:
     imp.add_argument("--image-root", type=Path,
                      help="folder holding the images (e.g. Flickr30k's flickr30k-images/): items point at its files;"
                           " default: COCO URLs for COCO, none (a placeholder in the app) otherwise")
+    add_precision_argument(imp)
     add_model_arguments(imp, backbone=False)
     imp.set_defaults(run=import_dense_command)
 
@@ -47,6 +50,7 @@ def add_commands(commands) -> None:
                       help="index folder (env MLSR_INDEX; default %(default)s)")
     prep.add_argument("--dataset", default=dataset_default, help="env MLSR_DATASET; default %(default)s")
     prep.add_argument("--split", default=DEFAULT_SPLIT, help="default %(default)s")
+    add_precision_argument(prep)
     add_model_arguments(prep, backbone=False)
     prep.set_defaults(run=prepare_command)
 
@@ -65,6 +69,14 @@ def add_commands(commands) -> None:
     export.set_defaults(run=export_command)
 
 
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--precision: how document weights are stored (the keys of mlsr.index.sparse.PRECISIONS)."""
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float16",
+                        help="how document weights are stored (default %(default)s: 6 bytes per posting instead of 8;"
+                             " search is exact over the stored, rounded weights); float32 keeps the head's weights"
+                             " exactly, as evaluation does")
+
+
 def build_index_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -76,7 +88,8 @@ def build_index_command(args: argparse.Namespace) -> int:
     encoder = encoder_from_args(args)
     with tqdm(total=total, unit="img", desc="encoding images") as bar:
         index, report = build_index(encoder, args.images, out=args.out, captions=captions, documents=args.doc,
-                                    dense=args.dense, strict=args.strict, progress=bar.update)
+                                    dense=args.dense, strict=args.strict, precision=args.precision,
+                                    progress=bar.update)
     if report.resumed:
         print(f"resumed an interrupted build: {report.resumed} batches were already encoded")
     print(f"indexed {report.indexed} images into {args.out} in {report.seconds:.1f} s"
@@ -95,7 +108,7 @@ def import_dense_command(args: argparse.Namespace) -> int:
     bar, set_total = progress_bar("sparsifying image vectors")
     with bar:
         index, report = import_dense(encoder, args.dataset, args.out, split=args.split, image_root=args.image_root,
-                                     progress=bar.update, total=set_total)
+                                     precision=args.precision, progress=bar.update, total=set_total)
     print(f"indexed {report.images} {report.split} images of {args.dataset} into {args.out} in {report.seconds:.1f} s"
           f" ({index.nnz / max(len(index), 1):.0f} terms per image on average; images: {report.image_source})")
     if report.missing_images:
@@ -110,7 +123,8 @@ def prepare_command(args: argparse.Namespace) -> int:
     bar, set_total = progress_bar(f"building {args.index}")
     with bar:
         built = ensure_index(args.index, dataset=args.dataset, split=args.split, head=args.head,
-                             tokenizer=args.tokenizer, device=args.device, progress=bar.update, total=set_total)
+                             tokenizer=args.tokenizer, device=args.device, precision=args.precision,
+                             progress=bar.update, total=set_total)
     print(f"built {args.index} from {args.dataset} ({args.split})" if built
           else f"{args.index} exists; reusing it (delete the folder to rebuild)")
     return 0

@@ -3,6 +3,10 @@
 `expand` scores with every term the head lights up; `no_expand` with only the text's own tokens;
 `hybrid` takes the documents that share a token with the text (the no_expand ranking, top `depth`)
 and re-ranks them by the expanded query.
+
+The reference code's hybrid (thongnt99/lsr-multimodal, retrieve.py) re-scores the top 10 (`--topk`);
+as written it assigns the new score to a copy of each row inside `iterrows()`, so its output equals
+no_expand. mlsr re-scores `depth` candidates (default `HYBRID_DEPTH`, 1,000) and fills a short list.
 """
 
 from __future__ import annotations
@@ -43,9 +47,16 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_depth(depth: object) -> int:
+    """`depth` if it is a usable hybrid depth (an int >= 1), else InputError."""
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise InputError(f"the hybrid depth must be a whole number >= 1, got {depth!r}.")
+    return int(depth)
+
+
 def rank(index: "SparseIndex | SearchBackend", queries: QueryVectors, mode: QueryMode = "expand", k: int = 10,
          depth: int = HYBRID_DEPTH) -> Results:
-    """Top-k per query in one of the three modes."""
+    """Top-k per query in one of the three modes (`depth`: the candidates hybrid re-scores)."""
     if check_mode(mode) == "hybrid":
         return hybrid_search(index, _need(queries.no_expand, mode), _need(queries.expand, mode), k, depth)
     return index.search(queries.scoring(mode), k)
@@ -57,12 +68,15 @@ def hybrid_search(
 ) -> Results:
     """Candidates from the `no_expand` queries, re-scored by the `expand` ones.
 
-    Candidates are the top-`depth` documents with a positive no_expand score, ranked by expanded
-    score (ties by row). If fewer than k share a term with the query, the list is filled with
-    the best remaining documents by expanded score, after the candidates.
+    Candidates are the top-`depth` documents by no_expand score that have a positive score, ranked by
+    expanded score (ties by row). When there are fewer than k of them (fewer documents share a term
+    with the query, or `depth` < k), the list is filled with the best remaining documents by
+    expanded score, after the candidates. `depth` 10 is the reference code's; the default re-scores
+    `HYBRID_DEPTH` candidates.
     """
+    depth = check_depth(depth)
     k = max(0, min(int(k), len(index)))
-    candidates = index.search(no_expand, max(depth, k))
+    candidates = index.search(no_expand, min(depth, len(index)))
     scores = np.zeros((no_expand.shape[0], k), dtype=np.float32)
     indices = np.zeros((no_expand.shape[0], k), dtype=np.int64)
     for i in range(no_expand.shape[0]):

@@ -20,7 +20,7 @@ from mlsr._files import atomic_path, atomic_write_json
 from mlsr.data.captions import captions_of, find_images
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
-from mlsr.index.sparse import SparseIndex, place_rows
+from mlsr.index.sparse import PRECISIONS, SparseIndex, place_rows
 from mlsr.settings import DOCUMENTS, Documents, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +48,7 @@ def build_index(
     documents: Documents = "image",
     dense: bool = False,
     strict: bool = False,
+    precision: str = "float16",
     progress: Progress | None = None,
 ) -> tuple[SparseIndex, BuildReport]:
     """Encode every image under `images_dir` (and its captions) into an index saved at `out`.
@@ -56,7 +57,9 @@ def build_index(
     (masked to their tokens); `image+caption` = the sum of both (the seed paper's M4 run).
     `dense` also keeps the backbone's image vectors for the FAISS comparison. An unreadable
     image is skipped and reported, or stops the build when `strict`. Item image paths are
-    stored relative to `out`, so the index and the images can move together.
+    stored relative to `out`, so the index and the images can move together. `precision` is how
+    document weights are stored (`mlsr.index.sparse.PRECISIONS`: float16 halves the index, float32
+    keeps the head's weights exactly).
 
     Crash-safe and resumable: each finished batch is kept in `.<out>.partial/` beside `out`; a
     re-run over the same images, settings and models skips the batches already done, and gives
@@ -65,6 +68,8 @@ def build_index(
     """
     if documents not in DOCUMENTS:
         raise InputError(f"documents must be one of {DOCUMENTS}, got {documents!r}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     started = time.perf_counter()
     images_dir, out = Path(images_dir).resolve(), Path(out).resolve()
     paths = find_images(images_dir)
@@ -136,6 +141,7 @@ def build_index(
         vocab=encoder.vocab,
         dense=np.concatenate(dense_rows) if dense else None,
         info=info,
+        precision=precision,
     )
     index.save(out)
     store.remove()

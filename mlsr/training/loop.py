@@ -33,11 +33,10 @@ from mlsr.models import default_device
 from mlsr.models.head import SparseHead
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_TOKENIZER
-from mlsr.text import clean_caption
 from mlsr.training.card import model_card
 from mlsr.training.checkpoint import CHECKPOINT_DIR, _checkpoint_folder, load_checkpoint, save_checkpoint
-from mlsr.training.config import TrainConfig
-from mlsr.training.head_init import new_head
+from mlsr.training.config import DEFAULT_MLM, TrainConfig
+from mlsr.training.head_init import new_head, resolve_mlm
 from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight
 from mlsr.training.validation import MEASURES, validate
 from mlsr.vocab import Vocabulary
@@ -47,7 +46,7 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "training.json"
 CARD_FILE = "README.md"
-MAX_CAPTION_TOKENS = 128  # tokens kept per caption for its no-expansion mask
+MAX_CAPTION_TOKENS = 128  # word pieces kept per caption for its no-expansion mask (COCO captions have < 60)
 
 
 def build_optimizer(head: SparseHead, config: TrainConfig) -> torch.optim.AdamW:
@@ -119,7 +118,7 @@ def train(
     config: TrainConfig | None = None,
     *,
     tokenizer: str | None = None,
-    mlm: str | None = None,
+    mlm: str | None = DEFAULT_MLM,
     device: str | None = None,
     resume: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -127,7 +126,7 @@ def train(
     """Train a head on a dense dataset (folder or Hub dataset id) and write it to `out`; see the module doc.
 
     `tokenizer` gives the vocabulary (default: the `mlm` model's, else distilbert-base-uncased);
-    `mlm` the masked-LM whose head initialises ours (none: random). `resume` continues the run in
+    `mlm` the masked-LM whose head initialises ours (default distilbert-base-uncased, as the paper; None: random). `resume` continues the run in
     `out` after its last finished epoch, with the same settings. `progress(step, total_steps)` is
     called after every optimizer step.
     """
@@ -147,6 +146,8 @@ def train(
             f" {config.val_split!r}); images per split: {dataset.split_counts()}. Choose other splits, or"
             " re-run encode-dense with --val-fraction."
         )
+    if mlm is not None and not resume:
+        resolve_mlm(mlm)  # first: offline, an uncached masked-LM is the likeliest failure, and says what to do
     term_tokenizer, tokenizer_name = load_tokenizer(tokenizer or mlm or DEFAULT_TOKENIZER)
     vocab = Vocabulary.from_tokenizer(term_tokenizer)
     run = {"data": {"source": dataset.source, "revision": dataset.revision, "train_pairs": len(train_pairs),
@@ -163,7 +164,7 @@ def train(
     else:
         if mlm is None:
             logger.warning(
-                "no masked-LM given (--mlm): the LayerNorm and vocabulary projector start from random weights."
+                "no masked-LM (--mlm none): the LayerNorm and vocabulary projector start from random weights."
                 " The paper starts from distilbert-base-uncased's MLM head; a random start needs a higher --lr."
             )
         head = new_head(dataset.dense_size, len(vocab), mlm=mlm, hidden_size=config.hidden_size,
@@ -269,8 +270,13 @@ def _check_same_run(saved: dict, now: dict) -> None:
 
 
 def _caption_tokens(tokenizer, captions: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, L) token ids and attention mask of the cleaned captions, without special tokens, on `device`."""
-    encoded = tokenizer([clean_caption(text) for text in captions], add_special_tokens=False, truncation=True,
+    """(n, L) token ids and attention mask of the raw captions' word pieces, on `device`.
+
+    The same mask as at retrieval (`Encoder.encode_text(mode="no_expand")`, and the reference's retrieval):
+    the word pieces of the raw text, punctuation included, without `[CLS]`/`[SEP]`. The reference's
+    train.py keeps `[CLS]`/`[SEP]` in its training masks only; we train with the mask we search with.
+    """
+    encoded = tokenizer(list(captions), add_special_tokens=False, truncation=True,
                         max_length=MAX_CAPTION_TOKENS)["input_ids"]
     width = max(1, max((len(ids) for ids in encoded), default=1))
     # Compact types: COCO has ~600k training captions (the head's token_mask widens them per batch).

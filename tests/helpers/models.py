@@ -105,3 +105,39 @@ def save_tiny_clip(folder: Path) -> Path:
     tokenizer.save_pretrained(folder)
     CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+def save_tiny_distilbert_mlm(folder: Path, tokenizer_dir: Path) -> Path:
+    """A DistilBertForMaskedLM with random weights, the real vocabulary and its tokenizer: `train --mlm FOLDER`."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=VOCAB_SIZE, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64)
+    model = DistilBertForMaskedLM(config).eval()
+    with torch.no_grad():  # distinguishable from a fresh LayerNorm
+        model.vocab_layer_norm.weight.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def save_example_head(folder: Path, image_vector, terms: tuple[str, ...], tokenizer_dir: Path) -> Path:
+    """A head that decodes `image_vector` (256-d) to `terms` as its top terms, and other vectors to other terms.
+
+    Stands in for the published head in `verify`'s published-example check: the rows of the vocabulary
+    projector for `terms` point along the hidden vector of `image_vector`, so they light up for it (and for
+    vectors close to it), not for a random vector.
+    """
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(tokenizer_dir).convert_tokens_to_ids(list(terms))
+    head = make_head(seed=3)
+    with torch.no_grad():
+        head.proj.bias.zero_()  # the hidden vector then depends on the input alone
+        hidden = head.vocab_layer_norm(head.proj(torch.as_tensor(image_vector, dtype=torch.float32)[None]))[0]
+        for rank, term in enumerate(ids):  # descending weights: the terms keep their order
+            head.vocab_projector.weight[term] = (8.0 - 0.2 * rank) * hidden / hidden.dot(hidden)
+            head.vocab_projector.bias[term] = -3.0
+    head.save_pretrained(folder)
+    return folder

@@ -132,6 +132,21 @@ def test_hybrid_reranks_exact_candidates_by_the_expanded_query():
     assert index.search(expanded, 3).indices.tolist() == [[2, 1, 0]]
 
 
+def test_hybrid_re_scores_exactly_depth_candidates_then_fills_by_the_expanded_query():
+    docs = sp.csr_matrix(np.array([[2, 0, 0, 0], [1, 0, 0, 5], [0, 0, 0, 9], [1, 0, 0, 1]], dtype=np.float32))
+    index = SparseIndex.build(docs, precision="float32")
+    exact = sp.csr_matrix(np.array([[1, 0, 0, 0]], dtype=np.float32))
+    expanded = sp.csr_matrix(np.array([[1, 0, 0, 1]], dtype=np.float32))
+    # depth 1: only the best no_expand candidate (row 0) is re-scored; the rest comes from the expanded ranking
+    assert hybrid_search(index, exact, expanded, k=3, depth=1).indices.tolist() == [[0, 2, 1]]
+    # depth 2: rows 0 and 1 are candidates, re-ranked by expanded score (1: 6 before 0: 2), then row 2
+    assert hybrid_search(index, exact, expanded, k=3, depth=2).indices.tolist() == [[1, 0, 2]]
+    assert hybrid_search(index, exact, expanded, k=3, depth=1000).indices.tolist() == [[1, 0, 3]]
+    for bad in (0, -1, 2.5, True, "10"):
+        with pytest.raises(InputError, match="hybrid depth"):
+            hybrid_search(index, exact, expanded, k=3, depth=bad)
+
+
 @pytest.fixture
 def saved_index(tmp_path):
     vocab = Vocabulary(tuple(f"t{i}" for i in range(VOCAB)))

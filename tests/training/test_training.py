@@ -16,7 +16,7 @@ from mlsr.training.checkpoint import load_checkpoint, save_checkpoint
 from mlsr.training.config import TrainConfig
 from mlsr.training.head_init import new_head
 from mlsr.training.loop import build_optimizer, train, train_step
-from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight
+from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight, teacher_scores
 from mlsr.training.validation import validate
 
 
@@ -96,7 +96,7 @@ def trained(planted, tiny_tokenizer_dir, tmp_path_factory):
     for name, weight in (("light", 1e-3), ("heavy", 3e-2)):
         out = tmp_path_factory.mktemp(name) / "head"
         config = TrainConfig(epochs=20, q_reg=weight, d_reg=weight, **FAST)
-        runs[name] = train(planted, out, config, tokenizer=str(tiny_tokenizer_dir), device="cpu")
+        runs[name] = train(planted, out, config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
     return runs
 
 
@@ -131,6 +131,29 @@ def test_distillation_loss_equals_a_hand_computation():
     hard = (ce(sparse[0], [1, 0]) + ce(sparse[1], [1, 0]) + ce(columns(sparse)[0], [1, 0]) + ce(columns(sparse)[1], [1, 0])) / 4
     assert sharp == pytest.approx(hard, rel=1e-6)
     assert l1(torch.tensor([[1.0, -2.0, 0.0], [0.5, 0.0, 0.0]])).item() == pytest.approx((3.0 + 0.5) / 2)
+
+
+def test_the_teacher_scores_in_float32_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(64, 256, generator=generator), dim=1)
+    image = torch.nn.functional.normalize(text + 0.5 * torch.randn(64, 256, generator=generator), dim=1)
+    exact = text @ image.T / 1e-3  # float32, no autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what train_step runs the loss in with --amp bf16
+        ours = teacher_scores(text, image, 1e-3)
+        in_autocast = text.float() @ image.float().T / 1e-3  # the teacher as it was computed before
+    assert ours.dtype == torch.float32 and torch.equal(ours, exact)
+    assert (in_autocast.float() - exact).abs().max() > 0.1  # bf16 rounding at temperature 1e-3: logits move
+
+
+def test_training_masks_are_the_raw_word_pieces_without_special_tokens(tokenizer_dir):
+    from mlsr.models.tokenizer import load_tokenizer
+    from mlsr.training.loop import _caption_tokens
+
+    tokenizer, _ = load_tokenizer(str(tokenizer_dir))
+    captions = ["A dog (brown) runs.", "Two cats: on a mat!", "ok"]
+    ids, mask = _caption_tokens(tokenizer, captions, "cpu")
+    for row, raw in enumerate(captions):  # the mask Encoder.encode_text(mode="no_expand") uses at search time
+        assert ids[row][mask[row].bool()].tolist() == tokenizer.convert_tokens_to_ids(tokenizer.tokenize(raw))
 
 
 def test_l1_warmup_is_quadratic_then_flat():
@@ -262,17 +285,17 @@ def test_checkpoint_round_trip(tmp_path, planted):
 
 def test_a_resumed_run_equals_an_uninterrupted_one(planted, tiny_tokenizer_dir, tmp_path):
     config = TrainConfig(epochs=4, q_reg=1e-2, d_reg=1e-2, **FAST)
-    whole = train(planted, tmp_path / "whole", config, tokenizer=str(tiny_tokenizer_dir), device="cpu")
+    whole = train(planted, tmp_path / "whole", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
 
     def stop_in_epoch_three(step, total):
         if step == 9:  # 4 steps per epoch: the run dies during epoch 3, after epoch 2 was saved
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), device="cpu",
+        train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu",
               progress=stop_in_epoch_three)
     assert json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())["epoch"] == 2
-    resumed = train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), device="cpu", resume=True)
+    resumed = train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu", resume=True)
     final_whole, final_resumed = load_checkpoint(tmp_path / "whole" / "checkpoint"), load_checkpoint(tmp_path / "cut" / "checkpoint")
     for name, tensor in final_whole[0].state_dict().items():
         assert torch.equal(tensor, final_resumed[0].state_dict()[name]), name
@@ -285,33 +308,33 @@ def test_a_resumed_run_equals_an_uninterrupted_one(planted, tiny_tokenizer_dir, 
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(planted, tmp_path / "early", config, tokenizer=str(tiny_tokenizer_dir), device="cpu", progress=stop_at_once)
+        train(planted, tmp_path / "early", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu", progress=stop_at_once)
     assert not any((tmp_path / "early").iterdir())
     # Resuming a finished run does nothing more.
-    again = train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), device="cpu", resume=True)
+    again = train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu", resume=True)
     assert strip(again.history) == strip(whole.history)
 
 
 def test_bad_runs_are_refused_before_anything_changes(planted, tiny_tokenizer_dir, tmp_path, trained):
     out = trained["light"].out
     with pytest.raises(InputError, match="not empty.*--resume"):
-        train(planted, out, TrainConfig(epochs=20, **FAST), tokenizer=str(tiny_tokenizer_dir))
+        train(planted, out, TrainConfig(epochs=20, **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None)
     with pytest.raises(InputError, match="config.epochs"):
-        train(planted, out, TrainConfig(epochs=30, **FAST), tokenizer=str(tiny_tokenizer_dir), resume=True)
+        train(planted, out, TrainConfig(epochs=30, **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None, resume=True)
     with pytest.raises(InputError, match="no training checkpoint"):
-        train(planted, tmp_path / "new", TrainConfig(**FAST), tokenizer=str(tiny_tokenizer_dir), resume=True)
+        train(planted, tmp_path / "new", TrainConfig(**FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None, resume=True)
     with pytest.raises(InputError, match="validation captions"):
-        train(planted, tmp_path / "new", TrainConfig(val_split="test", **FAST), tokenizer=str(tiny_tokenizer_dir))
+        train(planted, tmp_path / "new", TrainConfig(val_split="test", **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None)
     with pytest.raises(InputError, match="CUDA"):
-        train(planted, tmp_path / "new", TrainConfig(amp="fp16", **FAST), tokenizer=str(tiny_tokenizer_dir), device="cpu")
+        train(planted, tmp_path / "new", TrainConfig(amp="fp16", **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
     with pytest.raises(InputError, match="batch size"):
-        train(planted, tmp_path / "new", TrainConfig(epochs=1, batch_size=1), tokenizer=str(tiny_tokenizer_dir))
+        train(planted, tmp_path / "new", TrainConfig(epochs=1, batch_size=1), tokenizer=str(tiny_tokenizer_dir), mlm=None)
     assert not (tmp_path / "new").exists()
 
 
 def test_bf16_mixed_precision_trains_on_cpu(planted, tiny_tokenizer_dir, tmp_path):
     result = train(planted, tmp_path / "bf16", TrainConfig(epochs=2, amp="bf16", **FAST),
-                   tokenizer=str(tiny_tokenizer_dir), device="cpu")
+                   tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
     assert all(np.isfinite(row["loss"]) for row in result.history[1:])
 
 
@@ -376,7 +399,7 @@ def test_data_by_hub_dataset_id_goes_through_the_cache(tmp_path, monkeypatch, ti
     data = load_dense_dataset("lsr42/planted-dense")
     assert (data.source, data.revision) == ("lsr42/planted-dense", commit)
     result = train("lsr42/planted-dense", tmp_path / "head", TrainConfig(epochs=1, **FAST),
-                   tokenizer=str(tiny_tokenizer_dir), device="cpu")
+                   tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
     summary = json.loads((result.out / "training.json").read_text())
     assert summary["data"]["source"] == "lsr42/planted-dense" and summary["data"]["revision"] == commit
     with pytest.raises(ModelLoadError, match="could not be reached"):
