@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import check_k
 from mlsr.errors import BackendError, IndexFormatError, InputError
 from mlsr.index.folder import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE
 from mlsr.index.sparse import Results, SparseIndex
@@ -379,7 +380,7 @@ class MilvusBackend:
 
     def _search(self, field: str, vectors: list, k: int, empty: list[bool]) -> Results:
         n = len(self.index)
-        k = max(0, min(int(k), n))
+        k = min(check_k(k), n)
         if k > MAX_TOPK:
             raise InputError(f"k={k} is more than Milvus returns per query ({MAX_TOPK}).")
         fetch = min(n, k + TIE_MARGIN, MAX_TOPK)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import check_count, check_k
 from mlsr.errors import InputError
-from mlsr.index.sparse import Results, SparseIndex
+from mlsr.index.sparse import Results, SparseIndex, as_csr
 from mlsr.settings import HYBRID_DEPTH, QUERY_MODES, QueryMode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,9 +60,14 @@ def hybrid_search(
 
     Candidates are the top-`depth` documents with a positive no_expand score, ranked by expanded
     score (ties by row). If fewer than k share a term with the query, the list is filled with
-    the best remaining documents by expanded score, after the candidates.
+    the best remaining documents by expanded score, after the candidates. The queries (sparse, or
+    2-D arrays) are copied, never changed.
     """
-    k = max(0, min(int(k), len(index)))
+    k = min(check_k(k), len(index))
+    depth = check_count(depth, "depth")
+    no_expand, expand = as_csr(no_expand, "no_expand queries"), as_csr(expand, "expand queries")
+    if no_expand.shape != expand.shape:
+        raise InputError(f"the no_expand queries have shape {no_expand.shape}, the expand ones {expand.shape}.")
     candidates = index.search(no_expand, max(depth, k))
     scores = np.zeros((no_expand.shape[0], k), dtype=np.float32)
     indices = np.zeros((no_expand.shape[0], k), dtype=np.int64)

@@ -62,13 +62,14 @@ def test_batch_equals_one_by_one():
         np.testing.assert_array_equal(single.scores[0], batch.scores[q])
 
 
-def test_edge_cases_empty_query_single_item_and_k_zero():
+def test_edge_cases_empty_query_single_item_and_k_zero_refused():
     docs = random_vectors(5, seed=5)
     index = SparseIndex.build(docs)
     empty = sp.csr_matrix((1, VOCAB), dtype=np.float32)
     scores, indices = index.search(empty, 3)
     assert indices.tolist() == [[0, 1, 2]] and scores.tolist() == [[0, 0, 0]]
-    assert index.search(docs[0], 0).indices.shape == (1, 0)
+    with pytest.raises(InputError, match="k must be at least 1"):
+        index.search(docs[0], 0)
     one = SparseIndex.build(docs[:1])
     assert one.search(docs, 10).indices.tolist() == [[0]] * 5
 
@@ -105,8 +106,12 @@ def test_bad_queries_and_items_are_refused():
     index = SparseIndex.build(random_vectors(10))
     with pytest.raises(InputError, match="columns"):
         index.search(sp.csr_matrix((1, VOCAB + 1), dtype=np.float32))
-    with pytest.raises(InputError, match="sparse"):
-        index.search(np.ones((1, VOCAB)))
+    with pytest.raises(InputError, match="sparse matrix or a 2-D array"):
+        index.search([[1.0] * VOCAB])
+    with pytest.raises(InputError, match="2-D"):
+        index.search(np.ones(VOCAB))
+    np.testing.assert_array_equal(index.search(np.ones((1, VOCAB))).indices,  # a dense row ranks as its CSR
+                                  index.search(sp.csr_matrix(np.ones((1, VOCAB)))).indices)
     nan = sp.csr_matrix(np.full((1, VOCAB), np.nan, dtype=np.float32))
     with pytest.raises(InputError, match="NaN"):
         index.search(nan)
