@@ -213,6 +213,8 @@ class SparseIndex:
         `loaded` is `Encoder.models()`: scores against an index built by other weights are meaningless.
         """
         where = f"index {self.path}" if self.path else "the index"
+        if self.models is None:
+            logger.warning("%s records no models: only its vocabulary can be checked against the loaded ones", where)
         check_compatible(self.models, loaded, vocab_size=self.vocab_size,
                          vocab_sha256=self.vocab.sha256 if self.vocab is not None else None, where=where)
 

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
+from tests.helpers.data import write_manifest
 from mlsr.index.folder import MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.models.record import ModelRecord
@@ -206,11 +207,11 @@ def test_damaged_index_is_refused_with_a_clear_error(saved_index, damage):
         match = "not valid JSON"
     elif damage == "newer-version":
         manifest["format_version"] = 99
-        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+        write_manifest(path, manifest)
         match = "Upgrade mlsr"
     else:
         manifest["count"] = 41
-        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+        write_manifest(path, manifest)
         match = "manifest says 41"
     with pytest.raises(IndexFormatError, match=match):
         SparseIndex.load(path)
@@ -249,6 +250,6 @@ def test_a_manifest_naming_a_file_outside_the_folder_is_refused(saved_index):
     _, path = saved_index
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     manifest["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0"}
-    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
     with pytest.raises(IndexFormatError, match="outside the folder"):
         SparseIndex.load(path)
