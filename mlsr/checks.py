@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import numbers
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -30,9 +29,8 @@ def check_count(value: object, name: str, *, high: int | None = None) -> int:
     """`value` as an int >= 1 (and <= `high` when given), or an InputError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(f"{name} must be a whole number, got {shown(value)}.")
-    if not isinstance(value, numbers.Integral):
-        if not float(value).is_integer():
-            raise InputError(f"{name} must be a whole number, got {shown(value)}.")
+    if not isinstance(value, numbers.Integral) and not float(value).is_integer():  # 10.0 is whole, 1.5 is not
+        raise InputError(f"{name} must be a whole number, got {shown(value)}.")
     number = int(value)
     if number < 1 or (high is not None and number > high):
         bound = f"between 1 and {high}" if high is not None else "at least 1"
@@ -89,11 +87,3 @@ def readable_bytes(path: str | Path, what: str, error: Callable[[str], Exception
     except OSError as problem:
         raise error(unreadable(what, path, problem)) from None
 
-
-def readable_folder(path: Path) -> bool:
-    """True when the folder's entries can be listed (os.access misleads for root; try it)."""
-    try:
-        with os.scandir(path):
-            return True
-    except OSError:
-        return False

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend
 from mlsr.checks import check_k, check_top_k
@@ -151,10 +151,18 @@ class Service:
             table=term_table(query[0], vocab), timings=timings,
         )
 
-    def search_terms(self, rows: list[list], k: int = 12) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
-        """Search with a query rebuilt from an edited [term, weight] table."""
+    def search_terms(self, rows: list[list], k: int = 12, keep_from: sp.csr_matrix | None = None
+                     ) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
+        """Search with a query rebuilt from an edited [term, weight] table.
+
+        Control tokens ([CLS], [unused0], ...) are not terms, so a table cannot name them; with
+        `keep_from` (the query the table was made from) their weights are kept from that query, so
+        an unedited table searches with exactly it.
+        """
         k = check_k(k, MAX_K)
         query = vector_from_terms(rows, self.encoder.vocab, self.encoder.tokenizer)
+        if keep_from is not None:
+            query = (query + control_part(keep_from, self.encoder.vocab)).tocsr()
         started = time.perf_counter()
         results = self.backend.search(query, k)
         return self.hits(results), query, {"search": _ms(started)}

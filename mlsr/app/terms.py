@@ -67,13 +67,21 @@ def term_table(vector, vocab: Vocabulary) -> list[list]:
     """Every non-zero term of `vector` as [term, weight] rows, heaviest first: the vector, editable.
 
     Control tokens ([CLS], [PAD], [unused0], ...) are not terms: they are left out here, as `decode`
-    leaves them out, and `vector_from_terms` refuses them.
+    leaves them out, and `vector_from_terms` refuses them (`control_part` holds their weights).
     """
     ids, weights = nonzero_terms(vector, len(vocab))
     keep = ~vocab.special_mask[ids]
     ids, weights = ids[keep], weights[keep]
     order = np.lexsort((ids, -weights))
     return [[vocab.terms[ids[i]], round(float(weights[i]), 4)] for i in order]
+
+
+def control_part(vector, vocab: Vocabulary) -> sp.csr_matrix:
+    """(1, vocab) CSR: only the control-token weights of one vector (the part a term table leaves out)."""
+    ids, weights = nonzero_terms(vector, len(vocab))
+    keep = vocab.special_mask[ids]
+    return sp.csr_matrix((weights[keep], (np.zeros(int(keep.sum()), dtype=np.int64), ids[keep])),
+                         shape=(1, len(vocab)), dtype=np.float32)
 
 
 def vector_from_terms(rows: Sequence[Sequence], vocab: Vocabulary, tokenizer) -> sp.csr_matrix:

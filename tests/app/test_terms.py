@@ -93,3 +93,19 @@ def test_edits_delete_reweight_add_and_negate(tokenizer, vocab):
 def test_nonsense_tables_are_refused(tokenizer, vocab, rows, message):
     with pytest.raises(InputError, match=message):
         vector_from_terms(rows, vocab, tokenizer)
+
+
+def test_an_unedited_table_searches_with_its_query_control_tokens_included(app_encoder, app_index):
+    from mlsr.app.service import Service
+    from mlsr.index.sparse import SparseIndex
+
+    service = Service(app_encoder, SparseIndex.load(app_index), app_index)
+    suggestion = service.suggest("a boy leads a buffalo through the market", k=9)
+    controls = app_encoder.vocab.special_mask[suggestion.query.indices]
+    assert controls.any()  # the head weights some control tokens: the table cannot name them
+    assert not {term for term, _ in suggestion.table} & {app_encoder.vocab.terms[i] for i in suggestion.query.indices[controls]}
+    _, rebuilt, _ = service.search_terms(suggestion.table, 9, keep_from=suggestion.query)
+    np.testing.assert_array_equal(rebuilt.indices, suggestion.query.indices)
+    np.testing.assert_allclose(rebuilt.data, suggestion.query.data, atol=5e-5)  # the table shows 4 decimals
+    _, table_only, _ = service.search_terms(suggestion.table, 9)
+    assert table_only.nnz == suggestion.query.nnz - controls.sum()
