@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from tests.helpers.app import free_port
+from tests.helpers.app import free_port, server_paths
 from tests.helpers.data import REAL_IMAGES, ROOT
 
 
@@ -52,6 +52,7 @@ def call_api(url: str, name: str, data: list) -> tuple[str, object]:
     text = httpx.get(f"{url}gradio_api/call/{name}/{event}", timeout=120).text
     kind = text.split("event: ", 1)[1].split("\n", 1)[0]
     payload = json.loads(text.split("data: ", 1)[1].split("\n", 1)[0])
+    assert not server_paths(payload), payload  # no answer of the API names a path on the server
     return kind, payload[0] if kind == "complete" else (payload or {}).get("error")
 
 

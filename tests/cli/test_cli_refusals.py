@@ -125,3 +125,21 @@ def test_strict_build_stops_at_an_unreadable_image_with_its_reason(image_folder,
     built = run_mlsr("build-index", "--images", str(folder), "--out", str(tmp_path / "idx"), "--strict", *models)
     assert built.returncode == 2 and "Traceback" not in built.stderr
     assert built.stderr.strip().splitlines()[-1] == f"error: image {folder / 'private.png'} cannot be read (permission denied)."
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-k", "0"], "error: k must be at least 1, got 0."),
+    (["-k", "-3"], "error: k must be at least 1, got -3."),
+    (["--terms", "0"], "error: top_k must be at least 1, got 0."),
+    (["--top-k", "-1"], "error: top_k must be at least 1, got -1."),
+])
+def test_search_counts_follow_the_librarys_rule(models, tmp_path, capsys, args, message):
+    # refused before the index or the models are read: the index need not even exist
+    assert main(["search", "--index", str(tmp_path / "none"), *args, "a bus", *models]) == 2
+    out = capsys.readouterr()
+    assert out.err == message + "\n" and out.out == ""
+
+
+def test_terms_top_k_follows_the_librarys_rule(models, image_folder, capsys):
+    assert main(["terms", str(image_folder / "bus.jpg"), "--top-k", "0", *models]) == 2
+    assert capsys.readouterr().err == "error: top_k must be at least 1, got 0.\n"

@@ -19,11 +19,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    """Run `python app.py ARGS` and wait until it answers HTTP; the process is the caller's to stop."""
+def start_app(args: list[str], log: Path, wrap=lambda command: command) -> tuple[subprocess.Popen, str]:
+    """Run `python app.py ARGS` (through `wrap`, e.g. without root's rights) and wait until it answers HTTP;
+    the process is the caller's to stop."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port), "--device", "cpu"], cwd=ROOT,
+    command = wrap([sys.executable, "app.py", *args, "--port", str(port), "--device", "cpu"])
+    process = subprocess.Popen(command, cwd=ROOT,
                                env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 180
     while time.time() < deadline:

@@ -253,3 +253,14 @@ def test_a_manifest_naming_a_file_outside_the_folder_is_refused(saved_index):
     write_manifest(path, manifest)
     with pytest.raises(IndexFormatError, match="outside the folder"):
         SparseIndex.load(path)
+
+
+@pytest.mark.parametrize("k, message", [("3", "whole number, got '3'"), (True, "whole number, got True"),
+                                        (1.5, "whole number, got 1.5"), (0, "at least 1, got 0"),
+                                        (None, "whole number, got None")])
+def test_k_has_one_rule(k, message):
+    """The rule of mlsr.checks, the same in the library, the command line and the app's API."""
+    index = SparseIndex.build(random_vectors(5, seed=3))
+    with pytest.raises(InputError, match=f"^k must be a {message}[.]$" if "whole" in message else f"^k must be {message}[.]$"):
+        index.search(random_vectors(1, seed=4), k)
+    assert index.search(random_vectors(1, seed=4), 3.0).indices.shape == (1, 3)  # a whole number written as a float
