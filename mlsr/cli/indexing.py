@@ -73,8 +73,10 @@ def build_index_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.data.captions import read_captions, scan_images
+    from mlsr.index.folder import check_target
     from mlsr.ingest.images import build_index
 
+    check_target(args.out)
     captions = read_captions(args.captions) if args.captions else None
     total = len(scan_images(args.images, strict=args.strict).paths)  # its refusals come before the models load
     encoder = encoder_from_args(args)
@@ -93,8 +95,10 @@ def build_index_command(args: argparse.Namespace) -> int:
 
 
 def import_dense_command(args: argparse.Namespace) -> int:
+    from mlsr.index.folder import check_target
     from mlsr.ingest.published import import_dense
 
+    check_target(args.out)  # before the models load
     encoder = head_encoder_from_args(args)
     bar, set_total = progress_bar("sparsifying image vectors")
     with bar:

@@ -72,9 +72,7 @@ class FolderContents:
 def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
                  dense: np.ndarray | None, info: dict) -> None:
     """Write an index folder atomically: a complete new folder replaces the old one, or nothing changes."""
-    path = Path(path)
-    if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
-        raise IndexFormatError(f"{path} exists and is not an mlsr index; refusing to overwrite it.")
+    path = check_target(path)
     staging = staging_folder(path)
     try:
         _write_files(staging, inverted, items, vocab, dense, info)
@@ -82,6 +80,16 @@ def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], v
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("saved %d documents to %s", inverted.n_docs, path)
+
+
+def check_target(path: str | Path) -> Path:
+    """`path` if an index may be written there (nothing, an empty folder or an index); builders call it first."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise IndexFormatError(f"{path} is a file, not an index folder; refusing to overwrite it.")
+    if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
+        raise IndexFormatError(f"{path} exists and is not an mlsr index; refusing to overwrite it.")
+    return path
 
 
 def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,

@@ -20,6 +20,7 @@ from mlsr._files import atomic_path, atomic_write_json
 from mlsr.data.captions import captions_of, scan_images
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
+from mlsr.index.folder import check_target
 from mlsr.index.sparse import SparseIndex, place_rows
 from mlsr.settings import DOCUMENTS, Documents, Progress
 
@@ -69,7 +70,7 @@ def build_index(
     if documents not in DOCUMENTS:
         raise InputError(f"documents must be one of {DOCUMENTS}, got {documents!r}.")
     started = time.perf_counter()
-    images_dir, out = Path(images_dir).resolve(), Path(out).resolve()
+    images_dir, out = Path(images_dir).resolve(), check_target(Path(out).resolve())  # before any encoding
     scan = scan_images(images_dir, strict=strict)
     paths = scan.paths
     if not paths:

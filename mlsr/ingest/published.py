@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from mlsr import __version__
+from mlsr.checks import existing_folder
 from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, open_dataset
 from mlsr.errors import InputError, ModelLoadError
+from mlsr.index.folder import check_target
 from mlsr.index.sparse import SparseIndex
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_SPLIT, Progress
 
@@ -70,10 +72,10 @@ def import_dense(
     `total` is called once with the number of images before `progress` counts them.
     """
     started = time.perf_counter()
-    out = Path(out)
+    out = check_target(out)
     root = Path(image_root).expanduser() if image_root is not None else None
-    if root is not None and not root.is_dir():
-        raise InputError(f"--image-root {root} is not a folder.")
+    if root is not None:
+        existing_folder(root, "--image-root")
     source = open_dataset(dataset, [IMAGE_FILE, META_FILE])
     images = source.images(split)
     if total:

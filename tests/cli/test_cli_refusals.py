@@ -107,6 +107,8 @@ def test_files_and_folders_in_each_others_place(models, image_folder, tmp_path, 
         (["terms", str(image_folder)], "image .* is a folder, not a file"),
         (["search", "--index", str(image_folder / "bus.jpg"), "a bus"], "bus.jpg is a file, not an index folder"),
         (["build-index", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")], "does not exist"),
+        (["build-index", "--images", str(image_folder), "--out", str(image_folder / "captions.csv")],
+         "captions.csv is a file, not an index folder; refusing to overwrite it"),
     ]
     import re
 
