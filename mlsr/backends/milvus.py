@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from mlsr.checks import check_k
 from mlsr.errors import BackendError, IndexFormatError, InputError
 from mlsr.index.folder import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE
-from mlsr.index.sparse import Results, SparseIndex
+from mlsr.index.sparse import Results, SparseIndex, as_csr
 
 logger = logging.getLogger(__name__)
 
@@ -415,15 +415,10 @@ class MilvusBackend:
         return Results(scores, indices)
 
     def _check_queries(self, queries: sp.spmatrix) -> sp.csr_matrix:
-        if not sp.issparse(queries):
-            raise InputError("queries must be a scipy sparse matrix (rows are queries, columns are terms).")
-        queries = sp.csr_matrix(queries, dtype=np.float32)
+        queries = as_csr(queries, "queries")  # a canonical copy: the caller's matrix is never changed
         if queries.shape[1] != self.index.vocab_size:
             raise InputError(f"queries have {queries.shape[1]} columns but the index has {self.index.vocab_size} terms;"
                              " encode them with the vocabulary the index was built with.")
-        if not np.isfinite(queries.data).all():
-            raise InputError("queries hold NaN or infinite weights.")
-        queries.sum_duplicates()
         if queries.nnz and float(queries.data.min()) < 0:
             raise InputError("the Milvus backend takes non-negative query weights only (Milvus's sparse vectors"
                              " reject negative values); remove the negative terms or use --backend scipy.")

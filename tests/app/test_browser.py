@@ -79,7 +79,7 @@ def test_sparse_vs_dense_and_about(page):
     page.screenshot(path=str(ARTIFACTS / "about.png"), full_page=True)
 
 
-def test_an_unreadable_photo_shows_the_placeholder_not_an_error(app_args, app_index, tmp_path):
+def test_an_unreadable_photo_shows_the_placeholder_not_an_error(page, app_args, app_index, tmp_path):
     """One indexed photo the server may not read: every search still answers, that photo as the placeholder."""
     import shutil
 
@@ -91,24 +91,21 @@ def test_an_unreadable_photo_shows_the_placeholder_not_an_error(app_args, app_in
     args = list(app_args)
     args[args.index("--index") + 1] = str(tmp_path / "gallery" / "index")
     process, url = start_app(args, tmp_path / "app.log", wrap=unprivileged)
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # the module's browser
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(url, wait_until="load")
-            page.locator("#article-text textarea").fill("a red bus parked on a city street")
-            page.locator("#k-slider input[type=number]").fill("9")
-            page.locator("#k-slider input[type=number]").press("Enter")
-            page.locator("#suggest-button").click()
-            expect(page.locator("#results-gallery img")).to_have_count(9)
-            sources = [img.get_attribute("src") for img in page.locator("#results-gallery img").all()]
-            assert sum("missing" in (src or "") for src in sources) == 1  # the unreadable one, and only it
-            expect(page.locator(".toast-body")).to_have_count(0)
-            page.screenshot(path=str(ARTIFACTS / "unreadable-photo.png"), full_page=True)
-            browser.close()
+        other.set_default_timeout(60_000)
+        other.goto(url, wait_until="load")
+        other.locator("#article-text textarea").fill("a red bus parked on a city street")
+        other.locator("#k-slider input[type=number]").fill("9")
+        other.locator("#k-slider input[type=number]").press("Enter")
+        other.locator("#suggest-button").click()
+        expect(other.locator("#results-gallery img")).to_have_count(9)
+        sources = [img.get_attribute("src") for img in other.locator("#results-gallery img").all()]
+        assert sum("missing" in (src or "") for src in sources) == 1  # the unreadable one, and only it
+        expect(other.locator(".toast-body")).to_have_count(0)
+        other.screenshot(path=str(ARTIFACTS / "unreadable-photo.png"), full_page=True)
     finally:
+        other.close()
         process.terminate()
         process.wait(timeout=30)
         (tmp_path / "gallery" / "photos" / "bus.jpg").chmod(0o644)
