@@ -12,6 +12,8 @@ import pytest
 from tests.helpers.app import free_port, server_paths
 from tests.helpers.data import REAL_IMAGES, ROOT
 
+pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas deprecations inside Gradio's queue
+
 
 @pytest.fixture(scope="module")
 def served(app_index, backbone_dir, app_head_dir, tokenizer_dir):
