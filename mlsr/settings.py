@@ -29,6 +29,7 @@ DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")  # the seed p
 
 # -- limits at the boundary --------------------------------------------------------------------------------
 MAX_K = 100  # result rows one request of the app may ask for
+MAX_TOP_K = 200  # terms one request of the app may ask for
 
 # -- callbacks ---------------------------------------------------------------------------------------------
 Progress = Callable[[int], None]  # called with the number of items just finished

@@ -40,7 +40,10 @@ def test_decode_accepts_sparse_rows_tensors_and_top_k(vocab):
     expected = [("sofa", 3.0), ("sleeping", 2.0)]
     assert vocab.decode(sp.csr_matrix(row), top_k=2) == expected
     assert vocab.decode(torch.from_numpy(row), top_k=2) == expected
-    assert vocab.decode(row, top_k=0) == []
+    assert len(vocab.decode(row, top_k=None)) == 3
+    for bad in (0, -1, 1.5, True, "2"):  # the rule of mlsr.checks: a whole number >= 1, or None for all
+        with pytest.raises(InputError, match="top_k must be"):
+            vocab.decode(row, top_k=bad)
 
 
 def test_ties_are_ordered_by_term_id_and_negative_weights_by_magnitude(vocab):

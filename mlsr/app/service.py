@@ -15,15 +15,16 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend
+from mlsr.checks import check_k, check_top_k
 from mlsr.errors import InputError
 from mlsr.images import ImageInput
 from mlsr.index.modes import check_mode, rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
 from mlsr.models.encoder import Encoder
-from mlsr.settings import MAX_K
+from mlsr.settings import MAX_K, MAX_TOP_K
 from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ Stage = Callable[[float, str], None]  # progress: (fraction done, what is happen
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked item: `image` is a URL or an absolute local path (None when the file is gone)."""
+    """One ranked item, as the API returns it: the row, the item id, the score, a caption, and `image`, the
+    item's image URL (None for an image kept in a local file: the server never tells where its files are;
+    `Service.local_image` finds the file for the UI's thumbnail)."""
 
     rank: int
     row: int
@@ -129,7 +132,7 @@ class Service:
 
     def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None) -> Suggestion:
         """Rank the index for article text; also the text highlighted by term weight and the expansion terms."""
-        k = _check_k(k)
+        k = check_k(k, MAX_K)
         check_mode(mode)
         _stage(stage, 0.1, "encoding the text")
         started = time.perf_counter()
@@ -148,10 +151,18 @@ class Service:
             table=term_table(query[0], vocab), timings=timings,
         )
 
-    def search_terms(self, rows: list[list], k: int = 12) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
-        """Search with a query rebuilt from an edited [term, weight] table."""
-        k = _check_k(k)
+    def search_terms(self, rows: list[list], k: int = 12, keep_from: sp.csr_matrix | None = None
+                     ) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
+        """Search with a query rebuilt from an edited [term, weight] table.
+
+        Control tokens ([CLS], [unused0], ...) are not terms, so a table cannot name them; with
+        `keep_from` (the query the table was made from) their weights are kept from that query, so
+        an unedited table searches with exactly it.
+        """
+        k = check_k(k, MAX_K)
         query = vector_from_terms(rows, self.encoder.vocab, self.encoder.tokenizer)
+        if keep_from is not None:
+            query = (query + control_part(keep_from, self.encoder.vocab)).tocsr()
         started = time.perf_counter()
         results = self.backend.search(query, k)
         return self.hits(results), query, {"search": _ms(started)}
@@ -164,7 +175,8 @@ class Service:
 
     def image_terms(self, image: ImageInput, top_k: int = 20, k: int = 8, stage: Stage | None = None) -> ImageTerms:
         """An uploaded image's top terms, its number of active terms, and 'more like this' from the index."""
-        k = _check_k(k)
+        k = check_k(k, MAX_K)
+        top_k = check_top_k(top_k, MAX_TOP_K)
         _stage(stage, 0.1, "encoding the image")
         started = time.perf_counter()
         vector = self.encoder.encode_images([image])
@@ -173,7 +185,7 @@ class Service:
         started = time.perf_counter()
         results = self.backend.search(vector, k)
         return ImageTerms(
-            terms=self.encoder.decode(vector[0], top_k=max(1, min(int(top_k), 200))),
+            terms=self.encoder.decode(vector[0], top_k=top_k),
             active_terms=int(vector.nnz), similar=self.hits(results),
             timings={"encode": encode_ms, "search": _ms(started)},
         )
@@ -190,7 +202,7 @@ class Service:
         One backbone pass gives both queries: its time is `sparse_encode`, and `dense_encode` (kept for the
         API's callers) is 0.
         """
-        k = _check_k(k)
+        k = check_k(k, MAX_K)
         check_mode(mode)
         if not self.has_dense:
             raise InputError("this index has no dense vectors; rebuild it with `build-index --dense` to compare.")
@@ -220,7 +232,7 @@ class Service:
         recorded, loaded = self.index.models, self.encoder.models()
         roles = ("backbone", "head", "tokenizer")
         return {
-            "index": str(self.index_dir),
+            "index": self.index_dir.resolve().name,  # the folder's name only: the server's paths stay private
             "items": len(self.index),
             "documents": self.index.info.get("documents", "image"),
             "avg_active_terms": round(self.index.nnz / max(len(self.index), 1), 1),
@@ -228,8 +240,8 @@ class Service:
             "dense": self.has_dense,
             "dense_size": self.encoder.dense_size,
             "backend": self.backend.name,
-            "models": {role: getattr(loaded, role).id for role in roles},
-            "built_with": {role: getattr(recorded, role).id if recorded else None for role in roles},
+            "models": {role: public_name(getattr(loaded, role).id) for role in roles},
+            "built_with": {role: public_name(getattr(recorded, role).id) if recorded else None for role in roles},
             "top_terms": self.encoder.decode(frequency, top_k=top_k),
             "verification": self.verification(),
         }
@@ -246,34 +258,36 @@ class Service:
     # -- helpers ----------------------------------------------------------------------------------
 
     def hits(self, results: Results, query_row: int = 0) -> list[Hit]:
-        """Ranked rows of one query as Hits with resolved image sources and a display caption."""
+        """Ranked rows of one query as Hits with their image URL (if any) and a display caption."""
         hits = []
         for position, (score, row) in enumerate(zip(results.scores[query_row], results.indices[query_row]), 1):
             item = self.index.items[int(row)]
             captions = item.get("captions") or []
-            hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), self.image_source(item),
+            image = item.get("image")
+            url = image if isinstance(image, str) and image.startswith(("http://", "https://")) else None
+            hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), url,
                             captions[0] if captions else ""))
         return hits
 
-    def image_source(self, item: dict) -> str | None:
-        """The item's image as a URL, or an absolute local path (None when the file is gone)."""
-        image = item.get("image")
-        if not image:
+    def local_image(self, hit: Hit) -> Path | None:
+        """The local file of a hit's image, for a thumbnail made on the server (None for a URL or a missing file).
+
+        Only the UI reads it; no answer of the service or the API contains it.
+        """
+        image = self.index.items[hit.row].get("image")
+        if hit.image is not None or not isinstance(image, str) or not image:
             return None
-        if image.startswith(("http://", "https://")):
-            return image
         path = (self.index_dir / image).resolve()
-        return str(path) if path.is_file() else None
+        return path if path.is_file() else None
 
 
-def _check_k(k) -> int:
-    try:
-        k = int(k)
-    except (TypeError, ValueError):
-        raise InputError(f"k must be a whole number, got {k!r}.") from None
-    if not 1 <= k <= MAX_K:
-        raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
-    return k
+def public_name(model: str | None) -> str | None:
+    """A model's name fit to show a visitor: a Hub id as is, a local folder by its last part only."""
+    if model is None:
+        return None
+    path = Path(model)
+    local = path.is_absolute() or model.startswith(("~", ".")) or model.count("/") > 1 or "\\" in model or path.exists()
+    return f"{path.name} (local folder)" if local else model
 
 
 def _stage(stage: Stage | None, fraction: float, message: str) -> None:

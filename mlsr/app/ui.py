@@ -8,7 +8,7 @@ import functools
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import urlparse
 
 import gradio as gr
@@ -17,6 +17,7 @@ from gradio.data_classes import FileData
 from PIL import Image
 
 from mlsr.app.service import Hit, Service
+from mlsr.app.uploads import UploadsOnly, refuse, uploaded_image
 from mlsr.errors import MlsrError
 from mlsr.images import load_image
 from mlsr.settings import MAX_K, QUERY_MODES
@@ -41,23 +42,25 @@ CSS = """
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Show mlsr's specific errors as a message in the UI (or the API's error), never as a traceback."""
+    """Show mlsr's specific errors as a message in the UI (or the API's error), never as a traceback;
+    each refusal is one line in the log."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except MlsrError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            refuse(fn.__name__, str(error))
 
     return wrapper
 
 
 def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placeholder: Path) -> gr.Blocks:
     """The four screens (suggest, image -> terms, sparse vs dense, about) and the named API endpoints."""
-    show = functools.partial(gallery_items, placeholder=placeholder)
+    show = functools.partial(gallery_items, placeholder=placeholder, local=service.local_image)
     # delete_cache: uploads and rendered thumbnails older than an hour are removed every 30 minutes.
-    with gr.Blocks(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
+    # UploadsOnly: requests carry uploaded files only, never a URL the server would fetch (mlsr.app.uploads).
+    with UploadsOnly(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# mlsr: image suggestions you can read\n"
             "Text and images become weighted bags of vocabulary terms; an image ranks high when it lights up"
@@ -136,11 +139,12 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
         trigger(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private", concurrency_id=MODELS)
 
     @user_errors
-    def on_search_edited(rows: pd.DataFrame, k_value: int):
-        hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value))
+    def on_search_edited(rows: pd.DataFrame, k_value: int, query):
+        # the table leaves out control tokens: their weights come from the query it was made from
+        hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value), keep_from=query)
         return show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
 
-    search_edited.click(on_search_edited, [table, k], [results, timing, query_state, hits_state, why_row],
+    search_edited.click(on_search_edited, [table, k, query_state], [results, timing, query_state, hits_state, why_row],
                         api_visibility="private", concurrency_id=MODELS)
 
     @user_errors
@@ -277,9 +281,9 @@ def add_api(service: Service) -> None:
         gr.api(fn, api_name=fn.__name__, concurrency_id=MODELS)
 
 
-def gallery_items(hits: list[Hit], placeholder: Path) -> list[tuple]:
-    """(image, caption) pairs for a Gallery: '#rank · score · caption or id'."""
-    return [(displayable(hit.image, placeholder), f"#{hit.rank} · {hit.score:.2f} · {hit.caption or hit.id}")
+def gallery_items(hits: list[Hit], placeholder: Path, local: Callable[[Hit], Path | None]) -> list[tuple]:
+    """(image, caption) pairs for a Gallery: '#rank · score · caption or id'; `local` finds a hit's local file."""
+    return [(displayable(hit.image or local(hit), placeholder), f"#{hit.rank} · {hit.score:.2f} · {hit.caption or hit.id}")
             for hit in hits]
 
 
@@ -294,34 +298,24 @@ def dense_label(about: dict) -> str:
     return f"{backbone}, {about['dense_size']}-d" if about.get("dense_size") else backbone
 
 
-def displayable(image: str | None, placeholder: Path) -> str | Image.Image:
+def displayable(image: str | Path | None, placeholder: Path) -> str | Image.Image:
     """What a gallery shows for an item: a URL as is (the browser fetches it, never the server), a local
-    file as a small thumbnail made here, so the app never has to expose the folders that hold the originals."""
+    file as a small thumbnail made here, so the app never has to expose the folders that hold the originals.
+    A file that is gone, damaged or refused by the operating system shows the placeholder."""
     if image is None:
         return str(placeholder)
-    if image.startswith(("http://", "https://")):
+    if isinstance(image, str) and image.startswith(("http://", "https://")):
         # Gradio fetches an .svg URL on the server to inline it; only raster URLs go to the browser.
         return str(placeholder) if urlparse(image).path.lower().endswith(".svg") else image
     try:
-        return _thumbnail(image)
-    except MlsrError:
+        return _thumbnail(str(image))
+    except (MlsrError, OSError):
         return str(placeholder)
 
 
 @functools.lru_cache(maxsize=96)  # ~30 MB of 384 px thumbnails: the images of the last few result pages
 def _thumbnail(path: str) -> Image.Image:
     return load_image(path, max_side=THUMBNAIL_SIDE)
-
-
-def uploaded_image(payload: Any) -> bytes:
-    """The bytes of an uploaded image (Gradio has checked that its path lies in its upload folder).
-
-    Bytes rather than the path, so that messages about a bad file never show server paths.
-    """
-    path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
-    if not isinstance(path, str) or not path or not Path(path).is_file():
-        raise gr.Error("No image was received; upload an image file.", print_exception=False)
-    return Path(path).read_bytes()
 
 
 def shaded(spans: list[tuple[str, float | None]]) -> list[tuple[str, float | None]]:

@@ -20,9 +20,10 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import check_k
 from mlsr.errors import BackendError, InputError
 from mlsr.index.folder import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE
-from mlsr.index.sparse import Results, SparseIndex
+from mlsr.index.sparse import Results, SparseIndex, as_csr
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ class MilvusBackend:
 
     def _search(self, field: str, vectors: list, k: int, empty: list[bool]) -> Results:
         n = len(self.index)
-        k = max(0, min(int(k), n))
+        k = min(check_k(k), n)
         if k > MAX_TOPK:
             raise InputError(f"k={k} is more than Milvus returns per query ({MAX_TOPK}).")
         fetch = min(n, k + TIE_MARGIN, MAX_TOPK)
@@ -279,15 +280,10 @@ class MilvusBackend:
         return Results(scores, indices)
 
     def _check_queries(self, queries: sp.spmatrix) -> sp.csr_matrix:
-        if not sp.issparse(queries):
-            raise InputError("queries must be a scipy sparse matrix (rows are queries, columns are terms).")
-        queries = sp.csr_matrix(queries, dtype=np.float32)
+        queries = as_csr(queries, "queries")  # a canonical copy: the caller's matrix is never changed
         if queries.shape[1] != self.index.vocab_size:
             raise InputError(f"queries have {queries.shape[1]} columns but the index has {self.index.vocab_size} terms;"
                              " encode them with the vocabulary the index was built with.")
-        if not np.isfinite(queries.data).all():
-            raise InputError("queries hold NaN or infinite weights.")
-        queries.sum_duplicates()
         if queries.nnz and float(queries.data.min()) < 0:
             raise InputError("the Milvus backend takes non-negative query weights only (Milvus's sparse vectors"
                              " reject negative values); remove the negative terms or use --backend scipy.")

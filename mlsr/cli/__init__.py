@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Sequence
 
+from mlsr.checks import reason
 from mlsr.errors import MlsrError
 
 
@@ -34,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except MlsrError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+        # a file the command was pointed at, refused by the operating system where no check of ours caught it
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{reason(error)}.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -15,12 +15,16 @@ from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMEN
 def add_commands(commands) -> None:
     build = commands.add_parser("build-index", help="encode a folder of images (and captions) into an index",
                                 description="Encode a folder of images, optionally with captions, into an index folder.")
-    build.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
+    build.add_argument("--images", required=True, type=Path,
+                       help="folder of images (searched recursively; links to files inside it are followed, links"
+                            " leaving it or to folders are skipped and listed)")
     build.add_argument("--captions", type=Path, help="CSV (columns file,caption) or JSONL ({file, caption}) file")
     build.add_argument("--doc", choices=DOCUMENTS, default="image",
                        help="document representation (the seed paper's three runs; image+caption sums both vectors)")
     build.add_argument("--dense", action="store_true", help="also keep the dense image vectors for FAISS comparison")
-    build.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    build.add_argument("--strict", action="store_true",
+                       help="stop at the first image it cannot take (unreadable, or a link not followed) instead of"
+                            " skipping it")
     build.add_argument("--out", required=True, type=Path,
                        help="index folder to write (replaced atomically; an interrupted build resumes on re-run)")
     add_precision_argument(build)
@@ -80,11 +84,13 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
 def build_index_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mlsr.data.captions import find_images, read_captions
+    from mlsr.data.captions import read_captions, scan_images
+    from mlsr.index.folder import check_target
     from mlsr.ingest.images import build_index
 
+    check_target(args.out)
     captions = read_captions(args.captions) if args.captions else None
-    total = len(find_images(args.images))
+    total = len(scan_images(args.images, strict=args.strict).paths)  # its refusals come before the models load
     encoder = encoder_from_args(args)
     with tqdm(total=total, unit="img", desc="encoding images") as bar:
         index, report = build_index(encoder, args.images, out=args.out, captions=captions, documents=args.doc,
@@ -95,15 +101,17 @@ def build_index_command(args: argparse.Namespace) -> int:
     print(f"indexed {report.indexed} images into {args.out} in {report.seconds:.1f} s"
           f" ({args.doc} documents, {index.nnz / max(len(index), 1):.0f} terms per document on average)")
     if report.skipped:
-        print(f"skipped {len(report.skipped)} unreadable images:", file=sys.stderr)
+        print(f"skipped {len(report.skipped)} (unreadable images and folders, links not followed):", file=sys.stderr)
         for name, reason in report.skipped[:20]:
             print(f"  {name}: {reason}", file=sys.stderr)
     return 0
 
 
 def import_dense_command(args: argparse.Namespace) -> int:
+    from mlsr.index.folder import check_target
     from mlsr.ingest.published import import_dense
 
+    check_target(args.out)  # before the models load
     encoder = head_encoder_from_args(args)
     bar, set_total = progress_bar("sparsifying image vectors")
     with bar:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from mlsr.checks import check_depth, check_k, check_top_k
 from mlsr.cli.args import add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
 from mlsr.settings import ENCODE_MODES, HYBRID_DEPTH, QUERY_MODES, REFERENCE_HYBRID_DEPTH
 
@@ -42,10 +43,11 @@ def add_commands(commands) -> None:
 
 def search_command(args: argparse.Namespace) -> int:
     from mlsr.backends import open_backend
-    from mlsr.index.modes import check_depth
     from mlsr.index.sparse import SparseIndex
     from mlsr.retrieval import search_texts
 
+    check_k(args.k)  # the library's rules, checked before anything loads
+    check_top_k(args.top_k)
     check_depth(args.hybrid_depth)
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
     backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
@@ -74,6 +76,11 @@ def search_command(args: argparse.Namespace) -> int:
 
 
 def terms_command(args: argparse.Namespace) -> int:
+    from mlsr.checks import existing_file
+
+    check_top_k(args.top_k)
+    if args.text is None:
+        existing_file(args.image, "image")  # before the models load
     encoder = encoder_from_args(args)
     if args.text is not None:
         vectors = encoder.encode_text([stdin_if_dash(args.text)], mode=args.mode)

@@ -21,7 +21,8 @@ from mlsr._files import atomic_write_json
 from mlsr.data.trec import Qrels, write_qrels, write_run
 from mlsr.errors import InputError
 from mlsr.evaluation.metrics import flops_from_frequencies, parse_measure, score_rankings, term_frequency
-from mlsr.index.modes import QueryVectors, check_depth, rank
+from mlsr.checks import check_depth
+from mlsr.index.modes import QueryVectors, rank
 from mlsr.index.sparse import Results, SparseIndex
 from mlsr.settings import HYBRID_DEPTH, REFERENCE_HYBRID_DEPTH, Status
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import check_depth, check_k
 from mlsr.errors import InputError
-from mlsr.index.sparse import Results, SparseIndex
+from mlsr.index.sparse import Results, SparseIndex, as_csr
 from mlsr.settings import HYBRID_DEPTH, QUERY_MODES, QueryMode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,13 +48,6 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def check_depth(depth: object) -> int:
-    """`depth` if it is a usable hybrid depth (an int >= 1), else InputError."""
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise InputError(f"the hybrid depth must be a whole number >= 1, got {depth!r}.")
-    return int(depth)
-
-
 def rank(index: "SparseIndex | SearchBackend", queries: QueryVectors, mode: QueryMode = "expand", k: int = 10,
          depth: int = HYBRID_DEPTH) -> Results:
     """Top-k per query in one of the three modes (`depth`: the candidates hybrid re-scores)."""
@@ -72,10 +66,13 @@ def hybrid_search(
     expanded score (ties by row). When there are fewer than k of them (fewer documents share a term
     with the query, or `depth` < k), the list is filled with the best remaining documents by
     expanded score, after the candidates. `depth` 10 is the reference code's; the default re-scores
-    `HYBRID_DEPTH` candidates.
+    `HYBRID_DEPTH` candidates. The queries (sparse, or 2-D arrays) are copied, never changed.
     """
     depth = check_depth(depth)
-    k = max(0, min(int(k), len(index)))
+    k = min(check_k(k), len(index))
+    no_expand, expand = as_csr(no_expand, "no_expand queries"), as_csr(expand, "expand queries")
+    if no_expand.shape != expand.shape:
+        raise InputError(f"the no_expand queries have shape {no_expand.shape}, the expand ones {expand.shape}.")
     candidates = index.search(no_expand, min(depth, len(index)))
     scores = np.zeros((no_expand.shape[0], k), dtype=np.float32)
     indices = np.zeros((no_expand.shape[0], k), dtype=np.int64)

@@ -13,6 +13,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import check_k, check_top_k
 from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
@@ -73,7 +74,7 @@ class SparseIndex:
 
         `precision` "float16" (default: 6 bytes per posting; each weight within a relative 2^-11
         of its float32 value) or "float32" (exact). Weights too large for float16 (> 65,504) keep
-        float32.
+        float32. `vectors` (sparse, or a 2-D array) and `dense` are copied, never changed.
         """
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
@@ -84,7 +85,7 @@ class SparseIndex:
         if vocab is not None and len(vocab) != vectors.shape[1]:
             raise InputError(f"vocabulary has {len(vocab)} terms but vectors have {vectors.shape[1]} columns.")
         if dense is not None:
-            dense = np.ascontiguousarray(dense, dtype=np.float32)
+            dense = np.array(dense, dtype=np.float32, order="C", copy=True)  # the index's own: never the caller's
             if dense.ndim != 2 or dense.shape[0] != n or not np.isfinite(dense).all():
                 raise InputError(f"dense vectors must be a finite (n={n}, d) array, got shape {dense.shape}.")
         dtype = PRECISIONS[precision]
@@ -140,8 +141,10 @@ class SparseIndex:
 
         Ties are broken by row (lower first), so rankings are deterministic; k is clamped to
         the number of documents. Only the query terms' postings are read; scores are the same
-        floats as the sparse product `queries @ index.vectors.T`.
+        floats as the sparse product `queries @ index.vectors.T`. `queries` (sparse, or a 2-D array)
+        are copied, never changed.
         """
+        k = check_k(k)
         queries = self._check_queries(queries)
         return Results(*self.inverted.search(queries, k))
 
@@ -150,7 +153,10 @@ class SparseIndex:
         query = self._check_queries(query)
         if query.shape[0] != 1:
             raise InputError(f"score() takes one query row, got {query.shape[0]}.")
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        rows = np.asarray(rows).reshape(-1)
+        if rows.dtype == np.bool_ or not (np.issubdtype(rows.dtype, np.integer) or rows.size == 0):
+            raise InputError(f"rows must be whole numbers, got {rows.dtype}.")
+        rows = rows.astype(np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise InputError(f"rows must lie in 0..{len(self) - 1}.")
         weights = self.inverted.weights_at(query.indices, rows)
@@ -163,14 +169,15 @@ class SparseIndex:
         """The terms a query and document share, with both weights and their product, largest first.
 
         The contributions sum to the document's score for that query (up to float rounding); `top_k`
-        keeps the largest ones.
+        (None: all) keeps the largest ones.
         """
+        top_k = check_top_k(top_k)
         row = self._check_row(index_row)
         q_ids, q_weights = nonzero_terms(query_row, self.vocab_size)
         doc_weights = self.inverted.weights_at(q_ids, [row])[:, 0]
         shared = np.flatnonzero(doc_weights)
         contributions = q_weights[shared] * doc_weights[shared]
-        order = np.lexsort((q_ids[shared], -contributions))[: None if top_k is None else max(top_k, 0)]
+        order = np.lexsort((q_ids[shared], -contributions))[:top_k]
         return [
             TermMatch(self.term(q_ids[shared[j]]), float(q_weights[shared[j]]), float(doc_weights[shared[j]]),
                       float(contributions[j]))
@@ -182,6 +189,8 @@ class SparseIndex:
         return self.vocab.terms[term_id] if self.vocab is not None else f"#{term_id}"
 
     def _check_row(self, row: int) -> int:
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)):
+            raise InputError(f"row must be a whole number, got {row!r}.")
         if not 0 <= int(row) < len(self):
             raise InputError(f"row {row} is outside the index (0..{len(self) - 1}).")
         return int(row)
@@ -209,6 +218,8 @@ class SparseIndex:
         `loaded` is `Encoder.models()`: scores against an index built by other weights are meaningless.
         """
         where = f"index {self.path}" if self.path else "the index"
+        if self.models is None:
+            logger.warning("%s records no models: only its vocabulary can be checked against the loaded ones", where)
         check_compatible(self.models, loaded, vocab_size=self.vocab_size,
                          vocab_sha256=self.vocab.sha256 if self.vocab is not None else None, where=where)
 
@@ -242,26 +253,52 @@ class SparseIndex:
         return index
 
 
-def as_csr(matrix: sp.spmatrix, what: str) -> sp.csr_matrix:
-    """A canonical float32 CSR copy of a scipy sparse matrix (sorted, summed duplicates), checked finite.
+def as_csr(matrix, what: str) -> sp.csr_matrix:
+    """A canonical float32 CSR copy of a sparse matrix or a 2-D array (sorted, duplicates summed, no zeros), checked.
 
-    Always a copy: scipy's `csr_matrix(m)` shares `m`'s index arrays, and normalising them in place
-    would move the caller's weights into other columns.
+    Always a copy, never a view: scipy's `csr_matrix(m)` shares `m`'s index arrays, and normalising
+    them in place would move the caller's weights into other columns. Duplicates are summed in the
+    input's own dtype before the cast, so the values are those of `matrix.toarray()` in float32.
     """
-    if not sp.issparse(matrix):
-        raise InputError(f"{what} must be a scipy sparse matrix (rows are items, columns are terms).")
-    if matrix.ndim != 2:
-        raise InputError(f"{what} must be 2-D, got shape {matrix.shape}.")
-    matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    if not np.isfinite(matrix.data).all():
-        raise InputError(f"{what} hold NaN or infinite weights.")
-    matrix.sum_duplicates()
-    matrix.sort_indices()
-    return matrix
+    if sp.issparse(matrix):
+        if matrix.ndim != 2:
+            raise InputError(f"{what} must be 2-D, got shape {matrix.shape}.")
+        _check_real(matrix.dtype, what)
+        copy = sp.csr_matrix(matrix, copy=True)
+        copy.sum_duplicates()  # on the copy, in the input's dtype: sorts its indices and sums repeated entries
+        with np.errstate(over="ignore"):
+            data = copy.data.astype(np.float32)
+        indices, indptr = copy.indices, copy.indptr
+    elif isinstance(matrix, np.ndarray) or hasattr(matrix, "__array__"):
+        array = np.asarray(matrix)
+        if array.ndim != 2:
+            raise InputError(f"{what} must be 2-D (rows are items, columns are terms), got shape {array.shape}.")
+        _check_real(array.dtype, what)
+        with np.errstate(over="ignore"):
+            copy = sp.csr_matrix(array.astype(np.float32))  # new arrays (float16 has no sparse type)
+        data, indices, indptr = copy.data, copy.indices, copy.indptr
+    else:
+        raise InputError(f"{what} must be a scipy sparse matrix or a 2-D array (rows are items, columns are terms).")
+    if not np.isfinite(data).all():
+        raise InputError(f"{what} hold NaN, infinite or out-of-range weights (float32 holds |w| up to 3.4e38).")
+    canonical = sp.csr_matrix((data, indices, indptr), shape=copy.shape)
+    canonical.eliminate_zeros()  # explicit zeros, and weights below float32's range, are absent terms
+    canonical.has_canonical_format = True  # sorted, no duplicates (summed above)
+    return canonical
 
 
-def place_rows(rows: sp.spmatrix, at: Sequence[int], n: int) -> sp.csr_matrix:
+def _check_real(dtype: np.dtype, what: str) -> None:
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+        raise InputError(f"{what} must hold real numbers, not {dtype}.")
+
+
+def place_rows(rows, at: Sequence[int], n: int) -> sp.csr_matrix:
     """An (n, vocab) CSR matrix whose row `at[i]` is `rows[i]`, every other row empty (documents without a caption)."""
-    at = np.asarray(at, dtype=np.int64)
+    rows = as_csr(rows, "rows")
+    at = np.asarray(at, dtype=np.int64).reshape(-1)
+    if len(at) != rows.shape[0]:
+        raise InputError(f"{len(at)} positions for {rows.shape[0]} rows: give one position per row.")
+    if len(at) and (at.min() < 0 or at.max() >= n or len(np.unique(at)) != len(at)):
+        raise InputError(f"positions must be distinct rows in 0..{n - 1}.")
     placement = sp.csr_matrix((np.ones(len(at), np.float32), (at, np.arange(len(at)))), shape=(n, len(at)))
-    return (placement @ sp.csr_matrix(rows, dtype=np.float32)).tocsr()
+    return (placement @ rows).tocsr()

@@ -17,9 +17,10 @@ import scipy.sparse as sp
 
 from mlsr import __version__
 from mlsr._files import atomic_path, atomic_write_json
-from mlsr.data.captions import captions_of, find_images
+from mlsr.data.captions import captions_of, scan_images
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
+from mlsr.index.folder import check_target
 from mlsr.index.sparse import PRECISIONS, SparseIndex, place_rows
 from mlsr.settings import DOCUMENTS, Documents, Progress
 
@@ -55,9 +56,12 @@ def build_index(
 
     Document vectors: `image` = the image's expanded vector; `caption` = its captions' vectors
     (masked to their tokens); `image+caption` = the sum of both (the seed paper's M4 run).
-    `dense` also keeps the backbone's image vectors for the FAISS comparison. An unreadable
-    image is skipped and reported, or stops the build when `strict`. Item image paths are
-    stored relative to `out`, so the index and the images can move together. `precision` is how
+    `dense` also keeps the backbone's image vectors for the FAISS comparison. An image that cannot
+    be read (damaged, or refused by the operating system), a subfolder that cannot be listed and a
+    symbolic link that is not followed (see `mlsr.data.captions.scan_images`: links to files inside
+    the folder are followed; links leaving it, broken or looping links and links to folders are not)
+    are skipped and reported, or stop the build when `strict`. Item image paths are stored relative
+    to `out`, so the index and the images can move together. `precision` is how
     document weights are stored (`mlsr.index.sparse.PRECISIONS`: float16 halves the index, float32
     keeps the head's weights exactly).
 
@@ -71,8 +75,9 @@ def build_index(
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     started = time.perf_counter()
-    images_dir, out = Path(images_dir).resolve(), Path(out).resolve()
-    paths = find_images(images_dir)
+    images_dir, out = Path(images_dir).resolve(), check_target(Path(out).resolve())  # before any encoding
+    scan = scan_images(images_dir, strict=strict)
+    paths = scan.paths
     if not paths:
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {images_dir}.")
     names = [path.relative_to(images_dir).as_posix() for path in paths]
@@ -86,7 +91,7 @@ def build_index(
                 f"{len(missing)} images have no caption (e.g. {missing[:3]}); documents='caption' needs one each."
             )
 
-    report = BuildReport()
+    report = BuildReport(skipped=list(scan.skipped))
     need_images = documents != "caption" or dense
     store = _BatchStore.open(out, _fingerprint(encoder, paths, names, need_images, strict))
     kept: list[int] = []

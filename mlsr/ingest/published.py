@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from mlsr import __version__
+from mlsr.checks import existing_folder
 from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, open_dataset
 from mlsr.errors import InputError, ModelLoadError
+from mlsr.index.folder import check_target
 from mlsr.index.sparse import PRECISIONS, SparseIndex
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_SPLIT, Progress
 
@@ -72,6 +74,7 @@ def import_dense(
     `total` is called once with the number of images before `progress` counts them.
     """
     started = time.perf_counter()
+    out = check_target(out)  # before any work: an existing file or a non-index folder is refused
     index, report = split_index(encoder, dataset, split=split, image_root=image_root, out=out, precision=precision,
                                 progress=progress, total=total)
     index.save(out)
@@ -100,8 +103,8 @@ def split_index(
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     started = time.perf_counter()
     root = Path(image_root).expanduser() if image_root is not None else None
-    if root is not None and not root.is_dir():
-        raise InputError(f"--image-root {root} is not a folder.")
+    if root is not None:
+        existing_folder(root, "--image-root")
     if root is not None and out is None:
         raise InputError("an index with an image root needs the folder it will be saved in (out).")
     source = open_dataset(dataset, [IMAGE_FILE, META_FILE])

@@ -210,9 +210,11 @@ class Encoder:
         then each row keeps only the word pieces of its text (`no_expand`), as the reference code and
         `encode_text(..., mode="no_expand")` mask.
         """
-        dense = np.asarray(dense, dtype=np.float32)
+        dense = np.asarray(dense, dtype=np.float32)  # a new array unless it is float32 already; never written to
         if dense.ndim != 2 or dense.shape[1] != self.dense_size:
             raise InputError(f"expected dense vectors of shape (n, {self.dense_size}), got {dense.shape}.")
+        if not np.isfinite(dense).all():
+            raise InputError("the dense vectors hold NaN or infinite values.")
         if not dense.flags.writeable:  # arrow's buffers are read-only; torch wants to own what it wraps
             dense = dense.copy()
         if mask_texts is not None and len(mask_texts) != len(dense):

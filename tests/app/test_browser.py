@@ -77,3 +77,36 @@ def test_sparse_vs_dense_and_about(page):
     page.get_by_role("tab", name="About this index").click()
     expect(page.locator("#about-text")).to_contain_text("9 images")
     page.screenshot(path=str(ARTIFACTS / "about.png"), full_page=True)
+
+
+def test_an_unreadable_photo_shows_the_placeholder_not_an_error(page, app_args, app_index, tmp_path):
+    """One indexed photo the server may not read: every search still answers, that photo as the placeholder."""
+    import shutil
+
+    from tests.helpers.app import start_app
+    from tests.helpers.refusals import make_unreadable, unprivileged
+
+    shutil.copytree(app_index.parent, tmp_path / "gallery")  # the index and its photos, which it names relatively
+    make_unreadable(tmp_path / "gallery" / "photos" / "bus.jpg")
+    args = list(app_args)
+    args[args.index("--index") + 1] = str(tmp_path / "gallery" / "index")
+    process, url = start_app(args, tmp_path / "app.log", wrap=unprivileged)
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # the module's browser
+    try:
+        other.set_default_timeout(60_000)
+        other.goto(url, wait_until="load")
+        other.locator("#article-text textarea").fill("a red bus parked on a city street")
+        other.locator("#k-slider input[type=number]").fill("9")
+        other.locator("#k-slider input[type=number]").press("Enter")
+        other.locator("#suggest-button").click()
+        expect(other.locator("#results-gallery img")).to_have_count(9)
+        sources = [img.get_attribute("src") for img in other.locator("#results-gallery img").all()]
+        assert sum("missing" in (src or "") for src in sources) == 1  # the unreadable one, and only it
+        expect(other.locator(".toast-body")).to_have_count(0)
+        other.screenshot(path=str(ARTIFACTS / "unreadable-photo.png"), full_page=True)
+    finally:
+        other.close()
+        process.terminate()
+        process.wait(timeout=30)
+        (tmp_path / "gallery" / "photos" / "bus.jpg").chmod(0o644)
+    assert "Traceback" not in (tmp_path / "app.log").read_text()

@@ -81,7 +81,7 @@ def test_search_hybrid_depth_is_a_parameter(model_args, encoder, image_folder, t
         assert rows == rank(index, QueryVectors(views.expand, views.no_expand), "hybrid", 4, depth).indices[0].tolist()
     assert main([*args, "--hybrid-depth", "0", text]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: the hybrid depth must be a whole number >= 1") and len(err.splitlines()) == 1
+    assert err.startswith("error: the hybrid depth must be at least 1, got 0") and len(err.splitlines()) == 1
 
 
 def test_terms_for_an_image_and_a_text(model_args, image_folder, capsys):

@@ -131,7 +131,7 @@ def test_the_table_shows_both_hybrid_depths_and_says_how_they_differ(dataset, wi
     assert (tmp_path / "runs" / "hybrid@10.trec").is_file() and (tmp_path / "runs" / "hybrid.trec").is_file()
     assert main(["evaluate", "--dataset", str(dataset), "--runs", "expand,hybrid@0", "--head", str(wide_head_dir),
                  "--tokenizer", str(tokenizer_dir)]) == 2
-    assert "hybrid depth must be a whole number" in capsys.readouterr().err
+    assert "the hybrid depth must be at least 1, got 0" in capsys.readouterr().err
     assert main(["evaluate", "--dataset", str(dataset), "--runs", "dense@3", "--head", str(wide_head_dir),
                  "--tokenizer", str(tokenizer_dir)]) == 2
     assert "unknown run 'dense@3'" in capsys.readouterr().err

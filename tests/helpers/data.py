@@ -89,3 +89,15 @@ def write_format1_index(folder: Path, vectors, items: list[dict], vocab=None, de
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
 
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write an edited manifest as a tool (or an attacker) that knows the format would: sealed with its own checksum.
+
+    Without the seal, mlsr blames any edit on the manifest itself before it looks at the files.
+    """
+    import json
+
+    from mlsr.index.folder import MANIFEST_FILE, sealed
+
+    (folder / MANIFEST_FILE).write_text(json.dumps(sealed(manifest)))

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
+from tests.helpers.data import write_manifest
 from mlsr.index.folder import MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.models.record import ModelRecord
@@ -62,13 +63,14 @@ def test_batch_equals_one_by_one():
         np.testing.assert_array_equal(single.scores[0], batch.scores[q])
 
 
-def test_edge_cases_empty_query_single_item_and_k_zero():
+def test_edge_cases_empty_query_single_item_and_k_zero_refused():
     docs = random_vectors(5, seed=5)
     index = SparseIndex.build(docs)
     empty = sp.csr_matrix((1, VOCAB), dtype=np.float32)
     scores, indices = index.search(empty, 3)
     assert indices.tolist() == [[0, 1, 2]] and scores.tolist() == [[0, 0, 0]]
-    assert index.search(docs[0], 0).indices.shape == (1, 0)
+    with pytest.raises(InputError, match="k must be at least 1"):
+        index.search(docs[0], 0)
     one = SparseIndex.build(docs[:1])
     assert one.search(docs, 10).indices.tolist() == [[0]] * 5
 
@@ -105,8 +107,12 @@ def test_bad_queries_and_items_are_refused():
     index = SparseIndex.build(random_vectors(10))
     with pytest.raises(InputError, match="columns"):
         index.search(sp.csr_matrix((1, VOCAB + 1), dtype=np.float32))
-    with pytest.raises(InputError, match="sparse"):
-        index.search(np.ones((1, VOCAB)))
+    with pytest.raises(InputError, match="sparse matrix or a 2-D array"):
+        index.search([[1.0] * VOCAB])
+    with pytest.raises(InputError, match="2-D"):
+        index.search(np.ones(VOCAB))
+    np.testing.assert_array_equal(index.search(np.ones((1, VOCAB))).indices,  # a dense row ranks as its CSR
+                                  index.search(sp.csr_matrix(np.ones((1, VOCAB)))).indices)
     nan = sp.csr_matrix(np.full((1, VOCAB), np.nan, dtype=np.float32))
     with pytest.raises(InputError, match="NaN"):
         index.search(nan)
@@ -216,11 +222,11 @@ def test_damaged_index_is_refused_with_a_clear_error(saved_index, damage):
         match = "not valid JSON"
     elif damage == "newer-version":
         manifest["format_version"] = 99
-        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+        write_manifest(path, manifest)
         match = "Upgrade mlsr"
     else:
         manifest["count"] = 41
-        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+        write_manifest(path, manifest)
         match = "manifest says 41"
     with pytest.raises(IndexFormatError, match=match):
         SparseIndex.load(path)
@@ -259,6 +265,17 @@ def test_a_manifest_naming_a_file_outside_the_folder_is_refused(saved_index):
     _, path = saved_index
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     manifest["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0"}
-    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
     with pytest.raises(IndexFormatError, match="outside the folder"):
         SparseIndex.load(path)
+
+
+@pytest.mark.parametrize("k, message", [("3", "whole number, got '3'"), (True, "whole number, got True"),
+                                        (1.5, "whole number, got 1.5"), (0, "at least 1, got 0"),
+                                        (None, "whole number, got None")])
+def test_k_has_one_rule(k, message):
+    """The rule of mlsr.checks, the same in the library, the command line and the app's API."""
+    index = SparseIndex.build(random_vectors(5, seed=3))
+    with pytest.raises(InputError, match=f"^k must be a {message}[.]$" if "whole" in message else f"^k must be {message}[.]$"):
+        index.search(random_vectors(1, seed=4), k)
+    assert index.search(random_vectors(1, seed=4), 3.0).indices.shape == (1, 3)  # a whole number written as a float
