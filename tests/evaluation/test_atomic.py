@@ -105,7 +105,7 @@ def test_image_plus_caption_run_equals_an_independent_computation(atomic, app_en
     """The seed's headline run, recomputed from vectors encoded here and never handed to mlsr's index code."""
     import numpy as np
 
-    from mlsr.evaluation.atomic import MEASURES, run_atomic
+    from mlsr.evaluation.atomic_task import MEASURES, run_atomic
     from mlsr.evaluation.metrics import mean_metrics
     from mlsr.index.sparse import SparseIndex
     from tests.helpers.matrices import exact_ranking, exact_scores, stored
