@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import add_backend_arguments, add_model_arguments, encoder_from_args, env, head_encoder_from_args
+from mlsr.cli.args import (INDEX_HELP, add_backend_arguments, add_model_arguments, encoder_from_args, env,
+                           head_encoder_from_args)
 from mlsr.cli.progress import progress_bar
 from mlsr.data.atomic_trec import IMAGES, QRELS, TEXTS
 from mlsr.evaluation.recipes import RECIPES
@@ -26,7 +27,7 @@ def add_commands(commands) -> None:
     ev.add_argument("--recipe", choices=sorted(RECIPES),
                     help="mscoco-test: the 25k test captions against the 5k test images of lsr42/mscoco-blip-dense"
                          " (--index defaults to index/mscoco-test, built when missing); prints the published numbers")
-    ev.add_argument("--index", type=Path, help="index folder")
+    ev.add_argument("--index", help=INDEX_HELP)
     ev.add_argument("--dataset", help="dense dataset (Hub id or folder) whose split's captions are the queries")
     ev.add_argument("--split", default=DEFAULT_SPLIT, help="split of --dataset (default %(default)s)")
     ev.add_argument("--queries", type=Path, help="text queries: 'qid<TAB>text' lines (or one text per line);"
@@ -76,8 +77,10 @@ def apply_recipe(args: argparse.Namespace) -> dict:
     recipe = RECIPES[args.recipe]
     args.dataset = args.dataset or env("DATASET", recipe.dataset)
     args.split = recipe.split
-    args.index = args.index or Path(recipe.index)
-    if not args.index.exists():
+    from mlsr.index.hub import is_hub_index
+
+    args.index = args.index or Path(recipe.index)  # a Path: the recipe's index is a folder, never a Hub id
+    if not Path(args.index).exists() and not is_hub_index(args.index):
         from mlsr.ingest.published import ensure_index
 
         bar, set_total = progress_bar(f"building {args.index}")
@@ -94,6 +97,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from mlsr.evaluation.queries import dataset_queries, text_queries
     from mlsr.evaluation.runs import evaluate_index
     from mlsr.evaluation.tables import format_evaluation
+    from mlsr.index.hub import parse_hub_id
     from mlsr.index.sparse import SparseIndex
 
     published = apply_recipe(args)
@@ -119,7 +123,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         queries, qrels = text_queries(encoder, args.queries), None
     if args.qrels is not None:
         qrels = read_qrels(args.qrels)
-    runs_dir = args.runs_dir or Path("runs") / args.index.name
+    hub = parse_hub_id(args.index)
+    runs_dir = args.runs_dir or Path("runs") / (hub.repo_id.split("/")[1] if hub else Path(args.index).name)
     try:
         evaluation = evaluate_index(index, queries, qrels, backend=backend, runs=runs, measures=measures,
                                     runs_dir=runs_dir, published=published,

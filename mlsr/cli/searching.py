@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
+from mlsr.cli.args import INDEX_HELP, add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
 from mlsr.settings import ENCODE_MODES, QUERY_MODES
 
 
@@ -16,7 +16,7 @@ def add_commands(commands) -> None:
                                  description="Rank an index for text queries and show the matched terms.")
     search.add_argument("queries", nargs="+", metavar="QUERY",
                         help="query text (several queries run as a batch; - reads one query from standard input)")
-    search.add_argument("--index", required=True, type=Path, help="index folder")
+    search.add_argument("--index", required=True, help=INDEX_HELP)
     search.add_argument("--mode", choices=QUERY_MODES, default="expand", help="query encoding")
     search.add_argument("-k", type=int, default=10, help="results per query (default %(default)s)")
     add_terms_argument(search, 5, "matched terms shown per result")
