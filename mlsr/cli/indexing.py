@@ -156,13 +156,13 @@ def push_index_command(args: argparse.Namespace) -> int:
     from mlsr.index.publish import push_index
 
     report = push_index(args.folder, args.repo_id, private=args.private)
-    commit = f" (commit {report.commit[:12]})" if report.commit else ""
-    print(f"pushed {args.folder} ({report.files} files, {report.bytes / 1e6:,.1f} MB) to {report.url}{commit};"
-          f" use it with --index {report.repo_id}")
+    pin = f", or --index {report.repo_id}@{report.commit} for exactly this version" if report.commit else ""
+    print(f"pushed {args.folder} ({report.files} files, {report.bytes / 1e6:,.1f} MB) to {report.url};"
+          f" use it with --index {report.repo_id}{pin}")
     if report.local_images:
-        print(f"note: {report.local_images} items point at image files on this machine, which were not uploaded;"
+        print(f"note: {report.local_images:,} items point at image files on this machine, which were not uploaded;"
               " the app shows a placeholder for them", file=sys.stderr)
     if report.local_models:
-        print(f"note: the {', '.join(report.local_models)} recorded in the index are local folders; publish them"
+        print(f"note: the index names a local folder as its {' and '.join(report.local_models)}; publish that model"
               " too, or nobody else can search this index", file=sys.stderr)
     return 0

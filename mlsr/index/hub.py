@@ -53,10 +53,10 @@ class IndexLocation:
 
     @property
     def label(self) -> str:
-        """How messages and the app name the index: the folder as given, or `owner/name@commit`."""
+        """How messages and the app name the index: the folder as given, or `owner/name@commit` (usable as --index)."""
         if self.repo_id is None:
             return self.name
-        return self.repo_id if self.commit is None else f"{self.repo_id}@{self.commit[:12]}"
+        return self.repo_id if self.commit is None else f"{self.repo_id}@{self.commit}"
 
 
 def parse_hub_id(name: str | Path) -> HubIndexId | None:

@@ -69,7 +69,7 @@ def test_a_hub_index_service_names_the_id_not_the_cache(hub_gallery, backbone_di
     service = Service.load(hub_gallery, backbone=str(backbone_dir), head=str(app_head_dir),
                            tokenizer=str(tokenizer_dir), device="cpu")
     about = service.about()
-    assert about["index"] == f"someone/gallery@{COMMIT[:12]}" and str(tmp_path) not in str(about)
+    assert about["index"] == f"someone/gallery@{COMMIT}" and str(tmp_path) not in str(about)
     hits = service.suggest("a buffalo in a market", k=5).hits
     # the gallery's images are files beside the publisher's index, not in the repo: a placeholder, never a path
     assert len(hits) == 5 and all(hit.image is None for hit in hits)

@@ -53,9 +53,10 @@ def test_an_index_by_hub_id_loads_from_the_cache_and_names_its_commit(hub):
     cache, first, _ = hub
     loaded = SparseIndex.load("owner/gallery")
     same_results(loaded, first)
-    assert loaded.source == f"owner/gallery@{COMMIT_A[:12]}"
+    assert loaded.source == f"owner/gallery@{COMMIT_A}"
     assert loaded.path == repo_folder(cache, "owner/gallery") / "snapshots" / COMMIT_A
     assert (loaded.path / ITEMS_FILE).is_symlink()  # the layout huggingface_hub makes: links into blobs/
+    same_results(SparseIndex.load(loaded.source), first)  # the name it reports loads exactly that version again
 
 
 @pytest.mark.parametrize("name", ["owner/gallery@v2", f"owner/gallery@{COMMIT_B}", "hf://datasets/owner/gallery@v2"])
@@ -63,7 +64,7 @@ def test_a_revision_picks_that_version(hub, name):
     _, _, second = hub
     loaded = SparseIndex.load(name)
     same_results(loaded, second)
-    assert loaded.source == f"owner/gallery@{COMMIT_B[:12]}"
+    assert loaded.source == f"owner/gallery@{COMMIT_B}"
 
 
 def test_files_copied_into_the_cache_load_too(tmp_path, monkeypatch):

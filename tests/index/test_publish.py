@@ -181,3 +181,14 @@ def test_push_then_load_by_id_round_trips(tmp_path, monkeypatch):
         assert len(SparseIndex.load(repo_id)) == 20  # offline: the cached copy
     finally:
         api.delete_repo(repo_id, repo_type="dataset", missing_ok=True)
+
+
+def test_push_index_command_says_how_to_use_and_pin_it(tmp_path, monkeypatch, capsys):
+    api = RecordingApi()
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: api)
+    folder = write_index(tmp_path / "idx", n=4, local_images=1, head="/home/me/head")
+    assert main(["push-index", str(folder), "me/gallery"]) == 0
+    captured = capsys.readouterr()
+    assert f"use it with --index me/gallery, or --index me/gallery@{'f' * 40} for exactly" in captured.out
+    assert "1 items point at image files on this machine" in captured.err
+    assert "the index names a local folder as its head; publish that model too" in captured.err
