@@ -132,9 +132,8 @@ def push_index(folder: str | Path, repo_id: str, *, private: bool = False, token
         url = api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
         if private:
             api.update_repo_settings(repo_id, private=True, repo_type="dataset")
-        commit = api.create_commit(repo_id, operations, repo_type="dataset",
-                                   commit_message=f"mlsr index: {manifest['count']:,} {manifest.get('documents', 'image')}"
-                                                  " documents")
+        message = f"mlsr index: {manifest['count']:,} {manifest.get('documents', 'image')} documents"
+        commit = api.create_commit(repo_id, operations, repo_type="dataset", commit_message=message)
     except HfHubHTTPError as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
         hint = " Log in with `hf auth login` (a token with write access)." if status in (401, 403) else ""

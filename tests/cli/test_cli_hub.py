@@ -13,7 +13,8 @@ COMMIT = "c" * 40
 
 @pytest.fixture
 def model_args(backbone_dir, head_dir, tokenizer_dir):
-    return ["--backbone", str(backbone_dir), "--head", str(head_dir), "--tokenizer", str(tokenizer_dir), "--device", "cpu"]
+    return ["--backbone", str(backbone_dir), "--head", str(head_dir), "--tokenizer", str(tokenizer_dir),
+            "--device", "cpu"]
 
 
 def test_search_by_hub_id_ranks_like_the_local_folder(model_args, encoder, image_folder, tmp_path, monkeypatch, capsys):

@@ -24,7 +24,8 @@ VOCAB = 120
 def make_index(folder: Path, n: int, seed: int) -> SparseIndex:
     rng = np.random.default_rng(seed)
     vectors = sp.random(n, VOCAB, density=0.1, format="csr", random_state=rng, dtype=np.float32)
-    index = SparseIndex.build(vectors, [{"id": f"s{seed}-{i}", "image": f"https://example.org/{i}.jpg"} for i in range(n)],
+    items = [{"id": f"s{seed}-{i}", "image": f"https://example.org/{i}.jpg"} for i in range(n)]
+    index = SparseIndex.build(vectors, items,
                               vocab=Vocabulary(tuple(f"t{i}" for i in range(VOCAB))), info={"documents": "image"})
     index.save(folder)
     return index
@@ -96,8 +97,8 @@ def test_a_tampered_cached_file_is_refused_by_its_checksum(hub, damage):
     else:
         del data[-2:]
     blob.write_bytes(bytes(data))
-    with pytest.raises(IndexFormatError, match="postings.weights.npy .*rebuild.*cached copy of Hub dataset owner/gallery"
-                                               ".*hf cache rm dataset/owner/gallery"):
+    with pytest.raises(IndexFormatError, match="postings.weights.npy .*rebuild.*cached copy of Hub dataset"
+                                               " owner/gallery.*hf cache rm dataset/owner/gallery"):
         SparseIndex.load("owner/gallery")
     SparseIndex.load("owner/gallery@v2")  # the other commit's blobs are untouched
 
