@@ -116,7 +116,6 @@ def write_gallery(folder: Path, n: int, terms: int) -> int:
     """A COCO-like index of n images (mscoco-test's layout: URLs, captions, dense vectors); its size in bytes."""
     from mlsr.index.sparse import SparseIndex
     from mlsr.vocab import Vocabulary
-
     from tests.helpers.models import save_tokenizer
 
     tokenizer = save_tokenizer(folder.parent / "tokenizer")

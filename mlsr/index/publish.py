@@ -45,9 +45,7 @@ class PushReport:
 
 def check_repo_id(repo_id: str) -> str:
     """`owner/name`, checked here before any request: the form `--index` takes back."""
-    text = str(repo_id)
-    if text.startswith(HUB_PREFIX):
-        text = text[len(HUB_PREFIX):]
+    text = str(repo_id).removeprefix(HUB_PREFIX)
     if not _REPO_ID.fullmatch(text) or "--" in text or ".." in text or text.endswith(".git") or len(text) > 96:
         raise InputError(f"{repo_id!r} is not a Hub repo id: write OWNER/NAME (letters, digits, '-', '_', '.';"
                          " no '--' or '..'; at most 96 characters), e.g. your-name/coco-gallery.")
