@@ -21,7 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags override MLSR_* environment variables, which override the defaults."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", default=env("INDEX", DEFAULT_INDEX),
-                        help="index folder (env MLSR_INDEX; default %(default)s)")
+                        help="index folder, or a Hub dataset id OWNER/NAME[@REVISION] made by push-index"
+                             " (env MLSR_INDEX; default %(default)s)")
     parser.add_argument("--host", default=env("HOST", "127.0.0.1", also="GRADIO_SERVER_NAME"),
                         help="address to listen on (env MLSR_HOST or GRADIO_SERVER_NAME; default %(default)s)")
     parser.add_argument("--port", type=int, default=int(env("PORT", "7860", also="GRADIO_SERVER_PORT")),
@@ -42,13 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def create_app(args: argparse.Namespace):
     """The Blocks to serve, or a page that says why the app cannot start."""
     from mlsr.app.service import Service
-    from mlsr.app.startup import build_missing_index, missing_index_hint
+    from mlsr.app.startup import missing_index_hint, start_index
     from mlsr.app.ui import build_ui, error_page
     from mlsr.errors import MlsrError
 
     try:
-        build_missing_index(args.index, args.dataset, head=args.head, tokenizer=args.tokenizer, device=args.device)
-        service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
+        index = start_index(args.index, args.dataset, head=args.head, tokenizer=args.tokenizer, device=args.device)
+        service = Service.load(index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
                                device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
                                collection=args.collection)
     except MlsrError as error:

@@ -76,6 +76,21 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def regular_file(path: Path) -> bool:
+    """True for a regular file; a symbolic link counts only where the Hugging Face cache made it.
+
+    The cache keeps each file of a repo once, in `<repo>/blobs/`, and links `<repo>/snapshots/<commit>/<name>`
+    to it. Any other link could point anywhere on the machine, so it is refused.
+    """
+    if not path.is_symlink():
+        return path.is_file()
+    snapshot = path.parent
+    if snapshot.parent.name != "snapshots":
+        return False
+    target = path.resolve()
+    return target.parent == (snapshot.parent.parent / "blobs").resolve() and target.is_file()
+
+
 def staging_folder(target: Path) -> Path:
     """A fresh, empty `.<name>.tmp-<pid>` folder beside `target`, for building its replacement.
 

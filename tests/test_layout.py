@@ -11,7 +11,8 @@ import pytest
 from tests.helpers.data import ROOT
 
 TORCH_FREE = ["mlsr", "mlsr.settings", "mlsr.errors", "mlsr.text", "mlsr.vocab", "mlsr.images", "mlsr.index",
-              "mlsr.index.folder", "mlsr.index.modes", "mlsr.backends", "mlsr.backends.local", "mlsr.backends.milvus",
+              "mlsr.index.folder", "mlsr.index.modes", "mlsr.index.hub", "mlsr.index.publish", "mlsr.backends",
+              "mlsr.backends.local", "mlsr.backends.milvus",
               "mlsr.data.captions", "mlsr.data.lsr42", "mlsr.data.trec", "mlsr.data.atomic_trec",
               "mlsr.evaluation.metrics", "mlsr.evaluation.runs", "mlsr.evaluation.tables", "mlsr.models.record",
               "mlsr.training.config", "mlsr.retrieval", "mlsr.cli"]

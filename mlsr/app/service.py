@@ -117,14 +117,17 @@ class Service:
     def load(cls, index_dir: str | Path, *, backbone: str, head: str, tokenizer: str,
              device: str | None = None, backend: str = "scipy", milvus_uri: str | None = None,
              collection: str | None = None) -> "Service":
-        """Load the index first (cheap, and a missing index is the likeliest mistake), then the backend and models."""
+        """Load the index first (cheap, and a missing index is the likeliest mistake), then the backend and models.
+
+        `index_dir` is a folder, or a Hub dataset id `owner/name[@revision]` (a str; see `SparseIndex.load`).
+        """
         started = time.perf_counter()
-        index_dir = Path(index_dir)
         index = SparseIndex.load(index_dir)
+        index_dir = index.path  # the folder read (for a Hub id, its cached copy): item images are relative to it
         searcher = open_backend(index, backend, milvus_uri, collection)
         encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16)
         index.check_models(encoder.models())
-        logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index_dir,
+        logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index.source,
                     time.perf_counter() - started)
         return cls(encoder, index, index_dir, searcher)
 
@@ -232,7 +235,7 @@ class Service:
         recorded, loaded = self.index.models, self.encoder.models()
         roles = ("backbone", "head", "tokenizer")
         return {
-            "index": self.index_dir.resolve().name,  # the folder's name only: the server's paths stay private
+            "index": self.index.public_name,
             "items": len(self.index),
             "documents": self.index.info.get("documents", "image"),
             "avg_active_terms": round(self.index.nnz / max(len(self.index), 1), 1),

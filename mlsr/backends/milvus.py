@@ -182,12 +182,14 @@ class MilvusBackend:
         try:
             if not milvus_call(lambda: client.has_collection(collection), uri):
                 raise BackendError(f"Milvus at {uri} has no collection {collection!r}; run `python -m mlsr export"
-                                   f" --index {index.path} --milvus-uri {uri} --collection {collection}`.")
+                                   f" --index {index.source or index.path} --milvus-uri {uri}"
+                                   f" --collection {collection}`.")
             expected = index_fingerprint(index.path)
             recorded = milvus_call(lambda: recorded_fingerprint(client, collection), uri)
             if recorded != expected:
                 raise BackendError(f"collection {collection!r} at {uri} holds {describe_fingerprint(recorded)}, not the index"
-                                   f" {index.path}; export this index (with --replace) or choose another --collection.")
+                                   f" {index.source or index.path}; export this index (with --replace) or choose"
+                                   " another --collection.")
             # Loading builds the sealed segments' search indexes once, up front, instead of at the first query.
             milvus_call(lambda: client.load_collection(collection), uri)
             stored = count_rows(client, collection, uri)

@@ -1,6 +1,6 @@
 """The command line: `python -m mlsr COMMAND` (or `mlsr COMMAND` once installed). Errors print one line, never a
 traceback. Commands: build-index, search, terms, import-dense, prepare, evaluate, atomic, verify, encode-dense, train,
-export.
+export, push-index.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import add_backend_arguments, add_model_arguments, encoder_from_args, env, head_encoder_from_args
+from mlsr.cli.args import (INDEX_HELP, add_backend_arguments, add_model_arguments, encoder_from_args, env,
+                           head_encoder_from_args)
 from mlsr.cli.progress import progress_bar
 from mlsr.data.atomic_trec import IMAGES, QRELS, TEXTS
 from mlsr.evaluation.recipes import RECIPES
@@ -27,8 +28,8 @@ def add_commands(commands) -> None:
     ev.add_argument("--recipe", choices=sorted(RECIPES),
                     help="mscoco-test: the 25k test captions against the 5k test images of lsr42/mscoco-blip-dense"
                          " (indexed in float32 from their published vectors); prints the published numbers")
-    ev.add_argument("--index", type=Path, help="index folder (default with --dataset: the split's images, indexed"
-                                               " in float32 from their published vectors, in memory)")
+    ev.add_argument("--index", help=f"{INDEX_HELP}; default with --dataset: the split's images, indexed in float32"
+                                    " from their published vectors, in memory")
     ev.add_argument("--dataset", help="dense dataset (Hub id or folder) whose split's captions are the queries")
     ev.add_argument("--split", default=DEFAULT_SPLIT, help="split of --dataset (default %(default)s)")
     ev.add_argument("--queries", type=Path, help="text queries: 'qid<TAB>text' lines (or one text per line);"
@@ -109,6 +110,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from mlsr.evaluation.queries import dataset_queries, text_queries
     from mlsr.evaluation.runs import evaluate_index, parse_run
     from mlsr.evaluation.tables import format_evaluation
+    from mlsr.index.hub import parse_hub_id
     from mlsr.index.sparse import SparseIndex
 
     published = apply_recipe(args)
@@ -137,7 +139,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
               " weights (build it with --precision float32, or leave --index out, for the head's own)", file=sys.stderr)
     if args.qrels is not None:
         qrels = read_qrels(args.qrels)
-    name = args.recipe or (args.index.name if args.index is not None else f"{Path(args.dataset).name}-{args.split}")
+    hub = parse_hub_id(args.index) if args.index is not None else None
+    name = args.recipe or (hub.repo_id.split("/")[1] if hub else Path(args.index).name if args.index is not None
+                           else f"{Path(args.dataset).name}-{args.split}")
     runs_dir = args.runs_dir or Path("runs") / name
     backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
     try:

@@ -1,4 +1,4 @@
-"""Commands that make or move index folders: `build-index`, `import-dense`, `prepare`, `export`."""
+"""Commands that make or move index folders: `build-index`, `import-dense`, `prepare`, `export`, `push-index`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import add_milvus_arguments, add_model_arguments, encoder_from_args, env, head_encoder_from_args
+from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, encoder_from_args, env,
+                           head_encoder_from_args)
 from mlsr.cli.progress import progress_bar
 from mlsr.index.sparse import PRECISIONS
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
@@ -64,13 +65,23 @@ def add_commands(commands) -> None:
         "export", help="load an index folder into Milvus (a Milvus Lite .db file or a cluster)",
         description="Bulk-load an index folder's items, sparse and dense vectors into a Milvus collection, in"
                     " batches. Re-running resumes an interrupted export and never duplicates rows.")
-    export.add_argument("--index", required=True, type=Path, help="index folder")
+    export.add_argument("--index", required=True, help=INDEX_HELP)
     add_milvus_arguments(export, DEFAULT_COLLECTION)
     export.add_argument("--batch-size", type=int, default=EXPORT_BATCH, help="rows per request (default %(default)s)")
     export.add_argument("--sparse-index", choices=SPARSE_INDEX_TYPES, default=SPARSE_INDEX_TYPES[0],
                         help="Milvus index of the sparse field (Milvus Lite has only %(default)s)")
     export.add_argument("--replace", action="store_true", help="drop the collection first if it holds another index")
     export.set_defaults(run=export_command)
+
+    push = commands.add_parser(
+        "push-index", help="publish an index folder as a dataset repo on the Hugging Face Hub",
+        description="Upload an index folder (verified first) with a generated dataset card to a Hub dataset repo, in"
+                    " one commit; re-running after an interruption sends only what the Hub lacks. Then any --index"
+                    " (search, evaluate, export, the app) takes REPO_ID.")
+    push.add_argument("folder", type=Path, metavar="DIR", help="index folder")
+    push.add_argument("repo_id", metavar="REPO_ID", help="dataset repo OWNER/NAME (created when missing)")
+    push.add_argument("--private", action="store_true", help="make the repo private (also an existing one)")
+    push.set_defaults(run=push_index_command)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
@@ -160,4 +171,20 @@ def export_command(args: argparse.Namespace) -> int:
     resumed = f" ({report.already} were already there)" if report.already else ""
     print(f"exported {report.count} rows of {args.index} to collection {report.collection!r} at {args.milvus_uri}"
           f" in {report.seconds:.1f} s: {report.written} written{resumed}")
+    return 0
+
+
+def push_index_command(args: argparse.Namespace) -> int:
+    from mlsr.index.publish import push_index
+
+    report = push_index(args.folder, args.repo_id, private=args.private)
+    pin = f", or --index {report.repo_id}@{report.commit} for exactly this version" if report.commit else ""
+    print(f"pushed {args.folder} ({report.files} files, {report.bytes / 1e6:,.1f} MB) to {report.url};"
+          f" use it with --index {report.repo_id}{pin}")
+    if report.local_images:
+        print(f"note: {report.local_images:,} items point at image files on this machine, which were not uploaded;"
+              " the app shows a placeholder for them", file=sys.stderr)
+    if report.local_models:
+        print(f"note: the index names a local folder as its {' and '.join(report.local_models)}; publish that model"
+              " too, or nobody else can search this index", file=sys.stderr)
     return 0

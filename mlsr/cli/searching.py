@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlsr.checks import check_depth, check_k, check_top_k
-from mlsr.cli.args import add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
+from mlsr.cli.args import INDEX_HELP, add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
 from mlsr.settings import ENCODE_MODES, HYBRID_DEPTH, QUERY_MODES, REFERENCE_HYBRID_DEPTH
 
 
@@ -17,7 +17,7 @@ def add_commands(commands) -> None:
                                  description="Rank an index for text queries and show the matched terms.")
     search.add_argument("queries", nargs="+", metavar="QUERY",
                         help="query text (several queries run as a batch; - reads one query from standard input)")
-    search.add_argument("--index", required=True, type=Path, help="index folder")
+    search.add_argument("--index", required=True, help=INDEX_HELP)
     search.add_argument("--mode", choices=QUERY_MODES, default="expand", help="query encoding")
     search.add_argument("--hybrid-depth", type=int, default=HYBRID_DEPTH,
                         help="--mode hybrid: no_expand candidates re-scored by the expanded query (default %(default)s;"

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr._files import atomic_write_json, read_jsonl, replace_folder, sha256_file, staging_folder, write_jsonl
+from mlsr._files import (atomic_write_json, read_jsonl, regular_file, replace_folder, sha256_file, staging_folder,
+                         write_jsonl)
 from mlsr.checks import unreadable
 from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.inverted import InvertedIndex, search_threads
@@ -106,7 +107,7 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
     with ThreadPoolExecutor(max_workers=1) as side:
         # items are parsed on a spare thread while the checksums are verified (both take ~a second
         # at a million items); they are used only if every checksum matches
-        readable = items_file.is_file() and not items_file.is_symlink()
+        readable = regular_file(items_file)
         parsed = side.submit(_read_items, items_file) if readable else None
         manifest = read_manifest(path)
         items = parsed.result() if parsed is not None else None
@@ -173,7 +174,7 @@ def read_manifest(path: Path) -> dict:
     files = manifest["files"]
     for name, expected in files.items():
         file = path / name
-        if file.is_symlink() or not file.is_file():
+        if not regular_file(file):  # a link only where the Hugging Face cache made it
             raise IndexFormatError(f"index {path}: {name} is missing (or not a regular file); rebuild the index.")
         size = file.stat().st_size
         if size != expected["bytes"]:

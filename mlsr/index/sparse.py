@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from mlsr.checks import check_k, check_top_k
 from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
+from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
@@ -58,6 +59,8 @@ class SparseIndex:
     dense: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     path: Path | None = None  # the folder it was loaded from, for messages
+    source: str | None = None  # the name it was loaded by: the folder as given, or the Hub id `owner/name@commit`
+    hub_id: str | None = None  # `owner/name@commit` when it was read from the Hub
 
     @classmethod
     def build(
@@ -212,6 +215,11 @@ class SparseIndex:
         """The models that made the document vectors, as recorded in the manifest (None when not recorded)."""
         return ModelRecord.from_json(self.info.get("models"))
 
+    @property
+    def public_name(self) -> str:
+        """How the app names this index to a visitor: its Hub id, or its folder's name (never a server path)."""
+        return self.hub_id or (self.path.resolve().name if self.path is not None else "in memory")
+
     def check_models(self, loaded: ModelRecord) -> None:
         """Raise IndexMismatchError unless this index was built with the vocabulary and weights of `loaded`.
 
@@ -233,12 +241,21 @@ class SparseIndex:
     def load(cls, path: str | Path, models: ModelRecord | None = None, *, mmap: bool = True) -> "SparseIndex":
         """Read an index folder, verifying every file's size and checksum against the manifest.
 
-        The postings are memory-mapped (read-only, paged in as searches touch them) unless `mmap`
-        is False. With `models` (from `Encoder.models()`), refuse an index built with another head,
-        backbone or vocabulary: its scores would be meaningless.
+        `path` may also be a Hub dataset id, `owner/name` or `owner/name@revision` (a `str`; a `Path` is
+        always a folder): it is downloaded once into the Hugging Face cache and verified the same way
+        (see `mlsr.index.hub` for how a name is told from a folder). The postings are memory-mapped
+        (read-only, paged in as searches touch them) unless `mmap` is False. With `models` (from
+        `Encoder.models()`), refuse an index built with another head, backbone or vocabulary: its
+        scores would be meaningless.
         """
-        path = Path(path)
-        contents = read_folder(path, mmap=mmap)
+        location = locate_index(path)
+        path = location.folder
+        try:
+            contents = read_folder(path, mmap=mmap)
+        except IndexFormatError as error:
+            if location.repo_id is None:
+                raise
+            raise IndexFormatError(f"{error}{cached_copy_hint(location)}") from None
         if contents.vectors is not None:  # format 1: float32 weights, exactly as they were searched
             try:
                 index = cls.build(contents.vectors, contents.items, vocab=contents.vocab, dense=contents.dense,
@@ -247,7 +264,8 @@ class SparseIndex:
                 raise IndexFormatError(f"index {path}: {error}") from None
         else:
             index = cls(contents.inverted, contents.items, contents.vocab, contents.dense, contents.info)
-        index.path = path
+        index.path, index.source = path, location.label
+        index.hub_id = location.label if location.repo_id is not None else None
         if models is not None:
             index.check_models(models)
         return index
