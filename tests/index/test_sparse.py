@@ -247,3 +247,32 @@ def test_a_manifest_naming_a_file_outside_the_folder_is_refused(saved_index):
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="outside the folder"):
         SparseIndex.load(path)
+
+
+def test_explain_with_negative_document_weights_sums_to_score():
+    rng = np.random.default_rng(11)
+    docs = random_vectors(40, density=0.3, seed=12)
+    docs.data[rng.random(docs.nnz) < 0.4] *= -1  # some documents weigh some terms negatively
+    queries = random_vectors(5, density=0.3, seed=13)
+    index = SparseIndex.build(docs, vocab=Vocabulary(tuple(f"t{i}" for i in range(VOCAB))))
+    assert index.has_negative_weights()
+    negative_matches = 0
+    for q in range(5):
+        scores = index.score(queries[q], np.arange(40))
+        for row in range(40):
+            matches = index.explain(queries[q], row)
+            assert sum(m.contribution for m in matches) == pytest.approx(float(scores[row]), rel=1e-5, abs=1e-6)
+            negative_matches += sum(m.doc_weight < 0 for m in matches)
+    assert negative_matches > 20
+
+
+def test_a_format_1_folder_with_dense_vectors_loads_them(tmp_path):
+    from tests.helpers.data import write_format1_index
+
+    docs = random_vectors(30, seed=14)
+    dense = np.random.default_rng(15).normal(size=(30, 8)).astype(np.float32)
+    write_format1_index(tmp_path / "old", docs, [{"id": f"img{i}"} for i in range(30)], dense=dense)
+    loaded = SparseIndex.load(tmp_path / "old")
+    np.testing.assert_array_equal(loaded.dense, dense)
+    loaded.save(tmp_path / "new")  # re-saved in the current format, the dense vectors go along
+    np.testing.assert_array_equal(SparseIndex.load(tmp_path / "new").dense, dense)
