@@ -51,6 +51,22 @@ def test_ties_are_ordered_by_term_id_and_negative_weights_by_magnitude(vocab):
     assert [t for t, _ in vocab.decode(row)] == ["not", "apple", "zebra"]
 
 
+def test_special_tokens_without_brackets_are_hidden_too():
+    """CLIP's tokenizer names its specials <|startoftext|> and <|endoftext|>: hidden because they are special ids."""
+    from tests.helpers.models import make_clip_tokenizer
+
+    tokenizer = make_clip_tokenizer()
+    vocab = Vocabulary.from_tokenizer(tokenizer)
+    specials = sorted(tokenizer.all_special_ids)
+    assert [vocab.terms[i] for i in specials] == ["<|startoftext|>", "<|endoftext|>"]
+    row = np.zeros(len(vocab), dtype=np.float32)
+    row[specials] = [5.0, 4.0]
+    row[vocab.ids["a</w>"]], row[vocab.ids["b"]] = 2.0, 1.0
+    assert vocab.decode(row) == [("a</w>", 2.0), ("b", 1.0)]
+    plain = Vocabulary(("<s>", "</s>", "hello", "world"), frozenset({0, 1}))
+    assert plain.decode(np.array([3.0, 2.0, 1.0, 0.5], dtype=np.float32)) == [("hello", 1.0), ("world", 0.5)]
+
+
 def test_decode_refuses_a_vector_of_the_wrong_size(vocab):
     with pytest.raises(InputError, match="30522"):
         vocab.decode(np.ones(10))

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr import __version__
-from mlsr._files import atomic_path, atomic_write_json
+from mlsr._files import atomic_path, atomic_write_json, kill_point
 from mlsr.data.captions import captions_of, scan_images
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
@@ -230,6 +230,7 @@ class _BatchStore:
             with open(tmp, "wb") as handle:
                 np.save(handle, batch.dense, allow_pickle=False)
         atomic_write_json(stem.with_suffix(".json"), {"kept": batch.kept, "skipped": batch.skipped})
+        kill_point("batch-saved")
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,5 +1,6 @@
 """The real UI in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright): suggest, explain a
-hit, image -> terms. Screenshots are saved to tests/artifacts/. Never skipped: CI installs Chromium."""
+hit, image -> terms. Each test opens its own page, so none depends on what another left on screen.
+Screenshots are saved to tests/artifacts/. Never skipped: CI installs Chromium."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ ARTICLE = (ROOT / "assets" / "examples" / "water-buffalo.txt").read_text()
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`).")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -26,20 +27,32 @@ def page(app_url):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"],
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(app_url, wait_until="load")
-        page.wait_for_selector("#article-text textarea")
-        yield page
+        yield browser
         browser.close()
 
 
-def test_suggest_shows_k_images_and_highlighted_terms(page):
-    page.locator("#article-text textarea").fill(ARTICLE)
-    page.locator("#k-slider input[type=number]").fill("5")
+@pytest.fixture
+def page(browser, app_url):
+    """A fresh page on the app, for one test."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(app_url, wait_until="load")
+    page.wait_for_selector("#article-text textarea")
+    yield page
+    page.close()
+
+
+def suggest(page, text: str, k: int) -> None:
+    """Run the suggest screen on `text` for `k` images and wait for them."""
+    page.locator("#article-text textarea").fill(text)
+    page.locator("#k-slider input[type=number]").fill(str(k))
     page.locator("#k-slider input[type=number]").press("Enter")
     page.locator("#suggest-button").click()
-    expect(page.locator("#results-gallery img")).to_have_count(5)
+    expect(page.locator("#results-gallery img")).to_have_count(k)
+
+
+def test_suggest_shows_k_images_and_highlighted_terms(page):
+    suggest(page, ARTICLE, 5)
     expect(page.locator("#suggest-timing")).to_contain_text("5 images")
     # the planted terms carry weight: their words are shaded in the highlighted copy of the text
     highlighted = page.locator("#query-highlight [style*='background']", has_text="buffalo")
@@ -49,6 +62,7 @@ def test_suggest_shows_k_images_and_highlighted_terms(page):
 
 
 def test_selecting_a_result_shows_why_it_ranked(page):
+    suggest(page, ARTICLE, 3)
     page.locator("#results-gallery img").first.click()
     table = page.locator("#matched-terms")
     expect(table).to_be_visible()

@@ -104,12 +104,9 @@ def test_errors_are_one_line_without_traceback(model_args, tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
 
 
-def test_offline_hub_id_gives_a_clear_message(tokenizer_dir, capsys):
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        code = main(["terms", "--text", "a dog", "--head", "lsr42/not-cached-anywhere", "--tokenizer", str(tokenizer_dir)])
-    finally:
-        del os.environ["HF_HUB_OFFLINE"]
+def test_offline_hub_id_gives_a_clear_message(tokenizer_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # restored afterwards, whatever it was
+    code = main(["terms", "--text", "a dog", "--head", "lsr42/not-cached-anywhere", "--tokenizer", str(tokenizer_dir)])
     assert code == 2
     assert "could not be reached" in capsys.readouterr().err
 

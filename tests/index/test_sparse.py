@@ -279,3 +279,32 @@ def test_k_has_one_rule(k, message):
     with pytest.raises(InputError, match=f"^k must be a {message}[.]$" if "whole" in message else f"^k must be {message}[.]$"):
         index.search(random_vectors(1, seed=4), k)
     assert index.search(random_vectors(1, seed=4), 3.0).indices.shape == (1, 3)  # a whole number written as a float
+
+
+def test_explain_with_negative_document_weights_sums_to_score():
+    rng = np.random.default_rng(11)
+    docs = random_vectors(40, density=0.3, seed=12)
+    docs.data[rng.random(docs.nnz) < 0.4] *= -1  # some documents weigh some terms negatively
+    queries = random_vectors(5, density=0.3, seed=13)
+    index = SparseIndex.build(docs, vocab=Vocabulary(tuple(f"t{i}" for i in range(VOCAB))))
+    assert index.has_negative_weights()
+    negative_matches = 0
+    for q in range(5):
+        scores = index.score(queries[q], np.arange(40))
+        for row in range(40):
+            matches = index.explain(queries[q], row)
+            assert sum(m.contribution for m in matches) == pytest.approx(float(scores[row]), rel=1e-5, abs=1e-6)
+            negative_matches += sum(m.doc_weight < 0 for m in matches)
+    assert negative_matches > 20
+
+
+def test_a_format_1_folder_with_dense_vectors_loads_them(tmp_path):
+    from tests.helpers.data import write_format1_index
+
+    docs = random_vectors(30, seed=14)
+    dense = np.random.default_rng(15).normal(size=(30, 8)).astype(np.float32)
+    write_format1_index(tmp_path / "old", docs, [{"id": f"img{i}"} for i in range(30)], dense=dense)
+    loaded = SparseIndex.load(tmp_path / "old")
+    np.testing.assert_array_equal(loaded.dense, dense)
+    loaded.save(tmp_path / "new")  # re-saved in the current format, the dense vectors go along
+    np.testing.assert_array_equal(SparseIndex.load(tmp_path / "new").dense, dense)

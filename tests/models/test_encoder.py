@@ -55,6 +55,39 @@ def test_no_expand_keeps_only_the_texts_own_tokens(wide_encoder):
     assert not set(masked.indices) & {101, 102, 0}  # never [CLS], [SEP], [PAD]
 
 
+# Lower-case and free of . ! " ( ) * # : ; ~, so BLIP's caption cleaning leaves them as they are: their
+# own tokens are the tokenizer's pieces of the text itself. The first is 12+ tokens (with word pieces),
+# the second is padded in a batch with it.
+MASKED_CAPTIONS = ["a snowboarder jumps over unbelievably tall moguls while two friends film him from the ski lift",
+                   "a cat", "three zebras grazing near a watering hole"]
+
+
+@pytest.fixture(scope="module")
+def lit_encoder(encoder):
+    """The encoder with a head whose biases light up every term, [PAD] included, for every input."""
+    head = make_head()
+    with torch.no_grad():
+        head.vocab_projector.bias.fill_(20.0)
+    return dataclasses.replace(encoder, head=head)
+
+
+def test_no_expand_keeps_exactly_the_texts_own_tokens_in_a_padded_batch(lit_encoder):
+    tokenizer = lit_encoder.tokenizer
+    own = [set(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in MASKED_CAPTIONS]
+    pieces = tokenizer(MASKED_CAPTIONS[0], add_special_tokens=False)["input_ids"]
+    assert len(pieces) >= 12 and len(own[0]) >= 12 and len(own[1]) < len(own[2]) < len(own[0])
+    assert lit_encoder.encode_text("a cat").nnz == 30522  # every term lights up before masking
+    assert lit_encoder.batch_size >= len(MASKED_CAPTIONS)  # one batch: the short captions are padded
+    views = lit_encoder.encode_text_views(MASKED_CAPTIONS)
+    dense = lit_encoder.dense_text(MASKED_CAPTIONS)
+    for name, rows in [("encode_text", lit_encoder.encode_text(MASKED_CAPTIONS, mode="no_expand")),
+                       ("encode_text_views", views.no_expand), ("encode_captions", lit_encoder.encode_captions(MASKED_CAPTIONS)),
+                       ("sparsify", lit_encoder.sparsify(dense, mask_texts=MASKED_CAPTIONS))]:
+        for row, text, tokens in zip(rows, MASKED_CAPTIONS, own):
+            assert set(row.indices.tolist()) == tokens, (name, text)
+    assert set(tokenizer.all_special_ids) & set(views.no_expand.indices.tolist()) == set()
+
+
 @pytest.mark.parametrize("mode", ["expand", "no_expand"])
 def test_long_text_is_the_max_over_its_windows(wide_encoder, mode):
     windows = split_windows(ARTICLE, wide_encoder.backbone.count_tokens, wide_encoder.backbone.max_text_tokens - 2)

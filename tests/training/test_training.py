@@ -11,7 +11,8 @@ import torch
 from mlsr.data.lsr42 import Pairs, load_dense_dataset, write_vectors
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.models.head import SparseHead
-from mlsr.evaluation.metrics import score_rankings
+from mlsr.evaluation.metrics import active_terms, flops, score_rankings
+from mlsr.models.encoder import to_csr
 from mlsr.training.checkpoint import load_checkpoint, save_checkpoint
 from mlsr.training.config import TrainConfig
 from mlsr.training.head_init import new_head
@@ -156,6 +157,36 @@ def test_training_masks_are_the_raw_word_pieces_without_special_tokens(tokenizer
         assert ids[row][mask[row].bool()].tolist() == tokenizer.convert_tokens_to_ids(tokenizer.tokenize(raw))
 
 
+def test_the_regulariser_weighs_captions_and_images_each_by_its_own_weight(planted):
+    """train_step's regulariser against a hand computation from the head's outputs before the step."""
+    import copy
+
+    head = new_head(32, len(WORDS), hidden_size=16, seed=2)
+    texts, images = torch.from_numpy(planted.text_vectors[:8]), torch.from_numpy(planted.image_vectors[:8])
+    ids = torch.tensor([[6, 7, 8, 0]] * 8)  # three topic words; the fourth position is padding
+    attention = torch.tensor([[1, 1, 1, 0]] * 8)
+    with torch.no_grad():
+        caption_weights, image_weights = head(texts).numpy().astype(np.float64), head(images).numpy().astype(np.float64)
+    masked = np.zeros_like(caption_weights)
+    masked[:, [6, 7, 8]] = caption_weights[:, [6, 7, 8]]
+    l1_images = np.abs(image_weights).sum(axis=1).mean()
+    assert (image_weights > 0).any(axis=1).all()
+    for q_weight, d_weight, captions in [(0.0, 0.7, caption_weights), (0.3, 0.0, caption_weights),
+                                         (0.2, 0.05, caption_weights), (0.0, 0.7, masked), (0.4, 0.0, masked)]:
+        l1_captions = np.abs(captions).sum(axis=1).mean()
+        assert abs(l1_captions - l1_images) > 0.02 * l1_images  # a swap of the two weights would show (rel=1e-5)
+        fresh = copy.deepcopy(head)
+        use_mask = captions is masked
+        loss, distill, reg, caption_terms, image_terms = train_step(
+            fresh, build_optimizer(fresh, TrainConfig(**FAST)), texts, images, input_ids=ids if use_mask else None,
+            attention_mask=attention if use_mask else None, q_weight=q_weight, d_weight=d_weight, temperature=1e-3,
+        ).tolist()
+        assert reg == pytest.approx((q_weight * l1_captions + d_weight * l1_images) / 2, rel=1e-5)
+        assert loss == pytest.approx(distill + reg, rel=1e-6)
+        assert caption_terms == pytest.approx((captions > 0).sum(axis=1).mean())
+        assert image_terms == pytest.approx((image_weights > 0).sum(axis=1).mean())
+
+
 def test_l1_warmup_is_quadratic_then_flat():
     assert reg_weight(0, 100, 1e-3) == 0.0
     assert reg_weight(50, 100, 1e-3) == pytest.approx(0.25e-3)
@@ -214,6 +245,39 @@ def test_a_larger_l1_weight_gives_fewer_active_terms(trained):
     assert heavy["val_image_terms"] < 0.5 * light["val_image_terms"]
 
 
+def test_l1_on_images_only_shrinks_images_and_on_captions_only_captions(planted, tiny_tokenizer_dir, tmp_path):
+    runs = {}
+    for name, q_reg, d_reg in (("images", 0.0, 0.3), ("captions", 0.3, 0.0)):
+        config = TrainConfig(epochs=10, q_reg=q_reg, d_reg=d_reg, **FAST)
+        result = train(planted, tmp_path / name, config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
+        runs[name] = result.history[-1]
+    images_only, captions_only = runs["images"], runs["captions"]
+    print({name: (row["val_query_terms"], row["val_image_terms"]) for name, row in runs.items()})
+    assert images_only["val_image_terms"] < 0.1 * images_only["val_query_terms"]
+    assert captions_only["val_query_terms"] < 0.2 * captions_only["val_image_terms"]
+    # the side without L1 keeps its terms: each shrinks only under its own weight
+    assert images_only["val_query_terms"] > 5 * captions_only["val_query_terms"]
+    assert captions_only["val_image_terms"] > 5 * images_only["val_image_terms"]
+
+
+@pytest.mark.parametrize("search", ["sparse", "dense"])
+def test_validation_costs_equal_the_metrics_module_on_the_same_vectors(trained, planted, search):
+    head = SparseHead.from_pretrained(trained["light"].out)
+    pairs = planted.pairs(["val"])
+    gallery, _ = pairs.gallery()
+    with torch.no_grad():
+        captions = to_csr(head(torch.from_numpy(planted.text_vectors[pairs.text_rows])))
+        images = to_csr(head(torch.from_numpy(planted.image_vectors[gallery])))
+    got = validate(head, planted, pairs, search=search)
+    assert got["search"] == search and (got["queries"], got["images"]) == (64, 32)
+    assert got["query_terms"] == pytest.approx(active_terms(captions), rel=1e-6)
+    assert got["image_terms"] == pytest.approx(active_terms(images), rel=1e-6)
+    assert got["flops"] == pytest.approx(flops(captions, images), rel=1e-6)
+    # FLOPs by their definition: the terms a caption and an image share, averaged over all caption-image pairs
+    shared = (captions != 0).astype(np.float64) @ (images != 0).astype(np.float64).T
+    assert got["flops"] == pytest.approx(shared.toarray().mean(), rel=1e-6)
+
+
 def test_images_learn_the_words_of_their_topic(trained, planted, tiny_tokenizer_dir):
     """Expansion control makes captions score with their own words early on, so images learn to light them up."""
     from mlsr.models.tokenizer import load_tokenizer
@@ -253,7 +317,8 @@ def test_sparse_and_dense_scoring_rank_alike(trained, planted):
     pairs = planted.pairs(["val"])
     sparse, dense = (validate(head, planted, pairs, search=mode) for mode in ("sparse", "dense"))
     assert sparse["search"] == "sparse" and dense["search"] == "dense"
-    for key in ("R@1", "R@5", "R@10", "MRR@10", "query_terms", "image_terms", "flops"):
+    # (costs come from the vectors whichever scorer ranks: test_validation_costs_equal_... checks them)
+    for key in ("R@1", "R@5", "R@10", "MRR@10"):
         assert sparse[key] == pytest.approx(dense[key], abs=1e-6)
 
 
