@@ -97,7 +97,9 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
         "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": _file_records(folder, files),
     }
-    atomic_write_json(folder / MANIFEST_FILE, sealed(manifest))
+    manifest = sealed(manifest)
+    check_manifest(manifest, "the index to save", InputError, "give the index the info mlsr's builders record")
+    atomic_write_json(folder / MANIFEST_FILE, manifest)
 
 
 def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:

@@ -54,16 +54,18 @@ def _seal(manifest: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def check_manifest(manifest: dict, where: str) -> None:
+def check_manifest(manifest: dict, where: str, error: type[Exception] = IndexFormatError,
+                   fix: str = "rebuild the index") -> None:
     """Raise IndexFormatError, naming the field, unless the manifest has every required field with a valid value.
 
     Checked: the manifest's own checksum first (indexes saved before it was added have none), so that
     a damaged manifest is blamed on itself; then the format version (a whole number this mlsr reads), sizes (whole numbers in range), hashes (64 hex
     digits), enums (`precision` from `mlsr.index.sparse.PRECISIONS`, `documents` from DOCUMENTS),
-    the file table, the `models` record, and fields that must agree with each other.
+    the file table, the `models` record, and fields that must agree with each other. `save` runs the
+    same checks (with `error` InputError) so that no index is written that would be refused on load.
     """
     def refuse(field: str, problem: str) -> None:
-        raise IndexFormatError(f"{where}: {MANIFEST_FILE}: {field!r} {problem}; rebuild the index.")
+        raise error(f"{where}: {MANIFEST_FILE}: {field!r} {problem}; {fix}.")
 
     if SEAL_FIELD in manifest and manifest[SEAL_FIELD] != _seal(manifest):
         raise IndexFormatError(f"{where}: {MANIFEST_FILE} does not match its own checksum (altered); rebuild the index.")

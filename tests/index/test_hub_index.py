@@ -25,8 +25,10 @@ def make_index(folder: Path, n: int, seed: int) -> SparseIndex:
     rng = np.random.default_rng(seed)
     vectors = sp.random(n, VOCAB, density=0.1, format="csr", random_state=rng, dtype=np.float32)
     items = [{"id": f"s{seed}-{i}", "image": f"https://example.org/{i}.jpg"} for i in range(n)]
-    index = SparseIndex.build(vectors, items,
-                              vocab=Vocabulary(tuple(f"t{i}" for i in range(VOCAB))), info={"documents": "image"})
+    vocab = Vocabulary(tuple(f"t{i}" for i in range(VOCAB)))
+    models = {"backbone": {"id": "b"}, "head": {"id": "h"}, "tokenizer": {"id": "t"}, "vocab_size": VOCAB,
+              "vocab_sha256": vocab.sha256, "dense_size": 256}
+    index = SparseIndex.build(vectors, items, vocab=vocab, info={"documents": "image", "models": models})
     index.save(folder)
     return index
 

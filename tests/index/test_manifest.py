@@ -119,3 +119,14 @@ def test_a_library_index_without_models_loads_and_says_it_cannot_check_them(tmp_
     index = SparseIndex.load(tmp_path / "plain")
     index.check_models(ModelRecord(ModelRef("b"), ModelRef("h"), ModelRef("t"), vocab_size=VOCAB))
     assert "records no models" in caplog.text
+
+
+def test_an_index_that_would_be_refused_on_load_is_refused_on_save(tmp_path):
+    """One schema for writing and reading: `documents` without `models` is refused before any file is written."""
+    from mlsr.errors import InputError
+
+    index = SparseIndex.build(sp.random(4, 30, density=0.3, format="csr", random_state=0, dtype=np.float32),
+                              info={"documents": "image"})
+    with pytest.raises(InputError, match="'models' is missing"):
+        index.save(tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
