@@ -93,6 +93,7 @@ class SectionSuggestion:
     hits: list["Hit"]
     terms: list[list[tuple[str, float]]]
     credits: list[str]
+    candidates: int = 0  # images sharing a term with the query: more than `hits` when others took some
 
 
 @dataclass

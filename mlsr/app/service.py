@@ -77,6 +77,7 @@ class ImageTerms:
     active_terms: int
     similar: list[Hit]
     timings: dict[str, float] = field(default_factory=dict)
+    query: sp.csr_matrix | None = None  # the image's own vector, which ranked `similar`
 
     def to_json(self) -> dict:
         return {"active_terms": self.active_terms, "terms": [list(t) for t in self.terms],
@@ -204,7 +205,8 @@ class Service:
             hits = self.hits(chosen)
             terms = [[(m.term, m.contribution) for m in self.index.explain(scoring[number], hit.row)] for hit in hits]
             credits = [credit_line(self.index.items[hit.row]) for hit in hits]
-            sections.append(SectionSuggestion(section, query, hits, terms, credits))
+            candidates = int((results.scores[number] > 0).sum())
+            sections.append(SectionSuggestion(section, query, hits, terms, credits, candidates))
         timings = {"encode": encode_ms, "search": search_ms, "explain": _ms(started)}
         return ArticleSuggestion(article, sections, timings)
 
@@ -223,7 +225,7 @@ class Service:
         return ImageTerms(
             terms=self.encoder.decode(vector[0], top_k=max(1, min(int(top_k), 200))),
             active_terms=int(vector.nnz), similar=self.hits(results),
-            timings={"encode": encode_ms, "search": _ms(started)},
+            timings={"encode": encode_ms, "search": _ms(started)}, query=vector,
         )
 
     # -- sparse vs dense --------------------------------------------------------------------------
