@@ -20,20 +20,19 @@ from mlsr.settings import ARTICLE_K
 
 def add_api(service: Service) -> None:
     """Named endpoints returning JSON, for `gradio_client` and as MCP tools (see README): the docstrings and type
-    hints below are what an agent reads about each tool."""
+    hints below are what an agent reads about each tool. Gradio reads one line per argument and per return value."""
+
     @user_errors
     def suggest(text: str, k: int = 10, mode: Literal["expand", "no_expand", "hybrid"] = "expand") -> dict:
         """Suggest indexed images for a passage of text (a paragraph or a section), best first.
 
         Args:
             text: the passage, up to 20,000 characters.
-            k: how many images to return, 1 to 100. Fewer come back when fewer images share a term with the text.
-            mode: "expand" scores with every term the model lights up; "no_expand" with only the text's own
-                words; "hybrid" takes images sharing a word with the text and ranks them by the expanded query.
+            k: how many images to return, 1 to 100 (fewer when fewer images share a term with the text).
+            mode: "expand": every term the model reads in the text; "no_expand": only its own words; "hybrid": both.
 
         Returns:
-            {"results": [{"rank", "row", "id", "score", "image", "caption"}], "query_terms": [[term, weight]],
-            "expansion_terms", "active_terms", "mode", "timings_ms"}.
+            {"results": [{"rank", "row", "id", "score", "image", "caption"}], "query_terms", "active_terms", ...}
         """
         return service.suggest(text, k, mode).to_json()
 
@@ -48,12 +47,10 @@ def add_api(service: Service) -> None:
         Args:
             article: the whole article as text (at most 200,000 characters and 50 sections).
             k: images per section, 1 to 10.
-            dedupe: when true, no image is suggested for two sections (the section that scores it highest keeps
-                it) and near-duplicate images count once within a section's list.
+            dedupe: true: no image for two sections (the best-scoring section keeps it), near-duplicates count once.
 
         Returns:
-            {"sections": [{"title", "query", "results": [{"rank", "id", "score", "image", "caption",
-            "terms": [[term, contribution], ...]}]}]}: each hit's contributions sum to its score.
+            {"sections": [{"title", "query", "results": [{"rank", "id", "score", "image", "caption", "terms"}]}]}
         """
         return service.suggest_article(article, k, unique=bool(dedupe), collapse=bool(dedupe)).to_json()
 
@@ -62,12 +59,11 @@ def add_api(service: Service) -> None:
         """Search with an explicit weighted query, [[term, weight], ...] (e.g. suggest's query_terms, edited).
 
         Args:
-            terms: rows of [term, weight]; a term is a word or word piece, a weight a number from -100 to 100
-                (negative pushes images with the term down). At most 2,000 rows.
+            terms: up to 2,000 rows of [term, weight], weights -100 to 100 (a negative one pushes images down).
             k: how many images to return, 1 to 100.
 
         Returns:
-            {"results": [{"rank", "row", "id", "score", "image", "caption"}], "active_terms", "timings_ms"}.
+            {"results": [{"rank", "row", "id", "score", "image", "caption"}], "active_terms", "timings_ms"}
         """
         hits, query, timings = service.search_terms(terms, k)
         return {"results": [asdict(hit) for hit in hits], "active_terms": int(query.nnz), "timings_ms": timings}
@@ -81,10 +77,11 @@ def add_api(service: Service) -> None:
             top_k: how many terms to return, heaviest first, 1 to 200.
 
         Returns:
-            {"active_terms": number of non-zero terms, "terms": [[term, weight], ...], "timings_ms"}.
+            {"active_terms": the number of non-zero terms, "terms": [[term, weight], ...], "timings_ms"}
         """
         found = service.image_terms(uploaded_image(image), top_k, k=1)
-        return {"active_terms": found.active_terms, "terms": [list(t) for t in found.terms], "timings_ms": found.timings}
+        return {"active_terms": found.active_terms, "terms": [list(t) for t in found.terms],
+                "timings_ms": found.timings}
 
     @user_errors
     def similar(image: FileData, k: int = 10) -> dict:
@@ -95,7 +92,7 @@ def add_api(service: Service) -> None:
             k: how many similar images to return, 1 to 100.
 
         Returns:
-            {"similar": [{"rank", "row", "id", "score", "image", "caption"}], "terms", "active_terms", "timings_ms"}.
+            {"similar": [{"rank", "row", "id", "score", "image", "caption"}], "terms", "active_terms", ...}
         """
         return service.image_terms(uploaded_image(image), 20, k=k).to_json()
 
@@ -108,8 +105,7 @@ def add_api(service: Service) -> None:
             k: how many images each ranking returns, 1 to 100.
 
         Returns:
-            {"sparse": [hits], "dense": [hits], "overlap_at_k": share of the dense top k also in the sparse one,
-            "active_terms", "timings_ms"}.
+            {"sparse": [hits], "dense": [hits], "overlap_at_k": the share of the dense top k in the sparse one, ...}
         """
         return service.compare(text, k).to_json()
 

@@ -75,5 +75,5 @@ def test_sparse_vs_dense_and_about(page):
     expect(page.locator("#dense-gallery img").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
     page.get_by_role("tab", name="About this index").click()
-    expect(page.locator("#about-text")).to_contain_text("9 images")
+    expect(page.locator("#about-text")).to_contain_text("10 images")
     page.screenshot(path=str(ARTIFACTS / "about.png"), full_page=True)
