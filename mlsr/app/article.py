@@ -33,7 +33,7 @@ TITLE_WORDS = 12  # a first paragraph of one line and at most this many words, w
 _MARKDOWN_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _WIKI_HEADING = re.compile(r"^(={1,6})[ \t]*([^=].*?)[ \t]*\1[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!])")  # what could make a caption markup inside a line
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!:@])")  # what could make a caption markup (: and @: autolinks)
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,7 @@ def test_rendering_only_inserts(lines, split):
 
 def test_literal_text_never_becomes_markup():
     assert literal("a <img src=x> & [l](u) *b* `c`") == "a \\<img src=x\\> &amp; \\[l\\](u) \\*b\\* \\`c\\`"
+    assert literal("see http://x.org or me@x.org") == "see http\\://x.org or me\\@x.org"
     assert literal("two\nlines") == "two lines"
 
 
