@@ -383,7 +383,8 @@ def _whole(text: str, page_title: tuple[int, str] | None, headings: list[_Headin
            paragraphs: list[_Paragraph]) -> Section:
     """One section of everything after the page title; the headings inside become lines of its text."""
     start = page_title[0] if page_title else min(b.start for b in [*headings, *paragraphs])
-    parts = sorted([(h.start, h.title) for h in headings] + [(p.start, text[p.start : p.end].strip()) for p in paragraphs])
+    parts = sorted([(h.start, h.title) for h in headings]
+                   + [(p.start, text[p.start : p.end].strip()) for p in paragraphs])
     return Section("", "\n\n".join(part for at, part in parts if at >= start), start, start, len(text))
 
 

@@ -139,7 +139,8 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
         line = (f"**{plural(shown, 'image')} for {plural(len(result.sections), 'section')}**"
                 f" (one encoder batch for all sections) · {timing_text(result.timings)}. The first image of each"
                 " section is chosen until you choose another.")
-        return result, chosen, line, result.markdown(chosen), gr.update(value=write_markdown(result, chosen), visible=True)
+        download_file = gr.update(value=write_markdown(result, chosen), visible=True)
+        return result, chosen, line, result.markdown(chosen), download_file
 
     def blank(message: str):
         return None, [], f"**{literal(message)}**", "", gr.update(visible=False)

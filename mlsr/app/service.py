@@ -201,7 +201,8 @@ class Service:
         started = time.perf_counter()
         scoring, sections = queries.scoring(mode), []
         for number, (section, query, positions) in enumerate(zip(article.sections, queries_text, kept)):
-            chosen = Results(results.scores[number : number + 1, positions], results.indices[number : number + 1, positions])
+            row = slice(number, number + 1)
+            chosen = Results(results.scores[row, positions], results.indices[row, positions])
             hits = self.hits(chosen)
             terms = [[(m.term, m.contribution) for m in self.index.explain(scoring[number], hit.row)] for hit in hits]
             credits = [credit_line(self.index.items[hit.row]) for hit in hits]

@@ -17,7 +17,9 @@ from PIL import Image
 
 from mlsr.app.service import Hit, Service
 from mlsr.app.terms import term_table
-from mlsr.app.views import chips, expansion_markdown, literal, plural, score_text, shaded, timing_markdown, timing_text, why_markdown
+from mlsr.app.views import (
+    chips, expansion_markdown, literal, plural, score_text, shaded, timing_markdown, timing_text, why_markdown,
+)
 from mlsr.errors import MlsrError
 from mlsr.images import load_image
 from mlsr.settings import MAX_K, QUERY_MODES
@@ -179,8 +181,10 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
         hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value))
         return show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
 
-    search_edited.click(shown_in(on_search_edited, lambda m: ([], f"**{literal(m)}**", None, [], gr.update(visible=False))),
-                        [table, k], [results, timing, query_state, hits_state, why_row], api_visibility="private",
+    def edited_blank(message: str):
+        return [], f"**{literal(message)}**", None, [], gr.update(visible=False)
+
+    search_edited.click(shown_in(on_search_edited, edited_blank), [table, k], [results, timing, query_state, hits_state, why_row], api_visibility="private",
                         concurrency_id=MODELS)
 
     @user_errors
@@ -250,7 +254,8 @@ def compare_screen(service: Service, show: Show) -> None:
         t = comparison.timings
         summary = (
             f"**overlap@{int(k_value)}: {comparison.overlap:.0%}** · sparse query:"
-            f" {plural(comparison.active_terms, 'active term')} · one encoder pass for both: {t['sparse_encode']:.0f} ms · search: sparse"
+            f" {plural(comparison.active_terms, 'active term')} · one encoder pass for both:"
+            f" {t['sparse_encode']:.0f} ms · search: sparse"
             f" {t['sparse_search']:.2f} ms, dense {t['dense_search']:.2f} ms"
         )
         return summary, show(comparison.sparse), show(comparison.dense)

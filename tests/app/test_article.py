@@ -31,7 +31,8 @@ Children lead the buffalo to the market.
 # a comment in code, not a heading
 ```
 """
-WIKI = "= Tram =\n\nTrams run on rails.\n\n== History ==\nHorse trams came first.\n\n== Today ==\nMany cities use them.\n"
+WIKI = ("= Tram =\n\nTrams run on rails.\n\n== History ==\nHorse trams came first.\n\n"
+        "== Today ==\nMany cities use them.\n")
 
 
 def titles(article) -> list[str]:
@@ -142,7 +143,8 @@ def test_literal_text_never_becomes_markup():
 
 
 def test_credit_lines_for_coco_photos_only():
-    assert "MS-COCO image 184613" in credit_line({"id": "2", "cocoid": 184613, "image": "http://images.cocodataset.org/x.jpg"})
+    coco = {"id": "2", "cocoid": 184613, "image": "http://images.cocodataset.org/x.jpg"}
+    assert "MS-COCO image 184613" in credit_line(coco)
     assert "Flickr" in credit_line({"id": "x", "image": "photos/COCO_val2014_000000184613.jpg"})
     assert credit_line({"id": "bus", "image": "photos/bus.jpg"}) == ""
 

@@ -70,7 +70,7 @@ def test_bad_articles_get_a_clear_message(client, article, k, message):
 def test_nothing_matched_is_an_empty_ranking_not_a_row_of_zeros(client, app_index):
     index = SparseIndex.load(app_index)
     frequency = index.document_frequency()
-    words = [w for w in ("violin", "glacier", "telescope", "volcano", "saxophone") if frequency[index.vocab.ids[w]] == 0]
+    words = [w for w in ("violin", "glacier", "telescope", "volcano") if frequency[index.vocab.ids[w]] == 0]
     found = client.predict([[word, 1.0] for word in words], 12, api_name="/search_terms")
     assert found["results"] == [] and found["active_terms"] == len(words)
 

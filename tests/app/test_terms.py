@@ -80,3 +80,30 @@ def test_edits_delete_reweight_add_and_negate(tokenizer, vocab):
 def test_nonsense_tables_are_refused(tokenizer, vocab, rows, message):
     with pytest.raises(InputError, match=message):
         vector_from_terms(rows, vocab, tokenizer)
+
+
+def test_result_lines_read_well():
+    from mlsr.app.views import nothing_matched, score_text, timing_markdown
+
+    assert score_text(-0.0004) == "0.00" and score_text(-0.25) == "-0.25" and score_text(1.005) == "1.00"
+    assert timing_markdown({"search": 1.0}, 1, 1).startswith("1 image · a query of 1 active term ·")
+    assert timing_markdown({"search": 1.0}, 3, 2).startswith("2 images · a query of 3 active terms ·")
+    assert timing_markdown({"search": 1.0}, 0, 0).startswith("**Nothing matched:** the query has no active terms")
+    assert "shares any of the query's 2 active terms" in nothing_matched(2)
+
+
+def test_gallery_captions_never_show_minus_zero(tmp_path):
+    from mlsr.app.service import Hit
+    from mlsr.app.ui import gallery_items
+
+    hits = [Hit(1, 0, "a", -0.0001, None, "cap"), Hit(2, 1, "b", -0.5, None, "")]
+    assert [caption for _, caption in gallery_items(hits, tmp_path / "missing.png")] == ["#1 · 0.00 · cap",
+                                                                                       "#2 · -0.50 · b"]
+
+
+def test_mcp_flag_and_environment(monkeypatch):
+    import app
+
+    assert app.parse_args([]).mcp is False and app.parse_args(["--mcp"]).mcp is True
+    monkeypatch.setenv("MLSR_MCP", "1")
+    assert app.parse_args([]).mcp is True
