@@ -30,7 +30,7 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, max_side: int |
     palette images are converted; an animated image gives its first frame. With `max_side`, the
     result is a thumbnail (JPEGs are decoded at reduced scale, which is much faster).
     """
-    name = str(source) if isinstance(source, (str, Path)) else "the image"
+    name = str(source) if isinstance(source, (str, Path)) else "the file"
     image = source if isinstance(source, Image.Image) else _open(source, name)
     width, height = image.size
     if width < 1 or height < 1:
@@ -77,7 +77,8 @@ def _open(source: str | Path | bytes, name: str) -> Image.Image:
             return Image.open(stream)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         if isinstance(error, UnidentifiedImageError):
-            raise InputError(f"{name} is not an image in a format PIL can read.") from None
+            raise InputError(f"{name} is not an image that can be read: use JPEG, PNG, WebP, GIF, BMP or"
+                             " TIFF.") from None
         raise InputError(f"{name} is a decompression bomb (far too many pixels for its size).") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{name}: the image data is damaged or truncated ({error}).") from None

@@ -31,6 +31,12 @@ DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")  # the seed p
 MAX_K = 100  # result rows one request of the app may ask for
 MAX_TOP_K = 200  # terms one request of the app may ask for
 
+# -- article mode: a whole article in, images for each of its sections out -------------------------------
+ARTICLE_K = 3  # images suggested per section by default
+MAX_SECTION_K = 10  # images per section one request may ask for
+MAX_SECTIONS = 50  # sections one article may have (merge some, or split the article, beyond that)
+NEAR_DUPLICATE_COSINE = 0.95  # two images whose sparse vectors are closer than this count as one image
+
 # -- callbacks ---------------------------------------------------------------------------------------------
 Progress = Callable[[int], None]  # called with the number of items just finished
 Status = Callable[[str], None]  # called with a line saying what is happening

@@ -10,11 +10,12 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.app.article import ArticleSuggestion, SectionSuggestion, assign, credit_line, join_sections, split_article
 from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend
@@ -24,7 +25,7 @@ from mlsr.images import ImageInput
 from mlsr.index.modes import check_mode, rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
 from mlsr.models.encoder import Encoder
-from mlsr.settings import MAX_K, MAX_TOP_K
+from mlsr.settings import ARTICLE_K, MAX_K, MAX_SECTION_K, MAX_TOP_K, NEAR_DUPLICATE_COSINE
 from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class ImageTerms:
     active_terms: int
     similar: list[Hit]
     timings: dict[str, float] = field(default_factory=dict)
+    query: sp.csr_matrix | None = None  # the image's own vector, which ranked `similar`
 
     def to_json(self) -> dict:
         return {"active_terms": self.active_terms, "terms": [list(t) for t in self.terms],
@@ -143,7 +145,7 @@ class Service:
         encode_ms = _ms(started)
         _stage(stage, 0.7, "searching")
         started = time.perf_counter()
-        results = rank(self.backend, queries, mode, k)
+        results = _matched(rank(self.backend, queries, mode, k))
         timings = {"encode": encode_ms, "search": _ms(started)}
         query = queries.scoring(mode)
         tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab
@@ -167,12 +169,61 @@ class Service:
         if keep_from is not None:
             query = (query + control_part(keep_from, self.encoder.vocab)).tocsr()
         started = time.perf_counter()
-        results = self.backend.search(query, k)
+        results = _matched(self.backend.search(query, k))
         return self.hits(results), query, {"search": _ms(started)}
 
     def explain(self, query: sp.csr_matrix, row: int, top_k: int = 30) -> tuple[Terms, list[TermMatch]]:
         """An indexed image's own top terms, and every term it shares with the query (largest contribution first)."""
         return self.encoder.decode(self.index.document(row), top_k=top_k), self.index.explain(query[0], row)
+
+    def more_like_this(self, row: int, k: int = 12) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
+        """Indexed images like indexed image `row`: its own document vector is the query; it is left out."""
+        k = check_k(k)
+        query = self.index.document(row)
+        started = time.perf_counter()
+        results = self.backend.search(query, k + 1)
+        others = results.indices[0] != int(row)
+        results = _matched(Results(results.scores[:, others][:, :k], results.indices[:, others][:, :k]))
+        return self.hits(results), query, {"search": _ms(started)}
+
+    # -- articles ---------------------------------------------------------------------------------
+
+    def suggest_article(self, text: str, k: int = ARTICLE_K, *, title: str | None = None, split: str = "auto",
+                        joined: Sequence[int] = (), mode: str = "expand", unique: bool = True,
+                        collapse: bool = True, stage: Stage | None = None) -> ArticleSuggestion:
+        """k images for each section of an article (see `mlsr.app.article`), all sections encoded as one batch.
+
+        `unique`: no image is given to two sections (the one that scores it highest keeps it); `collapse`:
+        near-duplicate images (sparse cosine above NEAR_DUPLICATE_COSINE) count once within a section's list.
+        """
+        k = check_k(k, MAX_SECTION_K)
+        check_mode(mode)
+        article = join_sections(split_article(text, split, title), joined)
+        queries_text = article.queries()
+        _stage(stage, 0.1, f"encoding {len(queries_text)} sections")
+        started = time.perf_counter()
+        queries = self.encoder.encode_text_views(queries_text)
+        encode_ms = _ms(started)
+        _stage(stage, 0.7, "searching")
+        started = time.perf_counter()
+        # deep enough that every section can still get k images after the others took theirs
+        results = rank(self.backend, queries, mode, min(len(self.index), k * len(queries_text)))
+        kept = assign(results.scores, results.indices, k, unique=unique,
+                      documents=self.index.vectors if collapse else None,
+                      near_duplicate=NEAR_DUPLICATE_COSINE if collapse else None)
+        search_ms = _ms(started)
+        started = time.perf_counter()
+        scoring, sections = queries.scoring(mode), []
+        for number, (section, query, positions) in enumerate(zip(article.sections, queries_text, kept)):
+            row = slice(number, number + 1)
+            chosen = Results(results.scores[row, positions], results.indices[row, positions])
+            hits = self.hits(chosen)
+            terms = [[(m.term, m.contribution) for m in self.index.explain(scoring[number], hit.row)] for hit in hits]
+            credits = [credit_line(self.index.items[hit.row]) for hit in hits]
+            candidates = int((results.scores[number] > 0).sum())
+            sections.append(SectionSuggestion(section, query, hits, terms, credits, candidates))
+        timings = {"encode": encode_ms, "search": search_ms, "explain": _ms(started)}
+        return ArticleSuggestion(article, sections, timings)
 
     # -- images -----------------------------------------------------------------------------------
 
@@ -186,11 +237,11 @@ class Service:
         encode_ms = _ms(started)
         _stage(stage, 0.9, "finding similar images")
         started = time.perf_counter()
-        results = self.backend.search(vector, k)
+        results = _matched(self.backend.search(vector, k))
         return ImageTerms(
             terms=self.encoder.decode(vector[0], top_k=top_k),
             active_terms=int(vector.nnz), similar=self.hits(results),
-            timings={"encode": encode_ms, "search": _ms(started)},
+            timings={"encode": encode_ms, "search": _ms(started)}, query=vector,
         )
 
     # -- sparse vs dense --------------------------------------------------------------------------
@@ -213,7 +264,7 @@ class Service:
         queries = self.encoder.encode_text_views([text])
         encode_ms = _ms(started)
         started = time.perf_counter()
-        sparse_results = rank(self.backend, queries, mode, k)
+        sparse_results = _matched(rank(self.backend, queries, mode, k))
         sparse_search_ms = _ms(started)
         started = time.perf_counter()
         dense_results = self.backend.dense_search(queries.dense, k)
@@ -221,7 +272,7 @@ class Service:
         shared = set(sparse_results.indices[0].tolist()) & set(dense_results.indices[0].tolist())
         return Comparison(
             sparse=self.hits(sparse_results), dense=self.hits(dense_results),
-            overlap=len(shared) / max(sparse_results.indices.shape[1], 1),
+            overlap=len(shared) / max(dense_results.indices.shape[1], 1),
             active_terms=int(queries.scoring(mode).nnz),
             timings={"sparse_encode": encode_ms, "sparse_search": sparse_search_ms, "dense_encode": 0.0,
                      "dense_search": dense_search_ms},
@@ -291,6 +342,12 @@ def public_name(model: str | None) -> str | None:
     path = Path(model)
     local = path.is_absolute() or model.startswith(("~", ".")) or model.count("/") > 1 or "\\" in model or path.exists()
     return f"{path.name} (local folder)" if local else model
+
+
+def _matched(results: Results) -> Results:
+    """One query's results without the images it shares no term with (score 0): no ranking of non-matches."""
+    keep = results.scores[0] > 0
+    return Results(results.scores[:, keep], results.indices[:, keep])
 
 
 def _stage(stage: Stage | None, fraction: float, message: str) -> None:

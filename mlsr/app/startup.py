@@ -85,3 +85,37 @@ def build_missing_index(index: Path, dataset: str, *, head: str, tokenizer: str,
     with bar:
         ensure_index(index, dataset=dataset, head=head, tokenizer=tokenizer, device=device,
                      progress=bar.update, total=set_total)
+
+
+def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer: str) -> str:
+    """Markdown for the page the app serves when it cannot start: what it needs, the commands, where files go."""
+    index = str(index_dir)
+    return f"""## What the app needs
+- **Three models**, each a Hugging Face Hub id or a local folder: the backbone `{backbone}`
+  (`--backbone`, env `MLSR_BACKBONE`), the sparse head `{head}` (`--head`, `MLSR_HEAD`) and its tokenizer
+  `{tokenizer}` (`--tokenizer`, `MLSR_TOKENIZER`). Hub models are downloaded once into the Hub cache
+  (`~/.cache/huggingface/hub`, or `$HF_HOME/hub`); later starts read them from there, offline too.
+- **An index folder**, `{index}` (`--index`, `MLSR_INDEX`): the images' term vectors, built once.
+
+## On a machine that reaches the Hugging Face Hub
+```
+python -m mlsr prepare --index {index}     # the COCO test images from published vectors (~0.3 GB)
+python app.py --index {index}
+```
+
+## Offline: bring the model folders with you
+On a machine with Hub access, download each model into a folder, copy the folders here, and name them:
+```
+hf download {backbone} --local-dir models/backbone
+hf download {head} --local-dir models/head
+hf download {tokenizer} --local-dir models/tokenizer
+python app.py --backbone models/backbone --head models/head --tokenizer models/tokenizer --index {index}
+```
+Copying a prepared index folder (and the Hub cache folder) works the same way.
+
+## Your own images instead
+```
+python -m mlsr build-index --images PHOTOS --captions captions.csv --dense --out index/mine
+python app.py --index index/mine
+```
+"""

@@ -43,7 +43,7 @@ def local_index(app_index) -> SparseIndex:
 
 def test_named_endpoints_are_published(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/suggest", "/image_terms", "/similar", "/compare", "/search_terms"} <= set(endpoints)
+    assert {"/suggest", "/suggest_article", "/image_terms", "/similar", "/compare", "/search_terms"} <= set(endpoints)
 
 
 def test_suggest_ranks_like_the_library(client, app_encoder, local_index):
@@ -140,7 +140,7 @@ def test_bad_term_tables_get_a_clear_message(client, rows, message):
 
 
 @pytest.mark.parametrize("name, data, message", [
-    ("notes.jpg", b"this is not an image", "not an image"),
+    ("notes.jpg", b"this is not an image", "the file is not an image that can be read: use JPEG"),
     ("half.jpg", encoded(Image.effect_noise((64, 64), 40).convert("RGB"), "JPEG")[:600], "damaged or truncated"),
     ("empty.png", b"", "empty"),
     ("bomb.png", bomb_png(30000, 30000), "decompression bomb|allowed"),

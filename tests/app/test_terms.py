@@ -109,3 +109,30 @@ def test_an_unedited_table_searches_with_its_query_control_tokens_included(app_e
     np.testing.assert_allclose(rebuilt.data, suggestion.query.data, atol=5e-5)  # the table shows 4 decimals
     _, table_only, _ = service.search_terms(suggestion.table, 9)
     assert table_only.nnz == suggestion.query.nnz - controls.sum()
+
+
+def test_result_lines_read_well():
+    from mlsr.app.views import nothing_matched, score_text, timing_markdown
+
+    assert score_text(-0.0004) == "0.00" and score_text(-0.25) == "-0.25" and score_text(1.005) == "1.00"
+    assert timing_markdown({"search": 1.0}, 1, 1).startswith("1 image · a query of 1 active term ·")
+    assert timing_markdown({"search": 1.0}, 3, 2).startswith("2 images · a query of 3 active terms ·")
+    assert timing_markdown({"search": 1.0}, 0, 0).startswith("**Nothing matched:** the query has no active terms")
+    assert "shares any of the query's 2 active terms" in nothing_matched(2)
+
+
+def test_gallery_captions_never_show_minus_zero(tmp_path):
+    from mlsr.app.service import Hit
+    from mlsr.app.ui import gallery_items
+
+    hits = [Hit(1, 0, "a", -0.0001, None, "cap"), Hit(2, 1, "b", -0.5, None, "")]
+    assert [caption for _, caption in gallery_items(hits, tmp_path / "missing.png")] == ["#1 · 0.00 · cap",
+                                                                                       "#2 · -0.50 · b"]
+
+
+def test_mcp_flag_and_environment(monkeypatch):
+    import app
+
+    assert app.parse_args([]).mcp is False and app.parse_args(["--mcp"]).mcp is True
+    monkeypatch.setenv("MLSR_MCP", "1")
+    assert app.parse_args([]).mcp is True

@@ -45,8 +45,12 @@ def write_image_folder(folder: Path) -> Path:
     return folder
 
 
+MARKUP_CAPTION = "<img src=x> *not bold* [a link](http://example.com)"
+
+
 def build_gallery(encoder, image_folder: Path, folder: Path) -> Path:
-    """An image+caption index with dense vectors over the generated images and the three COCO photos."""
+    """An image+caption index with dense vectors over the generated images, the three COCO photos, and one
+    generated image (odd.png) whose caption is made of Markdown and HTML (MARKUP_CAPTION)."""
     from mlsr.data.captions import read_captions
     from mlsr.ingest.images import build_index
 
@@ -56,6 +60,8 @@ def build_gallery(encoder, image_folder: Path, folder: Path) -> Path:
     rows = [f'{path.name},"{caption}"' for path, caption in zip(sorted(REAL_IMAGES.glob("*.jpg")), coco_captions)]
     for path in sorted(REAL_IMAGES.glob("*.jpg")):
         shutil.copy(path, folder / "photos" / path.name)
+    make_image(99).save(folder / "photos" / "odd.png")  # a caption that must show as text, never as markup
+    rows.append(f'odd.png,"{MARKUP_CAPTION}"')
     with open(folder / "photos" / "captions.csv", "a") as handle:
         handle.write("\n".join(rows) + "\n")
     build_index(encoder, folder / "photos", out=folder / "index", dense=True,
