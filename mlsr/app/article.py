@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -103,6 +103,7 @@ class ArticleSuggestion:
     article: Article
     sections: list[SectionSuggestion]
     timings: dict[str, float] = field(default_factory=dict)
+    link: Callable = lambda hit: hit.image  # a hit -> what its Markdown image points at (None: no file to show)
 
     def to_json(self) -> dict:
         return {"sections": [
@@ -112,9 +113,10 @@ class ArticleSuggestion:
                 for hit, terms in zip(s.hits, s.terms)]}
             for s in self.sections]}
 
-    def markdown(self, chosen: Sequence[int | None] | None = None) -> str:
+    def markdown(self, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> str:
         """The article with, under each section heading, its chosen image (`chosen[i]`: a position in section
-        i's hits, None for no image; by default each section's first)."""
+        i's hits, None for no image; by default each section's first); `link` overrides `self.link`."""
+        link = link or self.link
         chosen = [0] * len(self.sections) if chosen is None else list(chosen)
         if len(chosen) != len(self.sections):
             raise InputError(f"{len(chosen)} choices for {len(self.sections)} sections.")
@@ -124,7 +126,7 @@ class ArticleSuggestion:
                 shown.append(None)
                 continue
             hit = section.hits[choice]
-            shown.append(Illustration(hit.image, hit.caption, section.credits[choice], hit.id))
+            shown.append(Illustration(link(hit), hit.caption, section.credits[choice], hit.id))
         return render_markdown(self.article, shown)
 
 

@@ -223,7 +223,7 @@ class Service:
             candidates = int((results.scores[number] > 0).sum())
             sections.append(SectionSuggestion(section, query, hits, terms, credits, candidates))
         timings = {"encode": encode_ms, "search": search_ms, "explain": _ms(started)}
-        return ArticleSuggestion(article, sections, timings)
+        return ArticleSuggestion(article, sections, timings, link=self.markdown_link)
 
     # -- images -----------------------------------------------------------------------------------
 
@@ -322,6 +322,11 @@ class Service:
             hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), url,
                             captions[0] if captions else ""))
         return hits
+
+    def markdown_link(self, hit: Hit) -> str | None:
+        """What an illustrated Markdown download points at: the image's URL, or for a local photo its id (its
+        name inside the gallery's folder: a link that works beside the photos, and no server path)."""
+        return hit.image or (hit.id if self.local_image(hit) is not None else None)
 
     def local_image(self, hit: Hit) -> Path | None:
         """The local file of a hit's image, for a thumbnail made on the server (None for a URL or a missing file).

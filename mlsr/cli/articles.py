@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def suggest_article_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif args.markdown:
-        atomic_write_bytes(args.markdown, result.markdown().encode("utf-8"))
+        folder = Path(args.markdown).resolve().parent  # local photos: linked relative to the Markdown file
+        link = (lambda hit: hit.image or (os.path.relpath(file, folder) if (file := service.local_image(hit)) else None))
+        atomic_write_bytes(args.markdown, result.markdown(link=link).encode("utf-8"))
         shown = sum(1 for section in result.sections if section.hits)
         print(f"wrote {args.markdown}: {len(result.sections)} sections, {shown} with an image", file=sys.stderr)
     else:

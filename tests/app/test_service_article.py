@@ -77,8 +77,9 @@ def test_the_illustrated_markdown_uses_each_choice(service):
     markdown = result.markdown(chosen)
     images = [line for line in markdown.splitlines() if line.startswith("![")]
     assert len(images) == 2
-    assert f"]({result.sections[0].hits[1].image})" in images[0]
-    assert f"]({result.sections[2].hits[0].image})" in images[1]
+    link = service.markdown_link  # a URL, or a local photo's name in the gallery: never a server path
+    assert f"]({link(result.sections[0].hits[1])})" in images[0] and not link(result.sections[0].hits[1]).startswith("/")
+    assert f"]({link(result.sections[2].hits[0])})" in images[1]
     coco = [i for i, hit in enumerate(result.sections[2].hits) if "COCO_" in hit.id]
     if coco:
         assert "Flickr" in result.markdown([0, 0, coco[0]])

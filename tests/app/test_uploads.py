@@ -84,7 +84,7 @@ URLS = ["http://127.0.0.1:9/photo.jpg", "https://example.com/photo.jpg", "//exam
 def test_an_image_url_is_refused_without_a_connection(served, downloads, caplog, capfd, target, shape):
     url, demo = served
     payload = {"url": target} if shape == "url" else {"path": target, **({"meta": FILE} if "meta" in shape else {})}
-    for answer in (call_api(url, "image_terms", [payload, 5]), call_ui(url, demo, "on_image", [payload, 5])):
+    for answer in (call_api(url, "image_terms", [payload, 5]), call_ui(url, demo, "on_image", [payload, None, 5])):
         assert answer == ("error", "image URLs are not fetched by this app: upload the image file instead.")
     assert downloads == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("mlsr")] == [
@@ -98,9 +98,13 @@ def test_an_image_url_is_refused_without_a_connection(served, downloads, caplog,
                                      {"path": "/tmp/gradio/../../etc/hostname"}])
 def test_a_server_path_is_refused_with_one_line(served, caplog, capfd, payload):
     url, demo = served
-    for answer in (call_api(url, "image_terms", [payload, 5]), call_api(url, "similar", [payload, 3]),
-                   call_ui(url, demo, "on_image", [payload, 5])):
-        assert answer == ("error", "the file was not uploaded to this app: upload it instead.")
+    refused = "the file was not uploaded to this app: upload it instead."
+    for answer in (call_api(url, "image_terms", [payload, 5]), call_api(url, "similar", [payload, 3])):
+        assert answer == ("error", refused)
+    status, outputs = call_ui(url, demo, "on_image", [payload, None, 5])
+    # the screen shows the refusal where its summary goes (a placeholder, no error overlay), or Gradio refuses it
+    shown = str(outputs[1]).replace("\\", "") if status == "complete" else ""  # Markdown escapes the ':'
+    assert (status, outputs) == ("error", refused) or refused in shown
     refusals = [r for r in caplog.records if r.name.startswith("mlsr")]
     assert len(refusals) == 3 and all(r.getMessage().startswith("refused ") for r in refusals)
     assert "Traceback" not in capfd.readouterr().err
