@@ -8,7 +8,7 @@ Built by `mlsr.app.ui.build_ui` (this module uses its helpers, so ui imports it 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Literal
+from typing import Callable, Literal
 
 import gradio as gr
 from gradio.data_classes import FileData
@@ -20,8 +20,14 @@ from mlsr.settings import ARTICLE_K
 
 
 def add_api(service: Service) -> None:
-    """Named endpoints returning JSON, for `gradio_client` and as MCP tools (see README): the docstrings and type
-    hints below are what an agent reads about each tool. Gradio reads one line per argument and per return value."""
+    """Named endpoints returning JSON, for `gradio_client` and as MCP tools (see docs/app.md): the docstrings and
+    type hints are what an agent reads about each tool. Gradio reads one line per argument and per return value."""
+    for fn in (*text_endpoints(service), *image_endpoints(service)):
+        gr.api(fn, api_name=fn.__name__, concurrency_id=MODELS)
+
+
+def text_endpoints(service: Service) -> list[Callable]:
+    """/suggest, /suggest_article, /search_terms and /compare."""
 
     @user_errors
     def suggest(text: str, k: int = 10, mode: Literal["expand", "no_expand", "hybrid"] = "expand") -> dict:
@@ -70,6 +76,25 @@ def add_api(service: Service) -> None:
         return {"results": [asdict(hit) for hit in hits], "active_terms": int(query.nnz), "timings_ms": timings}
 
     @user_errors
+    def compare(text: str, k: int = 10) -> dict:
+        """Rank the same text with the sparse index and with dense (FAISS) vectors of the same images.
+
+        Args:
+            text: the query text, up to 20,000 characters.
+            k: how many images each ranking returns, 1 to 100.
+
+        Returns:
+            {"sparse": [hits], "dense": [hits], "overlap_at_k": the share of the dense top k in the sparse one, ...}
+        """
+        return service.compare(text, k).to_json()
+
+    return [suggest, suggest_article, search_terms, compare]
+
+
+def image_endpoints(service: Service) -> list[Callable]:
+    """/image_terms and /similar: the image is an upload, never a URL the server would fetch."""
+
+    @user_errors
     def image_terms(image: FileData, top_k: int = 20) -> dict:
         """The weighted vocabulary terms the model reads in an image: what the image is 'about', as words.
 
@@ -97,18 +122,4 @@ def add_api(service: Service) -> None:
         """
         return service.image_terms(uploaded_image(image), 20, k=k).to_json()
 
-    @user_errors
-    def compare(text: str, k: int = 10) -> dict:
-        """Rank the same text with the sparse index and with dense (FAISS) vectors of the same images.
-
-        Args:
-            text: the query text, up to 20,000 characters.
-            k: how many images each ranking returns, 1 to 100.
-
-        Returns:
-            {"sparse": [hits], "dense": [hits], "overlap_at_k": the share of the dense top k in the sparse one, ...}
-        """
-        return service.compare(text, k).to_json()
-
-    for fn in (suggest, suggest_article, search_terms, image_terms, similar, compare):
-        gr.api(fn, api_name=fn.__name__, concurrency_id=MODELS)
+    return [image_terms, similar]

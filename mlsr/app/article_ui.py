@@ -12,6 +12,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -33,84 +34,22 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
     with gr.Tab("Article", id="article"):
         result_state = gr.State(None)  # the ArticleSuggestion on screen
         chosen_state = gr.State([])  # per section: the position of its chosen image, or None
-        with gr.Row():
-            with gr.Column(scale=3):
-                text = gr.Textbox(label="Article", lines=10, max_lines=24, elem_id="article-input",
-                                  placeholder="Paste a whole article: Markdown headings (# Title, ## Section),"
-                                              " Wikipedia headings (== Section ==), or paragraphs separated by"
-                                              " blank lines.")
-                upload = gr.UploadButton("Upload a .txt or .md file", file_types=[".txt", ".md"], size="sm",
-                                         elem_id="article-upload")
-                with gr.Row():
-                    title = gr.Textbox(label="Page title", placeholder="detected from a # heading", scale=2,
-                                       elem_id="article-title")
-                    k = gr.Slider(1, MAX_SECTION_K, value=ARTICLE_K, step=1, label="Images per section", scale=2,
-                                  elem_id="article-k")
-                with gr.Row():
-                    unique = gr.Checkbox(True, label="No image twice", elem_id="article-unique",
-                                         info="each image goes to the section that scores it highest")
-                    collapse = gr.Checkbox(True, label="Collapse near-duplicates", elem_id="article-collapse",
-                                           info=f"images with sparse cosine above {NEAR_DUPLICATE_COSINE} count once")
-                button = gr.Button("Suggest images for each section", variant="primary", elem_id="article-button")
-                if examples:
-                    gr.Examples([[path.read_text(encoding="utf-8")] for path in examples], inputs=[text],
-                                example_labels=[path.stem.replace("-", " ") for path in examples],
-                                label="Example articles")
-            with gr.Column(scale=2):
-                split = gr.Radio(list(SPLITS), value="auto", label="Split at", elem_id="article-split",
-                                 info="auto: headings when the article has them, else blank lines")
-                plan = gr.Markdown(RECIPE, elem_id="article-plan")
-                joined = gr.CheckboxGroup([], label="Join with the section above", elem_id="article-join")
+        c = article_inputs(examples)
+        text, upload, title, k, unique, collapse = c.text, c.upload, c.title, c.k, c.unique, c.collapse
+        button, split, plan, joined = c.button, c.split, c.plan, c.joined
         summary = gr.Markdown(elem_id="article-summary")
 
         @gr.render(inputs=[result_state])
         def sections(result: ArticleSuggestion | None):
             if result is not None:
                 for number in range(len(result.sections)):
-                    section_view(result, number)
+                    section_view(result, number, show, chosen_state, preview, download)
 
         with gr.Row():
             download = gr.DownloadButton("Download the illustrated Markdown", visible=False,
                                          elem_id="article-download", variant="primary")
         with gr.Accordion("The illustrated Markdown", open=False, elem_id="article-preview"):
             preview = gr.Code(language="markdown", interactive=False, elem_id="article-markdown", wrap_lines=True)
-
-    def section_view(result: ArticleSuggestion, number: int) -> None:
-        """One section: its heading and query, its images, why the selected one ranked, and 'choose this one'."""
-        found = result.sections[number]
-        selected = gr.State(0 if found.hits else None)
-        with gr.Column(variant="panel", elem_classes="mlsr-section"):
-            gr.Markdown(f"### {number + 1}. {literal(section_label(result.article, number))}\n"
-                        f"**Query:** {literal(_clip(found.query, 200))}", elem_id=f"article-section-{number}")
-            if not found.hits:
-                gr.Markdown(taken_markdown() if found.candidates else nothing_matched(1))
-                return
-            gallery = gr.Gallery(show(found.hits), columns=4, height="auto", object_fit="cover", allow_preview=False,
-                                 label="Select an image to see why it ranked", elem_classes="mlsr-gallery",
-                                 elem_id=f"article-gallery-{number}")
-            why = gr.Markdown(section_why(found, 0), elem_id=f"article-why-{number}")
-            terms = gr.HighlightedText(chips(found.terms[0][:SHOWN_SHARED]), show_legend=False, label="Shared terms",
-                                       elem_id=f"article-terms-{number}")
-            with gr.Row():
-                choose = gr.Button("Choose this one", size="sm", elem_id=f"article-choose-{number}")
-                none = gr.Button("No image here", size="sm", elem_id=f"article-none-{number}")
-                chosen_line = gr.Markdown(chosen_markdown(found, 0), elem_id=f"article-chosen-{number}")
-
-        def on_select(event: gr.SelectData):
-            position = event.index if isinstance(event.index, int) else event.index[0]
-            return position, section_why(found, position), chips(found.terms[position][:SHOWN_SHARED])
-
-        def on_choose(chosen: list, position: int | None):
-            chosen = list(chosen)
-            chosen[number] = position
-            path = write_markdown(result, chosen)
-            return chosen, chosen_markdown(found, position), result.markdown(chosen), gr.update(value=path)
-
-        gallery.select(on_select, None, [selected, why, terms], api_visibility="private", queue=False)
-        choose.click(on_choose, [chosen_state, selected], [chosen_state, chosen_line, preview, download],
-                     api_visibility="private", queue=False)
-        none.click(lambda chosen: on_choose(chosen, None), [chosen_state], [chosen_state, chosen_line, preview,
-                   download], api_visibility="private", queue=False)
 
     def on_plan(text_value: str, split_value: str, title_value: str, joined_value: list):
         """The split as it would be searched; the join choices are sections 2.. of the split before joining."""
@@ -148,6 +87,79 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
     button.click(shown_in(on_suggest, blank), [text, title, k, split, joined, unique, collapse],
                  [result_state, chosen_state, summary, preview, download], api_visibility="private",
                  concurrency_id=MODELS)
+
+
+def article_inputs(examples: list[Path]) -> SimpleNamespace:
+    """The Article screen's inputs: the text (or a file), the page title, k, the two switches, and the split."""
+    with gr.Row():
+        with gr.Column(scale=3):
+            text = gr.Textbox(label="Article", lines=10, max_lines=24, elem_id="article-input",
+                              placeholder="Paste a whole article: Markdown headings (# Title, ## Section),"
+                                          " Wikipedia headings (== Section ==), or paragraphs separated by"
+                                          " blank lines.")
+            upload = gr.UploadButton("Upload a .txt or .md file", file_types=[".txt", ".md"], size="sm",
+                                     elem_id="article-upload")
+            with gr.Row():
+                title = gr.Textbox(label="Page title", placeholder="detected from a # heading", scale=2,
+                                   elem_id="article-title")
+                k = gr.Slider(1, MAX_SECTION_K, value=ARTICLE_K, step=1, label="Images per section", scale=2,
+                              elem_id="article-k")
+            with gr.Row():
+                unique = gr.Checkbox(True, label="No image twice", elem_id="article-unique",
+                                     info="each image goes to the section that scores it highest")
+                collapse = gr.Checkbox(True, label="Collapse near-duplicates", elem_id="article-collapse",
+                                       info=f"images with sparse cosine above {NEAR_DUPLICATE_COSINE} count once")
+            button = gr.Button("Suggest images for each section", variant="primary", elem_id="article-button")
+            if examples:
+                gr.Examples([[path.read_text(encoding="utf-8")] for path in examples], inputs=[text],
+                            example_labels=[path.stem.replace("-", " ") for path in examples],
+                            label="Example articles")
+        with gr.Column(scale=2):
+            split = gr.Radio(list(SPLITS), value="auto", label="Split at", elem_id="article-split",
+                             info="auto: headings when the article has them, else blank lines")
+            plan = gr.Markdown(RECIPE, elem_id="article-plan")
+            joined = gr.CheckboxGroup([], label="Join with the section above", elem_id="article-join")
+    return SimpleNamespace(text=text, upload=upload, title=title, k=k, unique=unique, collapse=collapse,
+                           button=button, split=split, plan=plan, joined=joined)
+
+
+def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_state, preview, download) -> None:
+    """One section: its heading and query, its images, why the selected one ranked, and 'choose this one'
+    (which updates the shared `chosen_state`, the Markdown `preview` and the `download`)."""
+    found = result.sections[number]
+    selected = gr.State(0 if found.hits else None)
+    with gr.Column(variant="panel", elem_classes="mlsr-section"):
+        gr.Markdown(f"### {number + 1}. {literal(section_label(result.article, number))}\n"
+                    f"**Query:** {literal(_clip(found.query, 200))}", elem_id=f"article-section-{number}")
+        if not found.hits:
+            gr.Markdown(taken_markdown() if found.candidates else nothing_matched(1))
+            return
+        gallery = gr.Gallery(show(found.hits), columns=4, height="auto", object_fit="cover", allow_preview=False,
+                             label="Select an image to see why it ranked", elem_classes="mlsr-gallery",
+                             elem_id=f"article-gallery-{number}")
+        why = gr.Markdown(section_why(found, 0), elem_id=f"article-why-{number}")
+        terms = gr.HighlightedText(chips(found.terms[0][:SHOWN_SHARED]), show_legend=False, label="Shared terms",
+                                   elem_id=f"article-terms-{number}")
+        with gr.Row():
+            choose = gr.Button("Choose this one", size="sm", elem_id=f"article-choose-{number}")
+            none = gr.Button("No image here", size="sm", elem_id=f"article-none-{number}")
+            chosen_line = gr.Markdown(chosen_markdown(found, 0), elem_id=f"article-chosen-{number}")
+
+    def on_select(event: gr.SelectData):
+        position = event.index if isinstance(event.index, int) else event.index[0]
+        return position, section_why(found, position), chips(found.terms[position][:SHOWN_SHARED])
+
+    def on_choose(chosen: list, position: int | None):
+        chosen = list(chosen)
+        chosen[number] = position
+        path = write_markdown(result, chosen)
+        return chosen, chosen_markdown(found, position), result.markdown(chosen), gr.update(value=path)
+
+    gallery.select(on_select, None, [selected, why, terms], api_visibility="private", queue=False)
+    choose.click(on_choose, [chosen_state, selected], [chosen_state, chosen_line, preview, download],
+                 api_visibility="private", queue=False)
+    none.click(lambda chosen: on_choose(chosen, None), [chosen_state], [chosen_state, chosen_line, preview,
+               download], api_visibility="private", queue=False)
 
 
 def section_label(article: Article, number: int) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 from urllib.parse import urlparse
 
@@ -112,6 +113,71 @@ Show = Callable[[list[Hit]], list[tuple]]
 
 def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     """Article text -> ranked images, the text shaded by term weight, why a selected image ranked, editable terms."""
+    c = suggest_components(examples)
+    query_state, hits_state, selected_state = c.query_state, c.hits_state, c.selected_state
+    text, k, mode, results, why_row, table, more = c.text, c.k, c.mode, c.results, c.why_row, c.table, c.more
+    example_list = c.example_list
+
+    def on_suggest(text_value: str, k_value: int, mode_value: str, progress=gr.Progress()):
+        suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress))
+        return (
+            show(suggestion.hits),
+            shaded(suggestion.highlights),
+            expansion_markdown(suggestion.expansion),
+            timing_markdown(suggestion.timings, suggestion.active_terms, len(suggestion.hits)),
+            pd.DataFrame(suggestion.table, columns=["term", "weight"]),
+            suggestion.query, suggestion.hits, gr.update(visible=False),
+        )
+
+    def blank(message: str):
+        return [], None, "", f"**{literal(message)}**", gr.update(), None, [], gr.update(visible=False)
+
+    suggest_outputs = [results, c.highlighted, c.expansion, c.timing, table, query_state, hits_state, why_row]
+    triggers = [c.suggest_button.click, text.submit] + ([example_list.load_input_event.then] if example_list else [])
+    for trigger in triggers:  # an example runs at once: no earlier query's results stay beside it
+        trigger(shown_in(on_suggest, blank), [text, k, mode], suggest_outputs, api_visibility="private",
+                concurrency_id=MODELS)
+
+    def on_search_edited(rows: pd.DataFrame, k_value: int, query):
+        # the table leaves out control tokens: their weights come from the query it was made from
+        hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value), keep_from=query)
+        return show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
+
+    def edited_blank(message: str):
+        return [], f"**{literal(message)}**", None, [], gr.update(visible=False)
+
+    c.search_edited.click(shown_in(on_search_edited, edited_blank), [table, k, query_state],
+                          [results, c.timing, query_state, hits_state, why_row], api_visibility="private",
+                          concurrency_id=MODELS)
+
+    @user_errors
+    def on_select(query, hits: list[Hit], event: gr.SelectData):
+        if query is None or not hits or event.index is None:
+            return gr.update(visible=False), "", None, None, None, None
+        hit = hits[event.index if isinstance(event.index, int) else event.index[0]]
+        return (gr.update(visible=True), *explanation(service, query, hit), hit)
+
+    results.select(on_select, [query_state, hits_state],
+                   [why_row, c.why_title, c.matched, c.contribution_plot, c.hit_terms, selected_state],
+                   api_visibility="private", concurrency_id=MODELS)
+
+    def on_more(hit: Hit | None, k_value: int):
+        if hit is None:
+            return tuple(gr.update() for _ in suggest_outputs)
+        hits, query, timings = service.more_like_this(hit.row, int(k_value))
+        line = f"images like #{hit.rank} {literal(hit.caption or hit.id)}, its own terms as the query"
+        summary = f"{plural(len(hits), 'image')} {line} ({plural(query.nnz, 'active term')}) · {timing_text(timings)}"
+        return (show(hits), None, "", summary, pd.DataFrame(term_table(query[0], service.encoder.vocab),
+                                                             columns=["term", "weight"]),
+                query, hits, gr.update(visible=False))
+
+    more.click(shown_in(on_more, blank), [selected_state, k], suggest_outputs, api_visibility="private",
+               concurrency_id=MODELS)
+
+
+def suggest_components(examples: list[Path]) -> SimpleNamespace:
+    """The Suggest screen's components (its events are wired by `suggest_screen`)."""
+    example_list = None
     with gr.Tab("Suggest images", id="suggest"):
         query_state = gr.State(None)  # the scipy (1, vocab) query vector behind the current results
         hits_state = gr.State([])
@@ -159,62 +225,11 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
             table = gr.Dataframe(headers=["term", "weight"], datatype=["str", "number"], interactive=True,
                                  column_count=2, row_count=1, elem_id="term-table", max_height=360)
             search_edited = gr.Button("Search with these terms", elem_id="search-edited")
-
-    def on_suggest(text_value: str, k_value: int, mode_value: str, progress=gr.Progress()):
-        suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress))
-        return (
-            show(suggestion.hits),
-            shaded(suggestion.highlights),
-            expansion_markdown(suggestion.expansion),
-            timing_markdown(suggestion.timings, suggestion.active_terms, len(suggestion.hits)),
-            pd.DataFrame(suggestion.table, columns=["term", "weight"]),
-            suggestion.query, suggestion.hits, gr.update(visible=False),
-        )
-
-    def blank(message: str):
-        return [], None, "", f"**{literal(message)}**", gr.update(), None, [], gr.update(visible=False)
-
-    suggest_outputs = [results, highlighted, expansion, timing, table, query_state, hits_state, why_row]
-    triggers = [suggest_button.click, text.submit] + ([example_list.load_input_event.then] if examples else [])
-    for trigger in triggers:  # an example runs at once: no earlier query's results stay beside it
-        trigger(shown_in(on_suggest, blank), [text, k, mode], suggest_outputs, api_visibility="private",
-                concurrency_id=MODELS)
-
-    def on_search_edited(rows: pd.DataFrame, k_value: int, query):
-        # the table leaves out control tokens: their weights come from the query it was made from
-        hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value), keep_from=query)
-        return show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
-
-    def edited_blank(message: str):
-        return [], f"**{literal(message)}**", None, [], gr.update(visible=False)
-
-    search_edited.click(shown_in(on_search_edited, edited_blank), [table, k, query_state],
-                        [results, timing, query_state, hits_state, why_row], api_visibility="private",
-                        concurrency_id=MODELS)
-
-    @user_errors
-    def on_select(query, hits: list[Hit], event: gr.SelectData):
-        if query is None or not hits or event.index is None:
-            return gr.update(visible=False), "", None, None, None, None
-        hit = hits[event.index if isinstance(event.index, int) else event.index[0]]
-        return (gr.update(visible=True), *explanation(service, query, hit), hit)
-
-    results.select(on_select, [query_state, hits_state],
-                   [why_row, why_title, matched, contribution_plot, hit_terms, selected_state],
-                   api_visibility="private", concurrency_id=MODELS)
-
-    def on_more(hit: Hit | None, k_value: int):
-        if hit is None:
-            return tuple(gr.update() for _ in suggest_outputs)
-        hits, query, timings = service.more_like_this(hit.row, int(k_value))
-        line = f"images like #{hit.rank} {literal(hit.caption or hit.id)}, its own terms as the query"
-        summary = f"{plural(len(hits), 'image')} {line} ({plural(query.nnz, 'active term')}) · {timing_text(timings)}"
-        return (show(hits), None, "", summary, pd.DataFrame(term_table(query[0], service.encoder.vocab),
-                                                             columns=["term", "weight"]),
-                query, hits, gr.update(visible=False))
-
-    more.click(shown_in(on_more, blank), [selected_state, k], suggest_outputs, api_visibility="private",
-               concurrency_id=MODELS)
+    return SimpleNamespace(
+        query_state=query_state, hits_state=hits_state, selected_state=selected_state, text=text, k=k, mode=mode,
+        suggest_button=suggest_button, example_list=example_list, highlighted=highlighted, expansion=expansion,
+        timing=timing, results=results, why_row=why_row, why_title=why_title, more=more, matched=matched,
+        contribution_plot=contribution_plot, hit_terms=hit_terms, table=table, search_edited=search_edited)
 
 
 def explanation(service: Service, query, hit: Hit) -> tuple:

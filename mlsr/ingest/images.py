@@ -82,18 +82,57 @@ def build_index(
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {images_dir}.")
     names = [path.relative_to(images_dir).as_posix() for path in paths]
     captions = captions or {}
-    if documents != "image":
-        if not captions:
-            raise InputError(f"documents={documents!r} needs a captions file (--captions).")
-        missing = [name for name in names if captions_of(name, captions) is None]
-        if documents == "caption" and missing:
-            raise InputError(
-                f"{len(missing)} images have no caption (e.g. {missing[:3]}); documents='caption' needs one each."
-            )
-
+    _check_captions(documents, names, captions)
     report = BuildReport(skipped=list(scan.skipped))
+    store = _BatchStore.open(out, _fingerprint(encoder, paths, names, documents != "caption" or dense, strict))
+    kept, image_vectors, dense_vectors = _encode_images(encoder, paths, names, store, report, documents, dense,
+                                                        strict, progress)
+    vectors = image_vectors
+    if documents != "image":
+        groups = [captions_of(names[i], captions) or [] for i in kept]
+        with_caption = [j for j, group in enumerate(groups) if group]
+        caption_full = place_rows(encoder.encode_captions([groups[j] for j in with_caption]), with_caption, len(kept))
+        vectors = caption_full if documents == "caption" else vectors + caption_full
+    items = []
+    for i in kept:
+        item = {"id": names[i], "image": os.path.relpath(paths[i], out)}
+        if captions:
+            item["captions"] = captions_of(names[i], captions) or []
+        items.append(item)
+    report.indexed = len(kept)
+    report.seconds = time.perf_counter() - started
+    info = {"documents": documents, "models": encoder.models().to_json(),
+            "build": {"mlsr_version": __version__, "images": str(images_dir), "skipped": len(report.skipped),
+                      "seconds": round(report.seconds, 3)}}
+    index = SparseIndex.build(vectors.astype(np.float32), items, vocab=encoder.vocab, dense=dense_vectors,
+                              info=info, precision=precision)
+    index.save(out)
+    store.remove()
+    return index, report
+
+
+def _check_captions(documents: str, names: list[str], captions: dict[str, list[str]]) -> None:
+    """Caption documents need captions (every image one, for `caption` alone)."""
+    if documents == "image":
+        return
+    if not captions:
+        raise InputError(f"documents={documents!r} needs a captions file (--captions).")
+    missing = [name for name in names if captions_of(name, captions) is None]
+    if documents == "caption" and missing:
+        raise InputError(
+            f"{len(missing)} images have no caption (e.g. {missing[:3]}); documents='caption' needs one each."
+        )
+
+
+def _encode_images(encoder: "Encoder", paths: list[Path], names: list[str], store: "_BatchStore",
+                   report: BuildReport, documents: str, dense: bool, strict: bool, progress: Progress | None
+                   ) -> tuple[list[int], sp.csr_matrix | None, np.ndarray | None]:
+    """The images that could be read (their numbers), their sparse and (with `dense`) dense vectors.
+
+    Batch by batch, each finished batch kept in `store` and taken from it on a re-run. Caption-only
+    documents without `dense` read no image at all. Skipped images are added to `report`.
+    """
     need_images = documents != "caption" or dense
-    store = _BatchStore.open(out, _fingerprint(encoder, paths, names, need_images, strict))
     kept: list[int] = []
     image_rows: list[sp.csr_matrix] = []
     dense_rows: list[np.ndarray] = []
@@ -115,42 +154,8 @@ def build_index(
             progress(stop - start)
     for name, reason in report.skipped:
         logger.warning("skipped %s: %s", name, reason)
-
     vectors = sp.vstack(image_rows, format="csr") if image_rows else None
-    if documents != "image":
-        groups = [captions_of(names[i], captions) or [] for i in kept]
-        with_caption = [j for j, group in enumerate(groups) if group]
-        caption_full = place_rows(encoder.encode_captions([groups[j] for j in with_caption]), with_caption, len(kept))
-        vectors = caption_full if documents == "caption" else vectors + caption_full
-    items = []
-    for i in kept:
-        item = {"id": names[i], "image": os.path.relpath(paths[i], out)}
-        if captions:
-            item["captions"] = captions_of(names[i], captions) or []
-        items.append(item)
-    report.indexed = len(kept)
-    report.seconds = time.perf_counter() - started
-    info = {
-        "documents": documents,
-        "models": encoder.models().to_json(),
-        "build": {
-            "mlsr_version": __version__,
-            "images": str(images_dir),
-            "skipped": len(report.skipped),
-            "seconds": round(report.seconds, 3),
-        },
-    }
-    index = SparseIndex.build(
-        vectors.astype(np.float32),
-        items,
-        vocab=encoder.vocab,
-        dense=np.concatenate(dense_rows) if dense else None,
-        info=info,
-        precision=precision,
-    )
-    index.save(out)
-    store.remove()
-    return index, report
+    return kept, vectors, (np.concatenate(dense_rows) if dense else None)
 
 
 @dataclass
