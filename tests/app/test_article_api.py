@@ -152,3 +152,20 @@ def test_mcp_tools_are_listed_described_and_answer(app_url):
     assert [len(s["results"]) for s in answer(article)["sections"]] == [2, 2, 2]
     assert len(answer(terms)["terms"]) == 5
     assert empty.isError and "empty" in empty.content[0].text
+
+
+def test_mcp_image_tools_refuse_urls_without_opening_a_connection(app_url):
+    """An agent's URL is refused before anything is fetched: a listening socket on loopback sees no connection."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.5)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/photo.jpg"
+        _, results = asyncio.run(mcp_session(app_url, [("image_terms", {"image": url, "top_k": 5}),
+                                                       ("similar", {"image": url, "k": 3})]))
+        for result in results:
+            assert result.isError and "not fetched" in result.content[0].text, result.content[0].text
+        with pytest.raises(socket.timeout):
+            listener.accept()
