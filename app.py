@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def create_app(args: argparse.Namespace):
     """The Blocks to serve, or a page that says why the app cannot start."""
     from mlsr.app.service import Service
-    from mlsr.app.startup import missing_index_hint, start_index, startup_guide
+    from mlsr.app.startup import missing_index_hint, public_text, start_index, startup_guide
     from mlsr.app.ui import build_ui, error_page
     from mlsr.errors import MlsrError
 
@@ -57,9 +57,10 @@ def create_app(args: argparse.Namespace):
                                collection=args.collection)
     except MlsrError as error:
         message = f"{error}{missing_index_hint(args.index, args.dataset)}"
-        print(f"mlsr: cannot start: {message}", file=sys.stderr)
-        return error_page(message, startup_guide(args.index, backbone=args.backbone, head=args.head,
-                                                 tokenizer=args.tokenizer))
+        print(f"mlsr: cannot start: {message}", file=sys.stderr)  # the operator's console: the full paths
+        local = [args.index, args.backbone, args.head, args.tokenizer]
+        guide = startup_guide(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer)
+        return error_page(public_text(message, local), public_text(guide, local))
     return build_ui(service, examples_dir=ASSETS / "examples", images_dir=ASSETS / "images",
                     placeholder=ASSETS / "missing.png")
 

@@ -190,13 +190,15 @@ def join_sections(article: Article, joined: Iterable[int]) -> Article:
 
 
 def assign(scores: np.ndarray, rows: np.ndarray, k: int, *, unique: bool = True,
-           documents: sp.csr_matrix | None = None, near_duplicate: float | None = None) -> list[list[int]]:
+           document: Callable[[int], sp.csr_matrix] | None = None,
+           near_duplicate: float | None = None) -> list[list[int]]:
     """Which candidates each section keeps: for each section, positions into its row of `rows`, best first.
 
     `scores` and `rows` are (sections, depth) candidate lists, best first. Candidates are taken in descending
     score over all sections (ties: earlier section, then better rank) while a section has fewer than k; with
     `unique`, a row taken by one section is not offered to another, so the section that scores it highest
-    gets it. With `documents` (the index's rows as CSR) and `near_duplicate`, a candidate whose sparse cosine
+    gets it. With `document` (row -> that document's (1, vocab) CSR vector, e.g. `SparseIndex.document`: only
+    candidates are read, never the whole document matrix) and `near_duplicate`, a candidate whose sparse cosine
     with one already kept in the same list exceeds that threshold is dropped. A score of 0 or less means the
     query shares no term with the image: such candidates are never kept. With depth >= k * sections every
     section that has k matching candidates gets k.
@@ -208,7 +210,7 @@ def assign(scores: np.ndarray, rows: np.ndarray, k: int, *, unique: bool = True,
     order = np.lexsort((position, section, -scores[section, position]))
     kept: list[list[int]] = [[] for _ in range(len(scores))]
     taken: set[int] = set()
-    norms: dict[int, float] = {}
+    vectors: dict[int, tuple[sp.csr_matrix, float]] = {}  # row -> (vector, norm), read once each
     for s, j in zip(section[order].tolist(), position[order].tolist()):
         row = int(rows[s, j])
         if len(kept[s]) >= k or (unique and row in taken):
@@ -216,22 +218,24 @@ def assign(scores: np.ndarray, rows: np.ndarray, k: int, *, unique: bool = True,
         mine = [int(rows[s, i]) for i in kept[s]]
         if row in mine:
             continue
-        if documents is not None and near_duplicate is not None and mine:
-            if _cosines(documents, row, mine, norms).max() > near_duplicate:
+        if document is not None and near_duplicate is not None and mine:
+            if _cosines(document, row, mine, vectors).max() > near_duplicate:
                 continue
         kept[s].append(j)
         taken.add(row)
     return kept
 
 
-def _cosines(documents: sp.csr_matrix, row: int, others: list[int], norms: dict[int, float]) -> np.ndarray:
-    """Sparse cosine of document `row` with each of `others` (row norms memoised in `norms`)."""
+def _cosines(document: Callable[[int], sp.csr_matrix], row: int, others: list[int],
+             vectors: dict[int, tuple[sp.csr_matrix, float]]) -> np.ndarray:
+    """Sparse cosine of document `row` with each of `others` (vectors and norms memoised in `vectors`)."""
     for r in (row, *others):
-        if r not in norms:
-            vector = documents[r]
-            norms[r] = float(np.sqrt(vector.multiply(vector).sum())) or 1.0
-    dots = np.asarray((documents[row] @ documents[others].T).todense()).ravel()
-    return dots / (norms[row] * np.array([norms[r] for r in others]))
+        if r not in vectors:
+            vector = sp.csr_matrix(document(r), dtype=np.float64)
+            vectors[r] = vector, float(np.sqrt(vector.multiply(vector).sum())) or 1.0
+    mine, norm = vectors[row]
+    dots = np.array([float(mine.multiply(vectors[r][0]).sum()) for r in others])
+    return dots / (norm * np.array([vectors[r][1] for r in others]))
 
 
 # -- the illustrated Markdown -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """What the demo does, without any UI: suggest images for text, explain hits, image -> terms, sparse vs dense.
 
-The Gradio app (mlsr/ui.py) and its named API endpoints both call this; results are small dataclasses
+The Gradio app (mlsr/app/ui.py) and its named API endpoints both call this; results are small dataclasses
 with a `to_json()` for the API. Every step is timed so the UI can show where the time goes.
 """
 
@@ -209,7 +209,7 @@ class Service:
         # deep enough that every section can still get k images after the others took theirs
         results = rank(self.backend, queries, mode, min(len(self.index), k * len(queries_text)))
         kept = assign(results.scores, results.indices, k, unique=unique,
-                      documents=self.index.vectors if collapse else None,
+                      document=self.index.document if collapse else None,
                       near_duplicate=NEAR_DUPLICATE_COSINE if collapse else None)
         search_ms = _ms(started)
         started = time.perf_counter()
@@ -304,7 +304,7 @@ class Service:
         """The last saved `python -m mlsr verify` verdict (beside the index folder), or None if there is none."""
         from mlsr.evaluation.verify import load_verdict, verdict_path, verdict_summary
 
-        verdict = load_verdict(verdict_path(self.index_dir))
+        verdict = load_verdict(verdict_path(self.index.hub_id or self.index_dir))
         loaded = self.encoder.models()
         return None if verdict is None else verdict_summary(
             verdict, {role: getattr(loaded, role).id for role in ("backbone", "head", "tokenizer")})

@@ -87,6 +87,19 @@ def build_missing_index(index: Path, dataset: str, *, head: str, tokenizer: str,
                      progress=bar.update, total=set_total)
 
 
+def public_text(text: str, names: list[str | Path]) -> str:
+    """`text` with each of the given local paths (as given and resolved) cut to its last part: the page a visitor
+    sees names folders, never where they lie on the server (the console keeps the full message)."""
+    for name in names:
+        path = Path(name).expanduser()
+        if not (path.is_absolute() or path.exists()):
+            continue  # a Hub id or a relative name: nothing of the server's layout in it
+        for form in sorted({str(name), str(path), str(path.resolve())}, key=len, reverse=True):
+            if len(Path(form).parts) > 1:
+                text = text.replace(form, path.name)
+    return text
+
+
 def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer: str) -> str:
     """Markdown for the page the app serves when it cannot start: what it needs, the commands, where files go."""
     index = str(index_dir)

@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import add_backend_arguments, add_model_arguments
+from mlsr.cli.args import INDEX_HELP, add_backend_arguments, add_model_arguments
+from mlsr.checks import check_k, existing_file, readable_bytes
 from mlsr.errors import InputError
 from mlsr.settings import ARTICLE_K, MAX_SECTION_K, QUERY_MODES
 
@@ -21,7 +22,7 @@ def add_commands(commands) -> None:
                     " text, the AToMiC recipe. By default no image is given to two sections and near-duplicate"
                     " images count once.")
     parser.add_argument("file", metavar="FILE", help="the article, UTF-8 text or Markdown (- reads standard input)")
-    parser.add_argument("--index", required=True, type=Path, help="index folder")
+    parser.add_argument("--index", required=True, help=INDEX_HELP)
     parser.add_argument("-k", type=int, default=ARTICLE_K,
                         help=f"images per section, 1 to {MAX_SECTION_K} (default %(default)s)")
     output = parser.add_mutually_exclusive_group()
@@ -44,6 +45,7 @@ def suggest_article_command(args: argparse.Namespace) -> int:
     from mlsr.app.service import Service
     from mlsr.cli.progress import quiet_transformers
 
+    check_k(args.k, MAX_SECTION_K)  # the library's rule, before anything loads
     text = read_article(args.file)
     quiet_transformers(getattr(args, "verbose", False))
     service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
@@ -57,8 +59,12 @@ def suggest_article_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif args.markdown:
-        folder = Path(args.markdown).resolve().parent  # local photos: linked relative to the Markdown file
-        link = (lambda hit: hit.image or (os.path.relpath(file, folder) if (file := service.local_image(hit)) else None))
+        folder = Path(args.markdown).resolve().parent
+
+        def link(hit):  # a URL, or a local photo linked relative to the Markdown file
+            file = service.local_image(hit)
+            return hit.image or (os.path.relpath(file, folder) if file is not None else None)
+
         atomic_write_bytes(args.markdown, result.markdown(link=link).encode("utf-8"))
         shown = sum(1 for section in result.sections if section.hits)
         print(f"wrote {args.markdown}: {len(result.sections)} sections, {shown} with an image", file=sys.stderr)
@@ -69,7 +75,7 @@ def suggest_article_command(args: argparse.Namespace) -> int:
                 print("   (no image)")
             for hit, terms in zip(section.hits, section.terms):
                 shared = ", ".join(f"{term} {value:.3f}" for term, value in terms[:5]) or "(no shared terms)"
-                print(f"   {hit.rank:>2}. {hit.score:8.4f}  {hit.id}  {hit.image}\n       {shared}")
+                print(f"   {hit.rank:>2}. {hit.score:8.4f}  {hit.id}  {hit.image or ''}\n       {shared}")
     return 0
 
 
@@ -77,10 +83,8 @@ def read_article(file: str) -> str:
     """The article's text: a UTF-8 file, or standard input for `-`."""
     if file == "-":
         return sys.stdin.read()
-    path = Path(file)
-    if not path.is_file():
-        raise InputError(f"{file}: no such file.")
+    path = existing_file(file, "the article")
     try:
-        return path.read_text(encoding="utf-8")
+        return readable_bytes(path, "the article").decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{file} is not UTF-8 text; save the article as UTF-8.") from None

@@ -32,7 +32,8 @@ from mlsr._files import atomic_write_json
 from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, TEXT_FILE, open_dataset
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES
-from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_DATASET, DEFAULT_HEAD, DEFAULT_TOKENIZER, Status
+from mlsr.index.hub import is_hub_index
+from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_DATASET, DEFAULT_HEAD, DEFAULT_INDEX, DEFAULT_TOKENIZER, Status
 from mlsr.text import clean_caption
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -241,9 +242,11 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 # -- the saved verdict ------------------------------------------------------------------------------------------
 
 
-def verdict_path(index_dir: str | Path) -> Path:
-    """Where the last verdict is kept: beside the app's index folder (e.g. index/verify.json)."""
-    return Path(index_dir).parent / VERDICT_FILE
+def verdict_path(index: str | Path) -> Path:
+    """Where the last verdict is kept: beside the app's index folder (e.g. index/verify.json); for an index
+    given as a Hub id, beside the default index folder (the Hugging Face cache is not ours to write into)."""
+    folder = Path(DEFAULT_INDEX) if not isinstance(index, Path) and is_hub_index(index) else Path(index)
+    return folder.parent / VERDICT_FILE
 
 
 def save_verdict(verdict: Verdict, path: str | Path) -> Path:

@@ -40,7 +40,6 @@ DERIVED_FIELDS = {
     "precision", "postings", SEAL_FIELD,
 }
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def sealed(manifest: dict) -> dict:

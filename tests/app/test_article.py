@@ -168,7 +168,7 @@ def test_candidates_that_match_nothing_are_never_kept():
 def test_near_duplicates_collapse_within_a_list():
     documents = sp.csr_matrix(np.array([[1.0, 1.0, 0], [1.0, 0.99, 0], [0, 1.0, 1.0]], dtype=np.float32))
     scores, rows = np.array([[3.0, 2.9, 1.0]]), np.array([[0, 1, 2]])
-    assert assign(scores, rows, 2, documents=documents, near_duplicate=0.95) == [[0, 2]]
+    assert assign(scores, rows, 2, document=lambda row: documents[row], near_duplicate=0.95) == [[0, 2]]
     assert assign(scores, rows, 2) == [[0, 1]]  # collapsing off
 
 

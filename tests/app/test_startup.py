@@ -88,3 +88,13 @@ def test_an_uncached_hub_index_offline_shows_one_line(app_args, tmp_path, monkey
     assert failed.startswith("mlsr: cannot start: index 'someone/never-pushed' is not a local folder, the Hugging"
                              " Face Hub could not be reached")
     assert "could not be reached" in str(page.config) and not (tmp_path / "someone").exists()
+
+
+def test_the_offline_page_names_folders_without_their_server_paths(tmp_path):
+    from mlsr.app.startup import public_text
+
+    index = tmp_path / "deep" / "index"
+    index.mkdir(parents=True)
+    text = f"no index at {index}. Build one with --out {index}; head lsr42/d2s (a Hub id) stays"
+    shown = public_text(text, [str(index), "lsr42/d2s"])
+    assert str(tmp_path) not in shown and "no index at index." in shown and "lsr42/d2s" in shown

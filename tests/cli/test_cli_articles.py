@@ -61,7 +61,9 @@ def test_plain_output_lists_sections_and_shared_terms(article_args, capsys):
 def test_errors_are_one_line(article_args, tmp_path, capsys):
     missing = [str(tmp_path / "nope.md"), *article_args[1:]]
     assert main(["suggest-article", *missing]) == 2
-    assert capsys.readouterr().err.strip().endswith("nope.md: no such file.")
+    assert capsys.readouterr().err.strip().endswith("nope.md does not exist.")  # mlsr.checks' words for a path
+    assert main(["suggest-article", str(tmp_path), *article_args[1:]]) == 2
+    assert capsys.readouterr().err.strip().endswith("is a folder, not a file.")
     assert main(["suggest-article", *article_args, "-k", "11"]) == 2
     assert "k must be between 1 and 10" in capsys.readouterr().err
     (tmp_path / "latin1.md").write_bytes("caf\xe9".encode("latin-1"))
