@@ -21,7 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags override MLSR_* environment variables, which override the defaults."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", default=env("INDEX", DEFAULT_INDEX),
-                        help="index folder (env MLSR_INDEX; default %(default)s)")
+                        help="index folder, or a Hub dataset id OWNER/NAME[@REVISION] made by push-index"
+                             " (env MLSR_INDEX; default %(default)s)")
     parser.add_argument("--host", default=env("HOST", "127.0.0.1", also="GRADIO_SERVER_NAME"),
                         help="address to listen on (env MLSR_HOST or GRADIO_SERVER_NAME; default %(default)s)")
     parser.add_argument("--port", type=int, default=int(env("PORT", "7860", also="GRADIO_SERVER_PORT")),
@@ -33,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default=env("DATASET"),
                         help="published dense dataset (Hub id or folder) that builds a missing --index on first start"
                              " (env MLSR_DATASET; default: lsr42/mscoco-blip-dense for the default index only)")
+    parser.add_argument("--mcp", action="store_true", default=env("MCP") == "1",
+                        help="also serve the API endpoints as MCP tools for agents, at /gradio_api/mcp/ (streamable"
+                             " HTTP; env MLSR_MCP=1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     add_model_arguments(parser)
     add_backend_arguments(parser)  # --backend milvus --milvus-uri URI: search a collection made by `export`
@@ -42,19 +46,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def create_app(args: argparse.Namespace):
     """The Blocks to serve, or a page that says why the app cannot start."""
     from mlsr.app.service import Service
-    from mlsr.app.startup import build_missing_index, missing_index_hint
+    from mlsr.app.startup import missing_index_hint, public_text, start_index, startup_guide
     from mlsr.app.ui import build_ui, error_page
     from mlsr.errors import MlsrError
 
     try:
-        build_missing_index(args.index, args.dataset, head=args.head, tokenizer=args.tokenizer, device=args.device)
-        service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
+        index = start_index(args.index, args.dataset, head=args.head, tokenizer=args.tokenizer, device=args.device)
+        service = Service.load(index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
                                device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
                                collection=args.collection)
     except MlsrError as error:
         message = f"{error}{missing_index_hint(args.index, args.dataset)}"
-        print(f"mlsr: cannot start: {message}", file=sys.stderr)
-        return error_page(message)
+        print(f"mlsr: cannot start: {message}", file=sys.stderr)  # the operator's console: the full paths
+        local = [args.index, args.backbone, args.head, args.tokenizer]
+        guide = startup_guide(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer)
+        return error_page(public_text(message, local), public_text(guide, local))
     return build_ui(service, examples_dir=ASSETS / "examples", images_dir=ASSETS / "images",
                     placeholder=ASSETS / "missing.png")
 
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.queue(default_concurrency_limit=args.concurrency, max_size=128)
     # Only the assets folder is served as files: gallery images are sent as thumbnails made by the app.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
-                allowed_paths=[str(ASSETS)], max_file_size="20mb", footer_links=["api"])
+                allowed_paths=[str(ASSETS)], max_file_size="20mb", footer_links=["api"], mcp_server=args.mcp)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 
 def bench_backends(n_docs: int, n_queries: int, folder: Path, uri: str | None = None) -> dict:
     from mlsr.index.sparse import SparseIndex
-    from mlsr.backends.milvus import MilvusBackend, export_index
+    from mlsr.backends.milvus import MilvusBackend
+    from mlsr.backends.milvus_export import export_index
 
     docs = synthetic_docs(n_docs, 170, seed=1)
     queries = synthetic_queries(max(n_queries, 64), seed=2)

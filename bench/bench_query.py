@@ -4,7 +4,7 @@
 
 Models: real-size BLIP-base retrieval (ViT-B/16 at 384 px, BERT-base text encoder) and a
 256 -> 768 -> 30,522 head with random weights (speed does not depend on the weights), built by
-tests/fixtures.py and loaded through `Encoder.from_pretrained`, as in bench_core.py. The index is the
+tests/helpers/models.py and loaded through `Encoder.from_pretrained`, as in bench_core.py. The index is the
 uniform synthetic collection of bench/synthetic.py. Each stage is timed on its own (median of --repeat runs after a
 warm-up), then the whole public call (`encode_text` + `search`, `encode_images` + `decode`).
 """
@@ -58,7 +58,7 @@ def main() -> None:
 
     torch.set_grad_enabled(False)  # as inside the encoder (inference mode): the head is timed on its own
     # text query, stage by stage (a caption-sized text: one window)
-    windows, _ = encoder._windows([CAPTION])
+    windows, _, _ = encoder._windows([CAPTION])
     dense = backbone.embed_texts(windows)
     with torch.inference_mode():
         weights = head(dense)

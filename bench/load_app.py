@@ -2,7 +2,7 @@
 
     python -m bench.load_app [--clients 16 64] [--requests 100] [--processes 4] [--out bench/results/load.json]
 
-Starts `python app.py` with tiny random-weight models over a small generated gallery (tests/fixtures.py),
+Starts `python app.py` with tiny random-weight models over a small generated gallery (tests/helpers/),
 then for each client count runs clients x requests calls mixing /suggest (half), /image_terms and /compare
 (a quarter each), spread over --processes client processes. Reports throughput, latency percentiles,
 errors and the app's resident memory (RSS) over the run, read from /proc.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "SparseHead": "mlsr.models.head",
@@ -24,14 +24,14 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:  # pragma: no cover
-    from mlsr.ingest.images import build_index
-    from mlsr.index.dense import DenseIndex
-    from mlsr.models.encoder import Encoder
-    from mlsr.models.head import SparseHead
-    from mlsr.index.sparse import Results, SparseIndex, TermMatch
-    from mlsr.retrieval import search_texts
-    from mlsr.vocab import Vocabulary
+if TYPE_CHECKING:  # pragma: no cover  (names for type checkers; imported lazily below)
+    from mlsr.ingest.images import build_index  # noqa: F401
+    from mlsr.index.dense import DenseIndex  # noqa: F401
+    from mlsr.models.encoder import Encoder  # noqa: F401
+    from mlsr.models.head import SparseHead  # noqa: F401
+    from mlsr.index.sparse import Results, SparseIndex, TermMatch  # noqa: F401
+    from mlsr.retrieval import search_texts  # noqa: F401
+    from mlsr.vocab import Vocabulary  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes (temp name, then rename), checksums, JSON lines."""
+"""Small file helpers: atomic writes (temp name, then rename), checksums, JSON lines, and the crash-test hook."""
 
 from __future__ import annotations
 
@@ -8,10 +8,30 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+
+KILL_AT_ENV = "MLSR_TEST_KILL_AT"  # crash tests only: "STEP" or "STEP:N" (see `kill_point`)
+_kill_counts: dict[str, int] = {}
+
+
+def kill_point(step: str) -> None:
+    """Crash-test hook, off unless MLSR_TEST_KILL_AT is set: SIGKILL this process at a named step of a save.
+
+    `MLSR_TEST_KILL_AT=STEP:N` kills it the Nth time (default 1st) it reaches STEP, so a test can cut a build
+    at an exact point instead of after a sleep. Steps: `batch-saved` (a build kept a finished batch),
+    `folder-staged` (a new folder is complete beside the old one), `folder-swapped` (it replaced the old one).
+    """
+    wanted = os.environ.get(KILL_AT_ENV)
+    if not wanted or wanted.partition(":")[0] != step:
+        return
+    _kill_counts[step] = _kill_counts.get(step, 0) + 1
+    if _kill_counts[step] == int(wanted.partition(":")[2] or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextmanager
@@ -76,6 +96,21 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def regular_file(path: Path) -> bool:
+    """True for a regular file; a symbolic link counts only where the Hugging Face cache made it.
+
+    The cache keeps each file of a repo once, in `<repo>/blobs/`, and links `<repo>/snapshots/<commit>/<name>`
+    to it. Any other link could point anywhere on the machine, so it is refused.
+    """
+    if not path.is_symlink():
+        return path.is_file()
+    snapshot = path.parent
+    if snapshot.parent.name != "snapshots":
+        return False
+    target = path.resolve()
+    return target.parent == (snapshot.parent.parent / "blobs").resolve() and target.is_file()
+
+
 def staging_folder(target: Path) -> Path:
     """A fresh, empty `.<name>.tmp-<pid>` folder beside `target`, for building its replacement.
 
@@ -101,10 +136,13 @@ def replace_folder(staging: Path, target: Path) -> None:
     one, now at `staging`, is removed. Elsewhere the old folder is first renamed to a backup, leaving
     a short window in which a crash leaves only the backup (`.<name>.old-<pid>`).
     """
+    kill_point("folder-staged")
     if not target.exists():
         os.rename(staging, target)
+        kill_point("folder-swapped")
         return
     if _exchange(staging, target):
+        kill_point("folder-swapped")
         shutil.rmtree(staging, ignore_errors=True)
         return
     backup = target.parent / f".{target.name}.old-{os.getpid()}"
@@ -115,6 +153,7 @@ def replace_folder(staging: Path, target: Path) -> None:
     except OSError:
         os.rename(backup, target)
         raise
+    kill_point("folder-swapped")
     shutil.rmtree(backup, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mlsr.checks import existing_file, readable_bytes
 from mlsr.errors import InputError
 
 MAX_PIXELS = 40_000_000  # 40 MP: any real photo fits; a 30000 x 30000 "bomb" is refused before decoding
@@ -21,12 +22,15 @@ ImageInput = str | Path | bytes | Image.Image
 def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, max_side: int | None = None) -> Image.Image:
     """Return an RGB PIL image from a path, raw bytes or a PIL image, or raise InputError saying why.
 
+    A path must be a file the process may read: a folder, a missing file or one the operating system
+    refuses ("permission denied") is an InputError naming it, like a damaged image.
+
     The size is checked from the header before any pixel is decoded, so a decompression bomb
     costs nothing. EXIF orientation is applied; transparency is flattened onto white; 16-bit and
     palette images are converted; an animated image gives its first frame. With `max_side`, the
     result is a thumbnail (JPEGs are decoded at reduced scale, which is much faster).
     """
-    name = str(source) if isinstance(source, (str, Path)) else "the image"
+    name = str(source) if isinstance(source, (str, Path)) else "the file"
     image = source if isinstance(source, Image.Image) else _open(source, name)
     width, height = image.size
     if width < 1 or height < 1:
@@ -60,22 +64,21 @@ def _open(source: str | Path | bytes, name: str) -> Image.Image:
             raise InputError(f"{name} has {len(source):,} bytes, more than the {MAX_FILE_BYTES:,} allowed.")
         stream = io.BytesIO(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"{name}: no such file.")
+        path = existing_file(source, "image")
         size = path.stat().st_size
         if size == 0:
             raise InputError(f"{name} is empty (0 bytes).")
         if size > MAX_FILE_BYTES:
             raise InputError(f"{name} has {size:,} bytes, more than the {MAX_FILE_BYTES:,} allowed.")
-        stream = io.BytesIO(path.read_bytes())
+        stream = io.BytesIO(readable_bytes(path, "image"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(stream)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         if isinstance(error, UnidentifiedImageError):
-            raise InputError(f"{name} is not an image in a format PIL can read.") from None
+            raise InputError(f"{name} is not an image that can be read: use JPEG, PNG, WebP, GIF, BMP or"
+                             " TIFF.") from None
         raise InputError(f"{name} is a decompression bomb (far too many pixels for its size).") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{name}: the image data is damaged or truncated ({error}).") from None

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import scipy.sparse as sp
 
+from mlsr.checks import check_depth
 from mlsr.index.modes import check_mode, rank
 from mlsr.index.sparse import Results, SparseIndex
 from mlsr.settings import HYBRID_DEPTH, QueryMode
@@ -26,8 +27,10 @@ def search_texts(
     """Rank the index for each text; returns the results and the (q, vocab) query vectors that scored them.
 
     `expand`: the full head output; `no_expand`: only the text's own tokens; `hybrid`: documents
-    sharing a token with the text (no_expand, top `depth`) re-ranked by the expanded query.
+    sharing a token with the text (no_expand, top `depth`) re-ranked by the expanded query (the
+    reference code re-scores 10; mlsr's default `HYBRID_DEPTH` is 1,000).
     """
     check_mode(mode)
+    check_depth(depth)
     queries = encoder.encode_text_views(texts)
     return rank(index, queries, mode, k, depth), queries.scoring(mode)

@@ -23,11 +23,19 @@ ENCODE_MODES: tuple[str, ...] = ("expand", "no_expand")  # expand: any term; no_
 QueryMode = Literal["expand", "no_expand", "hybrid"]
 QUERY_MODES: tuple[str, ...] = ("expand", "no_expand", "hybrid")  # hybrid: no_expand candidates, expanded scores
 HYBRID_DEPTH = 1000  # no_expand candidates that hybrid re-scores
+REFERENCE_HYBRID_DEPTH = 10  # ... in the reference code (thongnt99/lsr-multimodal retrieve.py, --topk)
 Documents = Literal["image", "caption", "image+caption"]
 DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")  # the seed paper's three document runs
 
 # -- limits at the boundary --------------------------------------------------------------------------------
 MAX_K = 100  # result rows one request of the app may ask for
+MAX_TOP_K = 200  # terms one request of the app may ask for
+
+# -- article mode: a whole article in, images for each of its sections out -------------------------------
+ARTICLE_K = 3  # images suggested per section by default
+MAX_SECTION_K = 10  # images per section one request may ask for
+MAX_SECTIONS = 50  # sections one article may have (merge some, or split the article, beyond that)
+NEAR_DUPLICATE_COSINE = 0.95  # two images whose sparse vectors are closer than this count as one image
 
 # -- callbacks ---------------------------------------------------------------------------------------------
 Progress = Callable[[int], None]  # called with the number of items just finished

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from mlsr.errors import InputError
 
@@ -13,6 +13,20 @@ _BLIP_PUNCTUATION = re.compile(r'[.!"()*#:;~]')
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _SPACES = re.compile(r"\s+")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+|\s*\n\s*")
+# A word of the cleaned text, found in the raw text: a run of what `clean_caption` neither drops nor splits on.
+_RAW_WORD = re.compile(r'[^\s.!"()*#:;~\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]+')
+
+
+class Window(NamedTuple):
+    """A caption-sized piece of a text: `text` cleaned for the dense model, `raw` its span of the original.
+
+    The raw spans of a text's windows cut it into consecutive pieces (together they are the whole text),
+    so the no_expand mask of a window, made of the word pieces of its raw span, keeps the punctuation
+    the reference keeps (`tokenizer.tokenize(raw)`), which cleaning removes.
+    """
+
+    text: str
+    raw: str
 
 
 def check_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
@@ -42,29 +56,63 @@ def clean_caption(text: str) -> str:
 def split_windows(
     text: str, count_tokens: Callable[[Sequence[str]], list[int]], max_tokens: int
 ) -> list[str]:
-    """Split text into cleaned, caption-sized windows of at most `max_tokens` word pieces.
+    """The cleaned texts of `text_windows(text, count_tokens, max_tokens)`."""
+    return [window.text for window in text_windows(text, count_tokens, max_tokens)]
+
+
+def text_windows(
+    text: str, count_tokens: Callable[[Sequence[str]], list[int]], max_tokens: int
+) -> list[Window]:
+    """Split text into caption-sized windows of at most `max_tokens` word pieces, each with its raw span.
 
     BLIP's text encoder was trained on short captions (35 tokens), so a long article is read as a
     sequence of caption-like windows: whole sentences are packed into a window while they fit; a
     sentence longer than a window is cut between words. `count_tokens` maps words to their number
-    of word pieces. Short text gives exactly one window: its cleaned self.
+    of word pieces. Short text gives exactly one window: its cleaned self, and the whole text as raw.
     """
-    windows: list[str] = []
-    current: list[str] = []
+    words: list[str] = []  # the cleaned words, in order
+    starts: list[int] = []  # where each one starts in `text`
+    sentence_of: list[int] = []
+    for number, (start, part) in enumerate(_sentences(text)):
+        cleaned = clean_caption(part).split()
+        found = [start + match.start() for match in _RAW_WORD.finditer(part)]
+        if len(found) != len(cleaned):  # cannot happen (lower-casing never makes or removes a separator): be safe
+            found = [start] * len(cleaned)
+        words += cleaned
+        starts += found
+        sentence_of += [number] * len(cleaned)
+    sizes = count_tokens(words) if words else []
+    first_words: list[int] = []  # the index of the first word of each window
     current_tokens = 0
-    sentences = [words for part in _SENTENCE_BREAK.split(text) if (words := clean_caption(part).split())]
-    counts = iter(count_tokens([word for words in sentences for word in words]))
-    for words in sentences:
-        sizes = [next(counts) for _ in words]
-        if current_tokens + sum(sizes) > max_tokens and current:
-            windows.append(" ".join(current))
-            current, current_tokens = [], 0
-        for word, size in zip(words, sizes):
-            if current_tokens + size > max_tokens and current:
-                windows.append(" ".join(current))
-                current, current_tokens = [], 0
-            current.append(word)
-            current_tokens += size
-    if current:
-        windows.append(" ".join(current))
-    return windows
+    for i, size in enumerate(sizes):
+        if not first_words:
+            first_words.append(i)
+        elif (sentence_of[i] != sentence_of[i - 1]
+              and current_tokens + _sentence_tokens(sizes, sentence_of, i) > max_tokens) \
+                or current_tokens + size > max_tokens:  # a sentence that does not fit, or a word
+            first_words.append(i)
+            current_tokens = 0
+        current_tokens += size
+    bounds = [0, *(starts[i] for i in first_words[1:]), len(text)]
+    ends = [*first_words[1:], len(words)]
+    return [Window(" ".join(words[first:end]), text[bounds[w] : bounds[w + 1]])
+            for w, (first, end) in enumerate(zip(first_words, ends))]
+
+
+def _sentences(text: str) -> list[tuple[int, str]]:
+    """(offset, sentence) pieces of `text`, cut at sentence breaks (the breaks themselves left out)."""
+    pieces, start = [], 0
+    for match in _SENTENCE_BREAK.finditer(text):
+        pieces.append((start, text[start : match.start()]))
+        start = match.end()
+    pieces.append((start, text[start:]))
+    return pieces
+
+
+def _sentence_tokens(sizes: list[int], sentence_of: list[int], first: int) -> int:
+    """Word pieces of the sentence that starts at word `first`."""
+    total, i = 0, first
+    while i < len(sizes) and sentence_of[i] == sentence_of[first]:
+        total += sizes[i]
+        i += 1
+    return total

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import check_top_k
 from mlsr.errors import InputError
 
 VOCAB_FILE = "vocab.txt"
@@ -72,22 +73,23 @@ class Vocabulary:
     def decode(self, vector, top_k: int | None = 20, *, keep_punctuation: bool = False) -> Terms:
         """The non-zero terms of one vector as [(term, weight), ...], by |weight| descending, then id.
 
-        `vector` is a 1 x vocab sparse row, a dense 1-D array or tensor of length vocab. Special
+        `vector` is a 1 x vocab sparse row, a dense 1-D array or tensor of length vocab (never changed);
+        `top_k` None keeps every term. Special
         tokens are always dropped; punctuation-only pieces too unless `keep_punctuation`.
         """
+        top_k = check_top_k(top_k)
         ids, weights = nonzero_terms(vector, len(self))
         keep = ~self.special_mask[ids]
         if not keep_punctuation:
             keep &= ~self.punctuation_mask[ids]
         ids, weights = ids[keep], weights[keep]
-        order = np.lexsort((ids, -np.abs(weights)))
-        if top_k is not None:
-            order = order[: max(top_k, 0)]
+        order = np.lexsort((ids, -np.abs(weights)))[:top_k]
         return [(self.terms[ids[j]], float(weights[j])) for j in order]
 
 
 def nonzero_terms(vector, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, weights) of the non-zero entries of one vector given as sparse row, array or tensor."""
+    """(ids, weights) of the non-zero entries of one vector given as sparse row, array or tensor (new arrays:
+    the vector is never changed)."""
     if sp.issparse(vector):
         row = sp.csr_matrix(vector, copy=True)  # a copy: sum_duplicates below works in place
         if row.shape != (1, vocab_size):
@@ -102,5 +104,7 @@ def nonzero_terms(vector, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(f"expected a vector of {vocab_size} terms, got {dense.shape[0]}.")
         ids = np.flatnonzero(dense)
         weights = dense[ids]
+    if not np.isfinite(weights).all():
+        raise InputError("the vector holds NaN or infinite weights.")
     nonzero = weights != 0
     return ids[nonzero], weights[nonzero]

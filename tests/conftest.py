@@ -102,7 +102,8 @@ def app_args(app_index, backbone_dir, app_head_dir, tokenizer_dir) -> list[str]:
 
 @pytest.fixture(scope="session")
 def app_url(app_args, tmp_path_factory):
-    process, url = start_app(app_args, tmp_path_factory.mktemp("app-log") / "app.log")
+    # --mcp: the same app also serves its MCP tools (tests/app/test_mcp.py)
+    process, url = start_app([*app_args, "--mcp"], tmp_path_factory.mktemp("app-log") / "app.log")
     yield url
     process.terminate()
     process.wait(timeout=30)

@@ -36,8 +36,10 @@ def test_zero_byte_and_missing_files(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(InputError, match="empty"):
         load_image(tmp_path / "empty.png")
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="missing.png does not exist"):
         load_image(tmp_path / "missing.png")
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        load_image(tmp_path)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])

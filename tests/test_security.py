@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from tests.helpers.data import ROOT
+from tests.helpers.data import ROOT, write_manifest
 from mlsr.errors import IndexFormatError, ModelLoadError
 from mlsr.models.head import SparseHead
 from tests.helpers.data import write_format1_index
@@ -86,7 +86,7 @@ def test_an_object_array_in_an_index_is_not_unpickled(tmp_path, version):
     (path / name).write_bytes(buffer.getvalue())
     manifest = json.loads((path / MANIFEST_FILE).read_text())  # the attacker controls the manifest too
     manifest["files"][name] = {"bytes": (path / name).stat().st_size, "sha256": sha256_file(path / name)}
-    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
     with pytest.raises(IndexFormatError, match="cannot be read"):
         SparseIndex.load(path)
     assert not marker.exists()

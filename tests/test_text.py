@@ -1,9 +1,10 @@
 """Text checks, BLIP's caption cleaning and the windowing of long text."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mlsr.errors import InputError
-from mlsr.text import MAX_TEXT_CHARS, check_text, clean_caption, split_windows
+from mlsr.text import MAX_TEXT_CHARS, Window, check_text, clean_caption, split_windows, text_windows
 
 
 def word_pieces(words):
@@ -54,3 +55,25 @@ def test_whole_sentences_are_kept_together_when_they_fit():
 def test_a_sentence_longer_than_a_window_is_cut_between_words():
     text = " ".join(f"w{i}" for i in range(10))
     assert split_windows(text, lambda ws: [1] * len(ws), 4) == ["w0 w1 w2 w3", "w4 w5 w6 w7", "w8 w9"]
+
+
+def test_windows_carry_their_raw_spans():
+    text = "First (one). Second: two!\nThird, three... four"
+    windows = text_windows(text, lambda ws: [1] * len(ws), 3)
+    assert [w.text for w in windows] == ["first one", "second two", "third, three four"]
+    assert [w.raw for w in windows] == ["First (one). ", "Second: two!\n", "Third, three... four"]
+    assert text_windows("  A dog.  ", word_pieces, 33) == [Window("a dog", "  A dog.  ")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcdXYZ .!?;:()\"*#~,-'\n\t\x00\u200b\u00e9\u0130")), max_size=120),
+       st.integers(1, 12))
+def test_raw_spans_cut_the_text_into_consecutive_pieces(text, max_tokens):
+    windows = text_windows(text, word_pieces, max_tokens)
+    assert [w.text for w in windows] == split_windows(text, word_pieces, max_tokens)
+    if windows:
+        assert "".join(w.raw for w in windows) == text  # every character in exactly one window, in order
+        for window in windows:  # a window's raw span holds exactly its own words
+            assert clean_caption(window.raw).split() == window.text.split()
+    else:
+        assert not clean_caption(text)

@@ -40,12 +40,31 @@ def test_decode_accepts_sparse_rows_tensors_and_top_k(vocab):
     expected = [("sofa", 3.0), ("sleeping", 2.0)]
     assert vocab.decode(sp.csr_matrix(row), top_k=2) == expected
     assert vocab.decode(torch.from_numpy(row), top_k=2) == expected
-    assert vocab.decode(row, top_k=0) == []
+    assert len(vocab.decode(row, top_k=None)) == 3
+    for bad in (0, -1, 1.5, True, "2"):  # the rule of mlsr.checks: a whole number >= 1, or None for all
+        with pytest.raises(InputError, match="top_k must be"):
+            vocab.decode(row, top_k=bad)
 
 
 def test_ties_are_ordered_by_term_id_and_negative_weights_by_magnitude(vocab):
     row = vector(vocab, {"zebra": 1.0, "apple": 1.0, "not": -2.0})
     assert [t for t, _ in vocab.decode(row)] == ["not", "apple", "zebra"]
+
+
+def test_special_tokens_without_brackets_are_hidden_too():
+    """CLIP's tokenizer names its specials <|startoftext|> and <|endoftext|>: hidden because they are special ids."""
+    from tests.helpers.models import make_clip_tokenizer
+
+    tokenizer = make_clip_tokenizer()
+    vocab = Vocabulary.from_tokenizer(tokenizer)
+    specials = sorted(tokenizer.all_special_ids)
+    assert [vocab.terms[i] for i in specials] == ["<|startoftext|>", "<|endoftext|>"]
+    row = np.zeros(len(vocab), dtype=np.float32)
+    row[specials] = [5.0, 4.0]
+    row[vocab.ids["a</w>"]], row[vocab.ids["b"]] = 2.0, 1.0
+    assert vocab.decode(row) == [("a</w>", 2.0), ("b", 1.0)]
+    plain = Vocabulary(("<s>", "</s>", "hello", "world"), frozenset({0, 1}))
+    assert plain.decode(np.array([3.0, 2.0, 1.0, 0.5], dtype=np.float32)) == [("hello", 1.0), ("world", 0.5)]
 
 
 def test_decode_refuses_a_vector_of_the_wrong_size(vocab):

@@ -1,6 +1,6 @@
 """What the demo does, without any UI: suggest images for text, explain hits, image -> terms, sparse vs dense.
 
-The Gradio app (mlsr/ui.py) and its named API endpoints both call this; results are small dataclasses
+The Gradio app (mlsr/app/ui.py) and its named API endpoints both call this; results are small dataclasses
 with a `to_json()` for the API. Every step is timed so the UI can show where the time goes.
 """
 
@@ -10,20 +10,22 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.app.article import ArticleSuggestion, SectionSuggestion, assign, credit_line, join_sections, split_article
+from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend
+from mlsr.checks import check_k, check_top_k
 from mlsr.errors import InputError
 from mlsr.images import ImageInput
 from mlsr.index.modes import check_mode, rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
 from mlsr.models.encoder import Encoder
-from mlsr.settings import MAX_K
+from mlsr.settings import ARTICLE_K, MAX_K, MAX_SECTION_K, MAX_TOP_K, NEAR_DUPLICATE_COSINE
 from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,9 @@ Stage = Callable[[float, str], None]  # progress: (fraction done, what is happen
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked item: `image` is a URL or an absolute local path (None when the file is gone)."""
+    """One ranked item, as the API returns it: the row, the item id, the score, a caption, and `image`, the
+    item's image URL (None for an image kept in a local file: the server never tells where its files are;
+    `Service.local_image` finds the file for the UI's thumbnail)."""
 
     rank: int
     row: int
@@ -76,6 +80,7 @@ class ImageTerms:
     active_terms: int
     similar: list[Hit]
     timings: dict[str, float] = field(default_factory=dict)
+    query: sp.csr_matrix | None = None  # the image's own vector, which ranked `similar`
 
     def to_json(self) -> dict:
         return {"active_terms": self.active_terms, "terms": [list(t) for t in self.terms],
@@ -114,14 +119,17 @@ class Service:
     def load(cls, index_dir: str | Path, *, backbone: str, head: str, tokenizer: str,
              device: str | None = None, backend: str = "scipy", milvus_uri: str | None = None,
              collection: str | None = None) -> "Service":
-        """Load the index first (cheap, and a missing index is the likeliest mistake), then the backend and models."""
+        """Load the index first (cheap, and a missing index is the likeliest mistake), then the backend and models.
+
+        `index_dir` is a folder, or a Hub dataset id `owner/name[@revision]` (a str; see `SparseIndex.load`).
+        """
         started = time.perf_counter()
-        index_dir = Path(index_dir)
         index = SparseIndex.load(index_dir)
+        index_dir = index.path  # the folder read (for a Hub id, its cached copy): item images are relative to it
         searcher = open_backend(index, backend, milvus_uri, collection)
         encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16)
         index.check_models(encoder.models())
-        logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index_dir,
+        logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index.source,
                     time.perf_counter() - started)
         return cls(encoder, index, index_dir, searcher)
 
@@ -129,7 +137,7 @@ class Service:
 
     def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None) -> Suggestion:
         """Rank the index for article text; also the text highlighted by term weight and the expansion terms."""
-        k = _check_k(k)
+        k = check_k(k, MAX_K)
         check_mode(mode)
         _stage(stage, 0.1, "encoding the text")
         started = time.perf_counter()
@@ -137,7 +145,7 @@ class Service:
         encode_ms = _ms(started)
         _stage(stage, 0.7, "searching")
         started = time.perf_counter()
-        results = rank(self.backend, queries, mode, k)
+        results = _matched(rank(self.backend, queries, mode, k))
         timings = {"encode": encode_ms, "search": _ms(started)}
         query = queries.scoring(mode)
         tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab
@@ -148,34 +156,92 @@ class Service:
             table=term_table(query[0], vocab), timings=timings,
         )
 
-    def search_terms(self, rows: list[list], k: int = 12) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
-        """Search with a query rebuilt from an edited [term, weight] table."""
-        k = _check_k(k)
+    def search_terms(self, rows: list[list], k: int = 12, keep_from: sp.csr_matrix | None = None
+                     ) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
+        """Search with a query rebuilt from an edited [term, weight] table.
+
+        Control tokens ([CLS], [unused0], ...) are not terms, so a table cannot name them; with
+        `keep_from` (the query the table was made from) their weights are kept from that query, so
+        an unedited table searches with exactly it.
+        """
+        k = check_k(k, MAX_K)
         query = vector_from_terms(rows, self.encoder.vocab, self.encoder.tokenizer)
+        if keep_from is not None:
+            query = (query + control_part(keep_from, self.encoder.vocab)).tocsr()
         started = time.perf_counter()
-        results = self.backend.search(query, k)
+        results = _matched(self.backend.search(query, k))
         return self.hits(results), query, {"search": _ms(started)}
 
     def explain(self, query: sp.csr_matrix, row: int, top_k: int = 30) -> tuple[Terms, list[TermMatch]]:
         """An indexed image's own top terms, and every term it shares with the query (largest contribution first)."""
         return self.encoder.decode(self.index.document(row), top_k=top_k), self.index.explain(query[0], row)
 
+    def more_like_this(self, row: int, k: int = 12) -> tuple[list[Hit], sp.csr_matrix, dict[str, float]]:
+        """Indexed images like indexed image `row`: its own document vector is the query; it is left out."""
+        k = check_k(k)
+        query = self.index.document(row)
+        started = time.perf_counter()
+        results = self.backend.search(query, k + 1)
+        others = results.indices[0] != int(row)
+        results = _matched(Results(results.scores[:, others][:, :k], results.indices[:, others][:, :k]))
+        return self.hits(results), query, {"search": _ms(started)}
+
+    # -- articles ---------------------------------------------------------------------------------
+
+    def suggest_article(self, text: str, k: int = ARTICLE_K, *, title: str | None = None, split: str = "auto",
+                        joined: Sequence[int] = (), mode: str = "expand", unique: bool = True,
+                        collapse: bool = True, stage: Stage | None = None) -> ArticleSuggestion:
+        """k images for each section of an article (see `mlsr.app.article`), all sections encoded as one batch.
+
+        `unique`: no image is given to two sections (the one that scores it highest keeps it); `collapse`:
+        near-duplicate images (sparse cosine above NEAR_DUPLICATE_COSINE) count once within a section's list.
+        """
+        k = check_k(k, MAX_SECTION_K)
+        check_mode(mode)
+        article = join_sections(split_article(text, split, title), joined)
+        queries_text = article.queries()
+        _stage(stage, 0.1, f"encoding {len(queries_text)} sections")
+        started = time.perf_counter()
+        queries = self.encoder.encode_text_views(queries_text)
+        encode_ms = _ms(started)
+        _stage(stage, 0.7, "searching")
+        started = time.perf_counter()
+        # deep enough that every section can still get k images after the others took theirs
+        results = rank(self.backend, queries, mode, min(len(self.index), k * len(queries_text)))
+        kept = assign(results.scores, results.indices, k, unique=unique,
+                      document=self.index.document if collapse else None,
+                      near_duplicate=NEAR_DUPLICATE_COSINE if collapse else None)
+        search_ms = _ms(started)
+        started = time.perf_counter()
+        scoring, sections = queries.scoring(mode), []
+        for number, (section, query, positions) in enumerate(zip(article.sections, queries_text, kept)):
+            row = slice(number, number + 1)
+            chosen = Results(results.scores[row, positions], results.indices[row, positions])
+            hits = self.hits(chosen)
+            terms = [[(m.term, m.contribution) for m in self.index.explain(scoring[number], hit.row)] for hit in hits]
+            credits = [credit_line(self.index.items[hit.row]) for hit in hits]
+            candidates = int((results.scores[number] > 0).sum())
+            sections.append(SectionSuggestion(section, query, hits, terms, credits, candidates))
+        timings = {"encode": encode_ms, "search": search_ms, "explain": _ms(started)}
+        return ArticleSuggestion(article, sections, timings, link=self.markdown_link)
+
     # -- images -----------------------------------------------------------------------------------
 
     def image_terms(self, image: ImageInput, top_k: int = 20, k: int = 8, stage: Stage | None = None) -> ImageTerms:
         """An uploaded image's top terms, its number of active terms, and 'more like this' from the index."""
-        k = _check_k(k)
+        k = check_k(k, MAX_K)
+        top_k = check_top_k(top_k, MAX_TOP_K)
         _stage(stage, 0.1, "encoding the image")
         started = time.perf_counter()
         vector = self.encoder.encode_images([image])
         encode_ms = _ms(started)
         _stage(stage, 0.9, "finding similar images")
         started = time.perf_counter()
-        results = self.backend.search(vector, k)
+        results = _matched(self.backend.search(vector, k))
         return ImageTerms(
-            terms=self.encoder.decode(vector[0], top_k=max(1, min(int(top_k), 200))),
+            terms=self.encoder.decode(vector[0], top_k=top_k),
             active_terms=int(vector.nnz), similar=self.hits(results),
-            timings={"encode": encode_ms, "search": _ms(started)},
+            timings={"encode": encode_ms, "search": _ms(started)}, query=vector,
         )
 
     # -- sparse vs dense --------------------------------------------------------------------------
@@ -190,7 +256,7 @@ class Service:
         One backbone pass gives both queries: its time is `sparse_encode`, and `dense_encode` (kept for the
         API's callers) is 0.
         """
-        k = _check_k(k)
+        k = check_k(k, MAX_K)
         check_mode(mode)
         if not self.has_dense:
             raise InputError("this index has no dense vectors; rebuild it with `build-index --dense` to compare.")
@@ -198,7 +264,7 @@ class Service:
         queries = self.encoder.encode_text_views([text])
         encode_ms = _ms(started)
         started = time.perf_counter()
-        sparse_results = rank(self.backend, queries, mode, k)
+        sparse_results = _matched(rank(self.backend, queries, mode, k))
         sparse_search_ms = _ms(started)
         started = time.perf_counter()
         dense_results = self.backend.dense_search(queries.dense, k)
@@ -206,7 +272,7 @@ class Service:
         shared = set(sparse_results.indices[0].tolist()) & set(dense_results.indices[0].tolist())
         return Comparison(
             sparse=self.hits(sparse_results), dense=self.hits(dense_results),
-            overlap=len(shared) / max(sparse_results.indices.shape[1], 1),
+            overlap=len(shared) / max(dense_results.indices.shape[1], 1),
             active_terms=int(queries.scoring(mode).nnz),
             timings={"sparse_encode": encode_ms, "sparse_search": sparse_search_ms, "dense_encode": 0.0,
                      "dense_search": dense_search_ms},
@@ -220,7 +286,7 @@ class Service:
         recorded, loaded = self.index.models, self.encoder.models()
         roles = ("backbone", "head", "tokenizer")
         return {
-            "index": str(self.index_dir),
+            "index": self.index.public_name,
             "items": len(self.index),
             "documents": self.index.info.get("documents", "image"),
             "avg_active_terms": round(self.index.nnz / max(len(self.index), 1), 1),
@@ -228,42 +294,65 @@ class Service:
             "dense": self.has_dense,
             "dense_size": self.encoder.dense_size,
             "backend": self.backend.name,
-            "models": {role: getattr(loaded, role).id for role in roles},
-            "built_with": {role: getattr(recorded, role).id if recorded else None for role in roles},
+            "models": {role: public_name(getattr(loaded, role).id) for role in roles},
+            "built_with": {role: public_name(getattr(recorded, role).id) if recorded else None for role in roles},
             "top_terms": self.encoder.decode(frequency, top_k=top_k),
+            "verification": self.verification(),
         }
+
+    def verification(self) -> dict | None:
+        """The last saved `python -m mlsr verify` verdict (beside the index folder), or None if there is none."""
+        from mlsr.evaluation.verify import load_verdict, verdict_path, verdict_summary
+
+        verdict = load_verdict(verdict_path(self.index.hub_id or self.index_dir))
+        loaded = self.encoder.models()
+        return None if verdict is None else verdict_summary(
+            verdict, {role: getattr(loaded, role).id for role in ("backbone", "head", "tokenizer")})
 
     # -- helpers ----------------------------------------------------------------------------------
 
     def hits(self, results: Results, query_row: int = 0) -> list[Hit]:
-        """Ranked rows of one query as Hits with resolved image sources and a display caption."""
+        """Ranked rows of one query as Hits with their image URL (if any) and a display caption."""
         hits = []
         for position, (score, row) in enumerate(zip(results.scores[query_row], results.indices[query_row]), 1):
             item = self.index.items[int(row)]
             captions = item.get("captions") or []
-            hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), self.image_source(item),
+            image = item.get("image")
+            url = image if isinstance(image, str) and image.startswith(("http://", "https://")) else None
+            hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), url,
                             captions[0] if captions else ""))
         return hits
 
-    def image_source(self, item: dict) -> str | None:
-        """The item's image as a URL, or an absolute local path (None when the file is gone)."""
-        image = item.get("image")
-        if not image:
+    def markdown_link(self, hit: Hit) -> str | None:
+        """What an illustrated Markdown download points at: the image's URL, or for a local photo its id (its
+        name inside the gallery's folder: a link that works beside the photos, and no server path)."""
+        return hit.image or (hit.id if self.local_image(hit) is not None else None)
+
+    def local_image(self, hit: Hit) -> Path | None:
+        """The local file of a hit's image, for a thumbnail made on the server (None for a URL or a missing file).
+
+        Only the UI reads it; no answer of the service or the API contains it.
+        """
+        image = self.index.items[hit.row].get("image")
+        if hit.image is not None or not isinstance(image, str) or not image:
             return None
-        if image.startswith(("http://", "https://")):
-            return image
         path = (self.index_dir / image).resolve()
-        return str(path) if path.is_file() else None
+        return path if path.is_file() else None
 
 
-def _check_k(k) -> int:
-    try:
-        k = int(k)
-    except (TypeError, ValueError):
-        raise InputError(f"k must be a whole number, got {k!r}.") from None
-    if not 1 <= k <= MAX_K:
-        raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
-    return k
+def public_name(model: str | None) -> str | None:
+    """A model's name fit to show a visitor: a Hub id as is, a local folder by its last part only."""
+    if model is None:
+        return None
+    path = Path(model)
+    local = path.is_absolute() or model.startswith(("~", ".")) or model.count("/") > 1 or "\\" in model or path.exists()
+    return f"{path.name} (local folder)" if local else model
+
+
+def _matched(results: Results) -> Results:
+    """One query's results without the images it shares no term with (score 0): no ranking of non-matches."""
+    keep = results.scores[0] > 0
+    return Results(results.scores[:, keep], results.indices[:, keep])
 
 
 def _stage(stage: Stage | None, fraction: float, message: str) -> None:

@@ -1,11 +1,22 @@
-"""The app's first start: which missing index it builds from published vectors, and what to say when it cannot."""
+"""The app's first start: a Hub index it downloads, a missing index it builds from published vectors, and what
+to say when it cannot.
+
+A Space configured with a published index (`MLSR_INDEX=owner/name`) downloads that folder once into the
+Hugging Face cache and starts from it; one configured with a folder (the default `index/mscoco-test`, or
+`MLSR_INDEX=/data/index/mscoco-test` with `MLSR_DATASET`) builds it from the published vectors once.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
+from mlsr.errors import InputError
+from mlsr.index.hub import is_hub_index
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX
+
+FirstStart = Literal["load", "download", "build"]
 
 
 def prepare_command(index_dir: str | Path, dataset: str | Path = DEFAULT_DATASET) -> str:
@@ -19,9 +30,27 @@ def builds_on_first_start(index_dir: str | Path, dataset: str | None) -> bool:
     return dataset is not None or Path(index_dir) == Path(DEFAULT_INDEX)
 
 
+def first_start(index: str | Path, dataset: str | None) -> FirstStart:
+    """What starting the app does with `index`.
+
+    load: an existing folder (or a missing one nobody said how to build: loading it says so);
+    download: a Hub dataset id (`owner/name[@revision]`, see `mlsr.index.hub`): fetched once into the
+    Hugging Face cache, then read from there; build: a missing folder made from published vectors (the
+    default gallery, or any folder when `dataset` is given). The default index is always a folder.
+    """
+    if Path(index).exists():
+        return "load"
+    if Path(index) != Path(DEFAULT_INDEX) and is_hub_index(index):
+        return "download"
+    return "build" if builds_on_first_start(index, dataset) else "load"
+
+
 def missing_index_hint(index_dir: str | Path, dataset: str | None) -> str:
     """What to run when the app's index is missing and could not be built here (offline), or ''."""
-    if Path(index_dir).exists() or not builds_on_first_start(index_dir, dataset):
+    try:
+        if Path(index_dir).exists() or first_start(index_dir, dataset) != "build":
+            return ""
+    except InputError:  # not a usable index name at all: the error itself says so
         return ""
     dataset = dataset or DEFAULT_DATASET
     size = " (a download of roughly 0.3 GB)" if dataset == DEFAULT_DATASET else ""
@@ -29,21 +58,77 @@ def missing_index_hint(index_dir: str | Path, dataset: str | None) -> str:
             f" `{prepare_command(index_dir, dataset)}` on a machine that reaches the Hugging Face Hub.")
 
 
-def build_missing_index(index_dir: str | Path, dataset: str | None, *, head: str, tokenizer: str,
-                        device: str | None = None) -> None:
-    """Build a missing index from published vectors when the app would (see `builds_on_first_start`).
+def start_index(index: str | Path, dataset: str | None, *, head: str, tokenizer: str,
+                device: str | None = None) -> str | Path:
+    """Do what the first start needs for `index` (see `first_start`) and return what to load: a folder, or the Hub id.
 
-    Runs before the launch, with a console progress bar; later starts find the folder and reuse it.
+    Runs before the launch, with a console progress bar; later starts find the folder (or the cached
+    Hub copy) and reuse it.
     """
+    step = first_start(index, dataset)
+    if step == "download":
+        print(f"mlsr: loading index {index} from the Hugging Face Hub (downloaded once into the cache; later starts"
+              " read it there)", file=sys.stderr)
+        return str(index)
+    if step == "build":
+        build_missing_index(Path(index), dataset or DEFAULT_DATASET, head=head, tokenizer=tokenizer, device=device)
+    return Path(index)  # a Path is always read as a folder, never as a Hub id
+
+
+def build_missing_index(index: Path, dataset: str, *, head: str, tokenizer: str, device: str | None = None) -> None:
+    """Build the missing folder `index` from the published vectors of `dataset`, with a console progress bar."""
     from mlsr.cli.progress import progress_bar
     from mlsr.ingest.published import ensure_index
 
-    index = Path(index_dir)
-    if index.exists() or not builds_on_first_start(index, dataset):
-        return
-    dataset = dataset or DEFAULT_DATASET
     print(f"mlsr: first start: building {index} from {dataset} (once; later starts reuse it)", file=sys.stderr)
     bar, set_total = progress_bar(f"building {index}")
     with bar:
         ensure_index(index, dataset=dataset, head=head, tokenizer=tokenizer, device=device,
                      progress=bar.update, total=set_total)
+
+
+def public_text(text: str, names: list[str | Path]) -> str:
+    """`text` with each of the given local paths (as given and resolved) cut to its last part: the page a visitor
+    sees names folders, never where they lie on the server (the console keeps the full message)."""
+    for name in names:
+        path = Path(name).expanduser()
+        if not (path.is_absolute() or path.exists()):
+            continue  # a Hub id or a relative name: nothing of the server's layout in it
+        for form in sorted({str(name), str(path), str(path.resolve())}, key=len, reverse=True):
+            if len(Path(form).parts) > 1:
+                text = text.replace(form, path.name)
+    return text
+
+
+def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer: str) -> str:
+    """Markdown for the page the app serves when it cannot start: what it needs, the commands, where files go."""
+    index = str(index_dir)
+    return f"""## What the app needs
+- **Three models**, each a Hugging Face Hub id or a local folder: the backbone `{backbone}`
+  (`--backbone`, env `MLSR_BACKBONE`), the sparse head `{head}` (`--head`, `MLSR_HEAD`) and its tokenizer
+  `{tokenizer}` (`--tokenizer`, `MLSR_TOKENIZER`). Hub models are downloaded once into the Hub cache
+  (`~/.cache/huggingface/hub`, or `$HF_HOME/hub`); later starts read them from there, offline too.
+- **An index folder**, `{index}` (`--index`, `MLSR_INDEX`): the images' term vectors, built once.
+
+## On a machine that reaches the Hugging Face Hub
+```
+python -m mlsr prepare --index {index}     # the COCO test images from published vectors (~0.3 GB)
+python app.py --index {index}
+```
+
+## Offline: bring the model folders with you
+On a machine with Hub access, download each model into a folder, copy the folders here, and name them:
+```
+hf download {backbone} --local-dir models/backbone
+hf download {head} --local-dir models/head
+hf download {tokenizer} --local-dir models/tokenizer
+python app.py --backbone models/backbone --head models/head --tokenizer models/tokenizer --index {index}
+```
+Copying a prepared index folder (and the Hub cache folder) works the same way.
+
+## Your own images instead
+```
+python -m mlsr build-index --images PHOTOS --captions captions.csv --dense --out index/mine
+python app.py --index index/mine
+```
+"""

@@ -8,12 +8,14 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import shown
 from mlsr.errors import InputError
 from mlsr.vocab import Terms, Vocabulary, nonzero_terms
 
 MAX_EDITED_TERMS = 2_000
 MAX_PIECES_PER_TERM = 3  # "motorbike" -> motor ##bike is a word; "zzqxvwkj" spelled letter by letter is not
 MAX_ABS_WEIGHT = 100.0  # the published heads give weights of about 0-3; far larger ones swamp every other term
+MAX_TERM_CHARS = 64  # the longest word piece has about 20 characters: more is not one word
 
 
 def highlight_text(text: str, vector, tokenizer, vocab: Vocabulary) -> list[tuple[str, float | None]]:
@@ -62,30 +64,51 @@ def expansion_terms(text: str, vector, tokenizer, vocab: Vocabulary, top_k: int 
 
 
 def term_table(vector, vocab: Vocabulary) -> list[list]:
-    """Every non-zero term of `vector` as [term, weight] rows, heaviest first: the exact vector, editable."""
+    """Every non-zero term of `vector` as [term, weight] rows, heaviest first: the vector, editable.
+
+    Control tokens ([CLS], [PAD], [unused0], ...) are not terms: they are left out here, as `decode`
+    leaves them out, and `vector_from_terms` refuses them (`control_part` holds their weights).
+    """
     ids, weights = nonzero_terms(vector, len(vocab))
+    keep = ~vocab.special_mask[ids]
+    ids, weights = ids[keep], weights[keep]
     order = np.lexsort((ids, -weights))
     return [[vocab.terms[ids[i]], round(float(weights[i]), 4)] for i in order]
+
+
+def control_part(vector, vocab: Vocabulary) -> sp.csr_matrix:
+    """(1, vocab) CSR: only the control-token weights of one vector (the part a term table leaves out)."""
+    ids, weights = nonzero_terms(vector, len(vocab))
+    keep = vocab.special_mask[ids]
+    return sp.csr_matrix((weights[keep], (np.zeros(int(keep.sum()), dtype=np.int64), ids[keep])),
+                         shape=(1, len(vocab)), dtype=np.float32)
 
 
 def vector_from_terms(rows: Sequence[Sequence], vocab: Vocabulary, tokenizer) -> sp.csr_matrix:
     """Rebuild a (1, vocab) query from edited [term, weight] rows; a user may delete, reweight, add or negate.
 
-    A term that is not a word piece is split into its pieces, each given the row's weight; when
-    a piece appears twice, the later row wins. Rows with an empty term are ignored.
+    Each row is a pair [term, weight]. A term is one word: a word piece of the vocabulary, or a word
+    the tokenizer spells with at most MAX_PIECES_PER_TERM pieces (each piece gets the row's weight).
+    Rows with an empty term are ignored. Refused, naming the row: a term with a space in it (one word
+    per row), a control token, a term (or a piece) given twice, a term longer than MAX_TERM_CHARS, a
+    weight that is not a finite number within MAX_ABS_WEIGHT. `rows` is read, never changed.
     """
+    if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__len__"):
+        raise InputError("the term table must be a list of [term, weight] rows.")
     if len(rows) > MAX_EDITED_TERMS:
         raise InputError(f"{len(rows):,} terms is more than the {MAX_EDITED_TERMS:,} a query may have.")
     weights: dict[int, float] = {}
+    given_by: dict[int, int] = {}  # piece id -> the row that gave it
     for number, row in enumerate(rows, 1):
-        if len(row) < 2:
-            raise InputError(f"row {number}: expected a term and a weight.")
-        term, raw_weight = row[0], row[1]
-        term = "" if term is None or (isinstance(term, float) and math.isnan(term)) else str(term).strip()
+        term, raw_weight = _pair(row, number)
         if not term:
             continue
         weight = _parse_weight(raw_weight, number, term)
         for piece_id in _piece_ids(term, vocab, tokenizer, number):
+            if piece_id in given_by:
+                raise InputError(f"row {number} ({shown(term)}): already given in row {given_by[piece_id]};"
+                                 " give each term once.")
+            given_by[piece_id] = number
             weights[piece_id] = weight
     weights = {term_id: w for term_id, w in weights.items() if w != 0}
     if not weights:
@@ -95,34 +118,57 @@ def vector_from_terms(rows: Sequence[Sequence], vocab: Vocabulary, tokenizer) ->
     return sp.csr_matrix((values, (np.zeros(len(ids), dtype=np.int64), ids)), shape=(1, len(vocab)))
 
 
+def _pair(row, number: int) -> tuple[str, object]:
+    """The (term, weight) of one row: the term stripped ('' for an empty cell), or an InputError."""
+    if isinstance(row, (str, bytes, dict)) or not hasattr(row, "__len__") or len(row) != 2:
+        raise InputError(f"row {number}: expected a term and a weight, [term, weight], got {shown(row)}.")
+    term, weight = row[0], row[1]
+    if term is None or (isinstance(term, float) and math.isnan(term)):
+        return "", weight
+    if not isinstance(term, str):
+        raise InputError(f"row {number}: the term must be text, got {shown(term)}.")
+    term = term.strip()
+    if len(term) > MAX_TERM_CHARS:
+        raise InputError(f"row {number}: the term is {len(term):,} characters long; a term is one word"
+                         f" (at most {MAX_TERM_CHARS}).")
+    if len(term.split()) > 1:
+        raise InputError(f"row {number} ({shown(term)}): one word per row; give each word its own row.")
+    return term, weight
+
+
 def _parse_weight(raw, number: int, term: str) -> float:
+    if isinstance(raw, bool):
+        raise InputError(f"row {number} ({shown(term)}): the weight {shown(raw)} is not a number.")
     try:
         weight = float(str(raw).strip()) if raw is not None and str(raw).strip() else 0.0
     except ValueError:
-        raise InputError(f"row {number} ({term!r}): the weight {raw!r} is not a number.") from None
+        raise InputError(f"row {number} ({shown(term)}): the weight {shown(raw)} is not a number.") from None
     if not math.isfinite(weight):
-        raise InputError(f"row {number} ({term!r}): the weight must be a finite number, not {raw!r}.")
+        raise InputError(f"row {number} ({shown(term)}): the weight must be a finite number, not {shown(raw)}.")
     if abs(weight) > MAX_ABS_WEIGHT:
         raise InputError(
-            f"row {number} ({term!r}): |weight| {abs(weight):g} is above {MAX_ABS_WEIGHT:g}; the model's own"
+            f"row {number} ({shown(term)}): |weight| {abs(weight):g} is above {MAX_ABS_WEIGHT:g}; the model's own"
             " weights are about 0-3."
         )
     return weight
 
 
 def _piece_ids(term: str, vocab: Vocabulary, tokenizer, number: int) -> list[int]:
-    if term in vocab.ids:
-        return [vocab.ids[term]]
-    if term.lower() in vocab.ids:
-        return [vocab.ids[term.lower()]]
+    known = vocab.ids.get(term, vocab.ids.get(term.lower()))
+    if known is not None:
+        if vocab.special_mask[known]:
+            raise InputError(f"row {number}: {shown(term)} is a control token, not a term.")
+        return [known]
     ids = tokenizer(term, add_special_tokens=False)["input_ids"]
     unknown = getattr(tokenizer, "unk_token_id", None)
     if not ids or unknown in ids or len(ids) > MAX_PIECES_PER_TERM:
         raise InputError(
-            f"row {number}: {term!r} is not in the vocabulary"
+            f"row {number}: {shown(term)} is not in the vocabulary"
             + (f" (it would take {len(ids)} word pieces)" if ids and unknown not in ids else "")
             + "; use a word or a word piece from the vocabulary."
         )
+    if any(vocab.special_mask[i] for i in ids):
+        raise InputError(f"row {number}: {shown(term)} holds a control token, not a term.")
     return list(ids)
 
 

@@ -1,26 +1,30 @@
 """The Gradio interface over mlsr.app.service: it converts values for Gradio and turns library errors into
-messages; it computes nothing itself. Named API endpoints (/suggest, /image_terms, /similar, /compare,
-/search_terms) return plain JSON for `gradio_client`."""
+messages; it computes nothing itself. Named API endpoints (/suggest, /suggest_article, /image_terms, /similar,
+/compare, /search_terms) return plain JSON for `gradio_client`; with `launch(mcp_server=True)` they are also
+the app's MCP tools, described by their docstrings and type hints."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from types import SimpleNamespace
+from typing import Callable
 from urllib.parse import urlparse
 
 import gradio as gr
 import pandas as pd
-from gradio.data_classes import FileData
 from PIL import Image
 
 from mlsr.app.service import Hit, Service
+from mlsr.app.terms import term_table
+from mlsr.app.uploads import UploadsOnly, refuse
+from mlsr.app.views import (
+    chips, expansion_markdown, literal, plural, score_text, shaded, timing_markdown, timing_text, why_markdown,
+)
 from mlsr.errors import MlsrError
 from mlsr.images import load_image
 from mlsr.settings import MAX_K, QUERY_MODES
-from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
 
@@ -30,43 +34,76 @@ PAPERS = (
     "(https://github.com/thongnt99/lsr-multimodal)), which follows *Multimodal Learned Sparse Retrieval for"
     " Image Suggestion* (Nguyen, Hendriksen, Yates, TREC 2023)"
 )
+COMPARE_EXAMPLES = ("a woman cutting a cake", "a man riding a motorbike on a dirt road",
+                    "a boy leading water buffalo through a market")
 MODELS = "models"  # one concurrency group for every event that runs model code: the queue's limit is global
 THUMBNAIL_SIDE = 384
 PLOTTED_TERMS = 15  # bars in a chart: more and their labels collide
-MATCHED_COLUMNS = ("term", "query weight", "image weight", "contribution")
+SHOWN_TERMS = 100  # an image's terms the screen keeps: its slider shows 5 to this many without encoding again
+MATCHED_COLUMNS = ("term", "query", "image", "contribution")  # short headers: four columns fit a phone
 CSS = """
 #query-highlight .textspan, #image-chips .textspan {font-size: 0.95rem;}
 .mlsr-timing {color: var(--body-text-color-subdued); font-size: 0.85rem;}
+/* galleries: as many columns as the width holds (two on a phone), not a fixed count */
+.mlsr-gallery .grid-container {grid-template-columns: repeat(auto-fill, minmax(min(150px, 40%), 1fr)) !important;}
+/* ... and as tall as their images: Gradio's "auto" height is a 320-450 px box that hides rows without a cue */
+.mlsr-gallery .grid-wrap.fixed-height {min-height: 0 !important; max-height: none !important;}
+/* a long text's shaded copy scrolls in its own box instead of burying the results */
+#query-highlight .container, #query-highlight > div:last-child {max-height: 320px; overflow-y: auto;}
 """
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Show mlsr's specific errors as a message in the UI (or the API's error), never as a traceback."""
+    """Show mlsr's specific errors as a message in the UI (or the API's error), never as a traceback;
+    each refusal is one line in the log."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except MlsrError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            refuse(fn.__name__, str(error))
+
+    return wrapper
+
+
+def shown_in(fn: Callable, blank: Callable[[str], tuple]) -> Callable:
+    """A screen's handler whose user errors replace its outputs with `blank(message)`: a placeholder and the
+    message where the summary was, so no "Error" overlay hides stale results and no old summary stays."""
+    checked = user_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return checked(*args, **kwargs)
+        except gr.Error as error:
+            return blank(str(error.message))
 
     return wrapper
 
 
 def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placeholder: Path) -> gr.Blocks:
-    """The four screens (suggest, image -> terms, sparse vs dense, about) and the named API endpoints."""
-    show = functools.partial(gallery_items, placeholder=placeholder)
+    """The five screens (suggest, article, image -> terms, sparse vs dense, about) and the named API endpoints."""
+    # the screens and the API in their own modules build on this module's helpers, so they are imported here
+    from mlsr.app.api import add_api
+    from mlsr.app.article_ui import article_screen
+    from mlsr.app.image_ui import image_screen
+
+    show = functools.partial(gallery_items, placeholder=placeholder, local=service.local_image)
     # delete_cache: uploads and rendered thumbnails older than an hour are removed every 30 minutes.
-    with gr.Blocks(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
+    # UploadsOnly: requests carry uploaded files only, never a URL the server would fetch (mlsr.app.uploads).
+    with UploadsOnly(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# mlsr: image suggestions you can read\n"
             "Text and images become weighted bags of vocabulary terms; an image ranks high when it lights up"
             " the terms your text does. Every score is the sum of the shared terms' products."
         )
-        suggest_screen(service, show, sorted(examples_dir.glob("*.txt")))
-        image_screen(service, show, sorted(images_dir.glob("*.jpg")))
-        compare_screen(service, show)
-        about_screen(service.about())
+        with gr.Tabs(overflow_behavior="wrap"):  # on a phone the tabs wrap onto rows, none hides in a menu
+            suggest_screen(service, show, sorted(examples_dir.glob("*.txt")))
+            article_screen(service, show, sorted(examples_dir.glob("*.md")))
+            image_screen(service, show, sorted(images_dir.glob("*.jpg")))
+            compare_screen(service, show)
+            about_screen(service.about())
         add_api(service)
     return demo
 
@@ -76,50 +113,11 @@ Show = Callable[[list[Hit]], list[tuple]]
 
 def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     """Article text -> ranked images, the text shaded by term weight, why a selected image ranked, editable terms."""
-    query_state = gr.State(None)  # the scipy (1, vocab) query vector behind the current results
-    hits_state = gr.State([])
-    with gr.Tab("Suggest images", id="suggest"):
-        with gr.Row():
-            with gr.Column(scale=3):
-                text = gr.Textbox(label="Article text", lines=8, max_lines=20, elem_id="article-text",
-                                  placeholder="Paste a paragraph or a section of an article...")
-                with gr.Row():
-                    k = gr.Slider(1, MAX_K, value=12, step=1, label="Images (k)", elem_id="k-slider")
-                    mode = gr.Radio(list(QUERY_MODES), value="expand", label="Query mode",
-                                    info="expand: any term; no_expand: only the text's own words;"
-                                         " hybrid: shared-word candidates re-ranked by the expanded query")
-                suggest_button = gr.Button("Suggest images", variant="primary", elem_id="suggest-button")
-                if examples:
-                    gr.Examples([[path.read_text(encoding="utf-8").strip()] for path in examples], inputs=[text],
-                                example_labels=[path.stem.replace("-", " ") for path in examples],
-                                label="Example passages")
-            with gr.Column(scale=2):
-                highlighted = gr.HighlightedText(label="Your text, each word shaded by its weight in the query",
-                                                 elem_id="query-highlight", show_legend=False)
-                expansion = gr.Markdown(elem_id="expansion-terms")
-                timing = gr.Markdown(elem_classes="mlsr-timing", elem_id="suggest-timing")
-        results = gr.Gallery(label="Suggested images (select one to see why it ranked)", columns=6, height="auto",
-                             object_fit="cover", elem_id="results-gallery", allow_preview=False)
-        with gr.Row(visible=False, elem_id="why-row") as why_row:
-            with gr.Column(scale=3):
-                why_title = gr.Markdown()
-                matched = gr.Dataframe(headers=list(MATCHED_COLUMNS), datatype=["str", "number", "number", "number"],
-                                       interactive=False, elem_id="matched-terms", label="Matched terms")
-            with gr.Column(scale=2):
-                contribution_plot = gr.BarPlot(x="term", y="contribution", sort="-y", height=280, x_label_angle=-45,
-                                               label=f"Largest contributions (top {PLOTTED_TERMS})")
-                hit_terms = gr.HighlightedText(label="This image's top terms", elem_id="hit-terms")
-        with gr.Accordion("Edit the query's terms and search again", open=False, elem_id="edit-terms"):
-            gr.Markdown(
-                "This table *is* the query. Delete a row to drop a term, change a weight, add a row with any"
-                " word, or give a term a **negative** weight to push images that have it down. Then search"
-                " again with exactly this vector."
-            )
-            table = gr.Dataframe(headers=["term", "weight"], datatype=["str", "number"], interactive=True,
-                                 column_count=2, row_count=1, elem_id="term-table", max_height=360)
-            search_edited = gr.Button("Search with these terms", elem_id="search-edited")
+    c = suggest_components(examples)
+    query_state, hits_state, selected_state = c.query_state, c.hits_state, c.selected_state
+    text, k, mode, results, why_row, table, more = c.text, c.k, c.mode, c.results, c.why_row, c.table, c.more
+    example_list = c.example_list
 
-    @user_errors
     def on_suggest(text_value: str, k_value: int, mode_value: str, progress=gr.Progress()):
         suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress))
         return (
@@ -131,71 +129,119 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
             suggestion.query, suggestion.hits, gr.update(visible=False),
         )
 
-    suggest_outputs = [results, highlighted, expansion, timing, table, query_state, hits_state, why_row]
-    for trigger in (suggest_button.click, text.submit):
-        trigger(on_suggest, [text, k, mode], suggest_outputs, api_visibility="private", concurrency_id=MODELS)
+    def blank(message: str):
+        return [], None, "", f"**{literal(message)}**", gr.update(), None, [], gr.update(visible=False)
 
-    @user_errors
-    def on_search_edited(rows: pd.DataFrame, k_value: int):
-        hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value))
+    suggest_outputs = [results, c.highlighted, c.expansion, c.timing, table, query_state, hits_state, why_row]
+    triggers = [c.suggest_button.click, text.submit] + ([example_list.load_input_event.then] if example_list else [])
+    for trigger in triggers:  # an example runs at once: no earlier query's results stay beside it
+        trigger(shown_in(on_suggest, blank), [text, k, mode], suggest_outputs, api_visibility="private",
+                concurrency_id=MODELS)
+
+    def on_search_edited(rows: pd.DataFrame, k_value: int, query):
+        # the table leaves out control tokens: their weights come from the query it was made from
+        hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value), keep_from=query)
         return show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
 
-    search_edited.click(on_search_edited, [table, k], [results, timing, query_state, hits_state, why_row],
-                        api_visibility="private", concurrency_id=MODELS)
+    def edited_blank(message: str):
+        return [], f"**{literal(message)}**", None, [], gr.update(visible=False)
+
+    c.search_edited.click(shown_in(on_search_edited, edited_blank), [table, k, query_state],
+                          [results, c.timing, query_state, hits_state, why_row], api_visibility="private",
+                          concurrency_id=MODELS)
 
     @user_errors
     def on_select(query, hits: list[Hit], event: gr.SelectData):
         if query is None or not hits or event.index is None:
-            return gr.update(visible=False), "", None, None, None
+            return gr.update(visible=False), "", None, None, None, None
         hit = hits[event.index if isinstance(event.index, int) else event.index[0]]
-        image_terms, matches = service.explain(query, hit.row)
-        rows = [[m.term, round(m.query_weight, 4), round(m.doc_weight, 4), round(m.contribution, 4)] for m in matches]
-        title = (f"**#{hit.rank} {hit.id}**: score {hit.score:.3f} = the sum of the contributions of the"
-                 f" {len(matches)} terms it shares with the query" + (f"  \n*{hit.caption}*" if hit.caption else ""))
-        top = rows[:PLOTTED_TERMS]
-        return (gr.update(visible=True), title, pd.DataFrame(rows, columns=list(MATCHED_COLUMNS)),
-                pd.DataFrame({"term": [r[0] for r in top], "contribution": [r[3] for r in top]}),
-                chips(image_terms))
+        return (gr.update(visible=True), *explanation(service, query, hit), hit)
 
-    results.select(on_select, [query_state, hits_state], [why_row, why_title, matched, contribution_plot, hit_terms],
+    results.select(on_select, [query_state, hits_state],
+                   [why_row, c.why_title, c.matched, c.contribution_plot, c.hit_terms, selected_state],
                    api_visibility="private", concurrency_id=MODELS)
 
+    def on_more(hit: Hit | None, k_value: int):
+        if hit is None:
+            return tuple(gr.update() for _ in suggest_outputs)
+        hits, query, timings = service.more_like_this(hit.row, int(k_value))
+        line = f"images like #{hit.rank} {literal(hit.caption or hit.id)}, its own terms as the query"
+        summary = f"{plural(len(hits), 'image')} {line} ({plural(query.nnz, 'active term')}) · {timing_text(timings)}"
+        return (show(hits), None, "", summary, pd.DataFrame(term_table(query[0], service.encoder.vocab),
+                                                             columns=["term", "weight"]),
+                query, hits, gr.update(visible=False))
 
-def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
-    """An uploaded image -> its top terms as chips and a chart, and the nearest indexed images."""
-    with gr.Tab("Image → terms", id="image"):
+    more.click(shown_in(on_more, blank), [selected_state, k], suggest_outputs, api_visibility="private",
+               concurrency_id=MODELS)
+
+
+def suggest_components(examples: list[Path]) -> SimpleNamespace:
+    """The Suggest screen's components (its events are wired by `suggest_screen`)."""
+    example_list = None
+    with gr.Tab("Suggest images", id="suggest"):
+        query_state = gr.State(None)  # the scipy (1, vocab) query vector behind the current results
+        hits_state = gr.State([])
+        selected_state = gr.State(None)  # the Hit whose explanation is shown: "more like this" starts from it
         with gr.Row():
-            with gr.Column(scale=2):
-                image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image",
-                                 elem_id="image-input", height=320)
-                image_top_k = gr.Slider(5, 100, value=20, step=1, label="Terms to show")
-                if examples:
-                    gr.Examples([[str(path)] for path in examples], inputs=[image], label="Example photos")
             with gr.Column(scale=3):
-                image_summary = gr.Markdown(elem_id="image-summary")
-                image_chips = gr.HighlightedText(label="Top terms", elem_id="image-chips")
-                image_plot = gr.BarPlot(x="term", y="weight", sort="-y", height=300, x_label_angle=-45,
-                                        y_lim=[0, None], label=f"Term weights (top {PLOTTED_TERMS})")
-        similar_gallery = gr.Gallery(label="More like this: nearest indexed images by sparse dot product",
-                                     columns=8, height="auto", object_fit="cover", elem_id="similar-gallery",
-                                     allow_preview=False)
+                text = gr.Textbox(label="Article text", lines=8, max_lines=20, elem_id="article-text",
+                                  placeholder="Paste a paragraph or a section of an article...")
+                with gr.Row():
+                    k = gr.Slider(1, MAX_K, value=12, step=1, label="Images (k)", elem_id="k-slider")
+                    mode = gr.Radio(list(QUERY_MODES), value="expand", label="Query mode",
+                                    info="expand: any term; no_expand: only the text's own words;"
+                                         " hybrid: shared-word candidates re-ranked by the expanded query")
+                suggest_button = gr.Button("Suggest images", variant="primary", elem_id="suggest-button")
+                if examples:
+                    example_list = gr.Examples([[path.read_text(encoding="utf-8").strip()] for path in examples],
+                                               inputs=[text], label="Example passages",
+                                               example_labels=[path.stem.replace("-", " ") for path in examples])
+            with gr.Column(scale=2):
+                highlighted = gr.HighlightedText(label="Your text, each word shaded by its weight in the query",
+                                                 elem_id="query-highlight", show_legend=False)
+                expansion = gr.Markdown(elem_id="expansion-terms")
+                timing = gr.Markdown(elem_classes="mlsr-timing", elem_id="suggest-timing")
+        results = gr.Gallery(label="Suggested images (select one to see why it ranked)", columns=6, height="auto",
+                             object_fit="cover", elem_id="results-gallery", allow_preview=False,
+                             elem_classes="mlsr-gallery")
+        with gr.Row(visible=False, elem_id="why-row") as why_row:
+            with gr.Column(scale=3):
+                why_title = gr.Markdown()
+                more = gr.Button("More like this", size="sm", elem_id="more-like-this")
+                matched = gr.Dataframe(headers=list(MATCHED_COLUMNS), datatype=["str", "number", "number", "number"],
+                                       interactive=False, elem_id="matched-terms", label="Matched terms (weights)",
+                                       column_widths=["31%", "23%", "23%", "23%"], wrap=True)
+            with gr.Column(scale=2):
+                contribution_plot = gr.BarPlot(x="term", y="contribution", sort="-y", height=280, x_label_angle=-45,
+                                               y_lim=[0, None], label=f"Largest contributions (top {PLOTTED_TERMS})",
+                                               elem_id="contribution-plot")
+                hit_terms = gr.HighlightedText(label="This image's top terms", elem_id="hit-terms")
+        with gr.Accordion("Edit the query's terms and search again", open=False, elem_id="edit-terms"):
+            gr.Markdown(
+                "This table *is* the query. Delete a row to drop a term, change a weight, add a row with any"
+                " word, or give a term a **negative** weight to push images that have it down. Then search"
+                " again with exactly this vector."
+            )
+            table = gr.Dataframe(headers=["term", "weight"], datatype=["str", "number"], interactive=True,
+                                 column_count=2, row_count=1, elem_id="term-table", max_height=360)
+            search_edited = gr.Button("Search with these terms", elem_id="search-edited")
+    return SimpleNamespace(
+        query_state=query_state, hits_state=hits_state, selected_state=selected_state, text=text, k=k, mode=mode,
+        suggest_button=suggest_button, example_list=example_list, highlighted=highlighted, expansion=expansion,
+        timing=timing, results=results, why_row=why_row, why_title=why_title, more=more, matched=matched,
+        contribution_plot=contribution_plot, hit_terms=hit_terms, table=table, search_edited=search_edited)
 
-    @user_errors
-    def on_image(payload: dict | None, top_k: int, progress=gr.Progress()):
-        if not payload:
-            return "", None, None, None
-        found = service.image_terms(uploaded_image(payload), int(top_k), k=8, stage=progress_stage(progress))
-        summary = (f"**{found.active_terms} active terms** of {service.encoder.vocab_size:,}. "
-                   + timing_text(found.timings))
-        top = found.terms[:PLOTTED_TERMS]
-        plot = pd.DataFrame({"term": [t for t, _ in top], "weight": [w for _, w in top]})
-        return summary, chips(found.terms), plot, show(found.similar)
 
-    image_outputs = [image_summary, image_chips, image_plot, similar_gallery]
-    # preprocess=False: our own loader reads the upload, so a bad file gets mlsr's specific message.
-    for trigger in (image.change, image_top_k.release):
-        trigger(on_image, [image, image_top_k], image_outputs, preprocess=False, api_visibility="private",
-                concurrency_id=MODELS)
+def explanation(service: Service, query, hit: Hit) -> tuple:
+    """Why `hit` ranked for `query`: a title line, the matched-terms table, the contributions chart, its own terms."""
+    image_terms, matches = service.explain(query, hit.row)
+    rows = [[m.term, round(m.query_weight, 4), round(m.doc_weight, 4), round(m.contribution, 4)] for m in matches]
+    top = rows[:PLOTTED_TERMS]
+    lowest = min([0.0] + [r[3] for r in top])  # bars start at 0; negative weights (edited terms) go below it
+    plot = gr.BarPlot(pd.DataFrame({"term": [r[0] for r in top], "contribution": [r[3] for r in top]}),
+                      y_lim=[lowest, None])
+    return (why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(matches)),
+            pd.DataFrame(rows, columns=list(MATCHED_COLUMNS)), plot, chips(image_terms))
 
 
 def compare_screen(service: Service, show: Show) -> None:
@@ -208,29 +254,35 @@ def compare_screen(service: Service, show: Show) -> None:
                         elem_id="no-dense-note")
         with gr.Column(visible=service.has_dense):
             with gr.Row():
-                compare_text = gr.Textbox(label="Query", lines=2, scale=4, elem_id="compare-text")
+                compare_text = gr.Textbox(label="Query (Enter compares)", lines=1, scale=4, elem_id="compare-text",
+                                          placeholder="e.g. a woman cutting a cake")
                 compare_k = gr.Slider(1, 50, value=10, step=1, label="k", scale=1)
                 compare_button = gr.Button("Compare", variant="primary", scale=1, elem_id="compare-button")
+            example_list = gr.Examples([[query] for query in COMPARE_EXAMPLES], inputs=[compare_text],
+                                       label="Example queries")
             compare_summary = gr.Markdown(elem_id="compare-summary")
             with gr.Row():
                 sparse_gallery = gr.Gallery(label="Sparse (learned terms)", columns=4, height="auto",
-                                            object_fit="cover", allow_preview=False, elem_id="sparse-gallery")
+                                            object_fit="cover", allow_preview=False, elem_id="sparse-gallery",
+                                            elem_classes="mlsr-gallery")
                 dense_gallery = gr.Gallery(label=f"Dense (FAISS, {dense_label(about)})", columns=4, height="auto",
-                                           object_fit="cover", allow_preview=False, elem_id="dense-gallery")
+                                           object_fit="cover", allow_preview=False, elem_id="dense-gallery",
+                                           elem_classes="mlsr-gallery")
 
-    @user_errors
     def on_compare(text_value: str, k_value: int):
         comparison = service.compare(text_value, int(k_value))
         t = comparison.timings
         summary = (
-            f"**overlap@{int(k_value)}: {comparison.overlap:.0%}** · sparse query: {comparison.active_terms}"
-            f" active terms · one encoder pass for both: {t['sparse_encode']:.0f} ms · search: sparse"
+            f"**overlap@{int(k_value)}: {comparison.overlap:.0%}** · sparse query:"
+            f" {plural(comparison.active_terms, 'active term')} · one encoder pass for both:"
+            f" {t['sparse_encode']:.0f} ms · search: sparse"
             f" {t['sparse_search']:.2f} ms, dense {t['dense_search']:.2f} ms"
         )
         return summary, show(comparison.sparse), show(comparison.dense)
 
-    compare_button.click(on_compare, [compare_text, compare_k], [compare_summary, sparse_gallery, dense_gallery],
-                         api_visibility="private", concurrency_id=MODELS)
+    for trigger in (compare_button.click, compare_text.submit, example_list.load_input_event.then):
+        trigger(shown_in(on_compare, lambda message: (f"**{literal(message)}**", [], [])), [compare_text, compare_k],
+                [compare_summary, sparse_gallery, dense_gallery], api_visibility="private", concurrency_id=MODELS)
 
 
 def about_screen(about: dict) -> None:
@@ -243,43 +295,11 @@ def about_screen(about: dict) -> None:
                    label="Most frequent terms (documents holding them)")
 
 
-def add_api(service: Service) -> None:
-    """Named endpoints returning JSON, for `gradio_client` (see README)."""
-
-    @user_errors
-    def suggest(text: str, k: int = 10, mode: str = "expand") -> dict:
-        """Ranked images for a text, with the query's terms, its expansion terms and timings."""
-        return service.suggest(text, k, mode).to_json()
-
-    @user_errors
-    def search_terms(terms: list[list], k: int = 10) -> dict:
-        """Ranked images for an edited query given as [[term, weight], ...]."""
-        hits, query, timings = service.search_terms(terms, k)
-        return {"results": [asdict(hit) for hit in hits], "active_terms": int(query.nnz), "timings_ms": timings}
-
-    @user_errors
-    def image_terms(image: FileData, top_k: int = 20) -> dict:
-        """An image's top terms and number of active terms."""
-        found = service.image_terms(uploaded_image(image), top_k, k=1)
-        return {"active_terms": found.active_terms, "terms": [list(t) for t in found.terms], "timings_ms": found.timings}
-
-    @user_errors
-    def similar(image: FileData, k: int = 10) -> dict:
-        """The indexed images nearest to an image by sparse dot product."""
-        return service.image_terms(uploaded_image(image), 20, k=k).to_json()
-
-    @user_errors
-    def compare(text: str, k: int = 10) -> dict:
-        """The sparse and the dense (FAISS) rankings of the same text, their overlap@k and timings."""
-        return service.compare(text, k).to_json()
-
-    for fn in (suggest, search_terms, image_terms, similar, compare):
-        gr.api(fn, api_name=fn.__name__, concurrency_id=MODELS)
-
-
-def gallery_items(hits: list[Hit], placeholder: Path) -> list[tuple]:
-    """(image, caption) pairs for a Gallery: '#rank · score · caption or id'."""
-    return [(displayable(hit.image, placeholder), f"#{hit.rank} · {hit.score:.2f} · {hit.caption or hit.id}")
+def gallery_items(hits: list[Hit], placeholder: Path, local: Callable[[Hit], Path | None] = lambda hit: None
+                  ) -> list[tuple]:
+    """(image, caption) pairs for a Gallery: '#rank · score · caption or id'; `local` finds a hit's local file."""
+    return [(displayable(hit.image or local(hit), placeholder),
+             f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}")
             for hit in hits]
 
 
@@ -294,65 +314,24 @@ def dense_label(about: dict) -> str:
     return f"{backbone}, {about['dense_size']}-d" if about.get("dense_size") else backbone
 
 
-def displayable(image: str | None, placeholder: Path) -> str | Image.Image:
+def displayable(image: str | Path | None, placeholder: Path) -> str | Image.Image:
     """What a gallery shows for an item: a URL as is (the browser fetches it, never the server), a local
-    file as a small thumbnail made here, so the app never has to expose the folders that hold the originals."""
+    file as a small thumbnail made here, so the app never has to expose the folders that hold the originals.
+    A file that is gone, damaged or refused by the operating system shows the placeholder."""
     if image is None:
         return str(placeholder)
-    if image.startswith(("http://", "https://")):
+    if isinstance(image, str) and image.startswith(("http://", "https://")):
         # Gradio fetches an .svg URL on the server to inline it; only raster URLs go to the browser.
         return str(placeholder) if urlparse(image).path.lower().endswith(".svg") else image
     try:
-        return _thumbnail(image)
-    except MlsrError:
+        return _thumbnail(str(image))
+    except (MlsrError, OSError):
         return str(placeholder)
 
 
 @functools.lru_cache(maxsize=96)  # ~30 MB of 384 px thumbnails: the images of the last few result pages
 def _thumbnail(path: str) -> Image.Image:
     return load_image(path, max_side=THUMBNAIL_SIDE)
-
-
-def uploaded_image(payload: Any) -> bytes:
-    """The bytes of an uploaded image (Gradio has checked that its path lies in its upload folder).
-
-    Bytes rather than the path, so that messages about a bad file never show server paths.
-    """
-    path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
-    if not isinstance(path, str) or not path or not Path(path).is_file():
-        raise gr.Error("No image was received; upload an image file.", print_exception=False)
-    return Path(path).read_bytes()
-
-
-def shaded(spans: list[tuple[str, float | None]]) -> list[tuple[str, float | None]]:
-    """Spans for HighlightedText, which shades by a score in [-1, 1]: weights scaled by the largest magnitude.
-
-    Line breaks become spaces: HighlightedText misplaces them when they sit inside unshaded spans.
-    """
-    top = max((abs(w) for _, w in spans if w), default=0.0) or 1.0
-    return [(" ".join(span.split("\n")), None if weight is None else round(weight / top, 3)) for span, weight in spans]
-
-
-def chips(terms: Terms) -> list[tuple[str, float | None]]:
-    """Terms as shaded chips, 'term 1.23', separated by spaces."""
-    spans: list[tuple[str, float | None]] = []
-    for term, weight in terms:
-        spans += [(f"{term} {weight:.2f}", weight), (" ", None)]
-    return shaded(spans[:-1])
-
-
-def expansion_markdown(terms: Terms) -> str:
-    if not terms:
-        return "**Expansion terms:** none: the query uses only the words of your text."
-    return "**Expansion terms** (not in your text): " + ", ".join(f"{t} *{w:.2f}*" for t, w in terms)
-
-
-def timing_text(timings: dict[str, float]) -> str:
-    return " · ".join(f"{stage.replace('_', ' ')} {ms:.1f} ms" for stage, ms in timings.items())
-
-
-def timing_markdown(timings: dict[str, float], active_terms: int, shown: int) -> str:
-    return f"{shown} images · query of {active_terms} active terms · {timing_text(timings)}"
 
 
 def about_markdown(about: dict) -> str:
@@ -373,13 +352,36 @@ def about_markdown(about: dict) -> str:
         " read. An image's score for a query is the dot product of the two term vectors, so the ranking is"
         " explained exactly by the shared terms. In `no_expand` mode the query keeps only its own words.\n\n"
         f"Papers: {PAPERS}. Photos in the examples: MS-COCO (Flickr, licenses per image; annotations CC BY 4.0)."
+        + verification_markdown(about.get("verification"))
     )
 
 
-def error_page(message: str) -> gr.Blocks:
-    """What the app serves when it cannot start (models or index missing): the reason and what to do."""
+def verification_markdown(verdict: dict | None) -> str:
+    """A line on the last `python -m mlsr verify` verdict, if one was saved beside the index."""
+    if not verdict:
+        return ""
+    checks = ", ".join(f"{c['number']} {c['name']} {'PASS' if c['passed'] else 'FAIL'}"
+                       + (f" ({c['value']:g})" if c["value"] is not None else "") for c in verdict["checks"])
+    models = "" if verdict["same_models"] else " (run with other models than the ones loaded here)"
+    return (f"\n\n### Reproduction check\nLast `python -m mlsr verify` (live vectors and R@1 against the published"
+            f" ones), {verdict['finished']}:"
+            f" **{'PASS' if verdict['passed'] else 'FAIL'}**{models}: {checks}.")
+
+
+def error_page(message: str, guide: str = "") -> gr.Blocks:
+    """What the app serves when it cannot start (models or index missing): the reason, and a guide to what it
+    needs and the commands that get it; its one API endpoint, `/status`, says the same to API clients."""
     with gr.Blocks(title="mlsr: cannot start") as page:
-        gr.Markdown(f"# mlsr could not start\n\n{message}\n\nSee the README for the commands that build an index"
-                    " and for running with local model folders (`--backbone`, `--head`, `--tokenizer`).",
-                    elem_id="startup-error")
+        gr.Markdown(f"# mlsr could not start\n\n{message}", elem_id="startup-error")
+        gr.Markdown(guide, elem_id="startup-guide")
+
+        def status() -> dict:
+            """Why the app is not serving images, and what to do about it.
+
+            Returns:
+                {"ready": false, "reason": the error, "guide": Markdown with the commands that fix it}.
+            """
+            return {"ready": False, "reason": message, "guide": guide}
+
+        gr.api(status, api_name="status")
     return page

@@ -1,4 +1,4 @@
-"""An index folder's vectors in a Milvus collection: export (resumable) and search with the scipy index's conventions.
+"""An index folder's vectors in a Milvus collection, searched with the index's own conventions (export: milvus_export).
 
 One collection per index folder: primary key `row` (the index row), `item_id`, `item` (the item as JSON),
 `sparse` (SPARSE_FLOAT_VECTOR, inner product, SPARSE_INVERTED_INDEX) and, when the index has them, `dense`
@@ -14,16 +14,16 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.errors import BackendError, IndexFormatError, InputError
+from mlsr.checks import check_k
+from mlsr.errors import BackendError, InputError
 from mlsr.index.folder import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE
-from mlsr.index.sparse import Results, SparseIndex
+from mlsr.index.sparse import Results, SparseIndex, as_csr
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _INSTALL = "pip install pymilvus==3.0.2 milvus-lite==3.2.2"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
-def _pymilvus():
+def pymilvus_module():
     try:
         import pymilvus
     except ImportError:
@@ -65,7 +65,7 @@ def check_uri(uri: str) -> str:
 def connect(uri: str, timeout: float = CONNECT_TIMEOUT_S):
     """A MilvusClient for `uri`; a local .db path starts Milvus Lite in this process."""
     uri = check_uri(uri)
-    pymilvus = _pymilvus()
+    pymilvus = pymilvus_module()
     if uri.endswith(".db"):
         try:
             import milvus_lite  # noqa: F401
@@ -124,118 +124,7 @@ def sparse_rows(matrix: sp.csr_matrix) -> list[dict[int, float]]:
     return rows
 
 
-# -- export ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExportReport:
-    """What an export did: rows written now, rows already there (resumed), time taken."""
-
-    collection: str
-    count: int
-    written: int
-    already: int
-    seconds: float
-
-
-def export_index(
-    index: SparseIndex | str | Path,
-    uri: str,
-    collection: str = DEFAULT_COLLECTION,
-    *,
-    batch_size: int = EXPORT_BATCH,
-    replace: bool = False,
-    sparse_index: str = "SPARSE_INVERTED_INDEX",
-    progress: Callable[[int], None] | None = None,
-    client=None,
-) -> ExportReport:
-    """Load an index folder (path or loaded SparseIndex) into a Milvus collection in batches; a re-run continues.
-
-    Row numbers are the primary key, so nothing is duplicated: an interrupted export resumes after the
-    rows already stored, a finished one writes nothing. A collection holding another index is refused
-    unless `replace` drops it first. The collection is flushed at the end so every row is indexed.
-    """
-    started = time.perf_counter()
-    check_collection_name(collection)
-    if sparse_index not in SPARSE_INDEX_TYPES:
-        raise InputError(f"sparse index type must be one of {SPARSE_INDEX_TYPES}, got {sparse_index!r}.")
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}.")
-    if not isinstance(index, SparseIndex):
-        index = SparseIndex.load(index)
-    if index.path is None:
-        raise InputError("export needs an index loaded from a folder (SparseIndex.load): the folder is its identity.")
-    index_dir = index.path
-    if index.vectors.nnz and float(index.vectors.data.min()) < 0:
-        raise IndexFormatError(f"index {index_dir} holds negative term weights; Milvus's sparse vectors take"
-                               " non-negative weights only.")
-    too_long = next((item["id"] for item in index.items if len(str(item["id"]).encode()) > MAX_ID_LENGTH), None)
-    if too_long is not None:
-        raise IndexFormatError(f"item id {too_long[:40]!r}... is longer than {MAX_ID_LENGTH} bytes.")
-    fingerprint = index_fingerprint(index_dir)
-    own_client = client is None
-    client = client or connect(uri)
-    try:
-        _call(lambda: _prepare_collection(client, collection, fingerprint, index, replace, sparse_index), uri)
-        already = _stored_prefix(client, collection, uri)
-        n = len(index)
-        upsert = already < 0  # rows stored out of order: rewrite everything, which upsert keeps idempotent
-        start = 0 if upsert else already
-        if progress is not None and start:
-            progress(start)
-        for first in range(start, n, batch_size):
-            rows = _rows(index, first, min(n, first + batch_size))
-            write = client.upsert if upsert else client.insert
-            _call(lambda: write(collection, rows), uri)
-            if progress is not None:
-                progress(len(rows))
-        _call(lambda: client.flush(collection), uri)
-        stored = _count(client, collection, uri)
-        if stored != n:
-            raise BackendError(f"collection {collection!r} holds {stored} rows after export, expected {n};"
-                               " re-run export.")
-        return ExportReport(collection, n, n - max(start, 0), max(start, 0), time.perf_counter() - started)
-    finally:
-        if own_client:
-            client.close()
-
-
-def _prepare_collection(client, collection: str, fingerprint: dict, index: SparseIndex, replace: bool,
-                        sparse_index: str) -> None:
-    pymilvus = _pymilvus()
-    if client.has_collection(collection):
-        recorded = _recorded_fingerprint(client, collection)
-        if recorded == fingerprint:
-            client.load_collection(collection)
-            return
-        if not replace:
-            raise BackendError(
-                f"collection {collection!r} holds {_describe(recorded)}, not this index folder"
-                f" ({fingerprint['count']} rows, sparse vectors {str(fingerprint['sparse_sha256'])[:12]});"
-                " pass --replace to drop it, or choose another --collection."
-            )
-        logger.info("dropping collection %s (it held another index)", collection)
-        client.drop_collection(collection)
-    DataType = pymilvus.DataType
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
-                                  description=json.dumps(fingerprint, sort_keys=True))
-    schema.add_field("row", DataType.INT64, is_primary=True)
-    schema.add_field("item_id", DataType.VARCHAR, max_length=MAX_ID_LENGTH)
-    schema.add_field("item", DataType.JSON)
-    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-    params = client.prepare_index_params()
-    # drop_ratio_build stays 0: every weight is indexed, so search is exact (recall 1.0 against scipy).
-    params.add_index("sparse", index_type=sparse_index, metric_type="IP")
-    if index.dense is not None:
-        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=int(index.dense.shape[1]))
-        params.add_index("dense", index_type="FLAT", metric_type="IP")
-    # The fingerprint goes in a collection property (Milvus Lite keeps no description) and the description.
-    client.create_collection(collection, schema=schema, index_params=params,
-                             properties={FINGERPRINT_PROPERTY: json.dumps(fingerprint, sort_keys=True)})
-    client.load_collection(collection)
-
-
-def _recorded_fingerprint(client, collection: str) -> dict | None:
+def recorded_fingerprint(client, collection: str) -> dict | None:
     described = client.describe_collection(collection)
     text = (described.get("properties") or {}).get(FINGERPRINT_PROPERTY) or described.get("description") or ""
     try:
@@ -245,48 +134,25 @@ def _recorded_fingerprint(client, collection: str) -> dict | None:
     return recorded if isinstance(recorded, dict) and recorded.get("format") == FINGERPRINT_FORMAT else None
 
 
-def _describe(fingerprint: dict | None) -> str:
+def describe_fingerprint(fingerprint: dict | None) -> str:
     if fingerprint is None:
         return "data that mlsr did not export"
     sparse = str(fingerprint.get("sparse_sha256"))[:12]
     return f"an export of another index ({fingerprint.get('count')} rows, sparse vectors {sparse})"
 
 
-def _rows(index: SparseIndex, first: int, last: int) -> list[dict]:
-    sparse = sparse_rows(index.vectors[first:last])
-    rows = []
-    for offset, row in enumerate(range(first, last)):
-        item = index.items[row]
-        record = {"row": row, "item_id": str(item["id"]), "item": item, "sparse": sparse[offset]}
-        if index.dense is not None:
-            record["dense"] = index.dense[row]
-        rows.append(record)
-    return rows
-
-
-def _count(client, collection: str, uri: str, where: str = "") -> int:
-    result = _call(lambda: client.query(collection, filter=where, output_fields=["count(*)"]), uri)
+def count_rows(client, collection: str, uri: str, where: str = "") -> int:
+    result = milvus_call(lambda: client.query(collection, filter=where, output_fields=["count(*)"]), uri)
     return int(result[0]["count(*)"])
 
 
-def _stored_prefix(client, collection: str, uri: str) -> int:
-    """How many rows 0..m-1 are stored (batches go in row order); -1 when the stored rows are not such a prefix."""
-    stored = _count(client, collection, uri)
-    if stored == 0:
-        return 0
-    return stored if _count(client, collection, uri, f"row < {stored}") == stored else -1
-
-
-def _call(fn, uri: str):
+def milvus_call(fn, uri: str):
     """Run a client call; Milvus's errors become one BackendError line."""
-    pymilvus = _pymilvus()
+    pymilvus = pymilvus_module()
     try:
         return fn()
     except pymilvus.MilvusException as error:
         raise BackendError(f"Milvus at {uri}: {_reason(error)}") from None
-
-
-# -- search ---------------------------------------------------------------------------------------
 
 
 class MilvusBackend:
@@ -314,21 +180,23 @@ class MilvusBackend:
             raise InputError("the Milvus backend needs an index loaded from a folder (SparseIndex.load).")
         client = connect(uri)
         try:
-            if not _call(lambda: client.has_collection(collection), uri):
+            if not milvus_call(lambda: client.has_collection(collection), uri):
                 raise BackendError(f"Milvus at {uri} has no collection {collection!r}; run `python -m mlsr export"
-                                   f" --index {index.path} --milvus-uri {uri} --collection {collection}`.")
+                                   f" --index {index.source or index.path} --milvus-uri {uri}"
+                                   f" --collection {collection}`.")
             expected = index_fingerprint(index.path)
-            recorded = _call(lambda: _recorded_fingerprint(client, collection), uri)
+            recorded = milvus_call(lambda: recorded_fingerprint(client, collection), uri)
             if recorded != expected:
-                raise BackendError(f"collection {collection!r} at {uri} holds {_describe(recorded)}, not the index"
-                                   f" {index.path}; export this index (with --replace) or choose another --collection.")
+                raise BackendError(f"collection {collection!r} at {uri} holds {describe_fingerprint(recorded)}, not the index"
+                                   f" {index.source or index.path}; export this index (with --replace) or choose"
+                                   " another --collection.")
             # Loading builds the sealed segments' search indexes once, up front, instead of at the first query.
-            _call(lambda: client.load_collection(collection), uri)
-            stored = _count(client, collection, uri)
+            milvus_call(lambda: client.load_collection(collection), uri)
+            stored = count_rows(client, collection, uri)
             if stored != len(index):
                 raise BackendError(f"collection {collection!r} holds {stored} of {len(index)} rows (an export was"
                                    " interrupted); re-run export to finish it.")
-            fields = _call(lambda: client.describe_collection(collection), uri)["fields"]
+            fields = milvus_call(lambda: client.describe_collection(collection), uri)["fields"]
             backend = cls(client, collection, index, uri, any(field["name"] == "dense" for field in fields))
             backend.warm_up()
         except BaseException:
@@ -343,7 +211,7 @@ class MilvusBackend:
         in bench/bench_milvus.py); a cluster has built them at load and answers at once.
         """
         started = time.perf_counter()
-        term = int(self.index.vectors.indices[0]) if self.index.vectors.nnz else 0
+        term = int(np.argmax(self.index.document_frequency()))  # a term most rows hold (no document matrix built)
         self.search(sp.csr_matrix(([1.0], ([0], [term])), shape=(1, self.index.vocab_size), dtype=np.float32), 1)
         if self.has_dense and self.index.dense is not None:
             self.dense_search(self.index.dense[:1], 1)
@@ -379,7 +247,7 @@ class MilvusBackend:
 
     def _search(self, field: str, vectors: list, k: int, empty: list[bool]) -> Results:
         n = len(self.index)
-        k = max(0, min(int(k), n))
+        k = min(check_k(k), n)
         if k > MAX_TOPK:
             raise InputError(f"k={k} is more than Milvus returns per query ({MAX_TOPK}).")
         fetch = min(n, k + TIE_MARGIN, MAX_TOPK)
@@ -391,7 +259,7 @@ class MilvusBackend:
         hits: dict[int, list] = {}
         for start in range(0, len(asked), QUERY_CHUNK):
             chunk = asked[start : start + QUERY_CHUNK]
-            found = _call(lambda: self.client.search(
+            found = milvus_call(lambda: self.client.search(
                 self.collection, data=[vectors[i] for i in chunk], anns_field=field, limit=fetch,
                 output_fields=["row"], search_params={"metric_type": "IP"},
                 # an exported collection is read-only: no need to wait (Strong) for writes in flight
@@ -414,15 +282,10 @@ class MilvusBackend:
         return Results(scores, indices)
 
     def _check_queries(self, queries: sp.spmatrix) -> sp.csr_matrix:
-        if not sp.issparse(queries):
-            raise InputError("queries must be a scipy sparse matrix (rows are queries, columns are terms).")
-        queries = sp.csr_matrix(queries, dtype=np.float32)
+        queries = as_csr(queries, "queries")  # a canonical copy: the caller's matrix is never changed
         if queries.shape[1] != self.index.vocab_size:
             raise InputError(f"queries have {queries.shape[1]} columns but the index has {self.index.vocab_size} terms;"
                              " encode them with the vocabulary the index was built with.")
-        if not np.isfinite(queries.data).all():
-            raise InputError("queries hold NaN or infinite weights.")
-        queries.sum_duplicates()
         if queries.nnz and float(queries.data.min()) < 0:
             raise InputError("the Milvus backend takes non-negative query weights only (Milvus's sparse vectors"
                              " reject negative values); remove the negative terms or use --backend scipy.")

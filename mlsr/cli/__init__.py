@@ -1,5 +1,6 @@
 """The command line: `python -m mlsr COMMAND` (or `mlsr COMMAND` once installed). Errors print one line, never a
-traceback. Commands: build-index, search, terms, import-dense, prepare, evaluate, atomic, encode-dense, train, export.
+traceback. Commands: build-index, search, terms, suggest-article, import-dense, prepare, evaluate, atomic, verify,
+encode-dense, train, export, push-index.
 """
 
 from __future__ import annotations
@@ -9,17 +10,18 @@ import logging
 import sys
 from typing import Sequence
 
+from mlsr.checks import reason
 from mlsr.errors import MlsrError
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's parser; building it imports no model code (torch loads only when a command needs it)."""
-    from mlsr.cli import evaluating, indexing, searching, training
+    from mlsr.cli import articles, evaluating, indexing, searching, training
 
     parser = argparse.ArgumentParser(prog="python -m mlsr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (indexing, searching, evaluating, training):
+    for group in (indexing, searching, articles, evaluating, training):
         group.add_commands(commands)
     return parser
 
@@ -33,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except MlsrError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+        # a file the command was pointed at, refused by the operating system where no check of ours caught it
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{reason(error)}.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -60,6 +60,9 @@ def add_milvus_arguments(parser, collection_default: str | None = None) -> None:
                         help="Milvus collection (env MLSR_MILVUS_COLLECTION; default mlsr)")
 
 
+INDEX_HELP = "index folder, or a Hub dataset id OWNER/NAME[@REVISION] (downloaded once into the Hugging Face cache)"
+
+
 def add_terms_argument(parser: argparse.ArgumentParser, default: int, help: str) -> None:
     """--top-k: how many terms to show (`k` is always the number of result rows); --terms is its old name."""
     parser.add_argument("--top-k", type=int, default=default, dest="top_k", help=f"{help} (default %(default)s)")

@@ -1,4 +1,4 @@
-"""Commands that make or move index folders: `build-index`, `import-dense`, `prepare`, `export`."""
+"""Commands that make or move index folders: `build-index`, `import-dense`, `prepare`, `export`, `push-index`."""
 
 from __future__ import annotations
 
@@ -6,22 +6,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import add_milvus_arguments, add_model_arguments, encoder_from_args, env, head_encoder_from_args
+from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, encoder_from_args, env,
+                           head_encoder_from_args)
 from mlsr.cli.progress import progress_bar
+from mlsr.index.sparse import PRECISIONS
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
 
 
 def add_commands(commands) -> None:
     build = commands.add_parser("build-index", help="encode a folder of images (and captions) into an index",
                                 description="Encode a folder of images, optionally with captions, into an index folder.")
-    build.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
+    build.add_argument("--images", required=True, type=Path,
+                       help="folder of images (searched recursively; links to files inside it are followed, links"
+                            " leaving it or to folders are skipped and listed)")
     build.add_argument("--captions", type=Path, help="CSV (columns file,caption) or JSONL ({file, caption}) file")
     build.add_argument("--doc", choices=DOCUMENTS, default="image",
                        help="document representation (the seed paper's three runs; image+caption sums both vectors)")
     build.add_argument("--dense", action="store_true", help="also keep the dense image vectors for FAISS comparison")
-    build.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    build.add_argument("--strict", action="store_true",
+                       help="stop at the first image it cannot take (unreadable, or a link not followed) instead of"
+                            " skipping it")
     build.add_argument("--out", required=True, type=Path,
                        help="index folder to write (replaced atomically; an interrupted build resumes on re-run)")
+    add_precision_argument(build)
     add_model_arguments(build)
     build.set_defaults(run=build_index_command)
 
@@ -37,6 +44,7 @@ def add_commands(commands) -> None:
     imp.add_argument("--image-root", type=Path,
                      help="folder holding the images (e.g. Flickr30k's flickr30k-images/): items point at its files;"
                           " default: COCO URLs for COCO, none (a placeholder in the app) otherwise")
+    add_precision_argument(imp)
     add_model_arguments(imp, backbone=False)
     imp.set_defaults(run=import_dense_command)
 
@@ -47,6 +55,7 @@ def add_commands(commands) -> None:
                       help="index folder (env MLSR_INDEX; default %(default)s)")
     prep.add_argument("--dataset", default=dataset_default, help="env MLSR_DATASET; default %(default)s")
     prep.add_argument("--split", default=DEFAULT_SPLIT, help="default %(default)s")
+    add_precision_argument(prep)
     add_model_arguments(prep, backbone=False)
     prep.set_defaults(run=prepare_command)
 
@@ -56,7 +65,7 @@ def add_commands(commands) -> None:
         "export", help="load an index folder into Milvus (a Milvus Lite .db file or a cluster)",
         description="Bulk-load an index folder's items, sparse and dense vectors into a Milvus collection, in"
                     " batches. Re-running resumes an interrupted export and never duplicates rows.")
-    export.add_argument("--index", required=True, type=Path, help="index folder")
+    export.add_argument("--index", required=True, help=INDEX_HELP)
     add_milvus_arguments(export, DEFAULT_COLLECTION)
     export.add_argument("--batch-size", type=int, default=EXPORT_BATCH, help="rows per request (default %(default)s)")
     export.add_argument("--sparse-index", choices=SPARSE_INDEX_TYPES, default=SPARSE_INDEX_TYPES[0],
@@ -64,38 +73,61 @@ def add_commands(commands) -> None:
     export.add_argument("--replace", action="store_true", help="drop the collection first if it holds another index")
     export.set_defaults(run=export_command)
 
+    push = commands.add_parser(
+        "push-index", help="publish an index folder as a dataset repo on the Hugging Face Hub",
+        description="Upload an index folder (verified first) with a generated dataset card to a Hub dataset repo, in"
+                    " one commit; re-running after an interruption sends only what the Hub lacks. Then any --index"
+                    " (search, evaluate, export, the app) takes REPO_ID.")
+    push.add_argument("folder", type=Path, metavar="DIR", help="index folder")
+    push.add_argument("repo_id", metavar="REPO_ID", help="dataset repo OWNER/NAME (created when missing)")
+    push.add_argument("--private", action="store_true", help="make the repo private (also an existing one)")
+    push.set_defaults(run=push_index_command)
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--precision: how document weights are stored (the keys of mlsr.index.sparse.PRECISIONS)."""
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float16",
+                        help="how document weights are stored (default %(default)s: 6 bytes per posting instead of 8;"
+                             " search is exact over the stored, rounded weights); float32 keeps the head's weights"
+                             " exactly, as evaluation does")
+
 
 def build_index_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mlsr.data.captions import find_images, read_captions
+    from mlsr.data.captions import read_captions, scan_images
+    from mlsr.index.folder import check_target
     from mlsr.ingest.images import build_index
 
+    check_target(args.out)
     captions = read_captions(args.captions) if args.captions else None
-    total = len(find_images(args.images))
+    total = len(scan_images(args.images, strict=args.strict).paths)  # its refusals come before the models load
     encoder = encoder_from_args(args)
     with tqdm(total=total, unit="img", desc="encoding images") as bar:
         index, report = build_index(encoder, args.images, out=args.out, captions=captions, documents=args.doc,
-                                    dense=args.dense, strict=args.strict, progress=bar.update)
+                                    dense=args.dense, strict=args.strict, precision=args.precision,
+                                    progress=bar.update)
     if report.resumed:
         print(f"resumed an interrupted build: {report.resumed} batches were already encoded")
     print(f"indexed {report.indexed} images into {args.out} in {report.seconds:.1f} s"
           f" ({args.doc} documents, {index.nnz / max(len(index), 1):.0f} terms per document on average)")
     if report.skipped:
-        print(f"skipped {len(report.skipped)} unreadable images:", file=sys.stderr)
+        print(f"skipped {len(report.skipped)} (unreadable images and folders, links not followed):", file=sys.stderr)
         for name, reason in report.skipped[:20]:
             print(f"  {name}: {reason}", file=sys.stderr)
     return 0
 
 
 def import_dense_command(args: argparse.Namespace) -> int:
+    from mlsr.index.folder import check_target
     from mlsr.ingest.published import import_dense
 
+    check_target(args.out)  # before the models load
     encoder = head_encoder_from_args(args)
     bar, set_total = progress_bar("sparsifying image vectors")
     with bar:
         index, report = import_dense(encoder, args.dataset, args.out, split=args.split, image_root=args.image_root,
-                                     progress=bar.update, total=set_total)
+                                     precision=args.precision, progress=bar.update, total=set_total)
     print(f"indexed {report.images} {report.split} images of {args.dataset} into {args.out} in {report.seconds:.1f} s"
           f" ({index.nnz / max(len(index), 1):.0f} terms per image on average; images: {report.image_source})")
     if report.missing_images:
@@ -110,7 +142,8 @@ def prepare_command(args: argparse.Namespace) -> int:
     bar, set_total = progress_bar(f"building {args.index}")
     with bar:
         built = ensure_index(args.index, dataset=args.dataset, split=args.split, head=args.head,
-                             tokenizer=args.tokenizer, device=args.device, progress=bar.update, total=set_total)
+                             tokenizer=args.tokenizer, device=args.device, precision=args.precision,
+                             progress=bar.update, total=set_total)
     print(f"built {args.index} from {args.dataset} ({args.split})" if built
           else f"{args.index} exists; reusing it (delete the folder to rebuild)")
     return 0
@@ -119,7 +152,8 @@ def prepare_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mlsr.backends.milvus import connect, export_index
+    from mlsr.backends.milvus import connect
+    from mlsr.backends.milvus_export import export_index
     from mlsr.errors import InputError
     from mlsr.index.sparse import SparseIndex
 
@@ -137,4 +171,20 @@ def export_command(args: argparse.Namespace) -> int:
     resumed = f" ({report.already} were already there)" if report.already else ""
     print(f"exported {report.count} rows of {args.index} to collection {report.collection!r} at {args.milvus_uri}"
           f" in {report.seconds:.1f} s: {report.written} written{resumed}")
+    return 0
+
+
+def push_index_command(args: argparse.Namespace) -> int:
+    from mlsr.index.publish import push_index
+
+    report = push_index(args.folder, args.repo_id, private=args.private)
+    pin = f", or --index {report.repo_id}@{report.commit} for exactly this version" if report.commit else ""
+    print(f"pushed {args.folder} ({report.files} files, {report.bytes / 1e6:,.1f} MB) to {report.url};"
+          f" use it with --index {report.repo_id}{pin}")
+    if report.local_images:
+        print(f"note: {report.local_images:,} items point at image files on this machine, which were not uploaded;"
+              " the app shows a placeholder for them", file=sys.stderr)
+    if report.local_models:
+        print(f"note: the index names a local folder as its {' and '.join(report.local_models)}; publish that model"
+              " too, or nobody else can search this index", file=sys.stderr)
     return 0

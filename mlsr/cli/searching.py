@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
-from mlsr.settings import ENCODE_MODES, QUERY_MODES
+from mlsr.checks import check_depth, check_k, check_top_k
+from mlsr.cli.args import INDEX_HELP, add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
+from mlsr.settings import ENCODE_MODES, HYBRID_DEPTH, QUERY_MODES, REFERENCE_HYBRID_DEPTH
 
 
 def add_commands(commands) -> None:
@@ -16,8 +17,11 @@ def add_commands(commands) -> None:
                                  description="Rank an index for text queries and show the matched terms.")
     search.add_argument("queries", nargs="+", metavar="QUERY",
                         help="query text (several queries run as a batch; - reads one query from standard input)")
-    search.add_argument("--index", required=True, type=Path, help="index folder")
+    search.add_argument("--index", required=True, help=INDEX_HELP)
     search.add_argument("--mode", choices=QUERY_MODES, default="expand", help="query encoding")
+    search.add_argument("--hybrid-depth", type=int, default=HYBRID_DEPTH,
+                        help="--mode hybrid: no_expand candidates re-scored by the expanded query (default %(default)s;"
+                             f" the reference code re-scores {REFERENCE_HYBRID_DEPTH})")
     search.add_argument("-k", type=int, default=10, help="results per query (default %(default)s)")
     add_terms_argument(search, 5, "matched terms shown per result")
     search.add_argument("--json", action="store_true", help="print one JSON object per query")
@@ -42,13 +46,16 @@ def search_command(args: argparse.Namespace) -> int:
     from mlsr.index.sparse import SparseIndex
     from mlsr.retrieval import search_texts
 
+    check_k(args.k)  # the library's rules, checked before anything loads
+    check_top_k(args.top_k)
+    check_depth(args.hybrid_depth)
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
     backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
     encoder = encoder_from_args(args)
     index.check_models(encoder.models())
     texts = [stdin_if_dash(query) for query in args.queries]
     try:
-        results, queries = search_texts(encoder, backend, texts, k=args.k, mode=args.mode)
+        results, queries = search_texts(encoder, backend, texts, k=args.k, mode=args.mode, depth=args.hybrid_depth)
     finally:
         backend.close()
     for q, text in enumerate(texts):
@@ -69,6 +76,11 @@ def search_command(args: argparse.Namespace) -> int:
 
 
 def terms_command(args: argparse.Namespace) -> int:
+    from mlsr.checks import existing_file
+
+    check_top_k(args.top_k)
+    if args.text is None:
+        existing_file(args.image, "image")  # before the models load
     encoder = encoder_from_args(args)
     if args.text is not None:
         vectors = encoder.encode_text([stdin_if_dash(args.text)], mode=args.mode)

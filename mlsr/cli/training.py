@@ -10,7 +10,7 @@ from pathlib import Path
 from mlsr.cli.args import add_device_argument, env
 from mlsr.cli.progress import quiet_transformers
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_TOKENIZER
-from mlsr.training.config import AMP_MODES, TrainConfig
+from mlsr.training.config import AMP_MODES, DEFAULT_MLM, PRESETS, TrainConfig
 
 
 def add_commands(commands) -> None:
@@ -41,9 +41,13 @@ def add_commands(commands) -> None:
     train.add_argument("--out", required=True, type=Path, help="folder for the head, its tokenizer, logs and checkpoint")
     train.add_argument("--tokenizer", help="vocabulary of the head, Hub id or folder (default: the --mlm model's,"
                                            f" else {DEFAULT_TOKENIZER})")
-    train.add_argument("--mlm", help="masked-LM whose LayerNorm + vocabulary projector initialise the head"
-                                     " (DistilBERT or BERT, e.g. distilbert-base-uncased); default: random")
-    train.add_argument("--epochs", type=int, default=defaults.epochs, help="default %(default)s")
+    train.add_argument("--mlm", default=DEFAULT_MLM,
+                       help="masked-LM whose LayerNorm + vocabulary projector initialise the head, Hub id or folder"
+                            " (DistilBERT or BERT; default %(default)s, as the paper); 'none': random weights")
+    train.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                       help="paper: the published recipe (200 epochs); cpu: 20 epochs with --amp bf16, for a CPU."
+                            " Flags given override the preset (default %(default)s)")
+    train.add_argument("--epochs", type=int, help=f"default {defaults.epochs} (--preset cpu: {PRESETS['cpu'].epochs})")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="pairs per batch (default %(default)s)")
     train.add_argument("--q-reg", type=float, default=defaults.q_reg, help="L1 weight on captions (default %(default)s)")
     train.add_argument("--d-reg", type=float, default=defaults.d_reg, help="L1 weight on images (default %(default)s)")
@@ -63,7 +67,9 @@ def add_commands(commands) -> None:
                        help="comma-separated splits to train on (default %(default)s)")
     train.add_argument("--val-split", default=defaults.val_split, help="split to validate on (default %(default)s)")
     train.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
-    train.add_argument("--amp", choices=AMP_MODES, default=defaults.amp, help="mixed precision (fp16: CUDA only)")
+    train.add_argument("--amp", choices=AMP_MODES,
+                       help=f"mixed precision (fp16: CUDA only; default {defaults.amp},"
+                            f" --preset cpu: {PRESETS['cpu'].amp})")
     train.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="default %(default)s")
     add_device_argument(train)
     train.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
@@ -103,13 +109,17 @@ def train_command(args: argparse.Namespace) -> int:
 
     from mlsr.training.loop import train
 
+    preset = PRESETS[args.preset]
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, q_reg=args.q_reg, d_reg=args.d_reg,
+        epochs=preset.epochs if args.epochs is None else args.epochs, batch_size=args.batch_size,
+        q_reg=args.q_reg, d_reg=args.d_reg,
         temperature=args.temperature, lr=args.lr, proj_lr=args.proj_lr, warmup=args.warmup,
         mask_ratio=args.mask_ratio, hidden_size=args.hidden_size,
         train_splits=tuple(split.strip() for split in args.train_splits.split(",") if split.strip()),
-        val_split=args.val_split, seed=args.seed, amp=args.amp, eval_batch_size=args.eval_batch_size,
+        val_split=args.val_split, seed=args.seed, amp=preset.amp if args.amp is None else args.amp,
+        eval_batch_size=args.eval_batch_size,
     )
+    mlm = None if args.mlm.strip().lower() == "none" else args.mlm
     quiet_transformers(args.verbose)
     logging.getLogger("mlsr.training.loop").setLevel(logging.INFO)  # epoch lines reach the console
     bar = None
@@ -122,7 +132,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     try:
         with logging_redirect_tqdm():
-            result = train(args.data, args.out, config, tokenizer=args.tokenizer, mlm=args.mlm, device=args.device,
+            result = train(args.data, args.out, config, tokenizer=args.tokenizer, mlm=mlm, device=args.device,
                            resume=args.resume, progress=progress)
     finally:
         if bar is not None:

@@ -119,6 +119,14 @@ def _image_rows(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str
             yield ids[row], _bytes(images[j]), _text(captions[j])
 
 
+def atomic_query(page_title: str, section_title: str, section_text: str) -> str:
+    """The seed paper's AToMiC query: page title, section title and section text, joined by spaces.
+
+    Empty fields are left out. Article mode (`mlsr.app.article`) builds its section queries the same way.
+    """
+    return " ".join(part.strip() for part in (page_title, section_title, section_text) if part and part.strip())
+
+
 def _text(value) -> str:
     """A field that may be a string, a list of strings (multilingual captions) or missing."""
     if value is None:
@@ -162,7 +170,7 @@ def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, q
         for batch in _batches(shard, ("text_id", *QUERY_FIELDS), 4096):
             for i, text_id in enumerate(batch["text_id"]):
                 if str(text_id) in wanted:
-                    text = " ".join(_text(batch[f][i]).strip() for f in QUERY_FIELDS if _text(batch[f][i]).strip())
+                    text = atomic_query(*(_text(batch[f][i]) for f in QUERY_FIELDS))
                     found[str(text_id)] = text[:max_chars] or "(empty)"
         if len(found) == len(wanted):
             break

@@ -160,10 +160,13 @@ def _gains(indices: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str]
 
 
 def term_frequency(vectors) -> np.ndarray:
-    """(vocab,) int64: how many rows of an (n, vocab) sparse matrix or dense array give each term a non-zero weight."""
+    """(vocab,) int64: how many rows of an (n, vocab) sparse matrix or dense array give each term a non-zero weight.
+
+    The matrix is read, never changed (duplicates are summed on a copy)."""
     if sp.issparse(vectors):
         vectors = sp.csr_matrix(vectors, copy=True)
-        vectors.eliminate_zeros()  # on our copy: explicit zeros are not active terms
+        vectors.sum_duplicates()  # on our copy: a repeated entry is one term, and one that sums to 0 is none
+        vectors.eliminate_zeros()  # explicit zeros are not active terms
         return np.bincount(vectors.indices, minlength=vectors.shape[1]).astype(np.int64)
     if hasattr(vectors, "detach"):  # a torch tensor, without importing torch here
         return (vectors != 0).sum(dim=0).detach().to("cpu").numpy().astype(np.int64)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX
+from mlsr.settings import DEFAULT_DATASET
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """An evaluation with fixed inputs: which dataset's split queries which index, and the published rows."""
+    """An evaluation with fixed inputs: a dataset's split (its captions query its images), and the published rows.
+
+    The images are indexed from their published vectors in float32, so the numbers are those of the
+    reference computation (no rounding of the stored weights).
+    """
 
     name: str
     dataset: str
     split: str
-    index: str
     published: dict = field(default_factory=dict)
 
 
@@ -22,7 +25,7 @@ class Recipe:
 # the project's method digest).
 RECIPES = {
     "mscoco-test": Recipe(
-        "mscoco-test", DEFAULT_DATASET, "test", DEFAULT_INDEX,
+        "mscoco-test", DEFAULT_DATASET, "test",
         {"source": "Nguyen et al., ECIR 2024 (MS-COCO 5k test, text-to-image)",
          "rows": {"D2S-BLIP sparse (published)": {"R@1": 55.9}, "BLIP dense (published)": {"R@1": 57.0}}},
     ),

@@ -1,8 +1,10 @@
 """The evaluation loop: queries x documents x runs -> metrics, cost (active terms, FLOPs) and TREC run files.
 
 Every evaluation goes through `evaluate`: the `evaluate` command and its recipes, the AToMiC task
-(`mlsr.evaluation.atomic`) and the validation of `train`. A run is one way of ranking: the sparse
-query modes `expand`, `no_expand`, `hybrid`, or `dense` (FAISS over the dense vectors). Costs come
+(`mlsr.evaluation.atomic_task`) and the validation of `train`. A run is one way of ranking: the sparse
+query modes `expand`, `no_expand`, `hybrid`, or `dense` (FAISS over the dense vectors). `hybrid@N`
+is hybrid re-scoring N candidates; plain `hybrid` re-scores `hybrid_depth` (default 1,000). The
+default runs hold both `hybrid@10` (the reference code's depth) and `hybrid`. Costs come
 from term document frequencies, so the document matrix is never materialised.
 """
 
@@ -19,14 +21,16 @@ from mlsr._files import atomic_write_json
 from mlsr.data.trec import Qrels, write_qrels, write_run
 from mlsr.errors import InputError
 from mlsr.evaluation.metrics import flops_from_frequencies, parse_measure, score_rankings, term_frequency
+from mlsr.checks import check_depth
 from mlsr.index.modes import QueryVectors, rank
 from mlsr.index.sparse import Results, SparseIndex
-from mlsr.settings import HYBRID_DEPTH, Status
+from mlsr.settings import HYBRID_DEPTH, REFERENCE_HYBRID_DEPTH, Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.backends import SearchBackend
 
-RUNS: tuple[str, ...] = ("expand", "no_expand", "hybrid", "dense")
+RUNS: tuple[str, ...] = ("expand", "no_expand", "hybrid", "dense")  # the kinds of run
+DEFAULT_RUNS: tuple[str, ...] = ("expand", "no_expand", f"hybrid@{REFERENCE_HYBRID_DEPTH}", "hybrid", "dense")
 RUN_LABELS = {"expand": "sparse expand", "no_expand": "sparse no_expand", "hybrid": "sparse hybrid",
               "dense": "dense (FAISS)"}
 DEFAULT_MEASURES: tuple[str, ...] = ("R@1", "R@5", "R@10", "MRR@10", "NDCG@5", "NDCG@10", "NDCG@100", "NDCG@1000",
@@ -51,6 +55,7 @@ class RunResult:
 
     run: str
     metrics: dict[str, float]
+    depth: int | None = None  # hybrid runs: the no_expand candidates re-scored
     query_terms: float | None = None
     doc_terms: float | None = None
     flops: float | None = None
@@ -85,7 +90,7 @@ def evaluate(
     *,
     doc_ids: Sequence[str],
     doc_frequency: np.ndarray | None,
-    runs: Sequence[str] = RUNS,
+    runs: Sequence[str] = DEFAULT_RUNS,
     measures: Sequence[str] = DEFAULT_MEASURES,
     runs_dir: str | Path | None = None,
     run_prefix: str = "",
@@ -99,13 +104,14 @@ def evaluate(
     `searcher` ranks rows (the index, a search backend, or training's tensor scorer); row r is the
     document `doc_ids[r]`, and `doc_frequency` (vocab,) counts the documents holding each term (None:
     no cost columns). Queries go `batch_size` rows at a time (default: all at once). Run files are
-    named `<run_prefix><run>.trec` in `runs_dir`, beside `qrels.trec` and `metrics.json`.
+    named `<run_prefix><run>.trec` in `runs_dir`, beside `qrels.trec` and `metrics.json`. A run
+    that ranks as an earlier one (`hybrid` at `hybrid_depth` 10 beside `hybrid@10`) is left out.
     """
     for name in measures:
         parse_measure(name)
+    planned: dict[tuple[str, int | None], str] = {}
     for run in runs:
-        if run not in RUNS:
-            raise InputError(f"unknown run {run!r}; choose from {', '.join(RUNS)}.")
+        planned.setdefault(parse_run(run, hybrid_depth), run)
     n_docs = len(doc_ids)
     depth = min(max(parse_measure(name)[1] for name in measures), n_docs)
     known = {doc for judged in qrels.values() for doc in judged}
@@ -117,13 +123,13 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         write_qrels(out / "qrels.trec", qrels)
     results = []
-    for run in runs:
+    for (kind, run_depth), run in planned.items():
         if progress:
             progress(run)
         started = time.perf_counter()
-        ranked, query_frequency = _rank_run(searcher, queries, run, depth, hybrid_depth, batch_size)
+        ranked, query_frequency = _rank_run(searcher, queries, kind, depth, run_depth, batch_size)
         result = RunResult(run, score_rankings(ranked.indices, queries.ids, doc_ids, qrels, measures),
-                           seconds=round(time.perf_counter() - started, 2))
+                           depth=run_depth, seconds=round(time.perf_counter() - started, 2))
         if query_frequency is not None and doc_frequency is not None:
             n_queries = len(queries.ids)
             result.query_terms = float(query_frequency.sum() / max(n_queries, 1))
@@ -140,10 +146,28 @@ def evaluate(
     return evaluation
 
 
+def parse_run(name: str, hybrid_depth: int = HYBRID_DEPTH) -> tuple[str, int | None]:
+    """A run name -> (kind, hybrid depth or None).
+
+    "hybrid@10" -> ("hybrid", 10), "hybrid" -> ("hybrid", hybrid_depth), "expand" -> ("expand", None).
+    """
+    kind, at, depth = str(name).partition("@")
+    if kind not in RUNS or (at and kind != "hybrid"):
+        raise InputError(f"unknown run {name!r}; choose from {', '.join(RUNS)} (hybrid@N: hybrid re-scoring N"
+                         " candidates).")
+    if kind != "hybrid":
+        return kind, None
+    if not at:
+        return kind, check_depth(hybrid_depth)
+    if not depth.isdigit():
+        raise InputError(f"run {name!r}: the depth after @ must be a whole number >= 1.")
+    return kind, check_depth(int(depth))
+
+
 def evaluate_index(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, backend: "SearchBackend | None" = None,
                    **options) -> Evaluation:
     """`evaluate` against an index's items (`id`) and document frequencies; searches go to `backend` if given."""
-    if "dense" in options.get("runs", RUNS) and index.dense is None:
+    if "dense" in options.get("runs", DEFAULT_RUNS) and index.dense is None:
         raise InputError("the index holds no dense vectors (build it with --dense, or import-dense); drop the dense run.")
     if backend is None:
         from mlsr.backends.local import LocalBackend
@@ -153,9 +177,10 @@ def evaluate_index(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, backe
                     doc_frequency=index.document_frequency(), **options)
 
 
-def _rank_run(searcher, queries: QuerySet, run: str, depth: int, hybrid_depth: int,
+def _rank_run(searcher, queries: QuerySet, run: str, depth: int, hybrid_depth: int | None,
               batch_size: int | None) -> tuple[Results, np.ndarray | None]:
-    """The (q, depth) ranking of one run, batch by batch, and its query vectors' term frequencies (None: dense)."""
+    """The (q, depth) ranking of one run (a kind in RUNS), batch by batch, and its query vectors' term
+    frequencies (None: dense). A hybrid run re-scores exactly `hybrid_depth` candidates."""
     vectors = queries.vectors
     n = len(queries.ids)
     step = batch_size or max(n, 1)
@@ -168,7 +193,7 @@ def _rank_run(searcher, queries: QuerySet, run: str, depth: int, hybrid_depth: i
             ranked = searcher.dense_search(vectors.dense[start:stop], depth)
         else:
             chunk = QueryVectors(*(None if view is None else view[start:stop] for view in vectors[:2]))
-            ranked = rank(searcher, chunk, run, depth, max(hybrid_depth, depth))
+            ranked = rank(searcher, chunk, run, depth, hybrid_depth or HYBRID_DEPTH)
             counted = term_frequency(chunk.scoring(run))
             frequency = counted if frequency is None else frequency + counted
         scores.append(ranked.scores)

@@ -1,12 +1,13 @@
 """An index on disk: a self-describing folder, written atomically and verified file by file when read.
 
-Files: `manifest.json` (format, sizes, models, and the size and sha256 of every other file), the
+Files: `manifest.json` (format, sizes, models, the size and sha256 of every other file, and its own sha256), the
 postings (`postings.*.npy`, memory-mapped on load), `items.jsonl`, `vocab.txt` (when known) and
 `dense.npy` (when present). Format 3 is the blocked inverted layout of `mlsr.index.inverted`
 (uint16 rows within blocks of 65,536 documents; float16, float32 or uint8 weights). Older folders
 still load: format 2 (one posting list per term with int32 rows, float16 or float32 weights) and
 format 1 (a (documents, vocab) CSR matrix in `sparse.npz`) are read into memory and re-inverted
-in the current layout, keeping their stored weights exactly; saving them again writes format 3.
+in the current layout, keeping their stored weights exactly; saving them again writes format 3. The manifest's names, seal and
+schema: `mlsr.index.manifest`.
 """
 
 from __future__ import annotations
@@ -23,38 +24,20 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr._files import atomic_write_json, read_jsonl, replace_folder, sha256_file, staging_folder, write_jsonl
+from mlsr._files import (atomic_write_json, read_jsonl, regular_file, replace_folder, sha256_file, staging_folder,
+                         write_jsonl)
+from mlsr.checks import unreadable
 from mlsr.errors import IndexFormatError, InputError
-from mlsr.index.checks import FORMAT2_NAMES, checked_blocks, format2_rows
+from mlsr.index.checks import checked_blocks, format2_rows
 from mlsr.index.inverted import InvertedIndex, search_threads
+from mlsr.index.manifest import (  # noqa: F401 (the format's names, importable from here as before)
+    DENSE_FILE, DERIVED_FIELDS, FORMAT, FORMAT2_FILES, FORMAT_VERSION, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES,
+    SEAL_FIELD, SPARSE_FILE, check_manifest, postings_field, sealed,
+)
 from mlsr.vocab import VOCAB_FILE, Vocabulary
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "mlsr-index"
-FORMAT_VERSION = 3
-MANIFEST_FILE = "manifest.json"
-SPARSE_FILE = "sparse.npz"  # format 1: documents x vocabulary CSR float32
-# format 3: the blocked inverted layout, one .npy per array (memory-mapped on load); format 2 had
-# the first five names (with other contents: see mlsr.index.checks)
-POSTING_FILES = {
-    "indptr": "postings.indptr.npy",
-    "docs": "postings.docs.npy",
-    "weights": "postings.weights.npy",
-    "dense_terms": "postings.dense_terms.npy",
-    "dense_weights": "postings.dense_weights.npy",
-    "scales": "postings.scales.npy",
-    "dense_indptr": "postings.dense_indptr.npy",
-    "dense_scales": "postings.dense_scales.npy",
-}
-FORMAT2_FILES = {name: POSTING_FILES[name] for name in FORMAT2_NAMES}
-ITEMS_FILE = "items.jsonl"
-DENSE_FILE = "dense.npy"
-# Manifest fields computed on save; everything else in a manifest is the index's `info`.
-DERIVED_FIELDS = {
-    "format", "format_version", "count", "vocab_size", "vocab_sha256", "dense_size", "saved", "files",
-    "precision", "postings", "block_size",
-}
 
 
 @dataclass
@@ -73,9 +56,7 @@ class FolderContents:
 def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
                  dense: np.ndarray | None, info: dict) -> None:
     """Write an index folder atomically: a complete new folder replaces the old one, or nothing changes."""
-    path = Path(path)
-    if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
-        raise IndexFormatError(f"{path} exists and is not an mlsr index; refusing to overwrite it.")
+    path = check_target(path)
     staging = staging_folder(path)
     try:
         _write_files(staging, inverted, items, vocab, dense, info)
@@ -83,6 +64,16 @@ def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], v
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("saved %d documents to %s", inverted.n_docs, path)
+
+
+def check_target(path: str | Path) -> Path:
+    """`path` if an index may be written there (nothing, an empty folder or an index); builders call it first."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise IndexFormatError(f"{path} is a file, not an index folder; refusing to overwrite it.")
+    if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
+        raise IndexFormatError(f"{path} exists and is not an mlsr index; refusing to overwrite it.")
+    return path
 
 
 def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
@@ -108,10 +99,12 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
         "dense_size": None if dense is None else int(dense.shape[1]),
         "precision": inverted.precision,
         "block_size": inverted.block_size,
-        "postings": {"stored": len(inverted.docs), "dense_columns": len(inverted.dense_terms)},
+        "postings": {"stored": len(inverted.docs), postings_field(FORMAT_VERSION): len(inverted.dense_terms)},
         "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": _file_records(folder, files),
     }
+    manifest = sealed(manifest)
+    check_manifest(manifest, "the index to save", InputError, "give the index the info mlsr's builders record")
     atomic_write_json(folder / MANIFEST_FILE, manifest)
 
 
@@ -122,7 +115,7 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
     with ThreadPoolExecutor(max_workers=1) as side:
         # items are parsed on a spare thread while the checksums are verified (both take ~a second
         # at a million items); they are used only if every checksum matches
-        readable = items_file.is_file() and not items_file.is_symlink()
+        readable = regular_file(items_file)
         parsed = side.submit(_read_items, items_file) if readable else None
         manifest = read_manifest(path)
         items = parsed.result() if parsed is not None else None
@@ -152,16 +145,19 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
         )
     if vocab is not None and vocab.sha256 != manifest.get("vocab_sha256"):
         raise IndexFormatError(f"index {path}: vocab.txt does not match the manifest's hash; rebuild the index.")
-    if dense is not None and (dense.ndim != 2 or dense.shape[0] != count):
-        raise IndexFormatError(f"index {path}: dense.npy has shape {dense.shape} for {count} documents;"
-                               " rebuild the index.")
+    if dense is not None and (dense.ndim != 2 or dense.shape != (count, manifest["dense_size"])):
+        raise IndexFormatError(f"index {path}: dense.npy has shape {dense.shape}, the manifest says"
+                               f" ({count}, {manifest['dense_size']}); rebuild the index.")
     inverted, precision = None, "float32"  # format 1 kept float32 weights
     try:
         if manifest["format_version"] == 3:
             inverted = checked_blocks(arrays, count, vocab_size, manifest.get("block_size"))
             precision = inverted.precision
+            _check_postings(manifest, precision, len(inverted.docs), len(inverted.dense_terms), f"index {path}")
         elif manifest["format_version"] == 2:
-            vectors, precision = format2_rows(arrays, count, vocab_size), str(arrays["weights"].dtype)
+            precision = str(arrays["weights"].dtype)
+            _check_postings(manifest, precision, len(arrays["docs"]), len(arrays["dense_terms"]), f"index {path}")
+            vectors = format2_rows(arrays, count, vocab_size)
     except InputError as error:
         raise IndexFormatError(f"index {path}: {error}") from None
     info = {key: value for key, value in manifest.items() if key not in DERIVED_FIELDS}
@@ -169,49 +165,55 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
 
 
 def read_manifest(path: Path) -> dict:
-    """Read and check `manifest.json` and the size and sha256 of every file it lists."""
+    """Read `manifest.json`, check it field by field (see `check_manifest`), then the size and sha256 of every file it lists."""
     if not path.is_dir():
+        if path.exists():
+            raise IndexFormatError(f"{path} is a file, not an index folder.")
         raise IndexFormatError(
             f"no index at {path}. Build one with `python -m mlsr build-index --images DIR --out {path}`."
         )
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        raw = (path / MANIFEST_FILE).read_bytes()
     except FileNotFoundError:
         raise IndexFormatError(f"{path} has no {MANIFEST_FILE}: it is not an mlsr index (or its build was interrupted).") from None
-    except (ValueError, OSError) as error:
+    except OSError as error:
+        raise IndexFormatError(f"index {path}: {unreadable(MANIFEST_FILE, None, error)}") from None
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except ValueError as error:  # UnicodeDecodeError too
         raise IndexFormatError(f"index {path}: {MANIFEST_FILE} is not valid JSON ({error}).") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexFormatError(f"{path / MANIFEST_FILE} is not an mlsr index manifest.")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise IndexFormatError(
-            f"index {path} has format version {version!r}; this mlsr reads up to {FORMAT_VERSION}. Upgrade mlsr."
-        )
-    files = manifest.get("files")
-    postings = {1: [SPARSE_FILE], 2: list(FORMAT2_FILES.values())}.get(version, list(POSTING_FILES.values()))
-    required = [*postings, ITEMS_FILE]
-    if not isinstance(files, dict) or any(name not in files for name in required):
-        raise IndexFormatError(f"index {path}: the manifest lists no {' / '.join(required)}.")
+    check_manifest(manifest, f"index {path}")
+    files = manifest["files"]
     for name, expected in files.items():
-        if Path(name).name != name:
-            raise IndexFormatError(f"index {path}: the manifest names a file outside the folder ({name!r}).")
         file = path / name
-        if file.is_symlink() or not file.is_file():
+        if not regular_file(file):  # a link only where the Hugging Face cache made it
             raise IndexFormatError(f"index {path}: {name} is missing (or not a regular file); rebuild the index.")
         size = file.stat().st_size
-        if not isinstance(expected, dict) or size != expected.get("bytes"):
+        if size != expected["bytes"]:
             raise IndexFormatError(
-                f"index {path}: {name} has {size:,} bytes, the manifest says {expected.get('bytes')}"
+                f"index {path}: {name} has {size:,} bytes, the manifest says {expected['bytes']:,}"
                 " (truncated or altered); rebuild the index."
             )
     # the checksums are the slow part of a load (~1.7 GB/s per core with SHA extensions): one file per core
     names = sorted(files, key=lambda name: -files[name]["bytes"])
     with ThreadPoolExecutor(max_workers=max(1, min(search_threads(), len(names)))) as pool:
-        digests = dict(zip(names, pool.map(lambda name: sha256_file(path / name), names)))
+        digests = dict(zip(names, pool.map(lambda name: _digest(path / name), names)))
     for name in names:
-        if digests[name] != files[name].get("sha256"):
+        if isinstance(digests[name], OSError):
+            raise IndexFormatError(f"index {path}: {unreadable(name, None, digests[name])}")
+        if digests[name] != files[name]["sha256"]:
             raise IndexFormatError(f"index {path}: {name} does not match its checksum (altered); rebuild the index.")
     return manifest
+
+
+def _digest(file: Path) -> str | OSError:
+    """sha256 of a file, or the OSError that stopped the read (for a worker thread)."""
+    try:
+        return sha256_file(file)
+    except OSError as error:
+        return error
 
 
 def check_items(items: list[dict], n: int) -> None:
@@ -233,6 +235,18 @@ def _read_items(file: Path) -> list[dict] | Exception:
         return items
     except (OSError, ValueError, InputError) as error:
         return error
+
+
+def _check_postings(manifest: dict, precision: str, stored: int, dense: int, where: str) -> None:
+    """The manifest's `precision` and `postings` counts must describe the postings files as loaded."""
+    if manifest["precision"] != precision:
+        raise IndexFormatError(f"{where}: the manifest says precision {manifest['precision']}, the postings hold"
+                               f" {precision} weights; rebuild the index.")
+    counts = {"stored": stored, postings_field(manifest["format_version"]): dense}
+    for field, found in counts.items():
+        if manifest["postings"][field] != found:
+            raise IndexFormatError(f"{where}: the manifest says postings.{field} = {manifest['postings'][field]},"
+                                   f" the postings hold {found}; rebuild the index.")
 
 
 def _file_records(folder: Path, names: list[str]) -> dict:

@@ -3,6 +3,10 @@
 `expand` scores with every term the head lights up; `no_expand` with only the text's own tokens;
 `hybrid` takes the documents that share a token with the text (the no_expand ranking, top `depth`)
 and re-ranks them by the expanded query.
+
+The reference code's hybrid (thongnt99/lsr-multimodal, retrieve.py) re-scores the top 10 (`--topk`);
+as written it assigns the new score to a copy of each row inside `iterrows()`, so its output equals
+no_expand. mlsr re-scores `depth` candidates (default `HYBRID_DEPTH`, 1,000) and fills a short list.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import check_depth, check_k
 from mlsr.errors import InputError
-from mlsr.index.sparse import Results, SparseIndex
+from mlsr.index.sparse import Results, SparseIndex, as_csr
 from mlsr.settings import HYBRID_DEPTH, QUERY_MODES, QueryMode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +50,7 @@ def check_mode(mode: str) -> str:
 
 def rank(index: "SparseIndex | SearchBackend", queries: QueryVectors, mode: QueryMode = "expand", k: int = 10,
          depth: int = HYBRID_DEPTH) -> Results:
-    """Top-k per query in one of the three modes."""
+    """Top-k per query in one of the three modes (`depth`: the candidates hybrid re-scores)."""
     if check_mode(mode) == "hybrid":
         return hybrid_search(index, _need(queries.no_expand, mode), _need(queries.expand, mode), k, depth)
     return index.search(queries.scoring(mode), k)
@@ -57,12 +62,18 @@ def hybrid_search(
 ) -> Results:
     """Candidates from the `no_expand` queries, re-scored by the `expand` ones.
 
-    Candidates are the top-`depth` documents with a positive no_expand score, ranked by expanded
-    score (ties by row). If fewer than k share a term with the query, the list is filled with
-    the best remaining documents by expanded score, after the candidates.
+    Candidates are the top-`depth` documents by no_expand score that have a positive score, ranked by
+    expanded score (ties by row). When there are fewer than k of them (fewer documents share a term
+    with the query, or `depth` < k), the list is filled with the best remaining documents by
+    expanded score, after the candidates. `depth` 10 is the reference code's; the default re-scores
+    `HYBRID_DEPTH` candidates. The queries (sparse, or 2-D arrays) are copied, never changed.
     """
-    k = max(0, min(int(k), len(index)))
-    candidates = index.search(no_expand, max(depth, k))
+    depth = check_depth(depth)
+    k = min(check_k(k), len(index))
+    no_expand, expand = as_csr(no_expand, "no_expand queries"), as_csr(expand, "expand queries")
+    if no_expand.shape != expand.shape:
+        raise InputError(f"the no_expand queries have shape {no_expand.shape}, the expand ones {expand.shape}.")
+    candidates = index.search(no_expand, min(depth, len(index)))
     scores = np.zeros((no_expand.shape[0], k), dtype=np.float32)
     indices = np.zeros((no_expand.shape[0], k), dtype=np.int64)
     for i in range(no_expand.shape[0]):

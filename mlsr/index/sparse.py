@@ -14,8 +14,10 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import check_k, check_top_k
 from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
+from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
@@ -60,6 +62,8 @@ class SparseIndex:
     dense: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     path: Path | None = None  # the folder it was loaded from, for messages
+    source: str | None = None  # the name it was loaded by: the folder as given, or the Hub id `owner/name@commit`
+    hub_id: str | None = None  # `owner/name@commit` when it was read from the Hub
 
     @classmethod
     def build(
@@ -87,12 +91,13 @@ class SparseIndex:
         returns the exact top-k over the stored weights -- the same float32 scores as a brute-force
         product over them -- which may differ from the top-k over the original weights where scores
         are closer than the rounding (`bench/bench_scale.py` measures recall@10 against float32).
+        `vectors` (each chunk) and `dense` are copied, never changed; a 2-D array is taken as one matrix.
         """
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
         if dense is not None:
-            dense = np.ascontiguousarray(dense, dtype=np.float32)
-        single = sp.issparse(vectors)
+            dense = np.array(dense, dtype=np.float32, order="C", copy=True)  # the index's own: never the caller's
+        single = sp.issparse(vectors) or isinstance(vectors, np.ndarray) or hasattr(vectors, "__array__")
         if single:
             vectors = as_csr(vectors, "document vectors")
             _check_rows(vectors.shape[0], items, vocab, vectors.shape[1], dense)  # fail before the work
@@ -100,10 +105,10 @@ class SparseIndex:
                 logger.warning("document weights exceed float16's range (%g): storing float32", HALF_MAX)
                 precision = "float32"
             chunks: Iterator[sp.csr_matrix] = iter([vectors])
-        elif isinstance(vectors, Iterable) and not isinstance(vectors, (str, bytes, np.ndarray)):
+        elif isinstance(vectors, Iterable) and not isinstance(vectors, (str, bytes, dict)):
             chunks = (as_csr(chunk, "document vectors") for chunk in vectors)
         else:
-            raise InputError("document vectors must be a scipy sparse matrix, or an iterable of them (row chunks).")
+            raise InputError("document vectors must be a scipy sparse matrix or a 2-D array, or an iterable of them (row chunks).")
         first = next(chunks, None)
         if first is None:
             raise InputError("no document vectors: give a matrix, or at least one row chunk.")
@@ -147,6 +152,11 @@ class SparseIndex:
         """(vocab,) int64: the number of documents holding each term."""
         return self.inverted.document_frequency()
 
+    def has_negative_weights(self) -> bool:
+        """True when some document weight is below zero (read from the postings; no document matrix is built)."""
+        inverted = self.inverted
+        return any(array.size and float(array.min()) < 0 for array in (inverted.weights, inverted.dense_weights))
+
     # -- search -----------------------------------------------------------------------------------
 
     def search(self, queries: sp.spmatrix, k: int = 10) -> Results:
@@ -156,7 +166,9 @@ class SparseIndex:
         the number of documents. Only the query terms' postings are read; scores are the same
         floats as the sparse product `queries @ index.vectors.T` over the stored weights (for
         float16 and uint8 these are the rounded weights: exact search of the stored collection).
+        `queries` (sparse, or a 2-D array) are copied, never changed.
         """
+        k = check_k(k)
         queries = self._check_queries(queries)
         return Results(*self.inverted.search(queries, k))
 
@@ -165,7 +177,10 @@ class SparseIndex:
         query = self._check_queries(query)
         if query.shape[0] != 1:
             raise InputError(f"score() takes one query row, got {query.shape[0]}.")
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        rows = np.asarray(rows).reshape(-1)
+        if rows.dtype == np.bool_ or not (np.issubdtype(rows.dtype, np.integer) or rows.size == 0):
+            raise InputError(f"rows must be whole numbers, got {rows.dtype}.")
+        rows = rows.astype(np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise InputError(f"rows must lie in 0..{len(self) - 1}.")
         weights = self.inverted.weights_at(query.indices, rows)
@@ -178,14 +193,15 @@ class SparseIndex:
         """The terms a query and document share, with both weights and their product, largest first.
 
         The contributions sum to the document's score for that query (up to float rounding); `top_k`
-        keeps the largest ones.
+        (None: all) keeps the largest ones.
         """
+        top_k = check_top_k(top_k)
         row = self._check_row(index_row)
         q_ids, q_weights = nonzero_terms(query_row, self.vocab_size)
         doc_weights = self.inverted.weights_at(q_ids, [row])[:, 0]
         shared = np.flatnonzero(doc_weights)
         contributions = q_weights[shared] * doc_weights[shared]
-        order = np.lexsort((q_ids[shared], -contributions))[: None if top_k is None else max(top_k, 0)]
+        order = np.lexsort((q_ids[shared], -contributions))[:top_k]
         return [
             TermMatch(self.term(q_ids[shared[j]]), float(q_weights[shared[j]]), float(doc_weights[shared[j]]),
                       float(contributions[j]))
@@ -197,6 +213,8 @@ class SparseIndex:
         return self.vocab.terms[term_id] if self.vocab is not None else f"#{term_id}"
 
     def _check_row(self, row: int) -> int:
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)):
+            raise InputError(f"row must be a whole number, got {row!r}.")
         if not 0 <= int(row) < len(self):
             raise InputError(f"row {row} is outside the index (0..{len(self) - 1}).")
         return int(row)
@@ -218,12 +236,19 @@ class SparseIndex:
         """The models that made the document vectors, as recorded in the manifest (None when not recorded)."""
         return ModelRecord.from_json(self.info.get("models"))
 
+    @property
+    def public_name(self) -> str:
+        """How the app names this index to a visitor: its Hub id, or its folder's name (never a server path)."""
+        return self.hub_id or (self.path.resolve().name if self.path is not None else "in memory")
+
     def check_models(self, loaded: ModelRecord) -> None:
         """Raise IndexMismatchError unless this index was built with the vocabulary and weights of `loaded`.
 
         `loaded` is `Encoder.models()`: scores against an index built by other weights are meaningless.
         """
         where = f"index {self.path}" if self.path else "the index"
+        if self.models is None:
+            logger.warning("%s records no models: only its vocabulary can be checked against the loaded ones", where)
         check_compatible(self.models, loaded, vocab_size=self.vocab_size,
                          vocab_sha256=self.vocab.sha256 if self.vocab is not None else None, where=where)
 
@@ -237,12 +262,21 @@ class SparseIndex:
     def load(cls, path: str | Path, models: ModelRecord | None = None, *, mmap: bool = True) -> "SparseIndex":
         """Read an index folder, verifying every file's size and checksum against the manifest.
 
-        The postings are memory-mapped (read-only, paged in as searches touch them) unless `mmap`
-        is False. With `models` (from `Encoder.models()`), refuse an index built with another head,
-        backbone or vocabulary: its scores would be meaningless.
+        `path` may also be a Hub dataset id, `owner/name` or `owner/name@revision` (a `str`; a `Path` is
+        always a folder): it is downloaded once into the Hugging Face cache and verified the same way
+        (see `mlsr.index.hub` for how a name is told from a folder). The postings are memory-mapped
+        (read-only, paged in as searches touch them) unless `mmap` is False. With `models` (from
+        `Encoder.models()`), refuse an index built with another head, backbone or vocabulary: its
+        scores would be meaningless.
         """
-        path = Path(path)
-        contents = read_folder(path, mmap=mmap)
+        location = locate_index(path)
+        path = location.folder
+        try:
+            contents = read_folder(path, mmap=mmap)
+        except IndexFormatError as error:
+            if location.repo_id is None:
+                raise
+            raise IndexFormatError(f"{error}{cached_copy_hint(location)}") from None
         if contents.vectors is not None:  # formats 1 and 2: inverted again, the stored weights kept exactly
             try:
                 index = cls.build(contents.vectors, contents.items, vocab=contents.vocab, dense=contents.dense,
@@ -251,7 +285,8 @@ class SparseIndex:
                 raise IndexFormatError(f"index {path}: {error}") from None
         else:
             index = cls(contents.inverted, contents.items, contents.vocab, contents.dense, contents.info)
-        index.path = path
+        index.path, index.source = path, location.label
+        index.hub_id = location.label if location.repo_id is not None else None
         if models is not None:
             index.check_models(models)
         return index
@@ -279,26 +314,52 @@ def _prepared(chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str) 
         yield chunk
 
 
-def as_csr(matrix: sp.spmatrix, what: str) -> sp.csr_matrix:
-    """A canonical float32 CSR copy of a scipy sparse matrix (sorted, summed duplicates), checked finite.
+def as_csr(matrix, what: str) -> sp.csr_matrix:
+    """A canonical float32 CSR copy of a sparse matrix or a 2-D array (sorted, duplicates summed, no zeros), checked.
 
-    Always a copy: scipy's `csr_matrix(m)` shares `m`'s index arrays, and normalising them in place
-    would move the caller's weights into other columns.
+    Always a copy, never a view: scipy's `csr_matrix(m)` shares `m`'s index arrays, and normalising
+    them in place would move the caller's weights into other columns. Duplicates are summed in the
+    input's own dtype before the cast, so the values are those of `matrix.toarray()` in float32.
     """
-    if not sp.issparse(matrix):
-        raise InputError(f"{what} must be a scipy sparse matrix (rows are items, columns are terms).")
-    if matrix.ndim != 2:
-        raise InputError(f"{what} must be 2-D, got shape {matrix.shape}.")
-    matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    if not np.isfinite(matrix.data).all():
-        raise InputError(f"{what} hold NaN or infinite weights.")
-    matrix.sum_duplicates()
-    matrix.sort_indices()
-    return matrix
+    if sp.issparse(matrix):
+        if matrix.ndim != 2:
+            raise InputError(f"{what} must be 2-D, got shape {matrix.shape}.")
+        _check_real(matrix.dtype, what)
+        copy = sp.csr_matrix(matrix, copy=True)
+        copy.sum_duplicates()  # on the copy, in the input's dtype: sorts its indices and sums repeated entries
+        with np.errstate(over="ignore"):
+            data = copy.data.astype(np.float32)
+        indices, indptr = copy.indices, copy.indptr
+    elif isinstance(matrix, np.ndarray) or hasattr(matrix, "__array__"):
+        array = np.asarray(matrix)
+        if array.ndim != 2:
+            raise InputError(f"{what} must be 2-D (rows are items, columns are terms), got shape {array.shape}.")
+        _check_real(array.dtype, what)
+        with np.errstate(over="ignore"):
+            copy = sp.csr_matrix(array.astype(np.float32))  # new arrays (float16 has no sparse type)
+        data, indices, indptr = copy.data, copy.indices, copy.indptr
+    else:
+        raise InputError(f"{what} must be a scipy sparse matrix or a 2-D array (rows are items, columns are terms).")
+    if not np.isfinite(data).all():
+        raise InputError(f"{what} hold NaN, infinite or out-of-range weights (float32 holds |w| up to 3.4e38).")
+    canonical = sp.csr_matrix((data, indices, indptr), shape=copy.shape)
+    canonical.eliminate_zeros()  # explicit zeros, and weights below float32's range, are absent terms
+    canonical.has_canonical_format = True  # sorted, no duplicates (summed above)
+    return canonical
 
 
-def place_rows(rows: sp.spmatrix, at: Sequence[int], n: int) -> sp.csr_matrix:
+def _check_real(dtype: np.dtype, what: str) -> None:
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+        raise InputError(f"{what} must hold real numbers, not {dtype}.")
+
+
+def place_rows(rows, at: Sequence[int], n: int) -> sp.csr_matrix:
     """An (n, vocab) CSR matrix whose row `at[i]` is `rows[i]`, every other row empty (documents without a caption)."""
-    at = np.asarray(at, dtype=np.int64)
+    rows = as_csr(rows, "rows")
+    at = np.asarray(at, dtype=np.int64).reshape(-1)
+    if len(at) != rows.shape[0]:
+        raise InputError(f"{len(at)} positions for {rows.shape[0]} rows: give one position per row.")
+    if len(at) and (at.min() < 0 or at.max() >= n or len(np.unique(at)) != len(at)):
+        raise InputError(f"positions must be distinct rows in 0..{n - 1}.")
     placement = sp.csr_matrix((np.ones(len(at), np.float32), (at, np.arange(len(at)))), shape=(n, len(at)))
-    return (placement @ sp.csr_matrix(rows, dtype=np.float32)).tocsr()
+    return (placement @ rows).tocsr()

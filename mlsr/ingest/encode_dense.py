@@ -75,6 +75,46 @@ def encode_dense(
     started = time.perf_counter()
     images_dir, out = Path(images_dir), Path(out)
     report = EncodeReport()
+    paired, groups, splits, split_source = _pairs(images_dir, captions_path, val_fraction, test_fraction, seed, report)
+    cache = _open_cache(out / CACHE_DIR, backbone, paired, groups, chunk_size)
+    image_vectors, kept, report.skipped, reused = _encode_images(
+        backbone, images_dir, paired, cache, chunk_size, batch_size, strict, progress
+    )
+    flat = [clean_caption(text) for i in kept for text in groups[i]]
+    text_vectors, reused_texts = _encode_texts(backbone, flat, cache, chunk_size, batch_size, progress)
+    report.reused_chunks = reused + reused_texts
+    meta_images, text_ids = _meta_images([paired[i] for i in kept], [groups[i] for i in kept], [splits[i] for i in kept])
+    meta = {
+        "dataset": out.name,
+        "images": meta_images,
+        "mlsr": {
+            "version": __version__,
+            "backbone": {"id": backbone.source, "revision": backbone.revision, "model_type": backbone.model_type,
+                         "fingerprint": backbone.fingerprint(), "dense_size": backbone.dense_size},
+            "images_dir": str(images_dir),
+            "splits": split_source,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_vectors(out / IMAGE_FILE, [str(i) for i in range(len(kept))], image_vectors)
+    write_vectors(out / TEXT_FILE, text_ids, text_vectors)
+    atomic_write_json(out / META_FILE, meta)  # last: a folder with a meta file is complete
+    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+    report.images, report.captions = len(kept), len(text_ids)
+    for image in meta_images:
+        report.splits[image["split"]] = report.splits.get(image["split"], 0) + 1
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _pairs(images_dir: Path, captions_path: str | Path, val_fraction: float | None, test_fraction: float, seed: int,
+           report: EncodeReport) -> tuple[list[str], list[list[str]], list[str], object]:
+    """The captioned images (names), their captions, their splits, and how the splits were made.
+
+    Images without a caption and captions naming no image are recorded in `report`; a caption that
+    is not usable text stops the run, naming the image.
+    """
     captions = read_captions(captions_path)
     given_splits = read_splits(captions_path)
     if given_splits is not None and val_fraction is not None:
@@ -93,56 +133,30 @@ def encode_dense(
                 check_text(text)
             except InputError as error:
                 raise InputError(f"{captions_path}: a caption of {name}: {error}") from None
-    splits = (
-        [given_splits.get(name) or given_splits.get(Path(name).name) for name in paired]
-        if given_splits is not None
-        else random_splits(len(paired), 0.1 if val_fraction is None else val_fraction, test_fraction, seed)
-    )
-    cache = _open_cache(out / CACHE_DIR, backbone, paired, groups, chunk_size)
-    image_vectors, kept, report.skipped, reused = _encode_images(
-        backbone, images_dir, paired, cache, chunk_size, batch_size, strict, progress
-    )
-    flat = [clean_caption(text) for i in kept for text in groups[i]]
-    text_vectors, reused_texts = _encode_texts(backbone, flat, cache, chunk_size, batch_size, progress)
-    report.reused_chunks = reused + reused_texts
+    if given_splits is not None:
+        return paired, groups, [given_splits.get(n) or given_splits.get(Path(n).name) for n in paired], "captions file"
+    val_fraction = 0.1 if val_fraction is None else val_fraction
+    splits = random_splits(len(paired), val_fraction, test_fraction, seed)
+    return paired, groups, splits, {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
+
+
+def _meta_images(names: list[str], groups: list[list[str]], splits: list[str]) -> tuple[list[dict], list[str]]:
+    """dataset_meta.json's `images` entries (Karpathy format) of the encoded images, and the caption row ids."""
     meta_images, text_ids = [], []
-    for imgid, i in enumerate(kept):
-        sentids = list(range(len(text_ids), len(text_ids) + len(groups[i])))
+    for imgid, (name, group, split) in enumerate(zip(names, groups, splits)):
+        sentids = list(range(len(text_ids), len(text_ids) + len(group)))
         text_ids.extend(str(s) for s in sentids)
-        path = Path(paired[i])
+        path = Path(name)
         meta_images.append({
             "imgid": imgid,
             "filename": path.name,
             "filepath": path.parent.as_posix() if path.parent != Path(".") else "",
-            "split": splits[i],
+            "split": split,
             "sentids": sentids,
             "sentences": [{"raw": raw, "sentid": s, "imgid": imgid, "tokens": clean_caption(raw).split()}
-                          for raw, s in zip(groups[i], sentids)],
+                          for raw, s in zip(group, sentids)],
         })
-    meta = {
-        "dataset": out.name,
-        "images": meta_images,
-        "mlsr": {
-            "version": __version__,
-            "backbone": {"id": backbone.source, "revision": backbone.revision, "model_type": backbone.model_type,
-                         "fingerprint": backbone.fingerprint(), "dense_size": backbone.dense_size},
-            "images_dir": str(images_dir),
-            "splits": "captions file" if given_splits is not None else
-                      {"val_fraction": 0.1 if val_fraction is None else val_fraction,
-                       "test_fraction": test_fraction, "seed": seed},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_vectors(out / IMAGE_FILE, [str(i) for i in range(len(kept))], image_vectors)
-    write_vectors(out / TEXT_FILE, text_ids, text_vectors)
-    atomic_write_json(out / META_FILE, meta)  # last: a folder with a meta file is complete
-    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
-    report.images, report.captions = len(kept), len(text_ids)
-    for image in meta_images:
-        report.splits[image["split"]] = report.splits.get(image["split"], 0) + 1
-    report.seconds = time.perf_counter() - started
-    return report
+    return meta_images, text_ids
 
 
 def random_splits(n: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:

@@ -16,11 +16,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr import __version__
-from mlsr._files import atomic_path, atomic_write_json
-from mlsr.data.captions import captions_of, find_images
+from mlsr._files import atomic_path, atomic_write_json, kill_point
+from mlsr.data.captions import captions_of, scan_images
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
-from mlsr.index.sparse import SparseIndex, place_rows
+from mlsr.index.folder import check_target
+from mlsr.index.sparse import PRECISIONS, SparseIndex, place_rows
 from mlsr.settings import DOCUMENTS, Documents, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,15 +49,21 @@ def build_index(
     documents: Documents = "image",
     dense: bool = False,
     strict: bool = False,
+    precision: str = "float16",
     progress: Progress | None = None,
 ) -> tuple[SparseIndex, BuildReport]:
     """Encode every image under `images_dir` (and its captions) into an index saved at `out`.
 
     Document vectors: `image` = the image's expanded vector; `caption` = its captions' vectors
     (masked to their tokens); `image+caption` = the sum of both (the seed paper's M4 run).
-    `dense` also keeps the backbone's image vectors for the FAISS comparison. An unreadable
-    image is skipped and reported, or stops the build when `strict`. Item image paths are
-    stored relative to `out`, so the index and the images can move together.
+    `dense` also keeps the backbone's image vectors for the FAISS comparison. An image that cannot
+    be read (damaged, or refused by the operating system), a subfolder that cannot be listed and a
+    symbolic link that is not followed (see `mlsr.data.captions.scan_images`: links to files inside
+    the folder are followed; links leaving it, broken or looping links and links to folders are not)
+    are skipped and reported, or stop the build when `strict`. Item image paths are stored relative
+    to `out`, so the index and the images can move together. `precision` is how
+    document weights are stored (`mlsr.index.sparse.PRECISIONS`: float16 halves the index, float32
+    keeps the head's weights exactly).
 
     Crash-safe and resumable: each finished batch is kept in `.<out>.partial/` beside `out`; a
     re-run over the same images, settings and models skips the batches already done, and gives
@@ -65,25 +72,67 @@ def build_index(
     """
     if documents not in DOCUMENTS:
         raise InputError(f"documents must be one of {DOCUMENTS}, got {documents!r}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     started = time.perf_counter()
-    images_dir, out = Path(images_dir).resolve(), Path(out).resolve()
-    paths = find_images(images_dir)
+    images_dir, out = Path(images_dir).resolve(), check_target(Path(out).resolve())  # before any encoding
+    scan = scan_images(images_dir, strict=strict)
+    paths = scan.paths
     if not paths:
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {images_dir}.")
     names = [path.relative_to(images_dir).as_posix() for path in paths]
     captions = captions or {}
+    _check_captions(documents, names, captions)
+    report = BuildReport(skipped=list(scan.skipped))
+    store = _BatchStore.open(out, _fingerprint(encoder, paths, names, documents != "caption" or dense, strict))
+    kept, image_vectors, dense_vectors = _encode_images(encoder, paths, names, store, report, documents, dense,
+                                                        strict, progress)
+    vectors = image_vectors
     if documents != "image":
-        if not captions:
-            raise InputError(f"documents={documents!r} needs a captions file (--captions).")
-        missing = [name for name in names if captions_of(name, captions) is None]
-        if documents == "caption" and missing:
-            raise InputError(
-                f"{len(missing)} images have no caption (e.g. {missing[:3]}); documents='caption' needs one each."
-            )
+        groups = [captions_of(names[i], captions) or [] for i in kept]
+        with_caption = [j for j, group in enumerate(groups) if group]
+        caption_full = place_rows(encoder.encode_captions([groups[j] for j in with_caption]), with_caption, len(kept))
+        vectors = caption_full if documents == "caption" else vectors + caption_full
+    items = []
+    for i in kept:
+        item = {"id": names[i], "image": os.path.relpath(paths[i], out)}
+        if captions:
+            item["captions"] = captions_of(names[i], captions) or []
+        items.append(item)
+    report.indexed = len(kept)
+    report.seconds = time.perf_counter() - started
+    info = {"documents": documents, "models": encoder.models().to_json(),
+            "build": {"mlsr_version": __version__, "images": str(images_dir), "skipped": len(report.skipped),
+                      "seconds": round(report.seconds, 3)}}
+    index = SparseIndex.build(vectors.astype(np.float32), items, vocab=encoder.vocab, dense=dense_vectors,
+                              info=info, precision=precision)
+    index.save(out)
+    store.remove()
+    return index, report
 
-    report = BuildReport()
+
+def _check_captions(documents: str, names: list[str], captions: dict[str, list[str]]) -> None:
+    """Caption documents need captions (every image one, for `caption` alone)."""
+    if documents == "image":
+        return
+    if not captions:
+        raise InputError(f"documents={documents!r} needs a captions file (--captions).")
+    missing = [name for name in names if captions_of(name, captions) is None]
+    if documents == "caption" and missing:
+        raise InputError(
+            f"{len(missing)} images have no caption (e.g. {missing[:3]}); documents='caption' needs one each."
+        )
+
+
+def _encode_images(encoder: "Encoder", paths: list[Path], names: list[str], store: "_BatchStore",
+                   report: BuildReport, documents: str, dense: bool, strict: bool, progress: Progress | None
+                   ) -> tuple[list[int], sp.csr_matrix | None, np.ndarray | None]:
+    """The images that could be read (their numbers), their sparse and (with `dense`) dense vectors.
+
+    Batch by batch, each finished batch kept in `store` and taken from it on a re-run. Caption-only
+    documents without `dense` read no image at all. Skipped images are added to `report`.
+    """
     need_images = documents != "caption" or dense
-    store = _BatchStore.open(out, _fingerprint(encoder, paths, names, need_images, strict))
     kept: list[int] = []
     image_rows: list[sp.csr_matrix] = []
     dense_rows: list[np.ndarray] = []
@@ -105,41 +154,8 @@ def build_index(
             progress(stop - start)
     for name, reason in report.skipped:
         logger.warning("skipped %s: %s", name, reason)
-
     vectors = sp.vstack(image_rows, format="csr") if image_rows else None
-    if documents != "image":
-        groups = [captions_of(names[i], captions) or [] for i in kept]
-        with_caption = [j for j, group in enumerate(groups) if group]
-        caption_full = place_rows(encoder.encode_captions([groups[j] for j in with_caption]), with_caption, len(kept))
-        vectors = caption_full if documents == "caption" else vectors + caption_full
-    items = []
-    for i in kept:
-        item = {"id": names[i], "image": os.path.relpath(paths[i], out)}
-        if captions:
-            item["captions"] = captions_of(names[i], captions) or []
-        items.append(item)
-    report.indexed = len(kept)
-    report.seconds = time.perf_counter() - started
-    info = {
-        "documents": documents,
-        "models": encoder.models().to_json(),
-        "build": {
-            "mlsr_version": __version__,
-            "images": str(images_dir),
-            "skipped": len(report.skipped),
-            "seconds": round(report.seconds, 3),
-        },
-    }
-    index = SparseIndex.build(
-        vectors.astype(np.float32),
-        items,
-        vocab=encoder.vocab,
-        dense=np.concatenate(dense_rows) if dense else None,
-        info=info,
-    )
-    index.save(out)
-    store.remove()
-    return index, report
+    return kept, vectors, (np.concatenate(dense_rows) if dense else None)
 
 
 @dataclass
@@ -219,6 +235,7 @@ class _BatchStore:
             with open(tmp, "wb") as handle:
                 np.save(handle, batch.dense, allow_pickle=False)
         atomic_write_json(stem.with_suffix(".json"), {"kept": batch.kept, "skipped": batch.skipped})
+        kill_point("batch-saved")
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from mlsr import __version__
+from mlsr.checks import existing_folder
 from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, open_dataset
 from mlsr.errors import InputError, ModelLoadError
-from mlsr.index.sparse import SparseIndex
+from mlsr.index.folder import check_target
+from mlsr.index.sparse import PRECISIONS, SparseIndex
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_SPLIT, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +62,7 @@ def import_dense(
     *,
     split: str = DEFAULT_SPLIT,
     image_root: str | Path | None = None,
+    precision: str = "float16",
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
 ) -> tuple[SparseIndex, ImportReport]:
@@ -67,13 +70,43 @@ def import_dense(
 
     Items carry `id` (= imgid), `image` (COCO URL, or a file under `image_root`, else None: the app shows a
     placeholder), `captions`, `filename`; `dense.npy` keeps the dense vectors for the FAISS comparison.
+    `precision` is how document weights are stored (`mlsr.index.sparse.PRECISIONS`; float32 for evaluation).
     `total` is called once with the number of images before `progress` counts them.
     """
     started = time.perf_counter()
-    out = Path(out)
+    out = check_target(out)  # before any work: an existing file or a non-index folder is refused
+    index, report = split_index(encoder, dataset, split=split, image_root=image_root, out=out, precision=precision,
+                                progress=progress, total=total)
+    index.save(out)
+    report.seconds = time.perf_counter() - started
+    return index, report
+
+
+def split_index(
+    encoder: "Encoder",
+    dataset: str | Path,
+    *,
+    split: str = DEFAULT_SPLIT,
+    image_root: str | Path | None = None,
+    out: str | Path | None = None,
+    precision: str = "float32",
+    progress: Progress | None = None,
+    total: Callable[[int], None] | None = None,
+) -> tuple[SparseIndex, ImportReport]:
+    """The index of one split's images, in memory (what `import_dense` saves; `evaluate` searches it as it is).
+
+    Float32 by default: evaluation indexes keep the head's weights exactly, so the metrics are those of
+    the reference computation. `out` is where the index will be saved (image paths under `image_root`
+    are stored relative to it; needed only with `image_root`).
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    started = time.perf_counter()
     root = Path(image_root).expanduser() if image_root is not None else None
-    if root is not None and not root.is_dir():
-        raise InputError(f"--image-root {root} is not a folder.")
+    if root is not None:
+        existing_folder(root, "--image-root")
+    if root is not None and out is None:
+        raise InputError("an index with an image root needs the folder it will be saved in (out).")
     source = open_dataset(dataset, [IMAGE_FILE, META_FILE])
     images = source.images(split)
     if total:
@@ -87,7 +120,7 @@ def import_dense(
     report = ImportReport(split=split)
     items = []
     for image in images:
-        location = image_of(image, out, root)
+        location = image_of(image, Path(out) if out is not None else Path("."), root)
         if root is not None and location is None:
             report.missing_images.append(str(image.get("filename")))
         item = {"id": str(image["imgid"]), "image": location,
@@ -101,8 +134,7 @@ def import_dense(
             "build": {"mlsr": __version__, "source": {"dataset": source.name, "revision": source.revision,
                                                      "split": split, "image_root": str(root) if root else None},
                       "skipped": [], "seconds": round(time.perf_counter() - started, 2)}}
-    index = SparseIndex.build(vectors, items, vocab=encoder.vocab, dense=dense, info=info)
-    index.save(out)
+    index = SparseIndex.build(vectors, items, vocab=encoder.vocab, dense=dense, info=info, precision=precision)
     report.images = len(items)
     report.image_source = "local files" if root else ("COCO URLs" if items and str(items[0]["image"]).startswith("http")
                                                       else "none (placeholder)")
@@ -118,6 +150,7 @@ def ensure_index(
     head: str,
     tokenizer: str,
     device: str | None = None,
+    precision: str = "float16",
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
 ) -> bool:
@@ -133,5 +166,5 @@ def ensure_index(
 
     encoder = Encoder.head_only(head, tokenizer, device=device)
     logger.info("building %s from %s (%s split)", index_dir, dataset, split)
-    import_dense(encoder, dataset, index_dir, split=split, progress=progress, total=total)
+    import_dense(encoder, dataset, index_dir, split=split, precision=precision, progress=progress, total=total)
     return True

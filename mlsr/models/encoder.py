@@ -19,7 +19,7 @@ from mlsr.models.head import SparseHead
 from mlsr.models.record import ModelRecord, ModelRef
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
-from mlsr.text import MAX_TEXT_CHARS, check_text, clean_caption, split_windows
+from mlsr.text import MAX_TEXT_CHARS, check_text, text_windows
 from mlsr.vocab import Terms, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,9 @@ class Encoder:
                     progress: Progress | None = None) -> sp.csr_matrix:
         """Texts -> (n, vocab) CSR. `expand`: every term the head lights up; `no_expand`: only the text's own tokens.
 
-        Long text (an article section) is split into caption-sized windows along sentence
+        The own tokens are the word pieces of the raw text, as the reference code masks (`tokenizer.tokenize(raw)`):
+        punctuation that BLIP's caption cleaning removes (`. ( ) ! " * # : ; ~`) stays in the mask; `[CLS]`/`[SEP]`
+        do not. Long text (an article section) is split into caption-sized windows along sentence
         boundaries, because BLIP's text encoder was trained on 35-token captions; each window is
         encoded on its own and the text's vector is the element-wise max over its windows, so a
         term weighs what it weighs in the window that expresses it best.
@@ -114,12 +116,12 @@ class Encoder:
         if mode not in ENCODE_MODES:
             raise InputError(f"mode must be one of {ENCODE_MODES}, got {mode!r}.")
         texts = [texts] if isinstance(texts, str) else list(texts)
-        windows, owners = self._windows(texts)
+        windows, raws, owners = self._windows(texts)
         rows = []
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start : start + self.batch_size]
             dense = self.backbone.embed_texts(batch).to(self.head.proj.weight.device)
-            rows.append(self._sparsify(dense, batch if mode == "no_expand" else None))
+            rows.append(self._sparsify(dense, raws[start : start + self.batch_size] if mode == "no_expand" else None))
             if progress:
                 progress(len(batch))
         return _max_pool(self._stack(rows), owners, len(texts))
@@ -147,14 +149,14 @@ class Encoder:
         `dense_text` give on their own; the backbone, the costly part, runs once instead of three times.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
-        windows, owners = self._windows(texts)
+        windows, raws, owners = self._windows(texts)
         expand, no_expand = [], []
         pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start : start + self.batch_size]
             dense = self.backbone.embed_texts(batch).to(self.head.proj.weight.device)
             expand.append(self._sparsify(dense))
-            no_expand.append(self._sparsify(dense, batch))
+            no_expand.append(self._sparsify(dense, raws[start : start + self.batch_size]))
             np.add.at(pooled, owners[start : start + self.batch_size], dense.cpu().numpy())
             if progress:
                 progress(len(batch))
@@ -164,7 +166,7 @@ class Encoder:
     def dense_text(self, texts: Sequence[str] | str) -> np.ndarray:
         """Texts -> (n, dense_size) float32 unit vectors; a long text is the normalised mean of its windows."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        windows, owners = self._windows(texts)
+        windows, _, owners = self._windows(texts)
         pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
         for start in range(0, len(windows), self.batch_size):
             dense = self.backbone.embed_texts(windows[start : start + self.batch_size]).cpu().numpy()
@@ -204,19 +206,24 @@ class Encoder:
     def sparsify(self, dense: np.ndarray, mask_texts: Sequence[str] | None = None) -> sp.csr_matrix:
         """Precomputed (n, dense_size) vectors -> (n, vocab) CSR (for published embeddings).
 
-        Expanded, unless `mask_texts` (one text per row) is given: then each row keeps only its
-        text's own tokens (`no_expand`), as `encode_text(..., mode="no_expand")` would.
+        Expanded, unless `mask_texts` (one raw text per row, e.g. a dataset's `raw` captions) is given:
+        then each row keeps only the word pieces of its text (`no_expand`), as the reference code and
+        `encode_text(..., mode="no_expand")` mask.
         """
-        dense = np.asarray(dense, dtype=np.float32)
+        dense = np.asarray(dense, dtype=np.float32)  # a new array unless it is float32 already; never written to
         if dense.ndim != 2 or dense.shape[1] != self.dense_size:
             raise InputError(f"expected dense vectors of shape (n, {self.dense_size}), got {dense.shape}.")
+        if not np.isfinite(dense).all():
+            raise InputError("the dense vectors hold NaN or infinite values.")
         if not dense.flags.writeable:  # arrow's buffers are read-only; torch wants to own what it wraps
             dense = dense.copy()
         if mask_texts is not None and len(mask_texts) != len(dense):
             raise InputError(f"{len(mask_texts)} texts to mask {len(dense)} vectors: give one text per row.")
+        masks = None if mask_texts is None else list(mask_texts)
+        if masks is not None and not all(isinstance(text, str) for text in masks):
+            raise InputError("mask_texts must be texts (str), one per row.")
         tensor = torch.from_numpy(dense).to(self.head.proj.weight.device)
-        rows = [self._sparsify(tensor[start : start + 1024],
-                               None if mask_texts is None else [clean_caption(t) for t in mask_texts[start : start + 1024]])
+        rows = [self._sparsify(tensor[start : start + 1024], masks[start : start + 1024] if masks is not None else None)
                 for start in range(0, len(dense), 1024)]
         return sp.vstack(rows, format="csr") if rows else _empty(0, self.vocab_size)
 
@@ -235,21 +242,28 @@ class Encoder:
                                  " images needs the dense backbone: use Encoder.from_pretrained.")
         return self.backbone
 
-    def _windows(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
-        """All windows of all texts, and for each window the index of the text it came from."""
+    def _windows(self, texts: list[str]) -> tuple[list[str], list[str], np.ndarray]:
+        """All windows of all texts: their cleaned texts (for the backbone), their raw spans (for the
+        no_expand masks), and for each window the index of the text it came from."""
         self._need_backbone()
         windows: list[str] = []
+        raws: list[str] = []
         owners: list[int] = []
         for i, text in enumerate(texts):
             check_text(text, self.max_chars)
-            parts = split_windows(text, self.backbone.count_tokens, self.backbone.max_text_tokens - 2)
-            windows.extend(parts)
+            parts = text_windows(text, self.backbone.count_tokens, self.backbone.max_text_tokens - 2)
+            windows.extend(part.text for part in parts)
+            raws.extend(part.raw for part in parts)
             owners.extend([i] * len(parts))
-        return windows, np.asarray(owners, dtype=np.int64)
+        return windows, raws, np.asarray(owners, dtype=np.int64)
 
     @torch.inference_mode()
     def _sparsify(self, dense: torch.Tensor, mask_texts: Sequence[str] | None = None) -> sp.csr_matrix:
-        """Head output as CSR; with `mask_texts`, each row keeps only its text's own (non-special) tokens."""
+        """Head output as CSR; with `mask_texts`, each row keeps only the word pieces of its raw text.
+
+        The ids are `tokenizer(text, add_special_tokens=False)`, the same as the reference's
+        `convert_tokens_to_ids(tokenizer.tokenize(raw))`: no `[CLS]`/`[SEP]`, no truncation.
+        """
         ids = attention = None
         if mask_texts is not None:
             tokens = self.tokenizer(list(mask_texts), add_special_tokens=False, padding=True, return_tensors="pt")

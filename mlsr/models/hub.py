@@ -50,32 +50,48 @@ def resolve(
         return Source(name=name, folder=path.resolve(), revision=None)
     if path.exists():
         raise ModelLoadError(f"{what} {name!r} is a file; give a folder or a Hugging Face Hub repo id.")
+    return download(name, patterns, revision=revision, repo_type=repo_type, what=what)
+
+
+def download(
+    repo_id: str,
+    patterns: Sequence[str],
+    *,
+    revision: str | None = None,
+    repo_type: str = "model",
+    what: str = "model",
+) -> Source:
+    """The cached snapshot of Hub repo `repo_id` holding the files that match `patterns` (downloaded when missing).
+
+    Never looks for a local folder of that name (`resolve` does): for names that are known to be repo ids.
+    Offline, the cached copy is used; the errors are one line each and say what to do.
+    """
     try:
         folder = snapshot_download(
-            repo_id=name, revision=revision, repo_type=repo_type, allow_patterns=list(patterns)
+            repo_id=repo_id, revision=revision, repo_type=repo_type, allow_patterns=list(patterns)
         )
     except HFValidationError:
         raise ModelLoadError(
-            f"{what} {name!r}: no such folder, and not a valid Hub repo id (expected 'owner/name')."
+            f"{what} {repo_id!r}: no such folder, and not a valid Hub repo id (expected 'owner/name')."
         ) from None
     except (RepositoryNotFoundError, GatedRepoError) as error:
         raise ModelLoadError(
-            f"{what} {name!r}: no such folder, and the Hub has no accessible {repo_type} repo by that"
+            f"{what} {repo_id!r}: no such folder, and the Hub has no accessible {repo_type} repo by that"
             f" name ({type(error).__name__}). Check the id, or log in with `hf auth login` if it is gated."
         ) from None
     except RevisionNotFoundError:
-        raise ModelLoadError(f"{what} {name!r} has no revision {revision!r} on the Hub.") from None
+        raise ModelLoadError(f"{what} {repo_id!r} has no revision {revision!r} on the Hub.") from None
     except LocalEntryNotFoundError:
         raise ModelLoadError(
-            f"{what} {name!r} is not a local folder, the Hugging Face Hub could not be reached to"
+            f"{what} {repo_id!r} is not a local folder, the Hugging Face Hub could not be reached to"
             " download it, and it is not in the local cache. Connect to the network once (the files"
             " are cached afterwards), or pass a local folder that holds the files."
         ) from None
     folder_path = Path(folder)
     # snapshot_download returns .../snapshots/<commit>; that commit pins exactly what was loaded.
     commit = folder_path.name if folder_path.parent.name == "snapshots" else revision
-    logger.info("%s %s resolved to %s (revision %s)", what, name, folder_path, commit)
-    return Source(name=name, folder=folder_path, revision=commit)
+    logger.info("%s %s resolved to %s (revision %s)", what, repo_id, folder_path, commit)
+    return Source(name=repo_id, folder=folder_path, revision=commit)
 
 
 _SMALL_FILES = ["*.json", "*.txt", "*.model"]

@@ -8,7 +8,7 @@ import torch
 
 from mlsr.errors import ModelLoadError
 from mlsr.models.head import HeadConfig, SparseHead
-from mlsr.models.hub import resolve_with_weights
+from mlsr.models.hub import Source, resolve_with_weights
 from mlsr.settings import DEFAULT_TOKENIZER
 
 # The LayerNorm just before the vocabulary projection in the masked-LM heads we can start from.
@@ -47,11 +47,19 @@ def new_head(dense_size: int, vocab_size: int, *, mlm: str | None = None, hidden
     return head
 
 
+def resolve_mlm(name_or_path: str) -> Source:
+    """The local folder of a masked-LM (Hub id or folder); an error says how to train without one."""
+    try:
+        return resolve_with_weights(name_or_path, what="masked-LM")
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{error} Or start the head from random weights: train --mlm none.") from None
+
+
 def _mlm_layers(name_or_path: str) -> tuple[torch.nn.LayerNorm, torch.nn.Linear, str]:
     """The LayerNorm and output projection of a DistilBERT/BERT masked-LM head."""
     from transformers import AutoModelForMaskedLM
 
-    source = resolve_with_weights(name_or_path, what="masked-LM")
+    source = resolve_mlm(name_or_path)
     config_path = source.folder / "config.json"
     model_type = json.loads(config_path.read_text()).get("model_type") if config_path.is_file() else None
     if model_type not in MLM_LAYER_NORMS:

@@ -33,11 +33,10 @@ from mlsr.models import default_device
 from mlsr.models.head import SparseHead
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_TOKENIZER
-from mlsr.text import clean_caption
 from mlsr.training.card import model_card
 from mlsr.training.checkpoint import CHECKPOINT_DIR, _checkpoint_folder, load_checkpoint, save_checkpoint
-from mlsr.training.config import TrainConfig
-from mlsr.training.head_init import new_head
+from mlsr.training.config import DEFAULT_MLM, TrainConfig
+from mlsr.training.head_init import new_head, resolve_mlm
 from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight
 from mlsr.training.validation import MEASURES, validate
 from mlsr.vocab import Vocabulary
@@ -47,7 +46,7 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "training.json"
 CARD_FILE = "README.md"
-MAX_CAPTION_TOKENS = 128  # tokens kept per caption for its no-expansion mask
+MAX_CAPTION_TOKENS = 128  # word pieces kept per caption for its no-expansion mask (COCO captions have < 60)
 
 
 def build_optimizer(head: SparseHead, config: TrainConfig) -> torch.optim.AdamW:
@@ -119,17 +118,17 @@ def train(
     config: TrainConfig | None = None,
     *,
     tokenizer: str | None = None,
-    mlm: str | None = None,
+    mlm: str | None = DEFAULT_MLM,
     device: str | None = None,
     resume: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train a head on a dense dataset (folder or Hub dataset id) and write it to `out`; see the module doc.
 
-    `tokenizer` gives the vocabulary (default: the `mlm` model's, else distilbert-base-uncased);
-    `mlm` the masked-LM whose head initialises ours (none: random). `resume` continues the run in
-    `out` after its last finished epoch, with the same settings. `progress(step, total_steps)` is
-    called after every optimizer step.
+    `tokenizer` gives the vocabulary (default: the `mlm` model's, else distilbert-base-uncased); `mlm`
+    the masked-LM whose head initialises ours (default distilbert-base-uncased, as the paper; None:
+    random). `resume` continues the run in `out` after its last finished epoch, with the same settings.
+    `progress(step, total_steps)` is called after every optimizer step.
     """
     config = config or TrainConfig()
     config.check()
@@ -139,6 +138,52 @@ def train(
         raise InputError("fp16 mixed precision needs a CUDA device; use --amp bf16 on a CPU.")
     _check_out(out, resume)
     dataset = data if isinstance(data, DenseDataset) else load_dense_dataset(data)
+    train_pairs, val_pairs = _pairs(dataset, config)
+    if mlm is not None and not resume:
+        resolve_mlm(mlm)  # first: offline, an uncached masked-LM is the likeliest failure, and says what to do
+    term_tokenizer, tokenizer_name = load_tokenizer(tokenizer or mlm or DEFAULT_TOKENIZER)
+    vocab = Vocabulary.from_tokenizer(term_tokenizer)
+    run = {"data": {"source": dataset.source, "revision": dataset.revision, "train_pairs": len(train_pairs),
+                    "val_captions": len(val_pairs), "val_images": len(val_pairs.gallery()[0]),
+                    "dense_size": dataset.dense_size, "backbone": dataset.info.get("mlsr", {}).get("backbone")},
+           "tokenizer": tokenizer_name, "vocab_sha256": vocab.sha256, "mlm": mlm, "config": config.to_json()}
+    state = _start(out, run, resume, dataset, len(vocab), mlm, tokenizer_name, config)
+    head = state.head.to(device)
+    optimizer = build_optimizer(head, config)
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+    if scaler is not None and state.scaler:
+        scaler.load_state_dict(state.scaler)
+    out.mkdir(parents=True, exist_ok=True)
+    batches = _Batches.of(dataset, train_pairs, term_tokenizer, config, device)
+    if not state.history:
+        initial = validate(head, dataset, val_pairs, device=device, batch_size=config.eval_batch_size)
+        state.history.append({"epoch": 0, "step": 0, **{f"val_{k}": v for k, v in initial.items()}})
+        logger.info("before training: %s", _describe(state.history[-1]))
+    start_epoch = state.epoch
+    for epoch in range(start_epoch, config.epochs):
+        row = _run_epoch(head, optimizer, scaler, batches, state, epoch, config, progress)
+        metrics = validate(head, dataset, val_pairs, device=device, batch_size=config.eval_batch_size)
+        row.update({f"val_{k}": v for k, v in metrics.items()})
+        row["best"] = not state.best or metrics["R@1"] > state.best["R@1"]
+        state.history.append(row)
+        if row["best"]:
+            state.best_epoch, state.best = epoch + 1, metrics
+            head.save_pretrained(out)
+        logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, _describe(row))
+        state.epoch = epoch + 1
+        save_checkpoint(out / CHECKPOINT_DIR, head, optimizer, state.saved(run), scaler)
+        if epoch == start_epoch:  # after the first checkpoint: a run cut short before it leaves `out` empty
+            _save_tokenizer(term_tokenizer, out)
+        _write_reports(out, run, state.history, state.best_epoch, state.best, config)
+    if start_epoch >= config.epochs:
+        logger.info("%s: all %d epochs were already done", out, config.epochs)
+    return TrainResult(out, state.best_epoch, state.best, state.history)
+
+
+def _pairs(dataset: DenseDataset, config: TrainConfig):
+    """The training and validation pairs, or an InputError saying what the splits hold."""
     train_pairs, val_pairs = dataset.pairs(config.train_splits), dataset.pairs([config.val_split])
     if len(train_pairs) < 2 or len(val_pairs) < 1:
         raise InputError(
@@ -147,101 +192,106 @@ def train(
             f" {config.val_split!r}); images per split: {dataset.split_counts()}. Choose other splits, or"
             " re-run encode-dense with --val-fraction."
         )
-    term_tokenizer, tokenizer_name = load_tokenizer(tokenizer or mlm or DEFAULT_TOKENIZER)
-    vocab = Vocabulary.from_tokenizer(term_tokenizer)
-    run = {"data": {"source": dataset.source, "revision": dataset.revision, "train_pairs": len(train_pairs),
-                    "val_captions": len(val_pairs), "val_images": len(val_pairs.gallery()[0]),
-                    "dense_size": dataset.dense_size, "backbone": dataset.info.get("mlsr", {}).get("backbone")},
-           "tokenizer": tokenizer_name, "vocab_sha256": vocab.sha256, "mlm": mlm, "config": config.to_json()}
+    return train_pairs, val_pairs
 
+
+@dataclass
+class _RunState:
+    """Where a run stands: the head, and what a checkpoint keeps (optimizer state, history, best epoch)."""
+
+    head: SparseHead
+    optimizer: dict | None = None
+    scaler: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0  # epochs done
+    step: int = 0
+    best_epoch: int = 0
+    best: dict = field(default_factory=dict)
+
+    def saved(self, run: dict) -> dict:
+        return {"run": run, "epoch": self.epoch, "step": self.step, "history": self.history,
+                "best_epoch": self.best_epoch, "best": self.best, "mlsr_version": __version__}
+
+
+def _start(out: Path, run: dict, resume: bool, dataset: DenseDataset, vocab_size: int, mlm: str | None,
+           tokenizer_name: str, config: TrainConfig) -> _RunState:
+    """A new head, or the checkpoint of the run in `out` (refused when its settings differ)."""
     if resume:
         head, optimizer_state, state = load_checkpoint(out / CHECKPOINT_DIR)
         _check_same_run(state["run"], run)
-        history, start_epoch, step = state["history"], state["epoch"], state["step"]
-        best_epoch, best = state["best_epoch"], state["best"]
-        logger.info("resuming %s after epoch %d of %d", out, start_epoch, config.epochs)
-    else:
-        if mlm is None:
-            logger.warning(
-                "no masked-LM given (--mlm): the LayerNorm and vocabulary projector start from random weights."
-                " The paper starts from distilbert-base-uncased's MLM head; a random start needs a higher --lr."
-            )
-        head = new_head(dataset.dense_size, len(vocab), mlm=mlm, hidden_size=config.hidden_size,
-                        mlm_head=tokenizer_name, seed=config.seed)
-        optimizer_state, history, start_epoch, step, best_epoch, best, state = None, [], 0, 0, 0, {}, {}
-    head.to(device)
-    optimizer = build_optimizer(head, config)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
+        logger.info("resuming %s after epoch %d of %d", out, state["epoch"], config.epochs)
+        return _RunState(head, optimizer_state, state.get("scaler"), state["history"], state["epoch"], state["step"],
+                         state["best_epoch"], state["best"])
+    if mlm is None:
+        logger.warning(
+            "no masked-LM (--mlm none): the LayerNorm and vocabulary projector start from random weights."
+            " The paper starts from distilbert-base-uncased's MLM head; a random start needs a higher --lr."
+        )
+    return _RunState(new_head(dataset.dense_size, vocab_size, mlm=mlm, hidden_size=config.hidden_size,
+                              mlm_head=tokenizer_name, seed=config.seed))
 
-    out.mkdir(parents=True, exist_ok=True)
-    batch = min(config.batch_size, len(train_pairs))
-    steps_per_epoch = len(train_pairs) // batch
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(total_steps * config.warmup)
-    texts = torch.from_numpy(dataset.text_vectors).to(device)
-    images = torch.from_numpy(dataset.image_vectors).to(device)
-    text_rows = torch.from_numpy(train_pairs.text_rows).to(device)
-    image_rows = torch.from_numpy(train_pairs.image_rows).to(device)
-    masking = config.mask_ratio != 0
-    token_ids, token_mask = _caption_tokens(term_tokenizer, train_pairs.captions, device) if masking else (None, None)
 
-    if not history:
-        initial = validate(head, dataset, val_pairs, device=device, batch_size=config.eval_batch_size)
-        history.append({"epoch": 0, "step": 0, **{f"val_{k}": v for k, v in initial.items()}})
-        logger.info("before training: %s", _describe(history[-1]))
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)  # per epoch: resumable
-        order = torch.randperm(len(train_pairs), generator=generator).to(device)
-        ratio = config.mask_ratio if config.mask_ratio is not None else mask_ratio(epoch, config.epochs, config.mask_until)
-        masked = (torch.rand(steps_per_epoch, generator=generator) < ratio).tolist()
-        totals = torch.zeros(5, device=device)
-        for b in range(steps_per_epoch):
-            pick = order[b * batch : (b + 1) * batch]
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor(step, total_steps, warmup_steps)
-            ids = mask = None
-            if masked[b]:
-                ids, mask = token_ids[pick], token_mask[pick]
-            totals += train_step(
-                head, optimizer, texts[text_rows[pick]], images[image_rows[pick]], input_ids=ids, attention_mask=mask,
-                q_weight=reg_weight(step, warmup_steps, config.q_reg), d_weight=reg_weight(step, warmup_steps, config.d_reg),
-                temperature=config.temperature, amp=config.amp, scaler=scaler,
-            )
-            step += 1
-            if progress:
-                progress(step, total_steps)
-        seconds = time.perf_counter() - started
-        loss, distill, reg, q_terms, d_terms = (totals / steps_per_epoch).tolist()
-        metrics = validate(head, dataset, val_pairs, device=device, batch_size=config.eval_batch_size)
-        row = {"epoch": epoch + 1, "step": step, "loss": loss, "distill_loss": distill, "reg_loss": reg,
-               "train_query_terms": q_terms, "train_image_terms": d_terms, "mask_ratio": ratio,
-               "masked_batches": sum(masked) / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
-               "proj_lr": optimizer.param_groups[1]["lr"],
-               "q_reg_weight": reg_weight(step, warmup_steps, config.q_reg),
-               "d_reg_weight": reg_weight(step, warmup_steps, config.d_reg),
-               "train_seconds": seconds, "pairs_per_second": steps_per_epoch * batch / seconds,
-               **{f"val_{k}": v for k, v in metrics.items()}}
-        row["best"] = not best or metrics["R@1"] > best["R@1"]
-        history.append(row)
-        if row["best"]:
-            best_epoch, best = epoch + 1, metrics
-            head.save_pretrained(out)
-        logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, _describe(row))
-        state = {"run": run, "epoch": epoch + 1, "step": step, "history": history, "best_epoch": best_epoch,
-                 "best": best, "mlsr_version": __version__}
-        save_checkpoint(out / CHECKPOINT_DIR, head, optimizer, state, scaler)
-        if epoch == start_epoch:  # after the first checkpoint: a run cut short before it leaves `out` empty
-            _save_tokenizer(term_tokenizer, out)
-        _write_reports(out, run, history, best_epoch, best, config)
-    if start_epoch >= config.epochs:
-        logger.info("%s: all %d epochs were already done", out, config.epochs)
-    return TrainResult(out, best_epoch, best, history)
+@dataclass
+class _Batches:
+    """The training pairs on the device, and how an epoch cuts them into batches and schedules."""
 
+    texts: torch.Tensor
+    images: torch.Tensor
+    text_rows: torch.Tensor
+    image_rows: torch.Tensor
+    token_ids: torch.Tensor | None
+    token_mask: torch.Tensor | None
+    size: int
+    per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, dataset: DenseDataset, pairs, tokenizer, config: TrainConfig, device) -> "_Batches":
+        size = min(config.batch_size, len(pairs))
+        per_epoch = len(pairs) // size
+        total = per_epoch * config.epochs
+        ids, mask = _caption_tokens(tokenizer, pairs.captions, device) if config.mask_ratio != 0 else (None, None)
+        return cls(torch.from_numpy(dataset.text_vectors).to(device), torch.from_numpy(dataset.image_vectors).to(device),
+                   torch.from_numpy(pairs.text_rows).to(device), torch.from_numpy(pairs.image_rows).to(device),
+                   ids, mask, size, per_epoch, total, int(total * config.warmup))
+
+
+def _run_epoch(head: SparseHead, optimizer, scaler, batches: _Batches, state: _RunState, epoch: int,
+               config: TrainConfig, progress) -> dict:
+    """One epoch of optimizer steps; the epoch's log row (training columns; validation is added by the caller)."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)  # per epoch: resumable
+    order = torch.randperm(len(batches.text_rows), generator=generator).to(batches.texts.device)
+    ratio = config.mask_ratio if config.mask_ratio is not None else mask_ratio(epoch, config.epochs, config.mask_until)
+    masked = (torch.rand(batches.per_epoch, generator=generator) < ratio).tolist()
+    totals = torch.zeros(5, device=batches.texts.device)
+    for b in range(batches.per_epoch):
+        pick = order[b * batches.size : (b + 1) * batches.size]
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * lr_factor(state.step, batches.total_steps, batches.warmup_steps)
+        ids = mask = None
+        if masked[b]:
+            ids, mask = batches.token_ids[pick], batches.token_mask[pick]
+        totals += train_step(
+            head, optimizer, batches.texts[batches.text_rows[pick]], batches.images[batches.image_rows[pick]],
+            input_ids=ids, attention_mask=mask,
+            q_weight=reg_weight(state.step, batches.warmup_steps, config.q_reg),
+            d_weight=reg_weight(state.step, batches.warmup_steps, config.d_reg),
+            temperature=config.temperature, amp=config.amp, scaler=scaler,
+        )
+        state.step += 1
+        if progress:
+            progress(state.step, batches.total_steps)
+    seconds = time.perf_counter() - started
+    loss, distill, reg, q_terms, d_terms = (totals / batches.per_epoch).tolist()
+    return {"epoch": epoch + 1, "step": state.step, "loss": loss, "distill_loss": distill, "reg_loss": reg,
+            "train_query_terms": q_terms, "train_image_terms": d_terms, "mask_ratio": ratio,
+            "masked_batches": sum(masked) / batches.per_epoch, "lr": optimizer.param_groups[0]["lr"],
+            "proj_lr": optimizer.param_groups[1]["lr"],
+            "q_reg_weight": reg_weight(state.step, batches.warmup_steps, config.q_reg),
+            "d_reg_weight": reg_weight(state.step, batches.warmup_steps, config.d_reg),
+            "train_seconds": seconds, "pairs_per_second": batches.per_epoch * batches.size / seconds}
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -269,8 +319,13 @@ def _check_same_run(saved: dict, now: dict) -> None:
 
 
 def _caption_tokens(tokenizer, captions: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, L) token ids and attention mask of the cleaned captions, without special tokens, on `device`."""
-    encoded = tokenizer([clean_caption(text) for text in captions], add_special_tokens=False, truncation=True,
+    """(n, L) token ids and attention mask of the raw captions' word pieces, on `device`.
+
+    The same mask as at retrieval (`Encoder.encode_text(mode="no_expand")`, and the reference's retrieval):
+    the word pieces of the raw text, punctuation included, without `[CLS]`/`[SEP]`. The reference's
+    train.py keeps `[CLS]`/`[SEP]` in its training masks only; we train with the mask we search with.
+    """
+    encoded = tokenizer(list(captions), add_special_tokens=False, truncation=True,
                         max_length=MAX_CAPTION_TOKENS)["input_ids"]
     width = max(1, max((len(ids) for ids in encoded), default=1))
     # Compact types: COCO has ~600k training captions (the head's token_mask widens them per batch).

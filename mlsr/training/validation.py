@@ -78,7 +78,9 @@ def validate(head: SparseHead, data: DenseDataset, pairs: Pairs, *, device: str 
         first = captions.tensor(slice(0, batch_size))
         density = float((documents > 0).float().mean()) * float((first > 0).float().mean())
         search = "sparse" if density < SPARSE_SEARCH_MAX_OVERLAP else "dense"
-    searcher = SparseIndex.build(to_csr(documents)) if search == "sparse" else TensorScorer(documents)
+    # float32: validation scores the head's own weights, as the dense product beside it does
+    searcher = (SparseIndex.build(to_csr(documents), precision="float32") if search == "sparse"
+                else TensorScorer(documents))
     query_ids = [str(i) for i in range(len(pairs))]
     qrels = {qid: {str(int(image)): 1} for qid, image in zip(query_ids, relevant)}
     doc_frequency = term_frequency(documents)

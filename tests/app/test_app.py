@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 
@@ -12,7 +13,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from tests.helpers.app import start_app
+from tests.helpers.app import PathScanningClient, server_paths, start_app
 from tests.helpers.data import REAL_IMAGES, ROOT
 from tests.helpers.models import PLANTED_WORDS
 from mlsr.index.dense import DenseIndex
@@ -24,8 +25,15 @@ ARTICLE = (ROOT / "assets" / "examples" / "water-buffalo.txt").read_text()
 
 
 @pytest.fixture(scope="session")
-def client(app_url) -> Client:
-    return Client(app_url, verbose=False)
+def private_paths(app_index, backbone_dir, app_head_dir, tokenizer_dir) -> tuple[str, ...]:
+    """Folders of this server that no answer may name: the index, the photos beside it, the models, the code."""
+    return tuple(str(path) for path in (app_index.parent, backbone_dir, app_head_dir, tokenizer_dir, ROOT))
+
+
+@pytest.fixture(scope="session")
+def client(app_url, private_paths) -> PathScanningClient:
+    """Every JSON the API returns in these tests (and every error message) is scanned for server paths."""
+    return PathScanningClient(Client(app_url, verbose=False), private_paths)
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +43,7 @@ def local_index(app_index) -> SparseIndex:
 
 def test_named_endpoints_are_published(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/suggest", "/image_terms", "/similar", "/compare", "/search_terms"} <= set(endpoints)
+    assert {"/suggest", "/suggest_article", "/image_terms", "/similar", "/compare", "/search_terms"} <= set(endpoints)
 
 
 def test_suggest_ranks_like_the_library(client, app_encoder, local_index):
@@ -46,7 +54,8 @@ def test_suggest_ranks_like_the_library(client, app_encoder, local_index):
     np.testing.assert_allclose([hit["score"] for hit in result["results"]], expected.scores[0], atol=1e-3)
     terms = {term for term, _ in result["query_terms"]}
     assert {"buffalo", "market", "field"} <= terms
-    assert result["active_terms"] == len(result["query_terms"])
+    controls = int(app_encoder.vocab.special_mask[app_encoder.encode_text([ARTICLE]).indices].sum())
+    assert result["active_terms"] == len(result["query_terms"]) + controls  # control tokens are no table rows
     expansion = {term for term, _ in result["expansion_terms"]}
     assert "buffalo" not in expansion and {"boy", "cake", "road"} <= expansion | terms
     assert set(result["timings_ms"]) == {"encode", "search"}
@@ -131,7 +140,7 @@ def test_bad_term_tables_get_a_clear_message(client, rows, message):
 
 
 @pytest.mark.parametrize("name, data, message", [
-    ("notes.jpg", b"this is not an image", "not an image"),
+    ("notes.jpg", b"this is not an image", "the file is not an image that can be read: use JPEG"),
     ("half.jpg", encoded(Image.effect_noise((64, 64), 40).convert("RGB"), "JPEG")[:600], "damaged or truncated"),
     ("empty.png", b"", "empty"),
     ("bomb.png", bomb_png(30000, 30000), "decompression bomb|allowed"),
@@ -215,3 +224,41 @@ def test_unavailable_model_shows_what_to_do(app_args, capsys, monkeypatch):
     page = app.create_app(app.parse_args(args))
     assert "could not be reached" in str(page.config) and "local folder" in str(page.config)
     assert capsys.readouterr().err.startswith("mlsr: cannot start: sparse head 'lsr42/never-downloaded-head'")
+
+
+def test_answers_name_items_by_id_never_by_server_path(client):
+    """Hits carry the item id and an image URL or null; local photos are never named by their path."""
+    found = client.predict("a bus in the city", 9, "expand", api_name="/suggest")
+    assert {hit["image"] for hit in found["results"]} == {None}  # the gallery's photos are local files
+    assert {hit["id"] for hit in found["results"]} >= {"bus.jpg", "more/cat.jpg"}
+    similar = client.predict(handle_file(str(BUFFALO)), 3, api_name="/similar")
+    compared = client.predict("a bus", 3, api_name="/compare")
+    for hit in similar["similar"] + compared["sparse"] + compared["dense"]:
+        assert set(hit) == {"rank", "row", "id", "score", "image", "caption"} and hit["image"] is None
+
+
+def test_the_page_names_no_server_path(app_url, private_paths):
+    """The About screen (and everything else in the page's configuration) names folders, never their paths."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{app_url}config", timeout=30) as response:
+        config = json.loads(response.read())
+    about = next(c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "about-text")
+    assert "### Index `index`" in about and "(local folder)" in about
+    assert not server_paths(about, private_paths), about
+    assert not [path for path in private_paths if path in json.dumps(config)]
+
+
+@pytest.mark.parametrize("top_k, message", [(0, "top_k must be between 1 and 200, got 0."),
+                                            (-1, "top_k must be between 1 and 200, got -1."),
+                                            (201, "top_k must be between 1 and 200, got 201."),
+                                            (2.5, "top_k must be a whole number, got 2.5.")])
+def test_image_terms_top_k_follows_the_one_rule(client, top_k, message):
+    with pytest.raises(AppError, match=f"^{message.replace('.', '[.]')}$"):
+        client.predict(handle_file(str(BUFFALO)), top_k, api_name="/image_terms")
+
+
+@pytest.mark.parametrize("k", [1.5, True, "3"])
+def test_k_must_be_a_whole_number(client, k):
+    with pytest.raises(AppError, match="k must be a whole number"):
+        client.predict("a dog", k, "expand", api_name="/suggest")

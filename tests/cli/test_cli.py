@@ -63,6 +63,27 @@ def test_search_modes_print_ranked_items_with_terms(model_args, encoder, image_f
             assert {term for term, _ in hit["terms"]} <= {"dogs", "in", "the", "park"}
 
 
+def test_search_hybrid_depth_is_a_parameter(model_args, encoder, image_folder, tmp_path, capsys):
+    from mlsr.data.captions import read_captions
+    from mlsr.index.modes import QueryVectors, rank
+    from mlsr.index.sparse import SparseIndex
+    from mlsr.ingest.images import build_index
+
+    build_index(encoder, image_folder, out=tmp_path / "idx", documents="image+caption",
+                captions=read_captions(image_folder / "captions.csv"))
+    args = ["search", "--index", str(tmp_path / "idx"), "--mode", "hybrid", "-k", "4", "--json", *model_args]
+    index, text = SparseIndex.load(tmp_path / "idx"), "two dogs playing with a ball"
+    views = encoder.encode_text_views(text)
+    for depth in (1, 10):
+        assert main([*args, "--hybrid-depth", str(depth), text]) == 0
+        rows = [index.items.index(next(i for i in index.items if i["id"] == hit["id"]))
+                for hit in json.loads(capsys.readouterr().out)["results"]]
+        assert rows == rank(index, QueryVectors(views.expand, views.no_expand), "hybrid", 4, depth).indices[0].tolist()
+    assert main([*args, "--hybrid-depth", "0", text]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the hybrid depth must be at least 1, got 0") and len(err.splitlines()) == 1
+
+
 def test_terms_for_an_image_and_a_text(model_args, image_folder, capsys):
     assert main(["terms", str(image_folder / "bus.jpg"), "--top-k", "5", *model_args]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -83,12 +104,9 @@ def test_errors_are_one_line_without_traceback(model_args, tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
 
 
-def test_offline_hub_id_gives_a_clear_message(tokenizer_dir, capsys):
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        code = main(["terms", "--text", "a dog", "--head", "lsr42/not-cached-anywhere", "--tokenizer", str(tokenizer_dir)])
-    finally:
-        del os.environ["HF_HUB_OFFLINE"]
+def test_offline_hub_id_gives_a_clear_message(tokenizer_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # restored afterwards, whatever it was
+    code = main(["terms", "--text", "a dog", "--head", "lsr42/not-cached-anywhere", "--tokenizer", str(tokenizer_dir)])
     assert code == 2
     assert "could not be reached" in capsys.readouterr().err
 

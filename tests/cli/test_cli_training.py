@@ -18,7 +18,7 @@ def test_encode_train_index_search(backbone_dir, tokenizer_dir, image_folder, tm
     assert "embedding images and captions" in out.err  # the progress bar
 
     assert main(["train", "--data", str(data), "--out", str(head), "--tokenizer", str(tokenizer_dir), "--epochs", "2",
-                 "--batch-size", "4", "--hidden-size", "32", "--lr", "1e-2", "--device", "cpu"]) == 0
+                 "--batch-size", "4", "--hidden-size", "32", "--lr", "1e-2", "--device", "cpu", "--mlm", "none"]) == 0
     out = capsys.readouterr()
     assert "best epoch" in out.out and "random weights" in out.err and "epoch 2/2" in out.err
     trained = SparseHead.from_pretrained(head)
@@ -37,7 +37,46 @@ def test_encode_train_index_search(backbone_dir, tokenizer_dir, image_folder, tm
     assert main(["train", "--data", str(data), "--out", str(head), "--tokenizer", str(tokenizer_dir)]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--data", str(data), "--out", str(head), "--tokenizer", str(tokenizer_dir), "--epochs", "2",
-                 "--batch-size", "4", "--hidden-size", "32", "--lr", "1e-2", "--device", "cpu", "--resume"]) == 0
+                 "--batch-size", "4", "--hidden-size", "32", "--lr", "1e-2", "--device", "cpu", "--resume",
+                 "--mlm", "none"]) == 0
+
+
+@pytest.fixture(scope="module")
+def dense_data(backbone_dir, image_folder, tmp_path_factory):
+    data = tmp_path_factory.mktemp("dense") / "data"
+    assert main(["encode-dense", "--backbone", str(backbone_dir), "--images", str(image_folder),
+                 "--captions", str(image_folder / "captions.csv"), "--out", str(data), "--val-fraction", "0.34",
+                 "--device", "cpu"]) == 0
+    return data
+
+
+def test_the_default_masked_lm_is_the_papers_and_offline_it_is_one_line(dense_data, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    assert main(["train", "--data", str(dense_data), "--out", str(tmp_path / "head"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: masked-LM 'distilbert-base-uncased'") and "could not be reached" in err
+    assert "--mlm none" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "head").exists()
+
+
+def test_train_from_a_masked_lm_folder_with_the_cpu_preset(dense_data, tokenizer_dir, tmp_path, capsys):
+    from tests.helpers.models import save_tiny_distilbert_mlm
+
+    mlm = save_tiny_distilbert_mlm(tmp_path / "distilbert", tokenizer_dir)
+    args = ["train", "--data", str(dense_data), "--mlm", str(mlm), "--batch-size", "4", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "cpu"), "--preset", "cpu"]) == 0
+    summary = json.loads((tmp_path / "cpu" / "training.json").read_text())
+    assert summary["config"]["epochs"] == 20 and summary["config"]["amp"] == "bf16" and summary["mlm"] == str(mlm)
+    assert summary["epochs_done"] == 20 and "random weights" not in capsys.readouterr().err
+    head = SparseHead.from_pretrained(tmp_path / "cpu")
+    assert head.config.hidden_size == 32  # the masked-LM's own size: its LayerNorm and projector were copied
+    assert "from `" + str(mlm) in (tmp_path / "cpu" / "README.md").read_text()
+    assert main([*args, "--out", str(tmp_path / "short"), "--preset", "cpu", "--epochs", "1", "--amp", "off"]) == 0
+    config = json.loads((tmp_path / "short" / "training.json").read_text())["config"]
+    assert config["epochs"] == 1 and config["amp"] == "off"  # flags override the preset
 
 
 def test_encode_dense_with_a_clip_backbone(clip_backbone_dir, image_folder, tmp_path, capsys):

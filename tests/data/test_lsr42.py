@@ -181,3 +181,23 @@ def test_pairs_gallery_positions():
     pairs = Pairs(np.arange(5), np.array([7, 7, 3, 9, 3]), ["a"] * 5)
     gallery, position = pairs.gallery()
     assert gallery.tolist() == [7, 3, 9] and position.tolist() == [0, 0, 1, 2, 1]
+
+
+def test_a_caption_over_blips_length_is_truncated_as_blip_does_not_windowed(blip, image_folder, tmp_path):
+    """BLIP reads a caption's first 35 tokens (its max_words=50 cut never binds before that); encode-dense does
+    the same, while search-time text (an article) is windowed. Published vectors must be made like BLIP's."""
+    long = "A long caption (with words): " + " ".join(f"word{i} and more." for i in range(40))
+    rows = ["file,caption"] + [f'{name},"{long if i == 0 else caption}"' for i, (name, caption)
+                               in enumerate(zip(NAMES, CAPTIONS))]
+    (tmp_path / "long.csv").write_text("\n".join(rows) + "\n")
+    encode_dense(blip, image_folder, tmp_path / "long.csv", tmp_path / "data", val_fraction=0.34)
+    meta = json.loads((tmp_path / "data" / "dataset_meta.json").read_text())
+    sentid = next(s["sentid"] for image in meta["images"] for s in image["sentences"] if s["raw"] == long)
+    texts = pq.read_table(tmp_path / "data" / "text_embs.parquet").to_pydict()
+    vector = np.asarray(texts["emb"][texts["id"].index(str(sentid))], dtype=np.float32)
+    assert len(blip.tokenizer(clean_caption(long))["input_ids"]) > 3 * blip.max_text_tokens
+    first = blip.tokenizer.decode(blip.tokenizer(clean_caption(long), add_special_tokens=False)["input_ids"]
+                                  [: blip.max_text_tokens - 2])
+    same = np.abs(vector - blip.embed_texts([first]).numpy()[0]).max()  # the first 33 word pieces
+    later = np.abs(vector - blip.embed_texts([" ".join(clean_caption(long).split()[20:])]).numpy()[0]).max()
+    assert same < 1e-6 and later > 100 * same  # (the tiny model's vectors of any two texts are close)

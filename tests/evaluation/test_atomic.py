@@ -99,3 +99,39 @@ def test_image_bytes_are_read_only_for_row_groups_with_a_wanted_image(atomic, tm
     image_reads = [i for i, columns in reads if "image" in columns]
     assert image_reads == [table.column("image_id").to_pylist().index("img-000")]
     assert len([1 for _, columns in reads if columns == ("image_id",)]) == table.num_rows
+
+
+def test_image_plus_caption_run_equals_an_independent_computation(atomic, app_encoder, tmp_path, monkeypatch):
+    """The seed's headline run, recomputed from vectors encoded here and never handed to mlsr's index code."""
+    import numpy as np
+
+    from mlsr.evaluation.atomic_task import MEASURES, run_atomic
+    from mlsr.evaluation.metrics import mean_metrics
+    from mlsr.index.sparse import SparseIndex
+    from tests.helpers.matrices import exact_ranking, exact_scores, stored
+
+    texts, images, qrels = atomic
+    collection = load_collection(texts=texts, images=images, qrels=qrels, limit=3,
+                                 distractors=len(DISTRACTOR_CAPTIONS), distractor_rate=1)
+    built = []
+    build = SparseIndex.build.__func__
+    monkeypatch.setattr(SparseIndex, "build", classmethod(lambda cls, *a, **kw: built.append(build(cls, *a, **kw))
+                                                            or built[-1]))
+    report = run_atomic(app_encoder, collection, runs_dir=tmp_path / "runs")
+
+    image = app_encoder.encode_images(collection.image_bytes).toarray()
+    with_caption = [i for i, c in enumerate(collection.captions) if c.strip()]
+    caption = np.zeros_like(image)
+    caption[with_caption] = app_encoder.encode_captions(
+        [collection.captions[i][:app_encoder.max_chars] for i in with_caption]).toarray()
+    both = image + caption
+    index = built[[doc for doc in report.evaluations].index("image+caption")]
+    weights = stored(both, index.precision)
+    np.testing.assert_array_equal(index.vectors.toarray(), weights)
+    queries = app_encoder.encode_text_views(collection.queries)
+    depth = min(max(int(m.split("@")[1]) for m in MEASURES), len(collection.image_ids))
+    for result in report.evaluations["image+caption"].results:
+        _, rows = exact_ranking(exact_scores(queries.scoring(result.run).toarray(), weights), depth)
+        rankings = {q: [collection.image_ids[r] for r in rows[i]] for i, q in enumerate(collection.query_ids)}
+        assert read_run(tmp_path / "runs" / f"image_caption-{result.run}.trec") == rankings
+        assert result.metrics == pytest.approx(mean_metrics(rankings, collection.qrels, MEASURES), abs=1e-12)

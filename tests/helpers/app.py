@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,11 +19,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    """Run `python app.py ARGS` and wait until it answers HTTP; the process is the caller's to stop."""
+def start_app(args: list[str], log: Path, wrap=lambda command: command) -> tuple[subprocess.Popen, str]:
+    """Run `python app.py ARGS` (through `wrap`, e.g. without root's rights) and wait until it answers HTTP;
+    the process is the caller's to stop."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port), "--device", "cpu"], cwd=ROOT,
+    command = wrap([sys.executable, "app.py", *args, "--port", str(port), "--device", "cpu"])
+    process = subprocess.Popen(command, cwd=ROOT,
                                env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -36,3 +39,47 @@ def start_app(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     process.kill()
     raise RuntimeError(f"app.py did not start in time:\n{log.read_text()[-3000:]}")
 
+
+
+_ABSOLUTE = re.compile(r"(?:^|[\s'\"(=:,\[])(?:/[^\s/'\"]+){2,}|[A-Za-z]:\\")  # /a/b..., C:\...
+
+
+def server_paths(value, private: tuple[str, ...] = ()) -> list[str]:
+    """Strings in a JSON value (or an error message) that hold an absolute filesystem path or a `private` path."""
+    found = []
+    if isinstance(value, dict):
+        for item in value.values():
+            found += server_paths(item, private)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found += server_paths(item, private)
+    elif isinstance(value, str):
+        text = re.sub(r"https?://\S+", "", value)  # a URL is for the browser, not a path
+        if _ABSOLUTE.search(text) or any(path in text for path in private if path):
+            found.append(value)
+    return found
+
+
+class PathScanningClient:
+    """A gradio_client.Client whose every answer (result or error message) is checked for server paths."""
+
+    def __init__(self, client, private: tuple[str, ...] = ()) -> None:
+        self._client = client
+        self._private = private
+        self.answers = 0
+
+    def predict(self, *args, **kwargs):
+        from gradio_client.exceptions import AppError
+
+        try:
+            result = self._client.predict(*args, **kwargs)
+        except AppError as error:
+            assert not server_paths(str(error), self._private), f"a server path in an error: {error}"
+            raise
+        leaked = server_paths(result, self._private)
+        assert not leaked, f"server paths in the answer of {kwargs.get('api_name')}: {leaked[:3]}"
+        self.answers += 1
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)

@@ -45,8 +45,12 @@ def write_image_folder(folder: Path) -> Path:
     return folder
 
 
+MARKUP_CAPTION = "<img src=x> *not bold* [a link](http://example.com)"
+
+
 def build_gallery(encoder, image_folder: Path, folder: Path) -> Path:
-    """An image+caption index with dense vectors over the generated images and the three COCO photos."""
+    """An image+caption index with dense vectors over the generated images, the three COCO photos, and one
+    generated image (odd.png) whose caption is made of Markdown and HTML (MARKUP_CAPTION)."""
     from mlsr.data.captions import read_captions
     from mlsr.ingest.images import build_index
 
@@ -56,6 +60,8 @@ def build_gallery(encoder, image_folder: Path, folder: Path) -> Path:
     rows = [f'{path.name},"{caption}"' for path, caption in zip(sorted(REAL_IMAGES.glob("*.jpg")), coco_captions)]
     for path in sorted(REAL_IMAGES.glob("*.jpg")):
         shutil.copy(path, folder / "photos" / path.name)
+    make_image(99).save(folder / "photos" / "odd.png")  # a caption that must show as text, never as markup
+    rows.append(f'odd.png,"{MARKUP_CAPTION}"')
     with open(folder / "photos" / "captions.csv", "a") as handle:
         handle.write("\n".join(rows) + "\n")
     build_index(encoder, folder / "photos", out=folder / "index", dense=True,
@@ -134,3 +140,15 @@ def write_format2_index(folder: Path, vectors, items: list[dict], precision: str
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write an edited manifest as a tool (or an attacker) that knows the format would: sealed with its own checksum.
+
+    Without the seal, mlsr blames any edit on the manifest itself before it looks at the files.
+    """
+    import json
+
+    from mlsr.index.folder import MANIFEST_FILE, sealed
+
+    (folder / MANIFEST_FILE).write_text(json.dumps(sealed(manifest)))

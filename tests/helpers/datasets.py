@@ -133,3 +133,79 @@ def write_atomic(root: Path) -> tuple[Path, Path, Path]:
     pq.write_table(pa.table({"text_id": ["t-777"], "Q0": ["Q0"], "image_id": [image_ids[4]], "rel": [1]}),
                    qrels / "data" / "train-00000-of-00001-xyz.parquet")
     return texts, images, qrels
+
+
+PUNCTUATED_WORDS = ["dog", "cat", "boat", "bus", "field", "market", "boy", "girl", "cake", "road", "beach", "kite",
+                    "horse", "train", "street", "table", "red", "small", "old", "two"]
+PUNCTUATED_TEMPLATES = ['A {0} (near a {1}) and a {2}.', 'Two "{0}s": on the {1}; {2}!', '{0} * {1} # {2} ~ here...',
+                        'The {0}, the {1} -- and the {2}?', '{0}/{1}: {2} (again).']
+
+
+def write_punctuated_dataset(folder: Path, seed: int = 0, test_images: int = 40) -> Path:
+    """A test split in the lsr42 layout whose captions are full of the punctuation BLIP's cleaning drops.
+
+    Each caption's vector is its image's vector plus most of another test image's and a little noise, so
+    rankings are neither perfect nor random.
+    """
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    vectors = rng.normal(size=(test_images + 4, DENSE_SIZE))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    images, text_ids, text_vectors = [], [], []
+    for imgid in range(test_images + 4):
+        sentences = []
+        for template in PUNCTUATED_TEMPLATES:
+            words = rng.choice(PUNCTUATED_WORDS, 3, replace=False)
+            sentences.append({"raw": template.format(*words), "sentid": len(text_ids), "imgid": imgid})
+            other = vectors[rng.integers(test_images)]  # a confusable second image in every caption
+            noisy = vectors[imgid] + 0.9 * other + 0.05 * rng.normal(size=DENSE_SIZE)
+            text_ids.append(str(len(text_ids)))
+            text_vectors.append(noisy / np.linalg.norm(noisy))
+        images.append({"imgid": imgid, "filename": f"COCO_val2014_{imgid:012d}.jpg", "filepath": "val2014",
+                       "split": "test" if imgid < test_images else "val", "sentids": [s["sentid"] for s in sentences],
+                       "sentences": sentences})
+    pq.write_table(_emb_table([str(i) for i in range(len(images))], vectors), folder / "img_embs.parquet")
+    pq.write_table(_emb_table(text_ids, np.stack(text_vectors)), folder / "text_embs.parquet")
+    (folder / "dataset_meta.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    return folder
+
+
+EXAMPLE_FILE = "COCO_val2014_000000184613.jpg"  # image id 2 of lsr42/mscoco-blip-dense: the README's example
+VERIFY_CAPTIONS = {
+    "COCO_val2014_000000391895.jpg": ["A man (in a red shirt) rides a small motorbike.", "Dirt road; helmet on!",
+                                      "A motorcyclist: on a country road.", "man on a bike", "A man riding a bike."],
+    EXAMPLE_FILE: ["A boy leads water buffalo (cattle) through a market.", "People walk with cows!",
+                   "An umbrella, a boy: and buffalo.", "cattle in a field", "A crowd walks with animals."],
+    "COCO_val2014_000000522418.jpg": ["A woman cuts a large white cake.", "A sheet cake (with a knife)!",
+                                      "Hair net; a cake: a knife.", "woman cutting cake", "A cake being cut."],
+}
+
+
+def write_verify_dataset(folder: Path, encoder, generated: int = 3) -> Path:
+    """The published layout, with vectors made by `encoder`'s own backbone: what `mlsr verify` finds on a
+    machine whose models made the published vectors.
+
+    Test split: the three COCO photos of assets/images (EXAMPLE_FILE has image id 2, as in lsr42/mscoco-blip-dense)
+    and `generated` synthetic images, five captions each. Captions are embedded as BLIP reads a caption.
+    """
+    from mlsr.text import clean_caption
+    from tests.helpers.data import REAL_IMAGES, make_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["generated-0.jpg", "COCO_val2014_000000391895.jpg", EXAMPLE_FILE, "COCO_val2014_000000522418.jpg",
+             *(f"generated-{i}.jpg" for i in range(1, generated))]
+    pictures = [REAL_IMAGES / name if name.startswith("COCO_") else make_image(int(name[10:-4]) + 7) for name in names]
+    image_vectors = encoder.dense_images(pictures)
+    images, raws = [], []
+    for imgid, name in enumerate(names):
+        captions = VERIFY_CAPTIONS.get(name) or [f"A colour field (number {imgid}) with a bright box{end}"
+                                                 for end in (".", "!", ";", ": yes", "...")]
+        sentences = [{"raw": raw, "sentid": len(raws) + k, "imgid": imgid} for k, raw in enumerate(captions)]
+        raws += captions
+        images.append({"imgid": imgid, "filename": name, "filepath": "val2014", "split": "test",
+                       "sentids": [s["sentid"] for s in sentences], "sentences": sentences})
+    text_vectors = encoder.backbone.embed_texts([clean_caption(raw) for raw in raws]).numpy()
+    pq.write_table(_emb_table([str(i) for i in range(len(names))], image_vectors), folder / "img_embs.parquet")
+    pq.write_table(_emb_table([str(i) for i in range(len(raws))], text_vectors), folder / "text_embs.parquet")
+    (folder / "dataset_meta.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    return folder

@@ -15,6 +15,21 @@ VOCAB_SIZE = 30522  # bert/distilbert-base-uncased
 DENSE_SIZE = 256  # BLIP's image_text_hidden_size
 CLIP_DENSE_SIZE = 48  # any size: a head for a CLIP backbone reads CLIP's projection_dim
 PLANTED_WORDS = ("buffalo", "market", "field", "boy", "cake", "road")
+# Standard deviation of every weight matrix of the tiny models. With the usual 0.02, one layer and
+# LayerNorm map every input to (almost) the same vector (6 captions: pairwise cosine above 1 - 5e-6), so
+# no test could tell rows apart; at 0.3 different inputs give clearly different vectors
+# (tests/models/test_tiny_models.py checks that they do).
+SPREAD_STD = 0.3
+
+
+def spread_weights(model: torch.nn.Module, std: float = SPREAD_STD, seed: int = 0) -> torch.nn.Module:
+    """Redraw every matrix (and convolution kernel) of `model` from N(0, std^2); biases and norms stay."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, parameter in sorted(model.named_parameters()):
+            if parameter.dim() >= 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model
 
 
 def save_tokenizer(folder: Path) -> Path:
@@ -30,7 +45,9 @@ def save_tokenizer(folder: Path) -> Path:
 def save_tiny_blip(folder: Path, tokenizer_dir: Path, real_size: bool = False) -> Path:
     """A BlipForImageTextRetrieval with random weights: tiny (1 layer, 32 px) or BLIP-base sized (384 px).
 
-    Either way it has the real 256-d projections and the real vocabulary.
+    Either way it has the real 256-d projections and the real vocabulary. The tiny one's matrices are
+    spread (`spread_weights`) so that different inputs give different vectors; the BLIP-base sized one,
+    which benchmarks time, keeps the default initialisation.
     """
     from transformers import AutoTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessorPil
 
@@ -46,7 +63,10 @@ def save_tiny_blip(folder: Path, tokenizer_dir: Path, real_size: bool = False) -
                                image_size=side, patch_size=16),
             image_text_hidden_size=DENSE_SIZE,
         )
-    BlipForImageTextRetrieval(config).eval().save_pretrained(folder)
+    model = BlipForImageTextRetrieval(config)
+    if not real_size:
+        spread_weights(model)
+    model.eval().save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
     BlipImageProcessorPil(size={"height": side, "width": side}).save_pretrained(folder)
     return folder
@@ -55,12 +75,18 @@ def save_tiny_blip(folder: Path, tokenizer_dir: Path, real_size: bool = False) -
 def make_head(hidden_size: int = 64, seed: int = 0, planted: tuple[int, ...] = ()):
     """A random D2S head with the real vocabulary and 256-d input, biased so ~1% of terms light up.
 
-    `planted` term ids get a large bias instead: they light up for every input, so tests can rely on them.
+    The input projection is spread (N(0, 0.3^2), as the tiny backbones' matrices), so that different
+    dense vectors, not its bias, decide the hidden state; the vocabulary projector keeps its default
+    initialisation, for which the bias of -1.35 lights ~1% of the terms (after LayerNorm only the ratio
+    of its weights to its bias matters). At ~1%, a short caption's own tokens are rarely lit: tests of
+    masks use heads with larger biases. `planted` term ids get a large bias instead: they light up for
+    every input, so tests can rely on them.
     """
     from mlsr.models.head import HeadConfig, SparseHead
 
     torch.manual_seed(seed)
     head = SparseHead(HeadConfig(dense_size=DENSE_SIZE, hidden_size=hidden_size, vocab_size=VOCAB_SIZE))
+    spread_weights(head.proj, seed=seed)
     with torch.no_grad():
         head.vocab_projector.bias.fill_(-1.35)
         head.vocab_projector.bias[list(planted)] = 3.0
@@ -88,7 +114,7 @@ def make_clip_tokenizer():
 
 
 def save_tiny_clip(folder: Path) -> Path:
-    """A tiny CLIPModel (1 layer, 32 px, 48-d projections) with its own tokenizer and PIL image processor."""
+    """A tiny CLIPModel (1 layer, 32 px, 48-d projections, spread weights) with its own tokenizer and PIL image processor."""
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
     torch.manual_seed(0)
@@ -101,7 +127,43 @@ def save_tiny_clip(folder: Path) -> Path:
                            image_size=32, patch_size=16),
         projection_dim=CLIP_DENSE_SIZE,
     )
-    CLIPModel(config).eval().save_pretrained(folder)
+    spread_weights(CLIPModel(config)).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_distilbert_mlm(folder: Path, tokenizer_dir: Path) -> Path:
+    """A DistilBertForMaskedLM with random weights, the real vocabulary and its tokenizer: `train --mlm FOLDER`."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=VOCAB_SIZE, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64)
+    model = DistilBertForMaskedLM(config).eval()
+    with torch.no_grad():  # distinguishable from a fresh LayerNorm
+        model.vocab_layer_norm.weight.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def save_example_head(folder: Path, image_vector, terms: tuple[str, ...], tokenizer_dir: Path) -> Path:
+    """A head that decodes `image_vector` (256-d) to `terms` as its top terms, and other vectors to other terms.
+
+    Stands in for the published head in `verify`'s published-example check: the rows of the vocabulary
+    projector for `terms` point along the hidden vector of `image_vector`, so they light up for it (and for
+    vectors close to it), not for a random vector.
+    """
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(tokenizer_dir).convert_tokens_to_ids(list(terms))
+    head = make_head(seed=3)
+    with torch.no_grad():
+        head.proj.bias.zero_()  # the hidden vector then depends on the input alone
+        hidden = head.vocab_layer_norm(head.proj(torch.as_tensor(image_vector, dtype=torch.float32)[None]))[0]
+        for rank, term in enumerate(ids):  # descending weights: the terms keep their order
+            head.vocab_projector.weight[term] = (8.0 - 0.2 * rank) * hidden / hidden.dot(hidden)
+            head.vocab_projector.bias[term] = -3.0
+    head.save_pretrained(folder)
     return folder

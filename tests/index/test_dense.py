@@ -22,6 +22,7 @@ def test_dense_search_equals_brute_force():
 def test_dense_k_is_clamped_and_dims_are_checked():
     index = DenseIndex(np.eye(3, 8, dtype=np.float32))
     assert index.search(np.ones(8), 10).indices.shape == (1, 3)
-    assert index.search(np.ones(8), 0).indices.shape == (1, 0)
+    with pytest.raises(InputError, match="k must be at least 1"):  # one rule for k everywhere (mlsr.checks)
+        index.search(np.ones(8), 0)
     with pytest.raises(InputError, match="dims"):
         index.search(np.ones((1, 4)), 1)

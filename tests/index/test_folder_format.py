@@ -14,7 +14,7 @@ from mlsr.index import blocks
 from mlsr.index.folder import FORMAT_VERSION, MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import PRECISIONS, SparseIndex
 from mlsr.vocab import Vocabulary
-from tests.helpers.data import write_format1_index, write_format2_index
+from tests.helpers.data import write_format1_index, write_format2_index, write_manifest
 from tests.index.test_search_fast import VOCAB, check, path, skewed  # noqa: F401  (path: the search-path fixture)
 
 
@@ -49,7 +49,8 @@ def test_format_1_folder_still_loads_with_its_float32_weights(path, tmp_path):
     docs = skewed(80, seed=21)
     vocab = Vocabulary(tuple(f"t{i}" for i in range(VOCAB)))
     items = [{"id": f"img{i}", "image": f"{i}.jpg", "captions": []} for i in range(80)]
-    write_format1_index(tmp_path / "old", docs, items, vocab=vocab, info={"documents": "image"})
+    write_format1_index(tmp_path / "old", docs, items, vocab=vocab,
+                        info={"documents": "image", "models": {"head": {"id": "h"}}})  # as mlsr wrote: both or neither
     loaded = SparseIndex.load(tmp_path / "old")
     assert loaded.precision == "float32" and loaded.items == items and loaded.info["documents"] == "image"
     np.testing.assert_array_equal(loaded.vectors.toarray(), docs.toarray())
@@ -64,7 +65,7 @@ def test_format_1_folder_still_loads_with_its_float32_weights(path, tmp_path):
 def test_format_2_folder_still_loads_with_its_stored_weights(path, tmp_path, precision):
     docs = skewed(200, seed=40)
     items = [{"id": f"img{i}"} for i in range(200)]
-    write_format2_index(tmp_path / "old", docs, items, precision=precision, info={"documents": "image"})
+    write_format2_index(tmp_path / "old", docs, items, precision=precision, info={"documents": "image", "models": {"head": {"id": "h"}}})
     assert len(np.load(tmp_path / "old" / "postings.dense_terms.npy")) >= 3  # the common terms were dense columns
     loaded = SparseIndex.load(tmp_path / "old")
     assert loaded.precision == precision and loaded.items == items and loaded.info["documents"] == "image"
@@ -84,7 +85,7 @@ def rewrite(folder, name, array=None, manifest_change=None):
         np.save(folder / name, array)
         manifest["files"][name] = {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
     manifest.update(manifest_change or {})
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)
 
 
 def listed_and_dense(folder):
@@ -206,7 +207,7 @@ def test_bad_items_in_a_loaded_index_are_refused(tmp_path, damage):
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     manifest["files"]["items.jsonl"] = {"bytes": (folder / "items.jsonl").stat().st_size,
                                         "sha256": sha256_file(folder / "items.jsonl")}
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)
     with pytest.raises(IndexFormatError, match="unique|cannot be read"):
         SparseIndex.load(folder)
 

@@ -149,8 +149,10 @@ def test_bad_row_chunks_are_refused():
         SparseIndex.build(iter([]))
     with pytest.raises(InputError, match="must all have 500 columns"):
         SparseIndex.build([skewed(3, seed=35), sp.csr_matrix((2, 400), dtype=np.float32)])
-    with pytest.raises(InputError, match="scipy sparse matrix, or an iterable"):
-        SparseIndex.build(np.ones((2, 3), dtype=np.float32))
+    with pytest.raises(InputError, match="scipy sparse matrix or a 2-D array, or an iterable"):
+        SparseIndex.build("not vectors")
+    array = np.ones((2, 3), dtype=np.float32)  # a 2-D array is one matrix, not two row chunks
+    assert len(SparseIndex.build(array)) == 2 and (array == 1).all()
     with pytest.raises(InputError, match="items for 5 vectors"):
         SparseIndex.build([skewed(3, seed=36), skewed(2, seed=37)], items=[{"id": "a"}])
 

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
+from tests.helpers.data import write_manifest
 from mlsr.index.folder import FORMAT_VERSION, MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.models.record import ModelRecord
@@ -62,13 +63,14 @@ def test_batch_equals_one_by_one():
         np.testing.assert_array_equal(single.scores[0], batch.scores[q])
 
 
-def test_edge_cases_empty_query_single_item_and_k_zero():
+def test_edge_cases_empty_query_single_item_and_k_zero_refused():
     docs = random_vectors(5, seed=5)
     index = SparseIndex.build(docs)
     empty = sp.csr_matrix((1, VOCAB), dtype=np.float32)
     scores, indices = index.search(empty, 3)
     assert indices.tolist() == [[0, 1, 2]] and scores.tolist() == [[0, 0, 0]]
-    assert index.search(docs[0], 0).indices.shape == (1, 0)
+    with pytest.raises(InputError, match="k must be at least 1"):
+        index.search(docs[0], 0)
     one = SparseIndex.build(docs[:1])
     assert one.search(docs, 10).indices.tolist() == [[0]] * 5
 
@@ -105,8 +107,12 @@ def test_bad_queries_and_items_are_refused():
     index = SparseIndex.build(random_vectors(10))
     with pytest.raises(InputError, match="columns"):
         index.search(sp.csr_matrix((1, VOCAB + 1), dtype=np.float32))
-    with pytest.raises(InputError, match="sparse"):
-        index.search(np.ones((1, VOCAB)))
+    with pytest.raises(InputError, match="sparse matrix or a 2-D array"):
+        index.search([[1.0] * VOCAB])
+    with pytest.raises(InputError, match="2-D"):
+        index.search(np.ones(VOCAB))
+    np.testing.assert_array_equal(index.search(np.ones((1, VOCAB))).indices,  # a dense row ranks as its CSR
+                                  index.search(sp.csr_matrix(np.ones((1, VOCAB)))).indices)
     nan = sp.csr_matrix(np.full((1, VOCAB), np.nan, dtype=np.float32))
     with pytest.raises(InputError, match="NaN"):
         index.search(nan)
@@ -130,6 +136,21 @@ def test_hybrid_reranks_exact_candidates_by_the_expanded_query():
     # candidates 1 (score 6) and 0 (score 1) first, then the best non-candidate by expanded score (row 2)
     assert indices.tolist() == [[1, 0, 2]] and scores.tolist() == [[6, 1, 9]]
     assert index.search(expanded, 3).indices.tolist() == [[2, 1, 0]]
+
+
+def test_hybrid_re_scores_exactly_depth_candidates_then_fills_by_the_expanded_query():
+    docs = sp.csr_matrix(np.array([[2, 0, 0, 0], [1, 0, 0, 5], [0, 0, 0, 9], [1, 0, 0, 1]], dtype=np.float32))
+    index = SparseIndex.build(docs, precision="float32")
+    exact = sp.csr_matrix(np.array([[1, 0, 0, 0]], dtype=np.float32))
+    expanded = sp.csr_matrix(np.array([[1, 0, 0, 1]], dtype=np.float32))
+    # depth 1: only the best no_expand candidate (row 0) is re-scored; the rest comes from the expanded ranking
+    assert hybrid_search(index, exact, expanded, k=3, depth=1).indices.tolist() == [[0, 2, 1]]
+    # depth 2: rows 0 and 1 are candidates, re-ranked by expanded score (1: 6 before 0: 2), then row 2
+    assert hybrid_search(index, exact, expanded, k=3, depth=2).indices.tolist() == [[1, 0, 2]]
+    assert hybrid_search(index, exact, expanded, k=3, depth=1000).indices.tolist() == [[1, 0, 3]]
+    for bad in (0, -1, 2.5, True, "10"):
+        with pytest.raises(InputError, match="hybrid depth"):
+            hybrid_search(index, exact, expanded, k=3, depth=bad)
 
 
 @pytest.fixture
@@ -201,11 +222,11 @@ def test_damaged_index_is_refused_with_a_clear_error(saved_index, damage):
         match = "not valid JSON"
     elif damage == "newer-version":
         manifest["format_version"] = 99
-        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+        write_manifest(path, manifest)
         match = "Upgrade mlsr"
     else:
         manifest["count"] = 41
-        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+        write_manifest(path, manifest)
         match = "manifest says 41"
     with pytest.raises(IndexFormatError, match=match):
         SparseIndex.load(path)
@@ -244,6 +265,46 @@ def test_a_manifest_naming_a_file_outside_the_folder_is_refused(saved_index):
     _, path = saved_index
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     manifest["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0"}
-    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
     with pytest.raises(IndexFormatError, match="outside the folder"):
         SparseIndex.load(path)
+
+
+@pytest.mark.parametrize("k, message", [("3", "whole number, got '3'"), (True, "whole number, got True"),
+                                        (1.5, "whole number, got 1.5"), (0, "at least 1, got 0"),
+                                        (None, "whole number, got None")])
+def test_k_has_one_rule(k, message):
+    """The rule of mlsr.checks, the same in the library, the command line and the app's API."""
+    index = SparseIndex.build(random_vectors(5, seed=3))
+    with pytest.raises(InputError, match=f"^k must be a {message}[.]$" if "whole" in message else f"^k must be {message}[.]$"):
+        index.search(random_vectors(1, seed=4), k)
+    assert index.search(random_vectors(1, seed=4), 3.0).indices.shape == (1, 3)  # a whole number written as a float
+
+
+def test_explain_with_negative_document_weights_sums_to_score():
+    rng = np.random.default_rng(11)
+    docs = random_vectors(40, density=0.3, seed=12)
+    docs.data[rng.random(docs.nnz) < 0.4] *= -1  # some documents weigh some terms negatively
+    queries = random_vectors(5, density=0.3, seed=13)
+    index = SparseIndex.build(docs, vocab=Vocabulary(tuple(f"t{i}" for i in range(VOCAB))))
+    assert index.has_negative_weights()
+    negative_matches = 0
+    for q in range(5):
+        scores = index.score(queries[q], np.arange(40))
+        for row in range(40):
+            matches = index.explain(queries[q], row)
+            assert sum(m.contribution for m in matches) == pytest.approx(float(scores[row]), rel=1e-5, abs=1e-6)
+            negative_matches += sum(m.doc_weight < 0 for m in matches)
+    assert negative_matches > 20
+
+
+def test_a_format_1_folder_with_dense_vectors_loads_them(tmp_path):
+    from tests.helpers.data import write_format1_index
+
+    docs = random_vectors(30, seed=14)
+    dense = np.random.default_rng(15).normal(size=(30, 8)).astype(np.float32)
+    write_format1_index(tmp_path / "old", docs, [{"id": f"img{i}"} for i in range(30)], dense=dense)
+    loaded = SparseIndex.load(tmp_path / "old")
+    np.testing.assert_array_equal(loaded.dense, dense)
+    loaded.save(tmp_path / "new")  # re-saved in the current format, the dense vectors go along
+    np.testing.assert_array_equal(SparseIndex.load(tmp_path / "new").dense, dense)

@@ -1,12 +1,15 @@
 """Building an index from a folder of images and captions."""
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers.data import CAPTIONS
+from tests.helpers.models import make_head
 from mlsr.data.captions import find_images, read_captions
 from mlsr.ingest.images import build_index
 from mlsr.errors import InputError
@@ -33,11 +36,17 @@ def test_find_images_is_sorted_recursive_and_skips_other_files(image_folder):
 
 
 def test_three_document_representations(encoder, image_folder, tmp_path):
+    # a head with bias 0 lights about half the vocabulary, so captions (masked to their tokens) are not empty
+    head = make_head()
+    with torch.no_grad():
+        head.vocab_projector.bias.zero_()
+    encoder = dataclasses.replace(encoder, head=head)
     captions = read_captions(image_folder / "captions.csv")
     image, _ = build_index(encoder, image_folder, out=tmp_path / "i", dense=True)
     caption, _ = build_index(encoder, image_folder, out=tmp_path / "c", captions=captions, documents="caption")
     both, _ = build_index(encoder, image_folder, out=tmp_path / "ic", captions=captions, documents="image+caption")
     assert len(image) == len(caption) == len(both) == 6
+    assert caption.vectors.getnnz(axis=1).min() >= 1  # else "both = image + caption" would say nothing
     # the index stores float16 weights: each within a relative 2^-11 of its float32 value (README, Index format)
     half = 2.0**-11
     np.testing.assert_allclose(both.vectors.toarray(), image.vectors.toarray() + caption.vectors.toarray(), rtol=3 * half)

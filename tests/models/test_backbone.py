@@ -42,6 +42,30 @@ def test_clip_vectors_are_its_projected_features_normalised(clip):
     np.testing.assert_allclose(dense_images.numpy(), torch.nn.functional.normalize(image_features).numpy(), atol=1e-5)
 
 
+def test_blip_vectors_are_its_projected_cls_normalised(encoder):
+    """Cross-check the encoder's BLIP vectors against the model's own modules and its use_itm_head=False cosine."""
+    from torch.nn.functional import normalize
+
+    blip = encoder.backbone
+    images = [make_image(seed) for seed in range(5)]
+    dense_texts, dense_images = encoder.dense_text(CAPTIONS), encoder.dense_images(images)
+    assert dense_texts.shape == (len(CAPTIONS), DENSE_SIZE) and dense_images.shape == (5, DENSE_SIZE)
+    model = blip.model
+    with torch.no_grad():
+        tokens = blip.tokenizer(CAPTIONS, padding=True, truncation=True, max_length=35, return_tensors="pt")
+        assert (tokens["attention_mask"] == 0).any()  # a padded batch: padding must not reach [CLS]
+        cls = model.text_encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])[0][:, 0]
+        texts = normalize(model.text_proj(cls), dim=-1)
+        pixels = blip.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        pictures = normalize(model.vision_proj(model.vision_model(pixel_values=pixels)[0][:, 0]), dim=-1)
+        cosine = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels,
+                       use_itm_head=False).itm_score  # (images, captions)
+    np.testing.assert_allclose(dense_texts, texts.numpy(), atol=1e-5)
+    np.testing.assert_allclose(dense_images, pictures.numpy(), atol=1e-5)
+    assert cosine.shape == (5, len(CAPTIONS))
+    np.testing.assert_allclose(dense_images @ dense_texts.T, cosine.numpy(), atol=1e-5)
+
+
 def test_clip_batch_equals_one_by_one(clip):
     """Padding must not leak into the pooled vector (CLIP pools at the end-of-text token)."""
     batch = clip.embed_texts(CAPTIONS)

@@ -12,7 +12,7 @@ from tests.helpers.models import make_head
 from mlsr.models.encoder import Encoder
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.models.head import HeadConfig, SparseHead
-from mlsr.text import split_windows
+from mlsr.text import split_windows, text_windows
 
 ARTICLE = " ".join(
     f"The {animal} is a common animal in the region of {place}. Farmers keep it for milk and work in the fields."
@@ -55,16 +55,115 @@ def test_no_expand_keeps_only_the_texts_own_tokens(wide_encoder):
     assert not set(masked.indices) & {101, 102, 0}  # never [CLS], [SEP], [PAD]
 
 
+# Lower-case and free of . ! " ( ) * # : ; ~, so BLIP's caption cleaning leaves them as they are: their
+# own tokens are the tokenizer's pieces of the text itself. The first is 12+ tokens (with word pieces),
+# the second is padded in a batch with it.
+MASKED_CAPTIONS = ["a snowboarder jumps over unbelievably tall moguls while two friends film him from the ski lift",
+                   "a cat", "three zebras grazing near a watering hole"]
+
+
+@pytest.fixture(scope="module")
+def lit_encoder(encoder):
+    """The encoder with a head whose biases light up every term, [PAD] included, for every input."""
+    head = make_head()
+    with torch.no_grad():
+        head.vocab_projector.bias.fill_(20.0)
+    return dataclasses.replace(encoder, head=head)
+
+
+def test_no_expand_keeps_exactly_the_texts_own_tokens_in_a_padded_batch(lit_encoder):
+    tokenizer = lit_encoder.tokenizer
+    own = [set(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in MASKED_CAPTIONS]
+    pieces = tokenizer(MASKED_CAPTIONS[0], add_special_tokens=False)["input_ids"]
+    assert len(pieces) >= 12 and len(own[0]) >= 12 and len(own[1]) < len(own[2]) < len(own[0])
+    assert lit_encoder.encode_text("a cat").nnz == 30522  # every term lights up before masking
+    assert lit_encoder.batch_size >= len(MASKED_CAPTIONS)  # one batch: the short captions are padded
+    views = lit_encoder.encode_text_views(MASKED_CAPTIONS)
+    dense = lit_encoder.dense_text(MASKED_CAPTIONS)
+    for name, rows in [("encode_text", lit_encoder.encode_text(MASKED_CAPTIONS, mode="no_expand")),
+                       ("encode_text_views", views.no_expand), ("encode_captions", lit_encoder.encode_captions(MASKED_CAPTIONS)),
+                       ("sparsify", lit_encoder.sparsify(dense, mask_texts=MASKED_CAPTIONS))]:
+        for row, text, tokens in zip(rows, MASKED_CAPTIONS, own):
+            assert set(row.indices.tolist()) == tokens, (name, text)
+    assert set(tokenizer.all_special_ids) & set(views.no_expand.indices.tolist()) == set()
+
+
 @pytest.mark.parametrize("mode", ["expand", "no_expand"])
 def test_long_text_is_the_max_over_its_windows(wide_encoder, mode):
     windows = split_windows(ARTICLE, wide_encoder.backbone.count_tokens, wide_encoder.backbone.max_text_tokens - 2)
     assert len(windows) > 3
     pooled = wide_encoder.encode_text(ARTICLE, mode=mode)
-    per_window = wide_encoder.encode_text(windows, mode=mode).toarray()
+    # each window encoded on its own: the raw span gives the same cleaned window and the same mask
+    raws = [w.raw for w in text_windows(ARTICLE, wide_encoder.backbone.count_tokens,
+                                        wide_encoder.backbone.max_text_tokens - 2)]
+    per_window = wide_encoder.encode_text(raws, mode=mode).toarray()
     np.testing.assert_allclose(pooled.toarray()[0], per_window.max(axis=0), rtol=1e-5)
     dense = wide_encoder.dense_text(ARTICLE)
     window_mean = wide_encoder.dense_text(windows).mean(axis=0)
     np.testing.assert_allclose(dense[0], window_mean / np.linalg.norm(window_mean), rtol=1e-4, atol=1e-6)
+
+
+# -- no_expand masks: the word pieces of the raw text, as the reference (tokenizer.tokenize(raw)) -------------
+
+PUNCTUATION = (".", "(", ")", "!", ":", ";", '"', "*", "#", "~", ",", "?")
+
+
+@pytest.fixture(scope="module")
+def punctuation_encoder(encoder):
+    """The tiny encoder with a head whose punctuation terms light up for every input (planted, like PLANTED_WORDS)."""
+    ids = encoder.tokenizer.convert_tokens_to_ids(list(PUNCTUATION))
+    return dataclasses.replace(encoder, head=make_head(planted=tuple(ids)))
+
+
+def reference_mask(tokenizer, raw: str) -> set[int]:
+    """What the reference code keeps of a query: the ids of `tokenizer.tokenize(raw)`."""
+    return set(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(raw)))
+
+
+def test_no_expand_keeps_the_raw_texts_word_pieces_punctuation_included(punctuation_encoder):
+    encoder = punctuation_encoder
+    raw = 'A dog (brown) runs! On the beach: "look" ~ *wow* #1; done.'
+    expanded, masked = encoder.encode_text(raw, mode="expand"), encoder.encode_text(raw, mode="no_expand")
+    mask = reference_mask(encoder.tokenizer, raw)
+    assert set(masked.indices) == mask & set(expanded.indices)
+    punctuation = set(encoder.tokenizer.convert_tokens_to_ids(list(PUNCTUATION[:10])))
+    assert punctuation <= set(masked.indices)  # BLIP's cleaning drops these; the reference's mask keeps them
+    assert not set(masked.indices) & {0, 101, 102}  # never [PAD], [CLS], [SEP]
+    views = encoder.encode_text_views(raw)
+    assert_same_rows(views.no_expand, masked)
+    # the head on the same dense vector, masked by the raw text: what evaluation does with published captions
+    assert_same_rows(encoder.sparsify(encoder.dense_text(raw), mask_texts=[raw]), masked)
+    plain = "a dog brown runs on the beach look wow 1 done"  # the cleaned text: same words, no punctuation
+    assert not set(encoder.encode_text(plain, mode="no_expand").indices) & punctuation
+
+
+def test_each_window_of_a_long_text_is_masked_by_its_own_raw_span(punctuation_encoder):
+    encoder = punctuation_encoder
+    article = ARTICLE + " A last (short) remark: the end!"
+    windows = text_windows(article, encoder.backbone.count_tokens, encoder.backbone.max_text_tokens - 2)
+    assert len(windows) > 3 and "".join(w.raw for w in windows) == article
+    per_window = encoder.encode_text([w.raw for w in windows], mode="no_expand")
+    for row, window in enumerate(windows):
+        assert set(per_window[row].indices) <= reference_mask(encoder.tokenizer, window.raw)
+    parens = set(encoder.tokenizer.convert_tokens_to_ids(["(", ")", ":", "!"]))
+    assert parens <= set(per_window[len(windows) - 1].indices)  # only the last window holds them
+    assert not parens & set(per_window[: len(windows) - 1].indices)
+    pooled = encoder.encode_text(article, mode="no_expand")
+    np.testing.assert_allclose(pooled.toarray()[0], per_window.toarray().max(axis=0), rtol=1e-5)
+
+
+def test_the_mask_ids_are_the_reference_tokenize_ids(encoder):
+    from hypothesis import given, settings, strategies as st
+
+    tokenizer = encoder.tokenizer
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list("abcXYZ 12.,!?()\"*#:;~'-_/&é\u00e0\n")), max_size=60))
+    def same(raw):
+        ours = tokenizer([raw], add_special_tokens=False)["input_ids"][0]
+        assert ours == tokenizer.convert_tokens_to_ids(tokenizer.tokenize(raw))
+
+    same()
 
 
 def test_caption_groups_are_max_pooled(wide_encoder):

@@ -11,12 +11,13 @@ import torch
 from mlsr.data.lsr42 import Pairs, load_dense_dataset, write_vectors
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.models.head import SparseHead
-from mlsr.evaluation.metrics import score_rankings
+from mlsr.evaluation.metrics import active_terms, flops, score_rankings
+from mlsr.models.encoder import to_csr
 from mlsr.training.checkpoint import load_checkpoint, save_checkpoint
 from mlsr.training.config import TrainConfig
 from mlsr.training.head_init import new_head
 from mlsr.training.loop import build_optimizer, train, train_step
-from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight
+from mlsr.training.objectives import distillation_loss, l1, lr_factor, mask_ratio, reg_weight, teacher_scores
 from mlsr.training.validation import validate
 
 
@@ -96,7 +97,7 @@ def trained(planted, tiny_tokenizer_dir, tmp_path_factory):
     for name, weight in (("light", 1e-3), ("heavy", 3e-2)):
         out = tmp_path_factory.mktemp(name) / "head"
         config = TrainConfig(epochs=20, q_reg=weight, d_reg=weight, **FAST)
-        runs[name] = train(planted, out, config, tokenizer=str(tiny_tokenizer_dir), device="cpu")
+        runs[name] = train(planted, out, config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
     return runs
 
 
@@ -131,6 +132,59 @@ def test_distillation_loss_equals_a_hand_computation():
     hard = (ce(sparse[0], [1, 0]) + ce(sparse[1], [1, 0]) + ce(columns(sparse)[0], [1, 0]) + ce(columns(sparse)[1], [1, 0])) / 4
     assert sharp == pytest.approx(hard, rel=1e-6)
     assert l1(torch.tensor([[1.0, -2.0, 0.0], [0.5, 0.0, 0.0]])).item() == pytest.approx((3.0 + 0.5) / 2)
+
+
+def test_the_teacher_scores_in_float32_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(64, 256, generator=generator), dim=1)
+    image = torch.nn.functional.normalize(text + 0.5 * torch.randn(64, 256, generator=generator), dim=1)
+    exact = text @ image.T / 1e-3  # float32, no autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what train_step runs the loss in with --amp bf16
+        ours = teacher_scores(text, image, 1e-3)
+        in_autocast = text.float() @ image.float().T / 1e-3  # the teacher as it was computed before
+    assert ours.dtype == torch.float32 and torch.equal(ours, exact)
+    assert (in_autocast.float() - exact).abs().max() > 0.1  # bf16 rounding at temperature 1e-3: logits move
+
+
+def test_training_masks_are_the_raw_word_pieces_without_special_tokens(tokenizer_dir):
+    from mlsr.models.tokenizer import load_tokenizer
+    from mlsr.training.loop import _caption_tokens
+
+    tokenizer, _ = load_tokenizer(str(tokenizer_dir))
+    captions = ["A dog (brown) runs.", "Two cats: on a mat!", "ok"]
+    ids, mask = _caption_tokens(tokenizer, captions, "cpu")
+    for row, raw in enumerate(captions):  # the mask Encoder.encode_text(mode="no_expand") uses at search time
+        assert ids[row][mask[row].bool()].tolist() == tokenizer.convert_tokens_to_ids(tokenizer.tokenize(raw))
+
+
+def test_the_regulariser_weighs_captions_and_images_each_by_its_own_weight(planted):
+    """train_step's regulariser against a hand computation from the head's outputs before the step."""
+    import copy
+
+    head = new_head(32, len(WORDS), hidden_size=16, seed=2)
+    texts, images = torch.from_numpy(planted.text_vectors[:8]), torch.from_numpy(planted.image_vectors[:8])
+    ids = torch.tensor([[6, 7, 8, 0]] * 8)  # three topic words; the fourth position is padding
+    attention = torch.tensor([[1, 1, 1, 0]] * 8)
+    with torch.no_grad():
+        caption_weights, image_weights = head(texts).numpy().astype(np.float64), head(images).numpy().astype(np.float64)
+    masked = np.zeros_like(caption_weights)
+    masked[:, [6, 7, 8]] = caption_weights[:, [6, 7, 8]]
+    l1_images = np.abs(image_weights).sum(axis=1).mean()
+    assert (image_weights > 0).any(axis=1).all()
+    for q_weight, d_weight, captions in [(0.0, 0.7, caption_weights), (0.3, 0.0, caption_weights),
+                                         (0.2, 0.05, caption_weights), (0.0, 0.7, masked), (0.4, 0.0, masked)]:
+        l1_captions = np.abs(captions).sum(axis=1).mean()
+        assert abs(l1_captions - l1_images) > 0.02 * l1_images  # a swap of the two weights would show (rel=1e-5)
+        fresh = copy.deepcopy(head)
+        use_mask = captions is masked
+        loss, distill, reg, caption_terms, image_terms = train_step(
+            fresh, build_optimizer(fresh, TrainConfig(**FAST)), texts, images, input_ids=ids if use_mask else None,
+            attention_mask=attention if use_mask else None, q_weight=q_weight, d_weight=d_weight, temperature=1e-3,
+        ).tolist()
+        assert reg == pytest.approx((q_weight * l1_captions + d_weight * l1_images) / 2, rel=1e-5)
+        assert loss == pytest.approx(distill + reg, rel=1e-6)
+        assert caption_terms == pytest.approx((captions > 0).sum(axis=1).mean())
+        assert image_terms == pytest.approx((image_weights > 0).sum(axis=1).mean())
 
 
 def test_l1_warmup_is_quadratic_then_flat():
@@ -191,6 +245,39 @@ def test_a_larger_l1_weight_gives_fewer_active_terms(trained):
     assert heavy["val_image_terms"] < 0.5 * light["val_image_terms"]
 
 
+def test_l1_on_images_only_shrinks_images_and_on_captions_only_captions(planted, tiny_tokenizer_dir, tmp_path):
+    runs = {}
+    for name, q_reg, d_reg in (("images", 0.0, 0.3), ("captions", 0.3, 0.0)):
+        config = TrainConfig(epochs=10, q_reg=q_reg, d_reg=d_reg, **FAST)
+        result = train(planted, tmp_path / name, config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
+        runs[name] = result.history[-1]
+    images_only, captions_only = runs["images"], runs["captions"]
+    print({name: (row["val_query_terms"], row["val_image_terms"]) for name, row in runs.items()})
+    assert images_only["val_image_terms"] < 0.1 * images_only["val_query_terms"]
+    assert captions_only["val_query_terms"] < 0.2 * captions_only["val_image_terms"]
+    # the side without L1 keeps its terms: each shrinks only under its own weight
+    assert images_only["val_query_terms"] > 5 * captions_only["val_query_terms"]
+    assert captions_only["val_image_terms"] > 5 * images_only["val_image_terms"]
+
+
+@pytest.mark.parametrize("search", ["sparse", "dense"])
+def test_validation_costs_equal_the_metrics_module_on_the_same_vectors(trained, planted, search):
+    head = SparseHead.from_pretrained(trained["light"].out)
+    pairs = planted.pairs(["val"])
+    gallery, _ = pairs.gallery()
+    with torch.no_grad():
+        captions = to_csr(head(torch.from_numpy(planted.text_vectors[pairs.text_rows])))
+        images = to_csr(head(torch.from_numpy(planted.image_vectors[gallery])))
+    got = validate(head, planted, pairs, search=search)
+    assert got["search"] == search and (got["queries"], got["images"]) == (64, 32)
+    assert got["query_terms"] == pytest.approx(active_terms(captions), rel=1e-6)
+    assert got["image_terms"] == pytest.approx(active_terms(images), rel=1e-6)
+    assert got["flops"] == pytest.approx(flops(captions, images), rel=1e-6)
+    # FLOPs by their definition: the terms a caption and an image share, averaged over all caption-image pairs
+    shared = (captions != 0).astype(np.float64) @ (images != 0).astype(np.float64).T
+    assert got["flops"] == pytest.approx(shared.toarray().mean(), rel=1e-6)
+
+
 def test_images_learn_the_words_of_their_topic(trained, planted, tiny_tokenizer_dir):
     """Expansion control makes captions score with their own words early on, so images learn to light them up."""
     from mlsr.models.tokenizer import load_tokenizer
@@ -230,7 +317,8 @@ def test_sparse_and_dense_scoring_rank_alike(trained, planted):
     pairs = planted.pairs(["val"])
     sparse, dense = (validate(head, planted, pairs, search=mode) for mode in ("sparse", "dense"))
     assert sparse["search"] == "sparse" and dense["search"] == "dense"
-    for key in ("R@1", "R@5", "R@10", "MRR@10", "query_terms", "image_terms", "flops"):
+    # (costs come from the vectors whichever scorer ranks: test_validation_costs_equal_... checks them)
+    for key in ("R@1", "R@5", "R@10", "MRR@10"):
         assert sparse[key] == pytest.approx(dense[key], abs=1e-6)
 
 
@@ -262,17 +350,17 @@ def test_checkpoint_round_trip(tmp_path, planted):
 
 def test_a_resumed_run_equals_an_uninterrupted_one(planted, tiny_tokenizer_dir, tmp_path):
     config = TrainConfig(epochs=4, q_reg=1e-2, d_reg=1e-2, **FAST)
-    whole = train(planted, tmp_path / "whole", config, tokenizer=str(tiny_tokenizer_dir), device="cpu")
+    whole = train(planted, tmp_path / "whole", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
 
     def stop_in_epoch_three(step, total):
         if step == 9:  # 4 steps per epoch: the run dies during epoch 3, after epoch 2 was saved
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), device="cpu",
+        train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu",
               progress=stop_in_epoch_three)
     assert json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())["epoch"] == 2
-    resumed = train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), device="cpu", resume=True)
+    resumed = train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu", resume=True)
     final_whole, final_resumed = load_checkpoint(tmp_path / "whole" / "checkpoint"), load_checkpoint(tmp_path / "cut" / "checkpoint")
     for name, tensor in final_whole[0].state_dict().items():
         assert torch.equal(tensor, final_resumed[0].state_dict()[name]), name
@@ -285,33 +373,33 @@ def test_a_resumed_run_equals_an_uninterrupted_one(planted, tiny_tokenizer_dir, 
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(planted, tmp_path / "early", config, tokenizer=str(tiny_tokenizer_dir), device="cpu", progress=stop_at_once)
+        train(planted, tmp_path / "early", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu", progress=stop_at_once)
     assert not any((tmp_path / "early").iterdir())
     # Resuming a finished run does nothing more.
-    again = train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), device="cpu", resume=True)
+    again = train(planted, tmp_path / "cut", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu", resume=True)
     assert strip(again.history) == strip(whole.history)
 
 
 def test_bad_runs_are_refused_before_anything_changes(planted, tiny_tokenizer_dir, tmp_path, trained):
     out = trained["light"].out
     with pytest.raises(InputError, match="not empty.*--resume"):
-        train(planted, out, TrainConfig(epochs=20, **FAST), tokenizer=str(tiny_tokenizer_dir))
+        train(planted, out, TrainConfig(epochs=20, **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None)
     with pytest.raises(InputError, match="config.epochs"):
-        train(planted, out, TrainConfig(epochs=30, **FAST), tokenizer=str(tiny_tokenizer_dir), resume=True)
+        train(planted, out, TrainConfig(epochs=30, **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None, resume=True)
     with pytest.raises(InputError, match="no training checkpoint"):
-        train(planted, tmp_path / "new", TrainConfig(**FAST), tokenizer=str(tiny_tokenizer_dir), resume=True)
+        train(planted, tmp_path / "new", TrainConfig(**FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None, resume=True)
     with pytest.raises(InputError, match="validation captions"):
-        train(planted, tmp_path / "new", TrainConfig(val_split="test", **FAST), tokenizer=str(tiny_tokenizer_dir))
+        train(planted, tmp_path / "new", TrainConfig(val_split="test", **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None)
     with pytest.raises(InputError, match="CUDA"):
-        train(planted, tmp_path / "new", TrainConfig(amp="fp16", **FAST), tokenizer=str(tiny_tokenizer_dir), device="cpu")
+        train(planted, tmp_path / "new", TrainConfig(amp="fp16", **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
     with pytest.raises(InputError, match="batch size"):
-        train(planted, tmp_path / "new", TrainConfig(epochs=1, batch_size=1), tokenizer=str(tiny_tokenizer_dir))
+        train(planted, tmp_path / "new", TrainConfig(epochs=1, batch_size=1), tokenizer=str(tiny_tokenizer_dir), mlm=None)
     assert not (tmp_path / "new").exists()
 
 
 def test_bf16_mixed_precision_trains_on_cpu(planted, tiny_tokenizer_dir, tmp_path):
     result = train(planted, tmp_path / "bf16", TrainConfig(epochs=2, amp="bf16", **FAST),
-                   tokenizer=str(tiny_tokenizer_dir), device="cpu")
+                   tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
     assert all(np.isfinite(row["loss"]) for row in result.history[1:])
 
 
@@ -376,7 +464,7 @@ def test_data_by_hub_dataset_id_goes_through_the_cache(tmp_path, monkeypatch, ti
     data = load_dense_dataset("lsr42/planted-dense")
     assert (data.source, data.revision) == ("lsr42/planted-dense", commit)
     result = train("lsr42/planted-dense", tmp_path / "head", TrainConfig(epochs=1, **FAST),
-                   tokenizer=str(tiny_tokenizer_dir), device="cpu")
+                   tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu")
     summary = json.loads((result.out / "training.json").read_text())
     assert summary["data"]["source"] == "lsr42/planted-dense" and summary["data"]["revision"] == commit
     with pytest.raises(ModelLoadError, match="could not be reached"):

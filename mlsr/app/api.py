@@ -1,0 +1,125 @@
+"""The app's named API endpoints, which are also its MCP tools (`launch(mcp_server=True)`).
+
+Each returns plain JSON for `gradio_client`; Gradio's MCP server describes each tool by the function's
+docstring (the summary, `Args:` and `Returns:`) and its type hints, so those are written for an agent.
+Built by `mlsr.app.ui.build_ui` (this module uses its helpers, so ui imports it there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Callable, Literal
+
+import gradio as gr
+from gradio.data_classes import FileData
+
+from mlsr.app.service import Service
+from mlsr.app.ui import MODELS, user_errors
+from mlsr.app.uploads import uploaded_image
+from mlsr.settings import ARTICLE_K
+
+
+def add_api(service: Service) -> None:
+    """Named endpoints returning JSON, for `gradio_client` and as MCP tools (see docs/app.md): the docstrings and
+    type hints are what an agent reads about each tool. Gradio reads one line per argument and per return value."""
+    for fn in (*text_endpoints(service), *image_endpoints(service)):
+        gr.api(fn, api_name=fn.__name__, concurrency_id=MODELS)
+
+
+def text_endpoints(service: Service) -> list[Callable]:
+    """/suggest, /suggest_article, /search_terms and /compare."""
+
+    @user_errors
+    def suggest(text: str, k: int = 10, mode: Literal["expand", "no_expand", "hybrid"] = "expand") -> dict:
+        """Suggest indexed images for a passage of text (a paragraph or a section), best first.
+
+        Args:
+            text: the passage, up to 20,000 characters.
+            k: how many images to return, 1 to 100 (fewer when fewer images share a term with the text).
+            mode: "expand": every term the model reads in the text; "no_expand": only its own words; "hybrid": both.
+
+        Returns:
+            {"results": [{"rank", "row", "id", "score", "image", "caption"}], "query_terms", "active_terms", ...}
+        """
+        return service.suggest(text, k, mode).to_json()
+
+    @user_errors
+    def suggest_article(article: str, k: int = ARTICLE_K, dedupe: bool = True) -> dict:
+        """Suggest images for every section of a whole article (Markdown, Wikipedia-style or plain paragraphs).
+
+        The article is split at its headings (`# Title`, `## Section`, `== Section ==`), or at blank lines when
+        it has none; each section's query is page title + section title + section text (the AToMiC recipe).
+        All sections are searched together.
+
+        Args:
+            article: the whole article as text (at most 200,000 characters and 50 sections).
+            k: images per section, 1 to 10.
+            dedupe: true: no image for two sections (the best-scoring section keeps it), near-duplicates count once.
+
+        Returns:
+            {"sections": [{"title", "query", "results": [{"rank", "id", "score", "image", "caption", "terms"}]}]}
+        """
+        return service.suggest_article(article, k, unique=bool(dedupe), collapse=bool(dedupe)).to_json()
+
+    @user_errors
+    def search_terms(terms: list[list], k: int = 10) -> dict:
+        """Search with an explicit weighted query, [[term, weight], ...] (e.g. suggest's query_terms, edited).
+
+        Args:
+            terms: up to 2,000 rows of [term, weight], weights -100 to 100 (a negative one pushes images down).
+            k: how many images to return, 1 to 100.
+
+        Returns:
+            {"results": [{"rank", "row", "id", "score", "image", "caption"}], "active_terms", "timings_ms"}
+        """
+        hits, query, timings = service.search_terms(terms, k)
+        return {"results": [asdict(hit) for hit in hits], "active_terms": int(query.nnz), "timings_ms": timings}
+
+    @user_errors
+    def compare(text: str, k: int = 10) -> dict:
+        """Rank the same text with the sparse index and with dense (FAISS) vectors of the same images.
+
+        Args:
+            text: the query text, up to 20,000 characters.
+            k: how many images each ranking returns, 1 to 100.
+
+        Returns:
+            {"sparse": [hits], "dense": [hits], "overlap_at_k": the share of the dense top k in the sparse one, ...}
+        """
+        return service.compare(text, k).to_json()
+
+    return [suggest, suggest_article, search_terms, compare]
+
+
+def image_endpoints(service: Service) -> list[Callable]:
+    """/image_terms and /similar: the image is an upload, never a URL the server would fetch."""
+
+    @user_errors
+    def image_terms(image: FileData, top_k: int = 20) -> dict:
+        """The weighted vocabulary terms the model reads in an image: what the image is 'about', as words.
+
+        Args:
+            image: the image (JPEG, PNG, WebP, ...), uploaded (a file or a data: URI); URLs are not fetched.
+            top_k: how many terms to return, heaviest first, 1 to 200.
+
+        Returns:
+            {"active_terms": the number of non-zero terms, "terms": [[term, weight], ...], "timings_ms"}
+        """
+        found = service.image_terms(uploaded_image(image), top_k, k=1)
+        return {"active_terms": found.active_terms, "terms": [list(t) for t in found.terms],
+                "timings_ms": found.timings}
+
+    @user_errors
+    def similar(image: FileData, k: int = 10) -> dict:
+        """Indexed images like a given image (nearest by sparse dot product), with the image's top 20 terms.
+
+        Args:
+            image: the image, uploaded (a file or a data: URI); URLs are not fetched.
+            k: how many similar images to return, 1 to 100.
+
+        Returns:
+            {"similar": [{"rank", "row", "id", "score", "image", "caption"}], "terms", "active_terms", ...}
+        """
+        return service.image_terms(uploaded_image(image), 20, k=k).to_json()
+
+    return [image_terms, similar]

@@ -1,0 +1,70 @@
+"""What the screens show, as plain values: shaded spans, term chips, and the lines of text beside results.
+
+No Gradio here: mlsr.app.ui and mlsr.app.article_ui put these into components. Captions, ids and terms
+are written as literal text (`literal`), never as Markdown or HTML.
+"""
+
+from __future__ import annotations
+
+from mlsr.app.article import literal
+from mlsr.vocab import Terms
+
+
+def shaded(spans: list[tuple[str, float | None]]) -> list[tuple[str, float | None]]:
+    """Spans for HighlightedText, which shades by a score in [-1, 1]: weights scaled by the largest magnitude.
+
+    Line breaks become spaces: HighlightedText misplaces them when they sit inside unshaded spans.
+    """
+    top = max((abs(w) for _, w in spans if w), default=0.0) or 1.0
+    return [(" ".join(span.split("\n")), None if weight is None else round(weight / top, 3)) for span, weight in spans]
+
+
+def chips(terms: Terms) -> list[tuple[str, float | None]]:
+    """Terms as shaded chips, 'term 1.23', separated by spaces."""
+    spans: list[tuple[str, float | None]] = []
+    for term, weight in terms:
+        spans += [(f"{term} {score_text(weight)}", weight), (" ", None)]
+    return shaded(spans[:-1])
+
+
+def expansion_markdown(terms: Terms) -> str:
+    if not terms:
+        return "**Expansion terms:** none: the query uses only the words of your text."
+    return "**Expansion terms** (not in your text): " + ", ".join(f"{literal(t)} *{w:.2f}*" for t, w in terms)
+
+
+def timing_text(timings: dict[str, float]) -> str:
+    return " · ".join(f"{stage.replace('_', ' ')} {ms:.1f} ms" for stage, ms in timings.items())
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 active term', '3 active terms'."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def timing_markdown(timings: dict[str, float], active_terms: int, shown: int) -> str:
+    if not shown:
+        return nothing_matched(active_terms) + " · " + timing_text(timings)
+    return f"{plural(shown, 'image')} · a query of {plural(active_terms, 'active term')} · {timing_text(timings)}"
+
+
+def nothing_matched(active_terms: int) -> str:
+    """The line shown instead of a ranking when no indexed image shares a term with the query."""
+    if not active_terms:
+        return ("**Nothing matched:** the query has no active terms, so no image can score above 0. Try the"
+                " `expand` mode or other words.")
+    return (f"**Nothing matched:** no indexed image shares any of the query's {plural(active_terms, 'active term')}."
+            " Try the `expand` mode or other words.")
+
+
+def score_text(value: float) -> str:
+    """A score with two decimals, never '-0.00'."""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
+def why_markdown(rank: int, id: str, score: float, caption: str, shared: int) -> str:
+    """'#2 id: score 1.234 = the sum of the contributions of the 14 terms it shares with the query'."""
+    line = (f"**#{rank} {literal(id)}**: score {score:.3f} = the sum of the contributions of the"
+            f" {plural(shared, 'term')} it shares with the query")
+    return line + (f"  \n*{literal(caption)}*" if caption else "")

@@ -1,0 +1,163 @@
+"""`export`: an index folder's items and vectors into a Milvus collection, in batches, resumable and idempotent.
+
+The collection layout and the fingerprint that ties it to its index folder are described in `mlsr.backends.milvus`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mlsr.backends.milvus import (
+    DEFAULT_COLLECTION,
+    EXPORT_BATCH,
+    FINGERPRINT_PROPERTY,
+    MAX_ID_LENGTH,
+    SPARSE_INDEX_TYPES,
+    check_collection_name,
+    connect,
+    count_rows,
+    describe_fingerprint,
+    index_fingerprint,
+    milvus_call,
+    pymilvus_module,
+    recorded_fingerprint,
+    sparse_rows,
+)
+from mlsr.errors import BackendError, IndexFormatError, InputError
+from mlsr.index.sparse import SparseIndex
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export did: rows written now, rows already there (resumed), time taken."""
+
+    collection: str
+    count: int
+    written: int
+    already: int
+    seconds: float
+
+
+def export_index(
+    index: SparseIndex | str | Path,
+    uri: str,
+    collection: str = DEFAULT_COLLECTION,
+    *,
+    batch_size: int = EXPORT_BATCH,
+    replace: bool = False,
+    sparse_index: str = "SPARSE_INVERTED_INDEX",
+    progress: Callable[[int], None] | None = None,
+    client=None,
+) -> ExportReport:
+    """Load an index folder (path or loaded SparseIndex) into a Milvus collection in batches; a re-run continues.
+
+    Row numbers are the primary key, so nothing is duplicated: an interrupted export resumes after the
+    rows already stored, a finished one writes nothing. A collection holding another index is refused
+    unless `replace` drops it first. The collection is flushed at the end so every row is indexed.
+    """
+    started = time.perf_counter()
+    check_collection_name(collection)
+    if sparse_index not in SPARSE_INDEX_TYPES:
+        raise InputError(f"sparse index type must be one of {SPARSE_INDEX_TYPES}, got {sparse_index!r}.")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}.")
+    if not isinstance(index, SparseIndex):
+        index = SparseIndex.load(index)
+    if index.path is None:
+        raise InputError("export needs an index loaded from a folder (SparseIndex.load): the folder is its identity.")
+    index_dir = index.path
+    if index.has_negative_weights():
+        raise IndexFormatError(f"index {index_dir} holds negative term weights; Milvus's sparse vectors take"
+                               " non-negative weights only.")
+    too_long = next((item["id"] for item in index.items if len(str(item["id"]).encode()) > MAX_ID_LENGTH), None)
+    if too_long is not None:
+        raise IndexFormatError(f"item id {too_long[:40]!r}... is longer than {MAX_ID_LENGTH} bytes.")
+    fingerprint = index_fingerprint(index_dir)
+    own_client = client is None
+    client = client or connect(uri)
+    try:
+        milvus_call(lambda: _prepare_collection(client, collection, fingerprint, index, replace, sparse_index), uri)
+        already = _stored_prefix(client, collection, uri)
+        n = len(index)
+        upsert = already < 0  # rows stored out of order: rewrite everything, which upsert keeps idempotent
+        start = 0 if upsert else already
+        if progress is not None and start:
+            progress(start)
+        for first in range(start, n, batch_size):
+            rows = _rows(index, first, min(n, first + batch_size))
+            write = client.upsert if upsert else client.insert
+            milvus_call(lambda: write(collection, rows), uri)
+            if progress is not None:
+                progress(len(rows))
+        milvus_call(lambda: client.flush(collection), uri)
+        stored = count_rows(client, collection, uri)
+        if stored != n:
+            raise BackendError(f"collection {collection!r} holds {stored} rows after export, expected {n};"
+                               " re-run export.")
+        return ExportReport(collection, n, n - max(start, 0), max(start, 0), time.perf_counter() - started)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _prepare_collection(client, collection: str, fingerprint: dict, index: SparseIndex, replace: bool,
+                        sparse_index: str) -> None:
+    pymilvus = pymilvus_module()
+    if client.has_collection(collection):
+        recorded = recorded_fingerprint(client, collection)
+        if recorded == fingerprint:
+            client.load_collection(collection)
+            return
+        if not replace:
+            raise BackendError(
+                f"collection {collection!r} holds {describe_fingerprint(recorded)}, not this index folder"
+                f" ({fingerprint['count']} rows, sparse vectors {str(fingerprint['sparse_sha256'])[:12]});"
+                " pass --replace to drop it, or choose another --collection."
+            )
+        logger.info("dropping collection %s (it held another index)", collection)
+        client.drop_collection(collection)
+    DataType = pymilvus.DataType
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
+                                  description=json.dumps(fingerprint, sort_keys=True))
+    schema.add_field("row", DataType.INT64, is_primary=True)
+    schema.add_field("item_id", DataType.VARCHAR, max_length=MAX_ID_LENGTH)
+    schema.add_field("item", DataType.JSON)
+    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    params = client.prepare_index_params()
+    # drop_ratio_build stays 0: every weight is indexed, so search is exact (recall 1.0 against scipy).
+    params.add_index("sparse", index_type=sparse_index, metric_type="IP")
+    if index.dense is not None:
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=int(index.dense.shape[1]))
+        params.add_index("dense", index_type="FLAT", metric_type="IP")
+    # The fingerprint goes in a collection property (Milvus Lite keeps no description) and the description.
+    client.create_collection(collection, schema=schema, index_params=params,
+                             properties={FINGERPRINT_PROPERTY: json.dumps(fingerprint, sort_keys=True)})
+    client.load_collection(collection)
+
+
+def _rows(index: SparseIndex, first: int, last: int) -> list[dict]:
+    sparse = sparse_rows(index.vectors[first:last])
+    rows = []
+    for offset, row in enumerate(range(first, last)):
+        item = index.items[row]
+        record = {"row": row, "item_id": str(item["id"]), "item": item, "sparse": sparse[offset]}
+        if index.dense is not None:
+            record["dense"] = index.dense[row]
+        rows.append(record)
+    return rows
+
+
+def _stored_prefix(client, collection: str, uri: str) -> int:
+    """How many rows 0..m-1 are stored (batches go in row order); -1 when the stored rows are not such a prefix."""
+    stored = count_rows(client, collection, uri)
+    if stored == 0:
+        return 0
+    return stored if count_rows(client, collection, uri, f"row < {stored}") == stored else -1
+

@@ -1,0 +1,94 @@
+"""One rule per parameter, shared by the library, the command line and the app (plain Python, no torch).
+
+- `k` (result rows) and `top_k` (terms shown): a whole number >= 1; a float only when it is whole
+  (10.0), never a bool or a string. The app adds an upper bound (`MAX_K`, `MAX_TOP_K`); the library
+  clamps k to the number of documents.
+- Paths: a file must be a file, a folder a folder, and each message says which one it found.
+- A file the operating system refuses to read is an `InputError` (or the caller's own error class)
+  that names the file and the reason ("permission denied"), never a traceback.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+from typing import Callable
+
+from mlsr.errors import InputError
+
+SHOWN_CHARS = 40  # at most this much of a user's value is echoed back in a message
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`repr(value)`, cut to `limit` characters: a megabyte of input is never echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def check_count(value: object, name: str, *, high: int | None = None) -> int:
+    """`value` as an int >= 1 (and <= `high` when given), or an InputError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be a whole number, got {shown(value)}.")
+    if not isinstance(value, numbers.Integral) and not float(value).is_integer():  # 10.0 is whole, 1.5 is not
+        raise InputError(f"{name} must be a whole number, got {shown(value)}.")
+    number = int(value)
+    if number < 1 or (high is not None and number > high):
+        bound = f"between 1 and {high}" if high is not None else "at least 1"
+        raise InputError(f"{name} must be {bound}, got {number}.")
+    return number
+
+
+def check_k(k: object, high: int | None = None) -> int:
+    """The number of result rows: a whole number >= 1 (<= `high` when given)."""
+    return check_count(k, "k", high=high)
+
+
+def check_top_k(top_k: object, high: int | None = None) -> int | None:
+    """The number of terms to show: None (all of them) or a whole number >= 1 (<= `high` when given)."""
+    return None if top_k is None else check_count(top_k, "top_k", high=high)
+
+
+def check_depth(depth: object) -> int:
+    """The candidates hybrid re-scores: a whole number >= 1."""
+    return check_count(depth, "the hybrid depth")
+
+
+def existing_file(path: str | Path, what: str, error: Callable[[str], Exception] = InputError) -> Path:
+    """`path` if it is a file; otherwise an error saying it is missing or is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, not a file.")
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist.")
+    return path
+
+
+def existing_folder(path: str | Path, what: str, error: Callable[[str], Exception] = InputError) -> Path:
+    """`path` if it is a folder; otherwise an error saying it is missing or is a file."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise error(f"{what} {path} is a file, not a folder.")
+    raise error(f"{what} {path} does not exist.")
+
+
+def reason(error: OSError) -> str:
+    """The operating system's reason, in words: 'permission denied', 'is a directory', ..."""
+    text = error.strerror or type(error).__name__
+    return text[:1].lower() + text[1:]
+
+
+def unreadable(what: str, path: str | Path | None, error: OSError) -> str:
+    """'<what> <path> cannot be read (permission denied).' for an OSError raised while reading it."""
+    where = f" {path}" if path is not None else ""
+    return f"{what}{where} cannot be read ({reason(error)})."
+
+
+def readable_bytes(path: str | Path, what: str, error: Callable[[str], Exception] = InputError) -> bytes:
+    """The bytes of a file, or `error` naming it and the reason the OS refused (no traceback)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as problem:
+        raise error(unreadable(what, path, problem)) from None
+

@@ -1,0 +1,148 @@
+"""Publish an index folder as a dataset repo on the Hugging Face Hub, with a dataset card made from its manifest.
+
+The folder is verified first (sizes and checksums: a damaged index is never published). The manifest,
+the files it lists and a generated README.md go up in ONE commit, so nobody downloads half of a new
+version. An interrupted push, run again, resends only what the Hub does not hold yet: huggingface_hub
+skips files whose content is already stored (and, with Xet storage, chunks already uploaded), and a
+push of an unchanged index makes no commit at all. Files of the repo that are not part of the index
+(images someone added, say) are left alone. huggingface_hub is imported only when pushing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from mlsr._files import read_jsonl
+from mlsr.errors import InputError, ModelLoadError
+from mlsr.index.folder import ITEMS_FILE, MANIFEST_FILE, read_manifest
+from mlsr.index.hub import HUB_PREFIX, NAME_PART
+from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER
+
+CARD = Template(Path(__file__).with_name("card.md").read_text(encoding="utf-8"))
+CARD_FILE = "README.md"
+_REPO_ID = re.compile(rf"{NAME_PART}/{NAME_PART}")
+_MODEL_ID = re.compile(rf"{NAME_PART}(/{NAME_PART})?")  # what a Hub model id looks like (a local path usually does not)
+DEFAULTS = {"backbone": DEFAULT_BACKBONE, "head": DEFAULT_HEAD, "tokenizer": DEFAULT_TOKENIZER}
+SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+
+
+@dataclass(frozen=True)
+class PushReport:
+    """What a push did: where the index is now, the commit, and what users of it should know."""
+
+    repo_id: str
+    url: str
+    commit: str | None
+    files: int
+    bytes: int
+    local_images: int  # items whose image is a file on the publishing machine (not uploaded)
+    local_models: list[str]  # roles whose recorded model id is a local folder, not a Hub id
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`owner/name`, checked here before any request: the form `--index` takes back."""
+    text = str(repo_id).removeprefix(HUB_PREFIX)
+    if not _REPO_ID.fullmatch(text) or "--" in text or ".." in text or text.endswith(".git") or len(text) > 96:
+        raise InputError(f"{repo_id!r} is not a Hub repo id: write OWNER/NAME (letters, digits, '-', '_', '.';"
+                         " no '--' or '..'; at most 96 characters), e.g. your-name/coco-gallery.")
+    return text
+
+
+def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
+    """The repo's README.md: items, document kind, models, sizes and how to use it, all from `manifest`."""
+    count = int(manifest.get("count", 0))
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    local = local_models(manifest)
+    lines, args = [], []
+    for role, ref in recorded_models(manifest).items():
+        model_id = ref.get("id")
+        revision = f" (revision `{ref['revision']}`)" if ref.get("revision") else ""
+        note = (" — a local folder where the index was built: publish it too, or nobody else can search this index"
+                if role in local else "")
+        lines.append(f"  - {role}: `{model_id}`{revision}{note}" if model_id else f"  - {role}: not recorded")
+        if model_id and model_id != DEFAULTS[role]:
+            args.append(f" --{role} {model_id}")
+    source = (manifest.get("build") or {}).get("source") if isinstance(manifest.get("build"), dict) else None
+    source_line = ""
+    if isinstance(source, dict) and source.get("dataset"):
+        revision = f" (revision `{source['revision']}`)" if source.get("revision") else ""
+        source_line = f"- **Built from**: `{source['dataset']}`{revision}, split `{source.get('split')}`."
+    images = ("their images are files of the machine that built it, not published here: the app shows a"
+              f" placeholder for {local_images:,} of them" if local_images else "images by URL or none")
+    return CARD.substitute(
+        pretty_name=repo_id.split("/")[1], size_category=size_category(count), repo_id=repo_id, count=f"{count:,}",
+        documents=manifest.get("documents", "image"), vocab_size=f"{int(manifest.get('vocab_size', 0)):,}",
+        images=images, models="\n".join(lines), model_args="".join(args),
+        dense=f"{manifest['dense_size']}-d" if manifest.get("dense_size") else "none",
+        precision=manifest.get("precision", "float32"), format_version=manifest.get("format_version"),
+        saved=manifest.get("saved", "unknown"), source=source_line,
+        files="\n".join(f"| {name} | {record.get('bytes', 0):,} |" for name, record in sorted(files.items())),
+    )
+
+
+def recorded_models(manifest: dict) -> dict[str, dict]:
+    """{role: {"id", "revision", ...}} of the backbone, head and tokenizer a manifest records ({} when unknown)."""
+    models = manifest.get("models") if isinstance(manifest.get("models"), dict) else {}
+    return {role: models[role] if isinstance(models.get(role), dict) else {} for role in DEFAULTS}
+
+
+def local_models(manifest: dict) -> list[str]:
+    """Roles whose recorded model id is a local folder rather than a Hub id: others cannot load it by that name."""
+    return [role for role, ref in recorded_models(manifest).items()
+            if ref.get("id") and not _MODEL_ID.fullmatch(str(ref["id"]))]
+
+
+def size_category(count: int) -> str:
+    """The Hub's size_categories value for `count` rows."""
+    return next((label for limit, label in SIZES if count < limit), "n>1T")
+
+
+def count_local_images(folder: Path) -> int:
+    """Items whose image is a path on this machine (published indexes should point at URLs)."""
+    items = read_jsonl(folder / ITEMS_FILE)
+    return sum(1 for item in items if item.get("image") and not str(item["image"]).startswith(("http://", "https://")))
+
+
+def push_index(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
+               api=None) -> PushReport:
+    """Upload index folder `folder` to dataset repo `repo_id` (created when missing) in one commit.
+
+    `private` makes the repo private (also an existing one); without it an existing repo keeps its
+    visibility. `api` is an `huggingface_hub.HfApi` (default: one with `token`, else the saved login).
+    """
+    repo_id = check_repo_id(repo_id)
+    folder = Path(folder)
+    manifest = read_manifest(folder)  # every size and checksum: a damaged index is never published
+    local_images = count_local_images(folder)
+    card = dataset_card(manifest, repo_id, local_images)
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = api or HfApi(token=token)
+    names = [*sorted(manifest["files"]), MANIFEST_FILE]
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in names]
+    operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8")))
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
+        if private:
+            api.update_repo_settings(repo_id, private=True, repo_type="dataset")
+        message = f"mlsr index: {manifest['count']:,} {manifest.get('documents', 'image')} documents"
+        commit = api.create_commit(repo_id, operations, repo_type="dataset", commit_message=message)
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        hint = " Log in with `hf auth login` (a token with write access)." if status in (401, 403) else ""
+        raise ModelLoadError(f"push to dataset {repo_id} failed: {str(error).splitlines()[0]}{hint}") from None
+    except Exception as error:  # no connection: httpx's errors, whose package depends on huggingface_hub's version
+        if not isinstance(error, (ConnectionError, TimeoutError)) and type(error).__module__.split(".")[0] not in (
+                "httpx", "httpx2"):
+            raise
+        raise ModelLoadError(f"push to dataset {repo_id} failed: the Hugging Face Hub could not be reached"
+                             f" ({type(error).__name__}). Nothing was published; run it again once online"
+                             " (files already uploaded are not sent twice).") from None
+    return PushReport(repo_id, str(url), getattr(commit, "oid", None), len(names) + 1,
+                      sum(int(manifest["files"][name]["bytes"]) for name in manifest["files"]),
+                      local_images, local_models(manifest))
