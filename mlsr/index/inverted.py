@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.index import blocks as layout
+from mlsr.index.ranking import first_at_least, top_k  # noqa: F401 (top_k: importable from here as before)
 from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, concatenate, empty_part, invert_block, list_groups, row_blocks,
                                widened)
 
@@ -71,12 +72,12 @@ class InvertedIndex:
 
     @classmethod
     def from_rows(cls, chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str = "float16",
-                  block_size: int | None = None) -> "InvertedIndex":
+                  block_size: int | None = None, own_size: bool = True) -> "InvertedIndex":
         """Invert canonical CSR float32 row chunks (in order, no explicit zeros), block by block (see `mlsr.index.blocks`).
 
         float16 turns to float32 (with a warning) at the first weight beyond its range; the blocks
         already inverted keep their float16-rounded weights, widened exactly. A collection smaller
-        than one block gets a block of its own size (dense columns are a block long).
+        than one block gets a block of its own size (dense columns are a block long) when `own_size`.
         """
         block_size = block_size or layout.BLOCK_DOCS
         blocks, done, n = [], [], 0  # blocks not yet concatenated, and concatenated runs of them
@@ -98,7 +99,7 @@ class InvertedIndex:
                 add(pending)
             pending = rows
         if pending is not None:
-            if not blocks and not done:
+            if not blocks and not done and own_size:
                 block_size = pending.shape[0]
             add(pending)
         if blocks:
@@ -194,7 +195,7 @@ class InvertedIndex:
         out = np.zeros(terms.shape, dtype=np.float32)
         # dense columns: find the term among its block's dense terms
         lo, hi = self.dense_indptr[blocks], self.dense_indptr[blocks + 1]
-        slot = _first_at_least(self.dense_terms, lo, hi, terms)
+        slot = first_at_least(self.dense_terms, lo, hi, terms)
         dense = slot < hi
         dense[dense] = self.dense_terms[slot[dense]] == terms[dense]
         out[dense] = self.dense_weights[slot[dense], local[dense]]
@@ -203,7 +204,7 @@ class InvertedIndex:
         # posting lists: find the row in the block's list of the term
         segment = blocks * self.vocab_size + terms
         lo, hi = self.indptr[segment], self.indptr[segment + 1]
-        position = _first_at_least(self.docs, lo, hi, local)
+        position = first_at_least(self.docs, lo, hi, local)
         found = position < hi
         found[found] = self.docs[position[found]] == local[found]
         out[found] = self.weights[position[found]]
@@ -328,36 +329,6 @@ class InvertedIndex:
         rows = part_rows.transpose(1, 0, 2).reshape(n_queries, parts * k)
         order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -scores), axis=-1)[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
-
-
-def _first_at_least(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per element, the first position p in lo..hi with values[p] >= target (hi when none): vectorized binary search."""
-    lo, hi = lo.copy(), hi.copy()
-    while True:
-        active = lo < hi
-        if not active.any():
-            return lo
-        mid = (lo + hi) >> 1
-        below = np.zeros(lo.shape, dtype=bool)
-        below[active] = values[mid[active]] < target[active]
-        lo = np.where(active & below, mid + 1, lo)
-        hi = np.where(active & ~below, mid, hi)
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Row ids of the k best scores of one query: score descending, then row ascending."""
-    n = scores.shape[0]
-    k = min(k, n)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k < n:
-        # argpartition finds the k-th best score; every row tied with it stays a candidate so
-        # that the tie is broken by row number, not by argpartition's internal order.
-        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        candidates = np.flatnonzero(scores >= kth)
-    else:
-        candidates = np.arange(n)
-    return candidates[np.lexsort((candidates, -scores[candidates]))][:k].astype(np.int64)
 
 
 def search_threads() -> int:
