@@ -19,6 +19,7 @@ from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
 from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
+from mlsr.index.rows import as_csr, place_rows  # noqa: F401 (importable from here as before)
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
 
@@ -252,6 +253,48 @@ class SparseIndex:
         check_compatible(self.models, loaded, vocab_size=self.vocab_size,
                          vocab_sha256=self.vocab.sha256 if self.vocab is not None else None, where=where)
 
+    # -- changes ----------------------------------------------------------------------------------
+
+    def add(self, vectors, items: Sequence[dict] | None = None, dense: np.ndarray | None = None) -> "SparseIndex":
+        """A new index with these documents appended (this one is unchanged); `save` it to keep it.
+
+        `vectors` (m, vocab) sparse or a 2-D array, `items` one dict each with an `id` not yet in the
+        index (default: their row numbers), `dense` (m, d) exactly when the index keeps dense vectors.
+        Equal to a fresh build of the union in the same precision (see `mlsr.index.edit`); only the
+        last, partial block is inverted again. The caller's arrays are copied, never changed.
+        """
+        from mlsr.index import edit
+
+        rows = as_csr(vectors, "new document vectors")
+        m = rows.shape[0]
+        added = edit.new_items(self.items, items, m, {str(item["id"]) for item in self.items})
+        if (dense is None) != (self.dense is None):
+            raise InputError("this index keeps dense vectors: give `dense` for the new rows too." if dense is None
+                             else "this index keeps no dense vectors: build it with dense ones to add them.")
+        if dense is not None:
+            dense = np.array(dense, dtype=np.float32, order="C", copy=True)
+            if dense.shape != (m, self.dense.shape[1]) or not np.isfinite(dense).all():
+                raise InputError(f"dense vectors must be a finite ({m}, {self.dense.shape[1]}) array,"
+                                 f" got shape {dense.shape}.")
+            dense = np.concatenate([np.asarray(self.dense), dense])
+        inverted = edit.appended(self.inverted, rows)
+        return SparseIndex(inverted, [*self.items, *added], self.vocab, dense, dict(self.info))
+
+    def remove(self, ids: Sequence[str]) -> "SparseIndex":
+        """A new index without the items of these ids (this one is unchanged); later rows move up. `save` it to keep it.
+
+        An id the index does not hold is refused (nothing is removed). Equal to a fresh build of the
+        rest in the same precision; blocks before the first removed row are kept as they are.
+        """
+        from mlsr.index import edit
+
+        drop = edit.rows_of_ids(self.items, ids)
+        keep = np.ones(len(self), dtype=bool)
+        keep[drop] = False
+        dense = None if self.dense is None else np.asarray(self.dense)[keep]
+        items = [dict(item) for item, kept in zip(self.items, keep) if kept]
+        return SparseIndex(edit.without(self.inverted, drop), items, self.vocab, dense, dict(self.info))
+
     # -- persistence ------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
@@ -312,54 +355,3 @@ def _prepared(chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str) 
             raise InputError("uint8 impacts need document weights >= 0; use precision 'float16' or 'float32'.")
         chunk.eliminate_zeros()  # our own copy (as_csr)
         yield chunk
-
-
-def as_csr(matrix, what: str) -> sp.csr_matrix:
-    """A canonical float32 CSR copy of a sparse matrix or a 2-D array (sorted, duplicates summed, no zeros), checked.
-
-    Always a copy, never a view: scipy's `csr_matrix(m)` shares `m`'s index arrays, and normalising
-    them in place would move the caller's weights into other columns. Duplicates are summed in the
-    input's own dtype before the cast, so the values are those of `matrix.toarray()` in float32.
-    """
-    if sp.issparse(matrix):
-        if matrix.ndim != 2:
-            raise InputError(f"{what} must be 2-D, got shape {matrix.shape}.")
-        _check_real(matrix.dtype, what)
-        copy = sp.csr_matrix(matrix, copy=True)
-        copy.sum_duplicates()  # on the copy, in the input's dtype: sorts its indices and sums repeated entries
-        with np.errstate(over="ignore"):
-            data = copy.data.astype(np.float32)
-        indices, indptr = copy.indices, copy.indptr
-    elif isinstance(matrix, np.ndarray) or hasattr(matrix, "__array__"):
-        array = np.asarray(matrix)
-        if array.ndim != 2:
-            raise InputError(f"{what} must be 2-D (rows are items, columns are terms), got shape {array.shape}.")
-        _check_real(array.dtype, what)
-        with np.errstate(over="ignore"):
-            copy = sp.csr_matrix(array.astype(np.float32))  # new arrays (float16 has no sparse type)
-        data, indices, indptr = copy.data, copy.indices, copy.indptr
-    else:
-        raise InputError(f"{what} must be a scipy sparse matrix or a 2-D array (rows are items, columns are terms).")
-    if not np.isfinite(data).all():
-        raise InputError(f"{what} hold NaN, infinite or out-of-range weights (float32 holds |w| up to 3.4e38).")
-    canonical = sp.csr_matrix((data, indices, indptr), shape=copy.shape)
-    canonical.eliminate_zeros()  # explicit zeros, and weights below float32's range, are absent terms
-    canonical.has_canonical_format = True  # sorted, no duplicates (summed above)
-    return canonical
-
-
-def _check_real(dtype: np.dtype, what: str) -> None:
-    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer) or dtype == np.bool_):
-        raise InputError(f"{what} must hold real numbers, not {dtype}.")
-
-
-def place_rows(rows, at: Sequence[int], n: int) -> sp.csr_matrix:
-    """An (n, vocab) CSR matrix whose row `at[i]` is `rows[i]`, every other row empty (documents without a caption)."""
-    rows = as_csr(rows, "rows")
-    at = np.asarray(at, dtype=np.int64).reshape(-1)
-    if len(at) != rows.shape[0]:
-        raise InputError(f"{len(at)} positions for {rows.shape[0]} rows: give one position per row.")
-    if len(at) and (at.min() < 0 or at.max() >= n or len(np.unique(at)) != len(at)):
-        raise InputError(f"positions must be distinct rows in 0..{n - 1}.")
-    placement = sp.csr_matrix((np.ones(len(at), np.float32), (at, np.arange(len(at)))), shape=(n, len(at)))
-    return (placement @ rows).tocsr()

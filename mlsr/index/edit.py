@@ -1,0 +1,118 @@
+"""Adding and removing documents: a new index that equals a fresh build of the changed collection, rebuilt from its first changed block.
+
+Blocks are independent (`mlsr.index.blocks`), so a change keeps every block before the first row it
+touches as it is and inverts again only the rows from there on: an add touches the last, partial
+block (at most 65,535 stored rows plus the new ones), a remove the blocks from the first removed row
+to the end. The rows inverted again are the stored weights: for float16 and float32 that is exactly
+what a fresh build of the changed collection stores; for uint8 the rows of those blocks are quantized
+again from their stored impacts, each weight moving by at most half its new group's scale step (the
+bound of any uint8 build). Saving is the usual atomic folder write (`SparseIndex.save`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from mlsr.errors import InputError
+from mlsr.index import blocks as layout
+from mlsr.index.blocks import Part, concatenate
+from mlsr.index.folder import check_items
+from mlsr.index.inverted import HALF_MAX, InvertedIndex
+
+
+def appended(inverted: InvertedIndex, rows: sp.csr_matrix) -> InvertedIndex:
+    """`inverted` with canonical float32 CSR `rows` appended after its last document."""
+    if rows.shape[1] != inverted.vocab_size:
+        raise InputError(f"new vectors have {rows.shape[1]} columns, the index has {inverted.vocab_size} terms.")
+    if inverted.precision == "uint8" and rows.nnz and rows.data.min() < 0:
+        raise InputError("this index stores uint8 impacts, which need document weights >= 0.")
+    # new weights beyond float16's range: everything is inverted again, and turns to float32 as a build does
+    widen = inverted.precision == "float16" and rows.nnz and np.abs(rows.data).max() > HALF_MAX
+    keep = 0 if widen else _kept_blocks(inverted, inverted.n_docs)
+    return _rebuilt(inverted, keep, _stored_rows(inverted, keep, None), rows)
+
+
+def without(inverted: InvertedIndex, drop: np.ndarray) -> InvertedIndex:
+    """`inverted` without the documents at the (distinct, in-range) rows `drop`; later rows move up."""
+    if not len(drop):
+        return inverted
+    keep = _kept_blocks(inverted, int(drop.min()))
+    removed = np.zeros(inverted.n_docs, dtype=bool)
+    removed[drop] = True
+    return _rebuilt(inverted, keep, _stored_rows(inverted, keep, removed), None)
+
+
+def new_items(items: list[dict], added: Sequence[dict] | None, m: int, existing: set[str]) -> list[dict]:
+    """Copies of the items of m new rows (default ids: their future row numbers), checked unique against `existing`."""
+    start = len(items)
+    added = [{"id": str(start + i)} for i in range(m)] if added is None else [dict(item) for item in added]
+    check_items(added, m)
+    taken = [str(item["id"]) for item in added if str(item["id"]) in existing]
+    if taken:
+        shown = ", ".join(repr(name) for name in taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
+        raise InputError(f"{len(taken)} ids are already in the index ({shown}); remove them first to replace them.")
+    return added
+
+
+def rows_of_ids(items: list[dict], ids: Sequence[str]) -> np.ndarray:
+    """int64 rows of the items with these ids (each id once), refusing an id the index does not hold."""
+    if isinstance(ids, (str, bytes)):
+        raise InputError("ids must be a list of ids, not one string.")
+    wanted = [str(name) for name in ids]
+    if len(set(wanted)) != len(wanted):
+        raise InputError("ids to remove must be distinct.")
+    row_of = {str(item["id"]): row for row, item in enumerate(items)}
+    missing = [name for name in wanted if name not in row_of]
+    if missing:
+        shown = ", ".join(repr(name) for name in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise InputError(f"{len(missing)} ids are not in the index ({shown}); nothing was removed.")
+    return np.array(sorted(row_of[name] for name in wanted), dtype=np.int64)
+
+
+def _kept_blocks(inverted: InvertedIndex, first_changed_row: int) -> int:
+    """Blocks before the first changed row, kept as they are (none when the index is one block of its own size)."""
+    if inverted.block_size != layout.BLOCK_DOCS:
+        return 0  # one block sized to a small collection: a fresh build of the changed one sizes it again
+    return min(first_changed_row // inverted.block_size, inverted.n_docs // inverted.block_size)
+
+
+def _stored_rows(inverted: InvertedIndex, first_block: int, removed: np.ndarray | None) -> Iterator[sp.csr_matrix]:
+    """The stored weights of the blocks from `first_block` on, as document rows, without the `removed` ones."""
+    for block in range(first_block, inverted.n_blocks):
+        rows = inverted.block_term_major(block).T.tocsr()
+        if removed is not None:
+            start = block * inverted.block_size
+            rows = rows[~removed[start : start + rows.shape[0]]]
+        rows.sort_indices()
+        yield rows
+
+
+def _rebuilt(inverted: InvertedIndex, keep: int, rows: Iterator[sp.csr_matrix], extra: sp.csr_matrix | None
+             ) -> InvertedIndex:
+    """The first `keep` blocks of `inverted` as they are, then `rows` (and `extra`) inverted in blocks after them."""
+    chunks = rows if extra is None else _then(rows, extra)
+    if keep == 0:
+        return InvertedIndex.from_rows(chunks, inverted.vocab_size, inverted.precision)
+    tail = InvertedIndex.from_rows(chunks, inverted.vocab_size, inverted.precision, block_size=inverted.block_size,
+                                   own_size=False)
+    part = concatenate([_head(inverted, keep), Part(**{name: getattr(tail, name) for name in Part.__annotations__})])
+    return InvertedIndex(keep * inverted.block_size + tail.n_docs, inverted.vocab_size, inverted.block_size,
+                         **part.arrays())
+
+
+def _then(rows: Iterator[sp.csr_matrix], *more: sp.csr_matrix) -> Iterator[sp.csr_matrix]:
+    yield from rows
+    yield from more
+
+
+def _head(inverted: InvertedIndex, blocks: int) -> Part:
+    """The first `blocks` blocks of an index as a Part (views of its arrays; `concatenate` copies them)."""
+    postings = int(inverted.indptr[blocks * inverted.vocab_size])
+    columns = int(inverted.dense_indptr[blocks])
+    scales = int(inverted.scale_starts[blocks])
+    return Part(inverted.indptr[: blocks * inverted.vocab_size + 1], inverted.docs[:postings],
+                inverted.weights[:postings], inverted.scales[:scales], inverted.dense_indptr[: blocks + 1],
+                inverted.dense_terms[:columns], inverted.dense_weights[:columns], inverted.dense_scales[:columns])
