@@ -92,3 +92,16 @@ def readable_bytes(path: str | Path, what: str, error: Callable[[str], Exception
     except OSError as problem:
         raise error(unreadable(what, path, problem)) from None
 
+
+
+def read_text_lines(path: str | Path, what: str) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped (a list of ids, say), or one InputError naming the file."""
+    path = existing_file(path, what)
+    try:
+        text = readable_bytes(path, what).decode("utf-8")
+    except UnicodeDecodeError as problem:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {problem.start}).") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"{what} {path} lists nothing (one entry per line).")
+    return lines

@@ -20,19 +20,24 @@ def env(name: str, default: str | None = None, *, also: str | None = None) -> st
     return os.environ.get(f"MLSR_{name}") or (os.environ.get(also) if also else None) or default
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, backbone: bool = True) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, backbone: bool = True, from_index: bool = False) -> None:
     """--backbone/--head/--tokenizer/--device (and --batch-size), each model a Hub id or a folder.
 
-    `backbone=False` leaves out what only encoding images or text needs.
+    `backbone=False` leaves out what only encoding images or text needs; `from_index` leaves the models
+    unset (None) by default, for a command that takes them from the index it changes.
     """
     group = parser.add_argument_group("models (Hub repo id or local folder)")
+
+    def model(flag: str, name: str, default: str, what: str) -> None:
+        shown = f"the index's own, else env MLSR_{name} or {default}" if from_index else "%(default)s"
+        group.add_argument(flag, default=None if from_index else env(name, default),
+                           help=f"{what} (env MLSR_{name}; default {shown})" if not from_index
+                           else f"{what} (default: {shown})")
+
     if backbone:
-        group.add_argument("--backbone", default=env("BACKBONE", DEFAULT_BACKBONE),
-                           help="BLIP retrieval or CLIP model (env MLSR_BACKBONE; default %(default)s)")
-    group.add_argument("--head", default=env("HEAD", DEFAULT_HEAD),
-                       help="D2S sparse head (env MLSR_HEAD; default %(default)s)")
-    group.add_argument("--tokenizer", default=env("TOKENIZER", DEFAULT_TOKENIZER),
-                       help="tokenizer of the head's vocabulary (env MLSR_TOKENIZER; default %(default)s)")
+        model("--backbone", "BACKBONE", DEFAULT_BACKBONE, "BLIP retrieval or CLIP model")
+    model("--head", "HEAD", DEFAULT_HEAD, "D2S sparse head")
+    model("--tokenizer", "TOKENIZER", DEFAULT_TOKENIZER, "tokenizer of the head's vocabulary")
     add_device_argument(group)
     if backbone:
         group.add_argument("--batch-size", type=int, default=16, help="images or text windows per forward pass")

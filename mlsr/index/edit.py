@@ -11,6 +11,7 @@ bound of any uint8 build). Saving is the usual atomic folder write (`SparseIndex
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ from mlsr.index.blocks import Part, concatenate
 from mlsr.index.folder import check_items
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
 
+logger = logging.getLogger(__name__)
+
 
 def appended(inverted: InvertedIndex, rows: sp.csr_matrix) -> InvertedIndex:
     """`inverted` with canonical float32 CSR `rows` appended after its last document."""
@@ -29,9 +32,12 @@ def appended(inverted: InvertedIndex, rows: sp.csr_matrix) -> InvertedIndex:
         raise InputError(f"new vectors have {rows.shape[1]} columns, the index has {inverted.vocab_size} terms.")
     if inverted.precision == "uint8" and rows.nnz and rows.data.min() < 0:
         raise InputError("this index stores uint8 impacts, which need document weights >= 0.")
-    # new weights beyond float16's range: everything is inverted again, and turns to float32 as a build does
-    widen = inverted.precision == "float16" and rows.nnz and np.abs(rows.data).max() > HALF_MAX
-    keep = 0 if widen else _kept_blocks(inverted, inverted.n_docs)
+    precision = inverted.precision
+    if precision == "float16" and rows.nnz and np.abs(rows.data).max() > HALF_MAX:
+        # as a build of the union would: float32 throughout, every block inverted again
+        logger.warning("new document weights exceed float16's range (%g): storing the index in float32", HALF_MAX)
+        return InvertedIndex.from_rows(_then(_stored_rows(inverted, 0, None), rows), inverted.vocab_size, "float32")
+    keep = _kept_blocks(inverted, inverted.n_docs)
     return _rebuilt(inverted, keep, _stored_rows(inverted, keep, None), rows)
 
 

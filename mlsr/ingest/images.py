@@ -1,4 +1,4 @@
-"""Build a sparse index from a folder of images, optionally with captions (the seed paper's three runs)."""
+"""Build a sparse index from a folder of images, optionally with captions (the seed paper's three runs), or add a folder to one."""
 
 from __future__ import annotations
 
@@ -70,12 +70,85 @@ def build_index(
     the same index as an uninterrupted run. `out` is replaced atomically at the end, so an
     interrupted build leaves the previous index intact.
     """
-    if documents not in DOCUMENTS:
-        raise InputError(f"documents must be one of {DOCUMENTS}, got {documents!r}.")
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     started = time.perf_counter()
-    images_dir, out = Path(images_dir).resolve(), check_target(Path(out).resolve())  # before any encoding
+    out = check_target(Path(out).resolve())  # before any encoding
+    folder = encode_folder(encoder, images_dir, out, captions=captions, documents=documents, dense=dense,
+                           strict=strict, progress=progress)
+    report = folder.report
+    report.seconds = time.perf_counter() - started
+    info = {"documents": documents, "models": encoder.models().to_json(),
+            "build": {"mlsr_version": __version__, "images": str(folder.images_dir), "skipped": len(report.skipped),
+                      "seconds": round(report.seconds, 3)}}
+    index = SparseIndex.build(folder.vectors, folder.items, vocab=encoder.vocab, dense=folder.dense, info=info,
+                              precision=precision)
+    index.save(out)
+    folder.store.remove()
+    return index, report
+
+
+def add_images(
+    encoder: "Encoder",
+    index_dir: str | Path,
+    images_dir: str | Path,
+    *,
+    captions: dict[str, list[str]] | None = None,
+    strict: bool = False,
+    replace: bool = False,
+    progress: Progress | None = None,
+) -> tuple[SparseIndex, BuildReport]:
+    """Encode the images under `images_dir` with the index's own models and document kind, and append them.
+
+    Their ids are their paths under `images_dir`; an id the index holds already is refused unless
+    `replace` (then the old item is removed and the new one appended). The index folder is replaced
+    atomically at the end, as by a build; an interrupted add resumes its encoded batches on re-run.
+    """
+    started = time.perf_counter()
+    index_dir = Path(index_dir).resolve()
+    index = SparseIndex.load(index_dir, encoder.models())
+    documents = index.info.get("documents", "image")
+    taken = existing_ids(index, images_dir, strict)
+    if taken and not replace:
+        raise InputError(f"{len(taken)} of these images are in the index already (e.g. {taken[0]!r});"
+                         " pass --replace to update them, or remove them first.")
+    folder = encode_folder(encoder, images_dir, index_dir, captions=captions, documents=documents,
+                           dense=index.dense is not None, strict=strict, progress=progress)
+    if taken:
+        index = index.remove(taken)
+    index = index.add(folder.vectors, folder.items, dense=folder.dense)
+    index.save(index_dir)
+    folder.store.remove()
+    folder.report.seconds = time.perf_counter() - started
+    return index, folder.report
+
+
+def existing_ids(index: SparseIndex, images_dir: str | Path, strict: bool = False) -> list[str]:
+    """The ids (paths under `images_dir`) of the images there that the index holds already."""
+    images_dir = Path(images_dir).resolve()
+    held = {str(item["id"]) for item in index.items}
+    names = [path.relative_to(images_dir).as_posix() for path in scan_images(images_dir, strict=strict).paths]
+    return [name for name in names if name in held]
+
+
+@dataclass
+class EncodedFolder:
+    """A folder of images encoded as documents: their rows, items (paths relative to the index) and dense vectors."""
+
+    images_dir: Path
+    vectors: sp.csr_matrix
+    items: list[dict]
+    dense: np.ndarray | None
+    report: BuildReport
+    store: "_BatchStore"
+
+
+def encode_folder(encoder: "Encoder", images_dir: str | Path, out: Path, *, captions: dict[str, list[str]] | None,
+                  documents: Documents, dense: bool, strict: bool, progress: Progress | None) -> EncodedFolder:
+    """Every image under `images_dir` (and its captions) as `documents` rows, batches kept beside `out` until saved."""
+    if documents not in DOCUMENTS:
+        raise InputError(f"documents must be one of {DOCUMENTS}, got {documents!r}.")
+    images_dir = Path(images_dir).resolve()
     scan = scan_images(images_dir, strict=strict)
     paths = scan.paths
     if not paths:
@@ -100,15 +173,7 @@ def build_index(
             item["captions"] = captions_of(names[i], captions) or []
         items.append(item)
     report.indexed = len(kept)
-    report.seconds = time.perf_counter() - started
-    info = {"documents": documents, "models": encoder.models().to_json(),
-            "build": {"mlsr_version": __version__, "images": str(images_dir), "skipped": len(report.skipped),
-                      "seconds": round(report.seconds, 3)}}
-    index = SparseIndex.build(vectors.astype(np.float32), items, vocab=encoder.vocab, dense=dense_vectors,
-                              info=info, precision=precision)
-    index.save(out)
-    store.remove()
-    return index, report
+    return EncodedFolder(images_dir, vectors.astype(np.float32), items, dense_vectors, report, store)
 
 
 def _check_captions(documents: str, names: list[str], captions: dict[str, list[str]]) -> None:

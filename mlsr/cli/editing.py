@@ -1,0 +1,92 @@
+"""Commands that change an index folder in place: `add` (encode new images and append them) and `remove`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlsr.cli.args import add_model_arguments, env
+from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, DOCUMENTS
+
+MODEL_DEFAULTS = {"backbone": ("BACKBONE", DEFAULT_BACKBONE), "head": ("HEAD", DEFAULT_HEAD),
+                  "tokenizer": ("TOKENIZER", DEFAULT_TOKENIZER)}
+
+
+def add_commands(commands) -> None:
+    add = commands.add_parser(
+        "add", help="encode new images and append them to an index folder",
+        description="Encode only the images of a folder (with the index's own models and document kind) and append"
+                    " them to an index folder, which is replaced atomically. Ids are the images' paths under"
+                    " --images; an id already in the index is refused unless --replace.")
+    add.add_argument("--index", required=True, type=Path, help="index folder to change")
+    add.add_argument("--images", required=True, type=Path, help="folder of new images (searched recursively)")
+    add.add_argument("--captions", type=Path, help="CSV (file,caption) or JSONL file: needed for caption documents")
+    add.add_argument("--doc", choices=DOCUMENTS,
+                     help="document representation: must be the index's own (default: the index's)")
+    add.add_argument("--replace", action="store_true", help="update images whose ids the index holds already")
+    add.add_argument("--strict", action="store_true", help="stop at the first image it cannot take")
+    add_model_arguments(add, from_index=True)
+    add.set_defaults(run=add_command)
+
+    remove = commands.add_parser(
+        "remove", help="remove items from an index folder by id",
+        description="Remove items by id from an index folder, which is replaced atomically. An id the index does not"
+                    " hold is refused and nothing is removed.")
+    remove.add_argument("--index", required=True, type=Path, help="index folder to change")
+    which = remove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ids", nargs="+", metavar="ID", help="ids to remove")
+    which.add_argument("--ids-file", type=Path, help="text file with one id per line (blank lines ignored)")
+    remove.set_defaults(run=remove_command)
+
+
+def add_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mlsr.cli.args import encoder_from_args
+    from mlsr.data.captions import read_captions, scan_images
+    from mlsr.errors import InputError
+    from mlsr.index.sparse import SparseIndex
+    from mlsr.ingest.images import add_images, existing_ids
+
+    index = SparseIndex.load(args.index)  # refusals before the models load
+    documents = index.info.get("documents", "image")
+    if args.doc and args.doc != documents:
+        raise InputError(f"{args.index} holds {documents!r} documents; --doc {args.doc} would mix two kinds in one"
+                         " index (leave --doc out, or build another index).")
+    captions = read_captions(args.captions) if args.captions else None
+    taken = existing_ids(index, args.images, args.strict)
+    if taken and not args.replace:
+        raise InputError(f"{len(taken)} of these images are in the index already (e.g. {taken[0]!r});"
+                         " pass --replace to update them, or remove them first.")
+    total = len(scan_images(args.images, strict=args.strict).paths)
+    recorded = index.models
+    for role, (name, default) in MODEL_DEFAULTS.items():  # a flag, else the index's own model, else MLSR_*/default
+        if getattr(args, role) is None:
+            ref = getattr(recorded, role, None) if recorded is not None else None
+            setattr(args, role, (ref.id if ref is not None and ref.id else None) or env(name, default))
+    encoder = encoder_from_args(args)
+    index.check_models(encoder.models())  # a mismatch is named before any encoding
+    with tqdm(total=total, unit="img", desc="encoding new images") as bar:
+        changed, report = add_images(encoder, args.index, args.images, captions=captions, strict=args.strict,
+                                     replace=args.replace, progress=bar.update)
+    updated = f" ({len(taken)} replaced)" if taken else ""
+    print(f"added {report.indexed} images to {args.index}{updated}: {len(changed)} items now,"
+          f" in {report.seconds:.1f} s")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} (unreadable images and folders, links not followed):", file=sys.stderr)
+        for name, reason in report.skipped[:20]:
+            print(f"  {name}: {reason}", file=sys.stderr)
+    return 0
+
+
+def remove_command(args: argparse.Namespace) -> int:
+    from mlsr.checks import read_text_lines
+    from mlsr.index.sparse import SparseIndex
+
+    ids = args.ids if args.ids is not None else read_text_lines(args.ids_file, "--ids-file")
+    index = SparseIndex.load(args.index)
+    changed = index.remove(ids)
+    changed.save(args.index)
+    print(f"removed {len(index) - len(changed)} items from {args.index}: {len(changed)} items now")
+    return 0

@@ -1,0 +1,164 @@
+"""SparseIndex.add / remove: the result equals a fresh build of the changed collection, array for array, in every
+precision and search path; refusals change nothing; the old index and the caller's arrays are never touched."""
+
+import copy
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mlsr.errors import InputError
+from mlsr.index import blocks
+from mlsr.index.sparse import PRECISIONS, SparseIndex
+from mlsr.vocab import Vocabulary
+from tests.index.test_search_fast import VOCAB, path, skewed  # noqa: F401  (path: the search-path fixture)
+
+ARRAYS = ("indptr", "docs", "weights", "scales", "dense_indptr", "dense_terms", "dense_weights", "dense_scales")
+QUERIES = skewed(9, seed=90, per_row=12, negative=True)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Blocks of 64 documents with dense columns: 150 documents are 2 full blocks and a partial one."""
+    monkeypatch.setattr(blocks, "BLOCK_DOCS", 64)
+    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+
+
+@pytest.fixture(params=sorted(PRECISIONS))
+def precision(request):
+    return request.param
+
+
+def items(prefix, n):
+    return [{"id": f"{prefix}{i}", "image": f"{prefix}{i}.jpg"} for i in range(n)]
+
+
+def dense_of(n, seed):
+    return np.random.default_rng(seed).standard_normal((n, 8)).astype(np.float32)
+
+
+def assert_same_index(got: SparseIndex, want: SparseIndex):
+    """Same stored arrays, items, dense vectors; and so the same search results, scores and explanations."""
+    assert (got.inverted.n_docs, got.inverted.block_size, got.precision) == (
+        want.inverted.n_docs, want.inverted.block_size, want.precision)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(getattr(got.inverted, name), getattr(want.inverted, name), err_msg=name)
+    assert got.items == want.items
+    if want.dense is None:
+        assert got.dense is None
+    else:
+        np.testing.assert_array_equal(got.dense, want.dense)
+    k = min(10, len(want))
+    for found, expected in zip(got.search(QUERIES, k), want.search(QUERIES, k)):
+        np.testing.assert_array_equal(found, expected)
+    for row in (0, len(want) // 2, len(want) - 1):
+        assert got.explain(QUERIES[0], row) == want.explain(QUERIES[0], row)
+
+
+@pytest.mark.parametrize("n,m", [(150, 40), (128, 10), (30, 20), (30, 100), (150, 1)])
+def test_add_equals_a_fresh_build_of_the_union(path, precision, n, m):
+    vocab = Vocabulary(tuple(f"t{i}" for i in range(VOCAB)))
+    old = SparseIndex.build(skewed(n, seed=n), items("a", n), vocab=vocab, dense=dense_of(n, 1), precision=precision,
+                            info={"documents": "image"})
+    new_rows, new_items, new_dense = skewed(m, seed=m + 7), items("b", m), dense_of(m, 2)
+    added = old.add(new_rows, new_items, dense=new_dense)
+    # the union of what the old index stores and the new rows, built in one go
+    fresh = SparseIndex.build(sp.vstack([old.vectors, new_rows]), [*old.items, *new_items], vocab=vocab,
+                              dense=np.concatenate([old.dense, new_dense]), precision=precision)
+    assert_same_index(added, fresh)
+    assert added.info == old.info and added.vocab is old.vocab
+
+
+def test_add_keeps_the_blocks_before_the_last_as_they_are(precision):
+    old = SparseIndex.build(skewed(150, seed=3), precision=precision)
+    added = old.add(skewed(5, seed=4))
+    kept = int(old.inverted.indptr[2 * VOCAB])  # the postings of the two full blocks
+    np.testing.assert_array_equal(added.inverted.docs[:kept], old.inverted.docs[:kept])
+    np.testing.assert_array_equal(added.inverted.weights[:kept], old.inverted.weights[:kept])
+
+
+@pytest.mark.parametrize("removed", [["a3"], ["a0", "a149"], ["a70", "a71", "a140"], [f"a{i}" for i in range(150)]])
+def test_remove_equals_a_fresh_build_of_the_rest_and_never_returns_a_removed_id(path, precision, removed):
+    old = SparseIndex.build(skewed(150, seed=5), items("a", 150), dense=dense_of(150, 3), precision=precision)
+    rest = old.remove(removed)
+    keep = [row for row, item in enumerate(old.items) if item["id"] not in removed]
+    fresh = SparseIndex.build(old.vectors[keep], [old.items[row] for row in keep], dense=old.dense[keep],
+                              precision=precision)
+    assert len(rest) == 150 - len(removed)
+    if len(rest):
+        assert_same_index(rest, fresh)
+        found = rest.search(QUERIES, len(rest)).indices
+        assert not {rest.items[row]["id"] for row in found.ravel()} & set(removed)
+
+
+def test_add_then_remove_round_trips_through_a_saved_folder(tmp_path, precision):
+    old = SparseIndex.build(skewed(150, seed=6), items("a", 150), precision=precision)
+    changed = old.add(skewed(20, seed=7), items("b", 20)).remove(["a10", "b3"])
+    changed.save(tmp_path / "idx")
+    assert_same_index(SparseIndex.load(tmp_path / "idx"), changed)
+
+
+def test_a_float16_index_given_weights_beyond_its_range_turns_to_float32_as_a_build_does():
+    old = SparseIndex.build(skewed(150, seed=8))
+    big = skewed(3, seed=9) * 1e5
+    added = old.add(big)
+    assert added.precision == "float32"
+    assert_same_index(added, SparseIndex.build(sp.vstack([old.vectors, big])))  # float16 asked, float32 stored
+
+
+def snapshot(index: SparseIndex):
+    return ([np.array(getattr(index.inverted, name)) for name in ARRAYS], copy.deepcopy(index.items),
+            None if index.dense is None else index.dense.copy(), len(index))
+
+
+def assert_unchanged(index: SparseIndex, before):
+    arrays, listed, dense, n = before
+    for name, array in zip(ARRAYS, arrays):
+        np.testing.assert_array_equal(getattr(index.inverted, name), array)
+    assert index.items == listed and len(index) == n
+    if dense is not None:
+        np.testing.assert_array_equal(index.dense, dense)
+
+
+def test_the_old_index_and_the_callers_arguments_are_left_alone():
+    old = SparseIndex.build(skewed(150, seed=10), items("a", 150), dense=dense_of(150, 4), precision="uint8")
+    before = snapshot(old)
+    rows, listed, dense = skewed(20, seed=11), items("b", 20), dense_of(20, 5)
+    rows_before, listed_before, dense_before = rows.copy(), copy.deepcopy(listed), dense.copy()
+    ids = ["a1", "a2"]
+    added = old.add(rows, listed, dense=dense)
+    added.items[-1]["id"] = "edited"  # the new index's items are its own copies
+    old.remove(ids)
+    assert_unchanged(old, before)
+    assert (rows != rows_before).nnz == 0 and listed == listed_before and (dense == dense_before).all()
+    assert ids == ["a1", "a2"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda old: old.add(skewed(2, seed=1), [{"id": "a5"}, {"id": "new"}], dense=dense_of(2, 1)), "already in the index"),
+    (lambda old: old.add(skewed(2, seed=1), [{"id": "x"}, {"id": "x"}], dense=dense_of(2, 1)), "unique"),
+    (lambda old: old.add(skewed(2, seed=1), [{"id": "x"}], dense=dense_of(2, 1)), "1 items for 2 vectors"),
+    (lambda old: old.add(sp.csr_matrix((2, VOCAB + 1), dtype=np.float32), [{"id": "x"}, {"id": "y"}],
+                         dense=dense_of(2, 1)), "columns"),
+    (lambda old: old.add(skewed(2, seed=1), [{"id": "x"}, {"id": "y"}]), "keeps dense vectors"),
+    (lambda old: old.add(skewed(2, seed=1), [{"id": "x"}, {"id": "y"}], dense=np.ones((2, 9), np.float32)),
+     r"finite \(2, 8\)"),
+    (lambda old: old.add(-skewed(2, seed=1), [{"id": "x"}, {"id": "y"}], dense=dense_of(2, 1)), "uint8 impacts"),
+    (lambda old: old.add("not vectors", [{"id": "x"}], dense=dense_of(1, 1)), "sparse matrix or a 2-D array"),
+    (lambda old: old.remove(["a1", "nope"]), "not in the index"),
+    (lambda old: old.remove(["a1", "a1"]), "distinct"),
+    (lambda old: old.remove("a1"), "not one string"),
+])
+def test_bad_changes_are_refused_and_change_nothing(change, message):
+    old = SparseIndex.build(skewed(150, seed=12), items("a", 150), dense=dense_of(150, 6), precision="uint8")
+    before = snapshot(old)
+    with pytest.raises(InputError, match=message):
+        change(old)
+    assert_unchanged(old, before)
+
+
+def test_adding_to_an_index_without_dense_vectors_refuses_them():
+    old = SparseIndex.build(skewed(10, seed=13))
+    with pytest.raises(InputError, match="keeps no dense vectors"):
+        old.add(skewed(1, seed=14), dense=dense_of(1, 1))
+    assert [item["id"] for item in old.add(skewed(2, seed=14)).items[-2:]] == ["10", "11"]  # default ids: the rows
