@@ -1,10 +1,11 @@
 """An index folder's vectors in a Milvus collection, searched with the index's own conventions (export: milvus_export).
 
 One collection per index folder: primary key `row` (the index row), `item_id`, `item` (the item as JSON),
-`sparse` (SPARSE_FLOAT_VECTOR, inner product, SPARSE_INVERTED_INDEX) and, when the index has them, `dense`
-(FLOAT_VECTOR, inner product, FLAT: exact, like the FAISS baseline). The collection description records
-the index folder's fingerprint (counts and checksums from its manifest); searches refuse a collection
-exported from another folder. `pymilvus` and `milvus-lite` are optional and imported here only.
+`sparse` (SPARSE_FLOAT_VECTOR, inner product, SPARSE_INVERTED_INDEX), `digest` (a hash of the row's item and
+vectors, so that a later export rewrites only the rows that changed) and, when the index has them, `dense`
+(FLOAT_VECTOR, inner product, FLAT: exact, like the FAISS baseline). The collection records the index
+folder's fingerprint (counts and checksums from its manifest, and its lineage); searches refuse a
+collection exported from another folder, or from another version of it. `pymilvus` and `milvus-lite` are optional and imported here only.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def index_fingerprint(index_dir: str | Path) -> dict:
     """What identifies an index folder's content: counts, vocabulary hash and file checksums from its manifest."""
     manifest = json.loads((Path(index_dir) / MANIFEST_FILE).read_text(encoding="utf-8"))
     files = manifest.get("files") or {}
-    return {
+    fingerprint = {
         "format": FINGERPRINT_FORMAT,
         "count": manifest.get("count"),
         "vocab_size": manifest.get("vocab_size"),
@@ -104,6 +105,9 @@ def index_fingerprint(index_dir: str | Path) -> dict:
         "items_sha256": (files.get(ITEMS_FILE) or {}).get("sha256"),
         "dense_sha256": (files.get(DENSE_FILE) or {}).get("sha256"),
     }
+    if manifest.get("lineage"):  # shared by the versions `add` / `remove` make (mlsr.index.folder); older folders lack it
+        fingerprint["lineage"] = manifest["lineage"]
+    return fingerprint
 
 
 def _sparse_checksum(files: dict) -> str:
@@ -137,6 +141,8 @@ def recorded_fingerprint(client, collection: str) -> dict | None:
 def describe_fingerprint(fingerprint: dict | None) -> str:
     if fingerprint is None:
         return "data that mlsr did not export"
+    if not fingerprint.get("lineage"):
+        return f"an export made before index lineages ({fingerprint.get('count')} rows: another index, or an older version)"
     sparse = str(fingerprint.get("sparse_sha256"))[:12]
     return f"an export of another index ({fingerprint.get('count')} rows, sparse vectors {sparse})"
 

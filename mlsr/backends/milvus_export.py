@@ -5,6 +5,7 @@ The collection layout and the fingerprint that ties it to its index folder are d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -36,13 +37,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ExportReport:
-    """What an export did: rows written now, rows already there (resumed), time taken."""
+    """What an export did: rows written now, rows already there (resumed or unchanged), rows deleted, time taken."""
 
     collection: str
     count: int
     written: int
     already: int
     seconds: float
+    deleted: int = 0
 
 
 def export_index(
@@ -59,8 +61,11 @@ def export_index(
     """Load an index folder (path or loaded SparseIndex) into a Milvus collection in batches; a re-run continues.
 
     Row numbers are the primary key, so nothing is duplicated: an interrupted export resumes after the
-    rows already stored, a finished one writes nothing. A collection holding another index is refused
-    unless `replace` drops it first. The collection is flushed at the end so every row is indexed.
+    rows already stored, a finished one writes nothing. A collection exported from an earlier version
+    of this index (the same lineage: before an `add` or `remove`) is brought up to date: only the rows
+    whose digest changed are written, the rows beyond the new count deleted. A collection holding
+    another index is refused unless `replace` drops it first. The collection is flushed at the end so
+    every row is indexed.
     """
     started = time.perf_counter()
     check_collection_name(collection)
@@ -83,38 +88,110 @@ def export_index(
     own_client = client is None
     client = client or connect(uri)
     try:
-        milvus_call(lambda: _prepare_collection(client, collection, fingerprint, index, replace, sparse_index), uri)
-        already = _stored_prefix(client, collection, uri)
-        n = len(index)
-        upsert = already < 0  # rows stored out of order: rewrite everything, which upsert keeps idempotent
-        start = 0 if upsert else already
-        if progress is not None and start:
-            progress(start)
-        for first in range(start, n, batch_size):
-            rows = _rows(index, first, min(n, first + batch_size))
-            write = client.upsert if upsert else client.insert
-            milvus_call(lambda: write(collection, rows), uri)
-            if progress is not None:
-                progress(len(rows))
+        earlier = milvus_call(lambda: _prepare_collection(client, collection, fingerprint, index, replace,
+                                                          sparse_index), uri)
+        fields = milvus_call(lambda: client.describe_collection(collection), uri)["fields"]
+        digests = any(field["name"] == "digest" for field in fields)  # collections exported before row digests have none
+        if earlier:
+            written, already, deleted = _update(client, collection, index, batch_size, progress, uri)
+        else:
+            written = _continue(client, collection, index, batch_size, progress, uri, digests)
+            already, deleted = len(index) - written, 0
         milvus_call(lambda: client.flush(collection), uri)
         stored = count_rows(client, collection, uri)
-        if stored != n:
-            raise BackendError(f"collection {collection!r} holds {stored} rows after export, expected {n};"
+        if stored != len(index):
+            raise BackendError(f"collection {collection!r} holds {stored} rows after export, expected {len(index)};"
                                " re-run export.")
-        return ExportReport(collection, n, n - max(start, 0), max(start, 0), time.perf_counter() - started)
+        if earlier:  # only now does the collection stand for this version of the index
+            text = json.dumps(fingerprint, sort_keys=True)
+            milvus_call(lambda: client.alter_collection_properties(collection, properties={FINGERPRINT_PROPERTY: text}),
+                        uri)
+        return ExportReport(collection, len(index), written, already, time.perf_counter() - started, deleted)
     finally:
         if own_client:
             client.close()
 
 
+def _continue(client, collection: str, index: SparseIndex, batch_size: int, progress, uri: str,
+              digests: bool) -> int:
+    """Write the rows after the stored prefix (all of them, by upsert, when the stored rows are no prefix)."""
+    already = _stored_prefix(client, collection, uri)
+    n = len(index)
+    upsert = already < 0  # rows stored out of order: rewrite everything, which upsert keeps idempotent
+    start = 0 if upsert else already
+    if progress is not None and start:
+        progress(start)
+    for first in range(start, n, batch_size):
+        rows = _rows(index, range(first, min(n, first + batch_size)), digests=digests)
+        write = client.upsert if upsert else client.insert
+        milvus_call(lambda: write(collection, rows), uri)
+        if progress is not None:
+            progress(len(rows))
+    return n - start
+
+
+def _update(client, collection: str, index: SparseIndex, batch_size: int, progress, uri: str) -> tuple[int, int, int]:
+    """Bring a collection of an earlier version of the index up to date: (rows written, unchanged, deleted)."""
+    stored = _stored_digests(client, collection, uri)
+    n = len(index)
+    wanted = row_digests(index)
+    stale = sum(1 for row in stored if row >= n)
+    if stale:
+        milvus_call(lambda: client.delete(collection, filter=f"row >= {n}"), uri)
+    changed = [row for row in range(n) if stored.get(row) != wanted[row]]
+    if progress is not None:
+        progress(n - len(changed))
+    for first in range(0, len(changed), batch_size):
+        rows = _rows(index, changed[first : first + batch_size], wanted)
+        milvus_call(lambda: client.upsert(collection, rows), uri)
+        if progress is not None:
+            progress(len(rows))
+    return len(changed), n - len(changed), stale
+
+
+def _stored_digests(client, collection: str, uri: str) -> dict[int, str]:
+    """{row: digest} of every stored row."""
+    iterator = milvus_call(lambda: client.query_iterator(collection, batch_size=16384, filter="row >= 0",
+                                                         output_fields=["row", "digest"]), uri)
+    stored: dict[int, str] = {}
+    try:
+        while batch := milvus_call(iterator.next, uri):
+            stored.update((int(record["row"]), record.get("digest")) for record in batch)
+    finally:
+        iterator.close()
+    return stored
+
+
+def row_digests(index: SparseIndex, rows: list[int] | None = None) -> list[str]:
+    """A 16-byte hash per row of its item (as JSON), stored sparse vector and dense vector: what a collection row holds."""
+    rows = list(range(len(index))) if rows is None else rows
+    vectors = index.vectors if len(rows) == len(index) and rows == list(range(len(index))) else index.vectors[rows]
+    digests = []
+    for offset, row in enumerate(rows):
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(json.dumps(index.items[row], sort_keys=True, ensure_ascii=False).encode())
+        start, stop = vectors.indptr[offset], vectors.indptr[offset + 1]
+        digest.update(vectors.indices[start:stop].astype("<i4").tobytes())
+        digest.update(vectors.data[start:stop].astype("<f4").tobytes())
+        if index.dense is not None:
+            digest.update(index.dense[row].astype("<f4").tobytes())
+        digests.append(digest.hexdigest())
+    return digests
+
+
 def _prepare_collection(client, collection: str, fingerprint: dict, index: SparseIndex, replace: bool,
-                        sparse_index: str) -> None:
+                        sparse_index: str) -> bool:
+    """Make sure the collection exists for this index; True when it holds an earlier version of it to update."""
     pymilvus = pymilvus_module()
     if client.has_collection(collection):
         recorded = recorded_fingerprint(client, collection)
         if recorded == fingerprint:
             client.load_collection(collection)
-            return
+            return False
+        lineage = fingerprint.get("lineage")
+        if not replace and recorded is not None and lineage and recorded.get("lineage") == lineage:
+            client.load_collection(collection)
+            return True
         if not replace:
             raise BackendError(
                 f"collection {collection!r} holds {describe_fingerprint(recorded)}, not this index folder"
@@ -130,6 +207,7 @@ def _prepare_collection(client, collection: str, fingerprint: dict, index: Spars
     schema.add_field("item_id", DataType.VARCHAR, max_length=MAX_ID_LENGTH)
     schema.add_field("item", DataType.JSON)
     schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_field("digest", DataType.VARCHAR, max_length=32)
     params = client.prepare_index_params()
     # drop_ratio_build stays 0: every weight is indexed, so search is exact (recall 1.0 against scipy).
     params.add_index("sparse", index_type=sparse_index, metric_type="IP")
@@ -140,18 +218,24 @@ def _prepare_collection(client, collection: str, fingerprint: dict, index: Spars
     client.create_collection(collection, schema=schema, index_params=params,
                              properties={FINGERPRINT_PROPERTY: json.dumps(fingerprint, sort_keys=True)})
     client.load_collection(collection)
+    return False
 
 
-def _rows(index: SparseIndex, first: int, last: int) -> list[dict]:
-    sparse = sparse_rows(index.vectors[first:last])
-    rows = []
-    for offset, row in enumerate(range(first, last)):
+def _rows(index: SparseIndex, rows, known: list[str] | None = None, digests: bool = True) -> list[dict]:
+    """Collection records of these index rows, with their digests (`known`: every row's, else computed) when `digests`."""
+    rows = list(rows)
+    sparse = sparse_rows(index.vectors[rows])
+    own = [known[row] for row in rows] if known is not None else row_digests(index, rows) if digests else None
+    records = []
+    for offset, row in enumerate(rows):
         item = index.items[row]
         record = {"row": row, "item_id": str(item["id"]), "item": item, "sparse": sparse[offset]}
+        if own is not None:
+            record["digest"] = own[offset]
         if index.dense is not None:
             record["dense"] = index.dense[row]
-        rows.append(record)
-    return rows
+        records.append(record)
+    return records
 
 
 def _stored_prefix(client, collection: str, uri: str) -> int:
@@ -160,4 +244,3 @@ def _stored_prefix(client, collection: str, uri: str) -> int:
     if stored == 0:
         return 0
     return stored if count_rows(client, collection, uri, f"row < {stored}") == stored else -1
-

@@ -64,7 +64,8 @@ def add_commands(commands) -> None:
     export = commands.add_parser(
         "export", help="load an index folder into Milvus (a Milvus Lite .db file or a cluster)",
         description="Bulk-load an index folder's items, sparse and dense vectors into a Milvus collection, in"
-                    " batches. Re-running resumes an interrupted export and never duplicates rows.")
+                    " batches. Re-running resumes an interrupted export and never duplicates rows; after `add` or"
+                    " `remove`, it sends only the rows that changed and deletes the removed ones.")
     export.add_argument("--index", required=True, help=INDEX_HELP)
     add_milvus_arguments(export, DEFAULT_COLLECTION)
     export.add_argument("--batch-size", type=int, default=EXPORT_BATCH, help="rows per request (default %(default)s)")
@@ -169,8 +170,9 @@ def export_command(args: argparse.Namespace) -> int:
     finally:
         client.close()
     resumed = f" ({report.already} were already there)" if report.already else ""
+    deleted = f", {report.deleted} deleted (removed from the index)" if report.deleted else ""
     print(f"exported {report.count} rows of {args.index} to collection {report.collection!r} at {args.milvus_uri}"
-          f" in {report.seconds:.1f} s: {report.written} written{resumed}")
+          f" in {report.seconds:.1f} s: {report.written} written{resumed}{deleted}")
     return 0
 
 

@@ -12,6 +12,7 @@ schema: `mlsr.index.manifest`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -54,16 +55,20 @@ class FolderContents:
 
 
 def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
-                 dense: np.ndarray | None, info: dict) -> None:
-    """Write an index folder atomically: a complete new folder replaces the old one, or nothing changes."""
+                 dense: np.ndarray | None, info: dict) -> str:
+    """Write an index folder atomically: a complete new folder replaces the old one, or nothing changes.
+
+    Returns the index's `lineage` (see `_write_files`).
+    """
     path = check_target(path)
     staging = staging_folder(path)
     try:
-        _write_files(staging, inverted, items, vocab, dense, info)
+        lineage = _write_files(staging, inverted, items, vocab, dense, info)
         replace_folder(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("saved %d documents to %s", inverted.n_docs, path)
+    return lineage
 
 
 def check_target(path: str | Path) -> Path:
@@ -77,7 +82,13 @@ def check_target(path: str | Path) -> Path:
 
 
 def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
-                 dense: np.ndarray | None, info: dict) -> None:
+                 dense: np.ndarray | None, info: dict) -> str:
+    """Write the files and then the manifest; returns the lineage it records.
+
+    `lineage` names an index and the indexes made from it by `add` / `remove` (they copy it from `info`):
+    the first save of an index derives it from its files' checksums, so that a Milvus collection exported
+    from one version can be brought up to date from a later one, and never from an unrelated index.
+    """
     for name, file in POSTING_FILES.items():
         np.save(folder / file, np.ascontiguousarray(getattr(inverted, name)), allow_pickle=False)
     write_jsonl(folder / ITEMS_FILE, items)
@@ -89,10 +100,13 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
     for name in files:
         with open(folder / name, "rb") as handle:
             os.fsync(handle.fileno())
+    records = _file_records(folder, files)
+    lineage = info.get("lineage") or hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:32]
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **info,
+        "lineage": lineage,
         "count": inverted.n_docs,
         "vocab_size": inverted.vocab_size,
         "vocab_sha256": vocab.sha256 if vocab is not None else None,
@@ -101,11 +115,12 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
         "block_size": inverted.block_size,
         "postings": {"stored": len(inverted.docs), postings_field(FORMAT_VERSION): len(inverted.dense_terms)},
         "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": _file_records(folder, files),
+        "files": records,
     }
     manifest = sealed(manifest)
     check_manifest(manifest, "the index to save", InputError, "give the index the info mlsr's builders record")
     atomic_write_json(folder / MANIFEST_FILE, manifest)
+    return lineage
 
 
 def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:

@@ -129,6 +129,9 @@ def _check_optional(manifest: dict, refuse, files: dict, version: int) -> None:
         refuse("block_size", f"must be a whole number in 1..65,536, {_got(manifest, 'block_size')}")
     if "documents" in manifest and manifest["documents"] not in DOCUMENTS:
         refuse("documents", f"must be one of {', '.join(DOCUMENTS)}, got {shown(manifest['documents'])}")
+    lineage = manifest.get("lineage")
+    if lineage is not None and not (isinstance(lineage, str) and re.fullmatch(r"[0-9a-f]{16,64}", lineage)):
+        refuse("lineage", f"must be 16 to 64 hex digits, got {shown(lineage)}")
     if "saved" in manifest and not isinstance(manifest["saved"], str):
         refuse("saved", f"must be a date (text), got {shown(manifest['saved'])}")
     if "models" in manifest:

@@ -299,7 +299,7 @@ class SparseIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the index folder atomically (see `mlsr.index.folder`): the new folder replaces the old in one step."""
-        write_folder(path, self.inverted, self.items, self.vocab, self.dense, self.info)
+        self.info["lineage"] = write_folder(path, self.inverted, self.items, self.vocab, self.dense, self.info)
 
     @classmethod
     def load(cls, path: str | Path, models: ModelRecord | None = None, *, mmap: bool = True) -> "SparseIndex":

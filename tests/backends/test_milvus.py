@@ -22,7 +22,7 @@ from mlsr.index.dense import DenseIndex
 from mlsr.errors import BackendError, InputError
 from mlsr.index.sparse import SparseIndex
 from mlsr.backends.milvus import MilvusBackend, connect, sparse_rows
-from mlsr.backends.milvus_export import export_index
+from mlsr.backends.milvus_export import export_index, row_digests
 from mlsr.index.modes import hybrid_search
 
 VOCAB = 30522
@@ -211,7 +211,8 @@ def test_milvus_tie_order_is_repaired(index, tmp_path):
     backend = MilvusBackend.open(SparseIndex.load(tmp_path / "small"), uri)
     twin = TWINS[1]
     backend.client.upsert("mlsr", [{"row": twin, "item_id": small.items[twin]["id"], "item": small.items[twin],
-                                    "sparse": sparse_rows(small.vectors[twin])[0]}])  # same content, newer version
+                                    "sparse": sparse_rows(small.vectors[twin])[0],
+                                    "digest": row_digests(small, [twin])[0]}])  # same content, newer version
     query = small.vectors[TWINS[0]]
     raw = backend.client.search("mlsr", data=sparse_rows(query), anns_field="sparse", limit=len(TWINS),
                                 output_fields=["row"])[0]
@@ -388,3 +389,44 @@ def test_service_on_milvus_matches_scipy(app_encoder, app_index, tmp_path, monke
     monkeypatch.setenv("MLSR_MILVUS_URI", uri)
     args = parse_args(["--index", str(app_index)])
     assert (args.backend, args.milvus_uri) == ("milvus", uri)
+
+
+def collection_equals_index(client, collection, index):
+    stored = client.query(collection, filter="row >= 0", output_fields=["row", "item_id", "sparse", "dense"],
+                          limit=len(index) + 100)
+    assert sorted(record["row"] for record in stored) == list(range(len(index)))
+    expected = sparse_rows(index.vectors)
+    for record in stored:
+        assert record["item_id"] == index.items[record["row"]]["id"]
+        assert record["sparse"] == pytest.approx(expected[record["row"]])
+        np.testing.assert_allclose(record["dense"], index.dense[record["row"]], rtol=1e-6)
+
+
+def test_export_after_add_and_remove_sends_only_the_rows_that_changed(index, tmp_path):
+    """Same lineage (add / remove copy it): the collection is brought up to date, not refused or rebuilt."""
+    folder = tmp_path / "growing"
+    SparseIndex.build(index.vectors[:200], index.items[:200], dense=index.dense[:200]).save(folder)
+    uri = str(tmp_path / "growing.db")
+    assert export_index(folder, uri).written == 200
+    grown = SparseIndex.load(folder).add(index.vectors[200:210], index.items[200:210], dense=index.dense[200:210])
+    grown.save(folder)
+    with pytest.raises(BackendError, match="not the index"):  # until it is exported again
+        MilvusBackend.open(SparseIndex.load(folder), uri)
+    report = export_index(folder, uri)
+    assert (report.written, report.already, report.deleted) == (10, 200, 0)
+    backend = MilvusBackend.open(SparseIndex.load(folder), uri)
+    collection_equals_index(backend.client, "mlsr", grown)
+    queries = random_vectors(5, 30, seed=9)
+    np.testing.assert_array_equal(backend.search(queries, 10).indices, grown.search(queries, 10).indices)
+    backend.close()
+
+    shrunk = SparseIndex.load(folder).remove([index.items[i]["id"] for i in (195, 197, 209)])
+    shrunk.save(folder)
+    report = export_index(folder, uri)
+    # rows 195.. moved up: those are rewritten, the last three deleted, rows 0..194 untouched
+    assert (report.written, report.already, report.deleted) == (12, 195, 3)
+    backend = MilvusBackend.open(SparseIndex.load(folder), uri)
+    collection_equals_index(backend.client, "mlsr", shrunk)
+    np.testing.assert_array_equal(backend.search(queries, 10).indices, shrunk.search(queries, 10).indices)
+    assert export_index(folder, uri, client=backend.client).written == 0  # up to date: nothing to send
+    backend.close()
