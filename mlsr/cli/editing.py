@@ -49,7 +49,7 @@ def add_command(args: argparse.Namespace) -> int:
     from mlsr.index.sparse import SparseIndex
     from mlsr.ingest.images import add_images, existing_ids
 
-    index = SparseIndex.load(args.index)  # refusals before the models load
+    index = SparseIndex.load(local_folder(args.index))  # refusals before the models load
     documents = index.info.get("documents", "image")
     if args.doc and args.doc != documents:
         raise InputError(f"{args.index} holds {documents!r} documents; --doc {args.doc} would mix two kinds in one"
@@ -68,7 +68,7 @@ def add_command(args: argparse.Namespace) -> int:
     encoder = encoder_from_args(args)
     index.check_models(encoder.models())  # a mismatch is named before any encoding
     with tqdm(total=total, unit="img", desc="encoding new images") as bar:
-        changed, report = add_images(encoder, args.index, args.images, captions=captions, strict=args.strict,
+        changed, report = add_images(encoder, index, args.images, captions=captions, strict=args.strict,
                                      replace=args.replace, progress=bar.update)
     updated = f" ({len(taken)} replaced)" if taken else ""
     print(f"added {report.indexed} images to {args.index}{updated}: {len(changed)} items now,"
@@ -85,8 +85,20 @@ def remove_command(args: argparse.Namespace) -> int:
     from mlsr.index.sparse import SparseIndex
 
     ids = args.ids if args.ids is not None else read_text_lines(args.ids_file, "--ids-file")
-    index = SparseIndex.load(args.index)
+    index = SparseIndex.load(local_folder(args.index))
     changed = index.remove(ids)
     changed.save(args.index)
     print(f"removed {len(index) - len(changed)} items from {args.index}: {len(changed)} items now")
     return 0
+
+
+def local_folder(index: Path) -> Path:
+    """`index` unless it names a Hub index (which cannot be changed in place): then one line saying what to do."""
+    from mlsr.errors import InputError
+    from mlsr.index.hub import is_hub_index
+
+    if not index.exists() and is_hub_index(str(index)):
+        raise InputError(f"{index} is not a folder here; add and remove change a local index folder. For a Hub"
+                         f" index: `huggingface-cli download --repo-type dataset {index} --local-dir DIR`, change"
+                         f" DIR, then `python -m mlsr push-index DIR {index}`.")
+    return index

@@ -260,8 +260,10 @@ class SparseIndex:
 
         `vectors` (m, vocab) sparse or a 2-D array, `items` one dict each with an `id` not yet in the
         index (default: their row numbers), `dense` (m, d) exactly when the index keeps dense vectors.
-        Equal to a fresh build of the union in the same precision (see `mlsr.index.edit`); only the
-        last, partial block is inverted again. The caller's arrays are copied, never changed.
+        Equal to a fresh build of the union in the same precision (see `mlsr.index.edit`): the full
+        blocks are kept and only the last, partial one is inverted again (all of an index smaller than
+        a block, or of a float16 index that new weights turn to float32). The caller's arrays are
+        copied, never changed.
         """
         from mlsr.index import edit
 
@@ -278,7 +280,7 @@ class SparseIndex:
                                  f" got shape {dense.shape}.")
             dense = np.concatenate([np.asarray(self.dense), dense])
         inverted = edit.appended(self.inverted, rows)
-        return SparseIndex(inverted, [*self.items, *added], self.vocab, dense, dict(self.info))
+        return SparseIndex(inverted, [*self.items, *added], self.vocab, dense, edit.recorded(self.info, added=m))
 
     def remove(self, ids: Sequence[str]) -> "SparseIndex":
         """A new index without the items of these ids (this one is unchanged); later rows move up. `save` it to keep it.
@@ -293,7 +295,8 @@ class SparseIndex:
         keep[drop] = False
         dense = None if self.dense is None else np.asarray(self.dense)[keep]
         items = [dict(item) for item, kept in zip(self.items, keep) if kept]
-        return SparseIndex(edit.without(self.inverted, drop), items, self.vocab, dense, dict(self.info))
+        return SparseIndex(edit.without(self.inverted, drop), items, self.vocab, dense,
+                           edit.recorded(self.info, removed=len(drop)))
 
     # -- persistence ------------------------------------------------------------------------------
 

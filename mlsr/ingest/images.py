@@ -62,8 +62,8 @@ def build_index(
     the folder are followed; links leaving it, broken or looping links and links to folders are not)
     are skipped and reported, or stop the build when `strict`. Item image paths are stored relative
     to `out`, so the index and the images can move together. `precision` is how
-    document weights are stored (`mlsr.index.sparse.PRECISIONS`: float16 halves the index, float32
-    keeps the head's weights exactly).
+    document weights are stored (`mlsr.index.sparse.PRECISIONS`: float16, 4 bytes per posting, by
+    default; uint8 ~3.1; float32 keeps the head's weights exactly).
 
     Crash-safe and resumable: each finished batch is kept in `.<out>.partial/` beside `out`; a
     re-run over the same images, settings and models skips the batches already done, and gives
@@ -90,7 +90,7 @@ def build_index(
 
 def add_images(
     encoder: "Encoder",
-    index_dir: str | Path,
+    index: SparseIndex | str | Path,
     images_dir: str | Path,
     *,
     captions: dict[str, list[str]] | None = None,
@@ -100,13 +100,17 @@ def add_images(
 ) -> tuple[SparseIndex, BuildReport]:
     """Encode the images under `images_dir` with the index's own models and document kind, and append them.
 
-    Their ids are their paths under `images_dir`; an id the index holds already is refused unless
+    `index` is an index folder (or an index loaded from one, to spare a second read). Their ids are their paths under `images_dir`; an id the index holds already is refused unless
     `replace` (then the old item is removed and the new one appended). The index folder is replaced
     atomically at the end, as by a build; an interrupted add resumes its encoded batches on re-run.
     """
     started = time.perf_counter()
-    index_dir = Path(index_dir).resolve()
-    index = SparseIndex.load(index_dir, encoder.models())
+    if not isinstance(index, SparseIndex):
+        index = SparseIndex.load(Path(index).resolve())
+    if index.path is None:
+        raise InputError("add_images changes an index folder: give its path, or an index loaded from it.")
+    index_dir = index.path.resolve()
+    index.check_models(encoder.models())
     documents = index.info.get("documents", "image")
     taken = existing_ids(index, images_dir, strict)
     if taken and not replace:

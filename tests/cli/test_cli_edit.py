@@ -94,6 +94,8 @@ def test_remove_by_ids_and_ids_file_and_refusals(encoder, model_args, halves, tm
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
         assert (out / "manifest.json").read_bytes() == manifest
+    assert main(["remove", "--index", "someone/gallery", "--ids", ids[0]]) == 2  # a Hub id: not changed in place
+    assert "change a local index folder" in capsys.readouterr().err
     (tmp_path / "ids.txt").write_text(f"{ids[1]}\n\n{ids[4]}\n")
     assert main(["remove", "--index", str(out), "--ids", ids[0]]) == 0
     assert main(["remove", "--index", str(out), "--ids-file", str(tmp_path / "ids.txt")]) == 0

@@ -66,7 +66,7 @@ def test_add_equals_a_fresh_build_of_the_union(path, precision, n, m):
     fresh = SparseIndex.build(sp.vstack([old.vectors, new_rows]), [*old.items, *new_items], vocab=vocab,
                               dense=np.concatenate([old.dense, new_dense]), precision=precision)
     assert_same_index(added, fresh)
-    assert added.info == old.info and added.vocab is old.vocab
+    assert added.info == {**old.info, "edits": {"added": m, "removed": 0}} and added.vocab is old.vocab
 
 
 def test_add_keeps_the_blocks_before_the_last_as_they_are(precision):
@@ -94,6 +94,7 @@ def test_remove_equals_a_fresh_build_of_the_rest_and_never_returns_a_removed_id(
 def test_add_then_remove_round_trips_through_a_saved_folder(tmp_path, precision):
     old = SparseIndex.build(skewed(150, seed=6), items("a", 150), precision=precision)
     changed = old.add(skewed(20, seed=7), items("b", 20)).remove(["a10", "b3"])
+    assert changed.info["edits"] == {"added": 20, "removed": 2}
     changed.save(tmp_path / "idx")
     assert_same_index(SparseIndex.load(tmp_path / "idx"), changed)
 

@@ -1,4 +1,4 @@
-"""How document weights are stored: float32 exactly, float16 rounded, uint8 impacts with a scale per term and block;
+"""How document weights are stored: float32 exactly, float16 rounded, uint8 impacts with a scale per group of 32 postings;
 building from row chunks; what the layout costs in bytes."""
 
 import numpy as np
