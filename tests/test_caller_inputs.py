@@ -214,3 +214,26 @@ def test_the_reported_corruption_is_gone():
     query = sp.csr_matrix((np.array([2.0, 1.0]), np.array([4, 1]), np.array([0, 2])), shape=(1, 30522))
     SparseIndex.build(m, precision="float32").search(query, 1)
     assert query.indices.tolist() == [4, 1] and query.data.tolist() == [2.0, 1.0]
+
+
+@PROPERTY
+@given(docs=matrices(), new=matrices(rows=(1, 4)), precision=PRECISION, drop=st.sets(st.integers(0, 5), max_size=3),
+       k=st.integers(1, 8))
+def test_add_and_remove_never_change_their_inputs_or_the_old_index(docs, new, precision, drop, k):
+    index = SparseIndex.build(docs.matrix, precision=precision)
+    old = index.vectors.toarray().copy(), [dict(item) for item in index.items]
+    items = [{"id": f"new{i}", "tags": ["x"]} for i in range(new.value.shape[0])]
+    before = snapshot(new.matrix), [dict(item, tags=list(item["tags"])) for item in items]
+    added = index.add(new.matrix, items)
+    ids = sorted(str(row) for row in drop if row < len(index))
+    removed = added.remove(ids)
+    assert (snapshot(new.matrix), items) == before
+    np.testing.assert_array_equal(index.vectors.toarray(), old[0])
+    assert index.items == old[1]
+    weights = np.vstack([stored(docs.value, precision), stored(new.value, precision)])
+    np.testing.assert_array_equal(added.vectors.toarray(), weights)  # the union, as given
+    keep = [row for row in range(len(weights)) if str(row) not in ids or row >= len(index)]
+    want_scores, want_rows = exact_ranking(exact_scores(new.value, weights[keep]), min(k, len(keep)))
+    found = removed.search(new.matrix, k)
+    np.testing.assert_array_equal(found.indices, want_rows)
+    np.testing.assert_array_equal(found.scores, want_scores)
