@@ -100,9 +100,11 @@ def add_images(
 ) -> tuple[SparseIndex, BuildReport]:
     """Encode the images under `images_dir` with the index's own models and document kind, and append them.
 
-    `index` is an index folder (or an index loaded from one, to spare a second read). Their ids are their paths under `images_dir`; an id the index holds already is refused unless
-    `replace` (then the old item is removed and the new one appended). The index folder is replaced
-    atomically at the end, as by a build; an interrupted add resumes its encoded batches on re-run.
+    `index` is an index folder (or an index loaded from one, to spare a second read). The new images' ids
+    are their paths under the index's own image folder when `images_dir` lies inside it, else under
+    `images_dir` (see `id_root`); an id the index holds already is refused unless `replace` (then the old
+    item is removed and the new one appended). The index folder is replaced atomically at the end, as by a
+    build; an interrupted add resumes its encoded batches on re-run.
     """
     started = time.perf_counter()
     if not isinstance(index, SparseIndex):
@@ -117,7 +119,8 @@ def add_images(
         raise InputError(f"{len(taken)} of these images are in the index already (e.g. {taken[0]!r});"
                          " pass --replace to update them, or remove them first.")
     folder = encode_folder(encoder, images_dir, index_dir, captions=captions, documents=documents,
-                           dense=index.dense is not None, strict=strict, progress=progress)
+                           dense=index.dense is not None, strict=strict, progress=progress,
+                           root=id_root(index, Path(images_dir).resolve()))
     if taken:
         index = index.remove(taken)
     index = index.add(folder.vectors, folder.items, dense=folder.dense)
@@ -128,11 +131,23 @@ def add_images(
 
 
 def existing_ids(index: SparseIndex, images_dir: str | Path, strict: bool = False) -> list[str]:
-    """The ids (paths under `images_dir`) of the images there that the index holds already."""
+    """The ids (see `id_root`) of the images under `images_dir` that the index holds already."""
     images_dir = Path(images_dir).resolve()
+    root = id_root(index, images_dir)
     held = {str(item["id"]) for item in index.items}
-    names = [path.relative_to(images_dir).as_posix() for path in scan_images(images_dir, strict=strict).paths]
+    names = [path.relative_to(root).as_posix() for path in scan_images(images_dir, strict=strict).paths]
     return [name for name in names if name in held]
+
+
+def id_root(index: SparseIndex, images_dir: Path) -> Path:
+    """The folder new images' ids are relative to: the index's own image folder when `images_dir` lies inside
+    it (so `photos/2026/` adds `2026/cat.jpg`, as a build of `photos/` would name it), else `images_dir`."""
+    built_from = (index.info.get("build") or {}).get("images") if isinstance(index.info.get("build"), dict) else None
+    if isinstance(built_from, str) and built_from:
+        root = Path(built_from)
+        if images_dir == root or root in images_dir.parents:
+            return root
+    return images_dir
 
 
 @dataclass
@@ -148,8 +163,12 @@ class EncodedFolder:
 
 
 def encode_folder(encoder: "Encoder", images_dir: str | Path, out: Path, *, captions: dict[str, list[str]] | None,
-                  documents: Documents, dense: bool, strict: bool, progress: Progress | None) -> EncodedFolder:
-    """Every image under `images_dir` (and its captions) as `documents` rows, batches kept beside `out` until saved."""
+                  documents: Documents, dense: bool, strict: bool, progress: Progress | None,
+                  root: Path | None = None) -> EncodedFolder:
+    """Every image under `images_dir` (and its captions) as `documents` rows, batches kept beside `out` until saved.
+
+    Ids (and caption keys) are paths relative to `root` (default: `images_dir`).
+    """
     if documents not in DOCUMENTS:
         raise InputError(f"documents must be one of {DOCUMENTS}, got {documents!r}.")
     images_dir = Path(images_dir).resolve()
@@ -157,7 +176,7 @@ def encode_folder(encoder: "Encoder", images_dir: str | Path, out: Path, *, capt
     paths = scan.paths
     if not paths:
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {images_dir}.")
-    names = [path.relative_to(images_dir).as_posix() for path in paths]
+    names = [path.relative_to(root or images_dir).as_posix() for path in paths]
     captions = captions or {}
     _check_captions(documents, names, captions)
     report = BuildReport(skipped=list(scan.skipped))

@@ -150,3 +150,17 @@ def test_sigkill_during_add_or_remove_leaves_the_old_or_the_new_index(model_args
         else:
             assert (now[1] == old[1]).all()
     assert new is None or (new[1] == old[1][1:]).all()
+
+
+def test_images_added_inside_the_indexed_folder_get_the_ids_a_build_of_it_would(model_args, halves, tmp_path):
+    root = tmp_path / "photos"
+    shutil.copytree(halves["old"], root)
+    out = tmp_path / "index"
+    assert main(["build-index", "--images", str(root), "--out", str(out), *model_args]) == 0
+    shutil.copytree(halves["new"], root / "2026")  # a new subfolder of the indexed folder
+    assert main(["add", "--index", str(out), "--images", str(root / "2026"), *model_args]) == 0
+    assert main(["build-index", "--images", str(root), "--out", str(tmp_path / "fresh"), *model_args]) == 0
+    added = [item["id"] for item in SparseIndex.load(out).items]
+    assert sorted(added) == sorted(item["id"] for item in SparseIndex.load(tmp_path / "fresh").items)
+    assert sum(name.startswith("2026/") for name in added) == 2
+    assert main(["add", "--index", str(out), "--images", str(root / "2026"), *model_args]) == 2  # now held
