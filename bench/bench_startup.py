@@ -125,7 +125,7 @@ def write_gallery(folder: Path, n: int, terms: int) -> int:
               "filename": f"COCO_val2014_{i:012d}.jpg", "cocoid": i} for i in range(n)]
     dense = np.random.default_rng(0).normal(size=(n, 256)).astype(np.float32)
     SparseIndex.build(synthetic_docs(n, terms, seed=n), items, vocab=vocab, dense=dense,
-                      info={"documents": "image"}).save(folder)
+                      info={"documents": "image", "models": {"head": {"id": "bench"}}}).save(folder)  # both or neither
     return sum(p.stat().st_size for p in folder.iterdir())
 
 
