@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from mlsr.cli.args import add_model_arguments, env
+from mlsr.cli.progress import print_skipped
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, DOCUMENTS
 
 MODEL_DEFAULTS = {"backbone": ("BACKBONE", DEFAULT_BACKBONE), "head": ("HEAD", DEFAULT_HEAD),
@@ -73,10 +73,7 @@ def add_command(args: argparse.Namespace) -> int:
     updated = f" ({len(taken)} replaced)" if taken else ""
     print(f"added {report.indexed} images to {args.index}{updated}: {len(changed)} items now,"
           f" in {report.seconds:.1f} s")
-    if report.skipped:
-        print(f"skipped {len(report.skipped)} (unreadable images and folders, links not followed):", file=sys.stderr)
-        for name, reason in report.skipped[:20]:
-            print(f"  {name}: {reason}", file=sys.stderr)
+    print_skipped(report.skipped)
     return 0
 
 

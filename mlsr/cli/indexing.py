@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, encoder_from_args, env,
                            head_encoder_from_args)
-from mlsr.cli.progress import progress_bar
+from mlsr.cli.progress import print_skipped, progress_bar
 from mlsr.index.sparse import PRECISIONS
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
 
@@ -113,10 +113,7 @@ def build_index_command(args: argparse.Namespace) -> int:
         print(f"resumed an interrupted build: {report.resumed} batches were already encoded")
     print(f"indexed {report.indexed} images into {args.out} in {report.seconds:.1f} s"
           f" ({args.doc} documents, {index.nnz / max(len(index), 1):.0f} terms per document on average)")
-    if report.skipped:
-        print(f"skipped {len(report.skipped)} (unreadable images and folders, links not followed):", file=sys.stderr)
-        for name, reason in report.skipped[:20]:
-            print(f"  {name}: {reason}", file=sys.stderr)
+    print_skipped(report.skipped)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 
@@ -42,3 +43,12 @@ def quiet_transformers(verbose: bool) -> None:
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
+
+
+def print_skipped(skipped: list[tuple[str, str]], shown: int = 20) -> None:
+    """The images a build or an add could not take, on standard error: a count, then `name: reason` lines."""
+    if not skipped:
+        return
+    print(f"skipped {len(skipped)} (unreadable images and folders, links not followed):", file=sys.stderr)
+    for name, reason in skipped[:shown]:
+        print(f"  {name}: {reason}", file=sys.stderr)

@@ -2,7 +2,6 @@
 common terms, scipy for small indexes), in every precision, against brute force over the stored weights:
 a full stable sort of `queries @ docs.T`."""
 
-import json
 
 import numpy as np
 import pytest
