@@ -5,7 +5,8 @@ One collection per index folder: primary key `row` (the index row), `item_id`, `
 vectors, so that a later export rewrites only the rows that changed) and, when the index has them, `dense`
 (FLOAT_VECTOR, inner product, FLAT: exact, like the FAISS baseline). The collection records the index
 folder's fingerprint (counts and checksums from its manifest, and its lineage); searches refuse a
-collection exported from another folder, or from another version of it. `pymilvus` and `milvus-lite` are optional and imported here only.
+collection exported from another folder, or from another version of it. `pymilvus` and `milvus-lite` are
+optional and imported here only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Adding and removing documents: a new index that equals a fresh build of the changed collection, rebuilt from its first changed block.
+"""Adding and removing documents: a new index equal to a fresh build of the changed collection, from its first changed block.
 
 Blocks are independent (`mlsr.index.blocks`), so a change keeps every block before the first row it
 touches as it is and inverts again only the rows from there on: an add touches the last, partial

@@ -6,8 +6,8 @@ postings (`postings.*.npy`, memory-mapped on load), `items.jsonl`, `vocab.txt` (
 (uint16 rows within blocks of 65,536 documents; float16, float32 or uint8 weights). Older folders
 still load: format 2 (one posting list per term with int32 rows, float16 or float32 weights) and
 format 1 (a (documents, vocab) CSR matrix in `sparse.npz`) are read into memory and re-inverted
-in the current layout, keeping their stored weights exactly; saving them again writes format 3. The manifest's names, seal and
-schema: `mlsr.index.manifest`.
+in the current layout, keeping their stored weights exactly; saving them again writes format 3.
+The manifest's names, seal and schema: `mlsr.index.manifest`.
 """
 
 from __future__ import annotations
