@@ -6,7 +6,9 @@ block (at most 65,535 stored rows plus the new ones), a remove the blocks from t
 to the end. The rows inverted again are the stored weights: for float16 and float32 that is exactly
 what a fresh build of the changed collection stores; for uint8 the rows of those blocks are quantized
 again from their stored impacts, each weight moving by at most half its new group's scale step (the
-bound of any uint8 build). Saving is the usual atomic folder write (`SparseIndex.save`).
+bound of any uint8 build, but from the stored weight: over many changes of the same block the moves can
+add up; a build from the original vectors starts afresh). Saving is the usual atomic folder write
+(`SparseIndex.save`).
 """
 
 from __future__ import annotations
