@@ -11,7 +11,9 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import scipy.sparse as sp
 
 from mlsr.backends.milvus import (
     DEFAULT_COLLECTION,
@@ -162,10 +164,16 @@ def _stored_digests(client, collection: str, uri: str) -> dict[int, str]:
     return stored
 
 
-def row_digests(index: SparseIndex, rows: list[int] | None = None) -> list[str]:
-    """A 16-byte hash per row of its item (as JSON), stored sparse vector and dense vector: what a collection row holds."""
-    rows = list(range(len(index))) if rows is None else rows
-    vectors = index.vectors if len(rows) == len(index) and rows == list(range(len(index))) else index.vectors[rows]
+def row_digests(index: SparseIndex, rows: Sequence[int] | None = None, vectors: sp.csr_matrix | None = None
+                ) -> list[str]:
+    """A 16-byte hash per row of its item (as JSON), stored sparse vector and dense vector: what a collection row holds.
+
+    `rows` default to all; `vectors` are those rows' stored vectors in that order, when the caller has them.
+    """
+    if rows is None:
+        rows, vectors = range(len(index)), index.vectors
+    elif vectors is None:
+        vectors = index.vectors[list(rows)]
     digests = []
     for offset, row in enumerate(rows):
         digest = hashlib.blake2b(digest_size=16)
@@ -224,8 +232,9 @@ def _prepare_collection(client, collection: str, fingerprint: dict, index: Spars
 def _rows(index: SparseIndex, rows, known: list[str] | None = None, digests: bool = True) -> list[dict]:
     """Collection records of these index rows, with their digests (`known`: every row's, else computed) when `digests`."""
     rows = list(rows)
-    sparse = sparse_rows(index.vectors[rows])
-    own = [known[row] for row in rows] if known is not None else row_digests(index, rows) if digests else None
+    vectors = index.vectors[rows]
+    sparse = sparse_rows(vectors)
+    own = [known[row] for row in rows] if known is not None else row_digests(index, rows, vectors) if digests else None
     records = []
     for offset, row in enumerate(rows):
         item = index.items[row]

@@ -44,10 +44,10 @@ def add_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.cli.args import encoder_from_args
-    from mlsr.data.captions import read_captions, scan_images
+    from mlsr.data.captions import read_captions
     from mlsr.errors import InputError
     from mlsr.index.sparse import SparseIndex
-    from mlsr.ingest.images import add_images, existing_ids
+    from mlsr.ingest.images import add_images, plan_add
 
     index = SparseIndex.load(local_folder(args.index))  # refusals before the models load
     documents = index.info.get("documents", "image")
@@ -55,11 +55,7 @@ def add_command(args: argparse.Namespace) -> int:
         raise InputError(f"{args.index} holds {documents!r} documents; --doc {args.doc} would mix two kinds in one"
                          " index (leave --doc out, or build another index).")
     captions = read_captions(args.captions) if args.captions else None
-    taken = existing_ids(index, args.images, args.strict)
-    if taken and not args.replace:
-        raise InputError(f"{len(taken)} of these images are in the index already (e.g. {taken[0]!r});"
-                         " pass --replace to update them, or remove them first.")
-    total = len(scan_images(args.images, strict=args.strict).paths)
+    plan = plan_add(index, args.images, strict=args.strict, replace=args.replace)
     recorded = index.models
     for role, (name, default) in MODEL_DEFAULTS.items():  # a flag, else the index's own model, else MLSR_*/default
         if getattr(args, role) is None:
@@ -67,10 +63,10 @@ def add_command(args: argparse.Namespace) -> int:
             setattr(args, role, (ref.id if ref is not None and ref.id else None) or env(name, default))
     encoder = encoder_from_args(args)
     index.check_models(encoder.models())  # a mismatch is named before any encoding
-    with tqdm(total=total, unit="img", desc="encoding new images") as bar:
+    with tqdm(total=plan.images, unit="img", desc="encoding new images") as bar:
         changed, report = add_images(encoder, index, args.images, captions=captions, strict=args.strict,
-                                     replace=args.replace, progress=bar.update)
-    updated = f" ({len(taken)} replaced)" if taken else ""
+                                     replace=args.replace, progress=bar.update, plan=plan)
+    updated = f" ({len(plan.taken)} replaced)" if plan.taken else ""
     print(f"added {report.indexed} images to {args.index}{updated}: {len(changed)} items now,"
           f" in {report.seconds:.1f} s")
     print_skipped(report.skipped)

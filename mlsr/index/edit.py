@@ -15,30 +15,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from itertools import chain
 
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.checks import shown
 from mlsr.errors import InputError
 from mlsr.index import blocks as layout
 from mlsr.index.blocks import Part, concatenate
 from mlsr.index.folder import check_items
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
+from mlsr.index.rows import checked_rows
 
 logger = logging.getLogger(__name__)
 
 
 def appended(inverted: InvertedIndex, rows: sp.csr_matrix) -> InvertedIndex:
     """`inverted` with canonical float32 CSR `rows` appended after its last document."""
-    if rows.shape[1] != inverted.vocab_size:
-        raise InputError(f"new vectors have {rows.shape[1]} columns, the index has {inverted.vocab_size} terms.")
-    if inverted.precision == "uint8" and rows.nnz and rows.data.min() < 0:
-        raise InputError("this index stores uint8 impacts, which need document weights >= 0.")
+    (rows,) = checked_rows([rows], inverted.vocab_size, inverted.precision, "new vectors")  # before any work
     precision = inverted.precision
     if precision == "float16" and rows.nnz and np.abs(rows.data).max() > HALF_MAX:
         # as a build of the union would: float32 throughout, every block inverted again
         logger.warning("new document weights exceed float16's range (%g): storing the index in float32", HALF_MAX)
-        return InvertedIndex.from_rows(_then(_stored_rows(inverted, 0, None), rows), inverted.vocab_size, "float32")
+        return InvertedIndex.from_rows(chain(_stored_rows(inverted, 0, None), [rows]), inverted.vocab_size, "float32")
     keep = _kept_blocks(inverted, inverted.n_docs)
     return _rebuilt(inverted, keep, _stored_rows(inverted, keep, None), rows)
 
@@ -60,8 +60,7 @@ def new_items(items: list[dict], added: Sequence[dict] | None, m: int, existing:
     check_items(added, m)
     taken = [str(item["id"]) for item in added if str(item["id"]) in existing]
     if taken:
-        shown = ", ".join(repr(name) for name in taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
-        raise InputError(f"{len(taken)} ids are already in the index ({shown}); remove them first to replace them.")
+        raise InputError(f"{len(taken)} ids are already in the index ({_some(taken)}); remove them first to replace them.")
     return added
 
 
@@ -82,9 +81,14 @@ def rows_of_ids(items: list[dict], ids: Sequence[str]) -> np.ndarray:
     row_of = {str(item["id"]): row for row, item in enumerate(items)}
     missing = [name for name in wanted if name not in row_of]
     if missing:
-        shown = ", ".join(repr(name) for name in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise InputError(f"{len(missing)} ids are not in the index ({shown}); nothing was removed.")
+        raise InputError(f"{len(missing)} ids are not in the index ({_some(missing)}); nothing was removed.")
     return np.array(sorted(row_of[name] for name in wanted), dtype=np.int64)
+
+
+def _some(names: list[str], count: int = 3) -> str:
+    """The first few names, each cut short, and how many more."""
+    more = f" and {len(names) - count} more" if len(names) > count else ""
+    return ", ".join(shown(name) for name in names[:count]) + more
 
 
 def _kept_blocks(inverted: InvertedIndex, first_changed_row: int) -> int:
@@ -108,7 +112,7 @@ def _stored_rows(inverted: InvertedIndex, first_block: int, removed: np.ndarray 
 def _rebuilt(inverted: InvertedIndex, keep: int, rows: Iterator[sp.csr_matrix], extra: sp.csr_matrix | None
              ) -> InvertedIndex:
     """The first `keep` blocks of `inverted` as they are, then `rows` (and `extra`) inverted in blocks after them."""
-    chunks = rows if extra is None else _then(rows, extra)
+    chunks = rows if extra is None else chain(rows, [extra])
     if keep == 0:
         return InvertedIndex.from_rows(chunks, inverted.vocab_size, inverted.precision)
     tail = InvertedIndex.from_rows(chunks, inverted.vocab_size, inverted.precision, block_size=inverted.block_size,
@@ -116,11 +120,6 @@ def _rebuilt(inverted: InvertedIndex, keep: int, rows: Iterator[sp.csr_matrix], 
     part = concatenate([_head(inverted, keep), Part(**{name: getattr(tail, name) for name in Part.__annotations__})])
     return InvertedIndex(keep * inverted.block_size + tail.n_docs, inverted.vocab_size, inverted.block_size,
                          **part.arrays())
-
-
-def _then(rows: Iterator[sp.csr_matrix], *more: sp.csr_matrix) -> Iterator[sp.csr_matrix]:
-    yield from rows
-    yield from more
 
 
 def _head(inverted: InvertedIndex, blocks: int) -> Part:

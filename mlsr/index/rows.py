@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,3 +59,17 @@ def place_rows(rows, at: Sequence[int], n: int) -> sp.csr_matrix:
         raise InputError(f"positions must be distinct rows in 0..{n - 1}.")
     placement = sp.csr_matrix((np.ones(len(at), np.float32), (at, np.arange(len(at)))), shape=(n, len(at)))
     return (placement @ rows).tocsr()
+
+
+def checked_rows(chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str,
+                 what: str = "row chunks") -> Iterator[sp.csr_matrix]:
+    """Canonical row chunks (`as_csr` copies) checked for width, and for sign when they become uint8 impacts.
+
+    Lazy: a chunk is checked as it is taken, so a build from many chunks fails at the first bad one.
+    """
+    for chunk in chunks:
+        if chunk.shape[1] != vocab_size:
+            raise InputError(f"{what} must all have {vocab_size} columns; one has {chunk.shape[1]}.")
+        if precision == "uint8" and chunk.nnz and chunk.data.min() < 0:
+            raise InputError("uint8 impacts need document weights >= 0; use precision 'float16' or 'float32'.")
+        yield chunk

@@ -19,7 +19,7 @@ from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
 from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
-from mlsr.index.rows import as_csr, place_rows  # noqa: F401 (importable from here as before)
+from mlsr.index.rows import as_csr, checked_rows, place_rows  # noqa: F401 (importable from here as before)
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
 
@@ -114,7 +114,8 @@ class SparseIndex:
         if first is None:
             raise InputError("no document vectors: give a matrix, or at least one row chunk.")
         vocab_size = first.shape[1]
-        inverted = InvertedIndex.from_rows(_prepared(chain([first], chunks), vocab_size, precision), vocab_size, precision)
+        inverted = InvertedIndex.from_rows(checked_rows(chain([first], chunks), vocab_size, precision), vocab_size,
+                                           precision)
         n = inverted.n_docs
         if not single:
             _check_rows(n, items, vocab, vocab_size, dense)
@@ -347,14 +348,3 @@ def _check_rows(n: int, items: list[dict] | None, vocab: Vocabulary | None, voca
         raise InputError(f"vocabulary has {len(vocab)} terms but vectors have {vocab_size} columns.")
     if dense is not None and (dense.ndim != 2 or dense.shape[0] != n or not np.isfinite(dense).all()):
         raise InputError(f"dense vectors must be a finite (n={n}, d) array, got shape {dense.shape}.")
-
-
-def _prepared(chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str) -> Iterator[sp.csr_matrix]:
-    """Row chunks checked for width (and sign, for uint8), explicit zeros dropped (they score as absent terms)."""
-    for chunk in chunks:
-        if chunk.shape[1] != vocab_size:
-            raise InputError(f"row chunks must all have {vocab_size} columns; one has {chunk.shape[1]}.")
-        if precision == "uint8" and chunk.nnz and chunk.data.min() < 0:
-            raise InputError("uint8 impacts need document weights >= 0; use precision 'float16' or 'float32'.")
-        chunk.eliminate_zeros()  # our own copy (as_csr)
-        yield chunk

@@ -97,6 +97,7 @@ def add_images(
     strict: bool = False,
     replace: bool = False,
     progress: Progress | None = None,
+    plan: "AddPlan | None" = None,
 ) -> tuple[SparseIndex, BuildReport]:
     """Encode the images under `images_dir` with the index's own models and document kind, and append them.
 
@@ -104,7 +105,8 @@ def add_images(
     are their paths under the index's own image folder when `images_dir` lies inside it, else under
     `images_dir` (see `id_root`); an id the index holds already is refused unless `replace` (then the old
     item is removed and the new one appended). The index folder is replaced atomically at the end, as by a
-    build; an interrupted add resumes its encoded batches on re-run.
+    build; an interrupted add resumes its encoded batches on re-run. `plan` is `plan_add`'s, when the caller
+    checked first (the command line does, before the models load).
     """
     started = time.perf_counter()
     if not isinstance(index, SparseIndex):
@@ -114,15 +116,11 @@ def add_images(
     index_dir = index.path.resolve()
     index.check_models(encoder.models())
     documents = index.info.get("documents", "image")
-    taken = existing_ids(index, images_dir, strict)
-    if taken and not replace:
-        raise InputError(f"{len(taken)} of these images are in the index already (e.g. {taken[0]!r});"
-                         " pass --replace to update them, or remove them first.")
+    plan = plan or plan_add(index, images_dir, strict=strict, replace=replace)
     folder = encode_folder(encoder, images_dir, index_dir, captions=captions, documents=documents,
-                           dense=index.dense is not None, strict=strict, progress=progress,
-                           root=id_root(index, Path(images_dir).resolve()))
-    if taken:
-        index = index.remove(taken)
+                           dense=index.dense is not None, strict=strict, progress=progress, root=plan.root)
+    if plan.taken:
+        index = index.remove(plan.taken)
     index = index.add(folder.vectors, folder.items, dense=folder.dense)
     index.save(index_dir)
     folder.store.remove()
@@ -130,13 +128,26 @@ def add_images(
     return index, folder.report
 
 
-def existing_ids(index: SparseIndex, images_dir: str | Path, strict: bool = False) -> list[str]:
-    """The ids (see `id_root`) of the images under `images_dir` that the index holds already."""
+@dataclass(frozen=True)
+class AddPlan:
+    """What adding a folder to an index will do, known before any model loads."""
+
+    root: Path  # the folder the new ids are relative to (see `id_root`)
+    images: int  # images found under the folder
+    taken: list[str]  # their ids that the index holds already (replaced)
+
+
+def plan_add(index: SparseIndex, images_dir: str | Path, *, strict: bool = False, replace: bool = False) -> AddPlan:
+    """Scan `images_dir` and refuse ids the index holds already, unless `replace`."""
     images_dir = Path(images_dir).resolve()
     root = id_root(index, images_dir)
     held = {str(item["id"]) for item in index.items}
     names = [path.relative_to(root).as_posix() for path in scan_images(images_dir, strict=strict).paths]
-    return [name for name in names if name in held]
+    taken = [name for name in names if name in held]
+    if taken and not replace:
+        raise InputError(f"{len(taken)} of these images are in the index already (e.g. {taken[0]!r});"
+                         " pass --replace to update them, or remove them first.")
+    return AddPlan(root, len(names), taken)
 
 
 def id_root(index: SparseIndex, images_dir: Path) -> Path:
