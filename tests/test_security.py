@@ -92,15 +92,19 @@ def test_an_object_array_in_an_index_is_not_unpickled(tmp_path, version):
     assert not marker.exists()
 
 
-def test_item_urls_are_fetched_by_the_browser_never_by_the_server(tmp_path):
-    """An index may point at image URLs: the gallery must hand them to the browser, not download them."""
+def test_item_urls_are_never_handed_to_the_browser_and_only_dataset_hosts_are_fetched(tmp_path, monkeypatch):
+    """An index may point at image URLs: the gallery shows only files the app serves itself, and the server
+    fetches a picture only from a dataset's own image host (here none: no connection is opened at all)."""
     import http.server
     import threading
 
-    import gradio as gr
-    from gradio import processing_utils
+    import numpy as np
+    import scipy.sparse as sp
 
-    from mlsr.app.ui import displayable
+    from mlsr.app.pictures import Pictures
+    from mlsr.app.service import Hit
+    from mlsr.app.ui import gallery_items
+    from mlsr.index.sparse import SparseIndex
 
     requests: list[str] = []
 
@@ -116,14 +120,17 @@ def test_item_urls_are_fetched_by_the_browser_never_by_the_server(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HTTP_PROXY", base)  # even through a proxy that would answer, nothing is asked
+    monkeypatch.setenv("http_proxy", base)
     placeholder = tmp_path / "missing.png"
+    urls = [f"{base}/photo.jpg", f"{base}/drawing.svg?x=1", "file:///etc/passwd", "ftp://images.cocodataset.org/a.jpg"]
+    index = SparseIndex.build(sp.csr_matrix(np.eye(4, 8, dtype=np.float32)),
+                              [{"id": str(i), "image": url} for i, url in enumerate(urls)])
     try:
-        shown = [displayable(f"{base}/photo.jpg", placeholder), displayable(f"{base}/drawing.svg?x=1", placeholder)]
-        assert shown == [f"{base}/photo.jpg", str(placeholder)]
-        gallery = gr.Gallery()
-        payload = gallery.postprocess([(shown[0], "a photo")])
-        served = processing_utils.move_files_to_cache(payload, gallery, postprocess=True)
-        assert served[0]["image"]["url"] == f"{base}/photo.jpg"
+        pictures = Pictures(index)
+        hits = [Hit(i + 1, i, str(i), 1.0, None, "") for i in range(len(urls))]
+        shown = gallery_items(hits, placeholder, pictures.picture)
+        assert [image for image, _ in shown] == [str(placeholder)] * len(urls)
     finally:
         server.shutdown()
     assert requests == [], f"the server fetched {requests}"

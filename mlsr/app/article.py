@@ -103,12 +103,13 @@ class ArticleSuggestion:
     article: Article
     sections: list[SectionSuggestion]
     timings: dict[str, float] = field(default_factory=dict)
-    link: Callable = lambda hit: hit.image  # a hit -> what its Markdown image points at (None: no file to show)
+    link: Callable = lambda hit: hit.source  # a hit -> what its Markdown image points at (None: no file to show)
 
     def to_json(self) -> dict:
         return {"sections": [
             {"title": s.section.title, "query": s.query, "results": [
-                {"rank": hit.rank, "id": hit.id, "score": hit.score, "image": hit.image, "caption": hit.caption,
+                {"rank": hit.rank, "id": hit.id, "score": hit.score, "image": hit.image, "source": hit.source,
+                 "caption": hit.caption,
                  "terms": [[term, round(contribution, 4)] for term, contribution in terms]}
                 for hit, terms in zip(s.hits, s.terms)]}
             for s in self.sections]}

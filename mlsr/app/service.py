@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.app.pictures import Pictures, picture_url
 from mlsr.app.article import ArticleSuggestion, SectionSuggestion, assign, credit_line, join_sections, split_article
 from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
@@ -35,9 +37,10 @@ Stage = Callable[[float, str], None]  # progress: (fraction done, what is happen
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked item, as the API returns it: the row, the item id, the score, a caption, and `image`, the
-    item's image URL (None for an image kept in a local file: the server never tells where its files are;
-    `Service.local_image` finds the file for the UI's thumbnail)."""
+    """One ranked item, as the API returns it: the row, the item id, the score, a caption, `image`: where the app
+    serves its picture (`thumbnails/<id>`, relative to the app; the API makes it absolute on the app's own
+    origin; None only when the item has no picture at all), and `source`: the original's URL, for a link
+    (never an `<img src>`), when the item came from the web."""
 
     rank: int
     row: int
@@ -45,6 +48,7 @@ class Hit:
     score: float
     image: str | None
     caption: str
+    source: str | None = None
 
 
 @dataclass
@@ -311,6 +315,11 @@ class Service:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    @cached_property
+    def pictures(self) -> Pictures:
+        """Each row's picture, as the app serves it (`mlsr.app.pictures`)."""
+        return Pictures(self.index)
+
     def hits(self, results: Results, query_row: int = 0) -> list[Hit]:
         """Ranked rows of one query as Hits with their image URL (if any) and a display caption."""
         hits = []
@@ -318,23 +327,24 @@ class Service:
             item = self.index.items[int(row)]
             captions = item.get("captions") or []
             image = item.get("image")
-            url = image if isinstance(image, str) and image.startswith(("http://", "https://")) else None
-            hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), url,
-                            captions[0] if captions else ""))
+            source = image if isinstance(image, str) and image.startswith(("http://", "https://")) else None
+            shown = picture_url(item["id"]) if self.pictures.has_source(int(row)) else None
+            hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), shown,
+                            captions[0] if captions else "", source))
         return hits
 
     def markdown_link(self, hit: Hit) -> str | None:
-        """What an illustrated Markdown download points at: the image's URL, or for a local photo its id (its
+        """What an illustrated Markdown download points at: the original's URL, or for a local photo its id (its
         name inside the gallery's folder: a link that works beside the photos, and no server path)."""
-        return hit.image or (hit.id if self.local_image(hit) is not None else None)
+        return hit.source or (hit.id if self.local_image(hit) is not None else None)
 
     def local_image(self, hit: Hit) -> Path | None:
-        """The local file of a hit's image, for a thumbnail made on the server (None for a URL or a missing file).
+        """The local file of a hit's image (None for a URL or a missing file), for links beside the photos.
 
-        Only the UI reads it; no answer of the service or the API contains it.
+        Only the command line reads it; no answer of the service or the API contains it.
         """
         image = self.index.items[hit.row].get("image")
-        if hit.image is not None or not isinstance(image, str) or not image:
+        if hit.source is not None or not isinstance(image, str) or not image:
             return None
         path = (self.index_dir / image).resolve()
         return path if path.is_file() else None

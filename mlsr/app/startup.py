@@ -77,14 +77,18 @@ def start_index(index: str | Path, dataset: str | None, *, head: str, tokenizer:
 
 def build_missing_index(index: Path, dataset: str, *, head: str, tokenizer: str, device: str | None = None) -> None:
     """Build the missing folder `index` from the published vectors of `dataset`, with a console progress bar."""
-    from mlsr.cli.progress import progress_bar
+    from mlsr.cli.progress import print_pictures, progress_bar
     from mlsr.ingest.published import ensure_index
 
     print(f"mlsr: first start: building {index} from {dataset} (once; later starts reuse it)", file=sys.stderr)
     bar, set_total = progress_bar(f"building {index}")
-    with bar:
-        ensure_index(index, dataset=dataset, head=head, tokenizer=tokenizer, device=device,
-                     progress=bar.update, total=set_total)
+    pictures, set_pictures = progress_bar("thumbnails", unit="img")
+    with bar, pictures:
+        report = ensure_index(index, dataset=dataset, head=head, tokenizer=tokenizer, device=device,
+                              progress=bar.update, total=set_total, picture_progress=pictures.update,
+                              picture_total=set_pictures)
+    if report is not None:
+        print_pictures(report.pictures_made, report.no_picture, report.fetch_seconds)
 
 
 def public_text(text: str, names: list[str | Path]) -> str:

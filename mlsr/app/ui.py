@@ -10,12 +10,12 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
-from urllib.parse import urlparse
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
+from gradio.utils import get_upload_folder
 
+from mlsr.app.pictures import picture_file, picture_route
 from mlsr.app.service import Hit, Service
 from mlsr.app.terms import term_table
 from mlsr.app.uploads import UploadsOnly, refuse
@@ -23,7 +23,6 @@ from mlsr.app.views import (
     chips, expansion_markdown, literal, plural, score_text, shaded, timing_markdown, timing_text, why_markdown,
 )
 from mlsr.errors import MlsrError
-from mlsr.images import load_image
 from mlsr.settings import MAX_K, QUERY_MODES
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,6 @@ PAPERS = (
 COMPARE_EXAMPLES = ("a woman cutting a cake", "a man riding a motorbike on a dirt road",
                     "a boy leading water buffalo through a market")
 MODELS = "models"  # one concurrency group for every event that runs model code: the queue's limit is global
-THUMBNAIL_SIDE = 384
 PLOTTED_TERMS = 15  # bars in a chart: more and their labels collide
 SHOWN_TERMS = 100  # an image's terms the screen keeps: its slider shows 5 to this many without encoding again
 MATCHED_COLUMNS = ("term", "query", "image", "contribution")  # short headers: four columns fit a phone
@@ -89,10 +87,10 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
     from mlsr.app.article_ui import article_screen
     from mlsr.app.image_ui import image_screen
 
-    show = functools.partial(gallery_items, placeholder=placeholder, local=service.local_image)
+    show = functools.partial(gallery_items, placeholder=placeholder, picture=service.pictures.picture)
     # delete_cache: uploads and rendered thumbnails older than an hour are removed every 30 minutes.
     # UploadsOnly: requests carry uploaded files only, never a URL the server would fetch (mlsr.app.uploads).
-    with UploadsOnly(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
+    with AppBlocks(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# mlsr: image suggestions you can read\n"
             "Text and images become weighted bags of vocabulary terms; an image ranks high when it lights up"
@@ -105,7 +103,19 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
             compare_screen(service, show)
             about_screen(service.about())
         add_api(service)
+    demo.routes = [picture_route(service.pictures)]
     return demo
+
+
+class AppBlocks(UploadsOnly):
+    """The app's Blocks: launched, they also serve `routes` (the pictures, `mlsr.app.pictures`) on the same origin."""
+
+    routes: list = []
+
+    def launch(self, *args, **kwargs):  # gradio's; adds the routes to the FastAPI app it creates
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["routes"] = [*app_kwargs.get("routes", []), *self.routes]
+        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
 
 Show = Callable[[list[Hit]], list[tuple]]
@@ -295,12 +305,17 @@ def about_screen(about: dict) -> None:
                    label="Most frequent terms (documents holding them)")
 
 
-def gallery_items(hits: list[Hit], placeholder: Path, local: Callable[[Hit], Path | None] = lambda hit: None
+def gallery_items(hits: list[Hit], placeholder: Path, picture: Callable[[int], bytes | None] = lambda row: None
                   ) -> list[tuple]:
-    """(image, caption) pairs for a Gallery: '#rank · score · caption or id'; `local` finds a hit's local file."""
-    return [(displayable(hit.image or local(hit), placeholder),
-             f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}")
-            for hit in hits]
+    """(image, caption) pairs for a Gallery: '#rank · score · caption or id'. The image is the row's picture as a
+    file in Gradio's cache folder, which the app itself serves (the browser asks no other host), or the placeholder."""
+    folder = Path(get_upload_folder()) / "mlsr-pictures"
+    shown = []
+    for hit in hits:
+        found = picture(hit.row)
+        shown.append((str(picture_file(found, folder) if found is not None else placeholder),
+                      f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"))
+    return shown
 
 
 def progress_stage(progress: gr.Progress) -> Callable[[float, str], None]:
@@ -312,26 +327,6 @@ def dense_label(about: dict) -> str:
     """'<backbone>, 256-d': the dense model of the comparison, as the index records it."""
     backbone = about["built_with"].get("backbone") or about["models"].get("backbone") or "dense model"
     return f"{backbone}, {about['dense_size']}-d" if about.get("dense_size") else backbone
-
-
-def displayable(image: str | Path | None, placeholder: Path) -> str | Image.Image:
-    """What a gallery shows for an item: a URL as is (the browser fetches it, never the server), a local
-    file as a small thumbnail made here, so the app never has to expose the folders that hold the originals.
-    A file that is gone, damaged or refused by the operating system shows the placeholder."""
-    if image is None:
-        return str(placeholder)
-    if isinstance(image, str) and image.startswith(("http://", "https://")):
-        # Gradio fetches an .svg URL on the server to inline it; only raster URLs go to the browser.
-        return str(placeholder) if urlparse(image).path.lower().endswith(".svg") else image
-    try:
-        return _thumbnail(str(image))
-    except (MlsrError, OSError):
-        return str(placeholder)
-
-
-@functools.lru_cache(maxsize=96)  # ~30 MB of 384 px thumbnails: the images of the last few result pages
-def _thumbnail(path: str) -> Image.Image:
-    return load_image(path, max_side=THUMBNAIL_SIDE)
 
 
 def about_markdown(about: dict) -> str:

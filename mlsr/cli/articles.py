@@ -63,7 +63,7 @@ def suggest_article_command(args: argparse.Namespace) -> int:
 
         def link(hit):  # a URL, or a local photo linked relative to the Markdown file
             file = service.local_image(hit)
-            return hit.image or (os.path.relpath(file, folder) if file is not None else None)
+            return hit.source or (os.path.relpath(file, folder) if file is not None else None)
 
         atomic_write_bytes(args.markdown, result.markdown(link=link).encode("utf-8"))
         shown = sum(1 for section in result.sections if section.hits)
@@ -75,7 +75,7 @@ def suggest_article_command(args: argparse.Namespace) -> int:
                 print("   (no image)")
             for hit, terms in zip(section.hits, section.terms):
                 shared = ", ".join(f"{term} {value:.3f}" for term, value in terms[:5]) or "(no shared terms)"
-                print(f"   {hit.rank:>2}. {hit.score:8.4f}  {hit.id}  {hit.image or ''}\n       {shared}")
+                print(f"   {hit.rank:>2}. {hit.score:8.4f}  {hit.id}  {hit.source or ''}\n       {shared}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Commands that change an index folder in place: `add` (encode new images and append them) and `remove`."""
+"""Commands that change an index folder in place: `add` (encode new images and append them), `remove`, and
+`thumbnails` (give items without a picture one)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ def add_commands(commands) -> None:
     which.add_argument("--ids-file", type=Path, help="text file with one id per line (blank lines ignored)")
     remove.set_defaults(run=remove_command)
 
+    thumbs = commands.add_parser(
+        "thumbnails", help="give every item of an index folder without a thumbnail one",
+        description="Make the thumbnail of every item that has none (an index built before indexes kept their"
+                    " pictures, or pictures that could not be fetched before) from its image file or its URL on a"
+                    " dataset's image host, fetched by this machine (HTTP_PROXY / HTTPS_PROXY apply). The folder"
+                    " is replaced atomically; an interrupted run resumes.")
+    thumbs.add_argument("--index", required=True, type=Path, help="index folder to change")
+    thumbs.set_defaults(run=thumbnails_command)
+
 
 def add_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -60,6 +70,10 @@ def add_command(args: argparse.Namespace) -> int:
     for role, (name, default) in MODEL_DEFAULTS.items():  # a flag, else the index's own model, else MLSR_*/default
         if getattr(args, role) is None:
             ref = getattr(recorded, role, None) if recorded is not None else None
+            if ref is not None and ref.id and role != "tokenizer" and ref.revision is None and not Path(ref.id).exists():
+                raise InputError(f"{args.index} was built with a local {role} folder named {ref.id!r} (indexes record"
+                                 f" local folders by name only): pass --{role} FOLDER; its weights are checked"
+                                 " against the ones the index records.")
             setattr(args, role, (ref.id if ref is not None and ref.id else None) or env(name, default))
     encoder = encoder_from_args(args)
     index.check_models(encoder.models())  # a mismatch is named before any encoding
@@ -95,3 +109,16 @@ def local_folder(index: Path) -> Path:
                          f" index: `huggingface-cli download --repo-type dataset {index} --local-dir DIR`, change"
                          f" DIR, then `python -m mlsr push-index DIR {index}`.")
     return index
+
+
+def thumbnails_command(args: argparse.Namespace) -> int:
+    from mlsr.cli.progress import print_pictures, progress_bar
+    from mlsr.ingest.pictures import fill_thumbnails
+
+    bar, set_total = progress_bar("thumbnails", unit="img")
+    with bar:
+        index, report = fill_thumbnails(local_folder(args.index), progress=bar.update, total=set_total)
+    have = index.thumbnails.count if index.thumbnails is not None else 0
+    print(f"{args.index}: {have} of {len(index)} items have a thumbnail")
+    print_pictures(report.made, report.failed, report.seconds)
+    return 0

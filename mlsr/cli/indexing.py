@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, encoder_from_args, env,
                            head_encoder_from_args)
-from mlsr.cli.progress import print_skipped, progress_bar
+from mlsr.cli.progress import print_pictures, print_skipped, progress_bar
 from mlsr.index.sparse import PRECISIONS
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
 
@@ -124,14 +124,17 @@ def import_dense_command(args: argparse.Namespace) -> int:
     check_target(args.out)  # before the models load
     encoder = head_encoder_from_args(args)
     bar, set_total = progress_bar("sparsifying image vectors")
-    with bar:
+    pictures, set_pictures = progress_bar("thumbnails", unit="img")
+    with bar, pictures:
         index, report = import_dense(encoder, args.dataset, args.out, split=args.split, image_root=args.image_root,
-                                     precision=args.precision, progress=bar.update, total=set_total)
+                                     precision=args.precision, progress=bar.update, total=set_total,
+                                     picture_progress=pictures.update, picture_total=set_pictures)
     print(f"indexed {report.images} {report.split} images of {args.dataset} into {args.out} in {report.seconds:.1f} s"
           f" ({index.nnz / max(len(index), 1):.0f} terms per image on average; images: {report.image_source})")
     if report.missing_images:
         print(f"{len(report.missing_images)} images not found under --image-root (shown as a placeholder):"
               f" {', '.join(report.missing_images[:10])}", file=sys.stderr)
+    print_pictures(report.pictures_made, report.no_picture, report.fetch_seconds)
     return 0
 
 
@@ -139,12 +142,17 @@ def prepare_command(args: argparse.Namespace) -> int:
     from mlsr.ingest.published import ensure_index
 
     bar, set_total = progress_bar(f"building {args.index}")
-    with bar:
-        built = ensure_index(args.index, dataset=args.dataset, split=args.split, head=args.head,
+    pictures, set_pictures = progress_bar("thumbnails", unit="img")
+    with bar, pictures:
+        report = ensure_index(args.index, dataset=args.dataset, split=args.split, head=args.head,
                              tokenizer=args.tokenizer, device=args.device, precision=args.precision,
-                             progress=bar.update, total=set_total)
-    print(f"built {args.index} from {args.dataset} ({args.split})" if built
-          else f"{args.index} exists; reusing it (delete the folder to rebuild)")
+                             progress=bar.update, total=set_total, picture_progress=pictures.update,
+                             picture_total=set_pictures)
+    if report is None:
+        print(f"{args.index} exists; reusing it (delete the folder to rebuild)")
+        return 0
+    print(f"built {args.index} from {args.dataset} ({args.split}) in {report.seconds:.1f} s")
+    print_pictures(report.pictures_made, report.no_picture, report.fetch_seconds)
     return 0
 
 
@@ -182,8 +190,9 @@ def push_index_command(args: argparse.Namespace) -> int:
     print(f"pushed {args.folder} ({report.files} files, {report.bytes / 1e6:,.1f} MB) to {report.url};"
           f" use it with --index {report.repo_id}{pin}")
     if report.local_images:
-        print(f"note: {report.local_images:,} items point at image files on this machine, which were not uploaded;"
-              " the app shows a placeholder for them", file=sys.stderr)
+        print(f"note: {report.local_images:,} items point at image files on this machine and have no thumbnail in the"
+              " index; the app shows a placeholder for them (`python -m mlsr thumbnails --index DIR` adds them)",
+              file=sys.stderr)
     if report.local_models:
         print(f"note: the index names a local folder as its {' and '.join(report.local_models)}; publish that model"
               " too, or nobody else can search this index", file=sys.stderr)

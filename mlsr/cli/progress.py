@@ -52,3 +52,14 @@ def print_skipped(skipped: list[tuple[str, str]], shown: int = 20) -> None:
     print(f"skipped {len(skipped)} (unreadable images and folders, links not followed):", file=sys.stderr)
     for name, reason in skipped[:shown]:
         print(f"  {name}: {reason}", file=sys.stderr)
+
+
+def print_pictures(made: int, failed: list[tuple[str, str]], seconds: float, shown: int = 20) -> None:
+    """Thumbnails made (and how fast), then the items left without one and why, on standard error."""
+    rate = f", {made / seconds:.1f}/s" if seconds > 0 and made else ""
+    print(f"thumbnails: {made} made in {seconds:.1f} s{rate}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} items show a placeholder (no picture could be had; `python -m mlsr thumbnails --index"
+              " DIR` tries again):", file=sys.stderr)
+    for name, reason in failed[:shown]:
+        print(f"  {name}: {reason}", file=sys.stderr)

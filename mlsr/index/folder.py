@@ -33,8 +33,9 @@ from mlsr.index.checks import checked_blocks, format2_rows
 from mlsr.index.inverted import InvertedIndex, search_threads
 from mlsr.index.manifest import (  # noqa: F401 (the format's names, importable from here as before)
     DENSE_FILE, DERIVED_FIELDS, FORMAT, FORMAT2_FILES, FORMAT_VERSION, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES,
-    SEAL_FIELD, SPARSE_FILE, check_manifest, postings_field, sealed,
+    SEAL_FIELD, SPARSE_FILE, THUMBNAIL_FILES, check_manifest, postings_field, sealed,
 )
+from mlsr.index.thumbnails import Thumbnails
 from mlsr.vocab import VOCAB_FILE, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,11 @@ class FolderContents:
     vocab: Vocabulary | None
     dense: np.ndarray | None
     info: dict
+    thumbnails: Thumbnails | None = None  # each row's picture (None: an index saved before they were kept)
 
 
 def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
-                 dense: np.ndarray | None, info: dict) -> str:
+                 dense: np.ndarray | None, info: dict, thumbnails: Thumbnails | None = None) -> str:
     """Write an index folder atomically: a complete new folder replaces the old one, or nothing changes.
 
     Returns the index's `lineage` (see `_write_files`).
@@ -63,7 +65,7 @@ def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], v
     path = check_target(path)
     staging = staging_folder(path)
     try:
-        lineage = _write_files(staging, inverted, items, vocab, dense, info)
+        lineage = _write_files(staging, inverted, items, vocab, dense, info, thumbnails)
         replace_folder(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -82,7 +84,7 @@ def check_target(path: str | Path) -> Path:
 
 
 def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
-                 dense: np.ndarray | None, info: dict) -> str:
+                 dense: np.ndarray | None, info: dict, thumbnails: Thumbnails | None = None) -> str:
     """Write the files and then the manifest; returns the lineage it records.
 
     `lineage` names an index and the indexes made from it by `add` / `remove` (they copy it from `info`):
@@ -96,6 +98,9 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
         vocab.save(folder / VOCAB_FILE)
     if dense is not None:
         np.save(folder / DENSE_FILE, dense, allow_pickle=False)
+    if thumbnails is not None:
+        for name, file in THUMBNAIL_FILES.items():
+            np.save(folder / file, np.ascontiguousarray(getattr(thumbnails, name)), allow_pickle=False)
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     for name in files:
         with open(folder / name, "rb") as handle:
@@ -114,6 +119,7 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
         "precision": inverted.precision,
         "block_size": inverted.block_size,
         "postings": {"stored": len(inverted.docs), postings_field(FORMAT_VERSION): len(inverted.dense_terms)},
+        **({"thumbnails": thumbnails.count} if thumbnails is not None else {}),
         "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": records,
     }
@@ -143,6 +149,10 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
             raise items
         vocab = Vocabulary.load(path / VOCAB_FILE) if VOCAB_FILE in manifest["files"] else None
         dense = np.load(path / DENSE_FILE, allow_pickle=False) if DENSE_FILE in manifest["files"] else None
+        thumbnails = None
+        if THUMBNAIL_FILES["data"] in manifest["files"]:
+            thumbnails = Thumbnails(*(np.load(path / THUMBNAIL_FILES[name], mmap_mode="r" if mmap else None,
+                                              allow_pickle=False) for name in ("offsets", "data")))
         if manifest["format_version"] == 1:
             vectors = sp.load_npz(path / SPARSE_FILE)  # load_npz never unpickles (allow_pickle=False)
             shape = vectors.shape
@@ -165,6 +175,11 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
                                f" ({count}, {manifest['dense_size']}); rebuild the index.")
     inverted, precision = None, "float32"  # format 1 kept float32 weights
     try:
+        if thumbnails is not None:
+            thumbnails.check(count)
+            if thumbnails.count != manifest["thumbnails"]:
+                raise InputError(f"the manifest says {manifest['thumbnails']} thumbnails, the files hold"
+                                 f" {thumbnails.count}")
         if manifest["format_version"] == 3:
             inverted = checked_blocks(arrays, count, vocab_size, manifest.get("block_size"))
             precision = inverted.precision
@@ -176,7 +191,7 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
     except InputError as error:
         raise IndexFormatError(f"index {path}: {error}") from None
     info = {key: value for key, value in manifest.items() if key not in DERIVED_FIELDS}
-    return FolderContents(inverted, vectors, precision, items, vocab, dense, info)
+    return FolderContents(inverted, vectors, precision, items, vocab, dense, info, thumbnails)
 
 
 def read_manifest(path: Path) -> dict:

@@ -35,6 +35,7 @@ POSTING_FILES = {
 # format 2 (one posting list per term, int32 rows) had the first five names, with other contents (mlsr.index.checks)
 FORMAT2_FILES = {name: POSTING_FILES[name] for name in ("indptr", "docs", "weights", "dense_terms", "dense_weights")}
 ITEMS_FILE = "items.jsonl"
+THUMBNAIL_FILES = {"offsets": "thumbnails.offsets.npy", "data": "thumbnails.data.npy"}  # mlsr.index.thumbnails
 DENSE_FILE = "dense.npy"
 # The manifest's own checksum (sha256 of every other field as sorted, compact JSON), computed the same way in
 # every format version: a flipped bit anywhere in the manifest is blamed on the manifest, not on a file it lists.
@@ -42,7 +43,7 @@ SEAL_FIELD = "manifest_sha256"
 # Manifest fields computed on save; everything else in a manifest is the index's `info`.
 DERIVED_FIELDS = {
     "format", "format_version", "count", "vocab_size", "vocab_sha256", "dense_size", "saved", "files",
-    "precision", "postings", "block_size", SEAL_FIELD,
+    "precision", "postings", "block_size", "thumbnails", SEAL_FIELD,
 }
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -129,6 +130,7 @@ def _check_optional(manifest: dict, refuse, files: dict, version: int) -> None:
         refuse("block_size", f"must be a whole number in 1..65,536, {_got(manifest, 'block_size')}")
     if "documents" in manifest and manifest["documents"] not in DOCUMENTS:
         refuse("documents", f"must be one of {', '.join(DOCUMENTS)}, got {shown(manifest['documents'])}")
+    _check_thumbnails(manifest, refuse, files)
     lineage = manifest.get("lineage")
     if lineage is not None and not (isinstance(lineage, str) and re.fullmatch(r"[0-9a-f]{16,64}", lineage)):
         refuse("lineage", f"must be 16 to 64 hex digits, got {shown(lineage)}")
@@ -140,6 +142,18 @@ def _check_optional(manifest: dict, refuse, files: dict, version: int) -> None:
             refuse("models", problem)
     elif "documents" in manifest:  # mlsr's builders record both: one without the other was edited away
         refuse("models", "is missing (mlsr records the models of every index it builds; it was deleted?)")
+
+
+def _check_thumbnails(manifest: dict, refuse, files: dict) -> None:
+    """`thumbnails` (rows with a picture) is there exactly when both thumbnail files are listed, at most `count`."""
+    listed = [name in files for name in THUMBNAIL_FILES.values()]
+    if any(listed) and not all(listed):
+        refuse("files", f"must list both {' and '.join(THUMBNAIL_FILES.values())}, or neither")
+    count = manifest.get("thumbnails")
+    if ("thumbnails" in manifest) != all(listed) or ("thumbnails" in manifest and not (
+            _whole(count, 0) and count <= manifest["count"])):
+        refuse("thumbnails", "must count the rows with a picture (0..count) exactly when the thumbnail files are"
+                             f" listed, {_got(manifest, 'thumbnails')}")
 
 
 def _models_problem(models: object, vocab_size: int) -> str:

@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+import numpy as np
+
 from mlsr._files import read_jsonl
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.index.folder import ITEMS_FILE, MANIFEST_FILE, read_manifest
+from mlsr.index.manifest import THUMBNAIL_FILES
 from mlsr.index.hub import HUB_PREFIX, NAME_PART
+from mlsr.index.thumbnails import THUMBNAIL_SIDE
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER
 
 CARD = Template(Path(__file__).with_name("card.md").read_text(encoding="utf-8"))
@@ -39,7 +43,7 @@ class PushReport:
     commit: str | None
     files: int
     bytes: int
-    local_images: int  # items whose image is a file on the publishing machine (not uploaded)
+    local_images: int  # items whose image is a file on the publishing machine and that have no thumbnail
     local_models: list[str]  # roles whose recorded model id is a local folder, not a Hub id
 
 
@@ -71,8 +75,14 @@ def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
     if isinstance(source, dict) and source.get("dataset"):
         revision = f" (revision `{source['revision']}`)" if source.get("revision") else ""
         source_line = f"- **Built from**: `{source['dataset']}`{revision}, split `{source.get('split')}`."
-    images = ("their images are files of the machine that built it, not published here: the app shows a"
-              f" placeholder for {local_images:,} of them" if local_images else "images by URL or none")
+    pictures = manifest.get("thumbnails")
+    if isinstance(pictures, int):
+        images = (f"each item's picture travels with the index: a {THUMBNAIL_SIDE}-px WebP thumbnail of {pictures:,}"
+                  f" of the {count:,} items (`thumbnails.*.npy`), which the app serves itself")
+    else:
+        images = ("their images are files of the machine that built it, not published here: the app shows a"
+                  f" placeholder for {local_images:,} of them (`python -m mlsr thumbnails --index DIR` adds the"
+                  " pictures before a push)" if local_images else "images by URL or none")
     return CARD.substitute(
         pretty_name=repo_id.split("/")[1], size_category=size_category(count), repo_id=repo_id, count=f"{count:,}",
         documents=manifest.get("documents", "image"), vocab_size=f"{int(manifest.get('vocab_size', 0)):,}",
@@ -91,9 +101,23 @@ def recorded_models(manifest: dict) -> dict[str, dict]:
 
 
 def local_models(manifest: dict) -> list[str]:
-    """Roles whose recorded model id is a local folder rather than a Hub id: others cannot load it by that name."""
+    """Roles whose recorded model is a local folder rather than a Hub model (a backbone or head loaded from the
+    Hub records its commit): others cannot load it by that name."""
     return [role for role, ref in recorded_models(manifest).items()
-            if ref.get("id") and not _MODEL_ID.fullmatch(str(ref["id"]))]
+            if ref.get("id") and (not _MODEL_ID.fullmatch(str(ref["id"]))
+                                  or role != "tokenizer" and not ref.get("revision"))]
+
+
+_MACHINE_PATH = re.compile(r"^(/|~|\\\\|[A-Za-z]:[\\/]|file:)")  # /home/..., ~/..., \\server, C:\..., file:...
+
+
+def machine_paths(value: object, field: str = "") -> list[str]:
+    """The fields of a manifest (or an item) whose text looks like an absolute path on a machine: `a.b[2]` names."""
+    if isinstance(value, dict):
+        return [found for key, inner in value.items() for found in machine_paths(inner, f"{field}.{key}".lstrip("."))]
+    if isinstance(value, list):
+        return [found for i, inner in enumerate(value) for found in machine_paths(inner, f"{field}[{i}]")]
+    return [field] if isinstance(value, str) and _MACHINE_PATH.match(value) else []
 
 
 def size_category(count: int) -> str:
@@ -101,10 +125,27 @@ def size_category(count: int) -> str:
     return next((label for limit, label in SIZES if count < limit), "n>1T")
 
 
+def refuse_machine_paths(folder: Path, manifest: dict) -> None:
+    """InputError naming the first manifest or item field that holds an absolute path of this machine."""
+    found = [f"manifest.json: {name}" for name in machine_paths(manifest)]
+    if not found:
+        for row, item in enumerate(read_jsonl(folder / ITEMS_FILE)):
+            found += [f"items.jsonl row {row}: {name}" for name in machine_paths(item)]
+            if found:
+                break
+    if found:
+        raise InputError(f"{folder.name} names a path of this machine ({found[0]}{' and more' if len(found) > 1 else ''});"
+                         " nothing was published. Rebuild the index with this mlsr (it records folders by name and"
+                         " images relative to the index), or edit that field.")
+
+
 def count_local_images(folder: Path) -> int:
-    """Items whose image is a path on this machine (published indexes should point at URLs)."""
+    """Items whose image is a file on this machine and that have no thumbnail in the index: they show a placeholder."""
     items = read_jsonl(folder / ITEMS_FILE)
-    return sum(1 for item in items if item.get("image") and not str(item["image"]).startswith(("http://", "https://")))
+    offsets_file = folder / THUMBNAIL_FILES["offsets"]
+    pictured = np.diff(np.load(offsets_file, allow_pickle=False)) > 0 if offsets_file.is_file() else np.zeros(len(items), bool)
+    return sum(1 for item, has in zip(items, pictured) if not has and item.get("image")
+               and not str(item["image"]).startswith(("http://", "https://")))
 
 
 def push_index(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
@@ -117,6 +158,7 @@ def push_index(folder: str | Path, repo_id: str, *, private: bool = False, token
     repo_id = check_repo_id(repo_id)
     folder = Path(folder)
     manifest = read_manifest(folder)  # every size and checksum: a damaged index is never published
+    refuse_machine_paths(folder, manifest)
     local_images = count_local_images(folder)
     card = dataset_card(manifest, repo_id, local_images)
     from huggingface_hub import CommitOperationAdd, HfApi

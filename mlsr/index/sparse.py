@@ -20,6 +20,7 @@ from mlsr.index.folder import check_items, read_folder, write_folder
 from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
 from mlsr.index.rows import as_csr, checked_rows, place_rows  # noqa: F401 (importable from here as before)
+from mlsr.index.thumbnails import Thumbnails
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
 
@@ -65,6 +66,7 @@ class SparseIndex:
     path: Path | None = None  # the folder it was loaded from, for messages
     source: str | None = None  # the name it was loaded by: the folder as given, or the Hub id `owner/name@commit`
     hub_id: str | None = None  # `owner/name@commit` when it was read from the Hub
+    thumbnails: Thumbnails | None = None  # each row's picture (mlsr.index.thumbnails); None: an older index
 
     @classmethod
     def build(
@@ -76,8 +78,9 @@ class SparseIndex:
         dense: np.ndarray | None = None,
         info: dict | None = None,
         precision: str = "float16",
+        thumbnails: Thumbnails | None = None,
     ) -> "SparseIndex":
-        """Index (n, vocab) document vectors; items default to `{"id": str(row)}`.
+        """Index (n, vocab) document vectors; items default to `{"id": str(row)}`; `thumbnails`: one picture a row.
 
         `vectors` is one scipy sparse matrix, or an iterable of them (consecutive row chunks of the
         same width) for a collection too large to hold as one matrix: blocks of 65,536 rows are
@@ -119,8 +122,10 @@ class SparseIndex:
         n = inverted.n_docs
         if not single:
             _check_rows(n, items, vocab, vocab_size, dense)
+        if thumbnails is not None:
+            thumbnails.check(n)
         items = [{"id": str(i)} for i in range(n)] if items is None else [dict(item) for item in items]
-        return cls(inverted, items, vocab, dense, dict(info or {}))
+        return cls(inverted, items, vocab, dense, dict(info or {}), thumbnails=thumbnails)
 
     def __len__(self) -> int:
         return self.inverted.n_docs
@@ -149,6 +154,11 @@ class SparseIndex:
         row = self._check_row(row)
         terms, weights = self.inverted.document(row)
         return sp.csr_matrix((weights, terms, [0, len(terms)]), shape=(1, self.vocab_size))
+
+    def picture(self, row: int) -> bytes | None:
+        """Row `row`'s thumbnail (WebP bytes), or None when the index keeps none for it."""
+        row = self._check_row(row)
+        return self.thumbnails.picture(row) if self.thumbnails is not None else None
 
     def document_frequency(self) -> np.ndarray:
         """(vocab,) int64: the number of documents holding each term."""
@@ -256,11 +266,13 @@ class SparseIndex:
 
     # -- changes ----------------------------------------------------------------------------------
 
-    def add(self, vectors, items: Sequence[dict] | None = None, dense: np.ndarray | None = None) -> "SparseIndex":
+    def add(self, vectors, items: Sequence[dict] | None = None, dense: np.ndarray | None = None,
+            thumbnails: Thumbnails | None = None) -> "SparseIndex":
         """A new index with these documents appended (this one is unchanged); `save` it to keep it.
 
         `vectors` (m, vocab) sparse or a 2-D array, `items` one dict each with an `id` not yet in the
-        index (default: their row numbers), `dense` (m, d) exactly when the index keeps dense vectors.
+        index (default: their row numbers), `dense` (m, d) exactly when the index keeps dense vectors,
+        `thumbnails` their m pictures (rows without one show a placeholder).
         Equal to a fresh build of the union in the same precision (see `mlsr.index.edit`): the full
         blocks are kept and only the last, partial one is inverted again (all of an index smaller than
         a block, or of a float16 index that new weights turn to float32). The caller's arrays are
@@ -280,8 +292,13 @@ class SparseIndex:
                 raise InputError(f"dense vectors must be a finite ({m}, {self.dense.shape[1]}) array,"
                                  f" got shape {dense.shape}.")
             dense = np.concatenate([np.asarray(self.dense), dense])
+        if thumbnails is not None:
+            thumbnails.check(m)
+        if thumbnails is not None or self.thumbnails is not None:
+            thumbnails = (self.thumbnails or Thumbnails.none(len(self))).then(thumbnails or Thumbnails.none(m))
         inverted = edit.appended(self.inverted, rows)
-        return SparseIndex(inverted, [*self.items, *added], self.vocab, dense, edit.recorded(self.info, added=m))
+        return SparseIndex(inverted, [*self.items, *added], self.vocab, dense, edit.recorded(self.info, added=m),
+                           thumbnails=thumbnails)
 
     def remove(self, ids: Sequence[str]) -> "SparseIndex":
         """A new index without the items of these ids (this one is unchanged); later rows move up. `save` it to keep it.
@@ -296,14 +313,16 @@ class SparseIndex:
         keep[drop] = False
         dense = None if self.dense is None else np.asarray(self.dense)[keep]
         items = [dict(item) for item, kept in zip(self.items, keep) if kept]
+        thumbnails = None if self.thumbnails is None else self.thumbnails.take(np.flatnonzero(keep))
         return SparseIndex(edit.without(self.inverted, drop), items, self.vocab, dense,
-                           edit.recorded(self.info, removed=len(drop)))
+                           edit.recorded(self.info, removed=len(drop)), thumbnails=thumbnails)
 
     # -- persistence ------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
         """Write the index folder atomically (see `mlsr.index.folder`): the new folder replaces the old in one step."""
-        self.info["lineage"] = write_folder(path, self.inverted, self.items, self.vocab, self.dense, self.info)
+        self.info["lineage"] = write_folder(path, self.inverted, self.items, self.vocab, self.dense, self.info,
+                                            self.thumbnails)
 
     @classmethod
     def load(cls, path: str | Path, models: ModelRecord | None = None, *, mmap: bool = True) -> "SparseIndex":
@@ -327,11 +346,12 @@ class SparseIndex:
         if contents.vectors is not None:  # formats 1 and 2: inverted again, the stored weights kept exactly
             try:
                 index = cls.build(contents.vectors, contents.items, vocab=contents.vocab, dense=contents.dense,
-                                  info=contents.info, precision=contents.precision)
+                                  info=contents.info, precision=contents.precision, thumbnails=contents.thumbnails)
             except InputError as error:
                 raise IndexFormatError(f"index {path}: {error}") from None
         else:
-            index = cls(contents.inverted, contents.items, contents.vocab, contents.dense, contents.info)
+            index = cls(contents.inverted, contents.items, contents.vocab, contents.dense, contents.info,
+                        thumbnails=contents.thumbnails)
         index.path, index.source = path, location.label
         index.hub_id = location.label if location.repo_id is not None else None
         if models is not None:

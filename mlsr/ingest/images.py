@@ -22,6 +22,7 @@ from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
 from mlsr.index.folder import check_target
 from mlsr.index.sparse import PRECISIONS, SparseIndex, place_rows
+from mlsr.index.thumbnails import Thumbnails, make_thumbnail, thumbnail_of
 from mlsr.settings import DOCUMENTS, Documents, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,11 +79,12 @@ def build_index(
                            strict=strict, progress=progress)
     report = folder.report
     report.seconds = time.perf_counter() - started
+    # the image folder relative to the index (never the machine's absolute path: the manifest may be published)
     info = {"documents": documents, "models": encoder.models().to_json(),
-            "build": {"mlsr_version": __version__, "images": str(folder.images_dir), "skipped": len(report.skipped),
-                      "seconds": round(report.seconds, 3)}}
+            "build": {"mlsr_version": __version__, "images": os.path.relpath(folder.images_dir, out),
+                      "skipped": len(report.skipped), "seconds": round(report.seconds, 3)}}
     index = SparseIndex.build(folder.vectors, folder.items, vocab=encoder.vocab, dense=folder.dense, info=info,
-                              precision=precision)
+                              precision=precision, thumbnails=folder.thumbnails)
     index.save(out)
     folder.store.remove()
     return index, report
@@ -121,7 +123,7 @@ def add_images(
                            dense=index.dense is not None, strict=strict, progress=progress, root=plan.root)
     if plan.taken:
         index = index.remove(plan.taken)
-    index = index.add(folder.vectors, folder.items, dense=folder.dense)
+    index = index.add(folder.vectors, folder.items, dense=folder.dense, thumbnails=folder.thumbnails)
     index.save(index_dir)
     folder.store.remove()
     folder.report.seconds = time.perf_counter() - started
@@ -154,8 +156,8 @@ def id_root(index: SparseIndex, images_dir: Path) -> Path:
     """The folder new images' ids are relative to: the index's own image folder when `images_dir` lies inside
     it (so `photos/2026/` adds `2026/cat.jpg`, as a build of `photos/` would name it), else `images_dir`."""
     built_from = (index.info.get("build") or {}).get("images") if isinstance(index.info.get("build"), dict) else None
-    if isinstance(built_from, str) and built_from:
-        root = Path(built_from)
+    if isinstance(built_from, str) and built_from and index.path is not None:
+        root = (index.path / built_from).resolve()  # relative to the index (older indexes: absolute, kept by /)
         if images_dir == root or root in images_dir.parents:
             return root
     return images_dir
@@ -171,6 +173,7 @@ class EncodedFolder:
     dense: np.ndarray | None
     report: BuildReport
     store: "_BatchStore"
+    thumbnails: Thumbnails  # one picture per item, made from the image already opened for encoding
 
 
 def encode_folder(encoder: "Encoder", images_dir: str | Path, out: Path, *, captions: dict[str, list[str]] | None,
@@ -192,8 +195,8 @@ def encode_folder(encoder: "Encoder", images_dir: str | Path, out: Path, *, capt
     _check_captions(documents, names, captions)
     report = BuildReport(skipped=list(scan.skipped))
     store = _BatchStore.open(out, _fingerprint(encoder, paths, names, documents != "caption" or dense, strict))
-    kept, image_vectors, dense_vectors = _encode_images(encoder, paths, names, store, report, documents, dense,
-                                                        strict, progress)
+    kept, image_vectors, dense_vectors, pictures = _encode_images(encoder, paths, names, store, report, documents,
+                                                                  dense, strict, progress)
     vectors = image_vectors
     if documents != "image":
         groups = [captions_of(names[i], captions) or [] for i in kept]
@@ -207,7 +210,8 @@ def encode_folder(encoder: "Encoder", images_dir: str | Path, out: Path, *, capt
             item["captions"] = captions_of(names[i], captions) or []
         items.append(item)
     report.indexed = len(kept)
-    return EncodedFolder(images_dir, vectors.astype(np.float32), items, dense_vectors, report, store)
+    return EncodedFolder(images_dir, vectors.astype(np.float32), items, dense_vectors, report, store,
+                         Thumbnails.from_pictures(pictures))
 
 
 def _check_captions(documents: str, names: list[str], captions: dict[str, list[str]]) -> None:
@@ -225,26 +229,29 @@ def _check_captions(documents: str, names: list[str], captions: dict[str, list[s
 
 def _encode_images(encoder: "Encoder", paths: list[Path], names: list[str], store: "_BatchStore",
                    report: BuildReport, documents: str, dense: bool, strict: bool, progress: Progress | None
-                   ) -> tuple[list[int], sp.csr_matrix | None, np.ndarray | None]:
-    """The images that could be read (their numbers), their sparse and (with `dense`) dense vectors.
+                   ) -> tuple[list[int], sp.csr_matrix | None, np.ndarray | None, list[bytes | None]]:
+    """The images that could be read (their numbers), their sparse and (with `dense`) dense vectors, thumbnails.
 
     Batch by batch, each finished batch kept in `store` and taken from it on a re-run. Caption-only
-    documents without `dense` read no image at all. Skipped images are added to `report`.
+    documents without `dense` encode no image: their images are only read small, for the thumbnail
+    (one that cannot be read gets none, and the item stays). Skipped images are added to `report`.
     """
     need_images = documents != "caption" or dense
     kept: list[int] = []
     image_rows: list[sp.csr_matrix] = []
     dense_rows: list[np.ndarray] = []
+    pictures: list[bytes | None] = []
     for start in range(0, len(paths), encoder.batch_size):
         stop = min(start + encoder.batch_size, len(paths))
         if not need_images:
-            batch = _Batch(list(range(start, stop)), [], None, None)
+            batch = _Batch(list(range(start, stop)), [], None, None, [_picture(paths[i]) for i in range(start, stop)])
         elif (batch := store.load(start)) is not None:
             report.resumed += 1
         else:
             batch = _encode_batch(encoder, paths, names, range(start, stop), strict)
             store.save(start, batch)
         kept += batch.kept
+        pictures += batch.pictures
         report.skipped += batch.skipped
         if batch.sparse is not None:
             image_rows.append(batch.sparse)
@@ -254,7 +261,15 @@ def _encode_images(encoder: "Encoder", paths: list[Path], names: list[str], stor
     for name, reason in report.skipped:
         logger.warning("skipped %s: %s", name, reason)
     vectors = sp.vstack(image_rows, format="csr") if image_rows else None
-    return kept, vectors, (np.concatenate(dense_rows) if dense else None)
+    return kept, vectors, (np.concatenate(dense_rows) if dense else None), pictures
+
+
+def _picture(path: Path) -> bytes | None:
+    """A caption document's thumbnail, or None when its image cannot be read (the caption is indexed anyway)."""
+    try:
+        return thumbnail_of(path)
+    except InputError:
+        return None
 
 
 @dataclass
@@ -265,23 +280,25 @@ class _Batch:
     skipped: list[tuple[str, str]]
     sparse: sp.csr_matrix | None
     dense: np.ndarray | None
+    pictures: list[bytes | None]  # the kept images' thumbnails
 
 
 def _encode_batch(encoder: "Encoder", paths: list[Path], names: list[str], numbers: range, strict: bool) -> _Batch:
-    kept, images, skipped = [], [], []
+    kept, images, skipped, pictures = [], [], [], []
     for i in numbers:
         try:
             images.append(load_image(paths[i]))
             kept.append(i)
+            pictures.append(make_thumbnail(images[-1]))
         except InputError as error:
             if strict:
                 raise
             skipped.append((names[i], str(error)))
     if not images:
         return _Batch(kept, skipped, sp.csr_matrix((0, encoder.vocab_size), dtype=np.float32),
-                      np.zeros((0, encoder.dense_size), dtype=np.float32))
+                      np.zeros((0, encoder.dense_size), dtype=np.float32), [])
     sparse, dense = encoder.encode_images_with_dense(images)
-    return _Batch(kept, skipped, sparse, dense)
+    return _Batch(kept, skipped, sparse, dense, pictures)
 
 
 def _fingerprint(encoder: "Encoder", paths: list[Path], names: list[str], need_images: bool, strict: bool) -> str:
@@ -319,11 +336,16 @@ class _BatchStore:
             meta = json.loads(stem.with_suffix(".json").read_text())
             sparse = sp.load_npz(stem.with_suffix(".npz"))
             dense = np.load(stem.with_suffix(".npy"), allow_pickle=False)
-        except (OSError, ValueError, KeyError):
+            packed = stem.with_suffix(".thumbnails").read_bytes()
+            sizes = [int(size) for size in meta["pictures"]]
+        except (OSError, ValueError, KeyError, TypeError):
             return None  # not finished (or damaged): encode it again
-        if sparse.shape[0] != len(meta["kept"]) or dense.shape[0] != len(meta["kept"]):
+        n = len(meta["kept"])
+        if sparse.shape[0] != n or dense.shape[0] != n or len(sizes) != n or sum(sizes) != len(packed):
             return None
-        return _Batch(meta["kept"], [tuple(s) for s in meta["skipped"]], sparse.tocsr(), dense)
+        ends = np.cumsum(sizes).tolist()
+        pictures = [packed[end - size:end] for end, size in zip(ends, sizes)]
+        return _Batch(meta["kept"], [tuple(s) for s in meta["skipped"]], sparse.tocsr(), dense, pictures)
 
     def save(self, start: int, batch: _Batch) -> None:
         stem = self.folder / f"batch-{start:09d}"
@@ -333,7 +355,10 @@ class _BatchStore:
         with atomic_path(stem.with_suffix(".npy")) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, batch.dense, allow_pickle=False)
-        atomic_write_json(stem.with_suffix(".json"), {"kept": batch.kept, "skipped": batch.skipped})
+        with atomic_path(stem.with_suffix(".thumbnails")) as tmp:
+            tmp.write_bytes(b"".join(batch.pictures))
+        atomic_write_json(stem.with_suffix(".json"), {"kept": batch.kept, "skipped": batch.skipped,
+                                                      "pictures": [len(picture) for picture in batch.pictures]})
         kill_point("batch-saved")
 
     def remove(self) -> None:

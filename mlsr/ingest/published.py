@@ -21,6 +21,7 @@ from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, open_dataset
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.index.folder import check_target
 from mlsr.index.sparse import PRECISIONS, SparseIndex
+from mlsr.ingest.pictures import collect_pictures, discard_pictures, picture_source
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_SPLIT, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +41,9 @@ class ImportReport:
     image_source: str = ""
     seconds: float = 0.0
     missing_images: list[str] = field(default_factory=list)  # with --image-root: files not found there
+    pictures_made: int = 0  # thumbnails made now (the rest, if any, taken from an interrupted run)
+    no_picture: list[tuple[str, str]] = field(default_factory=list)  # (id, why) of items shown as a placeholder
+    fetch_seconds: float = 0.0
 
 
 def image_of(image: dict, out: Path, image_root: Path | None) -> str | None:
@@ -65,19 +69,33 @@ def import_dense(
     precision: str = "float16",
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
+    picture_progress: Progress | None = None,
+    picture_total: Callable[[int], None] | None = None,
 ) -> tuple[SparseIndex, ImportReport]:
     """Write an index of one split's images from a dense dataset: the head applied to their published vectors.
 
-    Items carry `id` (= imgid), `image` (COCO URL, or a file under `image_root`, else None: the app shows a
-    placeholder), `captions`, `filename`; `dense.npy` keeps the dense vectors for the FAISS comparison.
-    `precision` is how document weights are stored (`mlsr.index.sparse.PRECISIONS`; float32 for evaluation).
-    `total` is called once with the number of images before `progress` counts them.
+    Items carry `id` (= imgid), `image` (the COCO URL, or a file under `image_root` relative to the index,
+    else None), `captions`, `filename`; `dense.npy` keeps the dense vectors for the FAISS comparison, and
+    the index keeps each item's thumbnail, fetched (or read) here once (`mlsr.ingest.pictures`; an item
+    whose picture cannot be had is listed in the report and shows a placeholder). `precision` is how
+    document weights are stored (`mlsr.index.sparse.PRECISIONS`; float32 for evaluation). `total` is
+    called once with the number of images before `progress` counts them; `picture_total` and
+    `picture_progress` do the same for the pictures.
     """
     started = time.perf_counter()
     out = check_target(out)  # before any work: an existing file or a non-index folder is refused
     index, report = split_index(encoder, dataset, split=split, image_root=image_root, out=out, precision=precision,
                                 progress=progress, total=total)
+    ids = [str(item["id"]) for item in index.items]
+    sources = [picture_source(item.get("image"), out) for item in index.items]
+    if picture_total:
+        picture_total(sum(source is not None for source in sources))
+    thumbnails, pictures = collect_pictures(ids, sources, out, progress=picture_progress)
+    index.thumbnails = thumbnails
+    report.pictures_made, report.fetch_seconds = pictures.made, pictures.seconds
+    report.no_picture = pictures.failed + [(id_, "no image recorded") for id_, s in zip(ids, sources) if s is None]
     index.save(out)
+    discard_pictures(out)
     report.seconds = time.perf_counter() - started
     return index, report
 
@@ -132,7 +150,7 @@ def split_index(
     models = encoder.models().with_backbone(source.backbone())
     info = {"documents": "image", "models": models.to_json(),
             "build": {"mlsr": __version__, "source": {"dataset": source.name, "revision": source.revision,
-                                                     "split": split, "image_root": str(root) if root else None},
+                                                     "split": split, "image_root": _relative(root, out)},
                       "skipped": [], "seconds": round(time.perf_counter() - started, 2)}}
     index = SparseIndex.build(vectors, items, vocab=encoder.vocab, dense=dense, info=info, precision=precision)
     report.images = len(items)
@@ -140,6 +158,13 @@ def split_index(
                                                       else "none (placeholder)")
     report.seconds = time.perf_counter() - started
     return index, report
+
+
+def _relative(folder: Path | None, out: str | Path | None) -> str | None:
+    """A folder as the manifest records it: relative to the index (a manifest may be published; no machine paths)."""
+    if folder is None:
+        return None
+    return os.path.relpath(folder.resolve(), Path(out).resolve()) if out is not None else folder.name
 
 
 def ensure_index(
@@ -153,18 +178,21 @@ def ensure_index(
     precision: str = "float16",
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
-) -> bool:
-    """Build `index_dir` from a published dataset unless it already exists; True when it was built now.
+    picture_progress: Progress | None = None,
+    picture_total: Callable[[int], None] | None = None,
+) -> ImportReport | None:
+    """Build `index_dir` from a published dataset unless it already exists; the build's report, or None if it existed.
 
     The first start of the app and `python -m mlsr prepare` call this; later calls reuse the folder.
     Offline, `resolve` raises ModelLoadError saying the Hub could not be reached.
     """
     index_dir = Path(index_dir)
     if index_dir.exists():
-        return False
+        return None
     from mlsr.models.encoder import Encoder
 
     encoder = Encoder.head_only(head, tokenizer, device=device)
     logger.info("building %s from %s (%s split)", index_dir, dataset, split)
-    import_dense(encoder, dataset, index_dir, split=split, precision=precision, progress=progress, total=total)
-    return True
+    _, report = import_dense(encoder, dataset, index_dir, split=split, precision=precision, progress=progress,
+                             total=total, picture_progress=picture_progress, picture_total=picture_total)
+    return report

@@ -16,7 +16,7 @@ from mlsr.index.modes import QueryVectors
 from mlsr.models import default_device
 from mlsr.models.backbone import Backbone, load_backbone
 from mlsr.models.head import SparseHead
-from mlsr.models.record import ModelRecord, ModelRef
+from mlsr.models.record import ModelRecord, ModelRef, recorded_name
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
 from mlsr.text import MAX_TEXT_CHARS, check_text, text_windows
@@ -88,15 +88,18 @@ class Encoder:
         return self.head.config.dense_size
 
     def models(self) -> ModelRecord:
-        """What an index records about the models that built it, and checks again when loaded."""
+        """What an index records about the models that built it, and checks again when loaded: a Hub model by id
+        and commit, a local folder by its name only (and, as every model, the fingerprint of its weights)."""
         if self.backbone is None:
             backbone = self.backbone_ref or ModelRef()
         else:
-            backbone = ModelRef(self.backbone.source, self.backbone.revision, self.backbone.fingerprint())
+            backbone = ModelRef(recorded_name(self.backbone.source, self.backbone.revision), self.backbone.revision,
+                                self.backbone.fingerprint())
         return ModelRecord(
             backbone=backbone,
-            head=ModelRef(self.head.source, self.head.revision, self.head.fingerprint()),
-            tokenizer=ModelRef(self.tokenizer_source),
+            head=ModelRef(recorded_name(self.head.source, self.head.revision), self.head.revision,
+                          self.head.fingerprint()),
+            tokenizer=ModelRef(recorded_name(self.tokenizer_source, None)),
             vocab_size=self.vocab_size, vocab_sha256=self.vocab.sha256, dense_size=self.dense_size,
         )
 

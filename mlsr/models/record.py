@@ -6,8 +6,17 @@ Plain data (no torch), so the index can check it without loading a model.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from mlsr.errors import IndexMismatchError
+
+
+def recorded_name(source: str | None, revision: str | None) -> str | None:
+    """How a model is named in what may be published: a Hub id as is, a local folder by its last part only (an
+    index never records where the machine that built it keeps its files)."""
+    if source is None or revision is not None or not Path(source).expanduser().exists():
+        return source
+    return Path(source).expanduser().resolve().name
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import urllib.parse
 import zlib
 
 import numpy as np
@@ -226,15 +227,49 @@ def test_unavailable_model_shows_what_to_do(app_args, capsys, monkeypatch):
     assert capsys.readouterr().err.startswith("mlsr: cannot start: sparse head 'lsr42/never-downloaded-head'")
 
 
-def test_answers_name_items_by_id_never_by_server_path(client):
-    """Hits carry the item id and an image URL or null; local photos are never named by their path."""
+def served_picture(app_url: str, image: str) -> Image.Image:
+    """Fetch a hit's `image` (a URL relative to the app) from the app itself; it must be a real picture."""
+    import urllib.parse
+    import urllib.request
+
+    url = urllib.parse.urljoin(app_url, image)
+    assert url.startswith(app_url), url  # the app's own origin, never a third party
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/webp"
+        picture = Image.open(io.BytesIO(response.read()))
+        picture.load()
+    assert max(picture.size) <= 512
+    return picture
+
+
+def test_every_hit_has_a_picture_the_app_serves(client, app_url, local_index):
+    """/suggest, /suggest_article, /similar, /compare and /search_terms hits of a local gallery carry an image URL
+    that the app serves (a real picture, the item's own thumbnail); none is null, none names a server path."""
     found = client.predict("a bus in the city", 9, "expand", api_name="/suggest")
-    assert {hit["image"] for hit in found["results"]} == {None}  # the gallery's photos are local files
     assert {hit["id"] for hit in found["results"]} >= {"bus.jpg", "more/cat.jpg"}
+    article = client.predict(ARTICLE, 2, True, api_name="/suggest_article")
     similar = client.predict(handle_file(str(BUFFALO)), 3, api_name="/similar")
     compared = client.predict("a bus", 3, api_name="/compare")
-    for hit in similar["similar"] + compared["sparse"] + compared["dense"]:
-        assert set(hit) == {"rank", "row", "id", "score", "image", "caption"} and hit["image"] is None
+    terms = client.predict([["bus", 1.0]], 3, api_name="/search_terms")
+    hits = (found["results"] + [hit for section in article["sections"] for hit in section["results"]]
+            + similar["similar"] + compared["sparse"] + compared["dense"] + terms["results"])
+    assert len(hits) >= 20
+    for hit in hits:
+        assert {"id", "score", "image", "source", "caption"} <= set(hit) and hit["source"] is None  # local photos
+        assert hit["image"] == f"thumbnails/{urllib.parse.quote(hit['id'], safe='')}"
+        row = next(row for row, item in enumerate(local_index.items) if item["id"] == hit["id"])
+        picture = served_picture(app_url, hit["image"])
+        assert picture.size == Image.open(io.BytesIO(local_index.picture(row))).size
+
+
+def test_a_picture_url_of_no_item_is_a_404(app_url):
+    import urllib.error
+    import urllib.request
+
+    for name in ("no-such-item.jpg", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{app_url}thumbnails/{name}", timeout=30)
+        assert refused.value.code == 404 and b"/etc" not in refused.value.read()
 
 
 def test_the_page_names_no_server_path(app_url, private_paths):

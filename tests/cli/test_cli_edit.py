@@ -43,9 +43,15 @@ def ranked(index: SparseIndex, encoder, texts=("two dogs playing", "a red boat",
     return [[index.items[row]["id"] for row in rows] for rows in found.indices], found.scores
 
 
-def test_add_equals_a_build_of_the_union_and_takes_the_index_models(encoder, model_args, halves, tmp_path, capsys):
+def test_add_equals_a_build_of_the_union_and_takes_the_index_models(encoder, model_args, halves, tmp_path, capsys,
+                                                                     monkeypatch, backbone_dir):
     out = tmp_path / "index"
     assert main(["build-index", "--images", str(halves["old"]), "--out", str(out), "--dense", *model_args]) == 0
+    # local model folders are recorded by name only: elsewhere, add asks for them in one line...
+    assert main(["add", "--index", str(out), "--images", str(halves["new"]), "--device", "cpu"]) == 2
+    assert f"built with a local backbone folder named {backbone_dir.name!r}" in capsys.readouterr().err
+    # ...and beside them it finds them by that name (their weights checked against the recorded fingerprints)
+    monkeypatch.chdir(backbone_dir.parent)
     assert main(["add", "--index", str(out), "--images", str(halves["new"]), "--device", "cpu"]) == 0  # no model flags
     assert "added 2 images" in capsys.readouterr().out
     assert main(["build-index", "--images", str(halves["all"]), "--out", str(tmp_path / "fresh"), "--dense",

@@ -24,7 +24,7 @@ def write_index(folder: Path, n: int = 12, local_images: int = 0, head: str = "l
     vectors = sp.random(n, VOCAB, density=0.2, format="csr", random_state=0, dtype=np.float32)
     items = [{"id": f"i{i}", "image": f"photos/{i}.jpg" if i < local_images else f"https://example.org/{i}.jpg"}
              for i in range(n)]
-    models = {"backbone": {"id": DEFAULT_BACKBONE, "revision": "c0ffee"}, "head": {"id": head},
+    models = {"backbone": {"id": DEFAULT_BACKBONE, "revision": "c0ffee"}, "head": {"id": head, "revision": "beef" if head.count("/") == 1 and not head.startswith("/") else None},
               "tokenizer": {"id": DEFAULT_TOKENIZER}, "vocab_size": VOCAB}
     info = {"documents": "image+caption", "models": models,
             "build": {"source": {"dataset": "lsr42/mscoco-blip-dense", "revision": "d00d", "split": "test"}}}
@@ -186,9 +186,34 @@ def test_push_then_load_by_id_round_trips(tmp_path, monkeypatch):
 def test_push_index_command_says_how_to_use_and_pin_it(tmp_path, monkeypatch, capsys):
     api = RecordingApi()
     monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: api)
-    folder = write_index(tmp_path / "idx", n=4, local_images=1, head="/home/me/head")
+    folder = write_index(tmp_path / "idx", n=4, local_images=1, head="my-head")  # a local folder, by name
     assert main(["push-index", str(folder), "me/gallery"]) == 0
     captured = capsys.readouterr()
     assert f"use it with --index me/gallery, or --index me/gallery@{'f' * 40} for exactly" in captured.out
-    assert "1 items point at image files on this machine" in captured.err
+    assert "1 items point at image files on this machine and have no thumbnail" in captured.err
     assert "the index names a local folder as its head; publish that model too" in captured.err
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("head", "/home/me/heads/mine", "manifest.json: models.head.id"),
+    ("image_root", "/srv/photos", "manifest.json: build.source.image_root"),
+    ("image", "/home/me/photos/0.jpg", "items.jsonl row 0: image"),
+    ("image", "C:\\Users\\me\\0.jpg", "items.jsonl row 0: image"),
+    ("image", "file:///home/me/0.jpg", "items.jsonl row 0: image"),
+])
+def test_push_refuses_a_machine_path_naming_the_field(tmp_path, monkeypatch, capsys, field, value, named):
+    """An index that still records a path of the machine that built it is never published (older mlsr wrote them)."""
+    api = RecordingApi()
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: api)
+    folder = write_index(tmp_path / "idx", n=3, head=value if field == "head" else "lsr42/some-head")
+    if field != "head":
+        index = SparseIndex.load(folder)
+        if field == "image":
+            index.items[0]["image"] = value
+        else:
+            index.info["build"]["source"]["image_root"] = value
+        index.save(folder)
+    assert main(["push-index", str(folder), "me/gallery"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: idx names a path of this machine (") and named in error and value not in error
+    assert api.calls == []  # nothing was sent

@@ -152,7 +152,11 @@ def test_app_first_start_builds_the_gallery_from_a_local_dataset(coco_dataset, b
     service = Service.load(index, backbone=str(backbone_dir), head=str(head_dir), tokenizer=str(tokenizer_dir),
                            device="cpu")
     hits = service.suggest("a photo of a thing", k=3).hits
-    assert len(hits) == 3 and all(hit.image.startswith("http://images.cocodataset.org/val2014/") for hit in hits)
+    assert len(hits) == 3 and all(hit.source.startswith("http://images.cocodataset.org/val2014/") for hit in hits)
+    assert [hit.image for hit in hits] == [f"thumbnails/{hit.id}" for hit in hits]
+    # every picture was fetched once at build time (through the loopback COCO host) and is kept in the index
+    assert all(service.index.picture(hit.row)[:4] == b"RIFF" for hit in hits)
+    assert SparseIndex.load(index).thumbnails.count == TEST_IMAGES
     assert service.compare("a photo", k=3).dense  # dense.npy came with the import: the FAISS screen works
 
 

@@ -1,0 +1,217 @@
+"""The pictures of items known by URL or by a file (the published galleries), made into thumbnails once, at build time.
+
+The server fetches each picture itself, so that no visitor's browser ever asks a third-party host (on an
+HTTPS page an `http://` image is upgraded to https, which the COCO host does not serve). Only http(s) URLs
+on the datasets' own image hosts are fetched, never one a user typed; a redirect to any other host is
+refused. Fetches run a few at a time, with timeouts and retries (honouring `Retry-After` on 429 and 503),
+a size cap and the same checks as an upload (a real image, no decompression bomb). The standard proxy
+variables (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`) apply. Each finished thumbnail is kept in
+`.<index>.pictures/` beside the index until the index is saved, so an interrupted build resumes where it
+stopped. A picture that cannot be had is listed with the reason and the item shows a placeholder: a build
+never fails for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from mlsr import __version__
+from mlsr._files import atomic_write_bytes, kill_point
+from mlsr.errors import InputError
+from mlsr.index.sparse import SparseIndex
+from mlsr.index.thumbnails import Thumbnails, thumbnail_of
+from mlsr.settings import Progress
+
+logger = logging.getLogger(__name__)
+
+IMAGE_HOSTS = frozenset({"images.cocodataset.org"})  # the published datasets' own image hosts
+FETCH_WORKERS = 8  # pictures fetched at once: enough to hide latency, few enough to be a polite client
+FETCH_TIMEOUT = 20.0  # seconds to connect, and between two reads
+FETCH_ATTEMPTS = 4  # tries per picture (a refusal other than 429 / 5xx is not tried again)
+MAX_RETRY_WAIT = 30.0  # the longest Retry-After honoured, in seconds
+MAX_PICTURE_BYTES = 20_000_000  # a dataset photo is far smaller; anything larger is not fetched
+USER_AGENT = f"mlsr/{__version__} (image gallery builder; fetches each picture once)"
+
+
+@dataclass
+class PictureReport:
+    """What `collect_pictures` did: pictures made now, taken from an interrupted run, and failed (id, reason)."""
+
+    made: int = 0
+    resumed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def collect_pictures(ids: list[str], sources: list[str | Path | None], index_dir: Path, *,
+                     progress: Progress | None = None, workers: int = FETCH_WORKERS) -> tuple[Thumbnails, PictureReport]:
+    """One thumbnail per item from its source (an http(s) URL on `IMAGE_HOSTS`, a local file, or None: no picture).
+
+    Finished thumbnails are kept in `.<index_dir name>.pictures/` beside `index_dir` (see `discard_pictures`),
+    so a re-run after an interruption fetches only what is still missing.
+    """
+    started = time.perf_counter()
+    store = _store(index_dir)
+    store.mkdir(parents=True, exist_ok=True)
+    pictures: list[bytes | None] = [None] * len(ids)
+    report = PictureReport()
+    todo = []
+    for row, source in enumerate(sources):
+        kept = store / _key(source) if source is not None else None
+        if kept is not None and kept.is_file():
+            pictures[row] = kept.read_bytes()
+            report.resumed += 1
+        elif source is not None:
+            todo.append(row)
+    if progress and report.resumed:
+        progress(report.resumed)
+    opener = _opener()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(_thumbnail, sources[row], opener): row for row in todo}
+        for future in as_completed(futures):
+            row = futures[future]
+            picture, reason = future.result()
+            if picture is not None:
+                atomic_write_bytes(store / _key(sources[row]), picture)
+                kill_point("picture-saved")
+                pictures[row] = picture
+                report.made += 1
+            else:
+                report.failed.append((ids[row], reason))
+            if progress:
+                progress(1)
+    for name, reason in report.failed:
+        logger.warning("no picture for %s: %s", name, reason)
+    report.failed.sort()
+    report.seconds = time.perf_counter() - started
+    return Thumbnails.from_pictures(pictures), report
+
+
+def picture_source(image: object, index_dir: str | Path | None) -> str | Path | None:
+    """Where an item's picture comes from: its `image` URL, or its file (recorded relative to the index), or None."""
+    if not isinstance(image, str) or not image:
+        return None
+    if "://" in image:
+        return image
+    return Path(index_dir or ".") / image
+
+
+def fill_thumbnails(index_dir: str | Path, *, progress: Progress | None = None,
+                    total: Callable[[int], None] | None = None) -> tuple[SparseIndex, PictureReport]:
+    """Give every item of an index folder that has no thumbnail one, from its recorded image (a file, or a URL on
+    `IMAGE_HOSTS`), and save the folder atomically; for indexes made before they kept pictures, or to retry."""
+    index = SparseIndex.load(Path(index_dir))  # a Path: a folder, never a (read-only) Hub copy
+    thumbnails = index.thumbnails or Thumbnails.none(len(index))
+    rows = [int(row) for row in thumbnails.missing()]
+    sources = [picture_source(index.items[row].get("image"), index.path) for row in rows]
+    if total:
+        total(sum(source is not None for source in sources))
+    found, report = collect_pictures([str(index.items[row]["id"]) for row in rows], sources, index.path,
+                                     progress=progress)
+    report.failed += [(str(index.items[row]["id"]), "no image recorded") for row, s in zip(rows, sources) if s is None]
+    index.thumbnails = thumbnails.filled({row: found.picture(i) for i, row in enumerate(rows) if found.picture(i)})
+    index.save(index.path)
+    discard_pictures(index.path)
+    return index, report
+
+
+def discard_pictures(index_dir: Path) -> None:
+    """Remove the thumbnails kept for a resumed run, once the index that holds them is saved."""
+    shutil.rmtree(_store(index_dir), ignore_errors=True)
+
+
+def fetch_picture(source: str | Path) -> bytes:
+    """One thumbnail from a URL on `IMAGE_HOSTS` or a local file; InputError saying why it cannot be had."""
+    picture, reason = _thumbnail(source, _opener())
+    if picture is None:
+        raise InputError(reason)
+    return picture
+
+
+def fetchable(url: str) -> bool:
+    """True for an http(s) URL on one of the datasets' image hosts (the only URLs the server fetches)."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and (parts.hostname or "") in IMAGE_HOSTS
+
+
+def _thumbnail(source: str | Path, opener: urllib.request.OpenerDirector) -> tuple[bytes | None, str]:
+    """(thumbnail, "") or (None, why not), for a worker thread."""
+    try:
+        if isinstance(source, str) and "://" in source:
+            if not fetchable(source):
+                return None, f"not fetched: {urlsplit(source).hostname or source!r} is not a dataset image host"
+            return thumbnail_of(_download(source, opener)), ""
+        return thumbnail_of(Path(source)), ""
+    except InputError as error:
+        return None, str(error)
+
+
+def _download(url: str, opener: urllib.request.OpenerDirector) -> bytes:
+    """The bytes at `url`, retried with back-off on time-outs, 429 and 5xx; InputError when they cannot be had."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+    reason = ""
+    for attempt in range(FETCH_ATTEMPTS):
+        wait = min(2.0 ** attempt * 0.5, MAX_RETRY_WAIT)
+        try:
+            with opener.open(request, timeout=FETCH_TIMEOUT) as answer:
+                declared = int(answer.headers.get("Content-Length") or 0)
+                if declared > MAX_PICTURE_BYTES:
+                    raise InputError(f"{url}: {declared:,} bytes, more than the {MAX_PICTURE_BYTES:,} allowed")
+                body = answer.read(MAX_PICTURE_BYTES + 1)
+            if len(body) > MAX_PICTURE_BYTES:
+                raise InputError(f"{url}: more than the {MAX_PICTURE_BYTES:,} bytes allowed")
+            return body
+        except urllib.error.HTTPError as error:
+            reason = f"HTTP {error.code}"
+            if error.code != 429 and error.code < 500:
+                break
+            wait = _retry_after(error.headers.get("Retry-After"), wait)
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+            reason = str(getattr(error, "reason", error))
+            if isinstance(getattr(error, "reason", None), socket.gaierror):
+                break  # the host name does not resolve here: trying again will not help
+        if attempt + 1 < FETCH_ATTEMPTS:
+            time.sleep(wait)
+    raise InputError(f"{url} could not be fetched ({reason})")
+
+
+def _retry_after(header: str | None, default: float) -> float:
+    """Seconds to wait from a Retry-After header (a number of seconds), capped; `default` when absent or a date."""
+    try:
+        return min(max(float(header), 0.0), MAX_RETRY_WAIT) if header is not None else default
+    except ValueError:
+        return default
+
+
+class _SameHosts(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to another URL the server may fetch."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not fetchable(newurl):
+            raise InputError(f"{req.full_url} redirects to {urlsplit(newurl).hostname!r}, not a dataset image host")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """An opener that honours the proxy variables and refuses redirects leaving the image hosts."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler(), _SameHosts())
+
+
+def _store(index_dir: Path) -> Path:
+    index_dir = Path(index_dir)
+    return index_dir.parent / f".{index_dir.name}.pictures"
+
+
+def _key(source: str | Path) -> str:
+    return hashlib.sha256(str(source).encode()).hexdigest()[:40] + ".webp"
