@@ -287,7 +287,7 @@ class Service:
     def about(self, top_k: int = 25) -> dict:
         """Facts about the loaded index and models, and its most frequent terms (by document frequency)."""
         frequency = self.index.document_frequency().astype(np.float32)
-        recorded, loaded = self.index.models, self.encoder.models()
+        recorded = self.index.models
         roles = ("backbone", "head", "tokenizer")
         return {
             "index": self.index.public_name,
@@ -298,20 +298,23 @@ class Service:
             "dense": self.has_dense,
             "dense_size": self.encoder.dense_size,
             "backend": self.backend.name,
-            "models": {role: public_name(getattr(loaded, role).id) for role in roles},
+            "models": {role: public_name(source) for role, source in self.loaded_sources().items()},
             "built_with": {role: public_name(getattr(recorded, role).id) if recorded else None for role in roles},
             "top_terms": self.encoder.decode(frequency, top_k=top_k),
             "verification": self.verification(),
         }
+
+    def loaded_sources(self) -> dict[str, str | None]:
+        """The names the backbone, head and tokenizer were loaded by (Hub ids or folders), for `about`."""
+        backbone = self.encoder.backbone.source if self.encoder.backbone is not None else None
+        return {"backbone": backbone, "head": self.encoder.head.source, "tokenizer": self.encoder.tokenizer_source}
 
     def verification(self) -> dict | None:
         """The last saved `python -m mlsr verify` verdict (beside the index folder), or None if there is none."""
         from mlsr.evaluation.verify import load_verdict, verdict_path, verdict_summary
 
         verdict = load_verdict(verdict_path(self.index.hub_id or self.index_dir))
-        loaded = self.encoder.models()
-        return None if verdict is None else verdict_summary(
-            verdict, {role: getattr(loaded, role).id for role in ("backbone", "head", "tokenizer")})
+        return None if verdict is None else verdict_summary(verdict, self.loaded_sources())
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import socket
 import time
@@ -104,7 +105,8 @@ def picture_source(image: object, index_dir: str | Path | None) -> str | Path | 
         return None
     if "://" in image:
         return image
-    return Path(index_dir or ".") / image
+    # `..` taken away here, not by the system: the index folder itself may not exist yet (import-dense, first build)
+    return Path(os.path.normpath(Path(index_dir or ".").resolve() / image))
 
 
 def fill_thumbnails(index_dir: str | Path, *, progress: Progress | None = None,

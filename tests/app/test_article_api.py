@@ -27,7 +27,7 @@ A man on a small motorbike rides along the dirt road.
 
 A woman cuts a large white sheet cake with a knife.
 """
-HIT_KEYS = {"rank", "id", "score", "image", "caption", "terms"}
+HIT_KEYS = {"rank", "id", "score", "image", "source", "caption", "terms"}
 
 
 @pytest.fixture(scope="module")

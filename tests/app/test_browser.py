@@ -282,13 +282,17 @@ def test_sparse_vs_dense_on_enter_and_about(page):
 
 
 def test_an_unreadable_photo_shows_the_placeholder_not_an_error(page, app_args, app_index, tmp_path):
-    """One indexed photo the server may not read: every search still answers, that photo as the placeholder."""
+    """An index made before indexes kept their pictures, one of whose photos the server may not read: the app
+    makes the others' pictures on first display, every search still answers, that photo as the placeholder."""
     import shutil
 
     from tests.helpers.app import start_app
     from tests.helpers.refusals import make_unreadable, unprivileged
 
     shutil.copytree(app_index.parent, tmp_path / "gallery")  # the index and its photos, which it names relatively
+    older = SparseIndex.load(tmp_path / "gallery" / "index")
+    older.thumbnails = None  # as saved before thumbnails
+    older.save(tmp_path / "gallery" / "index")
     make_unreadable(tmp_path / "gallery" / "photos" / "bus.jpg")
     args = list(app_args)
     args[args.index("--index") + 1] = str(tmp_path / "gallery" / "index")

@@ -3,6 +3,8 @@ from published vectors when the app was told how, and the decision is the same r
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from pathlib import Path
 
 import pytest
@@ -71,8 +73,9 @@ def test_a_hub_index_service_names_the_id_not_the_cache(hub_gallery, backbone_di
     about = service.about()
     assert about["index"] == f"someone/gallery@{COMMIT}" and str(tmp_path) not in str(about)
     hits = service.suggest("a buffalo in a market", k=5).hits
-    # the gallery's images are files beside the publisher's index, not in the repo: a placeholder, never a path
-    assert len(hits) == 5 and all(hit.image is None for hit in hits)
+    # the photos are files beside the publisher's index, not in the repo; their pictures travel inside the index
+    assert len(hits) == 5 and all(hit.image == f"thumbnails/{quote(hit.id, safe='')}" for hit in hits)
+    assert all(service.pictures.picture(hit.row)[:4] == b"RIFF" for hit in hits)
 
 
 def test_an_uncached_hub_index_offline_shows_one_line(app_args, tmp_path, monkeypatch, capsys):

@@ -150,9 +150,8 @@ def test_the_about_screen_shows_the_saved_verdict(app_encoder, app_index, tmp_pa
     shutil.copytree(app_index, index_dir)
     service = Service(app_encoder, SparseIndex.load(index_dir), index_dir)
     assert service.about()["verification"] is None and "Reproduction check" not in about_markdown(service.about())
-    models = app_encoder.models()
     verdict = Verdict([CheckResult(1, "text", True, 0.9991, "..."), CheckResult(3, "example", False, 6.0, "...")],
-                      {"backbone": models.backbone.id, "head": models.head.id, "tokenizer": models.tokenizer.id},
+                      dict(service.loaded_sources()),  # as verify saves them: the names the models were given by
                       "lsr42/mscoco-blip-dense", "2026-01-02 03:04 UTC")
     save_verdict(verdict, verdict_path(index_dir))
     shown = about_markdown(service.about())

@@ -19,15 +19,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(args: list[str], log: Path, wrap=lambda command: command) -> tuple[subprocess.Popen, str]:
-    """Run `python app.py ARGS` (through `wrap`, e.g. without root's rights) and wait until it answers HTTP;
-    the process is the caller's to stop."""
+def start_app(args: list[str], log: Path, wrap=lambda command: command, *, cwd: Path = ROOT,
+              env: dict[str, str] | None = None, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """Run `python app.py ARGS` in `cwd` (through `wrap`, e.g. without root's rights) and wait until it answers
+    HTTP; the process is the caller's to stop. Offline (HF_HUB_OFFLINE=1) unless `env` says otherwise."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
-    command = wrap([sys.executable, "app.py", *args, "--port", str(port), "--device", "cpu"])
-    process = subprocess.Popen(command, cwd=ROOT,
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT),
+           **(env or {})}
+    command = wrap([sys.executable, str(ROOT / "app.py"), *args, "--port", str(port), "--device", "cpu"])
+    process = subprocess.Popen(command, cwd=cwd,
                                env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
