@@ -24,6 +24,7 @@ def kill_point(step: str) -> None:
 
     `MLSR_TEST_KILL_AT=STEP:N` kills it the Nth time (default 1st) it reaches STEP, so a test can cut a build
     at an exact point instead of after a sleep. Steps: `batch-saved` (a build kept a finished batch),
+    `picture-saved` (a build kept a fetched thumbnail, `mlsr.ingest.pictures`),
     `folder-staged` (a new folder is complete beside the old one), `folder-swapped` (it replaced the old one).
     """
     wanted = os.environ.get(KILL_AT_ENV)

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 IMAGE_HOSTS = frozenset({"images.cocodataset.org"})  # the published datasets' own image hosts
 FETCH_WORKERS = 8  # pictures fetched at once: enough to hide latency, few enough to be a polite client
 FETCH_TIMEOUT = 20.0  # seconds to connect, and between two reads
+FETCH_DEADLINE = 60.0  # seconds for one whole picture
 FETCH_ATTEMPTS = 4  # tries per picture (a refusal other than 429 / 5xx is not tried again)
 MAX_RETRY_WAIT = 30.0  # the longest Retry-After honoured, in seconds
 MAX_PICTURE_BYTES = 20_000_000  # a dataset photo is far smaller; anything larger is not fetched
@@ -170,7 +171,7 @@ def _download(url: str, opener: urllib.request.OpenerDirector) -> bytes:
                 declared = int(answer.headers.get("Content-Length") or 0)
                 if declared > MAX_PICTURE_BYTES:
                     raise InputError(f"{url}: {declared:,} bytes, more than the {MAX_PICTURE_BYTES:,} allowed")
-                body = answer.read(MAX_PICTURE_BYTES + 1)
+                body = _read_within(answer, url)
             if len(body) > MAX_PICTURE_BYTES:
                 raise InputError(f"{url}: more than the {MAX_PICTURE_BYTES:,} bytes allowed")
             return body
@@ -181,11 +182,27 @@ def _download(url: str, opener: urllib.request.OpenerDirector) -> bytes:
             wait = _retry_after(error.headers.get("Retry-After"), wait)
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
             reason = str(getattr(error, "reason", error))
-            if isinstance(getattr(error, "reason", None), socket.gaierror):
-                break  # the host name does not resolve here: trying again will not help
+            if isinstance(getattr(error, "reason", error), (socket.gaierror, ConnectionRefusedError)):
+                break  # the name does not resolve, or nothing listens (a proxy that is down): no retry helps
         if attempt + 1 < FETCH_ATTEMPTS:
             time.sleep(wait)
     raise InputError(f"{url} could not be fetched ({reason})")
+
+
+def _read_within(answer, url: str) -> bytes:
+    """The body, up to one byte past the cap, read in chunks within FETCH_DEADLINE seconds (a host that sends a
+    trickle of bytes cannot hold a worker for long)."""
+    deadline = time.monotonic() + FETCH_DEADLINE
+    chunks, size = [], 0
+    while size <= MAX_PICTURE_BYTES:
+        chunk = answer.read(min(1 << 16, MAX_PICTURE_BYTES + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.monotonic() > deadline:
+            raise InputError(f"{url}: not received within {FETCH_DEADLINE:.0f} s")
+    return b"".join(chunks)
 
 
 def _retry_after(header: str | None, default: float) -> float:
@@ -216,4 +233,13 @@ def _store(index_dir: Path) -> Path:
 
 
 def _key(source: str | Path) -> str:
-    return hashlib.sha256(str(source).encode()).hexdigest()[:40] + ".webp"
+    """The kept thumbnail's name: the URL's hash, or the file's path, size and time of change (a changed file is
+    made again on resume)."""
+    name = str(source)
+    if not (isinstance(source, str) and "://" in source):
+        try:
+            stat = Path(source).stat()
+            name += f"\0{stat.st_size}\0{stat.st_mtime_ns}"
+        except OSError:
+            pass
+    return hashlib.sha256(name.encode()).hexdigest()[:40] + ".webp"

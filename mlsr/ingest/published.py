@@ -21,6 +21,7 @@ from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, open_dataset
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.index.folder import check_target
 from mlsr.index.sparse import PRECISIONS, SparseIndex
+from mlsr.models.record import recorded_name
 from mlsr.ingest.pictures import collect_pictures, discard_pictures, picture_source
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_SPLIT, Progress
 
@@ -149,7 +150,8 @@ def split_index(
         items.append(item)
     models = encoder.models().with_backbone(source.backbone())
     info = {"documents": "image", "models": models.to_json(),
-            "build": {"mlsr": __version__, "source": {"dataset": source.name, "revision": source.revision,
+            "build": {"mlsr": __version__, "source": {"dataset": recorded_name(source.name, source.revision),
+                                                     "revision": source.revision,
                                                      "split": split, "image_root": _relative(root, out)},
                       "skipped": [], "seconds": round(time.perf_counter() - started, 2)}}
     index = SparseIndex.build(vectors, items, vocab=encoder.vocab, dense=dense, info=info, precision=precision)

@@ -319,12 +319,7 @@ def test_no_file_of_a_built_index_names_the_folder_it_was_built_in(photos, backb
     assert all((moved.path / item["image"]).is_file() for item in moved.items)
 
 
-@pytest.mark.parametrize("dataset_inside", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "mlsr/ingest/published.py split_index records source.name, the dataset folder's absolute path, as"
-        " manifest build.source.dataset (recorded_name() would keep its name only)"))),
-], ids=["dataset elsewhere", "dataset inside too"])
+@pytest.mark.parametrize("dataset_inside", [False, True], ids=["dataset elsewhere", "dataset inside too"])
 def test_no_file_of_an_imported_index_names_the_image_root(head_dir, tokenizer_dir, tmp_path, dataset_inside):
     """import-dense with --image-root inside a uniquely named folder: every item gets its picture from the files,
     items point at them relative to the index, and no file of the index holds the folder's name."""

@@ -139,7 +139,8 @@ def test_failed_pictures_leave_placeholders_and_one_line_each(coco_dataset, urls
     served.update({text: tmp_path / "page.jpg", big: tmp_path / "big.jpg", bomb: tmp_path / "bomb.png"})
     monkeypatch.setattr(pictures, "MAX_PICTURE_BYTES", cap)
     waits: list[float] = []  # the back-off sleeps of the fetches (pictures' own view of `time` only)
-    monkeypatch.setattr(pictures, "time", SimpleNamespace(sleep=waits.append, perf_counter=time.perf_counter))
+    monkeypatch.setattr(pictures, "time", SimpleNamespace(sleep=waits.append, perf_counter=time.perf_counter,
+                                                         monotonic=time.monotonic))
     out = tmp_path / "gallery"
     with coco_proxy(served, flaky={flaky: 2}) as proxy:
         use_proxy(monkeypatch, proxy.url)
