@@ -2,9 +2,8 @@
 
 - `loopback_hub`: the Hugging Face Hub, played by olah (a Hub mirror) serving local git repos, offline.
   olah needs pydantic>=2.13, above the app's pin, so it lives in its own virtual environment: `.ci/run`
-  makes one and exports MLSR_OLAH; locally do the same:
-  `python3 -m venv ../venv-olah && ../venv-olah/bin/pip install olah==0.5.4`, then
-  `export MLSR_OLAH=$PWD/../venv-olah/bin/olah-cli`.
+  makes one and exports MLSR_OLAH; locally, the README's install makes `.venv-olah` in the checkout
+  (`python3 -m venv .venv-olah && .venv-olah/bin/pip install olah==0.5.4`), which is found without it.
 - `coco_proxy`: an HTTP proxy that plays images.cocodataset.org (the COCO photos' host), for HTTP_PROXY.
 - `tls_front`: Debian's nginx as Spaces' HTTPS proxy in front of a local HTTP server (self-signed cert).
 
@@ -83,8 +82,9 @@ def _running(command: list[str], port: int, log: Path, timeout: float, **popen) 
 
 
 def olah_command() -> str | None:
-    """The olah CLI: $MLSR_OLAH, else `olah-cli` on PATH; None when neither is there."""
-    command = os.environ.get("MLSR_OLAH") or shutil.which("olah-cli")
+    """The olah CLI: $MLSR_OLAH, else the checkout's `.venv-olah` (the README's install), else `olah-cli` on PATH."""
+    own = Path(__file__).resolve().parents[2] / ".venv-olah" / "bin" / "olah-cli"
+    command = os.environ.get("MLSR_OLAH") or (str(own) if own.is_file() else None) or shutil.which("olah-cli")
     return command if command and Path(command).is_file() else None
 
 
