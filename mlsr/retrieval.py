@@ -28,7 +28,8 @@ def search_texts(
 
     `expand`: the full head output; `no_expand`: only the text's own tokens; `hybrid`: documents
     sharing a token with the text (no_expand, top `depth`) re-ranked by the expanded query (the
-    reference code re-scores 10; mlsr's default `HYBRID_DEPTH` is 1,000).
+    reference code re-scores 10; mlsr's default `HYBRID_DEPTH` is 1,000). Only hits are returned: a
+    query that shares a term with fewer than k documents ends its row with `NO_HIT` (row -1, score 0).
     """
     check_mode(mode)
     check_depth(depth)

@@ -43,6 +43,7 @@ def add_commands(commands) -> None:
 
 def search_command(args: argparse.Namespace) -> int:
     from mlsr.backends import open_backend
+    from mlsr.index.modes import NO_HIT
     from mlsr.index.sparse import SparseIndex
     from mlsr.retrieval import search_texts
 
@@ -61,6 +62,8 @@ def search_command(args: argparse.Namespace) -> int:
     for q, text in enumerate(texts):
         hits = []
         for rank, (score, row) in enumerate(zip(results.scores[q], results.indices[q]), 1):
+            if row == NO_HIT:  # fewer images than k share a term with this query
+                break
             item = index.items[row]
             matched = index.explain(queries[q], row, top_k=args.top_k)
             hits.append({"rank": rank, "score": round(float(score), 4), "id": item["id"], "image": item.get("image"),
@@ -69,6 +72,8 @@ def search_command(args: argparse.Namespace) -> int:
             print(json.dumps({"query": text, "mode": args.mode, "results": hits}, ensure_ascii=False))
             continue
         print(f"query: {text}")
+        if not hits:
+            print("   (no indexed image shares a term with this query; try --mode expand)")
         for hit in hits:
             terms = ", ".join(f"{term} {value:.3f}" for term, value in hit["terms"]) or "(no shared terms)"
             print(f"{hit['rank']:>3}. {hit['score']:8.4f}  {hit['id']}  {hit['image']}\n       {terms}")

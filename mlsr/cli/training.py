@@ -10,7 +10,7 @@ from pathlib import Path
 from mlsr.cli.args import add_device_argument, env
 from mlsr.cli.progress import quiet_transformers
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_TOKENIZER
-from mlsr.training.config import AMP_MODES, DEFAULT_MLM, PRESETS, TrainConfig
+from mlsr.training.config import AMP_MODES, DEFAULT_MLM, LAST_BATCH, MASK_TOKENS, PRESETS, VALIDATION, TrainConfig
 
 
 def add_commands(commands) -> None:
@@ -71,6 +71,14 @@ def add_commands(commands) -> None:
                        help=f"mixed precision (fp16: CUDA only; default {defaults.amp},"
                             f" --preset cpu: {PRESETS['cpu'].amp})")
     train.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="default %(default)s")
+    train.add_argument("--mask-tokens", choices=MASK_TOKENS, default=defaults.mask_tokens,
+                       help="a masked caption's tokens: reference = [CLS]/[SEP] kept, up to 512 (train.py); retrieval ="
+                            " the raw text's word pieces, up to 128, as mlsr searches (default %(default)s)")
+    train.add_argument("--last-batch", choices=LAST_BATCH, default=defaults.last_batch,
+                       help="an epoch's partial last batch: keep (a step, as the reference) or drop (default %(default)s)")
+    train.add_argument("--validation", choices=VALIDATION, default=defaults.validation,
+                       help="validation captions: reference = masked with the epoch's mask ratio (train.py); expanded ="
+                            " fully expanded, as at search time (default %(default)s)")
     add_device_argument(train)
     train.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
     train.set_defaults(run=train_command)
@@ -117,7 +125,8 @@ def train_command(args: argparse.Namespace) -> int:
         mask_ratio=args.mask_ratio, hidden_size=args.hidden_size,
         train_splits=tuple(split.strip() for split in args.train_splits.split(",") if split.strip()),
         val_split=args.val_split, seed=args.seed, amp=preset.amp if args.amp is None else args.amp,
-        eval_batch_size=args.eval_batch_size,
+        eval_batch_size=args.eval_batch_size, mask_tokens=args.mask_tokens, last_batch=args.last_batch,
+        validation=args.validation,
     )
     mlm = None if args.mlm.strip().lower() == "none" else args.mlm
     quiet_transformers(args.verbose)

@@ -15,15 +15,30 @@ Qrels = dict[str, dict[str, int]]  # query id -> {document id: relevance}; relev
 
 def write_run(path: str | Path, query_ids: Sequence[str], doc_ids: Sequence[str], indices: np.ndarray,
               scores: np.ndarray, name: str) -> None:
-    """A TREC run file, `qid Q0 docid rank score name` per line, written atomically.
+    """A TREC run file, `qid Q0 docid rank score name` per line, written atomically; rows of -1 (no hit) are left out.
 
-    Ranks follow our order (score descending, then index row); trec_eval re-sorts by score and breaks
-    ties by document id, so tied documents may be ordered differently by it.
+    trec_eval reads a run by score (as a 32-bit float; ties by document id), not by rank, so the scores are
+    written so that it reads our order: each strictly below the one ranked above it as a float32 (an entry
+    tied with the one above is written one float32 step, ~1e-7 relative, under it), in 9 significant digits,
+    which give the float32 back exactly.
     """
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for q, qid in enumerate(query_ids):
-            for rank, (row, score) in enumerate(zip(indices[q], scores[q]), 1):
-                handle.write(f"{qid} Q0 {doc_ids[int(row)]} {rank} {float(score):.6f} {name}\n")
+            hits = np.asarray(indices[q]) >= 0
+            written = file_scores(np.asarray(scores[q])[hits])
+            for rank, (row, score) in enumerate(zip(np.asarray(indices[q])[hits], written), 1):
+                handle.write(f"{qid} Q0 {doc_ids[int(row)]} {rank} {score:.9g} {name}\n")
+
+
+def file_scores(scores: np.ndarray) -> list[float]:
+    """Best-first scores as float32 values, each strictly below the one before (see `write_run`)."""
+    written, previous = [], None
+    for score in np.asarray(scores, dtype=np.float32):
+        if previous is not None and not score < previous:
+            score = np.nextafter(previous, np.float32(-np.inf), dtype=np.float32)
+        written.append(score)
+        previous = score
+    return [float(score) for score in written]
 
 
 def read_run(path: str | Path) -> dict[str, list[str]]:

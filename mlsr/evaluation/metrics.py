@@ -92,8 +92,9 @@ def score_rankings(indices: np.ndarray, query_ids: Sequence[str], doc_ids: Seque
                    measures: Sequence[str]) -> dict[str, float]:
     """Mean metrics of (q, k) ranked document rows, vectorised: the same numbers as `mean_metrics`.
 
-    Row q of `indices` ranks the documents `doc_ids[row]` for query `query_ids[q]`. Averaged over the
-    queries of `qrels` (as `per_query`): one absent from `query_ids` or without a relevant document scores 0.
+    Row q of `indices` ranks the documents `doc_ids[row]` for query `query_ids[q]`; a row of -1 is no
+    document (a query with fewer hits than the depth). Averaged over the queries of `qrels` (as
+    `per_query`): one absent from `query_ids` or without a relevant document scores 0.
     """
     parsed = [(name, *parse_measure(name)) for name in measures]
     indices = np.asarray(indices, dtype=np.int64).reshape(len(query_ids), -1)
@@ -151,7 +152,7 @@ def _gains(indices: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str]
         keys_array, values_array = keys_array[order], values_array[order]
         wanted = np.arange(len(query_ids), dtype=np.int64)[:, None] * n_docs + indices
         at = np.clip(np.searchsorted(keys_array, wanted), 0, len(keys_array) - 1)
-        found = keys_array[at] == wanted
+        found = (keys_array[at] == wanted) & (indices >= 0)  # row -1: no hit there
         gains[found] = values_array[at[found]]
     return gains, num_rel, ideal
 

@@ -9,6 +9,14 @@ from mlsr.training.config import TrainConfig
 
 TEMPLATE = Template((Path(__file__).with_name("card.md")).read_text(encoding="utf-8"))
 COLUMNS = ("R@1", "R@5", "R@10", "MRR@10")
+MASKS = {"reference": "a masked caption keeps its tokens with `[CLS]` and `[SEP]`, up to 512, as the published"
+                      " train.py (at search time the mask has no special tokens).",
+         "retrieval": "a masked caption keeps the word pieces of its raw text, punctuation included, without"
+                      " `[CLS]`/`[SEP]`: the mask used at search time (the published train.py also keeps them)."}
+VALIDATIONS = {"reference": "each batch of validation captions masked with the epoch's mask ratio, as the published"
+                            " train.py validates",
+               "expanded": "on fully expanded caption vectors (as searched with `--mode expand`; the published"
+                           " train.py validates with the epoch's mask ratio)"}
 
 
 def model_card(run: dict, history: list[dict], best_epoch: int, config: TrainConfig, name: str) -> str:
@@ -31,5 +39,6 @@ def model_card(run: dict, history: list[dict], best_epoch: int, config: TrainCon
         val_images=f"{data['val_images']:,}", backbone_line=backbone_line,
         init=f"LayerNorm and vocabulary projector from `{run['mlm']}`" if run["mlm"] else "random (no masked-LM)",
         settings=settings, epochs_done=history[-1]["epoch"], epochs=config.epochs, rows="\n".join(rows),
+        masks=MASKS[config.mask_tokens], validation=VALIDATIONS[config.validation],
         backbone=backbone.get("id", "BACKBONE"),
     )

@@ -7,6 +7,13 @@ from dataclasses import dataclass, fields
 from mlsr.errors import InputError
 
 AMP_MODES = ("off", "bf16", "fp16")
+# How a masked caption's tokens are taken: "reference" as the published train.py (the tokenizer's [CLS] and [SEP]
+# kept, up to 512 word pieces), "retrieval" as mlsr searches (the raw text's word pieces only, up to 128).
+MASK_TOKENS = ("reference", "retrieval")
+LAST_BATCH = ("keep", "drop")  # an epoch's partial last batch: a step of its own (the reference's DataLoader), or none
+# Validation captions: "reference" masked batch by batch with the epoch's mask ratio, as train.py validates;
+# "expanded" fully expanded, as at search time.
+VALIDATION = ("reference", "expanded")
 # The masked-LM whose LayerNorm + vocabulary projector start the head, as in the paper's code; "none" on the
 # command line (None here) starts from random weights.
 DEFAULT_MLM = "distilbert-base-uncased"
@@ -17,8 +24,11 @@ class TrainConfig:
     """Everything that defines a training run (a resumed run must have the same). Defaults follow the paper.
 
     The published recipe (thongnt99/lsr-multimodal, train.py): 200 epochs, batch 512, L1 1e-3 on both sides,
-    temperature 1e-3, warm-up 20% of the steps, masking schedule 1 -> 0 by 95% of the epochs. The
-    schedules are fractions of the run, so fewer epochs compress them rather than cut them off.
+    temperature 1e-3, warm-up 20% of the steps, masking schedule 1 -> 0 by 95% of the epochs, masks with
+    [CLS]/[SEP] up to 512 tokens, the partial last batch kept, validation masked with the epoch's ratio,
+    and the head saved when its validation R@1 beats every earlier one (from 0). The schedules are
+    fractions of the run, so fewer epochs compress them rather than cut them off. `mask_tokens`,
+    `last_batch` and `validation` name mlsr's alternatives (docs/training.md).
     """
 
     epochs: int = 200
@@ -37,6 +47,9 @@ class TrainConfig:
     seed: int = 0
     amp: str = "off"  # mixed precision: off, bf16 (CPU or CUDA), fp16 (CUDA, with loss scaling)
     eval_batch_size: int = 1024
+    mask_tokens: str = "reference"  # MASK_TOKENS
+    last_batch: str = "keep"  # LAST_BATCH
+    validation: str = "reference"  # VALIDATION
 
     def check(self) -> None:
         """Raise InputError for a setting that cannot train."""
@@ -48,8 +61,10 @@ class TrainConfig:
             raise InputError("warmup must be in [0, 1] and mask_until in (0, 1].")
         if self.mask_ratio is not None and not 0 <= self.mask_ratio <= 1:
             raise InputError(f"mask ratio must be in [0, 1], got {self.mask_ratio}.")
-        if self.amp not in AMP_MODES:
-            raise InputError(f"amp must be one of {AMP_MODES}, got {self.amp!r}.")
+        for name, allowed in (("amp", AMP_MODES), ("mask_tokens", MASK_TOKENS), ("last_batch", LAST_BATCH),
+                              ("validation", VALIDATION)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
         if self.val_split in self.train_splits:
             raise InputError(f"the validation split {self.val_split!r} is also a training split.")
 

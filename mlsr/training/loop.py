@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "training.json"
 CARD_FILE = "README.md"
-MAX_CAPTION_TOKENS = 128  # word pieces kept per caption for its no-expansion mask (COCO captions have < 60)
+MAX_CAPTION_TOKENS = {"reference": 512, "retrieval": 128}  # word pieces kept per caption for its mask, by mask_tokens
+LEGACY_CONFIG = {"mask_tokens": "retrieval", "last_batch": "drop", "validation": "expanded"}  # runs before these
 
 
 def build_optimizer(head: SparseHead, config: TrainConfig) -> torch.optim.AdamW:
@@ -157,6 +158,8 @@ def train(
         scaler.load_state_dict(state.scaler)
     out.mkdir(parents=True, exist_ok=True)
     batches = _Batches.of(dataset, train_pairs, term_tokenizer, config, device)
+    val_tokens = (_caption_tokens(term_tokenizer, val_pairs.captions, device, config.mask_tokens)
+                  if config.validation == "reference" and config.mask_ratio != 0 else None)
     if not state.history:
         initial = validate(head, dataset, val_pairs, device=device, batch_size=config.eval_batch_size)
         state.history.append({"epoch": 0, "step": 0, **{f"val_{k}": v for k, v in initial.items()}})
@@ -164,9 +167,11 @@ def train(
     start_epoch = state.epoch
     for epoch in range(start_epoch, config.epochs):
         row = _run_epoch(head, optimizer, scaler, batches, state, epoch, config, progress)
-        metrics = validate(head, dataset, val_pairs, device=device, batch_size=config.eval_batch_size)
+        metrics = validate(head, dataset, val_pairs, device=device, batch_size=config.eval_batch_size,
+                           tokens=val_tokens, mask_ratio=row["mask_ratio"], seed=config.seed * 1_000_003 + epoch)
         row.update({f"val_{k}": v for k, v in metrics.items()})
-        row["best"] = not state.best or metrics["R@1"] > state.best["R@1"]
+        # as train.py: saved when R@1 beats every earlier epoch's, from 0 (a run that never beats 0 keeps its last)
+        row["best"] = metrics["R@1"] > state.best.get("R@1", 0.0) or (not state.best and epoch + 1 == config.epochs)
         state.history.append(row)
         if row["best"]:
             state.best_epoch, state.best = epoch + 1, metrics
@@ -249,9 +254,10 @@ class _Batches:
     @classmethod
     def of(cls, dataset: DenseDataset, pairs, tokenizer, config: TrainConfig, device) -> "_Batches":
         size = min(config.batch_size, len(pairs))
-        per_epoch = len(pairs) // size
+        per_epoch = -(-len(pairs) // size) if config.last_batch == "keep" else len(pairs) // size
         total = per_epoch * config.epochs
-        ids, mask = _caption_tokens(tokenizer, pairs.captions, device) if config.mask_ratio != 0 else (None, None)
+        ids, mask = (_caption_tokens(tokenizer, pairs.captions, device, config.mask_tokens) if config.mask_ratio != 0
+                     else (None, None))
         return cls(torch.from_numpy(dataset.text_vectors).to(device), torch.from_numpy(dataset.image_vectors).to(device),
                    torch.from_numpy(pairs.text_rows).to(device), torch.from_numpy(pairs.image_rows).to(device),
                    ids, mask, size, per_epoch, total, int(total * config.warmup))
@@ -291,7 +297,8 @@ def _run_epoch(head: SparseHead, optimizer, scaler, batches: _Batches, state: _R
             "proj_lr": optimizer.param_groups[1]["lr"],
             "q_reg_weight": reg_weight(state.step, batches.warmup_steps, config.q_reg),
             "d_reg_weight": reg_weight(state.step, batches.warmup_steps, config.d_reg),
-            "train_seconds": seconds, "pairs_per_second": batches.per_epoch * batches.size / seconds}
+            "train_seconds": seconds,
+            "pairs_per_second": min(batches.per_epoch * batches.size, len(batches.text_rows)) / seconds}
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -305,7 +312,9 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def _check_same_run(saved: dict, now: dict) -> None:
-    """A resumed run must train on the same data with the same settings; say what differs."""
+    """A resumed run must train on the same data with the same settings; say what differs (a run saved before
+    `mask_tokens`, `last_batch` and `validation` existed trained as LEGACY_CONFIG says)."""
+    saved = {**saved, "config": {**LEGACY_CONFIG, **saved.get("config", {})}}
     differ = [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
     if "config" in differ:
         differ.remove("config")
@@ -318,15 +327,16 @@ def _check_same_run(saved: dict, now: dict) -> None:
 
 
 
-def _caption_tokens(tokenizer, captions: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, L) token ids and attention mask of the raw captions' word pieces, on `device`.
+def _caption_tokens(tokenizer, captions: Sequence[str], device, kind: str = "reference"
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, L) token ids and attention mask of the captions' masks, on `device`.
 
-    The same mask as at retrieval (`Encoder.encode_text(mode="no_expand")`, and the reference's retrieval):
-    the word pieces of the raw text, punctuation included, without `[CLS]`/`[SEP]`. The reference's
-    train.py keeps `[CLS]`/`[SEP]` in its training masks only; we train with the mask we search with.
+    "reference": as the published train.py's collator, the tokenizer's `[CLS]` and `[SEP]` kept, up to 512
+    word pieces. "retrieval": the mask mlsr searches with (`Encoder.encode_text(mode="no_expand")`, and the
+    reference's retrieval): the raw text's word pieces, punctuation included, without them, up to 128.
     """
-    encoded = tokenizer(list(captions), add_special_tokens=False, truncation=True,
-                        max_length=MAX_CAPTION_TOKENS)["input_ids"]
+    encoded = tokenizer(list(captions), add_special_tokens=kind == "reference", truncation=True,
+                        max_length=MAX_CAPTION_TOKENS[kind])["input_ids"]
     width = max(1, max((len(ids) for ids in encoded), default=1))
     # Compact types: COCO has ~600k training captions (the head's token_mask widens them per batch).
     ids = np.zeros((len(encoded), width), dtype=np.int32)

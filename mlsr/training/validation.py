@@ -26,17 +26,28 @@ SPARSE_SEARCH_MAX_OVERLAP = 0.01  # query density x document density below this:
 
 
 class HeadRows:
-    """(n, vocab) expanded term weights of n dense vectors, computed on the device when a slice of rows is read."""
+    """(n, vocab) term weights of n dense vectors, computed on the device when a slice of rows is read: expanded,
+    or for the batches `masked` says, masked to the rows' `tokens` (ids, attention mask), as train.py validates."""
 
-    def __init__(self, head: SparseHead, dense: np.ndarray, device, batch_size: int) -> None:
+    def __init__(self, head: SparseHead, dense: np.ndarray, device, batch_size: int,
+                 tokens: tuple[torch.Tensor, torch.Tensor] | None = None, masked: list[bool] | None = None) -> None:
         self.head, self.dense, self.device, self.batch_size = head, dense, device, batch_size
+        self.tokens, self.masked = tokens, masked
         self.shape = (len(dense), head.vocab_size)
 
     def tensor(self, rows: slice) -> torch.Tensor:
-        """float32 (rows, vocab) on the device."""
+        """float32 (rows, vocab) on the device (`rows` a slice with step 1)."""
+        first = rows.indices(len(self.dense))[0]
         dense = self.dense[rows]
-        out = [self.head(torch.from_numpy(np.ascontiguousarray(dense[start : start + self.batch_size])).to(self.device))
-               .float() for start in range(0, len(dense), self.batch_size)]
+        out = []
+        for start in range(0, len(dense), self.batch_size):
+            vectors = torch.from_numpy(np.ascontiguousarray(dense[start : start + self.batch_size])).to(self.device)
+            at = first + start  # batches are counted from row 0, as the evaluation loop reads them
+            if self.masked is not None and self.masked[at // self.batch_size]:
+                ids, mask = (part[at : at + len(vectors)] for part in self.tokens)
+                out.append(self.head(vectors, ids, mask).float())
+            else:
+                out.append(self.head(vectors).float())
         return torch.cat(out) if out else torch.zeros(0, self.head.vocab_size, device=self.device)
 
     def __getitem__(self, rows: slice) -> sp.csr_matrix:
@@ -63,16 +74,24 @@ class TensorScorer:
 
 @torch.inference_mode()
 def validate(head: SparseHead, data: DenseDataset, pairs: Pairs, *, device: str | torch.device = "cpu",
-             batch_size: int = 1024, search: str = "auto") -> dict[str, float | str]:
-    """Caption -> image retrieval over the images of `pairs`, with fully expanded vectors (as at search time).
+             batch_size: int = 1024, search: str = "auto", tokens: tuple[torch.Tensor, torch.Tensor] | None = None,
+             mask_ratio: float = 0.0, seed: int = 0) -> dict[str, float | str]:
+    """Caption -> image retrieval over the images of `pairs`.
 
-    Returns R@1/5/10, MRR@10 (the evaluation loop's metrics), mean active terms of captions and images,
-    FLOPs, and which scorer ranked (`search`: "sparse" or "dense"; "auto" picks by density).
+    Captions are fully expanded (as at search time) unless `tokens` (their ids and attention mask) are
+    given: then each batch of `batch_size` captions is masked to its tokens with probability `mask_ratio`
+    (drawn from `seed`), as the published train.py validates. Returns R@1/5/10, MRR@10 (the evaluation
+    loop's metrics), mean active terms of captions and images, FLOPs, and which scorer ranked (`search`:
+    "sparse" or "dense"; "auto" picks by density).
     """
     head.eval()
     gallery, relevant = pairs.gallery()
     images = HeadRows(head, data.image_vectors[gallery], device, batch_size)
-    captions = HeadRows(head, data.text_vectors[pairs.text_rows], device, batch_size)
+    masked = None
+    if tokens is not None and mask_ratio > 0:
+        batches = -(-len(pairs) // batch_size)
+        masked = (torch.rand(batches, generator=torch.Generator().manual_seed(seed)) < mask_ratio).tolist()
+    captions = HeadRows(head, data.text_vectors[pairs.text_rows], device, batch_size, tokens, masked)
     documents = images.tensor(slice(None))
     if search == "auto":
         first = captions.tensor(slice(0, batch_size))

@@ -146,8 +146,10 @@ def test_text_queries_with_trec_qrels(backbone_dir, head_dir, tokenizer_dir, ima
         reference = _reference(tmp_path / "runs" / f"{run['run']}.trec", tmp_path / "qrels.trec",
                                ["R@1", "R@5", "MRR@10", "NDCG@5", "MAP@5"])
         assert run["metrics"] == pytest.approx(reference, abs=1e-9)
-        # 6 documents, every one ranked: the judged one is in the top 10 (its rank depends on the random models)
-        assert run["metrics"]["MRR@10"] >= 1 / 6
+        # 6 documents: a judged one that shares a term with the query is in the top 10 (where depends on the
+        # random models); a dense run ranks all 6
+        if run["run"] == "dense":
+            assert run["metrics"]["MRR@10"] >= 1 / 6
 
 
 def test_bad_evaluate_arguments_are_one_line_errors(imported, dataset, models, tmp_path, capsys):

@@ -12,11 +12,11 @@ from mlsr.index.sparse import SparseIndex
 
 def brute_force_hybrid(docs: sp.csr_matrix, no_expand: sp.csr_matrix, expand: sp.csr_matrix, k: int,
                        depth: int) -> list[list[int]]:
-    """Hybrid from its definition (depth >= k), over full score matrices.
+    """Hybrid from its definition, over full score matrices: re-score the top `depth` no_expand candidates and
+    return only those.
 
     Candidates: the top `depth` rows by no_expand score (ties by row) whose no_expand score is positive;
-    ranked by expanded score (ties by row); a list shorter than k is filled with the best other rows by
-    expanded score (ties by row).
+    ranked by expanded score (ties by row), cut at k; a shorter list is padded with -1 (no hit), never filled.
     """
     exact, full = (no_expand @ docs.T).toarray(), (expand @ docs.T).toarray()
     rows = np.arange(docs.shape[0])
@@ -25,8 +25,7 @@ def brute_force_hybrid(docs: sp.csr_matrix, no_expand: sp.csr_matrix, expand: sp
         by_exact = np.lexsort((rows, -exact[q]))[:depth]
         candidates = [int(r) for r in by_exact if exact[q, r] > 0]
         ranked = sorted(candidates, key=lambda r: (-full[q, r], r))[:k]
-        rest = sorted((int(r) for r in rows if r not in ranked), key=lambda r: (-full[q, r], r))
-        out.append(ranked + rest[: k - len(ranked)])
+        out.append(ranked + [-1] * (min(k, docs.shape[0]) - len(ranked)))
     return out
 
 
@@ -41,9 +40,9 @@ def test_hybrid_equals_a_brute_force_hybrid(seed, k, depth):
     got = hybrid_search(index, no_expand, expand, k=k, depth=depth)
     want = brute_force_hybrid(index.vectors, no_expand, expand, k, depth)
     assert got.indices.tolist() == want
-    full = (expand @ index.vectors.T).toarray()
+    full = np.hstack([(expand @ index.vectors.T).toarray(), np.zeros((12, 1))])  # column -1: no hit, score 0
     np.testing.assert_array_equal(got.scores, np.take_along_axis(full, np.array(want), 1))
-    # the cases cover short candidate lists (filled) and long ones (cut)
+    # the cases cover short candidate lists (padded, never filled) and long ones (cut)
     positive = ((no_expand @ index.vectors.T).toarray() > 0).sum(axis=1)
     assert rank(index, QueryVectors(expand, no_expand), "hybrid", k, depth).indices.tolist() == want
     if depth == 1000:

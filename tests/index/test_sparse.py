@@ -133,20 +133,20 @@ def test_hybrid_reranks_exact_candidates_by_the_expanded_query():
     exact = sp.csr_matrix(np.array([[1, 0, 0, 0]], dtype=np.float32))
     expanded = sp.csr_matrix(np.array([[1, 0, 0, 1]], dtype=np.float32))
     scores, indices = hybrid_search(index, exact, expanded, k=3)
-    # candidates 1 (score 6) and 0 (score 1) first, then the best non-candidate by expanded score (row 2)
-    assert indices.tolist() == [[1, 0, 2]] and scores.tolist() == [[6, 1, 9]]
+    # candidates 1 (score 6) and 0 (score 1) only: row 2 shares no token with the text, so it is no hit
+    assert indices.tolist() == [[1, 0, -1]] and scores.tolist() == [[6, 1, 0]]
     assert index.search(expanded, 3).indices.tolist() == [[2, 1, 0]]
 
 
-def test_hybrid_re_scores_exactly_depth_candidates_then_fills_by_the_expanded_query():
+def test_hybrid_re_scores_exactly_depth_candidates_and_returns_only_those():
     docs = sp.csr_matrix(np.array([[2, 0, 0, 0], [1, 0, 0, 5], [0, 0, 0, 9], [1, 0, 0, 1]], dtype=np.float32))
     index = SparseIndex.build(docs, precision="float32")
     exact = sp.csr_matrix(np.array([[1, 0, 0, 0]], dtype=np.float32))
     expanded = sp.csr_matrix(np.array([[1, 0, 0, 1]], dtype=np.float32))
-    # depth 1: only the best no_expand candidate (row 0) is re-scored; the rest comes from the expanded ranking
-    assert hybrid_search(index, exact, expanded, k=3, depth=1).indices.tolist() == [[0, 2, 1]]
-    # depth 2: rows 0 and 1 are candidates, re-ranked by expanded score (1: 6 before 0: 2), then row 2
-    assert hybrid_search(index, exact, expanded, k=3, depth=2).indices.tolist() == [[1, 0, 2]]
+    # depth 1: only the best no_expand candidate (row 0) is re-scored and returned
+    assert hybrid_search(index, exact, expanded, k=3, depth=1).indices.tolist() == [[0, -1, -1]]
+    # depth 2: rows 0 and 1 are candidates, re-ranked by expanded score (1: 6 before 0: 2); nothing else
+    assert hybrid_search(index, exact, expanded, k=3, depth=2).indices.tolist() == [[1, 0, -1]]
     assert hybrid_search(index, exact, expanded, k=3, depth=1000).indices.tolist() == [[1, 0, 3]]
     for bad in (0, -1, 2.5, True, "10"):
         with pytest.raises(InputError, match="hybrid depth"):

@@ -146,15 +146,41 @@ def test_the_teacher_scores_in_float32_under_bf16_autocast():
     assert (in_autocast.float() - exact).abs().max() > 0.1  # bf16 rounding at temperature 1e-3: logits move
 
 
-def test_training_masks_are_the_raw_word_pieces_without_special_tokens(tokenizer_dir):
+def test_training_masks_are_the_reference_s_by_default_and_the_search_masks_on_request(tokenizer_dir):
+    """train.py's collator keeps [CLS]/[SEP] and truncates at 512; `retrieval` masks are the raw word pieces that
+    Encoder.encode_text(mode="no_expand") searches with."""
     from mlsr.models.tokenizer import load_tokenizer
     from mlsr.training.loop import _caption_tokens
 
     tokenizer, _ = load_tokenizer(str(tokenizer_dir))
-    captions = ["A dog (brown) runs.", "Two cats: on a mat!", "ok"]
-    ids, mask = _caption_tokens(tokenizer, captions, "cpu")
-    for row, raw in enumerate(captions):  # the mask Encoder.encode_text(mode="no_expand") uses at search time
-        assert ids[row][mask[row].bool()].tolist() == tokenizer.convert_tokens_to_ids(tokenizer.tokenize(raw))
+    captions = ["A dog (brown) runs.", "Two cats: on a mat!", "ok", " ".join(["dog"] * 600)]
+    ids, mask = _caption_tokens(tokenizer, captions, "cpu")  # the default: "reference"
+    own, _ = _caption_tokens(tokenizer, captions, "cpu", "retrieval")
+    for row, raw in enumerate(captions):
+        pieces = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(raw))
+        kept = ids[row][mask[row].bool()].tolist()
+        assert kept == tokenizer(raw, truncation=True, max_length=512)["input_ids"]
+        assert kept[0] == tokenizer.cls_token_id and kept[-1] == tokenizer.sep_token_id
+        assert own[row][own[row] != 0].tolist() == pieces[:128]
+    assert int(mask[3].sum()) == 512
+
+
+def test_an_epoch_keeps_its_partial_last_batch_as_the_reference_does(planted, tiny_tokenizer_dir, tmp_path):
+    """10 pairs at batch 4: 3 steps (the reference's DataLoader), 2 with `last_batch="drop"`; a whole run counts them."""
+    from mlsr.data.lsr42 import Pairs
+    from mlsr.models.tokenizer import load_tokenizer
+    from mlsr.training.loop import _Batches
+
+    tokenizer, _ = load_tokenizer(str(tiny_tokenizer_dir))
+    pairs = planted.pairs(["train"])
+    ten = Pairs(pairs.text_rows[:10], pairs.image_rows[:10], pairs.captions[:10])
+    assert _Batches.of(planted, ten, tokenizer, TrainConfig(batch_size=4), "cpu").per_epoch == 3
+    assert _Batches.of(planted, ten, tokenizer, TrainConfig(batch_size=4, last_batch="drop"), "cpu").per_epoch == 2
+    steps = []
+    config = TrainConfig(epochs=2, **{**FAST, "batch_size": 30})  # 128 pairs: 5 steps an epoch (4 full, 1 of 8)
+    train(planted, tmp_path / "head", config, tokenizer=str(tiny_tokenizer_dir), mlm=None, device="cpu",
+          progress=lambda step, total: steps.append((step, total)))
+    assert len(pairs) == 128 and steps == [(step, 10) for step in range(1, 11)]
 
 
 def test_the_regulariser_weighs_captions_and_images_each_by_its_own_weight(planted):
