@@ -23,6 +23,8 @@ def search_texts(
     k: int = 10,
     mode: QueryMode = "expand",
     depth: int = HYBRID_DEPTH,
+    *,
+    check_models: bool = True,
 ) -> tuple[Results, sp.csr_matrix]:
     """Rank the index for each text; returns the results and the (q, vocab) query vectors that scored them.
 
@@ -30,8 +32,15 @@ def search_texts(
     sharing a token with the text (no_expand, top `depth`) re-ranked by the expanded query (the
     reference code re-scores 10; mlsr's default `HYBRID_DEPTH` is 1,000). Only hits are returned: a
     query that shares a term with fewer than k documents ends its row with `NO_HIT` (row -1, score 0).
+
+    The index's recorded models are compared with the encoder's first: another head, backbone or vocabulary
+    raises IndexMismatchError naming both (scores across models are meaningless); `check_models=False` skips
+    that, for experts who know why.
     """
     check_mode(mode)
     check_depth(depth)
+    searched = index if isinstance(index, SparseIndex) else getattr(index, "index", None)
+    if check_models and searched is not None:
+        searched.check_models(encoder.models())
     queries = encoder.encode_text_views(texts)
     return rank(index, queries, mode, k, depth), queries.scoring(mode)

@@ -120,15 +120,16 @@ class Service:
             self.backend = LocalBackend(self.index)
 
     @classmethod
-    def load(cls, index_dir: str | Path, *, backbone: str, head: str, tokenizer: str,
+    def load(cls, index_dir: "str | Path | SparseIndex", *, backbone: str, head: str, tokenizer: str,
              device: str | None = None, backend: str = "scipy", milvus_uri: str | None = None,
              collection: str | None = None) -> "Service":
         """Load the index first (cheap, and a missing index is the likeliest mistake), then the backend and models.
 
-        `index_dir` is a folder, or a Hub dataset id `owner/name[@revision]` (a str; see `SparseIndex.load`).
+        `index_dir` is a folder, or a Hub dataset id `owner/name[@revision]` (a str; see `SparseIndex.load`), or an
+        index loaded already.
         """
         started = time.perf_counter()
-        index = SparseIndex.load(index_dir)
+        index = index_dir if isinstance(index_dir, SparseIndex) else SparseIndex.load(index_dir)
         index_dir = index.path  # the folder read (for a Hub id, its cached copy): item images are relative to it
         searcher = open_backend(index, backend, milvus_uri, collection)
         encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from mlsr.backends import BACKENDS
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER
@@ -72,6 +73,30 @@ def add_terms_argument(parser: argparse.ArgumentParser, default: int, help: str)
     """--top-k: how many terms to show (`k` is always the number of result rows); --terms is its old name."""
     parser.add_argument("--top-k", type=int, default=default, dest="top_k", help=f"{help} (default %(default)s)")
     parser.add_argument("--terms", type=int, dest="top_k", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+MODEL_ROLES = {"backbone": ("BACKBONE", DEFAULT_BACKBONE), "head": ("HEAD", DEFAULT_HEAD),
+               "tokenizer": ("TOKENIZER", DEFAULT_TOKENIZER)}
+
+
+def models_from_index(args: argparse.Namespace, recorded, where: str) -> None:
+    """Fill the model arguments left unset (None) with an index's own: a flag wins, then the model the index
+    records (`recorded`, its ModelRecord or None), then MLSR_* or mlsr's default.
+
+    A local folder is recorded by its name only: found in the working directory, else an InputError asks for
+    the flag (a backbone or head on the Hub is an `owner/name` id; one without a slash is a folder's name).
+    """
+    from mlsr.errors import InputError
+
+    for role, (name, default) in MODEL_ROLES.items():
+        if getattr(args, role, "") is not None:
+            continue
+        ref = getattr(recorded, role, None) if recorded is not None else None
+        if ref is not None and ref.id and role != "tokenizer" and "/" not in ref.id and not Path(ref.id).exists():
+            raise InputError(f"{where} was built with a local {role} folder named {ref.id!r} (indexes record local"
+                             f" folders by name only): pass --{role} FOLDER; its weights are checked against the"
+                             " ones the index records.")
+        setattr(args, role, (ref.id if ref is not None and ref.id else None) or env(name, default))
 
 
 def encoder_from_args(args: argparse.Namespace):

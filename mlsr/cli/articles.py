@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import INDEX_HELP, add_backend_arguments, add_model_arguments
+from mlsr.cli.args import INDEX_HELP, add_backend_arguments, add_model_arguments, models_from_index
 from mlsr.checks import check_k, existing_file, readable_bytes
 from mlsr.errors import InputError
 from mlsr.settings import ARTICLE_K, MAX_SECTION_K, QUERY_MODES
@@ -35,7 +35,7 @@ def add_commands(commands) -> None:
     parser.add_argument("--mode", choices=QUERY_MODES, default="expand", help="query encoding (default %(default)s)")
     parser.add_argument("--allow-repeats", action="store_true",
                         help="let an image be suggested for several sections, and keep near-duplicates")
-    add_model_arguments(parser)
+    add_model_arguments(parser, from_index=True)
     add_backend_arguments(parser)
     parser.set_defaults(run=suggest_article_command)
 
@@ -43,12 +43,15 @@ def add_commands(commands) -> None:
 def suggest_article_command(args: argparse.Namespace) -> int:
     from mlsr._files import atomic_write_bytes
     from mlsr.app.service import Service
+    from mlsr.index.sparse import SparseIndex
     from mlsr.cli.progress import quiet_transformers
 
     check_k(args.k, MAX_SECTION_K)  # the library's rule, before anything loads
     text = read_article(args.file)
     quiet_transformers(getattr(args, "verbose", False))
-    service = Service.load(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
+    index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
+    models_from_index(args, index.models, str(args.index))  # the index's own models, unless flags say others
+    service = Service.load(index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
                            device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
                            collection=args.collection)
     try:

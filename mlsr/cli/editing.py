@@ -6,13 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mlsr.cli.args import add_model_arguments, env
+from mlsr.cli.args import add_model_arguments
 from mlsr.cli.progress import print_skipped
-from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, DOCUMENTS
-
-MODEL_DEFAULTS = {"backbone": ("BACKBONE", DEFAULT_BACKBONE), "head": ("HEAD", DEFAULT_HEAD),
-                  "tokenizer": ("TOKENIZER", DEFAULT_TOKENIZER)}
-
+from mlsr.settings import DOCUMENTS
 
 def add_commands(commands) -> None:
     add = commands.add_parser(
@@ -53,7 +49,7 @@ def add_commands(commands) -> None:
 def add_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mlsr.cli.args import encoder_from_args
+    from mlsr.cli.args import encoder_from_args, models_from_index
     from mlsr.data.captions import read_captions
     from mlsr.errors import InputError
     from mlsr.index.sparse import SparseIndex
@@ -66,15 +62,7 @@ def add_command(args: argparse.Namespace) -> int:
                          " index (leave --doc out, or build another index).")
     captions = read_captions(args.captions) if args.captions else None
     plan = plan_add(index, args.images, strict=args.strict, replace=args.replace)
-    recorded = index.models
-    for role, (name, default) in MODEL_DEFAULTS.items():  # a flag, else the index's own model, else MLSR_*/default
-        if getattr(args, role) is None:
-            ref = getattr(recorded, role, None) if recorded is not None else None
-            if ref is not None and ref.id and role != "tokenizer" and ref.revision is None and not Path(ref.id).exists():
-                raise InputError(f"{args.index} was built with a local {role} folder named {ref.id!r} (indexes record"
-                                 f" local folders by name only): pass --{role} FOLDER; its weights are checked"
-                                 " against the ones the index records.")
-            setattr(args, role, (ref.id if ref is not None and ref.id else None) or env(name, default))
+    models_from_index(args, index.models, str(args.index))  # a flag, else the index's own model, else MLSR_*/default
     encoder = encoder_from_args(args)
     index.check_models(encoder.models())  # a mismatch is named before any encoding
     with tqdm(total=plan.images, unit="img", desc="encoding new images") as bar:

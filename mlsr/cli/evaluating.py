@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from mlsr.cli.args import (INDEX_HELP, add_backend_arguments, add_model_arguments, encoder_from_args, env,
-                           head_encoder_from_args)
+                           head_encoder_from_args, models_from_index)
 from mlsr.cli.progress import progress_bar
 from mlsr.data.atomic_trec import IMAGES, QRELS, TEXTS
 from mlsr.evaluation.recipes import RECIPES
@@ -44,7 +44,7 @@ def add_commands(commands) -> None:
     ev.add_argument("--runs-dir", type=Path, help="where the TREC run files, qrels.trec and metrics.json go"
                                                   " (default runs/<recipe, index folder name, or dataset-split>)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON instead of the table")
-    add_model_arguments(ev)
+    add_model_arguments(ev, from_index=True)
     add_backend_arguments(ev)
     ev.set_defaults(run=evaluate_command)
 
@@ -121,6 +121,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     runs, measures = comma_list(args.runs), comma_list(args.measures)
     kinds = {parse_run(run, args.hybrid_depth)[0] for run in runs}  # a bad run name fails before any loading
     index = SparseIndex.load(args.index) if args.index is not None else None
+    models_from_index(args, index.models if index is not None else None, str(args.index))  # flags win
     if args.dataset is not None:
         encoder = head_encoder_from_args(args)
         if index is None:

@@ -27,7 +27,8 @@ def add_commands(commands) -> None:
                        help="stop at the first image it cannot take (unreadable, or a link not followed) instead of"
                             " skipping it")
     build.add_argument("--out", required=True, type=Path,
-                       help="index folder to write (replaced atomically; an interrupted build resumes on re-run)")
+                       help="index folder to write (written atomically; an interrupted build resumes on re-run)")
+    add_overwrite_argument(build)
     add_precision_argument(build)
     add_model_arguments(build)
     build.set_defaults(run=build_index_command)
@@ -41,6 +42,7 @@ def add_commands(commands) -> None:
                      help="dense dataset: Hub id or folder (env MLSR_DATASET; default %(default)s)")
     imp.add_argument("--split", default=DEFAULT_SPLIT, help="Karpathy split: train, val, test, restval (default %(default)s)")
     imp.add_argument("--out", required=True, type=Path, help="index folder to write")
+    add_overwrite_argument(imp)
     imp.add_argument("--image-root", type=Path,
                      help="folder holding the images (e.g. Flickr30k's flickr30k-images/): items point at its files;"
                           " default: COCO URLs for COCO, none (a placeholder in the app) otherwise")
@@ -85,6 +87,11 @@ def add_commands(commands) -> None:
     push.set_defaults(run=push_index_command)
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an index already at --out (without it, one there is refused and left as it is)")
+
+
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     """--precision: how document weights are stored (the keys of mlsr.index.sparse.PRECISIONS)."""
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float16",
@@ -98,17 +105,17 @@ def build_index_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.data.captions import read_captions, scan_images
-    from mlsr.index.folder import check_target
+    from mlsr.index.folder import check_new_target
     from mlsr.ingest.images import build_index
 
-    check_target(args.out)
+    check_new_target(args.out, args.overwrite, "--overwrite")
     captions = read_captions(args.captions) if args.captions else None
     total = len(scan_images(args.images, strict=args.strict).paths)  # its refusals come before the models load
     encoder = encoder_from_args(args)
     with tqdm(total=total, unit="img", desc="encoding images") as bar:
         index, report = build_index(encoder, args.images, out=args.out, captions=captions, documents=args.doc,
                                     dense=args.dense, strict=args.strict, precision=args.precision,
-                                    progress=bar.update)
+                                    progress=bar.update, overwrite=args.overwrite)
     if report.resumed:
         print(f"resumed an interrupted build: {report.resumed} batches were already encoded")
     print(f"indexed {report.indexed} images into {args.out} in {report.seconds:.1f} s"
@@ -118,17 +125,18 @@ def build_index_command(args: argparse.Namespace) -> int:
 
 
 def import_dense_command(args: argparse.Namespace) -> int:
-    from mlsr.index.folder import check_target
+    from mlsr.index.folder import check_new_target
     from mlsr.ingest.published import import_dense
 
-    check_target(args.out)  # before the models load
+    check_new_target(args.out, args.overwrite, "--overwrite")  # before the models load
     encoder = head_encoder_from_args(args)
     bar, set_total = progress_bar("sparsifying image vectors")
     pictures, set_pictures = progress_bar("thumbnails", unit="img")
     with bar, pictures:
         index, report = import_dense(encoder, args.dataset, args.out, split=args.split, image_root=args.image_root,
                                      precision=args.precision, progress=bar.update, total=set_total,
-                                     picture_progress=pictures.update, picture_total=set_pictures)
+                                     picture_progress=pictures.update, picture_total=set_pictures,
+                                     overwrite=args.overwrite)
     print(f"indexed {report.images} {report.split} images of {args.dataset} into {args.out} in {report.seconds:.1f} s"
           f" ({index.nnz / max(len(index), 1):.0f} terms per image on average; images: {report.image_source})")
     if report.missing_images:

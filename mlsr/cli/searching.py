@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from mlsr.checks import check_depth, check_k, check_top_k
-from mlsr.cli.args import INDEX_HELP, add_backend_arguments, add_model_arguments, add_terms_argument, encoder_from_args
+from mlsr.cli.args import (INDEX_HELP, add_backend_arguments, add_model_arguments, add_terms_argument,
+                           encoder_from_args, models_from_index)
 from mlsr.settings import ENCODE_MODES, HYBRID_DEPTH, QUERY_MODES, REFERENCE_HYBRID_DEPTH
 
 
@@ -25,7 +26,7 @@ def add_commands(commands) -> None:
     search.add_argument("-k", type=int, default=10, help="results per query (default %(default)s)")
     add_terms_argument(search, 5, "matched terms shown per result")
     search.add_argument("--json", action="store_true", help="print one JSON object per query")
-    add_model_arguments(search)
+    add_model_arguments(search, from_index=True)
     add_backend_arguments(search)
     search.set_defaults(run=search_command)
 
@@ -51,6 +52,7 @@ def search_command(args: argparse.Namespace) -> int:
     check_top_k(args.top_k)
     check_depth(args.hybrid_depth)
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
+    models_from_index(args, index.models, str(args.index))  # the index's own models, unless flags say others
     backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
     encoder = encoder_from_args(args)
     index.check_models(encoder.models())

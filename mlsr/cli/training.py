@@ -24,6 +24,8 @@ def add_commands(commands) -> None:
     encode.add_argument("--captions", required=True, type=Path,
                         help="CSV (file,caption[,split]) or JSONL; split is train/val/test/restval per image")
     encode.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    encode.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset already at --out (without it, one there is refused and left as it is)")
     encode.add_argument("--val-fraction", type=float,
                         help="without a split column: share of images drawn for validation (default 0.1)")
     encode.add_argument("--test-fraction", type=float, default=0.0, help="... and for test (default 0)")
@@ -88,10 +90,11 @@ def encode_dense_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.data.captions import find_images, read_captions
-    from mlsr.ingest.encode_dense import encode_dense
+    from mlsr.ingest.encode_dense import check_new_dataset, encode_dense
     from mlsr.models import default_device
     from mlsr.models.backbone import load_backbone
 
+    check_new_dataset(args.out, args.overwrite, "--overwrite")  # before anything loads
     captions = read_captions(args.captions)
     total = len(find_images(args.images)) + sum(len(group) for group in captions.values())
     quiet_transformers(args.verbose)
@@ -99,7 +102,8 @@ def encode_dense_command(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="item", desc="embedding images and captions") as bar:
         report = encode_dense(backbone, args.images, args.captions, args.out, val_fraction=args.val_fraction,
                               test_fraction=args.test_fraction, seed=args.seed, batch_size=args.batch_size,
-                              strict=args.strict, progress=bar.update)
+                              strict=args.strict, progress=bar.update, overwrite=args.overwrite,
+                              how="--overwrite")
     splits = ", ".join(f"{split} {count}" for split, count in sorted(report.splits.items()))
     print(f"wrote {report.images} images and {report.captions} captions ({backbone.dense_size}-d, {splits}) to"
           f" {args.out} in {report.seconds:.1f} s" + (f"; reused {report.reused_chunks} finished chunks" if report.reused_chunks else ""))

@@ -83,6 +83,30 @@ def check_target(path: str | Path) -> Path:
     return path
 
 
+def check_new_target(path: str | Path, overwrite: bool = False, how: str = "overwrite=True") -> Path:
+    """`check_target`, and unless `overwrite`, refuse a folder that already holds an index, saying what it holds:
+    a build never replaces an index by accident (`how` is how the caller says it on purpose)."""
+    path = check_target(path)
+    if not overwrite and (path / MANIFEST_FILE).is_file():
+        raise InputError(f"{path} holds an index already ({describe_index(path)}); nothing was changed. To replace"
+                         f" it, say so ({how}), or choose another folder.")
+    return path
+
+
+def describe_index(path: Path) -> str:
+    """What an index folder holds, from its manifest read as it is (no checksums): items, kind, dense, models."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        models = manifest.get("models") or {}
+        names = [f"{role} {models[role]['id']}" for role in ("head", "backbone")
+                 if isinstance(models.get(role), dict) and models[role].get("id")]
+        parts = [f"{int(manifest['count']):,} items", f"{manifest.get('documents', 'image')} documents",
+                 "dense vectors" if manifest.get("dense_size") else "no dense vectors", *names]
+        return ", ".join(parts)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "its manifest cannot be read"
+
+
 def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
                  dense: np.ndarray | None, info: dict, thumbnails: Thumbnails | None = None) -> str:
     """Write the files and then the manifest; returns the lineage it records.

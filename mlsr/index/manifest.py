@@ -120,7 +120,7 @@ def _check_optional(manifest: dict, refuse, files: dict, version: int) -> None:
     if not (dense_size is None or _whole(dense_size, 1)) or (DENSE_FILE in files) != (dense_size is not None):
         refuse("dense_size", f"must be a whole number >= 1 when {DENSE_FILE} is listed and null otherwise,"
                              f" got {shown(dense_size)}")
-    if (version >= 2 or "precision" in manifest) and manifest.get("precision") not in PRECISIONS:
+    if (version >= 2 or "precision" in manifest) and not _one_of(manifest.get("precision"), PRECISIONS):
         refuse("precision", f"must be one of {', '.join(sorted(PRECISIONS))}, {_got(manifest, 'precision')}")
     postings, dense = manifest.get("postings"), postings_field(version)
     if version >= 2 and not (isinstance(postings, dict) and _whole(postings.get("stored"), 0)
@@ -128,7 +128,7 @@ def _check_optional(manifest: dict, refuse, files: dict, version: int) -> None:
         refuse("postings", f"must be {{'stored': n, {dense!r}: m}} (whole numbers), {_got(manifest, 'postings')}")
     if version >= 3 and not (_whole(manifest.get("block_size"), 1) and manifest["block_size"] <= 1 << 16):
         refuse("block_size", f"must be a whole number in 1..65,536, {_got(manifest, 'block_size')}")
-    if "documents" in manifest and manifest["documents"] not in DOCUMENTS:
+    if "documents" in manifest and not _one_of(manifest["documents"], DOCUMENTS):
         refuse("documents", f"must be one of {', '.join(DOCUMENTS)}, got {shown(manifest['documents'])}")
     _check_thumbnails(manifest, refuse, files)
     lineage = manifest.get("lineage")
@@ -180,6 +180,11 @@ def _got(record: dict, key: str) -> str:
 
 def _one_letter_apart(first: str, second: str) -> bool:
     return len(first) == len(second) and sum(a != b for a, b in zip(first, second)) == 1
+
+
+def _one_of(value: object, allowed) -> bool:
+    """True for a text among `allowed` (a list or a number never is: no unhashable lookup, no 1 == True)."""
+    return isinstance(value, str) and value in allowed
 
 
 def _whole(value: object, low: int) -> bool:

@@ -23,6 +23,7 @@ from mlsr.data.captions import captions_of, find_images, read_captions, read_spl
 from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, TEXT_FILE, write_vectors
 from mlsr.errors import InputError
 from mlsr.images import load_image
+from mlsr.models.record import recorded_name
 from mlsr.settings import Progress
 from mlsr.text import check_text, clean_caption
 
@@ -49,6 +50,21 @@ class EncodeReport:
     seconds: float = 0.0
 
 
+def check_new_dataset(out: Path, overwrite: bool = False, how: str = "overwrite=True") -> None:
+    """Refuse a file at `out`, or, unless `overwrite`, a finished dataset there (an interrupted one resumes)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, not a dataset folder; refusing to overwrite it.")
+    if not overwrite and (out / META_FILE).is_file():
+        try:
+            meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+            images = meta.get("images") or []
+            what = f"{len(images):,} images, {sum(len(i.get('sentences', ())) for i in images):,} captions"
+        except (OSError, ValueError, AttributeError, TypeError):
+            what = "its metadata cannot be read"
+        raise InputError(f"{out} holds a dense dataset already ({what}); nothing was changed. To replace it, say so"
+                         f" ({how}), or choose another folder.")
+
+
 def encode_dense(
     backbone: Backbone,
     images_dir: str | Path,
@@ -62,6 +78,8 @@ def encode_dense(
     strict: bool = False,
     chunk_size: int = CHUNK_SIZE,
     progress: Progress | None = None,
+    overwrite: bool = False,
+    how: str = "overwrite=True",
 ) -> EncodeReport:
     """Embed every captioned image under `images_dir` and its captions with `backbone`; write a dataset to `out`.
 
@@ -70,10 +88,13 @@ def encode_dense(
     to test, the rest to train. Captions are cleaned as BLIP cleaned them and truncated to the
     backbone's text length, as the published vectors were. Finished chunks are cached under
     `out/.encode-dense-cache`, so an interrupted run resumes where it stopped; the three files are
-    written atomically at the end. `progress` is called with the number of images or captions done.
+    written atomically at the end. `progress` is called with the number of images or captions done. A
+    finished dataset already at `out` is refused before any work unless `overwrite` (`how` says how the
+    caller asks for it). Folders are recorded by name only: a dataset may be published.
     """
     started = time.perf_counter()
     images_dir, out = Path(images_dir), Path(out)
+    check_new_dataset(out, overwrite, how)
     report = EncodeReport()
     paired, groups, splits, split_source = _pairs(images_dir, captions_path, val_fraction, test_fraction, seed, report)
     cache = _open_cache(out / CACHE_DIR, backbone, paired, groups, chunk_size)
@@ -89,9 +110,10 @@ def encode_dense(
         "images": meta_images,
         "mlsr": {
             "version": __version__,
-            "backbone": {"id": backbone.source, "revision": backbone.revision, "model_type": backbone.model_type,
-                         "fingerprint": backbone.fingerprint(), "dense_size": backbone.dense_size},
-            "images_dir": str(images_dir),
+            "backbone": {"id": recorded_name(backbone.source, backbone.revision), "revision": backbone.revision,
+                         "model_type": backbone.model_type, "fingerprint": backbone.fingerprint(),
+                         "dense_size": backbone.dense_size},
+            "images_dir": images_dir.resolve().name,
             "splits": split_source,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },

@@ -20,7 +20,7 @@ from mlsr._files import atomic_path, atomic_write_json, kill_point
 from mlsr.data.captions import captions_of, scan_images
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
-from mlsr.index.folder import check_target
+from mlsr.index.folder import check_new_target
 from mlsr.index.sparse import PRECISIONS, SparseIndex, place_rows
 from mlsr.index.thumbnails import Thumbnails, make_thumbnail, thumbnail_of
 from mlsr.settings import DOCUMENTS, Documents, Progress
@@ -52,8 +52,10 @@ def build_index(
     strict: bool = False,
     precision: str = "float16",
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> tuple[SparseIndex, BuildReport]:
-    """Encode every image under `images_dir` (and its captions) into an index saved at `out`.
+    """Encode every image under `images_dir` (and its captions) into an index saved at `out` (an index already
+    there is refused, before any encoding, unless `overwrite`).
 
     Document vectors: `image` = the image's expanded vector; `caption` = its captions' vectors
     (masked to their tokens); `image+caption` = the sum of both (the seed paper's M4 run).
@@ -74,7 +76,7 @@ def build_index(
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     started = time.perf_counter()
-    out = check_target(Path(out).resolve())  # before any encoding
+    out = check_new_target(Path(out).resolve(), overwrite)  # before any encoding
     folder = encode_folder(encoder, images_dir, out, captions=captions, documents=documents, dense=dense,
                            strict=strict, progress=progress)
     report = folder.report

@@ -19,7 +19,7 @@ from mlsr import __version__
 from mlsr.checks import existing_folder
 from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, open_dataset
 from mlsr.errors import InputError, ModelLoadError
-from mlsr.index.folder import check_target
+from mlsr.index.folder import check_new_target
 from mlsr.index.sparse import PRECISIONS, SparseIndex
 from mlsr.models.record import recorded_name
 from mlsr.ingest.pictures import collect_pictures, discard_pictures, picture_source
@@ -72,8 +72,10 @@ def import_dense(
     total: Callable[[int], None] | None = None,
     picture_progress: Progress | None = None,
     picture_total: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> tuple[SparseIndex, ImportReport]:
-    """Write an index of one split's images from a dense dataset: the head applied to their published vectors.
+    """Write an index of one split's images from a dense dataset: the head applied to their published vectors
+    (an index already at `out` is refused, before any work, unless `overwrite`).
 
     Items carry `id` (= imgid), `image` (the COCO URL, or a file under `image_root` relative to the index,
     else None), `captions`, `filename`; `dense.npy` keeps the dense vectors for the FAISS comparison, and
@@ -84,7 +86,7 @@ def import_dense(
     `picture_progress` do the same for the pictures.
     """
     started = time.perf_counter()
-    out = check_target(out)  # before any work: an existing file or a non-index folder is refused
+    out = check_new_target(out, overwrite)  # before any work: a file, a non-index folder or an index is refused
     index, report = split_index(encoder, dataset, split=split, image_root=image_root, out=out, precision=precision,
                                 progress=progress, total=total)
     ids = [str(item["id"]) for item in index.items]

@@ -80,12 +80,22 @@ class SparseHead(nn.Module):
         return weights
 
     def fingerprint(self) -> str:
-        """A short hash of the weights: an index records it and refuses a head with other weights."""
+        """A short hash of the weights: an index records it and refuses a head with other weights.
+
+        Kept until a weight changes (each tensor's storage and in-place version counter are the key), so that
+        checking an index against the encoder at every search costs nothing after the first (~0.1 s at 95 MB).
+        """
+        state = sorted(self.state_dict().items())
+        key = tuple((tensor.data_ptr(), tensor._version) for _, tensor in state)
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
+        for name, tensor in state:
             digest.update(name.encode())
             digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        self.__dict__["_fingerprint"] = (key, digest.hexdigest()[:16])
+        return self.__dict__["_fingerprint"][1]
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write `config.json` and `model.safetensors`, readable by `from_pretrained` and the reference code."""

@@ -130,3 +130,44 @@ def test_an_index_that_would_be_refused_on_load_is_refused_on_save(tmp_path):
     with pytest.raises(InputError, match="'models' is missing"):
         index.save(tmp_path / "idx")
     assert not (tmp_path / "idx").exists()
+
+
+WRONG_JSON = [None, True, False, 0, -1, 2.5, 10 ** 12, "", "uint8", "x" * 300, [], ["uint8"], [1, 2], {}, {"a": 1}]
+
+
+def leaves(value, path=()):
+    """Every field of a manifest as a key path, the nested ones (`models.head.id`, `files.X.bytes`) included."""
+    yield path
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from leaves(inner, (*path, key))
+
+
+def test_every_field_set_to_every_json_type_loads_or_is_refused_in_one_line(saved, tmp_path):
+    """Each field of the manifest, at every depth, set to each JSON type (re-sealed, as a tool that knows the format
+    would): `load` either accepts it or raises IndexFormatError with one line, never another exception."""
+    import shutil
+
+    original = json.loads((saved / MANIFEST_FILE).read_text())
+    fields = [path for path in leaves(original) if path and path[0] != SEAL_FIELD]
+    assert len(fields) > 40
+    refused = 0
+    for path in fields:
+        for value in WRONG_JSON:
+            folder = tmp_path / "case"
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(saved, folder)
+            manifest = json.loads(json.dumps(original))
+            target = manifest
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+            write_manifest(folder, manifest)
+            try:
+                SparseIndex.load(folder)
+            except IndexFormatError as error:
+                assert "\n" not in str(error) and str(error), (path, value)
+                refused += 1
+            except Exception as error:  # noqa: BLE001 (the point: nothing else may escape)
+                pytest.fail(f"{'.'.join(path)} = {value!r}: {type(error).__name__}: {error}")
+    assert refused > len(fields) * len(WRONG_JSON) // 2
