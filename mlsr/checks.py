@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import numbers
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -53,8 +54,18 @@ def check_depth(depth: object) -> int:
     return check_count(depth, "the hybrid depth")
 
 
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def not_a_url(path: str | Path, what: str, error: Callable[[str], Exception] = InputError) -> None:
+    """Refuse a URL where a file or folder is expected, before `Path` folds its `//` into a mangled path."""
+    if isinstance(path, str) and _URL.match(path):
+        raise error(f"{what} {path!r} is a URL: mlsr does not fetch URLs here; download the file and give its path.")
+
+
 def existing_file(path: str | Path, what: str, error: Callable[[str], Exception] = InputError) -> Path:
-    """`path` if it is a file; otherwise an error saying it is missing or is a folder."""
+    """`path` if it is a file; otherwise an error saying it is a URL, is missing or is a folder."""
+    not_a_url(path, what, error)
     path = Path(path)
     if path.is_dir():
         raise error(f"{what} {path} is a folder, not a file.")
@@ -64,7 +75,8 @@ def existing_file(path: str | Path, what: str, error: Callable[[str], Exception]
 
 
 def existing_folder(path: str | Path, what: str, error: Callable[[str], Exception] = InputError) -> Path:
-    """`path` if it is a folder; otherwise an error saying it is missing or is a file."""
+    """`path` if it is a folder; otherwise an error saying it is a URL, is missing or is a file."""
+    not_a_url(path, what, error)
     path = Path(path)
     if path.is_dir():
         return path

@@ -29,6 +29,16 @@ class Window(NamedTuple):
     raw: str
 
 
+def as_texts(texts: object, what: str = "texts") -> list:
+    """One text or a sequence of texts as a list (each is checked where it is encoded); InputError for anything
+    else (None, a number, bytes), instead of whatever `list()` would raise."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray, dict)) or not hasattr(texts, "__iter__"):
+        raise InputError(f"{what} must be a text (str) or a sequence of texts, got {type(texts).__name__}.")
+    return list(texts)
+
+
 def check_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
     """Return `text` if it is a usable query or caption, else raise InputError saying why."""
     if not isinstance(text, str):

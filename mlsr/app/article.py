@@ -33,6 +33,7 @@ TITLE_WORDS = 12  # a first paragraph of one line and at most this many words, w
 _MARKDOWN_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _WIKI_HEADING = re.compile(r"^(={1,6})[ \t]*([^=].*?)[ \t]*\1[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_URL_IN_TEXT = re.compile(r"https?://[^\s()<>]+")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!:@])")  # what could make a caption markup (: and @: autolinks)
 
 
@@ -266,7 +267,7 @@ def render_markdown(article: Article, illustrations: Sequence[Illustration | Non
 def image_block(illustration: Illustration) -> str:
     """`![caption](image)` and a line with the caption and the credit, the caption as literal text."""
     caption = literal(illustration.caption or illustration.id)
-    line = " · ".join(part for part in (f"*{caption}*" if caption else "", literal(illustration.credit)) if part)
+    line = " · ".join(part for part in (f"*{caption}*" if caption else "", linked(illustration.credit)) if part)
     if illustration.image is None:
         return f"*(image {literal(illustration.id)} has no file to show)*" + (f"  \n{line}" if line else "")
     return f"![{caption}]({_link(illustration.image)})" + (f"  \n{line}" if line else "")
@@ -280,6 +281,15 @@ def credit_line(item: dict) -> str:
         return (f"MS-COCO image {number}: a Flickr photo under its own license"
                 " (https://cocodataset.org/#termsofuse)")
     return ""
+
+
+def linked(text: str) -> str:
+    """`literal(text)`, but its first http(s) URL kept as a Markdown autolink (`<https://...>`), so a credit's
+    licence page links."""
+    found = _URL_IN_TEXT.search(text or "")
+    if found is None:
+        return literal(text or "")
+    return f"{literal(text[:found.start()])}<{found.group(0)}>{literal(text[found.end():])}".strip()
 
 
 def literal(text: str) -> str:

@@ -264,7 +264,7 @@ class Service:
         k = check_k(k, MAX_K)
         check_mode(mode)
         if not self.has_dense:
-            raise InputError("this index has no dense vectors; rebuild it with `build-index --dense` to compare.")
+            raise InputError("this index has no dense vectors; rebuild it with dense vectors (dense=True) to compare.")
         started = time.perf_counter()
         queries = self.encoder.encode_text_views([text])
         encode_ms = _ms(started)

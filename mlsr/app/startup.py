@@ -8,6 +8,7 @@ Hugging Face cache and starts from it; one configured with a folder (the default
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -105,8 +106,28 @@ def public_text(text: str, names: list[str | Path]) -> str:
 
 
 def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer: str) -> str:
-    """Markdown for the page the app serves when it cannot start: what it needs, the commands, where files go."""
+    """Markdown for the page the app serves when it cannot start: what it needs, the commands, where files go.
+
+    For an index folder that exists but cannot be used, the command that rebuilds it (from its own manifest);
+    models that are local folders are not offered for download.
+    """
     index = str(index_dir)
+    rebuild = rebuild_command(Path(index)) if Path(index).is_dir() else None
+    get_index = (f"## Rebuild the index\n`{index}` cannot be used as it is; rebuild it as it was built:\n```\n{rebuild}\n"
+                 f"python app.py --index {index}\n```" if rebuild else
+                 f"## On a machine that reaches the Hugging Face Hub\n```\npython -m mlsr prepare --index {index}"
+                 f"     # the COCO test images from published vectors (~0.3 GB)\npython app.py --index {index}\n```")
+    models = {"backbone": backbone, "head": head, "tokenizer": tokenizer}
+    hub_models = {role: name for role, name in models.items() if not Path(name).expanduser().exists()}
+    downloads = "\n".join(f"hf download {name} --local-dir models/{role}" for role, name in hub_models.items())
+    offline = (f"""## Offline: bring the model folders with you
+On a machine with Hub access, download each model into a folder, copy the folders here, and name them:
+```
+{downloads}
+python app.py {" ".join(f"--{role} models/{role}" for role in hub_models)} --index {index}
+```
+Copying a prepared index folder (and the Hub cache folder) works the same way.
+""" if hub_models else "")
     return f"""## What the app needs
 - **Three models**, each a Hugging Face Hub id or a local folder: the backbone `{backbone}`
   (`--backbone`, env `MLSR_BACKBONE`), the sparse head `{head}` (`--head`, `MLSR_HEAD`) and its tokenizer
@@ -114,25 +135,38 @@ def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer:
   (`~/.cache/huggingface/hub`, or `$HF_HOME/hub`); later starts read them from there, offline too.
 - **An index folder**, `{index}` (`--index`, `MLSR_INDEX`): the images' term vectors, built once.
 
-## On a machine that reaches the Hugging Face Hub
-```
-python -m mlsr prepare --index {index}     # the COCO test images from published vectors (~0.3 GB)
-python app.py --index {index}
-```
+{get_index}
 
-## Offline: bring the model folders with you
-On a machine with Hub access, download each model into a folder, copy the folders here, and name them:
-```
-hf download {backbone} --local-dir models/backbone
-hf download {head} --local-dir models/head
-hf download {tokenizer} --local-dir models/tokenizer
-python app.py --backbone models/backbone --head models/head --tokenizer models/tokenizer --index {index}
-```
-Copying a prepared index folder (and the Hub cache folder) works the same way.
-
+{offline}
 ## Your own images instead
 ```
 python -m mlsr build-index --images PHOTOS --captions captions.csv --dense --out index/mine
 python app.py --index index/mine
 ```
 """
+
+
+def rebuild_command(index_dir: Path) -> str | None:
+    """The command that builds `index_dir` again as its manifest says it was built (read as it is, unverified), or
+    None when the manifest does not say (or cannot be read)."""
+    import json
+
+    try:
+        manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
+        build = manifest.get("build") if isinstance(manifest.get("build"), dict) else {}
+        precision = manifest.get("precision")
+        extra = f" --precision {precision}" if precision in ("uint8", "float32") else ""
+        source = build.get("source") if isinstance(build.get("source"), dict) else None
+        if source and source.get("dataset"):
+            return (f"python -m mlsr import-dense --dataset {source['dataset']} --split {source.get('split', 'test')}"
+                    f" --out {index_dir}{extra} --overwrite")
+        if isinstance(build.get("images"), str):
+            images = Path(build["images"]) if Path(build["images"]).is_absolute() else index_dir / build["images"]
+            documents = manifest.get("documents", "image")
+            captions = "" if documents == "image" else " --captions CAPTIONS_FILE"
+            dense = " --dense" if manifest.get("dense_size") else ""
+            return (f"python -m mlsr build-index --images {os.path.normpath(images)}{captions} --doc {documents}{dense}"
+                    f"{extra} --out {index_dir} --overwrite")
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return None

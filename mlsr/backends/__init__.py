@@ -50,7 +50,7 @@ def open_backend(index: SparseIndex, backend: str = "scipy", uri: str | None = N
         from mlsr.backends.milvus import DEFAULT_COLLECTION, MilvusBackend
 
         if not uri:
-            raise InputError("the milvus backend needs --milvus-uri (a .db file for Milvus Lite, or"
+            raise InputError("the milvus backend needs a uri (a .db file for Milvus Lite, or"
                              " http://host:19530).")
         return MilvusBackend.open(index, uri, collection or DEFAULT_COLLECTION)
     raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}.")

@@ -36,7 +36,7 @@ class LocalBackend:
         from mlsr.index.dense import DenseIndex  # FAISS: imported when the dense comparison is first asked for
 
         if self.index.dense is None:
-            raise InputError("this index has no dense vectors; rebuild it with `build-index --dense`.")
+            raise InputError("this index has no dense vectors; rebuild it with dense vectors (dense=True).")
         return DenseIndex(self.index.dense)
 
     def dense_search(self, vectors: np.ndarray, k: int = 10) -> Results:

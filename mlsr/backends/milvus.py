@@ -57,10 +57,10 @@ def check_uri(uri: str) -> str:
     if re.match(r"^(https?|tcp|grpc)://", uri):
         return uri
     if not uri.endswith(".db"):
-        raise InputError(f"--milvus-uri {uri!r}: give http://host:19530 for a cluster or a path ending in .db for"
+        raise InputError(f"Milvus uri {uri!r}: give http://host:19530 for a cluster or a path ending in .db for"
                          " Milvus Lite.")
     if not Path(uri).expanduser().resolve().parent.is_dir():
-        raise InputError(f"--milvus-uri {uri!r}: the folder {Path(uri).parent} does not exist.")
+        raise InputError(f"Milvus uri {uri!r}: the folder {Path(uri).parent} does not exist.")
     return str(Path(uri).expanduser().resolve())
 
 
@@ -195,8 +195,8 @@ class MilvusBackend:
             recorded = milvus_call(lambda: recorded_fingerprint(client, collection), uri)
             if recorded != expected:
                 raise BackendError(f"collection {collection!r} at {uri} holds {describe_fingerprint(recorded)}, not the index"
-                                   f" {index.source or index.path}; export this index (with --replace) or choose"
-                                   " another --collection.")
+                                   f" {index.source or index.path}; export this index (replace=True) or choose"
+                                   " another collection.")
             # Loading builds the sealed segments' search indexes once, up front, instead of at the first query.
             milvus_call(lambda: client.load_collection(collection), uri)
             stored = count_rows(client, collection, uri)
@@ -240,7 +240,7 @@ class MilvusBackend:
     def dense_search(self, vectors: np.ndarray, k: int = 10) -> Results:
         """Top-k rows per (q, d) dense query by inner product (exact FLAT index)."""
         if not self.has_dense:
-            raise InputError("this collection has no dense vectors; rebuild the index with --dense and export it.")
+            raise InputError("this collection has no dense vectors; rebuild the index with dense vectors (dense=True) and export it.")
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         if self.index.dense is not None and vectors.shape[1] != self.index.dense.shape[1]:
             raise InputError(f"queries have {vectors.shape[1]} dims, the dense vectors {self.index.dense.shape[1]}.")
@@ -295,5 +295,5 @@ class MilvusBackend:
                              " encode them with the vocabulary the index was built with.")
         if queries.nnz and float(queries.data.min()) < 0:
             raise InputError("the Milvus backend takes non-negative query weights only (Milvus's sparse vectors"
-                             " reject negative values); remove the negative terms or use --backend scipy.")
+                             " reject negative values); remove the negative terms or use backend='scipy'.")
         return queries

@@ -204,7 +204,7 @@ def _prepare_collection(client, collection: str, fingerprint: dict, index: Spars
             raise BackendError(
                 f"collection {collection!r} holds {describe_fingerprint(recorded)}, not this index folder"
                 f" ({fingerprint['count']} rows, sparse vectors {str(fingerprint['sparse_sha256'])[:12]});"
-                " pass --replace to drop it, or choose another --collection."
+                " replace=True drops it, or choose another collection."
             )
         logger.info("dropping collection %s (it held another index)", collection)
         client.drop_collection(collection)

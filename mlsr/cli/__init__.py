@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from typing import Sequence
 
@@ -14,16 +15,37 @@ from mlsr.checks import reason
 from mlsr.errors import MlsrError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line (`error: python -m mlsr search: argument -k: ...`), exit 2, as
+    every other error of the command line; `--help` still prints the whole usage."""
+
+    def error(self, message: str):  # argparse's hook
+        self.exit(2, f"error: {self.prog}: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command's parser; building it imports no model code (torch loads only when a command needs it)."""
     from mlsr.cli import articles, editing, evaluating, indexing, searching, training
 
-    parser = argparse.ArgumentParser(prog="python -m mlsr", description=__doc__)
+    parser = OneLineParser(prog="python -m mlsr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (indexing, editing, searching, articles, evaluating, training):
         group.add_commands(commands)
     return parser
+
+
+_HINT = re.compile(r"\b([a-z][a-z0-9_]*)=(True|None|'[^'\s]*')")
+
+
+def as_flags(message: str) -> str:
+    """A library message's parameter hints as this command line's flags: `replace=True` -> `--replace`,
+    `amp='bf16'` -> `--amp bf16`, `mlm=None` -> `--mlm none` (library errors speak of parameters)."""
+    def flag(match: re.Match) -> str:
+        name, value = "--" + match.group(1).replace("_", "-"), match.group(2)
+        return name if value == "True" else f"{name} {'none' if value == 'None' else value.strip(chr(39))}"
+
+    return _HINT.sub(flag, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except MlsrError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {as_flags(str(error))}", file=sys.stderr)
         return 2
     except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
         # a file the command was pointed at, refused by the operating system where no check of ours caught it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -47,16 +48,17 @@ def search_command(args: argparse.Namespace) -> int:
     from mlsr.index.modes import NO_HIT
     from mlsr.index.sparse import SparseIndex
     from mlsr.retrieval import search_texts
+    from mlsr.text import check_text
 
     check_k(args.k)  # the library's rules, checked before anything loads
     check_top_k(args.top_k)
     check_depth(args.hybrid_depth)
+    texts = [check_text(stdin_if_dash(query)) for query in args.queries]  # an empty text fails in a second, too
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
     models_from_index(args, index.models, str(args.index))  # the index's own models, unless flags say others
     backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
     encoder = encoder_from_args(args)
     index.check_models(encoder.models())
-    texts = [stdin_if_dash(query) for query in args.queries]
     try:
         results, queries = search_texts(encoder, backend, texts, k=args.k, mode=args.mode, depth=args.hybrid_depth)
     finally:
@@ -68,7 +70,7 @@ def search_command(args: argparse.Namespace) -> int:
                 break
             item = index.items[row]
             matched = index.explain(queries[q], row, top_k=args.top_k)
-            hits.append({"rank": rank, "score": round(float(score), 4), "id": item["id"], "image": item.get("image"),
+            hits.append({"rank": rank, "score": round(float(score), 4), "id": item["id"], "image": image_here(item.get("image"), index.path),
                          "terms": [[m.term, round(m.contribution, 4)] for m in matched]})
         if args.json:
             print(json.dumps({"query": text, "mode": args.mode, "results": hits}, ensure_ascii=False))
@@ -80,6 +82,14 @@ def search_command(args: argparse.Namespace) -> int:
             terms = ", ".join(f"{term} {value:.3f}" for term, value in hit["terms"]) or "(no shared terms)"
             print(f"{hit['rank']:>3}. {hit['score']:8.4f}  {hit['id']}  {hit['image']}\n       {terms}")
     return 0
+
+
+def image_here(image: object, index_dir) -> object:
+    """An item's image as a user would paste it here: a URL as is, a file relative to the current folder (items
+    record files relative to the index folder)."""
+    if not isinstance(image, str) or "://" in image or index_dir is None:
+        return image
+    return os.path.relpath(os.path.normpath(os.path.join(os.path.abspath(index_dir), image)))
 
 
 def terms_command(args: argparse.Namespace) -> int:

@@ -153,9 +153,9 @@ def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, q
     `distractor_rate` (seeded) until `distractors` (default 10 per query) are in.
     """
     if limit < 1:
-        raise InputError("--limit must be at least 1.")
+        raise InputError("limit must be at least 1.")
     if not 0 < distractor_rate <= 1:
-        raise InputError("--distractor-rate must be in (0, 1].")
+        raise InputError("distractor_rate must be in (0, 1].")
     judged: Qrels = {}
     for shard in parquet_shards(qrels, split):
         for batch in _batches(shard, ("text_id", "image_id", "rel"), 65536):

@@ -75,7 +75,7 @@ def scan_images(folder: str | Path, *, strict: bool = False) -> ImageScan:
                 skipped.append((name, f"cannot be read ({reason(error)})"))
     skipped.sort()
     if strict and skipped:
-        raise InputError(f"{skipped[0][0]}: {skipped[0][1]} (--strict stops at the first image it cannot take).")
+        raise InputError(f"{skipped[0][0]}: {skipped[0][1]} (strict=True stops at the first image it cannot take).")
     return ImageScan(sorted(found, key=lambda path: path.relative_to(root).as_posix()), skipped)
 
 

@@ -168,7 +168,7 @@ def evaluate_index(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, backe
                    **options) -> Evaluation:
     """`evaluate` against an index's items (`id`) and document frequencies; searches go to `backend` if given."""
     if "dense" in options.get("runs", DEFAULT_RUNS) and index.dense is None:
-        raise InputError("the index holds no dense vectors (build it with --dense, or import-dense); drop the dense run.")
+        raise InputError("the index holds no dense vectors (build it with dense=True, or import-dense); drop the dense run.")
     if backend is None:
         from mlsr.backends.local import LocalBackend
 

@@ -106,7 +106,7 @@ def parse_checks(text: str | Sequence[str] | None) -> tuple[str, ...]:
     names = [part.strip() for part in (text.split(",") if isinstance(text, str) else text) if part.strip()]
     unknown = [name for name in names if name not in CHECKS]
     if unknown or not names:
-        raise InputError(f"--only takes a comma-separated subset of {','.join(CHECKS)}; got {text!r}.")
+        raise InputError(f"the checks to run (only) must be a comma-separated subset of {','.join(CHECKS)}; got {text!r}.")
     return tuple(name for name in CHECKS if name in names)
 
 
@@ -114,11 +114,11 @@ def expected_r1(head: str, expect_r1: float | None) -> float:
     """The R@1 (%) the retrieval check aims at: `expect_r1`, else the published figure of `head`."""
     if expect_r1 is not None:
         if not 0 <= expect_r1 <= 100:
-            raise InputError(f"--expect-r1 is a percentage in [0, 100], got {expect_r1}.")
+            raise InputError(f"expect_r1 is a percentage in [0, 100], got {expect_r1}.")
         return float(expect_r1)
     if head not in PUBLISHED_R1:
-        raise InputError(f"no published R@1 is known for head {head!r}; give --expect-r1 PERCENT, or leave the"
-                         " retrieval check out (--only text,image,example).")
+        raise InputError(f"no published R@1 is known for head {head!r}; give expect_r1 (a percentage), or leave"
+                         " the retrieval check out (only='text,image,example').")
     return PUBLISHED_R1[head]
 
 
@@ -145,7 +145,7 @@ def verify(
 
     checks = parse_checks(only)
     if isinstance(captions, bool) or not isinstance(captions, int) or captions < 1:
-        raise InputError(f"--captions must be a whole number >= 1, got {captions!r}.")
+        raise InputError(f"captions must be a whole number >= 1, got {captions!r}.")
     target = expected_r1(head, expect_r1) if "retrieval" in checks else None
     say = progress or (lambda message: None)
     needs_backbone = bool({"text", "image"} & set(checks))

@@ -187,11 +187,12 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
             shape = (count, vocab_size)
     except (OSError, ValueError, KeyError) as error:
         raise IndexFormatError(f"index {path}: a file cannot be read ({error}); rebuild the index.") from None
-    if shape != (count, vocab_size) or len(items) != count:
-        raise IndexFormatError(
-            f"index {path}: the manifest says {count} x {vocab_size}, the files hold"
-            f" {shape} vectors and {len(items)} items; rebuild the index."
-        )
+    if len(items) != count:
+        raise IndexFormatError(f"index {path}: the manifest says {count:,} items, {ITEMS_FILE} holds {len(items):,};"
+                               " rebuild the index.")
+    if shape != (count, vocab_size):  # format 1: the stored matrix's own shape
+        raise IndexFormatError(f"index {path}: the manifest says {count:,} x {vocab_size:,}, {SPARSE_FILE} holds"
+                               f" {shape[0]:,} x {shape[1]:,} vectors; rebuild the index.")
     if vocab is not None and vocab.sha256 != manifest.get("vocab_sha256"):
         raise IndexFormatError(f"index {path}: vocab.txt does not match the manifest's hash; rebuild the index.")
     if dense is not None and (dense.ndim != 2 or dense.shape != (count, manifest["dense_size"])):

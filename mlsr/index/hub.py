@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlsr.checks import not_a_url
 from mlsr.errors import IndexFormatError, InputError, ModelLoadError
 from mlsr.index.folder import MANIFEST_FILE
 
@@ -85,6 +86,7 @@ def is_hub_index(name: str | Path) -> bool:
 
 def locate_index(name: str | Path) -> IndexLocation:
     """The local folder of index `name`: the folder itself, or the cached snapshot of its Hub dataset repo."""
+    not_a_url(name, "index", IndexFormatError)  # an index is a folder or OWNER/NAME, never fetched from a URL
     hub = parse_hub_id(name)
     if hub is None:
         return IndexLocation(str(name), Path(name).expanduser())

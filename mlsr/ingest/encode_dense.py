@@ -140,7 +140,7 @@ def _pairs(images_dir: Path, captions_path: str | Path, val_fraction: float | No
     captions = read_captions(captions_path)
     given_splits = read_splits(captions_path)
     if given_splits is not None and val_fraction is not None:
-        raise InputError("the captions file has a split column; drop --val-fraction/--test-fraction or the column.")
+        raise InputError("the captions file has a split column; drop val_fraction/test_fraction or the column.")
     names = [path.relative_to(images_dir).as_posix() for path in find_images(images_dir)]
     paired = [name for name in names if captions_of(name, captions)]
     report.uncaptioned = [name for name in names if not captions_of(name, captions)]

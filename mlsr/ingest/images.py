@@ -150,7 +150,7 @@ def plan_add(index: SparseIndex, images_dir: str | Path, *, strict: bool = False
     taken = [name for name in names if name in held]
     if taken and not replace:
         raise InputError(f"{len(taken)} of these images are in the index already (e.g. {taken[0]!r});"
-                         " pass --replace to update them, or remove them first.")
+                         " replace=True updates them, or remove them first.")
     return AddPlan(root, len(names), taken)
 
 
@@ -221,7 +221,7 @@ def _check_captions(documents: str, names: list[str], captions: dict[str, list[s
     if documents == "image":
         return
     if not captions:
-        raise InputError(f"documents={documents!r} needs a captions file (--captions).")
+        raise InputError(f"documents={documents!r} needs captions (a captions file).")
     missing = [name for name in names if captions_of(name, captions) is None]
     if documents == "caption" and missing:
         raise InputError(

@@ -125,7 +125,7 @@ def split_index(
     started = time.perf_counter()
     root = Path(image_root).expanduser() if image_root is not None else None
     if root is not None:
-        existing_folder(root, "--image-root")
+        existing_folder(root, "image_root")
     if root is not None and out is None:
         raise InputError("an index with an image root needs the folder it will be saved in (out).")
     source = open_dataset(dataset, [IMAGE_FILE, META_FILE])

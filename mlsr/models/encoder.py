@@ -19,7 +19,7 @@ from mlsr.models.head import SparseHead
 from mlsr.models.record import ModelRecord, ModelRef, recorded_name
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
-from mlsr.text import MAX_TEXT_CHARS, check_text, text_windows
+from mlsr.text import MAX_TEXT_CHARS, as_texts, check_text, text_windows
 from mlsr.vocab import Terms, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Encoder:
         """
         if mode not in ENCODE_MODES:
             raise InputError(f"mode must be one of {ENCODE_MODES}, got {mode!r}.")
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = as_texts(texts)
         windows, raws, owners = self._windows(texts)
         rows = []
         for start in range(0, len(windows), self.batch_size):
@@ -137,7 +137,7 @@ class Encoder:
         An element may be one caption or a list of captions of the same document (COCO has five);
         a document's vector is then the element-wise max over its captions' vectors.
         """
-        captions = [captions] if isinstance(captions, str) else list(captions)
+        captions = as_texts(captions, "captions")
         groups = [[c] if isinstance(c, str) else list(c) for c in captions]
         if any(not group for group in groups):
             raise InputError("every document needs at least one caption.")
@@ -151,7 +151,7 @@ class Encoder:
         Each view equals what `encode_text(mode="expand")`, `encode_text(mode="no_expand")` and
         `dense_text` give on their own; the backbone, the costly part, runs once instead of three times.
         """
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = as_texts(texts)
         windows, raws, owners = self._windows(texts)
         expand, no_expand = [], []
         pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
@@ -168,7 +168,7 @@ class Encoder:
 
     def dense_text(self, texts: Sequence[str] | str) -> np.ndarray:
         """Texts -> (n, dense_size) float32 unit vectors; a long text is the normalised mean of its windows."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = as_texts(texts)
         windows, _, owners = self._windows(texts)
         pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
         for start in range(0, len(windows), self.batch_size):

@@ -65,7 +65,7 @@ def _checkpoint_folder(folder: Path) -> Path:
     old = sorted(folder.parent.glob(f".{folder.name}.old-*"))
     if old and (old[-1] / STATE_FILE).is_file():
         return old[-1]
-    raise InputError(f"no training checkpoint in {folder}; start a new run (without --resume).")
+    raise InputError(f"no training checkpoint in {folder}; start a new run (without resume=True).")
 
 
 def _optimizer_to_files(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:

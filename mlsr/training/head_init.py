@@ -32,7 +32,7 @@ def new_head(dense_size: int, vocab_size: int, *, mlm: str | None = None, hidden
     if projector.out_features != vocab_size:
         raise ModelLoadError(
             f"masked-LM {mlm!r} scores {projector.out_features:,} terms but the tokenizer has {vocab_size:,};"
-            " give the tokenizer of that model (--tokenizer) or leave --tokenizer out."
+            " give the tokenizer of that model (tokenizer) or leave it out."
         )
     config = HeadConfig(dense_size=dense_size, hidden_size=projector.in_features, vocab_size=vocab_size,
                         mlm_head=name, layer_norm_eps=float(layer_norm.eps))
@@ -52,7 +52,7 @@ def resolve_mlm(name_or_path: str) -> Source:
     try:
         return resolve_with_weights(name_or_path, what="masked-LM")
     except ModelLoadError as error:
-        raise ModelLoadError(f"{error} Or start the head from random weights: train --mlm none.") from None
+        raise ModelLoadError(f"{error} Or start the head from random weights (mlm=None).") from None
 
 
 def _mlm_layers(name_or_path: str) -> tuple[torch.nn.LayerNorm, torch.nn.Linear, str]:
@@ -64,7 +64,7 @@ def _mlm_layers(name_or_path: str) -> tuple[torch.nn.LayerNorm, torch.nn.Linear,
     model_type = json.loads(config_path.read_text()).get("model_type") if config_path.is_file() else None
     if model_type not in MLM_LAYER_NORMS:
         raise ModelLoadError(
-            f"masked-LM {name_or_path!r} has model_type {model_type!r}; --mlm takes a DistilBERT or BERT"
+            f"masked-LM {name_or_path!r} has model_type {model_type!r}; mlm takes a DistilBERT or BERT"
             " masked-LM (e.g. distilbert-base-uncased, bert-base-uncased)."
         )
     try:

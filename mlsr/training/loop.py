@@ -136,7 +136,7 @@ def train(
     out = Path(out)
     device = torch.device(device or default_device())
     if config.amp == "fp16" and device.type != "cuda":
-        raise InputError("fp16 mixed precision needs a CUDA device; use --amp bf16 on a CPU.")
+        raise InputError("fp16 mixed precision needs a CUDA device; use amp='bf16' on a CPU.")
     _check_out(out, resume)
     dataset = data if isinstance(data, DenseDataset) else load_dense_dataset(data)
     train_pairs, val_pairs = _pairs(dataset, config)
@@ -195,7 +195,7 @@ def _pairs(dataset: DenseDataset, config: TrainConfig):
             f"dense dataset {dataset.source!r} has {len(train_pairs)} training pairs (splits"
             f" {', '.join(config.train_splits)}) and {len(val_pairs)} validation captions (split"
             f" {config.val_split!r}); images per split: {dataset.split_counts()}. Choose other splits, or"
-            " re-run encode-dense with --val-fraction."
+            " re-run encode-dense with val_fraction."
         )
     return train_pairs, val_pairs
 
@@ -306,8 +306,8 @@ def _check_out(out: Path, resume: bool) -> None:
         _checkpoint_folder(out / CHECKPOINT_DIR)
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        hint = " It holds a training run: pass --resume to continue it." if (out / CHECKPOINT_DIR).exists() else ""
-        raise InputError(f"output folder {out} exists and is not empty; choose another --out.{hint}")
+        hint = " It holds a training run: resume=True continues it." if (out / CHECKPOINT_DIR).exists() else ""
+        raise InputError(f"output folder {out} exists and is not empty; choose another output folder.{hint}")
 
 
 
@@ -322,7 +322,7 @@ def _check_same_run(saved: dict, now: dict) -> None:
     if differ:
         raise InputError(
             f"cannot resume: this run differs from the saved one in {', '.join(differ)}. Use the same"
-            " data and settings, or start a new run in another --out."
+            " data and settings, or start a new run in another output folder."
         )
 
 
