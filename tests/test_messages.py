@@ -46,6 +46,7 @@ def test_the_scan_sees_a_flag_where_there_is_one():
     ("use amp='bf16' on a CPU.", "use --amp bf16 on a CPU."),
     ("start the head from random weights (mlm=None).", "start the head from random weights (--mlm none)."),
     ("distractor_rate must be in (0, 1].", "distractor_rate must be in (0, 1]."),
+    ("give expect_r1=PERCENT, or (only='text,image')", "give --expect-r1 PERCENT, or (--only text,image)"),
 ])
 def test_the_command_line_says_the_hints_as_its_flags(message, shown):
     from mlsr.cli import as_flags
@@ -92,7 +93,7 @@ def test_a_manifest_count_that_disagrees_with_the_items_names_both(tmp_path):
 
 
 def test_the_markdown_credit_links_its_licence():
-    from mlsr.app.article import linked
+    from mlsr.app.markdown import linked
 
     shown = linked("MS-COCO image 5: a Flickr photo under its own license (https://cocodataset.org/#termsofuse)")
     assert "<https://cocodataset.org/#termsofuse>" in shown and "https\\:" not in shown

@@ -17,7 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.app.pictures import Pictures, picture_url
-from mlsr.app.article import ArticleSuggestion, SectionSuggestion, assign, credit_line, join_sections, split_article
+from mlsr.app.article import ArticleSuggestion, SectionSuggestion, assign, join_sections, split_article
+from mlsr.app.markdown import credit_line
 from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend

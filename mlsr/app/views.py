@@ -6,7 +6,7 @@ are written as literal text (`literal`), never as Markdown or HTML.
 
 from __future__ import annotations
 
-from mlsr.app.article import literal
+from mlsr.app.markdown import literal
 from mlsr.vocab import Terms
 
 

@@ -35,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_HINT = re.compile(r"\b([a-z][a-z0-9_]*)=(True|None|'[^'\s]*')")
+_HINT = re.compile(r"\b([a-z][a-z0-9_]*)=(True|None|'[^'\s]*'|[A-Z]+\b)")
 
 
 def as_flags(message: str) -> str:
     """A library message's parameter hints as this command line's flags: `replace=True` -> `--replace`,
-    `amp='bf16'` -> `--amp bf16`, `mlm=None` -> `--mlm none` (library errors speak of parameters)."""
+    `amp='bf16'` -> `--amp bf16`, `mlm=None` -> `--mlm none`, `expect_r1=PERCENT` -> `--expect-r1 PERCENT`
+    (library errors speak of parameters)."""
     def flag(match: re.Match) -> str:
         name, value = "--" + match.group(1).replace("_", "-"), match.group(2)
         return name if value == "True" else f"{name} {'none' if value == 'None' else value.strip(chr(39))}"

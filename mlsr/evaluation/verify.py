@@ -117,7 +117,7 @@ def expected_r1(head: str, expect_r1: float | None) -> float:
             raise InputError(f"expect_r1 is a percentage in [0, 100], got {expect_r1}.")
         return float(expect_r1)
     if head not in PUBLISHED_R1:
-        raise InputError(f"no published R@1 is known for head {head!r}; give expect_r1 (a percentage), or leave"
+        raise InputError(f"no published R@1 is known for head {head!r}; give expect_r1=PERCENT, or leave"
                          " the retrieval check out (only='text,image,example').")
     return PUBLISHED_R1[head]
 

@@ -86,7 +86,8 @@ def is_hub_index(name: str | Path) -> bool:
 
 def locate_index(name: str | Path) -> IndexLocation:
     """The local folder of index `name`: the folder itself, or the cached snapshot of its Hub dataset repo."""
-    not_a_url(name, "index", IndexFormatError)  # an index is a folder or OWNER/NAME, never fetched from a URL
+    if not str(name).startswith(HUB_PREFIX):  # an index is a folder or OWNER/NAME (hf://...), never fetched from a URL
+        not_a_url(name, "index", IndexFormatError)
     hub = parse_hub_id(name)
     if hub is None:
         return IndexLocation(str(name), Path(name).expanduser())

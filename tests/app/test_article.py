@@ -8,9 +8,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsr.app.article import (
-    Illustration, assign, credit_line, join_sections, literal, render_markdown, split_article,
-)
+from mlsr.app.article import assign, join_sections, split_article
+from mlsr.app.markdown import Illustration, credit_line, literal, render_markdown
 from mlsr.errors import InputError
 from mlsr.settings import MAX_SECTIONS
 

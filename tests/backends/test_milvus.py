@@ -283,7 +283,7 @@ def test_a_collection_from_another_index_is_refused(index, lite_uri, tmp_path):
     other = SparseIndex.load(tmp_path / "other")
     with pytest.raises(BackendError, match="not the index"):
         open_backend(other, "milvus", lite_uri)
-    with pytest.raises(BackendError, match="--replace"):
+    with pytest.raises(BackendError, match="replace=True"):
         export_index(other, lite_uri)
     # Same items and count, other weights (say, rebuilt with another head): still another index.
     SparseIndex.build(index.vectors * 2, index.items, dense=index.dense).save(tmp_path / "reweighted")

@@ -155,8 +155,10 @@ def test_an_interrupted_run_resumes_from_its_finished_chunks(blip, image_folder,
     assert report.reused_chunks == 1 and sum(calls) == 4  # only the 4 images not yet done were embedded
     for name in ("img_embs.parquet", "text_embs.parquet"):
         assert pq.read_table(out / name).equals(pq.read_table(clean / name))
-    # A re-run over a finished folder rewrites the same dataset.
-    encode_dense(blip, image_folder, captions, out, batch_size=2, chunk_size=2)
+    # A re-run over a finished folder is refused (nothing changes); asked to overwrite, it rewrites the same dataset.
+    with pytest.raises(InputError, match="holds a dense dataset already"):
+        encode_dense(blip, image_folder, captions, out, batch_size=2, chunk_size=2)
+    encode_dense(blip, image_folder, captions, out, batch_size=2, chunk_size=2, overwrite=True)
     assert pq.read_table(out / "img_embs.parquet").equals(pq.read_table(clean / "img_embs.parquet"))
 
 

@@ -65,7 +65,7 @@ def test_caption_documents_need_a_caption_for_every_image(encoder, image_folder,
     few = read_captions(tmp_path / "few.csv")
     with pytest.raises(InputError, match="5 images have no caption"):
         build_index(encoder, image_folder, out=tmp_path / "x", captions=few, documents="caption")
-    with pytest.raises(InputError, match="needs a captions file"):
+    with pytest.raises(InputError, match="needs captions"):
         build_index(encoder, image_folder, out=tmp_path / "x", documents="caption")
     # image+caption: images without a caption are their image vector alone
     index, _ = build_index(encoder, image_folder, out=tmp_path / "x", captions=few, documents="image+caption")
@@ -84,7 +84,7 @@ def test_unreadable_images_are_skipped_and_reported_unless_strict(encoder, image
     assert report.indexed == 3 == len(index) and [name for name, _ in report.skipped] == ["broken.jpg"]
     assert index.info["build"]["skipped"] == 1
     with pytest.raises(InputError, match="broken.jpg"):
-        build_index(encoder, folder, out=tmp_path / "out", strict=True)
+        build_index(encoder, folder, out=tmp_path / "out", strict=True, overwrite=True)
 
 
 def test_built_index_saves_loads_and_checks_models(encoder, image_folder, tmp_path):

@@ -50,12 +50,12 @@ def test_a_failed_build_keeps_the_old_index_and_resumes(encoder, many_images, im
 
     monkeypatch.setattr(mlsr.ingest.images, "_encode_batch", failing_encode)
     with pytest.raises(RuntimeError, match="power cut"):
-        build_index(encoder, many_images, out=out, dense=True)
+        build_index(encoder, many_images, out=out, dense=True, overwrite=True)
     assert_same_index(SparseIndex.load(out), old)  # the previous index is untouched
     assert len(list((tmp_path / ".index.partial").glob("batch-*.json"))) == 3
 
     monkeypatch.setattr(mlsr.ingest.images, "_encode_batch", real_encode)
-    resumed, report = build_index(encoder, many_images, out=out, dense=True)
+    resumed, report = build_index(encoder, many_images, out=out, dense=True, overwrite=True)
     assert report.resumed == 3 and [name for name, _ in report.skipped] == ["broken.jpg"]
     assert_same_index(resumed, reference)
     assert_same_index(SparseIndex.load(out), reference)
@@ -108,7 +108,7 @@ def test_sigkill_at_random_points(encoder, backbone_dir, head_dir, tokenizer_dir
     old_manifest = (out / "manifest.json").read_bytes()
     reference = tmp_path / "reference"  # what the command builds uninterrupted (the same models, batches of 2)
     build_index(dataclasses.replace(encoder, batch_size=2), many_images, out=reference, dense=True)
-    build = ["--images", str(many_images), "--out", str(out), *models]
+    build = ["--images", str(many_images), "--out", str(out), "--overwrite", *models]
     partial = tmp_path / ".index.partial"
     # 25 files in batches of 2: 13 batches. Killed after the 3rd kept batch, then (resuming from them) with every
     # batch done and the new folder staged beside the old one: the old index stays intact.

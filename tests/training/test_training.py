@@ -408,7 +408,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(planted, tiny_tokenizer_dir, 
 
 def test_bad_runs_are_refused_before_anything_changes(planted, tiny_tokenizer_dir, tmp_path, trained):
     out = trained["light"].out
-    with pytest.raises(InputError, match="not empty.*--resume"):
+    with pytest.raises(InputError, match="not empty.*resume=True continues it"):
         train(planted, out, TrainConfig(epochs=20, **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None)
     with pytest.raises(InputError, match="config.epochs"):
         train(planted, out, TrainConfig(epochs=30, **FAST), tokenizer=str(tiny_tokenizer_dir), mlm=None, resume=True)
