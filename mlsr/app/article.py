@@ -108,12 +108,12 @@ class ArticleSuggestion:
 
     def to_json(self) -> dict:
         return {"sections": [
-            {"title": s.section.title, "query": s.query, "results": [
+            {"title": section_label(self.article, number), "query": s.query, "results": [
                 {"rank": hit.rank, "id": hit.id, "score": hit.score, "image": hit.image, "source": hit.source,
                  "caption": hit.caption,
                  "terms": [[term, round(contribution, 4)] for term, contribution in terms]}
                 for hit, terms in zip(s.hits, s.terms)]}
-            for s in self.sections]}
+            for number, s in enumerate(self.sections)]}
 
     def markdown(self, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> str:
         """The article with, under each section heading, its chosen image (`chosen[i]`: a position in section
@@ -271,6 +271,15 @@ def image_block(illustration: Illustration) -> str:
     if illustration.image is None:
         return f"*(image {literal(illustration.id)} has no file to show)*" + (f"  \n{line}" if line else "")
     return f"![{caption}]({_link(illustration.image)})" + (f"  \n{line}" if line else "")
+
+
+def section_label(article: Article, number: int) -> str:
+    """A section's heading, or what stands in for it, in the UI and the API alike: 'Introduction' for the lead of
+    an article split at its headings, 'Paragraph 3' for an untitled paragraph."""
+    section = article.sections[number]
+    if section.title:
+        return section.title
+    return "Introduction" if article.split == "headings" and number == 0 else f"Paragraph {number + 1}"
 
 
 def credit_line(item: dict) -> str:
