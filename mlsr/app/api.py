@@ -13,7 +13,7 @@ from typing import Callable, Literal
 import gradio as gr
 from gradio.data_classes import FileData
 
-from mlsr.app.service import Service
+from mlsr.app.service import Service, rounded
 from mlsr.app.ui import MODELS, user_errors
 from mlsr.app.uploads import uploaded_image
 from mlsr.settings import ARTICLE_K
@@ -106,7 +106,7 @@ def image_endpoints(service: Service) -> list[Callable]:
             {"active_terms": the number of non-zero terms, "terms": [[term, weight], ...], "timings_ms"}
         """
         found = service.image_terms(uploaded_image(image), top_k, k=1)
-        return {"active_terms": found.active_terms, "terms": [list(t) for t in found.terms],
+        return {"active_terms": found.active_terms, "terms": rounded(found.terms),
                 "timings_ms": found.timings}
 
     @user_errors

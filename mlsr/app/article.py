@@ -98,12 +98,12 @@ class ArticleSuggestion:
 
     def to_json(self) -> dict:
         return {"sections": [
-            {"title": s.section.title, "query": s.query, "results": [
+            {"title": section_label(self.article, number), "query": s.query, "results": [
                 {"rank": hit.rank, "id": hit.id, "score": hit.score, "image": hit.image, "source": hit.source,
                  "caption": hit.caption,
                  "terms": [[term, round(contribution, 4)] for term, contribution in terms]}
                 for hit, terms in zip(s.hits, s.terms)]}
-            for s in self.sections]}
+            for number, s in enumerate(self.sections)]}
 
     def markdown(self, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> str:
         """The article with, under each section heading, its chosen image (`chosen[i]`: a position in section
@@ -228,6 +228,15 @@ def _cosines(document: Callable[[int], sp.csr_matrix], row: int, others: list[in
     mine, norm = vectors[row]
     dots = np.array([float(mine.multiply(vectors[r][0]).sum()) for r in others])
     return dots / (norm * np.array([vectors[r][1] for r in others]))
+
+
+def section_label(article: Article, number: int) -> str:
+    """A section's heading, or what stands in for it, in the UI and the API alike: 'Introduction' for the lead of
+    an article split at its headings, 'Paragraph 3' for an untitled paragraph."""
+    section = article.sections[number]
+    if section.title:
+        return section.title
+    return "Introduction" if article.split == "headings" and number == 0 else f"Paragraph {number + 1}"
 
 
 # -- splitting --------------------------------------------------------------------------------------------

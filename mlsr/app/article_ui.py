@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from mlsr.app.article import SPLITS, Article, ArticleSuggestion, join_sections, split_article
+from mlsr.app.article import SPLITS, Article, ArticleSuggestion, join_sections, section_label, split_article
 from mlsr.app.service import Service
 from mlsr.app.ui import MODELS, Show, progress_stage, shown_in
 from mlsr.app.views import chips, literal, nothing_matched, plural, timing_text, why_markdown
@@ -160,14 +160,6 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
                  api_visibility="private", queue=False)
     none.click(lambda chosen: on_choose(chosen, None), [chosen_state], [chosen_state, chosen_line, preview,
                download], api_visibility="private", queue=False)
-
-
-def section_label(article: Article, number: int) -> str:
-    """A section's heading, or what stands in for it: 'Introduction' for a lead, 'Paragraph 3' otherwise."""
-    section = article.sections[number]
-    if section.title:
-        return section.title
-    return "Introduction" if article.split == "headings" and number == 0 else f"Paragraph {number + 1}"
 
 
 def plan_markdown(article: Article) -> str:

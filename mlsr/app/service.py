@@ -72,7 +72,7 @@ class Suggestion:
     def to_json(self) -> dict:
         return {
             "text": self.text, "mode": self.mode, "active_terms": self.active_terms,
-            "query_terms": self.table, "expansion_terms": [list(t) for t in self.expansion],
+            "query_terms": self.table, "expansion_terms": rounded(self.expansion),
             "results": [asdict(hit) for hit in self.hits], "timings_ms": self.timings,
         }
 
@@ -88,7 +88,7 @@ class ImageTerms:
     query: sp.csr_matrix | None = None  # the image's own vector, which ranked `similar`
 
     def to_json(self) -> dict:
-        return {"active_terms": self.active_terms, "terms": [list(t) for t in self.terms],
+        return {"active_terms": self.active_terms, "terms": rounded(self.terms),
                 "similar": [asdict(hit) for hit in self.similar], "timings_ms": self.timings}
 
 
@@ -353,6 +353,11 @@ class Service:
             return None
         path = (self.index_dir / image).resolve()
         return path if path.is_file() else None
+
+
+def rounded(terms) -> list[list]:
+    """[[term, weight], ...] with weights to 4 decimals: every answer of the API writes weights so."""
+    return [[term, round(float(weight), 4)] for term, weight in terms]
 
 
 def public_name(model: str | None) -> str | None:

@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 from gradio.utils import get_upload_folder
 
+from mlsr.app.mcp import structure_answers
 from mlsr.app.pictures import picture_file, picture_route
 from mlsr.app.service import Hit, Service
 from mlsr.app.terms import term_table
@@ -108,14 +109,20 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
 
 
 class AppBlocks(UploadsOnly):
-    """The app's Blocks: launched, they also serve `routes` (the pictures, `mlsr.app.pictures`) on the same origin."""
+    """The app's Blocks: launched, they also serve `routes` (the pictures, `mlsr.app.pictures`) on the same origin,
+    and their MCP tools answer JSON with output schemas (`mlsr.app.mcp`)."""
 
     routes: list = []
 
-    def launch(self, *args, **kwargs):  # gradio's; adds the routes to the FastAPI app it creates
+    def launch(self, *args, **kwargs):  # gradio's; adds the routes to the app it creates, then adjusts its MCP server
         app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
         app_kwargs["routes"] = [*app_kwargs.get("routes", []), *self.routes]
-        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
+        block = not kwargs.pop("prevent_thread_lock", False)
+        launched = super().launch(*args, app_kwargs=app_kwargs, prevent_thread_lock=True, **kwargs)
+        structure_answers(self)
+        if block:
+            self.block_thread()
+        return launched
 
 
 Show = Callable[[list[Hit]], list[tuple]]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
+import json
+import urllib.parse
+import urllib.request
 
 import pytest
 from gradio_client import Client
@@ -124,17 +126,23 @@ async def mcp_session(url: str, calls: list[tuple[str, dict]]) -> tuple[list, li
     return tools, results
 
 
-def test_mcp_tools_are_listed_described_and_answer(app_url):
-    image = REAL_IMAGES / "COCO_val2014_000000184613.jpg"
+def test_mcp_tools_are_listed_described_and_answer_json_matching_their_schemas(app_url):
+    """Every tool lists an output schema and answers JSON text (json.loads parses it) equal to its structured
+    content, which matches that schema; hits carry absolute picture URLs on the app's own origin."""
     import base64
 
+    import jsonschema
+
+    image = REAL_IMAGES / "COCO_val2014_000000184613.jpg"
     data = "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
-    tools, results = asyncio.run(mcp_session(app_url, [
-        ("suggest", {"text": "a boy leading buffalo to the market", "k": 3}),
-        ("suggest_article", {"article": ARTICLE, "k": 2, "dedupe": False}),
-        ("image_terms", {"image": data, "top_k": 5}),
-        ("suggest", {"text": "", "k": 3}),
-    ]))
+    calls = [("suggest", {"text": "a boy leading buffalo to the market", "k": 3}),
+             ("suggest_article", {"article": ARTICLE, "k": 2, "dedupe": False}),
+             ("image_terms", {"image": data, "top_k": 5}),
+             ("similar", {"image": data, "k": 3}),
+             ("search_terms", {"terms": [["buffalo", 1.0], ["market", 0.5]], "k": 3}),
+             ("compare", {"text": "a woman cutting a cake", "k": 3}),
+             ("suggest", {"text": "", "k": 3})]
+    tools, results = asyncio.run(mcp_session(app_url, calls))
     by_name = {tool.name: tool for tool in tools}
     assert {"suggest", "suggest_article", "image_terms", "similar", "search_terms", "compare"} <= set(by_name)
     suggest = by_name["suggest"]
@@ -143,15 +151,22 @@ def test_mcp_tools_are_listed_described_and_answer(app_url):
     assert suggest.inputSchema["properties"]["mode"]["enum"] == ["expand", "no_expand", "hybrid"]
     assert "AToMiC" in by_name["suggest_article"].description
     assert by_name["suggest_article"].inputSchema["properties"]["dedupe"]["type"] == "boolean"
-    text, article, terms, empty = results
-
-    def answer(result) -> dict:  # Gradio's MCP server writes a dict result as Python literal text
+    answers = {}
+    for (name, _), result in zip(calls[:-1], results[:-1]):
         assert not result.isError, result.content[0].text
-        return ast.literal_eval(result.content[0].text)
-
-    assert len(answer(text)["results"]) == 3
-    assert [len(s["results"]) for s in answer(article)["sections"]] == [2, 2, 2]
-    assert len(answer(terms)["terms"]) == 5
+        parsed = json.loads(result.content[0].text)
+        assert parsed == result.structuredContent
+        jsonschema.validate(parsed, by_name[name].outputSchema)
+        answers[name] = parsed
+    assert len(answers["suggest"]["results"]) == 3
+    assert [len(s["results"]) for s in answers["suggest_article"]["sections"]] == [2, 2, 2]
+    assert len(answers["image_terms"]["terms"]) == 5
+    hits = answers["suggest"]["results"] + answers["similar"]["similar"] + answers["compare"]["sparse"]
+    for hit in hits:
+        assert hit["image"] == f"{app_url}thumbnails/{urllib.parse.quote(hit['id'], safe='')}"
+        with urllib.request.urlopen(hit["image"], timeout=30) as picture:
+            assert picture.headers["Content-Type"] == "image/webp"
+    empty = results[-1]
     assert empty.isError and "empty" in empty.content[0].text
 
 

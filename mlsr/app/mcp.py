@@ -1,0 +1,88 @@
+"""The app's MCP tools answer JSON that an agent can parse: structured content with an output schema per tool.
+
+Gradio's MCP server (6.31) writes a tool's dict answer as a Python literal (`{'text': ...}`, which `json.loads`
+refuses) and lists no output schema. `structure_answers` adjusts the running server, after launch: every dict
+answer becomes JSON text plus the same object as `structuredContent`, each tool lists its `outputSchema`
+(`OUTPUT_SCHEMAS`), and each hit's `image` (the app's own `thumbnails/<id>`) becomes absolute on the app's origin
+as the agent reached it. Nothing else of Gradio's server changes; a new Gradio version that moves these hooks
+makes the app's MCP tests fail, not its answers wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mlsr.app.pictures import THUMBNAIL_ROUTE
+
+_NUMBER, _INT, _TEXT = {"type": "number"}, {"type": "integer"}, {"type": "string"}
+_TERMS = {"type": "array", "items": {"type": "array", "prefixItems": [_TEXT, _NUMBER], "minItems": 2, "maxItems": 2}}
+_TIMINGS = {"type": "object", "additionalProperties": _NUMBER}
+_HIT = {"type": "object", "required": ["rank", "id", "score", "image", "caption", "source"],
+        "properties": {"rank": _INT, "row": _INT, "id": _TEXT, "score": _NUMBER, "caption": _TEXT,
+                       "image": {"type": ["string", "null"], "description": "the picture's URL, on the app's origin"},
+                       "source": {"type": ["string", "null"], "description": "the original's URL, for a link"},
+                       "terms": _TERMS}}
+_HITS = {"type": "array", "items": _HIT}
+
+
+def _answer(required: dict[str, Any]) -> dict:
+    return {"type": "object", "required": list(required), "properties": required}
+
+
+OUTPUT_SCHEMAS: dict[str, dict] = {
+    "suggest": _answer({"results": _HITS, "query_terms": _TERMS, "expansion_terms": _TERMS, "active_terms": _INT,
+                        "timings_ms": _TIMINGS}),
+    "suggest_article": _answer({"sections": {"type": "array", "items": _answer(
+        {"title": _TEXT, "query": _TEXT, "results": _HITS})}}),
+    "search_terms": _answer({"results": _HITS, "active_terms": _INT, "timings_ms": _TIMINGS}),
+    "compare": _answer({"sparse": _HITS, "dense": _HITS, "overlap_at_k": _NUMBER, "active_terms": _INT,
+                        "timings_ms": _TIMINGS}),
+    "image_terms": _answer({"active_terms": _INT, "terms": _TERMS, "timings_ms": _TIMINGS}),
+    "similar": _answer({"similar": _HITS, "terms": _TERMS, "active_terms": _INT, "timings_ms": _TIMINGS}),
+}
+
+
+def on_origin(value: Any, root_url: str) -> Any:
+    """A copy of a JSON answer whose hits' `image` paths (`thumbnails/<id>`) are absolute URLs on `root_url`."""
+    if isinstance(value, dict):
+        return {key: (f"{root_url.rstrip('/')}/{inner}" if key == "image" and isinstance(inner, str)
+                      and inner.startswith(THUMBNAIL_ROUTE + "/") else on_origin(inner, root_url))
+                for key, inner in value.items()}
+    if isinstance(value, list):
+        return [on_origin(inner, root_url) for inner in value]
+    return value
+
+
+def structure_answers(demo) -> None:
+    """Make the launched app's MCP tools answer JSON with output schemas (see the module doc); no MCP, no change."""
+    server = getattr(demo, "mcp_server_obj", None)
+    if server is None:
+        return
+    types, low = server.types, server.mcp_server
+    postprocess = server.postprocess_output_data
+
+    def as_json(data, root_url):
+        if len(data) == 1 and isinstance(data[0], dict):
+            return [types.TextContent(type="text", text=json.dumps(on_origin(data[0], root_url), ensure_ascii=False))]
+        return postprocess(data, root_url)
+
+    server.postprocess_output_data = as_json
+    list_tools, call_tool = low.request_handlers[types.ListToolsRequest], low.request_handlers[types.CallToolRequest]
+
+    async def listed(request):
+        result = await list_tools(request)
+        for tool in result.root.tools:
+            tool.outputSchema = OUTPUT_SCHEMAS.get(tool.name, tool.outputSchema)
+        return result
+
+    async def called(request):
+        result = await call_tool(request)
+        answer = result.root
+        if (request.params.name in OUTPUT_SCHEMAS and isinstance(answer, types.CallToolResult) and not answer.isError
+                and len(answer.content) == 1 and answer.content[0].type == "text"):
+            answer.structuredContent = json.loads(answer.content[0].text)
+        return result
+
+    low.request_handlers[types.ListToolsRequest] = listed
+    low.request_handlers[types.CallToolRequest] = called
