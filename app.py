@@ -48,7 +48,7 @@ def create_app(args: argparse.Namespace):
     from mlsr.app.service import Service
     from mlsr.app.startup import missing_index_hint, public_text, start_index, startup_guide
     from mlsr.app.ui import build_ui, error_page
-    from mlsr.errors import MlsrError
+    from mlsr.errors import IndexFormatError, IndexMismatchError, MlsrError
 
     try:
         index = start_index(args.index, args.dataset, head=args.head, tokenizer=args.tokenizer, device=args.device)
@@ -59,7 +59,9 @@ def create_app(args: argparse.Namespace):
         message = f"{error}{missing_index_hint(args.index, args.dataset)}"
         print(f"mlsr: cannot start: {message}", file=sys.stderr)  # the operator's console: the full paths
         local = [args.index, args.backbone, args.head, args.tokenizer]
-        guide = startup_guide(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer)
+        broken = isinstance(error, IndexFormatError) and not isinstance(error, IndexMismatchError)
+        guide = startup_guide(args.index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
+                              broken_index=broken and Path(args.index).is_dir())
         return error_page(public_text(message, local), public_text(guide, local))
     return build_ui(service, examples_dir=ASSETS / "examples", images_dir=ASSETS / "images",
                     placeholder=ASSETS / "missing.png")

@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.app.pictures import Pictures, picture_url
 from mlsr.app.article import ArticleSuggestion, SectionSuggestion, assign, join_sections, split_article
 from mlsr.app.markdown import credit_line
+from mlsr.app.pictures import Pictures, picture_url
 from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend
@@ -39,8 +39,8 @@ Stage = Callable[[float, str], None]  # progress: (fraction done, what is happen
 @dataclass(frozen=True)
 class Hit:
     """One ranked item, as the API returns it: the row, the item id, the score, a caption, `image`: where the app
-    serves its picture (`thumbnails/<id>`, relative to the app; the API makes it absolute on the app's own
-    origin; None only when the item has no picture at all), and `source`: the original's URL, for a link
+    serves its picture (`thumbnails/<id>`, relative to the app's root URL; MCP answers make it absolute on the
+    app's origin; None only when the item has no picture at all), and `source`: the original's URL, for a link
     (never an `<img src>`), when the item came from the web."""
 
     rank: int

@@ -105,14 +105,14 @@ def public_text(text: str, names: list[str | Path]) -> str:
     return text
 
 
-def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer: str) -> str:
+def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer: str, broken_index: bool = False) -> str:
     """Markdown for the page the app serves when it cannot start: what it needs, the commands, where files go.
 
-    For an index folder that exists but cannot be used, the command that rebuilds it (from its own manifest);
-    models that are local folders are not offered for download.
+    With `broken_index` (the index folder exists but cannot be used), the command that rebuilds it, from its own
+    manifest; models that are local folders are not offered for download.
     """
     index = str(index_dir)
-    rebuild = rebuild_command(Path(index)) if Path(index).is_dir() else None
+    rebuild = rebuild_command(Path(index)) if broken_index and Path(index).is_dir() else None
     get_index = (f"## Rebuild the index\n`{index}` cannot be used as it is; rebuild it as it was built:\n```\n{rebuild}\n"
                  f"python app.py --index {index}\n```" if rebuild else
                  f"## On a machine that reaches the Hugging Face Hub\n```\npython -m mlsr prepare --index {index}"
@@ -162,6 +162,7 @@ def rebuild_command(index_dir: Path) -> str | None:
                     f" --out {index_dir}{extra} --overwrite")
         if isinstance(build.get("images"), str):
             images = Path(build["images"]) if Path(build["images"]).is_absolute() else index_dir / build["images"]
+            images = Path(os.path.relpath(images))  # from here: the page never shows where the server keeps it
             documents = manifest.get("documents", "image")
             captions = "" if documents == "image" else " --captions CAPTIONS_FILE"
             dense = " --dense" if manifest.get("dense_size") else ""

@@ -54,8 +54,10 @@ def test_the_setup_guide_for_a_broken_custom_index_rebuilds_it_as_it_was_built(b
     from mlsr.app.startup import startup_guide
 
     (tmp_path / "blip").mkdir()
-    guide = startup_guide(built, backbone=str(tmp_path / "blip"), head="lsr42/some-head", tokenizer="distilbert-base-uncased")
+    models = dict(backbone=str(tmp_path / "blip"), head="lsr42/some-head", tokenizer="distilbert-base-uncased")
+    assert "## Rebuild the index" not in startup_guide(built, **models)  # the index is fine: a model is missing
+    guide = startup_guide(built, **models, broken_index=True)
     assert "## Rebuild the index" in guide and "mlsr prepare" not in guide
-    assert (f"python -m mlsr build-index --images {os.path.normpath(image_folder.resolve())} --captions CAPTIONS_FILE"
+    assert (f"python -m mlsr build-index --images {os.path.relpath(image_folder.resolve())} --captions CAPTIONS_FILE"
             f" --doc image+caption --dense --out {built} --overwrite") in guide
     assert "hf download lsr42/some-head" in guide and "hf download /" not in guide  # a local folder is not downloaded
