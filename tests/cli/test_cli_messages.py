@@ -10,16 +10,6 @@ import time
 import pytest
 
 from mlsr.cli import main
-from mlsr.data.captions import read_captions
-from mlsr.ingest.images import build_index
-
-
-@pytest.fixture
-def built(encoder, image_folder, tmp_path):
-    out = tmp_path / "index"
-    build_index(encoder, image_folder, out=out, documents="image+caption", dense=True,
-                captions=read_captions(image_folder / "captions.csv"))
-    return out
 
 
 def test_an_empty_query_is_refused_before_the_index_and_models_load(tmp_path, capsys):

@@ -8,7 +8,6 @@ import hashlib
 import pytest
 
 from mlsr.cli import main
-from mlsr.data.captions import read_captions
 from mlsr.errors import IndexMismatchError
 from mlsr.index.sparse import SparseIndex
 from mlsr.ingest.images import build_index
@@ -24,15 +23,6 @@ def snapshot(folder) -> dict[str, str]:
     """Every file of a folder by name, with its sha256: byte for byte what is there."""
     return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-@pytest.fixture
-def built(encoder, image_folder, tmp_path):
-    """An image+caption index with dense vectors over the six test images."""
-    out = tmp_path / "index"
-    build_index(encoder, image_folder, out=out, documents="image+caption", dense=True,
-                captions=read_captions(image_folder / "captions.csv"))
-    return out
 
 
 def test_build_index_onto_an_index_is_refused_and_changes_nothing_unless_overwrite(built, image_folder, model_args,

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import pytrec_eval
 import scipy.sparse as sp
 
 from mlsr.data.trec import read_qrels
 from mlsr.evaluation.runs import DEFAULT_MEASURES, DEFAULT_RUNS, QuerySet, evaluate_index
 from mlsr.index.modes import QueryVectors
 from mlsr.index.sparse import SparseIndex
+from tests.helpers.trec import file_run, trec_eval
 
 TERMS, DOCS, QUERIES, DENSE = 300, 120, 90, 16
 LEVELS = np.array([0.5, 1.0, 2.0], dtype=np.float32)  # exact sums: real ties
@@ -41,33 +41,6 @@ def few_matches(seed: int = 0) -> tuple[SparseIndex, QuerySet, dict]:
     ids = [f"q{q:02d}" for q in range(QUERIES)]
     qrels = {qid: {f"d{int(rng.integers(DOCS)):03d}": 1} for qid in ids}
     return index, QuerySet(ids, QueryVectors(expand, no_expand, dense[DOCS:])), qrels
-
-
-def file_run(path) -> dict[str, list[tuple[str, float, int]]]:
-    """A run file as written: {query: [(doc, score, rank)] in file order}."""
-    run: dict[str, list[tuple[str, float, int]]] = {}
-    for line in path.read_text().splitlines():
-        qid, _, doc, rank, score, _ = line.split()
-        run.setdefault(qid, []).append((doc, float(score), int(rank)))
-    return run
-
-
-def trec_eval(path, qrels: dict, measures: list[str]) -> dict[str, float]:
-    """pytrec_eval (trec_eval's C code) over the run file's own scores; MRR@10 over each query's 10 best by score."""
-    run = {qid: {doc: score for doc, score, _ in entries} for qid, entries in file_run(path).items()}
-    names = {"R": ("recall.{}", "recall_{}"), "NDCG": ("ndcg_cut.{}", "ndcg_cut_{}"), "MAP": ("map_cut.{}", "map_cut_{}")}
-    out = {}
-    for measure in measures:
-        kind, k = measure.split("@")
-        if kind == "MRR":
-            cut = {q: dict(sorted(d.items(), key=lambda item: -item[1])[: int(k)]) for q, d in run.items()}
-            values = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
-            out[measure] = sum(values.get(q, {}).get("recip_rank", 0) for q in qrels) / len(qrels)
-        else:
-            request, key = names[kind]
-            values = pytrec_eval.RelevanceEvaluator(qrels, {request.format(k)}).evaluate(run)
-            out[measure] = sum(values.get(q, {}).get(key.format(k), 0) for q in qrels) / len(qrels)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import pytrec_eval
 
 from tests.helpers.datasets import CAPTIONS_PER_IMAGE, PLANTED_CORRECT, TEST_IMAGES, write_dense_dataset
+from tests.helpers.trec import trec_eval
 from mlsr.cli import main
 from mlsr.models.encoder import Encoder
 from mlsr.index.sparse import SparseIndex
-from mlsr.data.trec import read_qrels, read_run
+from mlsr.data.trec import read_qrels
 
 MEASURES = "R@1,R@5,R@10,MRR@10,NDCG@5,NDCG@10,NDCG@100,MAP@5,MAP@10,MAP@100"
 
@@ -34,25 +34,6 @@ def imported(dataset, models, tmp_path_factory):
     return out
 
 
-def _reference(run_file, qrels_file, measures):
-    """pytrec_eval on our run file, ranks encoded as scores (the check is of the metrics, not of tie order)."""
-    qrels = read_qrels(qrels_file)
-    run = {q: {doc: float(len(docs) - j) for j, doc in enumerate(docs)} for q, docs in read_run(run_file).items()}
-    names = {"R": ("recall.{}", "recall_{}"), "NDCG": ("ndcg_cut.{}", "ndcg_cut_{}"), "MAP": ("map_cut.{}", "map_cut_{}")}
-    out = {}
-    for measure in measures:
-        kind, k = measure.split("@")
-        if kind == "MRR":
-            cut = {q: dict(list(d.items())[: int(k)]) for q, d in run.items()}
-            values = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
-            out[measure] = sum(values.get(q, {}).get("recip_rank", 0) for q in qrels) / len(qrels)
-        else:
-            request, key = names[kind]
-            values = pytrec_eval.RelevanceEvaluator(qrels, {request.format(k)}).evaluate(run)
-            out[measure] = sum(values.get(q, {}).get(key.format(k), 0) for q in qrels) / len(qrels)
-    return out
-
-
 def test_published_vectors_evaluation_matches_trec_eval_and_the_planted_answer(
         imported, dataset, models, head_dir, tokenizer_dir, tmp_path, capsys):
     runs_dir = tmp_path / "runs"
@@ -68,7 +49,7 @@ def test_published_vectors_evaluation_matches_trec_eval_and_the_planted_answer(
     # planted: 3 of 5 captions carry exactly their image's vector, 2 the next image's
     assert by_run["dense"]["metrics"]["R@1"] == pytest.approx(PLANTED_CORRECT / CAPTIONS_PER_IMAGE)
     for run, values in by_run.items():
-        reference = _reference(runs_dir / f"{run}.trec", runs_dir / "qrels.trec", MEASURES.split(","))
+        reference = trec_eval(runs_dir / f"{run}.trec", read_qrels(runs_dir / "qrels.trec"), MEASURES.split(","))
         for measure, value in reference.items():
             assert values["metrics"][measure] == pytest.approx(value, abs=1e-9), (run, measure)
     # FLOPs from their definition: shared terms per query-document pair, averaged over all pairs
@@ -143,8 +124,8 @@ def test_text_queries_with_trec_qrels(backbone_dir, head_dir, tokenizer_dir, ima
     result = json.loads(capsys.readouterr().out)
     assert result["queries"] == 2 and result["documents"] == 6
     for run in result["runs"]:
-        reference = _reference(tmp_path / "runs" / f"{run['run']}.trec", tmp_path / "qrels.trec",
-                               ["R@1", "R@5", "MRR@10", "NDCG@5", "MAP@5"])
+        reference = trec_eval(tmp_path / "runs" / f"{run['run']}.trec", read_qrels(tmp_path / "qrels.trec"),
+                              ["R@1", "R@5", "MRR@10", "NDCG@5", "MAP@5"])
         assert run["metrics"] == pytest.approx(reference, abs=1e-9)
         # 6 documents: a judged one that shares a term with the query is in the top 10 (where depends on the
         # random models); a dense run ranks all 6
