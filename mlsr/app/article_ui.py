@@ -20,7 +20,7 @@ from mlsr.app.article import SPLITS, Article, ArticleSuggestion, join_sections, 
 from mlsr.app.service import Service
 from mlsr.app.ui import MODELS, Show, progress_stage, shown_in
 from mlsr.app.views import chips, literal, nothing_matched, plural, timing_text, why_markdown
-from mlsr.errors import MlsrError
+from mlsr.errors import InputError, MlsrError
 from mlsr.settings import ARTICLE_K, MAX_SECTION_K, NEAR_DUPLICATE_COSINE
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "mlsr-articles"  # illustrated Markdown files, kept for an hour
@@ -66,7 +66,13 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
     plan_inputs = [text, split, title, joined]
     for trigger in (text.change, split.change, title.change, joined.input):
         trigger(on_plan, plan_inputs, [plan, joined], api_visibility="private", queue=False, show_progress="hidden")
-    upload.upload(read_upload, [upload], [text], api_visibility="private", queue=False)
+    def on_upload(file):  # a refused file is said in the plan, under the article; the article's text stays
+        try:
+            return read_upload(file), gr.update()
+        except InputError as error:
+            return gr.update(), f"**{literal(str(error))}**"
+
+    upload.upload(on_upload, [upload], [text, plan], api_visibility="private", queue=False)
 
     def on_suggest(text_value, title_value, k_value, split_value, joined_value, unique_value, collapse_value,
                    progress=gr.Progress()):
@@ -205,13 +211,13 @@ def write_markdown(result: ArticleSuggestion, chosen: list) -> str:
 
 
 def read_upload(file) -> str:
-    """The text of an uploaded .txt or .md file (UTF-8; other encodings are refused with a message)."""
+    """The text of an uploaded .txt or .md file (UTF-8; other encodings are refused with an InputError)."""
     path = Path(file if isinstance(file, str) else getattr(file, "name", ""))
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        raise gr.Error("The file could not be read as UTF-8 text; upload a .txt or .md file.",
-                       print_exception=False) from None
+        raise InputError("The file could not be read as UTF-8 text: save it as UTF-8, or upload another .txt or"
+                         " .md file.") from None
 
 
 def _clip(text: str, limit: int) -> str:

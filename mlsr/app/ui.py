@@ -40,6 +40,9 @@ MODELS = "models"  # one concurrency group for every event that runs model code:
 PLOTTED_TERMS = 15  # bars in a chart: more and their labels collide
 SHOWN_TERMS = 100  # an image's terms the screen keeps: its slider shows 5 to this many without encoding again
 MATCHED_COLUMNS = ("term", "query", "image", "contribution")  # short headers: four columns fit a phone
+# On a narrow screen the results start ~1,000 px below the button: bring them into view once they are there.
+SHOW_RESULTS_ON_A_PHONE = ("() => { if (window.innerWidth < 700) document.querySelector('#results-gallery')"
+                           "?.scrollIntoView({block: 'start'}); }")
 CSS = """
 #query-highlight .textspan, #image-chips .textspan {font-size: 0.95rem;}
 .mlsr-timing {color: var(--body-text-color-subdued); font-size: 0.85rem;}
@@ -153,19 +156,20 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     triggers = [c.suggest_button.click, text.submit] + ([example_list.load_input_event.then] if example_list else [])
     for trigger in triggers:  # an example runs at once: no earlier query's results stay beside it
         trigger(shown_in(on_suggest, blank), [text, k, mode], suggest_outputs, api_visibility="private",
-                concurrency_id=MODELS)
+                concurrency_id=MODELS).then(None, js=SHOW_RESULTS_ON_A_PHONE)
 
     def on_search_edited(rows: pd.DataFrame, k_value: int, query):
         # the table leaves out control tokens: their weights come from the query it was made from
         hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value), keep_from=query)
-        return show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False)
+        return (show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False),
+                "")
 
-    def edited_blank(message: str):
-        return [], f"**{literal(message)}**", None, [], gr.update(visible=False)
+    def edited_blank(message: str):  # said beside the table the user is editing; the last results stay
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"**{literal(message)}**"
 
     c.search_edited.click(shown_in(on_search_edited, edited_blank), [table, k, query_state],
-                          [results, c.timing, query_state, hits_state, why_row], api_visibility="private",
-                          concurrency_id=MODELS)
+                          [results, c.timing, query_state, hits_state, why_row, c.edit_status],
+                          api_visibility="private", concurrency_id=MODELS)
 
     @user_errors
     def on_select(query, hits: list[Hit], event: gr.SelectData):
@@ -182,7 +186,7 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
         if hit is None:
             return tuple(gr.update() for _ in suggest_outputs)
         hits, query, timings = service.more_like_this(hit.row, int(k_value))
-        line = f"images like #{hit.rank} {literal(hit.caption or hit.id)}, its own terms as the query"
+        line = f"like #{hit.rank} {literal(hit.caption or hit.id)}, its own terms as the query"
         summary = f"{plural(len(hits), 'image')} {line} ({plural(query.nnz, 'active term')}) · {timing_text(timings)}"
         return (show(hits), None, "", summary, pd.DataFrame(term_table(query[0], service.encoder.vocab),
                                                              columns=["term", "weight"]),
@@ -242,11 +246,13 @@ def suggest_components(examples: list[Path]) -> SimpleNamespace:
             table = gr.Dataframe(headers=["term", "weight"], datatype=["str", "number"], interactive=True,
                                  column_count=2, row_count=1, elem_id="term-table", max_height=360)
             search_edited = gr.Button("Search with these terms", elem_id="search-edited")
+            edit_status = gr.Markdown(elem_id="term-table-status")  # a refused table is said here, where the eye is
     return SimpleNamespace(
         query_state=query_state, hits_state=hits_state, selected_state=selected_state, text=text, k=k, mode=mode,
         suggest_button=suggest_button, example_list=example_list, highlighted=highlighted, expansion=expansion,
         timing=timing, results=results, why_row=why_row, why_title=why_title, more=more, matched=matched,
-        contribution_plot=contribution_plot, hit_terms=hit_terms, table=table, search_edited=search_edited)
+        contribution_plot=contribution_plot, hit_terms=hit_terms, table=table, search_edited=search_edited,
+        edit_status=edit_status)
 
 
 def explanation(service: Service, query, hit: Hit) -> tuple:

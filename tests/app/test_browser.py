@@ -99,6 +99,7 @@ def test_selecting_a_result_shows_why_it_ranked_and_more_like_it(page):
     page.screenshot(path=str(ARTIFACTS / "explain.png"), full_page=True)
     page.locator("#more-like-this").click()
     expect(page.locator("#suggest-timing")).to_contain_text("images like #1")
+    assert "images images" not in page.locator("#suggest-timing").inner_text()
     expect(page.locator("#results-gallery img")).to_have_count(5)
     page.locator("#results-gallery img").nth(1).click()  # the explanation works from the image's own vector
     expect(page.locator("#why-row")).to_contain_text("#2")
@@ -316,3 +317,46 @@ def test_an_unreadable_photo_shows_the_placeholder_not_an_error(page, app_args, 
         process.wait(timeout=30)
         (tmp_path / "gallery" / "photos" / "bus.jpg").chmod(0o644)
     assert "Traceback" not in (tmp_path / "app.log").read_text()
+
+
+@pytest.mark.parametrize("viewport", [PHONE, {"width": 1400, "height": 1000}], ids=["phone", "desktop"])
+def test_a_refused_term_table_is_said_beside_it_and_the_results_stay(browser, app_url, viewport):
+    """A weight out of range in the edited query: the message appears under the table, in view where the user is
+    editing (not in the status line at the top), and the last results stay."""
+    page = open_page(browser, app_url, viewport)
+    try:
+        suggest(page, k=3)
+        expect(page.locator("#results-gallery img")).to_have_count(3)
+        page.locator("#edit-terms").get_by_text("Edit the query's terms").click()
+        cell = page.locator("#term-table [role=gridcell]:visible").nth(1)  # the first term's weight
+        cell.dblclick()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("1000")
+        page.keyboard.press("Enter")
+        page.locator("#search-edited").click()
+        status = page.locator("#term-table-status")
+        expect(status).to_contain_text("weight")
+        expect(status).to_be_in_viewport()
+        expect(page.locator("#results-gallery img")).to_have_count(3)  # the last results stay
+        page.screenshot(path=str(ARTIFACTS / f"term-table-refused-{viewport['width']}.png"), full_page=False)
+    finally:
+        page.close()
+
+
+def test_an_article_file_that_is_not_utf8_says_so_and_keeps_the_text(page, tmp_path):
+    """The specific message reaches the page (no bare "Error"), in the plan under the article; the text stays."""
+    page.get_by_role("tab", name="Article").click()
+    page.locator("#article-input textarea").fill(ARTICLE)
+    expect(page.locator("#article-plan")).to_contain_text("3 sections")
+    latin1 = tmp_path / "café.md"
+    latin1.write_bytes("# Café\n\nUn café crème à la terrasse.".encode("latin-1"))
+    page.locator("#article-upload input[type=file], input[type=file]").last.set_input_files(str(latin1))
+    expect(page.locator("#article-plan")).to_contain_text("could not be read as UTF-8")
+    expect(page.locator("#article-input textarea")).to_have_value(ARTICLE)
+    expect(page.locator(".toast-body")).to_have_count(0)
+
+
+def test_after_suggest_on_a_phone_the_first_result_is_in_view(phone):
+    suggest(phone, k=3)
+    expect(phone.locator("#results-gallery img")).to_have_count(3)
+    expect(phone.locator("#results-gallery img").first).to_be_in_viewport()
