@@ -48,7 +48,8 @@ class Pictures:
 
     def has_source(self, row: int) -> bool:
         """True when row `row` has a picture or somewhere to make one from (else its hits carry no image URL)."""
-        return self.index.picture(row) is not None or self._source(row) is not None
+        thumbnails = self.index.thumbnails
+        return (thumbnails is not None and thumbnails.has(row)) or self._source(row) is not None
 
     def picture(self, row: int) -> bytes | None:
         """Row `row`'s encoded picture, or None when none can be had (the UI shows a placeholder, the route a 404)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from mlsr.errors import InputError
+from mlsr.index.folder import manifest_as_is
 from mlsr.index.hub import is_hub_index
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX
 
@@ -149,25 +150,21 @@ python app.py --index index/mine
 def rebuild_command(index_dir: Path) -> str | None:
     """The command that builds `index_dir` again as its manifest says it was built (read as it is, unverified), or
     None when the manifest does not say (or cannot be read)."""
-    import json
-
-    try:
-        manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
-        build = manifest.get("build") if isinstance(manifest.get("build"), dict) else {}
-        precision = manifest.get("precision")
-        extra = f" --precision {precision}" if precision in ("uint8", "float32") else ""
-        source = build.get("source") if isinstance(build.get("source"), dict) else None
-        if source and source.get("dataset"):
-            return (f"python -m mlsr import-dense --dataset {source['dataset']} --split {source.get('split', 'test')}"
-                    f" --out {index_dir}{extra} --overwrite")
-        if isinstance(build.get("images"), str):
-            images = Path(build["images"]) if Path(build["images"]).is_absolute() else index_dir / build["images"]
-            images = Path(os.path.relpath(images))  # from here: the page never shows where the server keeps it
-            documents = manifest.get("documents", "image")
-            captions = "" if documents == "image" else " --captions CAPTIONS_FILE"
-            dense = " --dense" if manifest.get("dense_size") else ""
-            return (f"python -m mlsr build-index --images {os.path.normpath(images)}{captions} --doc {documents}{dense}"
-                    f"{extra} --out {index_dir} --overwrite")
-    except (OSError, ValueError, AttributeError, TypeError):
+    manifest = manifest_as_is(index_dir)
+    build = manifest.get("build") if manifest is not None and isinstance(manifest.get("build"), dict) else {}
+    if manifest is None or not build:
         return None
-    return None
+    extra = f" --precision {manifest['precision']}" if manifest.get("precision") in ("uint8", "float32") else ""
+    source = build.get("source") if isinstance(build.get("source"), dict) else {}
+    if source.get("dataset"):
+        return (f"python -m mlsr import-dense --dataset {source['dataset']} --split {source.get('split', 'test')}"
+                f" --out {index_dir}{extra} --overwrite")
+    if not isinstance(build.get("images"), str):
+        return None
+    images = Path(build["images"]) if Path(build["images"]).is_absolute() else index_dir / build["images"]
+    images = Path(os.path.relpath(images))  # from here: the page never shows where the server keeps it
+    documents = manifest.get("documents", "image")
+    captions = "" if documents == "image" else " --captions CAPTIONS_FILE"
+    dense = " --dense" if manifest.get("dense_size") else ""
+    return (f"python -m mlsr build-index --images {os.path.normpath(images)}{captions} --doc {documents}{dense}"
+            f"{extra} --out {index_dir} --overwrite")

@@ -57,8 +57,7 @@ def search_command(args: argparse.Namespace) -> int:
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
     models_from_index(args, index.models, str(args.index))  # the index's own models, unless flags say others
     backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
-    encoder = encoder_from_args(args)
-    index.check_models(encoder.models())
+    encoder = encoder_from_args(args)  # search_texts refuses other models than the index's, before encoding
     try:
         results, queries = search_texts(encoder, backend, texts, k=args.k, mode=args.mode, depth=args.hybrid_depth)
     finally:

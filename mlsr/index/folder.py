@@ -93,17 +93,29 @@ def check_new_target(path: str | Path, overwrite: bool = False, how: str = "over
     return path
 
 
+def manifest_as_is(path: Path) -> dict | None:
+    """An index folder's manifest read as it is (no seal, schema or checksums), for messages about the folder; None
+    when it cannot be read as a JSON object."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def describe_index(path: Path) -> str:
     """What an index folder holds, from its manifest read as it is (no checksums): items, kind, dense, models."""
+    manifest = manifest_as_is(path)
+    if manifest is None:
+        return "its manifest cannot be read"
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
         models = manifest.get("models") or {}
         names = [f"{role} {models[role]['id']}" for role in ("head", "backbone")
                  if isinstance(models.get(role), dict) and models[role].get("id")]
         parts = [f"{int(manifest['count']):,} items", f"{manifest.get('documents', 'image')} documents",
                  "dense vectors" if manifest.get("dense_size") else "no dense vectors", *names]
         return ", ".join(parts)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return "its manifest cannot be read"
 
 

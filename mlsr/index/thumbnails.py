@@ -48,6 +48,10 @@ class Thumbnails:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def has(self, row: int) -> bool:
+        """True when row `row` has a picture (read from the offsets: nothing is copied)."""
+        return bool(self.offsets[row + 1] > self.offsets[row])
+
     def picture(self, row: int) -> bytes | None:
         """Row `row`'s encoded picture, or None when it has none."""
         start, stop = int(self.offsets[row]), int(self.offsets[row + 1])

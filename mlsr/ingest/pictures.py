@@ -58,7 +58,8 @@ class PictureReport:
 
 def collect_pictures(ids: list[str], sources: list[str | Path | None], index_dir: Path, *,
                      progress: Progress | None = None, workers: int = FETCH_WORKERS) -> tuple[Thumbnails, PictureReport]:
-    """One thumbnail per item from its source (an http(s) URL on `IMAGE_HOSTS`, a local file, or None: no picture).
+    """One thumbnail per item from its source (an http(s) URL on `IMAGE_HOSTS`, a local file, or None: no picture,
+    listed among the failures as "no image recorded").
 
     Finished thumbnails are kept in `.<index_dir name>.pictures/` beside `index_dir` (see `discard_pictures`),
     so a re-run after an interruption fetches only what is still missing.
@@ -96,6 +97,7 @@ def collect_pictures(ids: list[str], sources: list[str | Path | None], index_dir
     for name, reason in report.failed:
         logger.warning("no picture for %s: %s", name, reason)
     report.failed.sort()
+    report.failed += [(ids[row], "no image recorded") for row, source in enumerate(sources) if source is None]
     report.seconds = time.perf_counter() - started
     return Thumbnails.from_pictures(pictures), report
 
@@ -122,8 +124,7 @@ def fill_thumbnails(index_dir: str | Path, *, progress: Progress | None = None,
         total(sum(source is not None for source in sources))
     found, report = collect_pictures([str(index.items[row]["id"]) for row in rows], sources, index.path,
                                      progress=progress)
-    report.failed += [(str(index.items[row]["id"]), "no image recorded") for row, s in zip(rows, sources) if s is None]
-    index.thumbnails = thumbnails.filled({row: found.picture(i) for i, row in enumerate(rows) if found.picture(i)})
+    index.thumbnails = thumbnails.filled({row: found.picture(i) for i, row in enumerate(rows) if found.has(i)})
     index.save(index.path)
     discard_pictures(index.path)
     return index, report

@@ -96,7 +96,7 @@ def import_dense(
     thumbnails, pictures = collect_pictures(ids, sources, out, progress=picture_progress)
     index.thumbnails = thumbnails
     report.pictures_made, report.fetch_seconds = pictures.made, pictures.seconds
-    report.no_picture = pictures.failed + [(id_, "no image recorded") for id_, s in zip(ids, sources) if s is None]
+    report.no_picture = pictures.failed
     index.save(out)
     discard_pictures(out)
     report.seconds = time.perf_counter() - started

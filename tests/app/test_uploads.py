@@ -9,7 +9,8 @@ import json
 import httpx
 import pytest
 
-from tests.helpers.app import free_port, server_paths
+from tests.helpers.app import server_paths
+from tests.helpers.loopback import free_port
 from tests.helpers.data import REAL_IMAGES, ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas deprecations inside Gradio's queue

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.helpers.data import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers.loopback import free_port, wait_for_port
 
 
 def start_app(args: list[str], log: Path, wrap=lambda command: command, *, cwd: Path = ROOT,
@@ -29,17 +22,12 @@ def start_app(args: list[str], log: Path, wrap=lambda command: command, *, cwd: 
     command = wrap([sys.executable, str(ROOT / "app.py"), *args, "--port", str(port), "--device", "cpu"])
     process = subprocess.Popen(command, cwd=cwd,
                                env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"http://127.0.0.1:{port}/"
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"app.py did not start in time:\n{log.read_text()[-3000:]}")
+    try:
+        wait_for_port(port, process, log, timeout)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, f"http://127.0.0.1:{port}/"
 
 
 
