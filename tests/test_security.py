@@ -103,7 +103,7 @@ def test_item_urls_are_never_handed_to_the_browser_and_only_dataset_hosts_are_fe
 
     from mlsr.app.pictures import Pictures
     from mlsr.app.service import Hit
-    from mlsr.app.ui import gallery_items
+    from mlsr.app.handlers import gallery_items
     from mlsr.index.sparse import SparseIndex
 
     requests: list[str] = []

@@ -2,7 +2,7 @@
 
 Each returns plain JSON for `gradio_client`; Gradio's MCP server describes each tool by the function's
 docstring (the summary, `Args:` and `Returns:`) and its type hints, so those are written for an agent.
-Built by `mlsr.app.ui.build_ui` (this module uses its helpers, so ui imports it there).
+Built by `mlsr.app.ui.build_ui`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Callable, Literal
 import gradio as gr
 from gradio.data_classes import FileData
 
+from mlsr.app.handlers import MODELS, user_errors
 from mlsr.app.service import Service, rounded
-from mlsr.app.ui import MODELS, user_errors
 from mlsr.app.uploads import uploaded_image
 from mlsr.settings import ARTICLE_K
 
@@ -99,7 +99,7 @@ def image_endpoints(service: Service) -> list[Callable]:
         """The weighted vocabulary terms the model reads in an image: what the image is 'about', as words.
 
         Args:
-            image: the image (JPEG, PNG, WebP, ...), uploaded (a file or a data: URI); URLs are not fetched.
+            image: the image (JPEG, PNG, WebP, ...) itself: an upload, or a data: URI; URLs and server paths are refused.
             top_k: how many terms to return, heaviest first, 1 to 200.
 
         Returns:
@@ -114,7 +114,7 @@ def image_endpoints(service: Service) -> list[Callable]:
         """Indexed images like a given image (nearest by sparse dot product), with the image's top 20 terms.
 
         Args:
-            image: the image, uploaded (a file or a data: URI); URLs are not fetched.
+            image: the image itself: an upload, or a data: URI; URLs and server paths are refused.
             k: how many similar images to return, 1 to 100.
 
         Returns:

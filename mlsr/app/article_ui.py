@@ -1,6 +1,6 @@
 """The Article screen: a whole article in, images for each section out, and the illustrated Markdown to download.
 
-Built by `mlsr.app.ui.build_ui` (this module uses its helpers, so ui imports it there). The split is shown
+Built by `mlsr.app.ui.build_ui`. The split is shown
 as it is made and can be changed (split at headings or paragraphs, join a section with the one above); each
 section shows its images, why the selected one ranked, and a "choose this one" button. The `/suggest_article`
 endpoint (also an MCP tool) returns the same suggestions as JSON.
@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from mlsr.app.article import SPLITS, Article, ArticleSuggestion, join_sections, section_label, split_article
+from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in
 from mlsr.app.service import Service
-from mlsr.app.ui import MODELS, Show, progress_stage, shown_in
 from mlsr.app.views import chips, literal, nothing_matched, plural, timing_text, why_markdown
 from mlsr.errors import InputError, MlsrError
 from mlsr.settings import ARTICLE_K, MAX_SECTION_K, NEAR_DUPLICATE_COSINE

@@ -2,7 +2,7 @@
 
 The image is encoded once: the "Terms to show" slider re-slices the terms already on screen. A similar image
 can be selected to see what it shares with the image, and searched from ("more like this"). Built by
-`mlsr.app.ui.build_ui` (this module uses its helpers, so ui imports it there).
+`mlsr.app.ui.build_ui`.
 """
 
 from __future__ import annotations
@@ -13,26 +13,21 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in, user_errors
 from mlsr.app.service import Hit, Service
-from mlsr.app.ui import (
-    MODELS,
-    PLOTTED_TERMS,
-    SHOWN_TERMS,
-    Show,
-    explanation,
-    progress_stage,
-    shown_in,
-    user_errors,
-)
+from mlsr.app.suggest_ui import PLOTTED_TERMS, explanation
 from mlsr.app.uploads import uploaded_image
 from mlsr.app.views import chips, literal, plural, timing_text
 from mlsr.vocab import Terms
+
+INTRO = "**Image → terms**: the weighted words the model reads in an image, and the indexed images most like it."
+SHOWN_TERMS = 100  # an image's terms the screen keeps: its slider shows 5 to this many without encoding again
 
 
 def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
     """An uploaded image -> its top terms as chips and a chart, and the nearest indexed images (select one to
     see what it shares with the image, and search from it: "more like this")."""
-    with gr.Tab("Image → terms", id="image"):
+    with gr.Tab("Image", id="image"):
         found_state = gr.State(None)  # the ImageTerms on screen: the slider re-slices them, the encoder runs once
         query_state = gr.State(None)  # the vector behind the similar images: the image's, or an indexed image's
         hits_state = gr.State([])
@@ -47,7 +42,7 @@ def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
                     example_list = gr.Examples([[str(path)] for path in examples], inputs=[image],
                                                label="Example photos")
             with gr.Column(scale=3):
-                image_summary = gr.Markdown(elem_id="image-summary")
+                image_summary = gr.Markdown(INTRO, elem_id="image-summary")  # until an image comes
                 image_chips = gr.HighlightedText(label="Top terms", elem_id="image-chips")
                 image_plot = gr.BarPlot(x="term", y="weight", sort="-y", height=300, x_label_angle=-45,
                                         y_lim=[0, None], label=f"Term weights (top {PLOTTED_TERMS})")
@@ -59,7 +54,7 @@ def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
                 why_title = gr.Markdown()
                 more = gr.Button("More like this", size="sm", elem_id="similar-more")
             with gr.Column(scale=2):
-                shared = gr.HighlightedText(label="Shared terms (contributions)", show_legend=False,
+                shared = gr.HighlightedText(label="Shared terms (products)", show_legend=False,
                                             elem_id="similar-shared")
 
     def on_image(payload: dict | None, found, top_k: int, progress=gr.Progress()):

@@ -6,14 +6,22 @@ answer becomes JSON text plus the same object as `structuredContent`, each tool 
 (`OUTPUT_SCHEMAS`), and each hit's `image` (the app's own `thumbnails/<id>`) becomes absolute on the app's origin
 as the agent reached it. Nothing else of Gradio's server changes; a new Gradio version that moves these hooks
 makes the app's MCP tests fail, not its answers wrong.
+
+The image tools take the image itself, as a data: URI. Gradio lists a file input as a "url" string that still
+requires FileData's fields and answers any other string with "provide a url", which invites a URL the app refuses
+(`mlsr.app.uploads`): each image input is listed as what it accepts, and anything else is refused in one message
+before Gradio sees it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from mlsr.app.pictures import THUMBNAIL_ROUTE
+
+logger = logging.getLogger(__name__)
 
 _NUMBER, _INT, _TEXT = {"type": "number"}, {"type": "integer"}, {"type": "string"}
 _TERMS = {"type": "array", "items": {"type": "array", "prefixItems": [_TEXT, _NUMBER], "minItems": 2, "maxItems": 2}}
@@ -41,6 +49,17 @@ OUTPUT_SCHEMAS: dict[str, dict] = {
     "image_terms": _answer({"active_terms": _INT, "terms": _TERMS, "timings_ms": _TIMINGS}),
     "similar": _answer({"similar": _HITS, "terms": _TERMS, "active_terms": _INT, "timings_ms": _TIMINGS}),
 }
+
+
+IMAGE_INPUTS = {"image_terms": "image", "similar": "image"}  # tool -> its image parameter
+DATA_URI_ONLY = ("send the image itself as a data: URI (data:image/jpeg;base64,...): URLs are not fetched and"
+                 " paths on the server are not read.")
+
+
+def image_input(listed: dict) -> dict:
+    """An image parameter's schema as it is: a string holding a data: URI, with Gradio's description kept."""
+    return {"type": "string", "pattern": "^data:", "contentMediaType": "image/*",
+            "description": listed.get("description") or DATA_URI_ONLY}
 
 
 def on_origin(value: Any, root_url: str) -> Any:
@@ -74,9 +93,17 @@ def structure_answers(demo) -> None:
         result = await list_tools(request)
         for tool in result.root.tools:
             tool.outputSchema = OUTPUT_SCHEMAS.get(tool.name, tool.outputSchema)
+            if tool.name in IMAGE_INPUTS:
+                properties = tool.inputSchema["properties"]
+                properties[IMAGE_INPUTS[tool.name]] = image_input(properties[IMAGE_INPUTS[tool.name]])
         return result
 
     async def called(request):
+        image = (request.params.arguments or {}).get(IMAGE_INPUTS.get(request.params.name, ""))
+        if isinstance(image, str) and not image.startswith("data:"):  # a URL or a server path: nothing is opened
+            logger.warning("refused %s: %s", request.params.name, DATA_URI_ONLY)
+            return types.ServerResult(types.CallToolResult(
+                content=[types.TextContent(type="text", text=DATA_URI_ONLY)], isError=True))
         result = await call_tool(request)
         answer = result.root
         if (request.params.name in OUTPUT_SCHEMAS and isinstance(answer, types.CallToolResult) and not answer.isError

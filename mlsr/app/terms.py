@@ -100,11 +100,11 @@ def vector_from_terms(rows: Sequence[Sequence], vocab: Vocabulary, tokenizer) ->
     weights: dict[int, float] = {}
     given_by: dict[int, int] = {}  # piece id -> the row that gave it
     for number, row in enumerate(rows, 1):
-        term, raw_weight = _pair(row, number)
+        term, raw_weight = _pair(row, f"row {number}")
         if not term:
             continue
-        weight = _parse_weight(raw_weight, number, term)
-        for piece_id in _piece_ids(term, vocab, tokenizer, number):
+        weight = _parse_weight(raw_weight, f"row {number}", term)
+        for piece_id in _piece_ids(term, vocab, tokenizer, f"row {number}"):
             if piece_id in given_by:
                 raise InputError(f"row {number} ({shown(term)}): already given in row {given_by[piece_id]};"
                                  " give each term once.")
@@ -118,57 +118,77 @@ def vector_from_terms(rows: Sequence[Sequence], vocab: Vocabulary, tokenizer) ->
     return sp.csr_matrix((values, (np.zeros(len(ids), dtype=np.int64), ids)), shape=(1, len(vocab)))
 
 
-def _pair(row, number: int) -> tuple[str, object]:
+def with_term(rows: Sequence[Sequence], term: str, weight: object, vocab: Vocabulary, tokenizer) -> list[list]:
+    """A new table: [term, weight] first, then the non-empty `rows`; the term is checked as a search checks a row
+    (one known word, a finite weight within range) and refused when the table already holds it. `rows` is read,
+    never changed."""
+    if not isinstance(term, str) or not term.strip():
+        raise InputError("type a term to add: one word, or a word piece of the vocabulary.")
+    term, _ = _pair([term, weight], "the new term")
+    new_ids = set(_piece_ids(term, vocab, tokenizer, "the new term"))
+    table = [[term, _parse_weight(weight, "the new term", term)]]
+    for number, row in enumerate(rows, 1):
+        old, old_weight = _pair(row, f"row {number}")
+        if not old:
+            continue
+        if new_ids & set(_piece_ids(old, vocab, tokenizer, f"row {number}")):
+            found = f"row {number}" + ("" if old == term else f", as {shown(old)}")
+            raise InputError(f"{shown(term)} is already in the table ({found}): change its weight there.")
+        table.append([old, old_weight])
+    return table
+
+
+def _pair(row, where: str) -> tuple[str, object]:
     """The (term, weight) of one row: the term stripped ('' for an empty cell), or an InputError."""
     if isinstance(row, (str, bytes, dict)) or not hasattr(row, "__len__") or len(row) != 2:
-        raise InputError(f"row {number}: expected a term and a weight, [term, weight], got {shown(row)}.")
+        raise InputError(f"{where}: expected a term and a weight, [term, weight], got {shown(row)}.")
     term, weight = row[0], row[1]
     if term is None or (isinstance(term, float) and math.isnan(term)):
         return "", weight
     if not isinstance(term, str):
-        raise InputError(f"row {number}: the term must be text, got {shown(term)}.")
+        raise InputError(f"{where}: the term must be text, got {shown(term)}.")
     term = term.strip()
     if len(term) > MAX_TERM_CHARS:
-        raise InputError(f"row {number}: the term is {len(term):,} characters long; a term is one word"
+        raise InputError(f"{where}: the term is {len(term):,} characters long; a term is one word"
                          f" (at most {MAX_TERM_CHARS}).")
     if len(term.split()) > 1:
-        raise InputError(f"row {number} ({shown(term)}): one word per row; give each word its own row.")
+        raise InputError(f"{where} ({shown(term)}): one word per row; give each word its own row.")
     return term, weight
 
 
-def _parse_weight(raw, number: int, term: str) -> float:
+def _parse_weight(raw, where: str, term: str) -> float:
     if isinstance(raw, bool):
-        raise InputError(f"row {number} ({shown(term)}): the weight {shown(raw)} is not a number.")
+        raise InputError(f"{where} ({shown(term)}): the weight {shown(raw)} is not a number.")
     try:
         weight = float(str(raw).strip()) if raw is not None and str(raw).strip() else 0.0
     except ValueError:
-        raise InputError(f"row {number} ({shown(term)}): the weight {shown(raw)} is not a number.") from None
+        raise InputError(f"{where} ({shown(term)}): the weight {shown(raw)} is not a number.") from None
     if not math.isfinite(weight):
-        raise InputError(f"row {number} ({shown(term)}): the weight must be a finite number, not {shown(raw)}.")
+        raise InputError(f"{where} ({shown(term)}): the weight must be a finite number, not {shown(raw)}.")
     if abs(weight) > MAX_ABS_WEIGHT:
         raise InputError(
-            f"row {number} ({shown(term)}): |weight| {abs(weight):g} is above {MAX_ABS_WEIGHT:g}; the model's own"
+            f"{where} ({shown(term)}): |weight| {abs(weight):g} is above {MAX_ABS_WEIGHT:g}; the model's own"
             " weights are about 0-3."
         )
     return weight
 
 
-def _piece_ids(term: str, vocab: Vocabulary, tokenizer, number: int) -> list[int]:
+def _piece_ids(term: str, vocab: Vocabulary, tokenizer, where: str) -> list[int]:
     known = vocab.ids.get(term, vocab.ids.get(term.lower()))
     if known is not None:
         if vocab.special_mask[known]:
-            raise InputError(f"row {number}: {shown(term)} is a control token, not a term.")
+            raise InputError(f"{where}: {shown(term)} is a control token, not a term.")
         return [known]
     ids = tokenizer(term, add_special_tokens=False)["input_ids"]
     unknown = getattr(tokenizer, "unk_token_id", None)
     if not ids or unknown in ids or len(ids) > MAX_PIECES_PER_TERM:
         raise InputError(
-            f"row {number}: {shown(term)} is not in the vocabulary"
+            f"{where}: {shown(term)} is not in the vocabulary"
             + (f" (it would take {len(ids)} word pieces)" if ids and unknown not in ids else "")
             + "; use a word or a word piece from the vocabulary."
         )
     if any(vocab.special_mask[i] for i in ids):
-        raise InputError(f"row {number}: {shown(term)} holds a control token, not a term.")
+        raise InputError(f"{where}: {shown(term)} holds a control token, not a term.")
     return list(ids)
 
 

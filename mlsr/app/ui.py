@@ -8,23 +8,20 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Callable
 
 import gradio as gr
 import pandas as pd
-from gradio.utils import get_upload_folder
 
+from mlsr.app.api import add_api
+from mlsr.app.article_ui import article_screen
+from mlsr.app.handlers import MODELS, Show, gallery_items, shown_in
+from mlsr.app.image_ui import image_screen
 from mlsr.app.mcp import structure_answers
-from mlsr.app.pictures import picture_file, picture_route
-from mlsr.app.service import Hit, Service
-from mlsr.app.terms import term_table
-from mlsr.app.uploads import UploadsOnly, refuse
-from mlsr.app.views import (
-    chips, expansion_markdown, literal, plural, score_text, shaded, timing_markdown, timing_text, why_markdown,
-)
-from mlsr.errors import MlsrError
-from mlsr.settings import MAX_K, QUERY_MODES
+from mlsr.app.pictures import picture_route
+from mlsr.app.service import Service
+from mlsr.app.suggest_ui import suggest_screen
+from mlsr.app.uploads import UploadsOnly
+from mlsr.app.views import WORD_PIECES, literal, plural
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +33,6 @@ PAPERS = (
 )
 COMPARE_EXAMPLES = ("a woman cutting a cake", "a man riding a motorbike on a dirt road",
                     "a boy leading water buffalo through a market")
-MODELS = "models"  # one concurrency group for every event that runs model code: the queue's limit is global
-PLOTTED_TERMS = 15  # bars in a chart: more and their labels collide
-SHOWN_TERMS = 100  # an image's terms the screen keeps: its slider shows 5 to this many without encoding again
-MATCHED_COLUMNS = ("term", "query", "image", "contribution")  # short headers: four columns fit a phone
-# On a narrow screen the results start ~1,000 px below the button: bring them into view once they are there.
-SHOW_RESULTS_ON_A_PHONE = ("() => { if (window.innerWidth < 700) document.querySelector('#results-gallery')"
-                           "?.scrollIntoView({block: 'start'}); }")
 CSS = """
 #query-highlight .textspan, #image-chips .textspan {font-size: 0.95rem;}
 .mlsr-timing {color: var(--body-text-color-subdued); font-size: 0.85rem;}
@@ -52,45 +42,23 @@ CSS = """
 .mlsr-gallery .grid-wrap.fixed-height {min-height: 0 !important; max-height: none !important;}
 /* a long text's shaded copy scrolls in its own box instead of burying the results */
 #query-highlight .container, #query-highlight > div:last-child {max-height: 320px; overflow-y: auto;}
+/* a gallery's label and its captions sit above and under the pictures, never over them */
+.mlsr-gallery > label[data-testid="block-label"] {position: static; margin-bottom: var(--spacing-lg);}
+.mlsr-gallery .grid-container.pt-6 {padding-top: 0;}
+.mlsr-gallery .top-panel {position: static; width: fit-content; margin: 0 0 var(--spacing-lg) auto;}
+.mlsr-gallery .thumbnail-item {aspect-ratio: auto; height: auto; display: flex; flex-direction: column;}
+.mlsr-gallery .thumbnail-lg > img {aspect-ratio: 1; height: auto;}
+.mlsr-gallery .caption-label {position: static; max-width: none; border: none; border-radius: 0;
+  padding-block: 0; margin-block: var(--size-1); white-space: normal;
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;}
+/* a phone: the five tabs on one row; table headers never break inside a word */
+@media (max-width: 480px) { .tab-container button {padding: 0 var(--size-2);} }
+#matched-terms th, #matched-terms th * {white-space: nowrap; word-break: keep-all;}
 """
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Show mlsr's specific errors as a message in the UI (or the API's error), never as a traceback;
-    each refusal is one line in the log."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MlsrError as error:
-            refuse(fn.__name__, str(error))
-
-    return wrapper
-
-
-def shown_in(fn: Callable, blank: Callable[[str], tuple]) -> Callable:
-    """A screen's handler whose user errors replace its outputs with `blank(message)`: a placeholder and the
-    message where the summary was, so no "Error" overlay hides stale results and no old summary stays."""
-    checked = user_errors(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return checked(*args, **kwargs)
-        except gr.Error as error:
-            return blank(str(error.message))
-
-    return wrapper
 
 
 def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placeholder: Path) -> gr.Blocks:
     """The five screens (suggest, article, image -> terms, sparse vs dense, about) and the named API endpoints."""
-    # the screens and the API in their own modules build on this module's helpers, so they are imported here
-    from mlsr.app.api import add_api
-    from mlsr.app.article_ui import article_screen
-    from mlsr.app.image_ui import image_screen
-
     show = functools.partial(gallery_items, placeholder=placeholder, picture=service.pictures.picture)
     # delete_cache: uploads and rendered thumbnails older than an hour are removed every 30 minutes.
     # UploadsOnly: requests carry uploaded files only, never a URL the server would fetch (mlsr.app.uploads).
@@ -128,149 +96,12 @@ class AppBlocks(UploadsOnly):
         return launched
 
 
-Show = Callable[[list[Hit]], list[tuple]]
-
-
-def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
-    """Article text -> ranked images, the text shaded by term weight, why a selected image ranked, editable terms."""
-    c = suggest_components(examples)
-    query_state, hits_state, selected_state = c.query_state, c.hits_state, c.selected_state
-    text, k, mode, results, why_row, table, more = c.text, c.k, c.mode, c.results, c.why_row, c.table, c.more
-    example_list = c.example_list
-
-    def on_suggest(text_value: str, k_value: int, mode_value: str, progress=gr.Progress()):
-        suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress))
-        return (
-            show(suggestion.hits),
-            shaded(suggestion.highlights),
-            expansion_markdown(suggestion.expansion),
-            timing_markdown(suggestion.timings, suggestion.active_terms, len(suggestion.hits)),
-            pd.DataFrame(suggestion.table, columns=["term", "weight"]),
-            suggestion.query, suggestion.hits, gr.update(visible=False),
-        )
-
-    def blank(message: str):
-        return [], None, "", f"**{literal(message)}**", gr.update(), None, [], gr.update(visible=False)
-
-    suggest_outputs = [results, c.highlighted, c.expansion, c.timing, table, query_state, hits_state, why_row]
-    triggers = [c.suggest_button.click, text.submit] + ([example_list.load_input_event.then] if example_list else [])
-    for trigger in triggers:  # an example runs at once: no earlier query's results stay beside it
-        trigger(shown_in(on_suggest, blank), [text, k, mode], suggest_outputs, api_visibility="private",
-                concurrency_id=MODELS).then(None, js=SHOW_RESULTS_ON_A_PHONE)
-
-    def on_search_edited(rows: pd.DataFrame, k_value: int, query):
-        # the table leaves out control tokens: their weights come from the query it was made from
-        hits, query, timings = service.search_terms(rows.values.tolist(), int(k_value), keep_from=query)
-        return (show(hits), timing_markdown(timings, query.nnz, len(hits)), query, hits, gr.update(visible=False),
-                "")
-
-    def edited_blank(message: str):  # said beside the table the user is editing; the last results stay
-        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"**{literal(message)}**"
-
-    c.search_edited.click(shown_in(on_search_edited, edited_blank), [table, k, query_state],
-                          [results, c.timing, query_state, hits_state, why_row, c.edit_status],
-                          api_visibility="private", concurrency_id=MODELS)
-
-    @user_errors
-    def on_select(query, hits: list[Hit], event: gr.SelectData):
-        if query is None or not hits or event.index is None:
-            return gr.update(visible=False), "", None, None, None, None
-        hit = hits[event.index if isinstance(event.index, int) else event.index[0]]
-        return (gr.update(visible=True), *explanation(service, query, hit), hit)
-
-    results.select(on_select, [query_state, hits_state],
-                   [why_row, c.why_title, c.matched, c.contribution_plot, c.hit_terms, selected_state],
-                   api_visibility="private", concurrency_id=MODELS)
-
-    def on_more(hit: Hit | None, k_value: int):
-        if hit is None:
-            return tuple(gr.update() for _ in suggest_outputs)
-        hits, query, timings = service.more_like_this(hit.row, int(k_value))
-        line = f"like #{hit.rank} {literal(hit.caption or hit.id)}, its own terms as the query"
-        summary = f"{plural(len(hits), 'image')} {line} ({plural(query.nnz, 'active term')}) · {timing_text(timings)}"
-        return (show(hits), None, "", summary, pd.DataFrame(term_table(query[0], service.encoder.vocab),
-                                                             columns=["term", "weight"]),
-                query, hits, gr.update(visible=False))
-
-    more.click(shown_in(on_more, blank), [selected_state, k], suggest_outputs, api_visibility="private",
-               concurrency_id=MODELS)
-
-
-def suggest_components(examples: list[Path]) -> SimpleNamespace:
-    """The Suggest screen's components (its events are wired by `suggest_screen`)."""
-    example_list = None
-    with gr.Tab("Suggest images", id="suggest"):
-        query_state = gr.State(None)  # the scipy (1, vocab) query vector behind the current results
-        hits_state = gr.State([])
-        selected_state = gr.State(None)  # the Hit whose explanation is shown: "more like this" starts from it
-        with gr.Row():
-            with gr.Column(scale=3):
-                text = gr.Textbox(label="Article text", lines=8, max_lines=20, elem_id="article-text",
-                                  placeholder="Paste a paragraph or a section of an article...")
-                with gr.Row():
-                    k = gr.Slider(1, MAX_K, value=12, step=1, label="Images (k)", elem_id="k-slider")
-                    mode = gr.Radio(list(QUERY_MODES), value="expand", label="Query mode",
-                                    info="expand: any term; no_expand: only the text's own words;"
-                                         " hybrid: shared-word candidates re-ranked by the expanded query")
-                suggest_button = gr.Button("Suggest images", variant="primary", elem_id="suggest-button")
-                if examples:
-                    example_list = gr.Examples([[path.read_text(encoding="utf-8").strip()] for path in examples],
-                                               inputs=[text], label="Example passages",
-                                               example_labels=[path.stem.replace("-", " ") for path in examples])
-            with gr.Column(scale=2):
-                highlighted = gr.HighlightedText(label="Your text, each word shaded by its weight in the query",
-                                                 elem_id="query-highlight", show_legend=False)
-                expansion = gr.Markdown(elem_id="expansion-terms")
-                timing = gr.Markdown(elem_classes="mlsr-timing", elem_id="suggest-timing")
-        results = gr.Gallery(label="Suggested images (select one to see why it ranked)", columns=6, height="auto",
-                             object_fit="cover", elem_id="results-gallery", allow_preview=False,
-                             elem_classes="mlsr-gallery")
-        with gr.Row(visible=False, elem_id="why-row") as why_row:
-            with gr.Column(scale=3):
-                why_title = gr.Markdown()
-                more = gr.Button("More like this", size="sm", elem_id="more-like-this")
-                matched = gr.Dataframe(headers=list(MATCHED_COLUMNS), datatype=["str", "number", "number", "number"],
-                                       interactive=False, elem_id="matched-terms", label="Matched terms (weights)",
-                                       column_widths=["31%", "23%", "23%", "23%"], wrap=True)
-            with gr.Column(scale=2):
-                contribution_plot = gr.BarPlot(x="term", y="contribution", sort="-y", height=280, x_label_angle=-45,
-                                               y_lim=[0, None], label=f"Largest contributions (top {PLOTTED_TERMS})",
-                                               elem_id="contribution-plot")
-                hit_terms = gr.HighlightedText(label="This image's top terms", elem_id="hit-terms")
-        with gr.Accordion("Edit the query's terms and search again", open=False, elem_id="edit-terms"):
-            gr.Markdown(
-                "This table *is* the query. Delete a row to drop a term, change a weight, add a row with any"
-                " word, or give a term a **negative** weight to push images that have it down. Then search"
-                " again with exactly this vector."
-            )
-            table = gr.Dataframe(headers=["term", "weight"], datatype=["str", "number"], interactive=True,
-                                 column_count=2, row_count=1, elem_id="term-table", max_height=360)
-            search_edited = gr.Button("Search with these terms", elem_id="search-edited")
-            edit_status = gr.Markdown(elem_id="term-table-status")  # a refused table is said here, where the eye is
-    return SimpleNamespace(
-        query_state=query_state, hits_state=hits_state, selected_state=selected_state, text=text, k=k, mode=mode,
-        suggest_button=suggest_button, example_list=example_list, highlighted=highlighted, expansion=expansion,
-        timing=timing, results=results, why_row=why_row, why_title=why_title, more=more, matched=matched,
-        contribution_plot=contribution_plot, hit_terms=hit_terms, table=table, search_edited=search_edited,
-        edit_status=edit_status)
-
-
-def explanation(service: Service, query, hit: Hit) -> tuple:
-    """Why `hit` ranked for `query`: a title line, the matched-terms table, the contributions chart, its own terms."""
-    image_terms, matches = service.explain(query, hit.row)
-    rows = [[m.term, round(m.query_weight, 4), round(m.doc_weight, 4), round(m.contribution, 4)] for m in matches]
-    top = rows[:PLOTTED_TERMS]
-    lowest = min([0.0] + [r[3] for r in top])  # bars start at 0; negative weights (edited terms) go below it
-    plot = gr.BarPlot(pd.DataFrame({"term": [r[0] for r in top], "contribution": [r[3] for r in top]}),
-                      y_lim=[lowest, None])
-    return (why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(matches)),
-            pd.DataFrame(rows, columns=list(MATCHED_COLUMNS)), plot, chips(image_terms))
-
-
 def compare_screen(service: Service, show: Show) -> None:
     """The same text ranked by the sparse index and by FAISS over the dense vectors of the same items."""
     about = service.about()
-    with gr.Tab("Sparse vs dense", id="compare"):
+    with gr.Tab("Compare", id="compare"):
+        gr.Markdown("**Sparse vs dense**: one query ranked by the sparse index (learned terms) and by FAISS over"
+                    " the dense vectors of the same images.")
         if not service.has_dense:
             gr.Markdown("This index has no dense vectors, so there is nothing to compare against. Rebuild it"
                         " with `python -m mlsr build-index ... --dense` to enable this screen.",
@@ -310,30 +141,12 @@ def compare_screen(service: Service, show: Show) -> None:
 
 def about_screen(about: dict) -> None:
     """Facts about the index and models, how the method works, and the most frequent terms."""
-    with gr.Tab("About this index", id="about"):
+    with gr.Tab("About", id="about"):
         gr.Markdown(about_markdown(about), elem_id="about-text")
         gr.BarPlot(pd.DataFrame({"term": [t for t, _ in about["top_terms"]],
                                  "documents": [int(w) for _, w in about["top_terms"]]}),
                    x="term", y="documents", sort="-y", height=300, x_label_angle=-45, y_lim=[0, None],
                    label="Most frequent terms (documents holding them)")
-
-
-def gallery_items(hits: list[Hit], placeholder: Path, picture: Callable[[int], bytes | None] = lambda row: None
-                  ) -> list[tuple]:
-    """(image, caption) pairs for a Gallery: '#rank · score · caption or id'. The image is the row's picture as a
-    file in Gradio's cache folder, which the app itself serves (the browser asks no other host), or the placeholder."""
-    folder = Path(get_upload_folder()) / "mlsr-pictures"
-    shown = []
-    for hit in hits:
-        found = picture(hit.row)
-        shown.append((str(picture_file(found, folder) if found is not None else placeholder),
-                      f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"))
-    return shown
-
-
-def progress_stage(progress: gr.Progress) -> Callable[[float, str], None]:
-    """A service `stage` callback that moves Gradio's progress bar."""
-    return lambda fraction, message: progress(fraction, desc=message)
 
 
 def dense_label(about: dict) -> str:
@@ -358,7 +171,8 @@ def about_markdown(about: dict) -> str:
         f" vector onto the {about['vocab_size']:,} word pieces of the tokenizer's vocabulary:"
         " `w = log1p(ReLU(W₂·LayerNorm(W₁·x)))`. Most weights are zero; the rest are terms you can"
         " read. An image's score for a query is the dot product of the two term vectors, so the ranking is"
-        " explained exactly by the shared terms. In `no_expand` mode the query keeps only its own words.\n\n"
+        " explained exactly by the shared terms. In `no_expand` mode the query keeps only its own words."
+        f" {WORD_PIECES}\n\n"
         f"Papers: {PAPERS}. Photos in the examples: MS-COCO (Flickr, licenses per image; annotations CC BY 4.0)."
         + verification_markdown(about.get("verification"))
     )

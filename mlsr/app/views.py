@@ -9,6 +9,9 @@ from __future__ import annotations
 from mlsr.app.markdown import literal
 from mlsr.vocab import Terms
 
+WORD_PIECES = ("Terms that start with `##` are word pieces, the end of a longer word (`##dman` ends *goodman*):"
+               " the vocabulary holds 30,522 words and pieces, and a rare word is spelled with several.")
+
 
 def shaded(spans: list[tuple[str, float | None]]) -> list[tuple[str, float | None]]:
     """Spans for HighlightedText, which shades by a score in [-1, 1]: weights scaled by the largest magnitude.
@@ -28,9 +31,11 @@ def chips(terms: Terms) -> list[tuple[str, float | None]]:
 
 
 def expansion_markdown(terms: Terms) -> str:
+    """The query's terms that are not in the text; a note on word pieces when one of them is a piece."""
     if not terms:
         return "**Expansion terms:** none: the query uses only the words of your text."
-    return "**Expansion terms** (not in your text): " + ", ".join(f"{literal(t)} *{w:.2f}*" for t, w in terms)
+    line = "**Expansion terms** (not in your text): " + ", ".join(f"{literal(t)} *{w:.2f}*" for t, w in terms)
+    return line + (f"\n\n{WORD_PIECES}" if any(t.startswith("##") for t, _ in terms) else "")
 
 
 def timing_text(timings: dict[str, float]) -> str:
@@ -64,7 +69,7 @@ def score_text(value: float) -> str:
 
 
 def why_markdown(rank: int, id: str, score: float, caption: str, shared: int) -> str:
-    """'#2 id: score 1.234 = the sum of the contributions of the 14 terms it shares with the query'."""
-    line = (f"**#{rank} {literal(id)}**: score {score:.3f} = the sum of the contributions of the"
+    """'#2 id: score 1.234 = the sum of the products of the 14 terms it shares with the query'."""
+    line = (f"**#{rank} {literal(id)}**: score {score:.3f} = the sum of the products (query × image weight) of the"
             f" {plural(shared, 'term')} it shares with the query")
     return line + (f"  \n*{literal(caption)}*" if caption else "")

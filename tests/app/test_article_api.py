@@ -171,7 +171,9 @@ def test_mcp_tools_are_listed_described_and_answer_json_matching_their_schemas(a
 
 
 def test_mcp_image_tools_refuse_urls_without_opening_a_connection(app_url):
-    """An agent's URL is refused before anything is fetched: a listening socket on loopback sees no connection."""
+    """An agent's URL or server path is refused before anything is fetched or read (a listening socket on loopback
+    sees no connection), with one message saying what is accepted; the listed schema says the same: a string
+    holding a data: URI, with none of FileData's required fields."""
     import socket
 
     with socket.socket() as listener:
@@ -179,9 +181,17 @@ def test_mcp_image_tools_refuse_urls_without_opening_a_connection(app_url):
         listener.listen(1)
         listener.settimeout(0.5)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/photo.jpg"
-        _, results = asyncio.run(mcp_session(app_url, [("image_terms", {"image": url, "top_k": 5}),
-                                                       ("similar", {"image": url, "k": 3})]))
+        path = str(REAL_IMAGES / "COCO_val2014_000000184613.jpg")
+        tools, results = asyncio.run(mcp_session(app_url, [
+            ("image_terms", {"image": url, "top_k": 5}), ("similar", {"image": url, "k": 3}),
+            ("image_terms", {"image": path, "top_k": 5}), ("similar", {"image": "/etc/passwd", "k": 3})]))
         for result in results:
-            assert result.isError and "not fetched" in result.content[0].text, result.content[0].text
+            text = result.content[0].text
+            assert result.isError and text.startswith("send the image itself as a data: URI"), text
+            assert "provide a url" not in text and "not fetched" in text
         with pytest.raises(socket.timeout):
             listener.accept()
+    for tool in (tool for tool in tools if tool.name in ("image_terms", "similar")):
+        image = tool.inputSchema["properties"]["image"]
+        assert image["type"] == "string" and image["pattern"] == "^data:" and "required" not in image, image
+        assert "data: URI" in image["description"] and tool.inputSchema["required"] == ["image"]

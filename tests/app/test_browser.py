@@ -94,13 +94,17 @@ def test_selecting_a_result_shows_why_it_ranked_and_more_like_it(page):
     table = page.locator("#matched-terms")
     expect(table).to_be_visible()
     expect(table).to_contain_text("buffalo")
-    expect(page.locator("#why-row")).to_contain_text("the sum of the contributions")
+    expect(page.locator("#why-row")).to_contain_text("the sum of the products")
     expect(page.locator("#hit-terms")).to_contain_text("market")
     page.screenshot(path=str(ARTIFACTS / "explain.png"), full_page=True)
     page.locator("#more-like-this").click()
     expect(page.locator("#suggest-timing")).to_contain_text("images like #1")
     assert "images images" not in page.locator("#suggest-timing").inner_text()
     expect(page.locator("#results-gallery img")).to_have_count(5)
+    # the text stays, but its label and the panel beside it say what the query is now: image #1's own terms
+    expect(page.locator("#article-text")).to_contain_text("the results are like #1, not this text")
+    expect(page.locator("#query-highlight")).to_contain_text("image #1's own terms")
+    expect(page.locator("#query-highlight")).to_contain_text("market")
     page.locator("#results-gallery img").nth(1).click()  # the explanation works from the image's own vector
     expect(page.locator("#why-row")).to_contain_text("#2")
 
@@ -149,6 +153,7 @@ def test_a_phone_sees_every_result_and_every_tab(phone):
     expect(tabs).to_have_count(5)
     for n in range(5):
         expect(tabs.nth(n)).to_be_in_viewport()
+    assert len({round(tabs.nth(n).bounding_box()["y"]) for n in range(5)}) == 1  # one row of tabs
     expect(phone.get_by_label("More tabs")).to_have_count(0)
     suggest(phone, k=10)
     thumbnails = phone.locator("#results-gallery img")
@@ -163,10 +168,13 @@ def test_a_phone_sees_every_result_and_every_tab(phone):
     phone.screenshot(path=str(ARTIFACTS / "phone.png"))  # the README's: results in two columns at 390 px
     thumbnails.first.click()
     headers = phone.locator("#matched-terms th")
-    expect(headers.last).to_contain_text("contribution")
+    expect(headers.last).to_contain_text("product")
+    one_line = phone.locator("#matched-terms th span").first.bounding_box()["height"]
     for n in range(headers.count()):
         box = headers.nth(n).bounding_box()
         assert box["x"] + box["width"] <= width + 1, (headers.nth(n).inner_text(), box)
+        text = headers.nth(n).locator("span").first.bounding_box()
+        assert text["height"] <= one_line + 1, (headers.nth(n).inner_text(), text)  # no header breaks a word
 
 
 def test_an_error_replaces_the_results_instead_of_covering_them(page):
@@ -225,7 +233,7 @@ def test_uploading_images_encodes_each_once(page):
             joins.append(request.post_data)
 
     page.on("request", joined)
-    page.get_by_role("tab", name="Image → terms").click()
+    page.get_by_role("tab", name="Image", exact=True).click()
     upload = page.locator("#image-input input[type=file]")
     upload.set_input_files(str(REAL_IMAGES / "COCO_val2014_000000184613.jpg"))
     expect(page.locator("#image-chips")).to_contain_text("buffalo")
@@ -249,10 +257,10 @@ def test_uploading_images_encodes_each_once(page):
 
 
 def test_a_similar_image_explains_itself_and_searches_on(page):
-    page.get_by_role("tab", name="Image → terms").click()
+    page.get_by_role("tab", name="Image", exact=True).click()
     page.locator("#image-input input[type=file]").set_input_files(str(REAL_IMAGES / "COCO_val2014_000000184613.jpg"))
     page.locator("#similar-gallery img").nth(1).click()
-    expect(page.locator("#similar-why")).to_contain_text("the sum of the contributions")
+    expect(page.locator("#similar-why")).to_contain_text("the sum of the products")
     expect(page.locator("#similar-shared")).to_contain_text("buffalo")
     page.locator("#similar-more").click()
     expect(page.locator("#image-summary")).to_contain_text("Images like #2")
@@ -261,14 +269,14 @@ def test_a_similar_image_explains_itself_and_searches_on(page):
 
 def test_a_bad_upload_shows_one_message(page, tmp_path):
     (tmp_path / "notes.jpg").write_bytes(b"this is not an image")
-    page.get_by_role("tab", name="Image → terms").click()
+    page.get_by_role("tab", name="Image", exact=True).click()
     page.locator("#image-input input[type=file]").set_input_files(str(tmp_path / "notes.jpg"))
     expect(page.locator("#image-summary")).to_contain_text("not an image")
     expect(page.locator("body")).not_to_contain_text("Error (2)")
 
 
 def test_sparse_vs_dense_on_enter_and_about(page):
-    page.get_by_role("tab", name="Sparse vs dense").click()
+    page.get_by_role("tab", name="Compare").click()
     box = page.locator("#compare-text textarea, #compare-text input").first
     expect(box).to_have_attribute("placeholder", "e.g. a woman cutting a cake")
     box.fill("a woman cutting a cake")
@@ -277,7 +285,7 @@ def test_sparse_vs_dense_on_enter_and_about(page):
     expect(page.locator("#dense-gallery img").first).to_be_visible()
     assert "-0.00" not in page.locator("#dense-gallery").inner_text()
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
-    page.get_by_role("tab", name="About this index").click()
+    page.get_by_role("tab", name="About").click()
     expect(page.locator("#about-text")).to_contain_text("10 images")
     page.screenshot(path=str(ARTIFACTS / "about.png"), full_page=True)
 
@@ -360,3 +368,55 @@ def test_after_suggest_on_a_phone_the_first_result_is_in_view(phone):
     suggest(phone, k=3)
     expect(phone.locator("#results-gallery img")).to_have_count(3)
     expect(phone.locator("#results-gallery img").first).to_be_in_viewport()
+
+
+@pytest.mark.parametrize("viewport", [PHONE, {"width": 1400, "height": 1000}], ids=["phone", "desktop"])
+def test_the_gallery_label_and_captions_leave_the_pictures_uncovered(browser, app_url, viewport):
+    page = open_page(browser, app_url, viewport)
+    try:
+        suggest(page, k=4)
+        pictures = page.locator("#results-gallery img")
+        expect(pictures).to_have_count(4)
+        top = pictures.first.bounding_box()["y"] + 0.5
+        for above in ("[data-testid=block-label]", ".top-panel"):  # the label, and the "download" button
+            box = page.locator(f"#results-gallery {above}").bounding_box()
+            assert box["height"] > 0 and box["y"] + box["height"] <= top, (above, box)
+        button = page.locator("#results-gallery .top-panel button").bounding_box()  # not clipped: it takes clicks
+        assert page.evaluate("([x, y]) => !!document.elementFromPoint(x, y)?.closest('.top-panel')",
+                             [button["x"] + button["width"] / 2, button["y"] + button["height"] / 2])
+        for n in range(4):
+            picture = pictures.nth(n).bounding_box()
+            caption = page.locator("#results-gallery .caption-label").nth(n).bounding_box()
+            assert caption["y"] >= picture["y"] + picture["height"] - 0.5, (n, picture, caption)
+            assert picture["height"] >= 0.9 * picture["width"], (n, picture)  # still a square picture
+        page.locator("#results-gallery").screenshot(path=str(ARTIFACTS / f"gallery-{viewport['width']}.png"))
+    finally:
+        page.close()
+
+
+def test_a_term_is_added_with_its_own_control_to_a_fixed_two_column_table(page):
+    """"Add" puts a checked term at the top of the table; a term already there is refused under the table and the
+    table stays; the table has two columns and no way to add or delete one; word pieces are explained."""
+    suggest(page, k=3)
+    expect(page.locator("#results-gallery img")).to_have_count(3)
+    page.locator("#edit-terms").get_by_text("Edit the query's terms").click()
+    expect(page.locator("#edit-terms")).to_contain_text("word pieces")
+    first_term = page.locator("#term-table [role=gridcell]:visible").first.inner_text().strip()
+    page.locator("#new-term textarea, #new-term input").first.fill("harbour")
+    page.locator("#new-term-weight input").fill("2")
+    page.locator("#add-term").click()
+    expect(page.locator("#term-table-status")).to_contain_text("added harbour")
+    expect(page.locator("#term-table [role=gridcell]:visible").first).to_have_text("harbour")
+    expect(page.locator("#term-table [role=gridcell]:visible").nth(1)).to_have_text("2")
+    page.locator("#new-term textarea, #new-term input").first.fill(first_term)
+    page.locator("#add-term").click()
+    expect(page.locator("#term-table-status")).to_contain_text("already in the table")
+    expect(page.locator("#term-table-status")).to_be_in_viewport()
+    expect(page.locator("#term-table [role=gridcell]:visible").first).to_have_text("harbour")
+    assert page.locator("#term-table [role=columnheader]").count() == 2
+    page.locator("#term-table [role=gridcell]:visible").first.click()
+    page.locator("#term-table .cell-menu-button:visible").first.click()
+    expect(page.locator(".cell-menu")).to_contain_text("Delete row")
+    expect(page.locator(".cell-menu")).not_to_contain_text("column")
+    page.locator("#search-edited").click()
+    expect(page.locator("#results-gallery img")).to_have_count(3)

@@ -1,12 +1,14 @@
 """Term-level views: highlighted text, expansion terms, and the editable term table."""
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from transformers import AutoTokenizer
 
 from mlsr.errors import InputError
-from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms, with_term
 from mlsr.vocab import Vocabulary
 
 
@@ -111,6 +113,35 @@ def test_an_unedited_table_searches_with_its_query_control_tokens_included(app_e
     assert table_only.nnz == suggestion.query.nnz - controls.sum()
 
 
+def test_adding_a_term_puts_it_first_checked_as_a_search_checks_it(tokenizer, vocab):
+    rows = [["market", 1.5], ["", None], ["boy", 0.25]]
+    before = [list(row) for row in rows]
+    assert with_term(rows, " harbour ", 2, vocab, tokenizer) == [["harbour", 2.0], ["market", 1.5], ["boy", 0.25]]
+    assert with_term([], "motorbike", "-1", vocab, tokenizer) == [["motorbike", -1.0]]  # a word of two pieces
+    assert rows == before  # the caller's table is not changed
+    refusals = {"market": "'market' is already in the table (row 1): change its weight there",
+                "Market": "'Market' is already in the table (row 1, as 'market')",
+                "  ": "type a term to add", "zzqxvwkjq": "the new term: 'zzqxvwkjq' is not in the vocabulary",
+                "[CLS]": "the new term: '[CLS]' is a control token", "two words": "one word per row"}
+    for term, message in refusals.items():
+        with pytest.raises(InputError, match=re.escape(message)):
+            with_term(rows, term, 1.0, vocab, tokenizer)
+    with pytest.raises(InputError, match=r"the new term \('harbour'\): \|weight\| 101 is above 100"):
+        with_term(rows, "harbour", 101, vocab, tokenizer)
+    with pytest.raises(InputError, match=r"the new term \('harbour'\): the weight 'x' is not a number"):
+        with_term(rows, "harbour", "x", vocab, tokenizer)
+    # a word that shares a piece with a row's word gives that piece twice: 'motor' begins 'motorbike'
+    with pytest.raises(InputError, match=r"'motor' is already in the table \(row 1, as 'motorbike'\)"):
+        with_term([["motorbike", 1.0]], "motor", 1.0, vocab, tokenizer)
+
+
+def test_word_pieces_are_explained_where_they_appear():
+    from mlsr.app.views import WORD_PIECES, expansion_markdown
+
+    assert WORD_PIECES in expansion_markdown([("market", 1.0), ("##dman", 0.5)])
+    assert WORD_PIECES not in expansion_markdown([("market", 1.0), ("field", 0.5)])
+
+
 def test_result_lines_read_well():
     from mlsr.app.views import nothing_matched, score_text, timing_markdown
 
@@ -123,7 +154,7 @@ def test_result_lines_read_well():
 
 def test_gallery_captions_never_show_minus_zero(tmp_path):
     from mlsr.app.service import Hit
-    from mlsr.app.ui import gallery_items
+    from mlsr.app.handlers import gallery_items
 
     hits = [Hit(1, 0, "a", -0.0001, None, "cap"), Hit(2, 1, "b", -0.5, None, "")]
     assert [caption for _, caption in gallery_items(hits, tmp_path / "missing.png")] == ["#1 · 0.00 · cap",
