@@ -114,3 +114,30 @@ def test_push_refuses_a_folder_that_is_no_export_and_a_bad_repo_id(tmp_path, exp
     assert "not an exported model" in capsys.readouterr().err
     assert main(["push-st", str(exported), "not a repo"]) == 2
     assert "is not a Hub repo id" in capsys.readouterr().err
+
+
+def test_a_clip_backbone_goes_through_the_export_too(clip_backbone_dir, tokenizer_dir, image_folder, tmp_path):
+    """CLIP has its own tokenizer and 77 positions; the term tokenizer stays BERT-uncased for masks and decode."""
+    import torch
+    from sentence_transformers import SparseEncoder
+
+    from mlsr.models.encoder import Encoder
+    from mlsr.models.head import HeadConfig, SparseHead
+    from tests.helpers.models import CLIP_DENSE_SIZE
+
+    head = SparseHead(HeadConfig(dense_size=CLIP_DENSE_SIZE, hidden_size=32, vocab_size=30522))
+    with torch.no_grad():
+        head.vocab_projector.bias.zero_()
+    head.save_pretrained(tmp_path / "head")
+    models = ["--backbone", str(clip_backbone_dir), "--head", str(tmp_path / "head"), "--tokenizer",
+              str(tokenizer_dir), "--device", "cpu"]
+    assert main(["export-st", "--out", str(tmp_path / "st"), "--query-mode", "no_expand", *models]) == 0
+    model = SparseEncoder(str(tmp_path / "st"), trust_remote_code=True, device="cpu")
+    encoder = Encoder.from_pretrained(str(clip_backbone_dir), str(tmp_path / "head"), str(tokenizer_dir),
+                                      device="cpu", batch_size=64)
+    assert model.max_seq_length == 77
+    got = dense(model.encode_query(TEXTS, batch_size=64))
+    assert np.abs(got - encoder.encode_text(TEXTS, mode="no_expand").toarray()).max() <= 1e-6 and got.any()
+    paths = images_of(image_folder)
+    got = dense(model.encode_document([Image.open(p) for p in paths], batch_size=64))
+    assert np.abs(got - encoder.encode_images(paths).toarray()).max() <= 1e-6
