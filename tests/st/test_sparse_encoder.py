@@ -100,3 +100,16 @@ def test_the_model_shares_the_encoders_weights(wide_encoder):
     model = wide_encoder.to_sparse_encoder()
     assert model[1].head is wide_encoder.head and model[0].model is wide_encoder.backbone.model
     assert model.get_embedding_dimension() == wide_encoder.vocab_size and model.modalities == ["text", "image"]
+
+
+def test_without_a_backbone_or_the_package_it_says_what_is_missing(wide_encoder, monkeypatch):
+    import dataclasses
+    import sys
+
+    from mlsr.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="Encoder.from_pretrained"):
+        dataclasses.replace(wide_encoder, backbone=None).to_sparse_encoder()
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if the st extra were not installed
+    with pytest.raises(ModelLoadError, match=r"mlsr\[st\]"):
+        wide_encoder.to_sparse_encoder()
