@@ -69,7 +69,7 @@ def run(n_docs: int, n_queries: int, n_single: int, n_helper_single: int, k: int
         "query_terms": queries.nnz / n_queries, "same_top_k": float(same),
         "st_semantic_search_batch_s": helper_batch_s,
         "st_semantic_search_single_ms": 1000 * statistics.mean(
-            _seconds(lambda: helper(rows[i])) for i in range(n_helper_single)),
+            _seconds(lambda row=row: helper(row)) for row in rows[:n_helper_single]),
         "st_prepare_corpus_s": prepare_s,
         "st_product_batch_s": statistics.median(timed(lambda: product(torch_queries), 3)),
         "st_product_single_ms": 1000 * timed(lambda: [product(rows[i]) for i in range(n_single)], 1)[0] / n_single,

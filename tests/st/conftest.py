@@ -25,3 +25,10 @@ def wide_encoder(backbone_dir, wide_head_dir, tokenizer_dir):
 
     return Encoder.from_pretrained(str(backbone_dir), str(wide_head_dir), str(tokenizer_dir), device="cpu",
                                    batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def models(backbone_dir, wide_head_dir, tokenizer_dir) -> list[str]:
+    """The command-line flags of `wide_encoder`'s models."""
+    return ["--backbone", str(backbone_dir), "--head", str(wide_head_dir), "--tokenizer", str(tokenizer_dir),
+            "--device", "cpu"]

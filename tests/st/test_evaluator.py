@@ -19,7 +19,6 @@ from mlsr.data.trec import read_qrels, read_run
 from mlsr.evaluation.metrics import mean_metrics
 from mlsr.index.sparse import SparseIndex
 from tests.helpers.data import CAPTIONS
-from tests.st.test_export_st import models  # noqa: F401  (a fixture)
 
 NAMES = ["bus.jpg", "dogs.png", "pasta.jpg", "boat.png", "more/cat.jpg", "kites.jpg"]  # write_image_folder's
 QUERIES = [*CAPTIONS, "a dog on a sofa", "pasta on a boat"]
@@ -29,14 +28,14 @@ MEASURES = [*(f"R@{k}" for k in K), "MRR@10"]
 
 
 @pytest.fixture(scope="module")
-def index(models, image_folder, tmp_path_factory):  # noqa: F811
+def index(models, image_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("st-eval") / "index"
     assert main(["build-index", "--images", str(image_folder), "--out", str(out), "--precision", "float32",
                  *models]) == 0
     return out
 
 
-def mlsr_evaluate(index, models, mode, folder) -> dict:  # noqa: F811
+def mlsr_evaluate(index, models, mode, folder) -> dict:
     (folder / "queries.tsv").write_text("".join(f"q{i}\t{text}\n" for i, text in enumerate(QUERIES)))
     (folder / "qrels.trec").write_text("".join(f"q{i} 0 {name} 1\n" for i, name in enumerate(RELEVANT)))
     assert main(["evaluate", "--index", str(index), "--queries", str(folder / "queries.tsv"), "--qrels",
@@ -60,7 +59,7 @@ def st_evaluate(encoder, mode, index, image_folder) -> dict:
 
 @pytest.mark.parametrize("mode", ["expand", "no_expand"])
 def test_the_evaluator_gives_mlsr_evaluates_recall_and_mrr(mode, index, models, image_folder, wide_encoder,
-                                                           tmp_path):  # noqa: F811
+                                                           tmp_path):
     ids = [str(item["id"]) for item in SparseIndex.load(index).items]
     assert ids == sorted(ids) and sorted(ids) == sorted(NAMES)  # ties: rows and ids in the same order
     ours = mlsr_evaluate(index, models, mode, tmp_path)

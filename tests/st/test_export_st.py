@@ -13,12 +13,6 @@ from tests.st.test_sparse_encoder import TEXTS, dense, images_of
 
 
 @pytest.fixture(scope="module")
-def models(backbone_dir, wide_head_dir, tokenizer_dir):
-    return ["--backbone", str(backbone_dir), "--head", str(wide_head_dir), "--tokenizer", str(tokenizer_dir),
-            "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
 def exported(models, tmp_path_factory):
     out = tmp_path_factory.mktemp("st") / "mlsr-st"
     assert main(["export-st", "--out", str(out), "--query-mode", "no_expand", *models]) == 0
