@@ -1,6 +1,6 @@
 """The command line: `python -m mlsr COMMAND` (or `mlsr COMMAND` once installed). Errors print one line, never a
 traceback. Commands: build-index, search, terms, suggest-article, import-dense, prepare, evaluate, atomic, verify,
-encode-dense, train, export, push-index, add, remove.
+encode-dense, train, export, push-index, add, remove, export-st, push-st.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's parser; building it imports no model code (torch loads only when a command needs it)."""
-    from mlsr.cli import articles, editing, evaluating, indexing, searching, training
+    from mlsr.cli import articles, editing, evaluating, indexing, searching, st, training
 
     parser = OneLineParser(prog="python -m mlsr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (indexing, editing, searching, articles, evaluating, training):
+    for group in (indexing, editing, searching, articles, evaluating, training, st):
         group.add_commands(commands)
     return parser
 

@@ -59,10 +59,25 @@ class Backbone:
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """(n,) cleaned caption-sized texts -> (n, dense_size) unit vectors (longer text is truncated)."""
-        tokens = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
-        ).to(self.device)
-        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        tokens = self.text_tokens(texts).to(self.device)
+        return self.text_vectors(tokens["input_ids"], tokens["attention_mask"])
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(n,) RGB images -> (n, dense_size) unit vectors."""
+        return self.image_vectors(self.image_pixels(images).to(self.device))
+
+    def text_tokens(self, texts: Sequence[str]):
+        """The backbone's token ids and attention mask of caption-sized texts, truncated to `max_text_tokens`."""
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_tokens,
+                              return_tensors="pt")
+
+    def image_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The backbone's pixel values of RGB images, (n, 3, side, side) float32 on the CPU."""
+        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def text_vectors(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token ids and attention mask (on the model's device) -> (n, dense_size) float32 unit vectors."""
         if self.model_type == "clip":
             # CLIP pools the hidden state at the end-of-text token (pooler_output), then projects.
             pooled = self.model.text_model(input_ids=ids, attention_mask=mask).pooler_output
@@ -70,11 +85,9 @@ class Backbone:
         hidden = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         return normalize(self.model.text_proj(hidden[:, 0, :]), dim=-1).float()
 
-    @torch.inference_mode()
-    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(n,) RGB images -> (n, dense_size) unit vectors."""
-        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        pixels = pixels.to(self.device, dtype=next(self.model.parameters()).dtype)
+    def image_vectors(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixel values (on the model's device) -> (n, dense_size) float32 unit vectors."""
+        pixels = pixels.to(dtype=next(self.model.parameters()).dtype)
         if self.model_type == "clip":
             pooled = self.model.vision_model(pixel_values=pixels).pooler_output
             return normalize(self.model.visual_projection(pooled), dim=-1).float()

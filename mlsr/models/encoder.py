@@ -234,6 +234,16 @@ class Encoder:
         """One vector (sparse row, array or tensor) -> [(term, weight), ...], heaviest first."""
         return self.vocab.decode(row, top_k, keep_punctuation=keep_punctuation)
 
+    def to_sparse_encoder(self, query_mode: EncodeMode = "expand", document_mode: EncodeMode = "no_expand"):
+        """This encoder as a sentence-transformers `SparseEncoder` (text and images; the same weights, not a copy).
+
+        `query_mode` and `document_mode` say how `encode_query` and `encode_document` encode texts (images are
+        always expanded). Needs the optional sentence-transformers package (`pip install mlsr[st]`).
+        """
+        from mlsr.st.assemble import to_sparse_encoder
+
+        return to_sparse_encoder(self, query_mode=query_mode, document_mode=document_mode)
+
     # -- internals --------------------------------------------------------------------------------
 
     def _stack(self, rows: list[sp.csr_matrix]) -> sp.csr_matrix:
@@ -246,19 +256,8 @@ class Encoder:
         return self.backbone
 
     def _windows(self, texts: list[str]) -> tuple[list[str], list[str], np.ndarray]:
-        """All windows of all texts: their cleaned texts (for the backbone), their raw spans (for the
-        no_expand masks), and for each window the index of the text it came from."""
-        self._need_backbone()
-        windows: list[str] = []
-        raws: list[str] = []
-        owners: list[int] = []
-        for i, text in enumerate(texts):
-            check_text(text, self.max_chars)
-            parts = text_windows(text, self.backbone.count_tokens, self.backbone.max_text_tokens - 2)
-            windows.extend(part.text for part in parts)
-            raws.extend(part.raw for part in parts)
-            owners.extend([i] * len(parts))
-        return windows, raws, np.asarray(owners, dtype=np.int64)
+        """All windows of all texts (see `text_windows_of`)."""
+        return text_windows_of(texts, self._need_backbone(), self.max_chars)
 
     @torch.inference_mode()
     def _sparsify(self, dense: torch.Tensor, mask_texts: Sequence[str] | None = None) -> sp.csr_matrix:
@@ -273,6 +272,22 @@ class Encoder:
             ids, attention = tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device)
         weights = self.head(dense, input_ids=ids, attention_mask=attention)
         return to_csr(weights)
+
+
+def text_windows_of(texts: Sequence[str], backbone: Backbone, max_chars: int = MAX_TEXT_CHARS
+                    ) -> tuple[list[str], list[str], np.ndarray]:
+    """All windows of all texts: their cleaned texts (for the backbone), their raw spans (for the no_expand
+    masks), and for each window the index of the text it came from. Each text is checked first."""
+    windows: list[str] = []
+    raws: list[str] = []
+    owners: list[int] = []
+    for i, text in enumerate(texts):
+        check_text(text, max_chars)
+        parts = text_windows(text, backbone.count_tokens, backbone.max_text_tokens - 2)
+        windows.extend(part.text for part in parts)
+        raws.extend(part.raw for part in parts)
+        owners.extend([i] * len(parts))
+    return windows, raws, np.asarray(owners, dtype=np.int64)
 
 
 def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[SparseHead, object, Vocabulary, str]:

@@ -1,0 +1,153 @@
+"""An mlsr `Encoder` as a sentence-transformers `SparseEncoder`: built in memory, written as a standard folder
+(`modules.json`, `config_sentence_transformers.json`, one folder per module, a model card), pushed to the Hub.
+
+The folder loads with `SparseEncoder(DIR, trust_remote_code=True)`: its two modules are mlsr classes
+(`mlsr.st.input.MlsrInput`, `mlsr.st.head.D2SHead`), imported from the installed mlsr, so no code travels
+with the model. The in-memory model needs no `trust_remote_code`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING
+
+from mlsr._files import atomic_write_json, replace_folder, staging_folder
+from mlsr.errors import InputError, ModelLoadError
+from mlsr.settings import ENCODE_MODES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sentence_transformers import SparseEncoder
+
+    from mlsr.models.encoder import Encoder
+
+CARD = Template(Path(__file__).with_name("card.md").read_text(encoding="utf-8"))
+CARD_FILE = "README.md"
+EXPORT_FILE = "mlsr_export.json"  # what the card says, kept so that a push can write the card for its repo id
+MODULES_FILE = "modules.json"
+
+
+def to_sparse_encoder(encoder: "Encoder", *, query_mode: str = "expand",
+                      document_mode: str = "no_expand") -> "SparseEncoder":
+    """A `SparseEncoder` over the encoder's own backbone, head and term tokenizer (shared, not copied).
+
+    `query_mode` / `document_mode` ("expand" or "no_expand") say how `encode_query` / `encode_document`
+    encode texts; images are always expanded, and `encode` without a task expands.
+    """
+    for name, mode in (("query_mode", query_mode), ("document_mode", document_mode)):
+        if mode not in ENCODE_MODES:
+            raise InputError(f"{name} must be one of {ENCODE_MODES}, got {mode!r}.")
+    backbone = encoder._need_backbone()
+    try:
+        from sentence_transformers import SparseEncoder
+    except ImportError:
+        raise ModelLoadError("sentence-transformers is not installed: pip install 'mlsr[st]'.") from None
+    from mlsr.st.head import D2SHead
+    from mlsr.st.input import MlsrInput
+
+    modules = [MlsrInput(backbone, encoder.tokenizer, encoder.max_chars, query_mode, document_mode),
+               D2SHead(encoder.head)]
+    model = SparseEncoder(modules=modules, device=str(encoder.head.proj.weight.device), similarity_fn_name="dot")
+    model.mlsr_card = card_fields(encoder, query_mode, document_mode)
+    return model
+
+
+def card_fields(encoder: "Encoder", query_mode: str, document_mode: str) -> dict:
+    """What the model card says about the models and modes (names as an index records them)."""
+    record = encoder.models()
+    return {"backbone": record.backbone.id or "unknown", "head": record.head.id or "unknown",
+            "tokenizer": record.tokenizer.id or "unknown", "backbone_type": encoder.backbone.model_type.upper(),
+            "dense_size": encoder.dense_size, "vocab_size": f"{encoder.vocab_size:,}",
+            "max_tokens": encoder.backbone.max_text_tokens, "query_mode": query_mode,
+            "document_mode": document_mode}
+
+
+def model_card(fields: dict, name: str, repo: str) -> str:
+    """The README.md of an exported model: modalities, models, modes and usage (`repo`: how to load it)."""
+    return CARD.substitute(fields, name=name, repo=repo)
+
+
+def check_export_target(path: str | Path, overwrite: bool = False, how: str = "overwrite=True") -> Path:
+    """`path` if a model may be written there: nothing, an empty folder, or (with `overwrite`) an earlier export."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} is a file, not a model folder; nothing was changed.")
+    if path.exists() and any(path.iterdir()):
+        if not (path / MODULES_FILE).is_file():
+            raise InputError(f"{path} exists and is not a sentence-transformers model folder; refusing to overwrite"
+                             " it. Choose another folder.")
+        if not overwrite:
+            raise InputError(f"{path} holds a sentence-transformers model already; nothing was changed. To replace"
+                             f" it, say so ({how}), or choose another folder.")
+    return path
+
+
+def save_sparse_encoder(model: "SparseEncoder", out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `model` (from `to_sparse_encoder`) to folder `out` atomically, with its model card."""
+    out = check_export_target(out, overwrite)
+    staging = staging_folder(out)
+    try:
+        model.save(str(staging), create_model_card=False)
+        fields = getattr(model, "mlsr_card", None)
+        if fields:
+            atomic_write_json(staging / EXPORT_FILE, fields)
+            (staging / CARD_FILE).write_text(model_card(fields, out.name, out.name), encoding="utf-8")
+        replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def export_sparse_encoder(encoder: "Encoder", out: str | Path, *, overwrite: bool = False,
+                          query_mode: str = "expand", document_mode: str = "no_expand") -> Path:
+    """`to_sparse_encoder` then `save_sparse_encoder`: the folder `SparseEncoder(out, trust_remote_code=True)` loads."""
+    check_export_target(out, overwrite)  # before any work
+    model = to_sparse_encoder(encoder, query_mode=query_mode, document_mode=document_mode)
+    return save_sparse_encoder(model, out, overwrite=overwrite)
+
+
+def push_sparse_encoder(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
+                        api=None) -> str:
+    """Upload an exported folder to model repo `repo_id` (created when missing) in one commit; its card then
+    loads the model by `repo_id`. Returns the repo's URL. `api`: an `huggingface_hub.HfApi` (default: a new one)."""
+    from mlsr.index.publish import check_repo_id
+
+    repo_id = check_repo_id(repo_id)
+    folder = Path(folder)
+    if not (folder / MODULES_FILE).is_file():
+        raise InputError(f"{folder} is not an exported model (it has no {MODULES_FILE}); nothing was published.")
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = api or HfApi(token=token)
+    files = sorted(path for path in folder.rglob("*") if path.is_file() and path.name != CARD_FILE)
+    operations = [CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+                  for path in files]
+    card = _card_for(folder, repo_id)
+    if card is not None:
+        operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8")))
+    try:
+        url = api.create_repo(repo_id, repo_type="model", private=private or None, exist_ok=True)
+        api.create_commit(repo_id, operations, repo_type="model", commit_message="mlsr sparse encoder (export-st)")
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        hint = " Log in with `hf auth login` (a token with write access)." if status in (401, 403) else ""
+        raise ModelLoadError(f"push to model {repo_id} failed: {str(error).splitlines()[0]}{hint}") from None
+    except Exception as error:  # no connection: httpx's errors, whose package depends on huggingface_hub's version
+        if not isinstance(error, (ConnectionError, TimeoutError)) and type(error).__module__.split(".")[0] not in (
+                "httpx", "httpx2"):
+            raise
+        raise ModelLoadError(f"push to model {repo_id} failed: the Hugging Face Hub could not be reached"
+                             f" ({type(error).__name__}). Nothing was published; run it again once online.") from None
+    return str(url)
+
+
+def _card_for(folder: Path, repo_id: str) -> str | None:
+    """The model card with `repo_id` in its usage (from the export's saved fields), or None without them."""
+    try:
+        fields = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
+        return model_card(fields, repo_id.split("/")[1], repo_id)
+    except (OSError, ValueError, KeyError):
+        return None
