@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlsr.errors import InputError
+from mlsr.settings import PRECISIONS, QUERY_MODES
 
 SHOWN_CHARS = 40  # at most this much of a user's value is echoed back in a message
 
@@ -117,3 +118,30 @@ def read_text_lines(path: str | Path, what: str) -> list[str]:
     if not lines:
         raise InputError(f"{what} {path} lists nothing (one entry per line).")
     return lines
+
+
+def check_precision(precision: str) -> str:
+    """One of the stored weight types (`PRECISIONS`), or an InputError naming them."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    return precision
+
+
+def check_mode(mode: str) -> str:
+    """One of the query modes (`QUERY_MODES`), or an InputError naming them."""
+    if mode not in QUERY_MODES:
+        raise InputError(f"mode must be one of {', '.join(QUERY_MODES)}, got {mode!r}.")
+    return mode
+
+
+REPO_NAME_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # one half of a Hub repo id (owner, or name)
+_REPO_ID = re.compile(rf"{REPO_NAME_PART}/{REPO_NAME_PART}")
+
+
+def check_repo_id(repo_id: str, prefix: str = "") -> str:
+    """`owner/name` (a leading `prefix`, such as hf://datasets/, dropped), checked before any request is made."""
+    text = str(repo_id).removeprefix(prefix) if prefix else str(repo_id)
+    if not _REPO_ID.fullmatch(text) or "--" in text or ".." in text or text.endswith(".git") or len(text) > 96:
+        raise InputError(f"{repo_id!r} is not a Hub repo id: write OWNER/NAME (letters, digits, '-', '_', '.';"
+                         " no '--' or '..'; at most 96 characters), e.g. your-name/coco-gallery.")
+    return text

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Sequence
 import scipy.sparse as sp
 
 from mlsr.checks import check_depth
-from mlsr.index.modes import check_mode, rank
+from mlsr.checks import check_mode
+from mlsr.index.modes import rank
 from mlsr.index.sparse import Results, SparseIndex
 from mlsr.settings import HYBRID_DEPTH, QueryMode
 

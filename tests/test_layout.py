@@ -45,11 +45,12 @@ def test_the_torch_free_check_can_fail():
     assert "torch" in loaded_after("import mlsr.models.head")
 
 
-def test_only_mlsr_st_imports_sentence_transformers():
+def test_only_mlsr_models_st_imports_sentence_transformers():
     """sentence-transformers is an optional extra: the core, the models and the CLI parser never import it."""
-    models = ["mlsr.models.encoder", "mlsr.models.backbone", "mlsr.models.head", "mlsr.models.tokenizer", "mlsr.st"]
+    models = ["mlsr.models.encoder", "mlsr.models.backbone", "mlsr.models.head", "mlsr.models.tokenizer",
+              "mlsr.models.st"]
     assert "sentence_transformers" not in loaded_after("\n".join(f"import {m}" for m in [*TORCH_FREE, *models]))
-    assert "sentence_transformers" in loaded_after("import mlsr.st.input")
+    assert "sentence_transformers" in loaded_after("import mlsr.models.st.input")
 
 
 SOURCES = sorted((ROOT / "mlsr").rglob("*.py")) + [ROOT / "app.py"]

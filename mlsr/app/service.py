@@ -25,7 +25,8 @@ from mlsr.backends.local import LocalBackend
 from mlsr.checks import check_k, check_top_k
 from mlsr.errors import InputError
 from mlsr.images import ImageInput
-from mlsr.index.modes import check_mode, rank
+from mlsr.checks import check_mode
+from mlsr.index.modes import rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
 from mlsr.models.encoder import Encoder
 from mlsr.settings import ARTICLE_K, MAX_K, MAX_SECTION_K, MAX_TOP_K, NEAR_DUPLICATE_COSINE

@@ -9,7 +9,7 @@ from pathlib import Path
 from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, encoder_from_args, env,
                            head_encoder_from_args)
 from mlsr.cli.progress import print_pictures, print_skipped, progress_bar
-from mlsr.index.sparse import PRECISIONS
+from mlsr.settings import PRECISIONS
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
 
 
@@ -93,7 +93,7 @@ def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """--precision: how document weights are stored (the keys of mlsr.index.sparse.PRECISIONS)."""
+    """--precision: how document weights are stored (the keys of mlsr.settings.PRECISIONS)."""
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float16",
                         help="how document weights are stored (index format 3; bytes per posting before dense"
                              " columns and offsets): float16 (default) 4; uint8 ~3.1 (8-bit impacts with a scale per"

@@ -37,7 +37,7 @@ def add_commands(commands) -> None:
 
 
 def export_st_command(args: argparse.Namespace) -> int:
-    from mlsr.st.assemble import check_export_target, export_sparse_encoder
+    from mlsr.models.st.assemble import check_export_target, export_sparse_encoder
 
     check_export_target(args.out, args.overwrite, "--overwrite")  # before the models load
     encoder = encoder_from_args(args)
@@ -49,7 +49,7 @@ def export_st_command(args: argparse.Namespace) -> int:
 
 
 def push_st_command(args: argparse.Namespace) -> int:
-    from mlsr.st.assemble import push_sparse_encoder
+    from mlsr.models.st.assemble import push_sparse_encoder
 
     url = push_sparse_encoder(args.folder, args.repo_id, private=args.private)
     print(f"pushed {args.folder} to {url}; load it with SparseEncoder({args.repo_id!r}, trust_remote_code=True)")

@@ -9,7 +9,7 @@ from mlsr.data.lsr42 import META_FILE, TEXT_FILE, open_dataset
 from mlsr.data.trec import Qrels
 from mlsr.errors import InputError
 from mlsr.evaluation.runs import QuerySet
-from mlsr.index.modes import QueryVectors
+from mlsr.query_vectors import QueryVectors
 from mlsr.settings import Progress
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -22,7 +22,8 @@ from mlsr.data.trec import Qrels, write_qrels, write_run
 from mlsr.errors import InputError
 from mlsr.evaluation.metrics import flops_from_frequencies, parse_measure, score_rankings, term_frequency
 from mlsr.checks import check_depth
-from mlsr.index.modes import QueryVectors, rank
+from mlsr.index.modes import rank
+from mlsr.query_vectors import QueryVectors
 from mlsr.index.sparse import Results, SparseIndex
 from mlsr.settings import HYBRID_DEPTH, REFERENCE_HYBRID_DEPTH, Status
 

@@ -22,13 +22,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlsr.checks import not_a_url
+from mlsr.checks import REPO_NAME_PART, not_a_url
 from mlsr.errors import IndexFormatError, InputError, ModelLoadError
 from mlsr.index.folder import MANIFEST_FILE
 
 HUB_PREFIX = "hf://datasets/"
-NAME_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # one half of a Hub repo id (owner, or name)
-_HUB_ID = re.compile(rf"({NAME_PART}/{NAME_PART})(?:@(\S+))?")
+_HUB_ID = re.compile(rf"({REPO_NAME_PART}/{REPO_NAME_PART})(?:@(\S+))?")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # what mlsr writes; never a glob pattern
 
 

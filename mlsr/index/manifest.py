@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlsr.checks import shown
 from mlsr.errors import IndexFormatError
-from mlsr.settings import DOCUMENTS
+from mlsr.settings import DOCUMENTS, PRECISIONS
 from mlsr.vocab import VOCAB_FILE
 
 FORMAT = "mlsr-index"
@@ -76,7 +76,7 @@ def check_manifest(manifest: dict, where: str, error: type[Exception] = IndexFor
 
     Checked: the manifest's own checksum first (indexes saved before it was added have none), so that
     a damaged manifest is blamed on itself; then the format version (a whole number this mlsr reads), sizes (whole numbers in range), hashes (64 hex
-    digits), enums (`precision` from `mlsr.index.sparse.PRECISIONS`, `documents` from DOCUMENTS),
+    digits), enums (`precision` from `mlsr.settings.PRECISIONS`, `documents` from DOCUMENTS),
     the file table, the `models` record, and fields that must agree with each other. `save` runs the
     same checks (with `error` InputError) so that no index is written that would be refused on load.
     """
@@ -111,7 +111,6 @@ def check_manifest(manifest: dict, where: str, error: type[Exception] = IndexFor
 
 def _check_optional(manifest: dict, refuse, files: dict, version: int) -> None:
     """The fields that may be absent (or null), and the ones that must agree with the file table."""
-    from mlsr.index.sparse import PRECISIONS  # here: mlsr.index.sparse imports this module
 
     sha = manifest.get("vocab_sha256")
     if not (sha is None or _hash(sha)) or (VOCAB_FILE in files) != (sha is not None):

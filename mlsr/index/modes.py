@@ -16,15 +16,16 @@ its intended hybrid.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.checks import check_depth, check_k
+from mlsr.checks import check_depth, check_k, check_mode
 from mlsr.errors import InputError
 from mlsr.index.sparse import Results, SparseIndex, as_csr
-from mlsr.settings import HYBRID_DEPTH, QUERY_MODES, QueryMode
+from mlsr.query_vectors import QueryVectors
+from mlsr.settings import HYBRID_DEPTH, QueryMode
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.backends import SearchBackend
@@ -33,35 +34,12 @@ if TYPE_CHECKING:  # pragma: no cover
 NO_HIT = -1  # the row of an entry past a query's last hit (its score is 0)
 
 
-class QueryVectors(NamedTuple):
-    """The vectors of a batch of queries (rows align): (q, vocab) CSR `expand` and `no_expand`, (q, d) `dense`.
-
-    A view may be None when it was not computed (published caption vectors have no no_expand view
-    unless their texts are given).
-    """
-
-    expand: sp.csr_matrix | None
-    no_expand: sp.csr_matrix | None = None
-    dense: np.ndarray | None = None
-
-    def scoring(self, mode: QueryMode) -> sp.csr_matrix:
-        """The vectors whose dot products rank (and explain) the results of `mode`."""
-        check_mode(mode)
-        return _need(self.no_expand if mode == "no_expand" else self.expand, mode)
-
-
-def check_mode(mode: str) -> str:
-    if mode not in QUERY_MODES:
-        raise InputError(f"mode must be one of {', '.join(QUERY_MODES)}, got {mode!r}.")
-    return mode
-
-
 def rank(index: "SparseIndex | SearchBackend", queries: QueryVectors, mode: QueryMode = "expand", k: int = 10,
          depth: int = HYBRID_DEPTH) -> Results:
     """Top-k hits per query in one of the three modes (`depth`: the candidates hybrid re-scores); a query with
     fewer than k hits ends its row with `NO_HIT` entries (see `hits_only`)."""
     if check_mode(mode) == "hybrid":
-        return hybrid_search(index, _need(queries.no_expand, mode), _need(queries.expand, mode), k, depth)
+        return hybrid_search(index, *queries.hybrid(), k, depth)
     return hits_only(index.search(queries.scoring(mode), k))
 
 
@@ -99,9 +77,3 @@ def hybrid_search(
         order = np.lexsort((rows, -rescored))[:k]
         indices[i, : len(order)], scores[i, : len(order)] = rows[order], rescored[order]
     return hits_only(Results(scores, indices))
-
-
-def _need(value, mode: str):
-    if value is None:
-        raise InputError(f"the queries have no vectors for the {mode} mode.")
-    return value

@@ -18,17 +18,17 @@ from string import Template
 import numpy as np
 
 from mlsr._files import read_jsonl
+from mlsr.checks import REPO_NAME_PART, check_repo_id
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.index.folder import ITEMS_FILE, MANIFEST_FILE, read_manifest
 from mlsr.index.manifest import THUMBNAIL_FILES
-from mlsr.index.hub import HUB_PREFIX, NAME_PART
+from mlsr.index.hub import HUB_PREFIX
 from mlsr.index.thumbnails import THUMBNAIL_SIDE
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER
 
 CARD = Template(Path(__file__).with_name("card.md").read_text(encoding="utf-8"))
 CARD_FILE = "README.md"
-_REPO_ID = re.compile(rf"{NAME_PART}/{NAME_PART}")
-_MODEL_ID = re.compile(rf"{NAME_PART}(/{NAME_PART})?")  # what a Hub model id looks like (a local path usually does not)
+_MODEL_ID = re.compile(rf"{REPO_NAME_PART}(/{REPO_NAME_PART})?")  # what a Hub model id looks like (a local path usually does not)
 DEFAULTS = {"backbone": DEFAULT_BACKBONE, "head": DEFAULT_HEAD, "tokenizer": DEFAULT_TOKENIZER}
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
@@ -45,15 +45,6 @@ class PushReport:
     bytes: int
     local_images: int  # items whose image is a file on the publishing machine and that have no thumbnail
     local_models: list[str]  # roles whose recorded model id is a local folder, not a Hub id
-
-
-def check_repo_id(repo_id: str) -> str:
-    """`owner/name`, checked here before any request: the form `--index` takes back."""
-    text = str(repo_id).removeprefix(HUB_PREFIX)
-    if not _REPO_ID.fullmatch(text) or "--" in text or ".." in text or text.endswith(".git") or len(text) > 96:
-        raise InputError(f"{repo_id!r} is not a Hub repo id: write OWNER/NAME (letters, digits, '-', '_', '.';"
-                         " no '--' or '..'; at most 96 characters), e.g. your-name/coco-gallery.")
-    return text
 
 
 def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
@@ -155,7 +146,7 @@ def push_index(folder: str | Path, repo_id: str, *, private: bool = False, token
     `private` makes the repo private (also an existing one); without it an existing repo keeps its
     visibility. `api` is an `huggingface_hub.HfApi` (default: one with `token`, else the saved login).
     """
-    repo_id = check_repo_id(repo_id)
+    repo_id = check_repo_id(repo_id, HUB_PREFIX)
     folder = Path(folder)
     manifest = read_manifest(folder)  # every size and checksum: a damaged index is never published
     refuse_machine_paths(folder, manifest)

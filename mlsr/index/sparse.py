@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.checks import check_k, check_top_k
+from mlsr.checks import check_k, check_precision, check_top_k
 from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
 from mlsr.index.hub import cached_copy_hint, locate_index
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 # How document weights can be stored (`SparseIndex.build(precision=...)`; see mlsr.index.blocks). Bytes
 # per posting, with its 2-byte row: uint8 ~3.1 (impact + a scale per 32), float16 4, float32 6.
-PRECISIONS = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32}
 
 
 class Results(NamedTuple):
@@ -97,8 +96,7 @@ class SparseIndex:
         are closer than the rounding (`bench/bench_scale.py` measures recall@10 against float32).
         `vectors` (each chunk) and `dense` are copied, never changed; a 2-D array is taken as one matrix.
         """
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
+        check_precision(precision)
         if dense is not None:
             dense = np.array(dense, dtype=np.float32, order="C", copy=True)  # the index's own: never the caller's
         single = sp.issparse(vectors) or isinstance(vectors, np.ndarray) or hasattr(vectors, "__array__")

@@ -18,10 +18,12 @@ import scipy.sparse as sp
 from mlsr import __version__
 from mlsr._files import atomic_path, atomic_write_json, kill_point
 from mlsr.data.captions import captions_of, scan_images
+from mlsr.checks import check_precision
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES, load_image
 from mlsr.index.folder import check_new_target
-from mlsr.index.sparse import PRECISIONS, SparseIndex, place_rows
+from mlsr.index.rows import place_rows
+from mlsr.index.sparse import SparseIndex
 from mlsr.index.thumbnails import Thumbnails, make_thumbnail, thumbnail_of
 from mlsr.settings import DOCUMENTS, Documents, Progress
 
@@ -65,7 +67,7 @@ def build_index(
     the folder are followed; links leaving it, broken or looping links and links to folders are not)
     are skipped and reported, or stop the build when `strict`. Item image paths are stored relative
     to `out`, so the index and the images can move together. `precision` is how
-    document weights are stored (`mlsr.index.sparse.PRECISIONS`: float16, 4 bytes per posting, by
+    document weights are stored (`mlsr.settings.PRECISIONS`: float16, 4 bytes per posting, by
     default; uint8 ~3.1; float32 keeps the head's weights exactly).
 
     Crash-safe and resumable: each finished batch is kept in `.<out>.partial/` beside `out`; a
@@ -73,8 +75,7 @@ def build_index(
     the same index as an uninterrupted run. `out` is replaced atomically at the end, so an
     interrupted build leaves the previous index intact.
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    check_precision(precision)
     started = time.perf_counter()
     out = check_new_target(Path(out).resolve(), overwrite)  # before any encoding
     folder = encode_folder(encoder, images_dir, out, captions=captions, documents=documents, dense=dense,

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from mlsr import __version__
-from mlsr.checks import existing_folder
+from mlsr.checks import check_precision, existing_folder
 from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, open_dataset
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.index.folder import check_new_target
-from mlsr.index.sparse import PRECISIONS, SparseIndex
+from mlsr.index.sparse import SparseIndex
 from mlsr.models.record import recorded_name
 from mlsr.ingest.pictures import collect_pictures, discard_pictures, picture_source
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_SPLIT, Progress
@@ -81,7 +81,7 @@ def import_dense(
     else None), `captions`, `filename`; `dense.npy` keeps the dense vectors for the FAISS comparison, and
     the index keeps each item's thumbnail, fetched (or read) here once (`mlsr.ingest.pictures`; an item
     whose picture cannot be had is listed in the report and shows a placeholder). `precision` is how
-    document weights are stored (`mlsr.index.sparse.PRECISIONS`; float32 for evaluation). `total` is
+    document weights are stored (`mlsr.settings.PRECISIONS`; float32 for evaluation). `total` is
     called once with the number of images before `progress` counts them; `picture_total` and
     `picture_progress` do the same for the pictures.
     """
@@ -120,8 +120,7 @@ def split_index(
     the reference computation. `out` is where the index will be saved (image paths under `image_root`
     are stored relative to it; needed only with `image_root`).
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    check_precision(precision)
     started = time.perf_counter()
     root = Path(image_root).expanduser() if image_root is not None else None
     if root is not None:

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.nn.functional import normalize
@@ -16,6 +17,7 @@ from mlsr.errors import ModelLoadError
 from mlsr.models.hub import resolve_with_weights
 from mlsr.models.tokenizer import locked
 from mlsr.settings import DEFAULT_BACKBONE
+from mlsr.text import MAX_TEXT_CHARS, check_text, text_windows
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +164,19 @@ def _load_parts(model_type: str, folder) -> tuple[torch.nn.Module, dict, object,
         model, info = BlipForImageTextRetrieval.from_pretrained(folder, output_loading_info=True)
         image_processor = BlipImageProcessorPil.from_pretrained(folder)
     return model, info, locked(AutoTokenizer.from_pretrained(folder)), image_processor
+
+
+def text_windows_of(texts: Sequence[str], backbone: Backbone, max_chars: int = MAX_TEXT_CHARS
+                    ) -> tuple[list[str], list[str], np.ndarray]:
+    """All windows of all texts: their cleaned texts (for the backbone), their raw spans (for the no_expand
+    masks), and for each window the index of the text it came from. Each text is checked first."""
+    windows: list[str] = []
+    raws: list[str] = []
+    owners: list[int] = []
+    for i, text in enumerate(texts):
+        check_text(text, max_chars)
+        parts = text_windows(text, backbone.count_tokens, backbone.max_text_tokens - 2)
+        windows.extend(part.text for part in parts)
+        raws.extend(part.raw for part in parts)
+        owners.extend([i] * len(parts))
+    return windows, raws, np.asarray(owners, dtype=np.int64)

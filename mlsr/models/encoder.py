@@ -12,14 +12,14 @@ import torch
 
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.images import ImageInput, load_image
-from mlsr.index.modes import QueryVectors
+from mlsr.query_vectors import QueryVectors
 from mlsr.models import default_device
-from mlsr.models.backbone import Backbone, load_backbone
+from mlsr.models.backbone import Backbone, load_backbone, text_windows_of
 from mlsr.models.head import SparseHead
 from mlsr.models.record import ModelRecord, ModelRef, recorded_name
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
-from mlsr.text import MAX_TEXT_CHARS, as_texts, check_text, text_windows
+from mlsr.text import MAX_TEXT_CHARS, as_texts
 from mlsr.vocab import Terms, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ class Encoder:
         `query_mode` and `document_mode` say how `encode_query` and `encode_document` encode texts (images are
         always expanded). Needs the optional sentence-transformers package (`pip install mlsr[st]`).
         """
-        from mlsr.st.assemble import to_sparse_encoder
+        from mlsr.models.st.assemble import to_sparse_encoder
 
         return to_sparse_encoder(self, query_mode=query_mode, document_mode=document_mode)
 
@@ -272,22 +272,6 @@ class Encoder:
             ids, attention = tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device)
         weights = self.head(dense, input_ids=ids, attention_mask=attention)
         return to_csr(weights)
-
-
-def text_windows_of(texts: Sequence[str], backbone: Backbone, max_chars: int = MAX_TEXT_CHARS
-                    ) -> tuple[list[str], list[str], np.ndarray]:
-    """All windows of all texts: their cleaned texts (for the backbone), their raw spans (for the no_expand
-    masks), and for each window the index of the text it came from. Each text is checked first."""
-    windows: list[str] = []
-    raws: list[str] = []
-    owners: list[int] = []
-    for i, text in enumerate(texts):
-        check_text(text, max_chars)
-        parts = text_windows(text, backbone.count_tokens, backbone.max_text_tokens - 2)
-        windows.extend(part.text for part in parts)
-        raws.extend(part.raw for part in parts)
-        owners.extend([i] * len(parts))
-    return windows, raws, np.asarray(owners, dtype=np.int64)
 
 
 def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[SparseHead, object, Vocabulary, str]:

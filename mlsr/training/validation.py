@@ -16,7 +16,7 @@ from mlsr.data.lsr42 import DenseDataset, Pairs
 from mlsr.evaluation.metrics import term_frequency
 from mlsr.evaluation.runs import QuerySet, evaluate
 from mlsr.index.inverted import top_k
-from mlsr.index.modes import QueryVectors
+from mlsr.query_vectors import QueryVectors
 from mlsr.index.sparse import Results, SparseIndex
 from mlsr.models.encoder import to_csr
 from mlsr.models.head import SparseHead

@@ -72,7 +72,8 @@ def test_search_modes_print_ranked_items_with_terms(model_args, encoder, image_f
 
 def test_search_hybrid_depth_is_a_parameter(model_args, encoder, image_folder, tmp_path, capsys):
     from mlsr.data.captions import read_captions
-    from mlsr.index.modes import QueryVectors, rank
+    from mlsr.index.modes import rank
+    from mlsr.query_vectors import QueryVectors
     from mlsr.index.sparse import SparseIndex
     from mlsr.ingest.images import build_index
 

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from mlsr.data.trec import read_qrels
 from mlsr.evaluation.runs import DEFAULT_MEASURES, DEFAULT_RUNS, QuerySet, evaluate_index
-from mlsr.index.modes import QueryVectors
+from mlsr.query_vectors import QueryVectors
 from mlsr.index.sparse import SparseIndex
 from tests.helpers.trec import file_run, trec_eval
 

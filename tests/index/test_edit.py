@@ -9,7 +9,8 @@ import scipy.sparse as sp
 
 from mlsr.errors import InputError
 from mlsr.index import blocks
-from mlsr.index.sparse import PRECISIONS, SparseIndex
+from mlsr.index.sparse import SparseIndex
+from mlsr.settings import PRECISIONS
 from mlsr.vocab import Vocabulary
 from tests.index.test_search_fast import VOCAB, path, skewed  # noqa: F401  (path: the search-path fixture)
 

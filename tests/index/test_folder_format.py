@@ -12,7 +12,8 @@ from mlsr._files import sha256_file
 from mlsr.errors import IndexFormatError
 from mlsr.index import blocks
 from mlsr.index.folder import FORMAT_VERSION, MANIFEST_FILE, POSTING_FILES
-from mlsr.index.sparse import PRECISIONS, SparseIndex
+from mlsr.index.sparse import SparseIndex
+from mlsr.settings import PRECISIONS
 from mlsr.vocab import Vocabulary
 from tests.helpers.data import write_format1_index, write_format2_index, write_manifest
 from tests.index.test_search_fast import VOCAB, check, path, skewed  # noqa: F401  (path: the search-path fixture)

@@ -12,7 +12,8 @@ import scipy.sparse as sp
 from mlsr.cli import main
 from mlsr.errors import InputError
 from mlsr.index.folder import MANIFEST_FILE, read_manifest
-from mlsr.index.publish import CARD_FILE, check_repo_id, dataset_card, push_index, size_category
+from mlsr.checks import check_repo_id
+from mlsr.index.publish import CARD_FILE, dataset_card, push_index, size_category
 from mlsr.index.sparse import SparseIndex
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_TOKENIZER
 from mlsr.vocab import Vocabulary
@@ -81,14 +82,14 @@ def test_size_categories(count, label):
 
 @pytest.mark.parametrize("repo_id", ["me/x", "hf://datasets/me/x", "Org-1/my_index.v2"])
 def test_good_repo_ids(repo_id):
-    assert check_repo_id(repo_id) == repo_id.removeprefix("hf://datasets/")
+    assert check_repo_id(repo_id, "hf://datasets/") == repo_id.removeprefix("hf://datasets/")
 
 
 @pytest.mark.parametrize("repo_id", ["x", "me/x/y", "me--x/y", "me/x..y", "me/x.git", "/abs/path", "me/" + "x" * 96,
                                      "me/-x", "me/x y"])
 def test_bad_repo_ids_are_refused(repo_id):
     with pytest.raises(InputError, match="not a Hub repo id"):
-        check_repo_id(repo_id)
+        check_repo_id(repo_id, "hf://datasets/")
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.index import blocks, inverted
-from mlsr.index.sparse import PRECISIONS, SparseIndex
+from mlsr.index.sparse import SparseIndex
+from mlsr.settings import PRECISIONS
 from mlsr.vocab import Vocabulary
 
 VOCAB = 500

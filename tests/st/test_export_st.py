@@ -21,8 +21,8 @@ def exported(models, tmp_path_factory):
 
 def test_the_folder_has_the_standard_layout(exported):
     modules = json.loads((exported / "modules.json").read_text())
-    assert [(m["path"], m["type"]) for m in modules] == [("0_MlsrInput", "mlsr.st.input.MlsrInput"),
-                                                         ("1_D2SHead", "mlsr.st.head.D2SHead")]
+    assert [(m["path"], m["type"]) for m in modules] == [("0_MlsrInput", "mlsr.models.st.input.MlsrInput"),
+                                                         ("1_D2SHead", "mlsr.models.st.head.D2SHead")]
     config = json.loads((exported / "config_sentence_transformers.json").read_text())
     assert config["model_type"] == "SparseEncoder" and config["similarity_fn_name"] == "dot"
     head = json.loads((exported / "1_D2SHead" / "config.json").read_text())
@@ -90,7 +90,7 @@ class FakeApi:
 
 
 def test_push_sends_every_file_in_one_commit_with_a_card_for_the_repo(exported):
-    from mlsr.st.assemble import push_sparse_encoder
+    from mlsr.models.st.assemble import push_sparse_encoder
 
     api = FakeApi()
     url = push_sparse_encoder(exported, "someone/mlsr-st", api=api)

@@ -18,8 +18,7 @@ from sentence_transformers.base.modules import InputModule
 
 from mlsr.errors import InputError
 from mlsr.images import load_image
-from mlsr.models.backbone import Backbone, load_backbone
-from mlsr.models.encoder import text_windows_of
+from mlsr.models.backbone import Backbone, load_backbone, text_windows_of
 from mlsr.models.tokenizer import load_tokenizer, locked
 from mlsr.settings import ENCODE_MODES
 from mlsr.text import MAX_TEXT_CHARS

@@ -2,7 +2,7 @@
 (`modules.json`, `config_sentence_transformers.json`, one folder per module, a model card), pushed to the Hub.
 
 The folder loads with `SparseEncoder(DIR, trust_remote_code=True)`: its two modules are mlsr classes
-(`mlsr.st.input.MlsrInput`, `mlsr.st.head.D2SHead`), imported from the installed mlsr, so no code travels
+(`mlsr.models.st.input.MlsrInput`, `mlsr.models.st.head.D2SHead`), imported from the installed mlsr, so no code travels
 with the model. The in-memory model needs no `trust_remote_code`.
 """
 
@@ -15,6 +15,7 @@ from string import Template
 from typing import TYPE_CHECKING
 
 from mlsr._files import atomic_write_json, replace_folder, staging_folder
+from mlsr.checks import check_repo_id
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.settings import ENCODE_MODES
 
@@ -44,8 +45,8 @@ def to_sparse_encoder(encoder: "Encoder", *, query_mode: str = "expand",
         from sentence_transformers import SparseEncoder
     except ImportError:
         raise ModelLoadError("sentence-transformers is not installed: pip install 'mlsr[st]'.") from None
-    from mlsr.st.head import D2SHead
-    from mlsr.st.input import MlsrInput
+    from mlsr.models.st.head import D2SHead
+    from mlsr.models.st.input import MlsrInput
 
     modules = [MlsrInput(backbone, encoder.tokenizer, encoder.max_chars, query_mode, document_mode),
                D2SHead(encoder.head)]
@@ -112,7 +113,6 @@ def push_sparse_encoder(folder: str | Path, repo_id: str, *, private: bool = Fal
                         api=None) -> str:
     """Upload an exported folder to model repo `repo_id` (created when missing) in one commit; its card then
     loads the model by `repo_id`. Returns the repo's URL. `api`: an `huggingface_hub.HfApi` (default: a new one)."""
-    from mlsr.index.publish import check_repo_id
 
     repo_id = check_repo_id(repo_id)
     folder = Path(folder)
