@@ -79,7 +79,7 @@ def start_index(index: str | Path, dataset: str | None, *, head: str, tokenizer:
 
 def build_missing_index(index: Path, dataset: str, *, head: str, tokenizer: str, device: str | None = None) -> None:
     """Build the missing folder `index` from the published vectors of `dataset`, with a console progress bar."""
-    from mlsr.cli.progress import print_pictures, progress_bar
+    from mlsr.progress import print_pictures, progress_bar
     from mlsr.ingest.published import ensure_index
 
     print(f"mlsr: first start: building {index} from {dataset} (once; later starts reuse it)", file=sys.stderr)

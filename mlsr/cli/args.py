@@ -101,7 +101,7 @@ def models_from_index(args: argparse.Namespace, recorded, where: str) -> None:
 
 def encoder_from_args(args: argparse.Namespace):
     """The Encoder named by the model arguments (transformers' own progress bars and notices kept quiet)."""
-    from mlsr.cli.progress import quiet_transformers
+    from mlsr.progress import quiet_transformers
     from mlsr.models.encoder import Encoder
 
     quiet_transformers(getattr(args, "verbose", False))
@@ -111,7 +111,7 @@ def encoder_from_args(args: argparse.Namespace):
 
 def head_encoder_from_args(args: argparse.Namespace):
     """The head-only Encoder (no backbone) named by the model arguments: for published dense vectors."""
-    from mlsr.cli.progress import quiet_transformers
+    from mlsr.progress import quiet_transformers
     from mlsr.models.encoder import Encoder
 
     quiet_transformers(getattr(args, "verbose", False))

@@ -44,7 +44,7 @@ def suggest_article_command(args: argparse.Namespace) -> int:
     from mlsr._files import atomic_write_bytes
     from mlsr.app.service import Service
     from mlsr.index.sparse import SparseIndex
-    from mlsr.cli.progress import quiet_transformers
+    from mlsr.progress import quiet_transformers
 
     check_k(args.k, MAX_SECTION_K)  # the library's rule, before anything loads
     text = read_article(args.file)

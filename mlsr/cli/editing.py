@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from mlsr.cli.args import add_model_arguments
-from mlsr.cli.progress import print_skipped
+from mlsr.progress import print_skipped
 from mlsr.settings import DOCUMENTS
 
 def add_commands(commands) -> None:
@@ -100,7 +100,7 @@ def local_folder(index: Path) -> Path:
 
 
 def thumbnails_command(args: argparse.Namespace) -> int:
-    from mlsr.cli.progress import print_pictures, progress_bar
+    from mlsr.progress import print_pictures, progress_bar
     from mlsr.ingest.pictures import fill_thumbnails
 
     bar, set_total = progress_bar("thumbnails", unit="img")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlsr.cli.args import (INDEX_HELP, add_backend_arguments, add_model_arguments, encoder_from_args, env,
                            head_encoder_from_args, models_from_index)
-from mlsr.cli.progress import progress_bar
+from mlsr.progress import progress_bar
 from mlsr.data.atomic_trec import IMAGES, QRELS, TEXTS
 from mlsr.evaluation.recipes import RECIPES
 from mlsr.evaluation.runs import DEFAULT_MEASURES, DEFAULT_RUNS
@@ -193,7 +193,7 @@ def atomic_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    from mlsr.cli.progress import quiet_transformers
+    from mlsr.progress import quiet_transformers
     from mlsr.evaluation.verify import format_verdict, parse_checks, save_verdict, verdict_path, verify
 
     quiet_transformers(args.verbose)

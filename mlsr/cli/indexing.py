@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, encoder_from_args, env,
                            head_encoder_from_args)
-from mlsr.cli.progress import print_pictures, print_skipped, progress_bar
+from mlsr.progress import print_pictures, print_skipped, progress_bar
 from mlsr.settings import PRECISIONS
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlsr.cli.args import add_device_argument, env
-from mlsr.cli.progress import quiet_transformers
+from mlsr.progress import quiet_transformers
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_TOKENIZER
 from mlsr.training.config import AMP_MODES, DEFAULT_MLM, LAST_BATCH, MASK_TOKENS, PRESETS, VALIDATION, TrainConfig
 

@@ -1,4 +1,4 @@
-"""What long commands show while they work: tqdm bars, and no library chatter."""
+"""What long work shows while it runs, in the CLI and in the app's first start: tqdm bars, and no library chatter."""
 
 from __future__ import annotations
 
