@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     from mlsr.app.ui import CSS
-    from mlsr.cli.progress import quiet_transformers
+    from mlsr.progress import quiet_transformers
 
     quiet_transformers(args.verbose)
     demo = create_app(args)
