@@ -44,7 +44,8 @@ def text_endpoints(service: Service) -> list[Callable]:
         return service.suggest(text, k, mode).to_json()
 
     @user_errors
-    def suggest_article(article: str, k: int = ARTICLE_K, dedupe: bool = True) -> dict:
+    def suggest_article(article: str, k: int = ARTICLE_K, dedupe: bool = True, min_score: float = 0.0,
+                        export: Literal["none", "markdown", "wikitext", "html"] = "none") -> dict:
         """Suggest images for every section of a whole article (Markdown, Wikipedia-style or plain paragraphs).
 
         The article is split at its headings (`# Title`, `## Section`, `== Section ==`), or at blank lines when
@@ -55,11 +56,19 @@ def text_endpoints(service: Service) -> list[Callable]:
             article: the whole article as text (at most 200,000 characters and 50 sections).
             k: images per section, 1 to 10.
             dedupe: true: no image for two sections (the best-scoring section keeps it), near-duplicates count once.
+            min_score: a section whose best image scores below this gets none and says why in "no_good_match".
+            export: also return the illustrated article ("document") as markdown, wikitext or html, with credits.
 
         Returns:
-            {"sections": [{"title", "query", "results": [{"rank", "id", "score", "image", "caption", "terms"}]}]}
+            {"sections": [{"title", "query", "no_good_match", "results": [{"rank", "id", "score", "image",
+            "caption", "credit", "license", "license_url", "terms"}]}], "document" (with export)}
         """
-        return service.suggest_article(article, k, unique=bool(dedupe), collapse=bool(dedupe)).to_json()
+        result = service.suggest_article(article, k, unique=bool(dedupe), collapse=bool(dedupe),
+                                         min_score=float(min_score))
+        answer = result.to_json()
+        if export != "none":
+            answer["document"] = result.export(export)
+        return answer
 
     @user_errors
     def search_terms(terms: list[list], k: int = 10) -> dict:

@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.app.article import ArticleSuggestion, SectionSuggestion, assign, join_sections, split_article
+from mlsr.app.article import (ArticleSuggestion, SectionSuggestion, assign, join_sections, keep_good_matches,
+                              split_article)
 from mlsr.app.markdown import credit_line
 from mlsr.app.pictures import Pictures, picture_url
 from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
@@ -50,6 +51,10 @@ class Hit:
     image: str | None
     caption: str
     source: str | None = None
+    credit: str = ""  # the credit the licence requires (title, author, source, licence), when the index records it
+    author: str = ""
+    license: str = ""
+    license_url: str = ""
 
 
 @dataclass
@@ -196,11 +201,12 @@ class Service:
 
     def suggest_article(self, text: str, k: int = ARTICLE_K, *, title: str | None = None, split: str = "auto",
                         joined: Sequence[int] = (), mode: str = "expand", unique: bool = True,
-                        collapse: bool = True, stage: Stage | None = None) -> ArticleSuggestion:
+                        collapse: bool = True, min_score: float = 0.0, stage: Stage | None = None) -> ArticleSuggestion:
         """k images for each section of an article (see `mlsr.app.article`), all sections encoded as one batch.
 
         `unique`: no image is given to two sections (the one that scores it highest keeps it); `collapse`:
-        near-duplicate images (sparse cosine above NEAR_DUPLICATE_COSINE) count once within a section's list.
+        near-duplicate images (sparse cosine above NEAR_DUPLICATE_COSINE) count once within a section's list;
+        a section whose best image scores below `min_score` gets none, and says so (`keep_good_matches`).
         """
         k = check_k(k, MAX_SECTION_K)
         check_mode(mode)
@@ -227,7 +233,8 @@ class Service:
             terms = [[(m.term, m.contribution) for m in self.index.explain(scoring[number], hit.row)] for hit in hits]
             credits = [credit_line(self.index.items[hit.row]) for hit in hits]
             candidates = int((results.scores[number] > 0).sum())
-            sections.append(SectionSuggestion(section, query, hits, terms, credits, candidates))
+            sections.append(keep_good_matches(SectionSuggestion(section, query, hits, terms, credits, candidates),
+                                              float(min_score)))
         timings = {"encode": encode_ms, "search": search_ms, "explain": _ms(started)}
         return ArticleSuggestion(article, sections, timings, link=self.markdown_link)
 
@@ -332,10 +339,12 @@ class Service:
             item = self.index.items[int(row)]
             captions = item.get("captions") or []
             image = item.get("image")
-            source = image if isinstance(image, str) and image.startswith(("http://", "https://")) else None
+            source = next((url for url in (item.get("source"), image)
+                           if isinstance(url, str) and url.startswith(("http://", "https://"))), None)
             shown = picture_url(item["id"]) if self.pictures.has_source(int(row)) else None
             hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), shown,
-                            captions[0] if captions else "", source))
+                            captions[0] if captions else "", source, credit_line(item), str(item.get("author") or ""),
+                            str(item.get("license") or ""), str(item.get("license_url") or "")))
         return hits
 
     def markdown_link(self, hit: Hit) -> str | None:

@@ -35,8 +35,8 @@ class WikiFile:
     def credit(self) -> str:
         """Title, author, source and licence, as the licence asks them shown with the picture."""
         by = self.attribution or self.author
-        licence = f"{self.license} {self.license_url}" if self.license_url else self.license
-        return f"{self.title} by {by}, {licence}, via {wiki_name(self.page)} {self.page}"
+        licence = f"{self.license} ({self.license_url})" if self.license_url else self.license
+        return f"{self.title} by {by}, {licence}, via {wiki_name(self.page)} ({self.page})"
 
     def item(self) -> dict:
         """The index item: id, image (the thumbnail URL), source (the page), captions and the credit fields."""

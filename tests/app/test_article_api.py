@@ -29,7 +29,7 @@ A man on a small motorbike rides along the dirt road.
 
 A woman cuts a large white sheet cake with a knife.
 """
-HIT_KEYS = {"rank", "id", "score", "image", "source", "caption", "terms"}
+HIT_KEYS = {"rank", "id", "score", "image", "source", "caption", "credit", "license", "license_url", "terms"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_three_sections_give_three_groups_of_explained_hits_and_no_image_twice(c
                                                         "A wedding in the evening"]
     ids = []
     for section in result["sections"]:
-        assert set(section) == {"title", "query", "results"}
+        assert set(section) == {"title", "query", "no_good_match", "results"}
         assert section["query"].startswith(f"A day in the village {section['title']} ")  # the AToMiC recipe
         assert [hit["rank"] for hit in section["results"]] == list(range(1, len(section["results"]) + 1))
         for hit in section["results"]:

@@ -111,8 +111,8 @@ def test_a_category_becomes_a_gallery_with_credits_and_the_rest_is_listed(wiki, 
     assert a["license_url"] == "https://creativecommons.org/licenses/by-sa/4.0"
     assert a["source"] == f"{server.host}/wiki/File:Buffalo_A.jpg" and a["image"] == server.host + thumb_path(KEPT[0])
     assert a["captions"] == ["Water buffalo bathing in a river <script>"]
-    assert a["credit"] == (f"File:Buffalo A.jpg by Jane & Doe, CC BY-SA 4.0 https://creativecommons.org/licenses/"
-                           f"by-sa/4.0, via 127.0.0.1 {a['source']}")
+    assert a["credit"] == (f"File:Buffalo A.jpg by Jane & Doe, CC BY-SA 4.0 (https://creativecommons.org/licenses/"
+                           f"by-sa/4.0), via 127.0.0.1 ({a['source']})")
     assert b["author"] == "unknown author (see the file page)" and b["captions"] == ["Buffalo B"]
     assert b["license_url"] == "" and c["license"] == "Public domain"
     assert d["attribution"] == "Photo: Ravi K. / Flickr" and d["credit"].startswith("File:Buffalo D.jpg by Photo: Ravi")
