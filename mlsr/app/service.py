@@ -350,7 +350,9 @@ class Service:
     def markdown_link(self, hit: Hit) -> str | None:
         """What an illustrated Markdown download points at: the original's URL, or for a local photo its id (its
         name inside the gallery's folder: a link that works beside the photos, and no server path)."""
-        return hit.source or (hit.id if self.local_image(hit) is not None else None)
+        image = self.index.items[hit.row].get("image")  # a picture's URL (a wiki's thumbnail), never its page
+        image = image if isinstance(image, str) and image.startswith(("http://", "https://")) else None
+        return image or hit.source or (hit.id if self.local_image(hit) is not None else None)
 
     def local_image(self, hit: Hit) -> Path | None:
         """The local file of a hit's image (None for a URL or a missing file), for links beside the photos.

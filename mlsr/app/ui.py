@@ -21,7 +21,8 @@ from mlsr.app.service import Hit, Service
 from mlsr.app.terms import term_table
 from mlsr.app.uploads import UploadsOnly, refuse
 from mlsr.app.views import (
-    chips, expansion_markdown, literal, plural, score_text, shaded, timing_markdown, timing_text, why_markdown,
+    chips, credit_markdown, expansion_markdown, literal, plural, score_text, shaded, timing_markdown, timing_text,
+    why_markdown,
 )
 from mlsr.errors import MlsrError
 from mlsr.settings import MAX_K, QUERY_MODES
@@ -263,7 +264,7 @@ def explanation(service: Service, query, hit: Hit) -> tuple:
     lowest = min([0.0] + [r[3] for r in top])  # bars start at 0; negative weights (edited terms) go below it
     plot = gr.BarPlot(pd.DataFrame({"term": [r[0] for r in top], "contribution": [r[3] for r in top]}),
                       y_lim=[lowest, None])
-    return (why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(matches)),
+    return (why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(matches), credit_markdown(hit)),
             pd.DataFrame(rows, columns=list(MATCHED_COLUMNS)), plot, chips(image_terms))
 
 
@@ -327,7 +328,8 @@ def gallery_items(hits: list[Hit], placeholder: Path, picture: Callable[[int], b
     for hit in hits:
         found = picture(hit.row)
         shown.append((str(picture_file(found, folder) if found is not None else placeholder),
-                      f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"))
+                      f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"
+                      + (f" · {hit.license}" if hit.license else "")))
     return shown
 
 

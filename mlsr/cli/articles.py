@@ -75,9 +75,9 @@ def suggest_article_command(args: argparse.Namespace) -> int:
                                                          ("html", args.html)) if path)
         folder = Path(out).resolve().parent
 
-        def link(hit):  # the picture's URL (HTML: the thumbnail), or a local photo relative to the file
+        def link(hit):  # the picture's URL (a wiki's thumbnail, not its page), or a local photo relative to OUT
             file = service.local_image(hit)
-            url = service.index.items[hit.row].get("image") if form == "html" else None
+            url = service.index.items[hit.row].get("image")
             url = url if isinstance(url, str) and url.startswith(("http://", "https://")) else hit.source
             return url or (os.path.relpath(file, folder) if file is not None else None)
 
