@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from mlsr.app.article import (ArticleSuggestion, SectionSuggestion, assign, join_sections, keep_good_matches,
                               split_article)
+from mlsr.app.licence_filter import rank_allowed
 from mlsr.app.markdown import credit_line
 from mlsr.app.pictures import Pictures, picture_url
 from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
@@ -146,8 +147,10 @@ class Service:
 
     # -- suggest ----------------------------------------------------------------------------------
 
-    def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None) -> Suggestion:
-        """Rank the index for article text; also the text highlighted by term weight and the expansion terms."""
+    def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None,
+                licences: frozenset[str] | None = None) -> Suggestion:
+        """Rank the index for article text (only images under `licences`, when given); also the text highlighted
+        by term weight and the expansion terms."""
         k = check_k(k, MAX_K)
         check_mode(mode)
         _stage(stage, 0.1, "encoding the text")
@@ -156,7 +159,7 @@ class Service:
         encode_ms = _ms(started)
         _stage(stage, 0.7, "searching")
         started = time.perf_counter()
-        results = _matched(rank(self.backend, queries, mode, k))
+        results = _matched(rank_allowed(self.backend, queries, mode, k, self.index.items, licences))
         timings = {"encode": encode_ms, "search": _ms(started)}
         query = queries.scoring(mode)
         tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab

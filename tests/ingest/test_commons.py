@@ -212,3 +212,25 @@ def run_cli(args: list[str], kill_at: str | None = None) -> subprocess.Completed
         env[KILL_AT_ENV] = kill_at
     return subprocess.run([sys.executable, "-m", "mlsr", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
+
+
+def test_search_with_a_licence_filter_finds_only_those_and_carries_the_credit(wiki, backbone_dir, app_head_dir,
+                                                                              tokenizer_dir, tmp_path, capsys):
+    """`search --licenses` keeps only the items under those licences, searching deeper when the best are others;
+    each hit carries its credit and source. (The planted head: every text shares terms with every image.)"""
+    models = ["--backbone", str(backbone_dir), "--head", str(app_head_dir), "--tokenizer", str(tokenizer_dir),
+              "--device", "cpu", "--batch-size", "2"]
+    folder, images = wiki
+    with mediawiki(folder, images) as server:
+        assert main(build_args(server.url, tmp_path / "g", models)) == 0
+    capsys.readouterr()
+    for spec, expected in (("CC0", {"File:Buffalo B.png"}), ("PD,CC-BY", {"File:Buffalo C.jpg", "File:Buffalo D.jpg"}),
+                           ("CC-BY-SA,CC0", {"File:Buffalo A.jpg", "File:Buffalo B.png"})):
+        assert main(["search", "water buffalo", "--index", str(tmp_path / "g"), "-k", "2", "--json",
+                     "--licenses", spec, *models[:-2]]) == 0
+        hits = json.loads(capsys.readouterr().out)["results"]
+        assert {hit["id"] for hit in hits} == expected, spec
+        assert all(hit["credit"].startswith(hit["id"]) and hit["source"].endswith(hit["id"].replace(" ", "_"))
+                   for hit in hits)
+    unfiltered = SparseIndex.load(tmp_path / "g")
+    assert len(unfiltered) == 4
