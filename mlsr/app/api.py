@@ -16,6 +16,7 @@ from gradio.data_classes import FileData
 from mlsr.app.service import Service, rounded
 from mlsr.app.ui import MODELS, user_errors
 from mlsr.app.uploads import uploaded_image
+from mlsr.ingest.licences import parse_licences
 from mlsr.settings import ARTICLE_K
 
 
@@ -30,18 +31,21 @@ def text_endpoints(service: Service) -> list[Callable]:
     """/suggest, /suggest_article, /search_terms and /compare."""
 
     @user_errors
-    def suggest(text: str, k: int = 10, mode: Literal["expand", "no_expand", "hybrid"] = "expand") -> dict:
+    def suggest(text: str, k: int = 10, mode: Literal["expand", "no_expand", "hybrid"] = "expand",
+                licenses: str = "") -> dict:
         """Suggest indexed images for a passage of text (a paragraph or a section), best first.
 
         Args:
             text: the passage, up to 20,000 characters.
             k: how many images to return, 1 to 100 (fewer when fewer images share a term with the text).
             mode: "expand": every term the model reads in the text; "no_expand": only its own words; "hybrid": both.
+            licenses: "" for every image, or only those under these licences: "free" or a list such as "CC0,CC-BY".
 
         Returns:
-            {"results": [{"rank", "row", "id", "score", "image", "caption"}], "query_terms", "active_terms", ...}
+            {"results": [{"rank", "row", "id", "score", "image", "caption", "source", "credit", "license",
+            "license_url"}], "query_terms", "active_terms", ...}
         """
-        return service.suggest(text, k, mode).to_json()
+        return service.suggest(text, k, mode, licences=parse_licences(licenses) if licenses else None).to_json()
 
     @user_errors
     def suggest_article(article: str, k: int = ARTICLE_K, dedupe: bool = True, min_score: float = 0.0,

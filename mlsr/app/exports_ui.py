@@ -1,5 +1,5 @@
-"""The Article screen's export pieces: wikitext and HTML download buttons, the minimum-score control, and the
-"no good match" note. Kept apart from `mlsr.app.article_ui` so that screen stays one job."""
+"""The screens' pieces for editors: wikitext and HTML download buttons, the minimum-score control, the "no good
+match" note, the licence filter. Kept apart from `mlsr.app.ui` and `mlsr.app.article_ui` so those stay one job."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from mlsr.app.article import ArticleSuggestion
+from mlsr.app.licence_filter import licence_choices
 from mlsr.app.views import literal
 from mlsr.settings import DEFAULT_MIN_SCORE
 
@@ -28,6 +29,13 @@ def min_score_input(elem_id: str) -> gr.Number:
     """The minimum score, in the units of the score shown on each result: below it a section gets no image."""
     return gr.Number(DEFAULT_MIN_SCORE, minimum=0, step=0.1, label="Minimum score", elem_id=elem_id,
                      info="a section whose best image scores below this gets none, and says so (0: off)")
+
+
+def licence_filter_input() -> gr.CheckboxGroup:
+    """Only images under the ticked licence families (none ticked: every image; items without a recorded licence,
+    e.g. COCO photos, are left out once one is ticked)."""
+    return gr.CheckboxGroup(licence_choices(), value=[], label="Only these licences", elem_id="licence-filter",
+                            info="none ticked: every image; a wiki gallery's items record their licence")
 
 
 def no_match_markdown(message: str) -> str:

@@ -61,3 +61,21 @@ def test_credit_licence_link_and_no_good_match(browser, commons_app):  # noqa: F
         expect(page.locator(f"#article-nomatch-{number}")).to_contain_text("No good match", timeout=60_000)
         expect(page.locator(f"#article-nomatch-{number}")).to_contain_text("strongest shared terms")
     page.close()
+
+
+def test_suggest_shows_the_credit_and_filters_by_licence(browser, commons_app):  # noqa: F811
+    page = open_page(browser, commons_app)
+    page.locator("#article-text textarea").fill("Water buffalo bathing in a river.")
+    page.locator("#suggest-button").click()
+    gallery = page.locator("#results-gallery")
+    expect(gallery.locator("img")).to_have_count(4, timeout=60_000)
+    expect(gallery).to_contain_text("CC BY-SA 4.0")
+    gallery.locator("img").first.click()
+    why = page.locator("#why-row")
+    expect(why).to_contain_text("Credit:", timeout=60_000)
+    expect(why.locator(f'a[href="{LICENCE}"], a[href^="http://127.0.0.1"]').first).to_be_visible()
+    page.locator("#licence-filter label", has_text="CC0").click()
+    page.locator("#suggest-button").click()
+    expect(gallery.locator("img")).to_have_count(1, timeout=60_000)
+    expect(gallery).to_contain_text("CC0")
+    page.close()
