@@ -89,7 +89,7 @@ class WikiHandle:
             return [params for params in self.api_requests if params.get("prop") == "imageinfo"]
 
 
-def _handler(folder: Path, images: dict[str, bytes], handle: WikiHandle, failures: dict[int, tuple[int, dict, bytes]],
+def _handler(folder: Path, images: dict[str, bytes | str], handle: WikiHandle, failures: dict[int, tuple[int, dict, bytes]],
              delay: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -115,6 +115,8 @@ def _handler(folder: Path, images: dict[str, bytes], handle: WikiHandle, failure
             picture = images.get(urllib.parse.unquote(url.path))
             if picture is None:
                 return self.answer(404, b"no such file")
+            if isinstance(picture, str):  # a redirect to this URL
+                return self.answer(302, b"", {"Location": picture.replace("{HOST}", handle.host)})
             self.answer(200, picture, {"Content-Type": "image/png"})
 
         def api(self, params: dict[str, str]) -> None:
@@ -152,10 +154,11 @@ def _handler(folder: Path, images: dict[str, bytes], handle: WikiHandle, failure
 
 
 @contextmanager
-def mediawiki(folder: Path, images: dict[str, bytes], *, failures: dict[int, tuple[int, dict, bytes]] | None = None,
+def mediawiki(folder: Path, images: dict[str, bytes | str], *, failures: dict[int, tuple[int, dict, bytes]] | None = None,
               delay: float = 0.0) -> Iterator[WikiHandle]:
     """Serve the recorded wiki in `folder` at http://127.0.0.1:PORT/w/api.php and `images` ({path: bytes}) beside
-    it; `failures` {n: (status, headers, body)} answers the n-th API request (from 1) so instead."""
+    it (a str value: a redirect there); `failures` {n: (status, headers, body)} answers the n-th API request (from
+    1) so instead."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     server.daemon_threads = True
     host = f"http://127.0.0.1:{server.server_address[1]}"

@@ -234,3 +234,21 @@ def test_search_with_a_licence_filter_finds_only_those_and_carries_the_credit(wi
                    for hit in hits)
     unfiltered = SparseIndex.load(tmp_path / "g")
     assert len(unfiltered) == 4
+
+
+def test_pictures_come_only_from_the_urls_the_api_gave(wiki, models, tmp_path, capsys):
+    """A thumbnail URL that redirects elsewhere on the same host is refused (the allow-list is the API's exact URLs,
+    not its host); one that redirects to another URL the API gave is followed."""
+    folder, images = wiki
+    images = dict(images)
+    d_path, a_path = thumb_path("File:Buffalo D.jpg"), thumb_path("File:Buffalo A.jpg")
+    images[d_path] = "{HOST}/elsewhere/d.png"
+    images["/elsewhere/d.png"] = images[a_path]
+    images[thumb_path("File:Buffalo C.jpg")] = "{HOST}" + a_path
+    with mediawiki(folder, images) as server:
+        assert main(build_args(server.url, tmp_path / "g", models)) == 0
+        err = capsys.readouterr().err
+    assert "File:Buffalo D.jpg: its picture could not be had: " in err and "redirects to" in err
+    assert "/elsewhere/d.png" not in server.media_requests
+    index = SparseIndex.load(tmp_path / "g")
+    assert [item["id"] for item in index.items] == ["File:Buffalo A.jpg", "File:Buffalo B.png", "File:Buffalo C.jpg"]
