@@ -32,7 +32,7 @@ def text_endpoints(service: Service) -> list[Callable]:
 
     @user_errors
     def suggest(text: str, k: int = 10, mode: Literal["expand", "no_expand", "hybrid"] = "expand",
-                licenses: str = "") -> dict:
+                licenses: str = "", min_score: float = 0.0) -> dict:
         """Suggest indexed images for a passage of text (a paragraph or a section), best first.
 
         Args:
@@ -40,12 +40,14 @@ def text_endpoints(service: Service) -> list[Callable]:
             k: how many images to return, 1 to 100 (fewer when fewer images share a term with the text).
             mode: "expand": every term the model reads in the text; "no_expand": only its own words; "hybrid": both.
             licenses: "" for every image, or only those under these licences: "free" or a list such as "CC0,CC-BY".
+            min_score: when the best image scores below this, none is returned and "no_good_match" says why.
 
         Returns:
             {"results": [{"rank", "row", "id", "score", "image", "caption", "source", "credit", "license",
             "license_url"}], "query_terms", "active_terms", ...}
         """
-        return service.suggest(text, k, mode, licences=parse_licences(licenses) if licenses else None).to_json()
+        return service.suggest(text, k, mode, licences=parse_licences(licenses) if licenses else None,
+                               min_score=float(min_score)).to_json()
 
     @user_errors
     def suggest_article(article: str, k: int = ARTICLE_K, dedupe: bool = True, min_score: float = 0.0,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.app.cutoff import check_min_score, no_match_message
 from mlsr.app.markdown import Illustration, render_markdown
 from mlsr.data.atomic_trec import atomic_query
 from mlsr.errors import InputError
@@ -156,15 +157,12 @@ class ArticleSuggestion:
 def keep_good_matches(section: SectionSuggestion, min_score: float) -> SectionSuggestion:
     """The section without images when its best scores below `min_score` (the score shown on each result), saying
     so and naming the terms the best one shared: an honest "no good match" rather than a forced picture."""
-    if not isinstance(min_score, (int, float)) or not 0 <= min_score < float("inf"):
-        raise InputError(f"the minimum score must be a number, 0 or more, got {min_score!r}.")
+    min_score = check_min_score(min_score)
     if min_score <= 0 or (section.hits and section.hits[0].score >= min_score):
         return section
-    shared = ", ".join(term for term, _ in (section.terms[0][:5] if section.terms else [])) or "none"
-    best = f" (best score {section.hits[0].score:.3g}, below {min_score:g})" if section.hits else ""
+    shared = [term for term, _ in (section.terms[0] if section.terms else [])]
     return replace(section, hits=[], terms=[], credits=[],
-                   no_match=f"no image in this gallery matches this section well{best}; strongest shared terms:"
-                            f" {shared}")
+                   no_match=no_match_message(section.hits[0].score if section.hits else None, min_score, shared))
 
 
 def split_article(text: str, split: str = "auto", title: str | None = None) -> Article:

@@ -12,7 +12,7 @@ import gradio as gr
 
 from mlsr.app.article import ArticleSuggestion
 from mlsr.app.licence_filter import licence_choices
-from mlsr.app.views import literal
+from mlsr.app.views import literal, timing_markdown
 from mlsr.settings import DEFAULT_MIN_SCORE
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "mlsr-articles"  # exported files, kept for an hour
@@ -26,16 +26,33 @@ def export_buttons() -> tuple[gr.DownloadButton, gr.DownloadButton]:
 
 
 def min_score_input(elem_id: str) -> gr.Number:
-    """The minimum score, in the units of the score shown on each result: below it a section gets no image."""
+    """The minimum score, in the units of the score shown on each result: below it no image is offered."""
     return gr.Number(DEFAULT_MIN_SCORE, minimum=0, step=0.1, label="Minimum score", elem_id=elem_id,
-                     info="a section whose best image scores below this gets none, and says so (0: off)")
+                     info="below this best score (the score shown on each result) no image is offered, and that is"
+                          " said (0: off)")
 
 
-def licence_filter_input() -> gr.CheckboxGroup:
-    """Only images under the ticked licence families (none ticked: every image; items without a recorded licence,
-    e.g. COCO photos, are left out once one is ticked)."""
-    return gr.CheckboxGroup(licence_choices(), value=[], label="Only these licences", elem_id="licence-filter",
-                            info="none ticked: every image; a wiki gallery's items record their licence")
+def suggest_filters() -> tuple[gr.CheckboxGroup, gr.Number]:
+    """The Suggest screen's filters: only images under the ticked licence families (none ticked: every image;
+    items without a recorded licence, e.g. COCO photos, are left out once one is ticked), and a minimum score."""
+    with gr.Row():
+        licences = gr.CheckboxGroup(licence_choices(), value=[], label="Only these licences", elem_id="licence-filter",
+                                    info="none ticked: every image; a wiki gallery's items record their licence",
+                                    scale=3)
+        least = min_score_input("suggest-min-score")
+    return licences, least
+
+
+def filter_options(licences: list | None, least: float | None) -> dict:
+    """`Service.suggest`'s keyword arguments from the filters' values."""
+    return {"licences": frozenset(licences) if licences else None, "min_score": float(least or 0)}
+
+
+def suggest_summary(suggestion) -> str:
+    """The line above the Suggest results: "No good match" and why, or the count and the timings."""
+    if suggestion.no_match:
+        return no_match_markdown(suggestion.no_match)
+    return timing_markdown(suggestion.timings, suggestion.active_terms, len(suggestion.hits))
 
 
 def no_match_markdown(message: str) -> str:

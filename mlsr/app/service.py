@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from mlsr.app.article import (ArticleSuggestion, SectionSuggestion, assign, join_sections, keep_good_matches,
                               split_article)
+from mlsr.app.cutoff import below_minimum
 from mlsr.app.licence_filter import rank_allowed
 from mlsr.app.markdown import credit_line
 from mlsr.app.pictures import Pictures, picture_url
@@ -70,6 +71,7 @@ class Suggestion:
     expansion: Terms
     table: list[list]
     timings: dict[str, float] = field(default_factory=dict)
+    no_match: str = ""  # why no image is shown: the best scored below the minimum ("" otherwise)
 
     @property
     def active_terms(self) -> int:
@@ -78,7 +80,7 @@ class Suggestion:
     def to_json(self) -> dict:
         return {
             "text": self.text, "mode": self.mode, "active_terms": self.active_terms,
-            "query_terms": self.table, "expansion_terms": rounded(self.expansion),
+            "query_terms": self.table, "expansion_terms": rounded(self.expansion), "no_good_match": self.no_match,
             "results": [asdict(hit) for hit in self.hits], "timings_ms": self.timings,
         }
 
@@ -148,9 +150,9 @@ class Service:
     # -- suggest ----------------------------------------------------------------------------------
 
     def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None,
-                licences: frozenset[str] | None = None) -> Suggestion:
-        """Rank the index for article text (only images under `licences`, when given); also the text highlighted
-        by term weight and the expansion terms."""
+                licences: frozenset[str] | None = None, min_score: float = 0.0) -> Suggestion:
+        """Rank the index for article text (only images under `licences`, when given; none when the best scores
+        below `min_score`, see `mlsr.app.cutoff`); also the text shaded by term weight and the expansion terms."""
         k = check_k(k, MAX_K)
         check_mode(mode)
         _stage(stage, 0.1, "encoding the text")
@@ -162,12 +164,12 @@ class Service:
         results = _matched(rank_allowed(self.backend, queries, mode, k, self.index.items, licences))
         timings = {"encode": encode_ms, "search": _ms(started)}
         query = queries.scoring(mode)
+        hits, no_match = below_minimum(self.hits(results), min_score, lambda hit: self.index.explain(query[0], hit.row))
         tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab
         return Suggestion(
-            text=text, mode=mode, hits=self.hits(results), query=query,
-            highlights=highlight_text(text, query[0], tokenizer, vocab),
+            text=text, mode=mode, hits=hits, query=query, highlights=highlight_text(text, query[0], tokenizer, vocab),
             expansion=expansion_terms(text, query[0], tokenizer, vocab),
-            table=term_table(query[0], vocab), timings=timings,
+            table=term_table(query[0], vocab), timings=timings, no_match=no_match,
         )
 
     def search_terms(self, rows: list[list], k: int = 12, keep_from: sp.csr_matrix | None = None

@@ -17,7 +17,7 @@ from gradio.utils import get_upload_folder
 
 from mlsr.app.mcp import structure_answers
 from mlsr.app.pictures import picture_file, picture_route
-from mlsr.app.exports_ui import licence_filter_input
+from mlsr.app.exports_ui import filter_options, suggest_filters, suggest_summary
 from mlsr.app.service import Hit, Service
 from mlsr.app.terms import term_table
 from mlsr.app.uploads import UploadsOnly, refuse
@@ -140,14 +140,14 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     text, k, mode, results, why_row, table, more = c.text, c.k, c.mode, c.results, c.why_row, c.table, c.more
     example_list = c.example_list
 
-    def on_suggest(text_value: str, k_value: int, mode_value: str, licences: list, progress=gr.Progress()):
+    def on_suggest(text_value: str, k_value: int, mode_value: str, licences: list, least, progress=gr.Progress()):
         suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress),
-                                     licences=frozenset(licences) if licences else None)
+                                     **filter_options(licences, least))
         return (
             show(suggestion.hits),
             shaded(suggestion.highlights),
             expansion_markdown(suggestion.expansion),
-            timing_markdown(suggestion.timings, suggestion.active_terms, len(suggestion.hits)),
+            suggest_summary(suggestion),
             pd.DataFrame(suggestion.table, columns=["term", "weight"]),
             suggestion.query, suggestion.hits, gr.update(visible=False),
         )
@@ -158,7 +158,7 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     suggest_outputs = [results, c.highlighted, c.expansion, c.timing, table, query_state, hits_state, why_row]
     triggers = [c.suggest_button.click, text.submit] + ([example_list.load_input_event.then] if example_list else [])
     for trigger in triggers:  # an example runs at once: no earlier query's results stay beside it
-        trigger(shown_in(on_suggest, blank), [text, k, mode, c.licences], suggest_outputs, api_visibility="private",
+        trigger(shown_in(on_suggest, blank), [text, k, mode, *c.filters], suggest_outputs, api_visibility="private",
                 concurrency_id=MODELS).then(None, js=SHOW_RESULTS_ON_A_PHONE)
 
     def on_search_edited(rows: pd.DataFrame, k_value: int, query):
@@ -215,7 +215,7 @@ def suggest_components(examples: list[Path]) -> SimpleNamespace:
                     mode = gr.Radio(list(QUERY_MODES), value="expand", label="Query mode",
                                     info="expand: any term; no_expand: only the text's own words;"
                                          " hybrid: shared-word candidates re-ranked by the expanded query")
-                licences = licence_filter_input()  # a wiki gallery's items record their licences
+                filters = suggest_filters()  # only some licences (a wiki gallery's items record theirs); a minimum
                 suggest_button = gr.Button("Suggest images", variant="primary", elem_id="suggest-button")
                 if examples:
                     example_list = gr.Examples([[path.read_text(encoding="utf-8").strip()] for path in examples],
@@ -256,7 +256,7 @@ def suggest_components(examples: list[Path]) -> SimpleNamespace:
         suggest_button=suggest_button, example_list=example_list, highlighted=highlighted, expansion=expansion,
         timing=timing, results=results, why_row=why_row, why_title=why_title, more=more, matched=matched,
         contribution_plot=contribution_plot, hit_terms=hit_terms, table=table, search_edited=search_edited,
-        edit_status=edit_status, licences=licences)
+        edit_status=edit_status, filters=filters)
 
 
 def explanation(service: Service, query, hit: Hit) -> tuple:

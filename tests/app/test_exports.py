@@ -134,3 +134,21 @@ def test_a_section_below_the_minimum_says_so_instead_of_forcing_a_picture():
     assert result.to_json()["sections"][1]["no_good_match"] == weak.no_match
     with pytest.raises(InputError, match="minimum score"):
         keep_good_matches(result.sections[0], -1)
+
+
+def test_below_minimum_for_a_ranking():
+    from types import SimpleNamespace
+
+    from mlsr.app.cutoff import below_minimum
+
+    hits = [SimpleNamespace(score=1.5), SimpleNamespace(score=1.0)]
+    terms = [SimpleNamespace(term=t) for t in ("buffalo", "river", "mud", "water", "calf", "field")]
+    assert below_minimum(hits, 0, lambda hit: terms) == (hits, "")
+    assert below_minimum(hits, 1.5, lambda hit: terms) == (hits, "")
+    assert below_minimum(hits, 2, lambda hit: terms) == ([], "no image in this gallery matches this text well (best"
+                                                            " score 1.5, below 2); strongest shared terms: buffalo,"
+                                                            " river, mud, water, calf")
+    assert below_minimum([], 2, lambda hit: terms)[1].endswith("strongest shared terms: none")
+    for bad in (-1, float("nan"), "2", True):
+        with pytest.raises(InputError, match="minimum score"):
+            below_minimum(hits, bad, lambda hit: terms)
