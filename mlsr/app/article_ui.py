@@ -144,6 +144,7 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
         gr.Markdown(f"### {number + 1}. {literal(section_label(result.article, number))}\n"
                     f"**Query:** {literal(_clip(found.query, 200))}", elem_id=f"article-section-{number}")
         if not found.hits:
+            gr.Gallery([], visible=False)  # where a gallery was before a re-run: Gradio's page breaks on a new type
             gr.Markdown(no_match_markdown(found.no_match) if found.no_match else taken_markdown()
                         if found.candidates else nothing_matched(1), elem_id=f"article-nomatch-{number}")
             return
