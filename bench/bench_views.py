@@ -43,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlsr.backends.local import LocalBackend
-    from mlsr.index.modes import QueryVectors, hybrid_search, rank
+    from mlsr.index.modes import hybrid_search, rank
+    from mlsr.query_vectors import QueryVectors
     from mlsr.models.encoder import Encoder
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from mlsr.checks import check_depth
 from mlsr.checks import check_mode
+from mlsr.errors import InputError
 from mlsr.index.modes import rank
 from mlsr.index.sparse import Results, SparseIndex
 from mlsr.settings import HYBRID_DEPTH, QueryMode
@@ -26,6 +27,7 @@ def search_texts(
     depth: int = HYBRID_DEPTH,
     *,
     check_models: bool = True,
+    licences: frozenset[str] | None = None,
 ) -> tuple[Results, sp.csr_matrix]:
     """Rank the index for each text; returns the results and the (q, vocab) query vectors that scored them.
 
@@ -36,7 +38,8 @@ def search_texts(
 
     The index's recorded models are compared with the encoder's first: another head, backbone or vocabulary
     raises IndexMismatchError naming both (scores across models are meaningless); `check_models=False` skips
-    that, for experts who know why.
+    that, for experts who know why. `licences`: only items whose recorded licence is in these families
+    (`mlsr.ingest.licences`; items without one are left out), searched deeper until k are found.
     """
     check_mode(mode)
     check_depth(depth)
@@ -44,4 +47,10 @@ def search_texts(
     if check_models and searched is not None:
         searched.check_models(encoder.models())
     queries = encoder.encode_text_views(texts)
+    if licences is not None:
+        from mlsr.app.licence_filter import rank_allowed
+
+        if searched is None:
+            raise InputError("a licence filter needs the index's items: search a loaded index.")
+        return rank_allowed(index, queries, mode, k, searched.items, licences, depth=depth), queries.scoring(mode)
     return rank(index, queries, mode, k, depth), queries.scoring(mode)

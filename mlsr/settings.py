@@ -38,6 +38,9 @@ ARTICLE_K = 3  # images suggested per section by default
 MAX_SECTION_K = 10  # images per section one request may ask for
 MAX_SECTIONS = 50  # sections one article may have (merge some, or split the article, beyond that)
 NEAR_DUPLICATE_COSINE = 0.95  # two images whose sparse vectors are closer than this count as one image
+# below this best score a section gets "no good match" instead of a picture; 0 (off) until bench/bench_min_score.py
+# is run with the real models on AToMiC (docs/commons.md says how); the control is visible, starting at 0
+DEFAULT_MIN_SCORE = 0.0
 
 # -- callbacks ---------------------------------------------------------------------------------------------
 Progress = Callable[[int], None]  # called with the number of items just finished

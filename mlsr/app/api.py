@@ -16,6 +16,7 @@ from gradio.data_classes import FileData
 from mlsr.app.handlers import MODELS, user_errors
 from mlsr.app.service import Service, rounded
 from mlsr.app.uploads import uploaded_image
+from mlsr.ingest.licences import parse_licences
 from mlsr.settings import ARTICLE_K
 
 
@@ -30,21 +31,27 @@ def text_endpoints(service: Service) -> list[Callable]:
     """/suggest, /suggest_article, /search_terms and /compare."""
 
     @user_errors
-    def suggest(text: str, k: int = 10, mode: Literal["expand", "no_expand", "hybrid"] = "expand") -> dict:
+    def suggest(text: str, k: int = 10, mode: Literal["expand", "no_expand", "hybrid"] = "expand",
+                licenses: str = "", min_score: float = 0.0) -> dict:
         """Suggest indexed images for a passage of text (a paragraph or a section), best first.
 
         Args:
             text: the passage, up to 20,000 characters.
             k: how many images to return, 1 to 100 (fewer when fewer images share a term with the text).
             mode: "expand": every term the model reads in the text; "no_expand": only its own words; "hybrid": both.
+            licenses: "" for every image, or only those under these licences: "free" or a list such as "CC0,CC-BY".
+            min_score: when the best image scores below this, none is returned and "no_good_match" says why.
 
         Returns:
-            {"results": [{"rank", "row", "id", "score", "image", "caption"}], "query_terms", "active_terms", ...}
+            {"results": [{"rank", "row", "id", "score", "image", "caption", "source", "credit", "license",
+            "license_url"}], "query_terms", "active_terms", ...}
         """
-        return service.suggest(text, k, mode).to_json()
+        return service.suggest(text, k, mode, licences=parse_licences(licenses) if licenses else None,
+                               min_score=float(min_score)).to_json()
 
     @user_errors
-    def suggest_article(article: str, k: int = ARTICLE_K, dedupe: bool = True) -> dict:
+    def suggest_article(article: str, k: int = ARTICLE_K, dedupe: bool = True, min_score: float = 0.0,
+                        export: Literal["none", "markdown", "wikitext", "html"] = "none") -> dict:
         """Suggest images for every section of a whole article (Markdown, Wikipedia-style or plain paragraphs).
 
         The article is split at its headings (`# Title`, `## Section`, `== Section ==`), or at blank lines when
@@ -55,11 +62,19 @@ def text_endpoints(service: Service) -> list[Callable]:
             article: the whole article as text (at most 200,000 characters and 50 sections).
             k: images per section, 1 to 10.
             dedupe: true: no image for two sections (the best-scoring section keeps it), near-duplicates count once.
+            min_score: a section whose best image scores below this gets none and says why in "no_good_match".
+            export: also return the illustrated article ("document") as markdown, wikitext or html, with credits.
 
         Returns:
-            {"sections": [{"title", "query", "results": [{"rank", "id", "score", "image", "caption", "terms"}]}]}
+            {"sections": [{"title", "query", "no_good_match", "results": [{"rank", "id", "score", "image",
+            "caption", "credit", "license", "license_url", "terms"}]}], "document" (with export)}
         """
-        return service.suggest_article(article, k, unique=bool(dedupe), collapse=bool(dedupe)).to_json()
+        result = service.suggest_article(article, k, unique=bool(dedupe), collapse=bool(dedupe),
+                                         min_score=float(min_score))
+        answer = result.to_json()
+        if export != "none":
+            answer["document"] = result.export(export)
+        return answer
 
     @user_errors
     def search_terms(terms: list[list], k: int = 10) -> dict:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.app.cutoff import check_min_score, no_match_message
 from mlsr.app.markdown import Illustration, render_markdown
 from mlsr.data.atomic_trec import atomic_query
 from mlsr.errors import InputError
@@ -85,6 +86,7 @@ class SectionSuggestion:
     terms: list[list[tuple[str, float]]]
     credits: list[str]
     candidates: int = 0  # images sharing a term with the query: more than `hits` when others took some
+    no_match: str = ""  # why no image is offered: its best scored below the minimum ("" when one is)
 
 
 @dataclass
@@ -98,28 +100,69 @@ class ArticleSuggestion:
 
     def to_json(self) -> dict:
         return {"sections": [
-            {"title": section_label(self.article, number), "query": s.query, "results": [
+            {"title": section_label(self.article, number), "query": s.query, "no_good_match": s.no_match, "results": [
                 {"rank": hit.rank, "id": hit.id, "score": hit.score, "image": hit.image, "source": hit.source,
-                 "caption": hit.caption,
+                 "caption": hit.caption, "credit": hit.credit, "license": hit.license, "license_url": hit.license_url,
                  "terms": [[term, round(contribution, 4)] for term, contribution in terms]}
                 for hit, terms in zip(s.hits, s.terms)]}
             for number, s in enumerate(self.sections)]}
+
+    def figures(self, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> list:
+        """Each section's chosen image with its credit's parts (`mlsr.app.exports.Figure`), or None."""
+        from mlsr.app.exports import Figure
+
+        link = link or self.link
+        figures = []
+        for section, choice in zip(self.sections, self._chosen(chosen)):
+            if choice is None or not 0 <= choice < len(section.hits):
+                figures.append(None)
+                continue
+            hit = section.hits[choice]
+            figures.append(Figure(hit.id, link(hit), hit.caption, hit.id if hit.license else "", hit.author,
+                                  hit.source or "", hit.license, hit.license_url, section.credits[choice]))
+        return figures
+
+    def export(self, form: str, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> str:
+        """The illustrated article as `form`: markdown, wikitext or html (`mlsr.app.exports`), credits included."""
+        from mlsr.app.exports import FORMATS, render_html, render_wikitext
+
+        if form not in FORMATS:
+            raise InputError(f"format must be one of {', '.join(FORMATS)}, got {form!r}.")
+        if form == "markdown":
+            return self.markdown(chosen, link)
+        weak = [section.no_match for section in self.sections]
+        render = render_wikitext if form == "wikitext" else render_html
+        return render(self.article, self.figures(chosen, link), weak)
+
+    def _chosen(self, chosen: Sequence[int | None] | None) -> list[int | None]:
+        chosen = [0] * len(self.sections) if chosen is None else list(chosen)
+        if len(chosen) != len(self.sections):
+            raise InputError(f"{len(chosen)} choices for {len(self.sections)} sections.")
+        return chosen
 
     def markdown(self, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> str:
         """The article with, under each section heading, its chosen image (`chosen[i]`: a position in section
         i's hits, None for no image; by default each section's first); `link` overrides `self.link`."""
         link = link or self.link
-        chosen = [0] * len(self.sections) if chosen is None else list(chosen)
-        if len(chosen) != len(self.sections):
-            raise InputError(f"{len(chosen)} choices for {len(self.sections)} sections.")
         shown = []
-        for section, choice in zip(self.sections, chosen):
+        for section, choice in zip(self.sections, self._chosen(chosen)):
             if choice is None or not 0 <= choice < len(section.hits):
                 shown.append(None)
                 continue
             hit = section.hits[choice]
             shown.append(Illustration(link(hit), hit.caption, section.credits[choice], hit.id))
         return render_markdown(self.article, shown)
+
+
+def keep_good_matches(section: SectionSuggestion, min_score: float) -> SectionSuggestion:
+    """The section without images when its best scores below `min_score` (the score shown on each result), saying
+    so and naming the terms the best one shared: an honest "no good match" rather than a forced picture."""
+    min_score = check_min_score(min_score)
+    if min_score <= 0 or (section.hits and section.hits[0].score >= min_score):
+        return section
+    shared = [term for term, _ in (section.terms[0] if section.terms else [])]
+    return replace(section, hits=[], terms=[], credits=[],
+                   no_match=no_match_message(section.hits[0].score if section.hits else None, min_score, shared))
 
 
 def split_article(text: str, split: str = "auto", title: str | None = None) -> Article:

@@ -19,7 +19,8 @@ import gradio as gr
 from mlsr.app.article import SPLITS, Article, ArticleSuggestion, join_sections, section_label, split_article
 from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in
 from mlsr.app.service import Service
-from mlsr.app.views import chips, literal, nothing_matched, plural, timing_text, why_markdown
+from mlsr.app.exports_ui import export_buttons, min_score_input, no_match_markdown, write_exports
+from mlsr.app.views import chips, credit_markdown, literal, nothing_matched, plural, timing_text, why_markdown
 from mlsr.errors import InputError, MlsrError
 from mlsr.settings import ARTICLE_K, MAX_SECTION_K, NEAR_DUPLICATE_COSINE
 
@@ -35,7 +36,8 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
         result_state = gr.State(None)  # the ArticleSuggestion on screen
         chosen_state = gr.State([])  # per section: the position of its chosen image, or None
         c = article_inputs(examples)
-        text, upload, title, k, unique, collapse = c.text, c.upload, c.title, c.k, c.unique, c.collapse
+        text, upload, title, k, unique, collapse, min_score = c.text, c.upload, c.title, c.k, c.unique, c.collapse, \
+            c.min_score
         button, split, plan, joined = c.button, c.split, c.plan, c.joined
         summary = gr.Markdown(elem_id="article-summary")
 
@@ -43,11 +45,13 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
         def sections(result: ArticleSuggestion | None):
             if result is not None:
                 for number in range(len(result.sections)):
-                    section_view(result, number, show, chosen_state, preview, download)
+                    section_view(result, number, show, chosen_state, preview, downloads)
 
         with gr.Row():
             download = gr.DownloadButton("Download the illustrated Markdown", visible=False,
                                          elem_id="article-download", variant="primary")
+            wikitext_download, html_download = export_buttons()
+        downloads = [download, wikitext_download, html_download]
         with gr.Accordion("The illustrated Markdown", open=False, elem_id="article-preview"):
             preview = gr.Code(language="markdown", interactive=False, elem_id="article-markdown", wrap_lines=True)
 
@@ -75,23 +79,24 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
     upload.upload(on_upload, [upload], [text, plan], api_visibility="private", queue=False)
 
     def on_suggest(text_value, title_value, k_value, split_value, joined_value, unique_value, collapse_value,
-                   progress=gr.Progress()):
+                   min_score_value, progress=gr.Progress()):
         result = service.suggest_article(text_value, int(k_value), title=title_value.strip() or None,
                                          split=split_value, joined=joined_value, unique=unique_value,
-                                         collapse=collapse_value, stage=progress_stage(progress))
+                                         collapse=collapse_value, min_score=float(min_score_value or 0),
+                                         stage=progress_stage(progress))
         chosen = [0 if s.hits else None for s in result.sections]
         shown = sum(len(s.hits) for s in result.sections)
         line = (f"**{plural(shown, 'image')} for {plural(len(result.sections), 'section')}**"
                 f" (one encoder batch for all sections) · {timing_text(result.timings)}. The first image of each"
                 " section is chosen until you choose another.")
-        download_file = gr.update(value=write_markdown(result, chosen), visible=True)
-        return result, chosen, line, result.markdown(chosen), download_file
+        files = [write_markdown(result, chosen), *write_exports(result, chosen)]
+        return result, chosen, line, result.markdown(chosen), *[gr.update(value=f, visible=True) for f in files]
 
     def blank(message: str):
-        return None, [], f"**{literal(message)}**", "", gr.update(visible=False)
+        return None, [], f"**{literal(message)}**", "", *[gr.update(visible=False)] * 3
 
-    button.click(shown_in(on_suggest, blank), [text, title, k, split, joined, unique, collapse],
-                 [result_state, chosen_state, summary, preview, download], api_visibility="private",
+    button.click(shown_in(on_suggest, blank), [text, title, k, split, joined, unique, collapse, min_score],
+                 [result_state, chosen_state, summary, preview, *downloads], api_visibility="private",
                  concurrency_id=MODELS)
 
 
@@ -115,6 +120,7 @@ def article_inputs(examples: list[Path]) -> SimpleNamespace:
                                      info="each image goes to the section that scores it highest")
                 collapse = gr.Checkbox(True, label="Collapse near-duplicates", elem_id="article-collapse",
                                        info=f"images with sparse cosine above {NEAR_DUPLICATE_COSINE} count once")
+            min_score = min_score_input("article-min-score")
             button = gr.Button("Suggest images for each section", variant="primary", elem_id="article-button")
             if examples:
                 gr.Examples([[path.read_text(encoding="utf-8")] for path in examples], inputs=[text],
@@ -126,10 +132,10 @@ def article_inputs(examples: list[Path]) -> SimpleNamespace:
             plan = gr.Markdown(RECIPE, elem_id="article-plan")
             joined = gr.CheckboxGroup([], label="Join with the section above", elem_id="article-join")
     return SimpleNamespace(text=text, upload=upload, title=title, k=k, unique=unique, collapse=collapse,
-                           button=button, split=split, plan=plan, joined=joined)
+                           button=button, split=split, plan=plan, joined=joined, min_score=min_score)
 
 
-def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_state, preview, download) -> None:
+def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_state, preview, downloads) -> None:
     """One section: its heading and query, its images, why the selected one ranked, and 'choose this one'
     (which updates the shared `chosen_state`, the Markdown `preview` and the `download`)."""
     found = result.sections[number]
@@ -138,7 +144,9 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
         gr.Markdown(f"### {number + 1}. {literal(section_label(result.article, number))}\n"
                     f"**Query:** {literal(_clip(found.query, 200))}", elem_id=f"article-section-{number}")
         if not found.hits:
-            gr.Markdown(taken_markdown() if found.candidates else nothing_matched(1))
+            gr.Gallery([], visible=False)  # where a gallery was before a re-run: Gradio's page breaks on a new type
+            gr.Markdown(no_match_markdown(found.no_match) if found.no_match else taken_markdown()
+                        if found.candidates else nothing_matched(1), elem_id=f"article-nomatch-{number}")
             return
         gallery = gr.Gallery(show(found.hits), columns=4, height="auto", object_fit="cover", allow_preview=False,
                              label="Select an image to see why it ranked", elem_classes="mlsr-gallery",
@@ -158,14 +166,14 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
     def on_choose(chosen: list, position: int | None):
         chosen = list(chosen)
         chosen[number] = position
-        path = write_markdown(result, chosen)
-        return chosen, chosen_markdown(found, position), result.markdown(chosen), gr.update(value=path)
+        paths = [write_markdown(result, chosen), *write_exports(result, chosen)]
+        return chosen, chosen_markdown(found, position), result.markdown(chosen), *[gr.update(value=p) for p in paths]
 
     gallery.select(on_select, None, [selected, why, terms], api_visibility="private", queue=False)
-    choose.click(on_choose, [chosen_state, selected], [chosen_state, chosen_line, preview, download],
+    choose.click(on_choose, [chosen_state, selected], [chosen_state, chosen_line, preview, *downloads],
                  api_visibility="private", queue=False)
     none.click(lambda chosen: on_choose(chosen, None), [chosen_state], [chosen_state, chosen_line, preview,
-               download], api_visibility="private", queue=False)
+               *downloads], api_visibility="private", queue=False)
 
 
 def plan_markdown(article: Article) -> str:
@@ -188,7 +196,7 @@ def taken_markdown() -> str:
 
 def section_why(found, position: int) -> str:
     hit = found.hits[position]
-    return why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(found.terms[position]))
+    return why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(found.terms[position]), credit_markdown(hit))
 
 
 def chosen_markdown(found, position: int | None) -> str:

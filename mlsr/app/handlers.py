@@ -66,5 +66,6 @@ def gallery_items(hits: list[Hit], placeholder: Path, picture: Callable[[int], b
     for hit in hits:
         found = picture(hit.row)
         shown.append((str(picture_file(found, folder) if found is not None else placeholder),
-                      f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"))
+                      f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"
+                      + (f" · {hit.license}" if hit.license else "")))
     return shown

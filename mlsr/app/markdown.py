@@ -56,6 +56,8 @@ def image_block(illustration: Illustration) -> str:
 
 def credit_line(item: dict) -> str:
     """The credit an indexed image needs under it: MS-COCO photos come from Flickr with a license each."""
+    if isinstance(item.get("credit"), str) and item["credit"]:
+        return item["credit"]  # a wiki's file: title, author, licence and source (mlsr.ingest.licences)
     names = " ".join(str(item.get(key) or "") for key in ("image", "filename", "id"))
     if "cocoid" in item or "COCO_" in names or "cocodataset.org" in names:
         number = item.get("cocoid", item.get("id", ""))
@@ -65,12 +67,18 @@ def credit_line(item: dict) -> str:
 
 
 def linked(text: str) -> str:
-    """`literal(text)`, but its first http(s) URL kept as a Markdown autolink (`<https://...>`), so a credit's
-    licence page links."""
-    found = _URL_IN_TEXT.search(text or "")
-    if found is None:
-        return literal(text or "")
-    return f"{literal(text[:found.start()])}<{found.group(0)}>{literal(text[found.end():])}".strip()
+    """`literal(text)`, but its http(s) URLs kept as Markdown autolinks (`<https://...>`), so a credit's licence
+    and source pages link."""
+    def piece(part: str) -> str:  # literal, keeping a space at either end
+        shown = literal(part)
+        return (" " if part[:1].isspace() else "") + shown + (" " if part[-1:].isspace() and shown else "")
+
+    text, out, cursor = text or "", [], 0
+    for found in _URL_IN_TEXT.finditer(text):
+        out += [piece(text[cursor:found.start()]), f"<{found.group(0)}>"]
+        cursor = found.end()
+    out.append(piece(text[cursor:]))
+    return "".join(out).strip()
 
 
 def literal(text: str) -> str:

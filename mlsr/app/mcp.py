@@ -30,7 +30,8 @@ _HIT = {"type": "object", "required": ["rank", "id", "score", "image", "caption"
         "properties": {"rank": _INT, "row": _INT, "id": _TEXT, "score": _NUMBER, "caption": _TEXT,
                        "image": {"type": ["string", "null"], "description": "the picture's URL, on the app's origin"},
                        "source": {"type": ["string", "null"], "description": "the original's URL, for a link"},
-                       "terms": _TERMS}}
+                       "credit": {"type": "string", "description": "title, author, source and licence, to show"},
+                       "license": _TEXT, "license_url": _TEXT, "terms": _TERMS}}
 _HITS = {"type": "array", "items": _HIT}
 
 

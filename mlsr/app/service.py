@@ -16,16 +16,18 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.app.article import ArticleSuggestion, SectionSuggestion, assign, join_sections, split_article
+from mlsr.app.article import (ArticleSuggestion, SectionSuggestion, assign, join_sections, keep_good_matches,
+                              split_article)
+from mlsr.app.cutoff import below_minimum
+from mlsr.app.licence_filter import rank_allowed
 from mlsr.app.markdown import credit_line
 from mlsr.app.pictures import Pictures, picture_url
 from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend
-from mlsr.checks import check_k, check_top_k
+from mlsr.checks import check_k, check_mode, check_top_k
 from mlsr.errors import InputError
 from mlsr.images import ImageInput
-from mlsr.checks import check_mode
 from mlsr.index.modes import rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
 from mlsr.models.encoder import Encoder
@@ -51,6 +53,10 @@ class Hit:
     image: str | None
     caption: str
     source: str | None = None
+    credit: str = ""  # the credit the licence requires (title, author, source, licence), when the index records it
+    author: str = ""
+    license: str = ""
+    license_url: str = ""
 
 
 @dataclass
@@ -65,6 +71,7 @@ class Suggestion:
     expansion: Terms
     table: list[list]
     timings: dict[str, float] = field(default_factory=dict)
+    no_match: str = ""  # why no image is shown: the best scored below the minimum ("" otherwise)
 
     @property
     def active_terms(self) -> int:
@@ -73,7 +80,7 @@ class Suggestion:
     def to_json(self) -> dict:
         return {
             "text": self.text, "mode": self.mode, "active_terms": self.active_terms,
-            "query_terms": self.table, "expansion_terms": rounded(self.expansion),
+            "query_terms": self.table, "expansion_terms": rounded(self.expansion), "no_good_match": self.no_match,
             "results": [asdict(hit) for hit in self.hits], "timings_ms": self.timings,
         }
 
@@ -142,8 +149,10 @@ class Service:
 
     # -- suggest ----------------------------------------------------------------------------------
 
-    def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None) -> Suggestion:
-        """Rank the index for article text; also the text highlighted by term weight and the expansion terms."""
+    def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None,
+                licences: frozenset[str] | None = None, min_score: float = 0.0) -> Suggestion:
+        """Rank the index for article text (only images under `licences`, when given; none when the best scores
+        below `min_score`, see `mlsr.app.cutoff`); also the text shaded by term weight and the expansion terms."""
         k = check_k(k, MAX_K)
         check_mode(mode)
         _stage(stage, 0.1, "encoding the text")
@@ -152,15 +161,15 @@ class Service:
         encode_ms = _ms(started)
         _stage(stage, 0.7, "searching")
         started = time.perf_counter()
-        results = _matched(rank(self.backend, queries, mode, k))
+        results = _matched(rank_allowed(self.backend, queries, mode, k, self.index.items, licences))
         timings = {"encode": encode_ms, "search": _ms(started)}
         query = queries.scoring(mode)
+        hits, no_match = below_minimum(self.hits(results), min_score, lambda hit: self.index.explain(query[0], hit.row))
         tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab
         return Suggestion(
-            text=text, mode=mode, hits=self.hits(results), query=query,
-            highlights=highlight_text(text, query[0], tokenizer, vocab),
+            text=text, mode=mode, hits=hits, query=query, highlights=highlight_text(text, query[0], tokenizer, vocab),
             expansion=expansion_terms(text, query[0], tokenizer, vocab),
-            table=term_table(query[0], vocab), timings=timings,
+            table=term_table(query[0], vocab), timings=timings, no_match=no_match,
         )
 
     def search_terms(self, rows: list[list], k: int = 12, keep_from: sp.csr_matrix | None = None
@@ -197,11 +206,12 @@ class Service:
 
     def suggest_article(self, text: str, k: int = ARTICLE_K, *, title: str | None = None, split: str = "auto",
                         joined: Sequence[int] = (), mode: str = "expand", unique: bool = True,
-                        collapse: bool = True, stage: Stage | None = None) -> ArticleSuggestion:
+                        collapse: bool = True, min_score: float = 0.0, stage: Stage | None = None) -> ArticleSuggestion:
         """k images for each section of an article (see `mlsr.app.article`), all sections encoded as one batch.
 
         `unique`: no image is given to two sections (the one that scores it highest keeps it); `collapse`:
-        near-duplicate images (sparse cosine above NEAR_DUPLICATE_COSINE) count once within a section's list.
+        near-duplicate images (sparse cosine above NEAR_DUPLICATE_COSINE) count once within a section's list;
+        a section whose best image scores below `min_score` gets none, and says so (`keep_good_matches`).
         """
         k = check_k(k, MAX_SECTION_K)
         check_mode(mode)
@@ -228,7 +238,8 @@ class Service:
             terms = [[(m.term, m.contribution) for m in self.index.explain(scoring[number], hit.row)] for hit in hits]
             credits = [credit_line(self.index.items[hit.row]) for hit in hits]
             candidates = int((results.scores[number] > 0).sum())
-            sections.append(SectionSuggestion(section, query, hits, terms, credits, candidates))
+            sections.append(keep_good_matches(SectionSuggestion(section, query, hits, terms, credits, candidates),
+                                              float(min_score)))
         timings = {"encode": encode_ms, "search": search_ms, "explain": _ms(started)}
         return ArticleSuggestion(article, sections, timings, link=self.markdown_link)
 
@@ -333,16 +344,20 @@ class Service:
             item = self.index.items[int(row)]
             captions = item.get("captions") or []
             image = item.get("image")
-            source = image if isinstance(image, str) and image.startswith(("http://", "https://")) else None
+            source = next((url for url in (item.get("source"), image)
+                           if isinstance(url, str) and url.startswith(("http://", "https://"))), None)
             shown = picture_url(item["id"]) if self.pictures.has_source(int(row)) else None
             hits.append(Hit(position, int(row), str(item["id"]), round(float(score), 4), shown,
-                            captions[0] if captions else "", source))
+                            captions[0] if captions else "", source, credit_line(item), str(item.get("author") or ""),
+                            str(item.get("license") or ""), str(item.get("license_url") or "")))
         return hits
 
     def markdown_link(self, hit: Hit) -> str | None:
         """What an illustrated Markdown download points at: the original's URL, or for a local photo its id (its
         name inside the gallery's folder: a link that works beside the photos, and no server path)."""
-        return hit.source or (hit.id if self.local_image(hit) is not None else None)
+        image = self.index.items[hit.row].get("image")  # a picture's URL (a wiki's thumbnail), never its page
+        image = image if isinstance(image, str) and image.startswith(("http://", "https://")) else None
+        return image or hit.source or (hit.id if self.local_image(hit) is not None else None)
 
     def local_image(self, hit: Hit) -> Path | None:
         """The local file of a hit's image (None for a URL or a missing file), for links beside the photos.

@@ -9,12 +9,13 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from mlsr.app.exports_ui import filter_options, suggest_filters, suggest_summary
 from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in, user_errors
 from mlsr.app.service import Hit, Service
 from mlsr.app.terms import term_table
 from mlsr.app.terms_ui import STATUS_INTO_VIEW, TABLE_COLUMNS, term_editor, wire_add_term
 from mlsr.app.views import (
-    chips, expansion_markdown, literal, plural, shaded, timing_markdown, timing_text, why_markdown,
+    chips, credit_markdown, expansion_markdown, literal, plural, shaded, timing_markdown, timing_text, why_markdown,
 )
 from mlsr.settings import MAX_K, QUERY_MODES
 
@@ -33,13 +34,13 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     query_state, hits_state, selected_state = c.query_state, c.hits_state, c.selected_state
     text, k, mode, results, why_row, table, more = c.text, c.k, c.mode, c.results, c.why_row, c.editor.table, c.more
 
-    def on_suggest(text_value: str, k_value: int, mode_value: str, progress=gr.Progress()):
-        suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress))
+    def on_suggest(text_value: str, k_value: int, mode_value: str, licences: list, least, progress=gr.Progress()):
+        suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress),
+                                     **filter_options(licences, least))
         return (
             show(suggestion.hits), gr.update(label=TEXT_LABEL),
             gr.update(value=shaded(suggestion.highlights), label=HIGHLIGHT_LABEL),
-            expansion_markdown(suggestion.expansion),
-            timing_markdown(suggestion.timings, suggestion.active_terms, len(suggestion.hits)),
+            expansion_markdown(suggestion.expansion), suggest_summary(suggestion),
             pd.DataFrame(suggestion.table, columns=TABLE_COLUMNS),
             suggestion.query, suggestion.hits, gr.update(visible=False),
         )
@@ -52,7 +53,7 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     triggers = [c.suggest_button.click, text.submit]
     triggers += [c.example_list.load_input_event.then] if c.example_list else []
     for trigger in triggers:  # an example runs at once: no earlier query's results stay beside it
-        trigger(shown_in(on_suggest, blank), [text, k, mode], suggest_outputs, api_visibility="private",
+        trigger(shown_in(on_suggest, blank), [text, k, mode, *c.filters], suggest_outputs, api_visibility="private",
                 concurrency_id=MODELS).then(None, js=SHOW_RESULTS_ON_A_PHONE)
 
     def on_search_edited(rows: pd.DataFrame, k_value: int, query):
@@ -114,6 +115,7 @@ def suggest_components(examples: list[Path]) -> SimpleNamespace:
                     mode = gr.Radio(list(QUERY_MODES), value="expand", label="Query mode",
                                     info="expand: any term; no_expand: only the text's own words;"
                                          " hybrid: shared-word candidates re-ranked by the expanded query")
+                filters = suggest_filters()  # only some licences (a wiki gallery's items record theirs); a minimum
                 suggest_button = gr.Button("Suggest images", variant="primary", elem_id="suggest-button")
                 if examples:
                     example_list = gr.Examples([[path.read_text(encoding="utf-8").strip()] for path in examples],
@@ -144,7 +146,7 @@ def suggest_components(examples: list[Path]) -> SimpleNamespace:
         query_state=query_state, hits_state=hits_state, selected_state=selected_state, text=text, k=k, mode=mode,
         suggest_button=suggest_button, example_list=example_list, highlighted=highlighted, expansion=expansion,
         timing=timing, results=results, why_row=why_row, why_title=why_title, more=more, matched=matched,
-        contribution_plot=contribution_plot, hit_terms=hit_terms, editor=editor)
+        contribution_plot=contribution_plot, hit_terms=hit_terms, editor=editor, filters=filters)
 
 
 def explanation(service: Service, query, hit: Hit) -> tuple:
@@ -155,5 +157,5 @@ def explanation(service: Service, query, hit: Hit) -> tuple:
     lowest = min([0.0] + [r[3] for r in top])  # bars start at 0; negative weights (edited terms) go below it
     plot = gr.BarPlot(pd.DataFrame({"term": [r[0] for r in top], "product": [r[3] for r in top]}),
                       y_lim=[lowest, None])
-    return (why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(matches)),
+    return (why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(matches), credit_markdown(hit)),
             pd.DataFrame(rows, columns=list(MATCHED_COLUMNS)), plot, chips(image_terms))

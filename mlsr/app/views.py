@@ -68,8 +68,28 @@ def score_text(value: float) -> str:
     return "0.00" if text == "-0.00" else text
 
 
-def why_markdown(rank: int, id: str, score: float, caption: str, shared: int) -> str:
-    """'#2 id: score 1.234 = the sum of the products of the 14 terms it shares with the query'."""
+def why_markdown(rank: int, id: str, score: float, caption: str, shared: int, credit: str = "") -> str:
+    """'#2 id: score 1.234 = the sum of the products of the 14 terms it shares with the query', then the
+    caption and the credit line (`credit_markdown`)."""
     line = (f"**#{rank} {literal(id)}**: score {score:.3f} = the sum of the products (query × image weight) of the"
             f" {plural(shared, 'term')} it shares with the query")
-    return line + (f"  \n*{literal(caption)}*" if caption else "")
+    return line + (f"  \n*{literal(caption)}*" if caption else "") + (f"  \n{credit}" if credit else "")
+
+
+def credit_markdown(hit) -> str:
+    """A hit's credit as Markdown: the file linked to its source page, its author, its licence linked to the licence
+    (a wiki's file), or the recorded credit line with its links; '' when the index records none."""
+    from mlsr.app.markdown import linked
+
+    if hit.license:
+        title = _link(literal(hit.id), hit.source or "")
+        licence = _link(literal(hit.license), hit.license_url)
+        return f"**Credit:** {title} by {literal(hit.author or 'unknown author')} · licence: {licence}"
+    return f"**Credit:** {linked(hit.credit)}" if hit.credit else ""
+
+
+def _link(text: str, url: str) -> str:
+    """`[text](url)` for an http(s) URL (spaces and parentheses encoded), else the text alone."""
+    if not url.startswith(("http://", "https://")):
+        return text
+    return f"[{text}]({url.replace(' ', '%20').replace('(', '%28').replace(')', '%29')})"

@@ -29,6 +29,14 @@ def add_commands(commands) -> None:
     output.add_argument("--json", action="store_true", help="print the suggestions as one JSON object")
     output.add_argument("--markdown", metavar="OUT", type=Path,
                         help="write the article with each section's first image under its heading to OUT")
+    output.add_argument("--wikitext", metavar="OUT", type=Path,
+                        help="write the article as wikitext, [[File:...|thumb|caption — credit]] under each heading")
+    output.add_argument("--html", metavar="OUT", type=Path,
+                        help="write the article as HTML, a <figure> with caption and credit in each section")
+    parser.add_argument("--min-score", type=float, default=0.0,
+                        help="a section whose best image scores below this (the score shown on each result) gets"
+                             " no image, and says so (default %(default)s: every match counts)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
     parser.add_argument("--title", help="the page title (default: the article's # heading, if any)")
     parser.add_argument("--split", choices=("auto", "headings", "paragraphs", "none"), default="auto",
                         help="where sections begin (default %(default)s: headings, else blank lines)")
@@ -56,29 +64,38 @@ def suggest_article_command(args: argparse.Namespace) -> int:
                            collection=args.collection)
     try:
         result = service.suggest_article(text, args.k, title=args.title, split=args.split, mode=args.mode,
-                                         unique=not args.allow_repeats, collapse=not args.allow_repeats)
+                                         unique=not args.allow_repeats, collapse=not args.allow_repeats,
+                                         min_score=args.min_score)
     finally:
         service.backend.close()
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
-    elif args.markdown:
-        folder = Path(args.markdown).resolve().parent
+    elif args.markdown or args.wikitext or args.html:
+        form, out = next((form, path) for form, path in (("markdown", args.markdown), ("wikitext", args.wikitext),
+                                                         ("html", args.html)) if path)
+        folder = Path(out).resolve().parent
 
-        def link(hit):  # a URL, or a local photo linked relative to the Markdown file
+        def link(hit):  # the picture's URL (a wiki's thumbnail, not its page), or a local photo relative to OUT
             file = service.local_image(hit)
-            return hit.source or (os.path.relpath(file, folder) if file is not None else None)
+            url = service.index.items[hit.row].get("image")
+            url = url if isinstance(url, str) and url.startswith(("http://", "https://")) else hit.source
+            return url or (os.path.relpath(file, folder) if file is not None else None)
 
-        atomic_write_bytes(args.markdown, result.markdown(link=link).encode("utf-8"))
+        if Path(out).exists() and not args.overwrite:
+            raise InputError(f"{out} exists; nothing was written. Say --overwrite to replace it.")
+        atomic_write_bytes(out, result.export(form, link=link).encode("utf-8"))
         shown = sum(1 for section in result.sections if section.hits)
-        print(f"wrote {args.markdown}: {len(result.sections)} sections, {shown} with an image", file=sys.stderr)
+        print(f"wrote {out}: {len(result.sections)} sections, {shown} with an image", file=sys.stderr)
     else:
         for number, section in enumerate(result.sections, 1):
             print(f"{number}. {section.section.title or '(untitled)'}\n   query: {section.query[:100]}")
             if not section.hits:
-                print("   (no image)")
+                print(f"   ({section.no_match or 'no image'})")
             for hit, terms in zip(section.hits, section.terms):
                 shared = ", ".join(f"{term} {value:.3f}" for term, value in terms[:5]) or "(no shared terms)"
                 print(f"   {hit.rank:>2}. {hit.score:8.4f}  {hit.id}  {hit.source or ''}\n       {shared}")
+                if hit.credit:
+                    print(f"       credit: {hit.credit}")
     return 0
 
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from mlsr.cli.args import add_model_arguments
+from mlsr.cli.wiki import add_wiki_arguments
 from mlsr.progress import print_skipped
 from mlsr.settings import DOCUMENTS
 
@@ -17,7 +18,9 @@ def add_commands(commands) -> None:
                     " them to an index folder, which is replaced atomically. Ids are the images' paths under"
                     " --images; an id already in the index is refused unless --replace.")
     add.add_argument("--index", required=True, type=Path, help="index folder to change")
-    add.add_argument("--images", required=True, type=Path, help="folder of new images (searched recursively)")
+    sources = add.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--images", type=Path, help="folder of new images (searched recursively)")
+    add_wiki_arguments(add, sources)
     add.add_argument("--captions", type=Path, help="CSV (file,caption) or JSONL file: needed for caption documents")
     add.add_argument("--doc", choices=DOCUMENTS,
                      help="document representation: must be the index's own (default: the index's)")
@@ -60,6 +63,13 @@ def add_command(args: argparse.Namespace) -> int:
     if args.doc and args.doc != documents:
         raise InputError(f"{args.index} holds {documents!r} documents; --doc {args.doc} would mix two kinds in one"
                          " index (leave --doc out, or build another index).")
+    from mlsr.cli.wiki import add_wiki_command, wiki_selection
+
+    selection = wiki_selection(args)
+    if selection is not None:
+        if args.captions or args.strict:
+            raise InputError("--captions and --strict are for --images; a wiki's files bring their descriptions.")
+        return add_wiki_command(args, index, selection)
     captions = read_captions(args.captions) if args.captions else None
     plan = plan_add(index, args.images, strict=args.strict, replace=args.replace)
     models_from_index(args, index.models, str(args.index))  # a flag, else the index's own model, else MLSR_*/default

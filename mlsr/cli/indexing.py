@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, encoder_from_args, env,
                            head_encoder_from_args)
+from mlsr.cli.wiki import add_wiki_arguments
 from mlsr.progress import print_pictures, print_skipped, progress_bar
 from mlsr.settings import PRECISIONS
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMENTS
@@ -15,10 +16,14 @@ from mlsr.settings import DEFAULT_DATASET, DEFAULT_INDEX, DEFAULT_SPLIT, DOCUMEN
 
 def add_commands(commands) -> None:
     build = commands.add_parser("build-index", help="encode a folder of images (and captions) into an index",
-                                description="Encode a folder of images, optionally with captions, into an index folder.")
-    build.add_argument("--images", required=True, type=Path,
-                       help="folder of images (searched recursively; links to files inside it are followed, links"
-                            " leaving it or to folders are skipped and listed)")
+                                description="Encode a folder of images, optionally with captions, or a wiki's files"
+                                            " (a Wikimedia Commons category or a list of File: titles, with their"
+                                            " credits and licences), into an index folder.")
+    sources = build.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--images", type=Path,
+                         help="folder of images (searched recursively; links to files inside it are followed, links"
+                              " leaving it or to folders are skipped and listed)")
+    add_wiki_arguments(build, sources)
     build.add_argument("--captions", type=Path, help="CSV (columns file,caption) or JSONL ({file, caption}) file")
     build.add_argument("--doc", choices=DOCUMENTS, default="image",
                        help="document representation (the seed paper's three runs; image+caption sums both vectors)")
@@ -105,9 +110,17 @@ def build_index_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.data.captions import read_captions, scan_images
+    from mlsr.errors import InputError
     from mlsr.index.folder import check_new_target
     from mlsr.ingest.images import build_index
 
+    from mlsr.cli.wiki import build_wiki_command, wiki_selection
+
+    selection = wiki_selection(args)
+    if selection is not None:
+        if args.captions or args.strict:
+            raise InputError("--captions and --strict are for --images; a wiki's files bring their descriptions.")
+        return build_wiki_command(args, selection)
     check_new_target(args.out, args.overwrite, "--overwrite")
     captions = read_captions(args.captions) if args.captions else None
     total = len(scan_images(args.images, strict=args.strict).paths)  # its refusals come before the models load

@@ -27,6 +27,9 @@ def add_commands(commands) -> None:
     search.add_argument("-k", type=int, default=10, help="results per query (default %(default)s)")
     add_terms_argument(search, 5, "matched terms shown per result")
     search.add_argument("--json", action="store_true", help="print one JSON object per query")
+    search.add_argument("--licenses", metavar="LIST",
+                        help="only images under these licences: free, or a comma list such as CC0,CC-BY (items of a"
+                             " wiki gallery record theirs; other items have none and are left out)")
     add_model_arguments(search, from_index=True)
     add_backend_arguments(search)
     search.set_defaults(run=search_command)
@@ -47,19 +50,22 @@ def search_command(args: argparse.Namespace) -> int:
     from mlsr.backends import open_backend
     from mlsr.index.modes import NO_HIT
     from mlsr.index.sparse import SparseIndex
+    from mlsr.ingest.licences import parse_licences
     from mlsr.retrieval import search_texts
     from mlsr.text import check_text
 
     check_k(args.k)  # the library's rules, checked before anything loads
     check_top_k(args.top_k)
     check_depth(args.hybrid_depth)
+    licences = parse_licences(args.licenses) if args.licenses else None
     texts = [check_text(stdin_if_dash(query)) for query in args.queries]  # an empty text fails in a second, too
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
     models_from_index(args, index.models, str(args.index))  # the index's own models, unless flags say others
     backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
     encoder = encoder_from_args(args)  # search_texts refuses other models than the index's, before encoding
     try:
-        results, queries = search_texts(encoder, backend, texts, k=args.k, mode=args.mode, depth=args.hybrid_depth)
+        results, queries = search_texts(encoder, backend, texts, k=args.k, mode=args.mode, depth=args.hybrid_depth,
+                                        licences=licences)
     finally:
         backend.close()
     for q, text in enumerate(texts):
@@ -71,6 +77,8 @@ def search_command(args: argparse.Namespace) -> int:
             matched = index.explain(queries[q], row, top_k=args.top_k)
             hits.append({"rank": rank, "score": round(float(score), 4), "id": item["id"], "image": image_here(item.get("image"), index.path),
                          "terms": [[m.term, round(m.contribution, 4)] for m in matched]})
+            if item.get("credit"):
+                hits[-1].update({key: item.get(key) for key in ("credit", "license", "license_url", "source")})
         if args.json:
             print(json.dumps({"query": text, "mode": args.mode, "results": hits}, ensure_ascii=False))
             continue
@@ -80,6 +88,8 @@ def search_command(args: argparse.Namespace) -> int:
         for hit in hits:
             terms = ", ".join(f"{term} {value:.3f}" for term, value in hit["terms"]) or "(no shared terms)"
             print(f"{hit['rank']:>3}. {hit['score']:8.4f}  {hit['id']}  {hit['image']}\n       {terms}")
+            if hit.get("credit"):
+                print(f"       credit: {hit['credit']}")
     return 0
 
 

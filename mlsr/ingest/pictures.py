@@ -57,9 +57,14 @@ class PictureReport:
 
 
 def collect_pictures(ids: list[str], sources: list[str | Path | None], index_dir: Path, *,
-                     progress: Progress | None = None, workers: int = FETCH_WORKERS) -> tuple[Thumbnails, PictureReport]:
-    """One thumbnail per item from its source (an http(s) URL on `IMAGE_HOSTS`, a local file, or None: no picture,
-    listed among the failures as "no image recorded").
+                     progress: Progress | None = None, workers: int = FETCH_WORKERS,
+                     allowed: frozenset[str] = frozenset(), user_agent: str = USER_AGENT
+                     ) -> tuple[Thumbnails, PictureReport]:
+    """One thumbnail per item from its source (an http(s) URL on `IMAGE_HOSTS` or one of the exact URLs in
+    `allowed`, a local file, or None: no picture, listed among the failures as "no image recorded").
+
+    `allowed` holds the picture URLs a wiki's API answered for its files (`mlsr.ingest.commons`): those, and
+    redirects to those, are the only other URLs fetched; `user_agent` is sent with each request.
 
     Finished thumbnails are kept in `.<index_dir name>.pictures/` beside `index_dir` (see `discard_pictures`),
     so a re-run after an interruption fetches only what is still missing.
@@ -79,9 +84,9 @@ def collect_pictures(ids: list[str], sources: list[str | Path | None], index_dir
             todo.append(row)
     if progress and report.resumed:
         progress(report.resumed)
-    opener = _opener()
+    opener = _opener(allowed)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(_thumbnail, sources[row], opener): row for row in todo}
+        futures = {pool.submit(_thumbnail, sources[row], opener, allowed, user_agent): row for row in todo}
         for future in as_completed(futures):
             row = futures[future]
             picture, reason = future.result()
@@ -143,27 +148,29 @@ def fetch_picture(source: str | Path) -> bytes:
     return picture
 
 
-def fetchable(url: str) -> bool:
-    """True for an http(s) URL on one of the datasets' image hosts (the only URLs the server fetches)."""
+def fetchable(url: str, allowed: frozenset[str] = frozenset()) -> bool:
+    """True for an http(s) URL on one of the datasets' image hosts, or one of the exact URLs in `allowed` (those a
+    wiki's API answered for its files): the only URLs the server fetches."""
     parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and (parts.hostname or "") in IMAGE_HOSTS
+    return parts.scheme in ("http", "https") and ((parts.hostname or "") in IMAGE_HOSTS or url in allowed)
 
 
-def _thumbnail(source: str | Path, opener: urllib.request.OpenerDirector) -> tuple[bytes | None, str]:
+def _thumbnail(source: str | Path, opener: urllib.request.OpenerDirector,
+               allowed: frozenset[str] = frozenset(), user_agent: str = USER_AGENT) -> tuple[bytes | None, str]:
     """(thumbnail, "") or (None, why not), for a worker thread."""
     try:
         if isinstance(source, str) and "://" in source:
-            if not fetchable(source):
+            if not fetchable(source, allowed):
                 return None, f"not fetched: {urlsplit(source).hostname or source!r} is not a dataset image host"
-            return thumbnail_of(_download(source, opener)), ""
+            return thumbnail_of(_download(source, opener, user_agent)), ""
         return thumbnail_of(Path(source)), ""
     except InputError as error:
         return None, str(error)
 
 
-def _download(url: str, opener: urllib.request.OpenerDirector) -> bytes:
+def _download(url: str, opener: urllib.request.OpenerDirector, user_agent: str = USER_AGENT) -> bytes:
     """The bytes at `url`, retried with back-off on time-outs, 429 and 5xx; InputError when they cannot be had."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+    request = urllib.request.Request(url, headers={"User-Agent": user_agent, "Accept": "image/*"})
     reason = ""
     for attempt in range(FETCH_ATTEMPTS):
         wait = min(2.0 ** attempt * 0.5, MAX_RETRY_WAIT)
@@ -217,15 +224,19 @@ def _retry_after(header: str | None, default: float) -> float:
 class _SameHosts(urllib.request.HTTPRedirectHandler):
     """Follow a redirect only to another URL the server may fetch."""
 
+    def __init__(self, allowed: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.allowed = allowed
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if not fetchable(newurl):
+        if not fetchable(newurl, self.allowed):
             raise InputError(f"{req.full_url} redirects to {urlsplit(newurl).hostname!r}, not a dataset image host")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    """An opener that honours the proxy variables and refuses redirects leaving the image hosts."""
-    return urllib.request.build_opener(urllib.request.ProxyHandler(), _SameHosts())
+def _opener(allowed: frozenset[str] = frozenset()) -> urllib.request.OpenerDirector:
+    """An opener that honours the proxy variables and refuses redirects leaving the image hosts (and `allowed`)."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler(), _SameHosts(allowed))
 
 
 def _store(index_dir: Path) -> Path:

@@ -29,7 +29,7 @@ A man on a small motorbike rides along the dirt road.
 
 A woman cuts a large white sheet cake with a knife.
 """
-HIT_KEYS = {"rank", "id", "score", "image", "source", "caption", "terms"}
+HIT_KEYS = {"rank", "id", "score", "image", "source", "caption", "credit", "license", "license_url", "terms"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_three_sections_give_three_groups_of_explained_hits_and_no_image_twice(c
                                                         "A wedding in the evening"]
     ids = []
     for section in result["sections"]:
-        assert set(section) == {"title", "query", "results"}
+        assert set(section) == {"title", "query", "no_good_match", "results"}
         assert section["query"].startswith(f"A day in the village {section['title']} ")  # the AToMiC recipe
         assert [hit["rank"] for hit in section["results"]] == list(range(1, len(section["results"]) + 1))
         for hit in section["results"]:
@@ -52,6 +52,25 @@ def test_three_sections_give_three_groups_of_explained_hits_and_no_image_twice(c
             assert sum(value for _, value in hit["terms"]) == pytest.approx(hit["score"], abs=2e-3)
             ids.append(hit["id"])
     assert ids and len(ids) == len(set(ids))
+
+
+def test_exports_and_the_minimum_score_through_the_api(client):
+    """`export` adds the illustrated article ("document") in the format asked; `min_score` above every score leaves
+    each section without an image, saying so with its strongest shared terms."""
+    from html.parser import HTMLParser
+
+    html = client.predict(ARTICLE, 1, True, 0.0, "html", api_name="/suggest_article")["document"]
+    tags = []
+    parser = type("Tags", (HTMLParser,), {"handle_starttag": lambda self, tag, attrs: tags.append(tag)})()
+    parser.feed(html)
+    assert tags.count("figure") == 3 and tags.count("figcaption") == 3 and html.startswith("<article>")
+    wikitext = client.predict(ARTICLE, 1, True, 0.0, "wikitext", api_name="/suggest_article")["document"]
+    assert "== Water buffalo in the fields ==" in wikitext
+    weak = client.predict(ARTICLE, 3, True, 1e9, "none", api_name="/suggest_article")
+    assert "document" not in weak
+    for section in weak["sections"]:
+        assert section["results"] == []
+        assert section["no_good_match"].startswith("no image in this gallery matches this section well")
 
 
 def test_dedupe_off_lets_the_best_images_serve_every_section(client):

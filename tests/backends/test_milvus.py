@@ -173,7 +173,7 @@ def test_dense_search_equals_faiss(backend, index):
 
 def test_evaluate_gives_the_same_numbers_on_both_backends(milvus, index, queries, tmp_path):
     from mlsr.evaluation.runs import QuerySet, evaluate_index
-    from mlsr.index.modes import QueryVectors
+    from mlsr.query_vectors import QueryVectors
 
     rng = np.random.default_rng(4)
     dense = rng.standard_normal((queries.shape[0], 16)).astype(np.float32)

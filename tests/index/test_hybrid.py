@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 from tests.helpers.vectors import VOCAB, planted_rank_depth_plus_one, random_queries
-from mlsr.index.modes import QueryVectors, hybrid_search, rank
+from mlsr.index.modes import hybrid_search, rank
+from mlsr.query_vectors import QueryVectors
 from mlsr.index.sparse import SparseIndex
 
 
