@@ -9,6 +9,7 @@ one log line and a message to the client. `uploaded_image` reads an upload, only
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -38,6 +39,7 @@ class UploadsOnly(gr.Blocks):
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):  # gradio's hook
         where = block_fn.api_name or getattr(block_fn, "name", None) or "a request"  # as user_errors names it
+        inputs = [*inputs, *_trailing_defaults(block_fn.fn, len(block_fn.inputs) - len(inputs))]
         if any(_is_url(value) for value in _file_references(inputs)):
             refuse(where, URL_REFUSED)
         try:
@@ -67,6 +69,21 @@ def uploaded_image(payload: Any) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise InputError(f"the uploaded image cannot be read ({reason(error)}); upload it again.") from None
+
+
+def _trailing_defaults(fn, missing: int) -> list:
+    """The defaults of `fn`'s last `missing` parameters, when each has one: a caller of the HTTP API who leaves out
+    trailing optional arguments (as an endpoint gains new ones) gets their defaults, as gradio_client does."""
+    if missing <= 0 or fn is None:
+        return []
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())[-missing:]
+    except (TypeError, ValueError):
+        return []
+    empty = inspect.Parameter.empty
+    if len(parameters) < missing or any(p.default is empty for p in parameters):
+        return []
+    return [p.default for p in parameters]
 
 
 def _file_references(value: Any):
