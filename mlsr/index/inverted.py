@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable
 
@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.index import blocks as layout
+from mlsr.index import forward as rows_view
 from mlsr.index.ranking import first_at_least, top_k  # noqa: F401 (top_k: importable from here as before)
 from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, concatenate, empty_part, invert_block, list_groups, row_blocks,
                                widened)
@@ -69,6 +70,7 @@ class InvertedIndex:
     dense_terms: np.ndarray  # int32 (columns,)
     dense_weights: np.ndarray  # weights' dtype (columns, block_size)
     dense_scales: np.ndarray  # float32: uint8 (columns, ceil(block_size / 64)), else (0, ceil(block_size / 64))
+    stored_forward: rows_view.Forward | None = field(default=None, repr=False)  # None: derived on first use
 
     @classmethod
     def from_rows(cls, chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str = "float16",
@@ -81,6 +83,7 @@ class InvertedIndex:
         """
         block_size = block_size or layout.BLOCK_DOCS
         blocks, done, n = [], [], 0  # blocks not yet concatenated, and concatenated runs of them
+        forwards: list[rows_view.Forward] = []  # each block's rows, for the forward view
 
         def add(rows: sp.csr_matrix) -> None:
             nonlocal precision, blocks, done, n
@@ -89,6 +92,8 @@ class InvertedIndex:
                 precision = "float32"
                 blocks, done = [widened(part) for part in blocks], [widened(part) for part in done]
             blocks.append(invert_block(rows, precision, block_size))
+            forwards.append(rows_view.of_rows(cls(rows.shape[0], vocab_size, block_size, **blocks[-1].arrays())
+                                              .block_term_major(0).T.tocsr(), vocab_size, precision))
             n += rows.shape[0]
             if len(blocks) == CONCATENATE_BLOCKS:
                 done.append(concatenate(blocks))
@@ -105,7 +110,8 @@ class InvertedIndex:
         if blocks:
             done.append(concatenate(blocks))
         part = concatenate(done) if done else empty_part(precision, block_size)  # empties `done` as it copies
-        return cls(n, vocab_size, block_size, **part.arrays())
+        forward = rows_view.joined(forwards, precision) if forwards else None
+        return cls(n, vocab_size, block_size, **part.arrays(), stored_forward=forward)
 
     # -- sizes ------------------------------------------------------------------------------------
 
@@ -212,10 +218,19 @@ class InvertedIndex:
             out[found] *= self.list_scales(position[found], blocks[found])
         return out
 
+    @cached_property
+    def forward(self) -> rows_view.Forward:
+        """Each row's terms and stored weights (`mlsr.index.forward`): as built or loaded, else derived once."""
+        return self.stored_forward if self.stored_forward is not None else rows_view.derived(self)
+
     def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """Term ids (ascending) and float32 weights of one document, read from the postings."""
+        """Term ids (int32, ascending) and float32 weights of one document, from the forward view: O(its terms)."""
+        return self.forward.document(row)
+
+    def document_from_lists(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """`document` read from the inverted lists (a search in every term's list): the forward view's check."""
         weights = self.weights_at(np.arange(self.vocab_size), [row])[:, 0]
-        terms = np.flatnonzero(weights)
+        terms = np.flatnonzero(weights).astype(np.int32)
         return terms, weights[terms]
 
     def block_term_major(self, block: int) -> sp.csr_matrix:
@@ -251,10 +266,8 @@ class InvertedIndex:
         return matrix
 
     def to_csr(self) -> sp.csr_matrix:
-        """The (n_docs, vocab) float32 CSR document matrix of the stored weights."""
-        if self.n_docs == 0:
-            return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
-        return sp.vstack([self.block_term_major(b).T.tocsr() for b in range(self.n_blocks)], format="csr")
+        """The (n_docs, vocab) float32 CSR document matrix of the stored weights (from the forward view)."""
+        return self.forward.rows(None, self.vocab_size)
 
     def term_major(self) -> sp.csr_matrix:
         """The (vocab, n_docs) float32 CSR of all postings, dense columns included: scipy's search operand."""
