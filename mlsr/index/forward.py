@@ -88,6 +88,27 @@ def of_rows(rows: sp.csr_matrix, vocab_size: int, precision: str) -> Forward:
                    rows.data.astype(weight_dtype(precision)))
 
 
+def of_block(rows: sp.csr_matrix, part, vocab_size: int, precision: str, block_size: int) -> Forward:
+    """The forward view of one block as `mlsr.index.blocks.invert_block` stored it (`part`) from canonical `rows`.
+
+    float32 keeps every weight and float16 drops those that round to 0, so their rows are read off `rows`
+    directly; uint8 impacts depend on their posting groups, so that block is read back from its lists.
+    """
+    if precision == "uint8":
+        from mlsr.index.inverted import InvertedIndex  # here: inverted imports this module
+
+        stored = InvertedIndex(rows.shape[0], vocab_size, block_size, **part.arrays()).block_term_major(0).T.tocsr()
+        return of_rows(stored, vocab_size, precision)
+    weights = rows.data.astype(weight_dtype(precision))
+    indptr, terms = rows.indptr.astype(np.int64), rows.indices
+    keep = weights != 0
+    if not keep.all():
+        counts = np.bincount(np.repeat(np.arange(rows.shape[0]), np.diff(indptr))[keep], minlength=rows.shape[0])
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        terms, weights = terms[keep], weights[keep]
+    return Forward(indptr, terms.astype(term_dtype(vocab_size)), weights)
+
+
 def joined(parts: list[Forward], precision: str) -> Forward:
     """One forward view of consecutive rows' views, weights in the precision's dtype (float16 widens exactly)."""
     if len(parts) == 1 and parts[0].weights.dtype == weight_dtype(precision):

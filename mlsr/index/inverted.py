@@ -92,8 +92,7 @@ class InvertedIndex:
                 precision = "float32"
                 blocks, done = [widened(part) for part in blocks], [widened(part) for part in done]
             blocks.append(invert_block(rows, precision, block_size))
-            forwards.append(rows_view.of_rows(cls(rows.shape[0], vocab_size, block_size, **blocks[-1].arrays())
-                                              .block_term_major(0).T.tocsr(), vocab_size, precision))
+            forwards.append(rows_view.of_block(rows, blocks[-1], vocab_size, precision, block_size))
             n += rows.shape[0]
             if len(blocks) == CONCATENATE_BLOCKS:
                 done.append(concatenate(blocks))
