@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from mlsr.index import blocks as layout
 from mlsr.index import forward as rows_view
+from mlsr.threads import request_threads
 from mlsr.index.ranking import first_at_least, top_k  # noqa: F401 (top_k: importable from here as before)
 from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, concatenate, empty_part, invert_block, list_groups, row_blocks,
                                widened)
@@ -344,14 +345,11 @@ class InvertedIndex:
 
 
 def search_threads() -> int:
-    """Cores a search may use: `MLSR_SEARCH_THREADS`, else every core this process may run on."""
+    """Cores a search may use: `MLSR_SEARCH_THREADS`, else the thread policy's per request (`mlsr.threads`)."""
     configured = os.environ.get("MLSR_SEARCH_THREADS", "").strip()
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return request_threads()
 
 
 _LOCK = threading.Lock()

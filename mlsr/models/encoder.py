@@ -19,6 +19,7 @@ from mlsr.models.head import SparseHead
 from mlsr.models.record import ModelRecord, ModelRef, recorded_name
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
+from mlsr.threads import configure_torch
 from mlsr.text import MAX_TEXT_CHARS, as_texts, check_text, text_windows
 from mlsr.vocab import Terms, Vocabulary
 
@@ -37,6 +38,9 @@ class Encoder:
     max_chars: int = MAX_TEXT_CHARS
     tokenizer_source: str | None = None
     backbone_ref: ModelRef | None = None  # head_only: the backbone that made the vectors (weights not loaded)
+
+    def __post_init__(self) -> None:
+        configure_torch(torch)  # the thread policy's intra-op threads, once the app or command line applied it
 
     @classmethod
     def from_pretrained(
