@@ -15,7 +15,7 @@ from mlsr.images import ImageInput, load_image
 from mlsr.index.modes import QueryVectors
 from mlsr.models import default_device
 from mlsr.models.backbone import Backbone, load_backbone
-from mlsr.models.head import SparseHead
+from mlsr.models.head import SparseHead, token_mask
 from mlsr.models.record import ModelRecord, ModelRef, recorded_name
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
@@ -153,7 +153,8 @@ class Encoder:
         """Texts -> their expanded, no_expand and dense vectors, from one backbone pass over their windows.
 
         Each view equals what `encode_text(mode="expand")`, `encode_text(mode="no_expand")` and
-        `dense_text` give on their own; the backbone, the costly part, runs once instead of three times.
+        `dense_text` give on their own; the backbone runs once instead of three times, and the head once
+        instead of twice (no_expand is the expanded weights times the text's token mask, as the head masks).
         """
         texts = as_texts(texts)
         windows, raws, owners = self._windows(texts)
@@ -162,8 +163,9 @@ class Encoder:
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start : start + self.batch_size]
             dense = self.backbone.embed_texts(batch).to(self.head.proj.weight.device)
-            expand.append(self._sparsify(dense))
-            no_expand.append(self._sparsify(dense, raws[start : start + self.batch_size]))
+            expanded, masked = self._sparsify_views(dense, raws[start : start + self.batch_size])
+            expand.append(expanded)
+            no_expand.append(masked)
             np.add.at(pooled, owners[start : start + self.batch_size], dense.cpu().numpy())
             if progress:
                 progress(len(batch))
@@ -277,6 +279,17 @@ class Encoder:
             ids, attention = tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device)
         weights = self.head(dense, input_ids=ids, attention_mask=attention)
         return to_csr(weights)
+
+
+    @torch.inference_mode()
+    def _sparsify_views(self, dense: torch.Tensor, mask_texts: Sequence[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """The expanded and the masked (`no_expand`) CSR of one head pass: the head masks by multiplying its
+        weights by the same 0/1 token mask, so the masked view is the same floats as `_sparsify(dense, mask_texts)`."""
+        weights = self.head(dense)
+        tokens = self.tokenizer(list(mask_texts), add_special_tokens=False, padding=True, return_tensors="pt")
+        mask = token_mask(tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device),
+                          self.head.config.vocab_size)
+        return to_csr(weights), to_csr(weights * mask.to(weights))
 
 
 def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[SparseHead, object, Vocabulary, str]:
