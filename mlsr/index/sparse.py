@@ -19,7 +19,7 @@ from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
 from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
-from mlsr.index.rows import as_csr, checked_rows, place_rows  # noqa: F401 (importable from here as before)
+from mlsr.index.rows import as_csr, checked_rows, place_rows, query_arrays  # noqa: F401 (place_rows: importable here)
 from mlsr.index.thumbnails import Thumbnails
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
@@ -192,7 +192,9 @@ class SparseIndex:
         `queries` (sparse, or a 2-D array) are copied, never changed.
         """
         k = check_k(k)
-        queries = self._check_queries(queries)
+        queries = query_arrays(queries, "queries")  # checked and canonical once; a canonical CSR is not copied
+        if queries.n_cols != self.vocab_size:
+            raise InputError(self._width_problem(queries.n_cols))
         return Results(*self.inverted.search(queries, k))
 
     def score(self, query: sp.spmatrix, rows: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -243,11 +245,12 @@ class SparseIndex:
     def _check_queries(self, queries: sp.spmatrix) -> sp.csr_matrix:
         queries = as_csr(queries, "queries")
         if queries.shape[1] != self.vocab_size:
-            raise InputError(
-                f"queries have {queries.shape[1]} columns but the index has {self.vocab_size} terms;"
-                " encode them with the vocabulary the index was built with."
-            )
+            raise InputError(self._width_problem(queries.shape[1]))
         return queries
+
+    def _width_problem(self, columns: int) -> str:
+        return (f"queries have {columns} columns but the index has {self.vocab_size} terms;"
+                " encode them with the vocabulary the index was built with.")
 
 
     # -- models ---------------------------------------------------------------------------------------
