@@ -49,10 +49,12 @@ def create_app(args: argparse.Namespace):
     from mlsr.app.startup import missing_index_hint, public_text, start_index, startup_guide
     from mlsr.app.ui import build_ui, error_page
     from mlsr.errors import IndexFormatError, IndexMismatchError, MlsrError
+    from mlsr.allocator import return_large_blocks
     from mlsr.threads import apply_threads
 
     try:
         apply_threads(args.concurrency)  # torch, numba, FAISS and search threads: cores // concurrency (MLSR_THREADS)
+        return_large_blocks()  # freed large arrays go back to the system (mlsr.allocator)
         index = start_index(args.index, args.dataset, head=args.head, tokenizer=args.tokenizer, device=args.device)
         service = Service.load(index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
                                device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,

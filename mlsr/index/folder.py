@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr._files import (atomic_write_json, read_jsonl, regular_file, replace_folder, sha256_file, staging_folder,
-                         write_jsonl)
+from mlsr._files import (atomic_write_json, read_jsonl, regular_file, release_pages, replace_folder, sha256_file,
+                         staging_folder, write_jsonl)
 from mlsr.checks import unreadable
 from mlsr.errors import IndexFormatError, InputError
 from mlsr.index import forward as rows_view
@@ -241,6 +241,8 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
             vectors = format2_rows(arrays, count, vocab_size)
     except InputError as error:
         raise IndexFormatError(f"index {path}: {error}") from None
+    if inverted is not None:  # the checks read every page once: only what searches read need stay resident
+        release_pages(*(arrays or {}).values(), *(forward_arrays or {}).values())
     info = {key: value for key, value in manifest.items() if key not in DERIVED_FIELDS}
     return FolderContents(inverted, vectors, precision, items, vocab, dense, info, thumbnails)
 
