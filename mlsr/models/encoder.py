@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -51,8 +52,10 @@ class Encoder:
         *,
         device: str | None = None,
         batch_size: int = 32,
+        text_int8: bool = False,
     ) -> "Encoder":
-        """Load backbone, head and tokenizer, each from a Hub id or a local folder."""
+        """Load backbone, head and tokenizer, each from a Hub id or a local folder; `text_int8`: the opt-in 8-bit
+        text encoder (`mlsr.models.int8`; CPU only, images and the head stay float32)."""
         device = device or default_device()
         sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
         dense_model = load_backbone(backbone, device=device)
@@ -61,7 +64,8 @@ class Encoder:
                 f"backbone {backbone!r} gives {dense_model.dense_size}-d vectors but head {head!r} reads"
                 f" {sparse_head.config.dense_size}-d ones; pick a head trained on this backbone."
             )
-        return cls(dense_model, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source)
+        encoder = cls(dense_model, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source)
+        return encoder.with_int8_text() if text_int8 else encoder
 
     @classmethod
     def head_only(
@@ -82,6 +86,12 @@ class Encoder:
         sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
         return cls(None, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source,
                    backbone_ref=backbone)
+
+    def with_int8_text(self) -> "Encoder":
+        """This encoder with an int8 copy of its text encoder (`mlsr.models.int8`); this one is unchanged."""
+        from mlsr.models.int8 import int8_text_backbone
+
+        return dataclasses.replace(self, backbone=int8_text_backbone(self._need_backbone()))
 
     @property
     def vocab_size(self) -> int:
