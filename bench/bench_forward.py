@@ -56,9 +56,9 @@ def bench(n_docs: int, repeat: int, sections: int = 8, k: int = 3) -> dict:
     result["article_search_after"] = wall_and_cpu(lambda i: stage(index.document), max(10, repeat // 10))
     result["article_search_before"] = wall_and_cpu(lambda i: stage(before), 5, warmup=1)
     for name in ("document", "article_search"):
-        result[f"{name}_speedup_wall"] = result[f"{name}_before"]["wall_p50_ms"] / result[f"{name}_after"]["wall_p50_ms"]
-        result[f"{name}_speedup_cpu"] = result[f"{name}_before"]["cpu_p50_ms"] / max(
-            result[f"{name}_after"]["cpu_p50_ms"], 1e-3)
+        before, after = result[f"{name}_before"], result[f"{name}_after"]
+        result[f"{name}_speedup_wall"] = before["wall_p50_ms"] / after["wall_p50_ms"]
+        result[f"{name}_speedup_cpu"] = before["cpu_p50_ms"] / max(after["cpu_p50_ms"], 1e-3)
     return result
 
 

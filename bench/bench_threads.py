@@ -66,7 +66,8 @@ def bench(repeat: int, rounds: int, concurrency: int) -> dict:
         result[f"caption_{name}"] = pooled(caption[name])
         result[f"faiss_flat_100k_{name}"] = pooled(flat[name])
     for what in ("caption", "faiss_flat_100k"):
-        result[f"{what}_wall_speedup"] = result[f"{what}_default"]["wall_p50_ms"] / result[f"{what}_policy"]["wall_p50_ms"]
+        default_ms, policy_ms = result[f"{what}_default"]["wall_p50_ms"], result[f"{what}_policy"]["wall_p50_ms"]
+        result[f"{what}_wall_speedup"] = default_ms / policy_ms
     return result
 
 

@@ -110,7 +110,8 @@ def parse_checks(text: str | Sequence[str] | None) -> tuple[str, ...]:
     known = CHECKS + OPTIONAL_CHECKS
     unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise InputError(f"the checks to run (only) must be a comma-separated subset of {','.join(known)}; got {text!r}.")
+        raise InputError(f"the checks to run (only) must be a comma-separated subset of {','.join(known)};"
+                         f" got {text!r}.")
     return tuple(name for name in known if name in names)
 
 
@@ -248,9 +249,11 @@ def _int8_agreement(number: int, encoder: "Encoder", dataset: str | Path, source
 
     texts = [str(s["raw"]) for image in source.images(SPLIT) for s in image.get("sentences", ())][:limit]
     plain, int8 = encoder.encode_text(texts), encoder.with_int8_text().encode_text(texts)
-    dots = np.asarray(plain.multiply(int8).sum(axis=1)).ravel()
-    norms = np.sqrt(np.asarray(plain.multiply(plain).sum(axis=1)).ravel() * np.asarray(int8.multiply(int8).sum(axis=1)).ravel())
-    cosines = dots / np.maximum(norms, 1e-12)
+    def row_sums(matrix):
+        return np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
+
+    norms = np.sqrt(row_sums(plain.multiply(plain)) * row_sums(int8.multiply(int8)))
+    cosines = row_sums(plain.multiply(int8)) / np.maximum(norms, 1e-12)
     index, _ = split_index(encoder, dataset, split=SPLIT, precision="float32")
     found = [index.search(vectors, 10).indices.tolist() for vectors in (plain, int8)]
     overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*found)]))

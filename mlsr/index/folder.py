@@ -2,7 +2,8 @@
 
 Files: `manifest.json` (format, sizes, models, the size and sha256 of every other file, and its own sha256), the
 postings (`postings.*.npy`, memory-mapped on load), the forward view of the same postings by row
-(`forward.*.npy`, memory-mapped; see `mlsr.index.forward`; a folder saved before it was kept derives it), `items.jsonl`, `vocab.txt` (when known) and
+(`forward.*.npy`, memory-mapped; see `mlsr.index.forward`; a folder saved before it was kept derives it),
+`items.jsonl`, `vocab.txt` (when known) and
 `dense.npy` (when present). Format 3 is the blocked inverted layout of `mlsr.index.inverted`
 (uint16 rows within blocks of 65,536 documents; float16, float32 or uint8 weights). Older folders
 still load: format 2 (one posting list per term with int32 rows, float16 or float32 weights) and
@@ -34,7 +35,8 @@ from mlsr.index import forward as rows_view
 from mlsr.index.checks import checked_blocks, format2_rows
 from mlsr.index.inverted import InvertedIndex, search_threads
 from mlsr.index.manifest import (  # noqa: F401 (the format's names, importable from here as before)
-    DENSE_FILE, DERIVED_FIELDS, FORMAT, FORWARD_FILES, FORMAT2_FILES, FORMAT_VERSION, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES,
+    DENSE_FILE, DERIVED_FIELDS, FORMAT, FORWARD_FILES,
+    FORMAT2_FILES, FORMAT_VERSION, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES,
     SEAL_FIELD, SPARSE_FILE, THUMBNAIL_FILES, check_manifest, postings_field, sealed,
 )
 from mlsr.index.thumbnails import Thumbnails

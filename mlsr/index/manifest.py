@@ -35,7 +35,8 @@ POSTING_FILES = {
 # format 2 (one posting list per term, int32 rows) had the first five names, with other contents (mlsr.index.checks)
 FORMAT2_FILES = {name: POSTING_FILES[name] for name in ("indptr", "docs", "weights", "dense_terms", "dense_weights")}
 ITEMS_FILE = "items.jsonl"
-# the forward view (mlsr.index.forward): each row's terms and weights, memory-mapped; an index saved without it derives it
+# the forward view (mlsr.index.forward): each row's terms and weights, memory-mapped (an index saved without it
+# derives it on first use)
 FORWARD_FILES = {"indptr": "forward.indptr.npy", "terms": "forward.terms.npy", "weights": "forward.weights.npy"}
 THUMBNAIL_FILES = {"offsets": "thumbnails.offsets.npy", "data": "thumbnails.data.npy"}  # mlsr.index.thumbnails
 DENSE_FILE = "dense.npy"

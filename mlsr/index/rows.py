@@ -103,7 +103,9 @@ def _canonical_arrays(matrix: sp.csr_matrix) -> QueryArrays | None:
             rising = steps > 0
             rising[indptr[1:-1][(indptr[1:-1] > 0) & (indptr[1:-1] < len(terms))] - 1] = True  # a row starts there
             ascending = bool(rising.all()) and bool((np.diff(indptr) >= 0).all())
-        if not ascending or terms[0] < 0 or terms.max() >= n_cols or not np.isfinite(weights).all() or not weights.all():
+        if not ascending or terms.min() < 0 or terms.max() >= n_cols:
+            return None
+        if not np.isfinite(weights).all() or not weights.all():
             return None
     elif (np.diff(indptr) != 0).any():
         return None

@@ -74,7 +74,8 @@ def test_saved_forward_view_loads_memory_mapped_and_equal(tmp_path, precision):
     manifest = json.loads((tmp_path / "idx" / MANIFEST_FILE).read_text())
     assert set(FORWARD_FILES.values()) <= set(manifest["files"]) and manifest["forward"] == index.nnz
     loaded = SparseIndex.load(tmp_path / "idx")
-    assert isinstance(loaded.inverted.stored_forward.terms.base, np.memmap) or loaded.inverted.stored_forward.terms.size == 0
+    stored = loaded.inverted.stored_forward
+    assert isinstance(stored.terms.base, np.memmap) or stored.terms.size == 0
     assert_forward_matches_lists(loaded)
     for row in (0, 123, 299):
         np.testing.assert_array_equal(loaded.document(row).toarray(), index.document(row).toarray())

@@ -60,8 +60,8 @@ def test_every_form_of_a_query_gives_the_canonical_results_and_stays_unchanged(p
     assert same(before, frozen(given)) if sp.issparse(given) else np.array_equal(before, given)
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("nan", "NaN"), ("wide", "columns but the index has"), ("term-beyond-the-width", "outside their"), ("complex", "real numbers")])
+@pytest.mark.parametrize("damage,message", [("nan", "NaN"), ("wide", "columns but the index has"),
+                                            ("term-beyond-the-width", "outside their"), ("complex", "real numbers")])
 def test_bad_queries_are_refused_as_before(path, damage, message):
     index = SparseIndex.build(skewed(150, seed=53))
     query = skewed(1, seed=54)
