@@ -88,17 +88,14 @@ def of_rows(rows: sp.csr_matrix, vocab_size: int, precision: str) -> Forward:
                    rows.data.astype(weight_dtype(precision)))
 
 
-def of_block(rows: sp.csr_matrix, part, vocab_size: int, precision: str, block_size: int) -> Forward:
+def of_block(rows: sp.csr_matrix, part, vocab_size: int, precision: str) -> Forward:
     """The forward view of one block as `mlsr.index.blocks.invert_block` stored it (`part`) from canonical `rows`.
 
     float32 keeps every weight and float16 drops those that round to 0, so their rows are read off `rows`
     directly; uint8 impacts depend on their posting groups, so that block is read back from its lists.
     """
     if precision == "uint8":
-        from mlsr.index.inverted import InvertedIndex  # here: inverted imports this module
-
-        stored = InvertedIndex(rows.shape[0], vocab_size, block_size, **part.arrays()).block_term_major(0).T.tocsr()
-        return of_rows(stored, vocab_size, precision)
+        return of_rows(_uint8_rows(part, rows.shape[0], vocab_size), vocab_size, precision)
     weights = rows.data.astype(weight_dtype(precision))
     indptr, terms = rows.indptr.astype(np.int64), rows.indices
     keep = weights != 0
@@ -107,6 +104,27 @@ def of_block(rows: sp.csr_matrix, part, vocab_size: int, precision: str, block_s
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         terms, weights = terms[keep], weights[keep]
     return Forward(indptr, terms.astype(term_dtype(vocab_size)), weights)
+
+
+def _uint8_rows(part, n: int, vocab_size: int) -> sp.csr_matrix:
+    """One uint8 block's stored weights (float32 `scale * impact`, as search computes them) as (n, vocab) rows:
+    its lists read as a CSC matrix and converted (a linear pass), its dense columns' non-zero rows added."""
+    from mlsr.index.blocks import COLUMN_GROUP, LIST_GROUP  # here: blocks is imported by inverted, which imports us
+
+    values = part.weights.astype(np.float32) * np.repeat(part.scales, LIST_GROUP)[: len(part.weights)]
+    matrix = sp.csc_matrix((values, part.docs.astype(np.int32), part.indptr), shape=(n, vocab_size)).tocsr()
+    rows, terms, weights = [], [], []
+    for j, term in enumerate(part.dense_terms):
+        found = np.flatnonzero(part.dense_weights[j, :n])
+        rows.append(found)
+        terms.append(np.full(len(found), term))
+        weights.append(part.dense_weights[j, found].astype(np.float32) * part.dense_scales[j, found // COLUMN_GROUP])
+    if rows:
+        matrix = matrix + sp.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(terms))),
+                                        shape=(n, vocab_size))
+    matrix.eliminate_zeros()  # an impact left at 0 is an absent term, as the lists read it
+    matrix.sort_indices()
+    return matrix
 
 
 def joined(parts: list[Forward], precision: str) -> Forward:

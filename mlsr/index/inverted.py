@@ -91,7 +91,7 @@ class InvertedIndex:
                 precision = "float32"
                 blocks, done = [widened(part) for part in blocks], [widened(part) for part in done]
             blocks.append(invert_block(rows, precision, block_size))
-            forwards.append(rows_view.of_block(rows, blocks[-1], vocab_size, precision, block_size))
+            forwards.append(rows_view.of_block(rows, blocks[-1], vocab_size, precision))
             n += rows.shape[0]
             if len(blocks) == CONCATENATE_BLOCKS:
                 done.append(concatenate(blocks))
