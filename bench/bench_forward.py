@@ -7,6 +7,8 @@ Times, on a synthetic index with the real vocabulary (bench_core's Zipf-like row
 30,522 lists), and an 8-section article's search stage as `Service.suggest_article` runs it (one batched search,
 then `assign` with near-duplicates collapsed, which reads each candidate's vector) with each `document`. Wall time
 and CPU time are printed with the load average: on a shared machine wall time includes the wait for a core.
+Also what the view costs a build: the CPU time of `SparseIndex.build` in float16 and uint8, and the part of it
+spent making the forward view (its functions timed inside the same builds).
 """
 
 from __future__ import annotations
@@ -23,12 +25,48 @@ from bench.bench_core import synthetic_docs
 from bench.timing import load, wall_and_cpu
 
 
+def build_cost(docs) -> dict:
+    """CPU seconds of a build in float16 and uint8, and of the forward view's part of each (timed where it is made)."""
+    import time
+
+    from mlsr.index import forward, inverted
+    from mlsr.index.sparse import SparseIndex
+
+    spent = [0.0]
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.process_time() - start
+        return wrapper
+
+    originals = forward.of_block, forward.joined
+    forward.of_block, forward.joined = timed(originals[0]), timed(originals[1])
+    try:
+        result = {}
+        for precision in ("float16", "uint8"):
+            spent[0] = 0.0
+            start = time.process_time()
+            index = SparseIndex.build(docs, precision=precision)
+            assert index.inverted.stored_forward is not None and inverted.rows_view is forward
+            result[f"build_{precision}_cpu_s"] = time.process_time() - start
+            result[f"build_{precision}_forward_cpu_s"] = spent[0]
+    finally:
+        forward.of_block, forward.joined = originals
+    return result
+
+
 def bench(n_docs: int, repeat: int, sections: int = 8, k: int = 3) -> dict:
     from mlsr.app.article import assign
     from mlsr.app.service import NEAR_DUPLICATE_COSINE
     from mlsr.index.sparse import SparseIndex
 
-    index = SparseIndex.build(synthetic_docs(n_docs, 170, seed=1))
+    docs = synthetic_docs(n_docs, 170, seed=1)
+    cost = build_cost(docs)
+    index = SparseIndex.build(docs)
     rows = np.random.default_rng(3).integers(0, n_docs, repeat)
 
     def before(row: int) -> sp.csr_matrix:  # the old `document`: a search in every term's list
@@ -38,7 +76,7 @@ def bench(n_docs: int, repeat: int, sections: int = 8, k: int = 3) -> dict:
     for row in rows[:20]:  # the same vectors both ways
         assert (before(row) != index.document(int(row))).nnz == 0
     result = {"docs": n_docs, "postings": index.nnz, "forward_bytes": index.inverted.forward.nbytes,
-              "inverted_bytes": index.inverted.nbytes}
+              "inverted_bytes": index.inverted.nbytes, **cost}
     result["document_after"] = wall_and_cpu(lambda i: index.document(int(rows[i])), repeat)
     result["document_before"] = wall_and_cpu(lambda i: before(rows[i]), max(20, repeat // 10))
     # an article's sections as queries: ~40 terms each, like encoded captions (bench_core's query shape)

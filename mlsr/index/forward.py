@@ -147,6 +147,13 @@ def derived(inverted: "InvertedIndex") -> Forward:
     return joined(parts, inverted.precision)
 
 
+def stored_nonzero(inverted: "InvertedIndex") -> int:
+    """The (document, term) weights that are not 0: the forward view's postings (a uint8 list may keep an impact
+    of 0 when its groups did not settle; it is an absent term, as everywhere else)."""
+    listed = len(inverted.docs) if not inverted.quantized else int(np.count_nonzero(inverted.weights))
+    return listed + int(inverted.dense_counts.sum())
+
+
 def checked(arrays: dict[str, np.ndarray], inverted: "InvertedIndex") -> Forward:
     """Loaded forward arrays as a Forward, after checking them against the inverted lists they sit beside.
 
@@ -162,8 +169,9 @@ def checked(arrays: dict[str, np.ndarray], inverted: "InvertedIndex") -> Forward
         raise InputError("the forward view has inconsistent shapes; rebuild the index.")
     if indptr[0] != 0 or indptr[-1] != len(terms) or (np.diff(indptr) < 0).any():
         raise InputError("the forward view's row offsets are inconsistent; rebuild the index.")
-    if len(terms) != inverted.nnz:
-        raise InputError(f"the forward view holds {len(terms):,} postings, the inverted lists {inverted.nnz:,};"
+    held = stored_nonzero(inverted)
+    if len(terms) != held:
+        raise InputError(f"the forward view holds {len(terms):,} postings, the inverted lists {held:,};"
                          " rebuild the index.")
     if len(terms) and int(terms.max()) >= inverted.vocab_size:
         raise InputError("the forward view names a term outside the vocabulary; rebuild the index.")
