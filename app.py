@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mcp", action="store_true", default=env("MCP") == "1",
                         help="also serve the API endpoints as MCP tools for agents, at /gradio_api/mcp/ (streamable"
                              " HTTP; env MLSR_MCP=1)")
+    parser.add_argument("--text-int8", action="store_true", default=env("TEXT_INT8") == "1",
+                        help="encode text with the 8-bit text encoder (faster on CPU; see docs/performance.md for its"
+                             " agreement with float32; env MLSR_TEXT_INT8=1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     add_model_arguments(parser)
     add_backend_arguments(parser)  # --backend milvus --milvus-uri URI: search a collection made by `export`
@@ -49,12 +52,16 @@ def create_app(args: argparse.Namespace):
     from mlsr.app.startup import missing_index_hint, public_text, start_index, startup_guide
     from mlsr.app.ui import build_ui, error_page
     from mlsr.errors import IndexFormatError, IndexMismatchError, MlsrError
+    from mlsr.allocator import return_large_blocks
+    from mlsr.threads import apply_threads
 
     try:
+        apply_threads(args.concurrency)  # torch, numba, FAISS and search threads: cores // concurrency (MLSR_THREADS)
+        return_large_blocks()  # freed large arrays go back to the system (mlsr.allocator)
         index = start_index(args.index, args.dataset, head=args.head, tokenizer=args.tokenizer, device=args.device)
         service = Service.load(index, backbone=args.backbone, head=args.head, tokenizer=args.tokenizer,
                                device=args.device, backend=args.backend, milvus_uri=args.milvus_uri,
-                               collection=args.collection)
+                               collection=args.collection, text_int8=args.text_int8)
     except MlsrError as error:
         message = f"{error}{missing_index_hint(args.index, args.dataset)}"
         print(f"mlsr: cannot start: {message}", file=sys.stderr)  # the operator's console: the full paths

@@ -205,7 +205,8 @@ def run_size(profile_name: str, n: int, args) -> dict:
                 result["pisa"] = anchors.bench_pisa(docs, queries, truth, work, args.exact_queries, args.anchor_queries)
                 print(f"pisa: best {result['pisa'].get('best')} p50 {result['pisa'].get('p50_ms', float('nan')):.2f} ms", flush=True)
             if n <= args.seismic_max_docs and not args.skip_seismic:
-                result["seismic"] = anchors.bench_seismic(docs, queries, truth, work, args.tune_queries)
+                result["seismic"] = anchors.bench_seismic(docs, queries, truth, work, args.tune_queries,
+                                                          args.seismic_recall)
                 print(f"seismic: p50 {result['seismic'].get('p50_ms', float('nan')):.2f} ms,"
                       f" recall {result['seismic'].get('recall@10', float('nan')):.3f}", flush=True)
             del docs
@@ -271,6 +272,7 @@ def main() -> None:
     parser.add_argument("--anchor-queries", type=int, default=200, help="queries timed with each PISA algorithm")
     parser.add_argument("--faiss-queries", type=int, default=100, help="single queries timed with FAISS")
     parser.add_argument("--tune-queries", type=int, default=100, help="queries used to tune Seismic")
+    parser.add_argument("--seismic-recall", type=float, default=0.99, help="Seismic's recall@10 target when tuned")
     parser.add_argument("--pisa-max-docs", type=int, default=1_000_000)
     parser.add_argument("--seismic-max-docs", type=int, default=1_000_000)
     parser.add_argument("--faiss-max-docs", type=int, default=10_000_000)

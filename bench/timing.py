@@ -21,6 +21,30 @@ def latencies(fn, n: int, warmup: int = 20) -> np.ndarray:
     return out
 
 
+def wall_and_cpu(fn, n: int, warmup: int = 5) -> dict:
+    """p50 of wall time and of this process's CPU time per call fn(i), in ms, after `warmup` untimed calls.
+
+    On a shared machine wall time includes waiting for a core; CPU time does not: print both, with `load()`.
+    """
+    for i in range(min(warmup, n)):
+        fn(i)
+    wall, cpu = np.empty(n), np.empty(n)
+    for i in range(n):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn(i)
+        wall[i], cpu[i] = time.perf_counter() - start, time.process_time() - start_cpu
+    return {"wall_p50_ms": 1000 * float(np.median(wall)), "cpu_p50_ms": 1000 * float(np.median(cpu)),
+            "wall_min_ms": 1000 * float(wall.min())}
+
+
+def load() -> str:
+    """The 1-, 5- and 15-minute load averages and the cores, as one line (what else was running)."""
+    import os
+
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
 def throughput(fn, n: int, batch: int = 64) -> float:
     """Queries per second of fn(start, stop) over 0..n-1 in batches, after one warm-up batch."""
     fn(0, min(batch, n))

@@ -97,6 +97,24 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def release_pages(*arrays) -> None:
+    """Drop the pages of memory-mapped, read-only arrays from this process's resident memory (not from the page
+    cache: the next read maps them again without touching the disk). A load's checks read every page of the
+    postings once; afterwards only what searches read need stay resident. Other arrays are left as they are."""
+    import mmap
+
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    for array in arrays:
+        while array is not None and not hasattr(array, "_mmap"):
+            array = getattr(array, "base", None)
+        mapped = getattr(array, "_mmap", None)
+        if advice is not None and isinstance(mapped, mmap.mmap):
+            try:
+                mapped.madvise(advice)
+            except (OSError, ValueError):  # nothing lost: the pages just stay resident
+                pass
+
+
 def regular_file(path: Path) -> bool:
     """True for a regular file; a symbolic link counts only where the Hugging Face cache made it.
 

@@ -131,7 +131,7 @@ class Service:
     @classmethod
     def load(cls, index_dir: "str | Path | SparseIndex", *, backbone: str, head: str, tokenizer: str,
              device: str | None = None, backend: str = "scipy", milvus_uri: str | None = None,
-             collection: str | None = None) -> "Service":
+             collection: str | None = None, text_int8: bool = False) -> "Service":
         """Load the index first (cheap, and a missing index is the likeliest mistake), then the backend and models.
 
         `index_dir` is a folder, or a Hub dataset id `owner/name[@revision]` (a str; see `SparseIndex.load`), or an
@@ -141,7 +141,7 @@ class Service:
         index = index_dir if isinstance(index_dir, SparseIndex) else SparseIndex.load(index_dir)
         index_dir = index.path  # the folder read (for a Hub id, its cached copy): item images are relative to it
         searcher = open_backend(index, backend, milvus_uri, collection)
-        encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16)
+        encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16, text_int8=text_int8)
         index.check_models(encoder.models())
         logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index.source,
                     time.perf_counter() - started)

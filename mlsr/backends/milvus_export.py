@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import scipy.sparse as sp
 
 from mlsr.backends.milvus import (
@@ -171,9 +172,9 @@ def row_digests(index: SparseIndex, rows: Sequence[int] | None = None, vectors: 
     `rows` default to all; `vectors` are those rows' stored vectors in that order, when the caller has them.
     """
     if rows is None:
-        rows, vectors = range(len(index)), index.vectors
-    elif vectors is None:
-        vectors = index.vectors[list(rows)]
+        rows = range(len(index))
+    if vectors is None:
+        vectors = index.rows(np.asarray(rows, dtype=np.int64))  # the forward view: no whole matrix built
     digests = []
     for offset, row in enumerate(rows):
         digest = hashlib.blake2b(digest_size=16)
@@ -232,7 +233,7 @@ def _prepare_collection(client, collection: str, fingerprint: dict, index: Spars
 def _rows(index: SparseIndex, rows, known: list[str] | None = None, digests: bool = True) -> list[dict]:
     """Collection records of these index rows, with their digests (`known`: every row's, else computed) when `digests`."""
     rows = list(rows)
-    vectors = index.vectors[rows]
+    vectors = index.rows(np.asarray(rows, dtype=np.int64))  # the forward view: a slice per row
     sparse = sparse_rows(vectors)
     own = [known[row] for row in rows] if known is not None else row_digests(index, rows, vectors) if digests else None
     records = []

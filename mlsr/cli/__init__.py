@@ -13,6 +13,8 @@ from typing import Sequence
 
 from mlsr.checks import reason
 from mlsr.errors import MlsrError
+from mlsr.allocator import return_large_blocks
+from mlsr.threads import apply_threads
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        apply_threads(1)  # one command at a time: every available core (MLSR_THREADS overrides)
+        return_large_blocks()  # freed large arrays go back to the system (mlsr.allocator)
         return args.run(args)
     except MlsrError as error:
         print(f"error: {as_flags(str(error))}", file=sys.stderr)

@@ -80,7 +80,8 @@ def add_commands(commands) -> None:
     ve.add_argument("--dataset", default=env("DATASET", DEFAULT_DATASET),
                     help="published dense dataset, Hub id or folder (env MLSR_DATASET; default %(default)s)")
     ve.add_argument("--captions", type=int, default=200, help="test captions for the text check (default %(default)s)")
-    ve.add_argument("--only", help="comma-separated subset of text,image,example,retrieval (default: all four)")
+    ve.add_argument("--only", help="comma-separated subset of text,image,example,retrieval (default: all four), or"
+                                   " int8 (the 8-bit text path's agreement with float32; run only when named)")
     ve.add_argument("--expect-r1", type=float,
                     help="the R@1 (%%) the retrieval check expects, +- 1.0 (default: the head's published figure,"
                          " 55.9 for the default head)")

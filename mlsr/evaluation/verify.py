@@ -43,8 +43,11 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 CHECKS: tuple[str, ...] = ("text", "image", "example", "retrieval")
+OPTIONAL_CHECKS: tuple[str, ...] = ("int8",)  # run only when asked for (only='int8')
 TITLES = {"text": "text agreement", "image": "image agreement", "example": "published example",
-          "retrieval": "retrieval R@1"}
+          "retrieval": "retrieval R@1", "int8": "8-bit text"}
+MIN_INT8_COSINE = 0.99  # the 8-bit text path's median sparse cosine with float32...
+MIN_INT8_OVERLAP = 0.9  # ...and mean top-10 overlap of the ranked test gallery, before it could be the default
 MIN_MEDIAN_COSINE = 0.99
 EXAMPLE_IMAGE_ID = "2"  # the README's example: row 2 of img_embs.parquet, image id 2 in dataset_meta.json
 # The README's top 10 terms of that image with the published head (animals 1.68, boy 1.62, ...).
@@ -104,10 +107,12 @@ def parse_checks(text: str | Sequence[str] | None) -> tuple[str, ...]:
     if text is None:
         return CHECKS
     names = [part.strip() for part in (text.split(",") if isinstance(text, str) else text) if part.strip()]
-    unknown = [name for name in names if name not in CHECKS]
+    known = CHECKS + OPTIONAL_CHECKS
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise InputError(f"the checks to run (only) must be a comma-separated subset of {','.join(CHECKS)}; got {text!r}.")
-    return tuple(name for name in CHECKS if name in names)
+        raise InputError(f"the checks to run (only) must be a comma-separated subset of {','.join(known)};"
+                         f" got {text!r}.")
+    return tuple(name for name in known if name in names)
 
 
 def expected_r1(head: str, expect_r1: float | None) -> float:
@@ -148,7 +153,7 @@ def verify(
         raise InputError(f"captions must be a whole number >= 1, got {captions!r}.")
     target = expected_r1(head, expect_r1) if "retrieval" in checks else None
     say = progress or (lambda message: None)
-    needs_backbone = bool({"text", "image"} & set(checks))
+    needs_backbone = bool({"text", "image", "int8"} & set(checks))
     say("loading the models")
     if needs_backbone:
         encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=batch_size)
@@ -158,11 +163,13 @@ def verify(
     results = []
     for name in checks:
         say(f"checking {TITLES[name]}")
-        number = CHECKS.index(name) + 1
+        number = (CHECKS + OPTIONAL_CHECKS).index(name) + 1
         if name == "text":
             results.append(_text_agreement(number, encoder, source, captions))
         elif name == "image":
             results.append(_image_agreement(number, encoder, source, Path(images_dir)))
+        elif name == "int8":
+            results.append(_int8_agreement(number, encoder, dataset, source, captions))
         elif name == "example":
             results.append(_published_example(number, encoder, source))
         else:
@@ -232,6 +239,29 @@ def _retrieval(number: int, encoder: "Encoder", dataset: str | Path, target: flo
     return CheckResult(number, "retrieval", abs(r1 - target) <= R1_TOLERANCE, round(r1, 2),
                        f"R@1 {r1:.2f} on {len(queries.ids):,} {SPLIT} captions x {len(index):,} images (expanded,"
                        f" float32); needs {target:.1f} +- {R1_TOLERANCE}")
+
+
+def _int8_agreement(number: int, encoder: "Encoder", dataset: str | Path, source: "DatasetFolder",
+                    limit: int) -> CheckResult:
+    """The 8-bit text path against float32 on test captions: sparse cosine of their expanded vectors, and the
+    overlap of their top 10 in the test split's gallery (the head on the published image vectors)."""
+    from mlsr.ingest.published import split_index
+
+    texts = [str(s["raw"]) for image in source.images(SPLIT) for s in image.get("sentences", ())][:limit]
+    plain, int8 = encoder.encode_text(texts), encoder.with_int8_text().encode_text(texts)
+    def row_sums(matrix):
+        return np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
+
+    norms = np.sqrt(row_sums(plain.multiply(plain)) * row_sums(int8.multiply(int8)))
+    cosines = row_sums(plain.multiply(int8)) / np.maximum(norms, 1e-12)
+    index, _ = split_index(encoder, dataset, split=SPLIT, precision="float32")
+    found = [index.search(vectors, 10).indices.tolist() for vectors in (plain, int8)]
+    overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*found)]))
+    median = float(np.median(cosines))
+    return CheckResult(number, "int8", median >= MIN_INT8_COSINE and overlap >= MIN_INT8_OVERLAP, round(median, 4),
+                       f"median sparse cosine {median:.4f} (min {cosines.min():.4f}) with float32 over {len(texts)}"
+                       f" {SPLIT} captions, top-10 overlap {overlap:.3f} in {len(index):,} images; needs a median >="
+                       f" {MIN_INT8_COSINE} and an overlap >= {MIN_INT8_OVERLAP}")
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

@@ -130,10 +130,10 @@ def quantize_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     8 rounds any zeros left stay, stored as 0: they add nothing to a score).
     """
     kept = np.arange(len(values))
-    for _ in range(8):
+    for round in range(8):
         scales = group_max(values[kept], LIST_GROUP) / np.float32(IMPACT_LEVELS)
         impacts = impacts_of(values[kept], np.repeat(scales, LIST_GROUP)[: len(kept)])
-        if impacts.all():
+        if impacts.all() or round == 7:  # the last round keeps its zeros: impacts and kept stay the same length
             break
         kept = kept[impacts > 0]
     return impacts, scales, kept

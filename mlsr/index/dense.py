@@ -7,6 +7,7 @@ import numpy as np
 from mlsr.checks import check_k
 from mlsr.errors import InputError
 from mlsr.index.sparse import Results
+from mlsr.threads import request_threads
 
 
 class DenseIndex:
@@ -23,6 +24,7 @@ class DenseIndex:
         vectors = _float32_rows(vectors, "dense vectors")
         self.dim = vectors.shape[1]
         self._faiss = faiss.IndexFlatIP(self.dim)
+        self._omp = faiss
         self._faiss.add(vectors)
 
     def __len__(self) -> int:
@@ -36,6 +38,7 @@ class DenseIndex:
         k = min(check_k(k), len(self))
         if k == 0:
             return Results(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64))
+        self._omp.omp_set_num_threads(request_threads())  # this thread's OpenMP team: new threads start with all cores
         scores, indices = self._faiss.search(queries, k)
         return Results(scores.astype(np.float32), indices.astype(np.int64))
 

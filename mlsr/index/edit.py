@@ -25,6 +25,7 @@ from mlsr.errors import InputError
 from mlsr.index import blocks as layout
 from mlsr.index.blocks import Part, concatenate
 from mlsr.index.folder import check_items
+from mlsr.index.forward import joined
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
 from mlsr.index.rows import checked_rows
 
@@ -101,12 +102,11 @@ def _kept_blocks(inverted: InvertedIndex, first_changed_row: int) -> int:
 def _stored_rows(inverted: InvertedIndex, first_block: int, removed: np.ndarray | None) -> Iterator[sp.csr_matrix]:
     """The stored weights of the blocks from `first_block` on, as document rows, without the `removed` ones."""
     for block in range(first_block, inverted.n_blocks):
-        rows = inverted.block_term_major(block).T.tocsr()
+        start = block * inverted.block_size
+        rows = np.arange(start, start + inverted.block_rows(block))
         if removed is not None:
-            start = block * inverted.block_size
-            rows = rows[~removed[start : start + rows.shape[0]]]
-        rows.sort_indices()
-        yield rows
+            rows = rows[~removed[rows]]
+        yield inverted.forward.rows(rows, inverted.vocab_size)  # sorted indices, as the builder needs
 
 
 def _rebuilt(inverted: InvertedIndex, keep: int, rows: Iterator[sp.csr_matrix], extra: sp.csr_matrix | None
@@ -118,8 +118,10 @@ def _rebuilt(inverted: InvertedIndex, keep: int, rows: Iterator[sp.csr_matrix], 
     tail = InvertedIndex.from_rows(chunks, inverted.vocab_size, inverted.precision, block_size=inverted.block_size,
                                    own_size=False)
     part = concatenate([_head(inverted, keep), Part(**{name: getattr(tail, name) for name in Part.__annotations__})])
-    return InvertedIndex(keep * inverted.block_size + tail.n_docs, inverted.vocab_size, inverted.block_size,
-                         **part.arrays())
+    head_rows = keep * inverted.block_size
+    forward = joined([inverted.forward.head(head_rows), tail.forward], inverted.precision)  # the kept rows as they are
+    return InvertedIndex(head_rows + tail.n_docs, inverted.vocab_size, inverted.block_size, **part.arrays(),
+                         stored_forward=forward)
 
 
 def _head(inverted: InvertedIndex, blocks: int) -> Part:

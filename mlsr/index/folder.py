@@ -1,7 +1,9 @@
 """An index on disk: a self-describing folder, written atomically and verified file by file when read.
 
 Files: `manifest.json` (format, sizes, models, the size and sha256 of every other file, and its own sha256), the
-postings (`postings.*.npy`, memory-mapped on load), `items.jsonl`, `vocab.txt` (when known) and
+postings (`postings.*.npy`, memory-mapped on load), the forward view of the same postings by row
+(`forward.*.npy`, memory-mapped; see `mlsr.index.forward`; a folder saved before it was kept derives it),
+`items.jsonl`, `vocab.txt` (when known) and
 `dense.npy` (when present). Format 3 is the blocked inverted layout of `mlsr.index.inverted`
 (uint16 rows within blocks of 65,536 documents; float16, float32 or uint8 weights). Older folders
 still load: format 2 (one posting list per term with int32 rows, float16 or float32 weights) and
@@ -19,20 +21,22 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr._files import (atomic_write_json, read_jsonl, regular_file, replace_folder, sha256_file, staging_folder,
-                         write_jsonl)
+from mlsr._files import (atomic_write_json, read_jsonl, regular_file, release_pages, replace_folder, sha256_file,
+                         staging_folder, write_jsonl)
 from mlsr.checks import unreadable
 from mlsr.errors import IndexFormatError, InputError
+from mlsr.index import forward as rows_view
 from mlsr.index.checks import checked_blocks, format2_rows
 from mlsr.index.inverted import InvertedIndex, search_threads
 from mlsr.index.manifest import (  # noqa: F401 (the format's names, importable from here as before)
-    DENSE_FILE, DERIVED_FIELDS, FORMAT, FORMAT2_FILES, FORMAT_VERSION, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES,
+    DENSE_FILE, DERIVED_FIELDS, FORMAT, FORWARD_FILES,
+    FORMAT2_FILES, FORMAT_VERSION, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES,
     SEAL_FIELD, SPARSE_FILE, THUMBNAIL_FILES, check_manifest, postings_field, sealed,
 )
 from mlsr.index.thumbnails import Thumbnails
@@ -129,6 +133,9 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
     """
     for name, file in POSTING_FILES.items():
         np.save(folder / file, np.ascontiguousarray(getattr(inverted, name)), allow_pickle=False)
+    forward = inverted.forward  # as built, or derived here for an index loaded without one
+    for name, file in FORWARD_FILES.items():
+        np.save(folder / file, np.ascontiguousarray(getattr(forward, name)), allow_pickle=False)
     write_jsonl(folder / ITEMS_FILE, items)
     if vocab is not None:
         vocab.save(folder / VOCAB_FILE)
@@ -155,6 +162,7 @@ def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab
         "precision": inverted.precision,
         "block_size": inverted.block_size,
         "postings": {"stored": len(inverted.docs), postings_field(FORMAT_VERSION): len(inverted.dense_terms)},
+        "forward": len(forward.terms),
         **({"thumbnails": thumbnails.count} if thumbnails is not None else {}),
         "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": records,
@@ -179,7 +187,7 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
     if isinstance(items, InputError):
         raise IndexFormatError(f"index {path}: {items}") from None
     count, vocab_size = manifest["count"], manifest["vocab_size"]
-    vectors = arrays = None
+    vectors = arrays = forward_arrays = None
     try:
         if isinstance(items, Exception):
             raise items
@@ -196,6 +204,9 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
             files = POSTING_FILES if manifest["format_version"] == 3 else FORMAT2_FILES
             arrays = {name: np.load(path / file, mmap_mode="r" if mmap else None, allow_pickle=False)
                       for name, file in files.items()}
+            if manifest["format_version"] == 3 and FORWARD_FILES["terms"] in manifest["files"]:
+                forward_arrays = {name: np.load(path / file, mmap_mode="r" if mmap else None, allow_pickle=False)
+                                  for name, file in FORWARD_FILES.items()}
             shape = (count, vocab_size)
     except (OSError, ValueError, KeyError) as error:
         raise IndexFormatError(f"index {path}: a file cannot be read ({error}); rebuild the index.") from None
@@ -220,6 +231,11 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
         if manifest["format_version"] == 3:
             inverted = checked_blocks(arrays, count, vocab_size, manifest.get("block_size"))
             precision = inverted.precision
+            if forward_arrays is not None:
+                if manifest["forward"] != len(forward_arrays["terms"]):
+                    raise InputError(f"the manifest says {manifest['forward']:,} forward postings, the files hold"
+                                     f" {len(forward_arrays['terms']):,}; rebuild the index.")
+                inverted = replace(inverted, stored_forward=rows_view.checked(forward_arrays, inverted))
             _check_postings(manifest, precision, len(inverted.docs), len(inverted.dense_terms), f"index {path}")
         elif manifest["format_version"] == 2:
             precision = str(arrays["weights"].dtype)
@@ -227,6 +243,8 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
             vectors = format2_rows(arrays, count, vocab_size)
     except InputError as error:
         raise IndexFormatError(f"index {path}: {error}") from None
+    if inverted is not None:  # the checks read every page once: only what searches read need stay resident
+        release_pages(*(arrays or {}).values(), *(forward_arrays or {}).values())
     info = {key: value for key, value in manifest.items() if key not in DERIVED_FIELDS}
     return FolderContents(inverted, vectors, precision, items, vocab, dense, info, thumbnails)
 

@@ -20,10 +20,7 @@ numba) with scipy.
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable
 
@@ -31,7 +28,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from mlsr.index import blocks as layout
-from mlsr.index.ranking import first_at_least, top_k  # noqa: F401 (top_k: importable from here as before)
+from mlsr.index import forward as rows_view
+from mlsr.index.kernel_search import compiled_kernel as _kernel, kernel_search, search_threads  # noqa: F401
+from mlsr.index.rows import QueryArrays, query_arrays
+from mlsr.index.ranking import first_at_least, product_row, top_k, top_k_of_nonzeros  # noqa: F401 (top_k: as before)
 from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, concatenate, empty_part, invert_block, list_groups, row_blocks,
                                widened)
 
@@ -69,6 +69,7 @@ class InvertedIndex:
     dense_terms: np.ndarray  # int32 (columns,)
     dense_weights: np.ndarray  # weights' dtype (columns, block_size)
     dense_scales: np.ndarray  # float32: uint8 (columns, ceil(block_size / 64)), else (0, ceil(block_size / 64))
+    stored_forward: rows_view.Forward | None = field(default=None, repr=False)  # None: derived on first use
 
     @classmethod
     def from_rows(cls, chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str = "float16",
@@ -81,6 +82,7 @@ class InvertedIndex:
         """
         block_size = block_size or layout.BLOCK_DOCS
         blocks, done, n = [], [], 0  # blocks not yet concatenated, and concatenated runs of them
+        forwards: list[rows_view.Forward] = []  # each block's rows, for the forward view
 
         def add(rows: sp.csr_matrix) -> None:
             nonlocal precision, blocks, done, n
@@ -89,6 +91,7 @@ class InvertedIndex:
                 precision = "float32"
                 blocks, done = [widened(part) for part in blocks], [widened(part) for part in done]
             blocks.append(invert_block(rows, precision, block_size))
+            forwards.append(rows_view.of_block(rows, blocks[-1], vocab_size, precision))
             n += rows.shape[0]
             if len(blocks) == CONCATENATE_BLOCKS:
                 done.append(concatenate(blocks))
@@ -105,7 +108,8 @@ class InvertedIndex:
         if blocks:
             done.append(concatenate(blocks))
         part = concatenate(done) if done else empty_part(precision, block_size)  # empties `done` as it copies
-        return cls(n, vocab_size, block_size, **part.arrays())
+        forward = rows_view.joined(forwards, precision) if forwards else None
+        return cls(n, vocab_size, block_size, **part.arrays(), stored_forward=forward)
 
     # -- sizes ------------------------------------------------------------------------------------
 
@@ -143,6 +147,13 @@ class InvertedIndex:
         """float32 scales of uint8 postings at `positions` of `docs` (in the given blocks)."""
         groups = self.scale_starts[blocks] + (positions - self.block_starts[blocks]) // LIST_GROUP
         return self.scales[groups]
+
+    @cached_property
+    def term_postings(self) -> np.ndarray:
+        """float64 (vocab_size,): postings a search reads per term, a dense column counting all its block's rows."""
+        postings = np.diff(self.indptr).reshape(self.n_blocks, self.vocab_size).sum(axis=0).astype(np.float64)
+        np.add.at(postings, self.dense_terms, [self.block_rows(b) for b in self.dense_blocks])
+        return postings
 
     @cached_property
     def dense_blocks(self) -> np.ndarray:
@@ -212,10 +223,19 @@ class InvertedIndex:
             out[found] *= self.list_scales(position[found], blocks[found])
         return out
 
+    @cached_property
+    def forward(self) -> rows_view.Forward:
+        """Each row's terms and stored weights (`mlsr.index.forward`): as built or loaded, else derived once."""
+        return self.stored_forward if self.stored_forward is not None else rows_view.derived(self)
+
     def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """Term ids (ascending) and float32 weights of one document, read from the postings."""
+        """Term ids (int32, ascending) and float32 weights of one document, from the forward view: O(its terms)."""
+        return self.forward.document(row)
+
+    def document_from_lists(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """`document` read from the inverted lists (a search in every term's list): the forward view's check."""
         weights = self.weights_at(np.arange(self.vocab_size), [row])[:, 0]
-        terms = np.flatnonzero(weights)
+        terms = np.flatnonzero(weights).astype(np.int32)
         return terms, weights[terms]
 
     def block_term_major(self, block: int) -> sp.csr_matrix:
@@ -251,10 +271,8 @@ class InvertedIndex:
         return matrix
 
     def to_csr(self) -> sp.csr_matrix:
-        """The (n_docs, vocab) float32 CSR document matrix of the stored weights."""
-        if self.n_docs == 0:
-            return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
-        return sp.vstack([self.block_term_major(b).T.tocsr() for b in range(self.n_blocks)], format="csr")
+        """The (n_docs, vocab) float32 CSR document matrix of the stored weights (from the forward view)."""
+        return self.forward.rows(None, self.vocab_size)
 
     def term_major(self) -> sp.csr_matrix:
         """The (vocab, n_docs) float32 CSR of all postings, dense columns included: scipy's search operand."""
@@ -266,22 +284,31 @@ class InvertedIndex:
 
     # -- search -----------------------------------------------------------------------------------
 
-    def search(self, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k of canonical (q, vocab) float32 CSR queries: float32 scores and int64 rows (q, k)."""
+    def search(self, queries: QueryArrays | sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of (q, vocab) queries, checked (`mlsr.index.rows.query_arrays`) or canonical float32 CSR:
+        float32 scores and int64 rows (q, k)."""
+        if not isinstance(queries, QueryArrays):
+            queries = query_arrays(queries, "queries", self.vocab_size)
         k = max(0, min(int(k), self.n_docs))
-        n_queries = queries.shape[0]
+        n_queries = queries.n_rows
         if k == 0 or n_queries == 0:
             return np.zeros((n_queries, k), np.float32), np.zeros((n_queries, k), np.int64)
         kernel = _kernel() if self.n_docs >= KERNEL_MIN_DOCS and k <= max(1000, self.n_docs // 16) else None
         if kernel is None:
-            return self._search_scipy(queries, k)
-        return self._search_kernel(kernel, queries, k)
+            return self._search_scipy(queries.csr(), k)
+        return kernel_search(self, kernel, queries, k)
 
     @cached_property
     def _scipy_operand(self) -> sp.csr_matrix:
         return self.term_major()
 
     def _search_scipy(self, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if queries.shape[0] == 1:  # one query: scipy's product on the arrays, top-k among the documents it touches
+            columns, values = product_row(self._scipy_operand, queries.indices, queries.data)
+            top = top_k_of_nonzeros(columns, values, self.n_docs, k)
+            scores = np.zeros(self.n_docs, dtype=np.float32)
+            scores[columns] = values
+            return scores[top][None], top[None]
         scores = np.zeros((queries.shape[0], k), dtype=np.float32)
         indices = np.zeros((queries.shape[0], k), dtype=np.int64)
         chunk = max(1, min(256, MAX_SCORE_BLOCK // max(self.n_docs, 1)))
@@ -302,78 +329,3 @@ class InvertedIndex:
             weights, dense = weights.view(np.uint16), dense.view(np.uint16)
         return (self.indptr, self.docs, weights, self.scales, self.scale_starts, self.dense_indptr, self.dense_terms,
                 dense, self.dense_scales)
-
-    def _search_kernel(self, kernel, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-        n_queries = queries.shape[0]
-        parts = max(1, min(search_threads(), self.n_blocks))
-        bounds = np.linspace(0, self.n_blocks, parts + 1).astype(np.int64)
-        part_scores = np.full((parts, n_queries, k), -np.inf, dtype=np.float32)
-        part_rows = np.full((parts, n_queries, k), -1, dtype=np.int64)
-        q_indptr = queries.indptr.astype(np.int64)
-        q_terms = queries.indices.astype(np.int32)
-        q_weights = queries.data.astype(np.float32)
-        arrays = self._kernel_arrays
-
-        def run(part: int) -> None:
-            lo, hi = int(bounds[part]), int(bounds[part + 1])
-            keep = min(k, min(self.n_docs, hi * self.block_size) - lo * self.block_size)
-            kernel(*arrays, self.vocab_size, self.block_size, self.n_docs, q_indptr, q_terms, q_weights, lo, hi, keep,
-                   part_scores[part, :, :keep], part_rows[part, :, :keep], _scratch(self.block_size))
-
-        others = [_pool().submit(run, part) for part in range(1, parts)]
-        run(0)  # the calling thread takes a part too: one hand-off fewer
-        for other in others:
-            other.result()
-        # merge the parts' candidates: score descending, then row ascending (empty slots have row -1, -inf)
-        scores = part_scores.transpose(1, 0, 2).reshape(n_queries, parts * k)
-        rows = part_rows.transpose(1, 0, 2).reshape(n_queries, parts * k)
-        order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -scores), axis=-1)[:, :k]
-        return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
-
-
-def search_threads() -> int:
-    """Cores a search may use: `MLSR_SEARCH_THREADS`, else every core this process may run on."""
-    configured = os.environ.get("MLSR_SEARCH_THREADS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-_LOCK = threading.Lock()
-_LOCAL = threading.local()
-
-
-def _scratch(size: int) -> np.ndarray:
-    """This thread's float32 accumulator of at least `size` values, kept between searches."""
-    buffer = getattr(_LOCAL, "scratch", None)
-    if buffer is None or len(buffer) < size:
-        buffer = _LOCAL.scratch = np.empty(size, dtype=np.float32)
-    return buffer
-
-
-_KERNEL: list = []  # [search_blocks] once imported, [None] when numba is missing
-_POOL: list[ThreadPoolExecutor] = []
-
-
-def _kernel():
-    """The compiled kernel, or None (with one warning) when numba cannot be imported."""
-    with _LOCK:
-        if not _KERNEL:
-            try:
-                from mlsr.index.kernels import search_blocks
-            except ImportError as error:
-                logger.warning("numba is not available (%s): large indexes search with scipy, slower."
-                               " Install it: pip install -r requirements.txt", error)
-                search_blocks = None
-            _KERNEL.append(search_blocks)
-    return _KERNEL[0]
-
-
-def _pool() -> ThreadPoolExecutor:
-    with _LOCK:
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(max_workers=search_threads(), thread_name_prefix="mlsr-search"))
-    return _POOL[0]

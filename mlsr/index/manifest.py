@@ -35,6 +35,9 @@ POSTING_FILES = {
 # format 2 (one posting list per term, int32 rows) had the first five names, with other contents (mlsr.index.checks)
 FORMAT2_FILES = {name: POSTING_FILES[name] for name in ("indptr", "docs", "weights", "dense_terms", "dense_weights")}
 ITEMS_FILE = "items.jsonl"
+# the forward view (mlsr.index.forward): each row's terms and weights, memory-mapped (an index saved without it
+# derives it on first use)
+FORWARD_FILES = {"indptr": "forward.indptr.npy", "terms": "forward.terms.npy", "weights": "forward.weights.npy"}
 THUMBNAIL_FILES = {"offsets": "thumbnails.offsets.npy", "data": "thumbnails.data.npy"}  # mlsr.index.thumbnails
 DENSE_FILE = "dense.npy"
 # The manifest's own checksum (sha256 of every other field as sorted, compact JSON), computed the same way in
@@ -43,7 +46,7 @@ SEAL_FIELD = "manifest_sha256"
 # Manifest fields computed on save; everything else in a manifest is the index's `info`.
 DERIVED_FIELDS = {
     "format", "format_version", "count", "vocab_size", "vocab_sha256", "dense_size", "saved", "files",
-    "precision", "postings", "block_size", "thumbnails", SEAL_FIELD,
+    "precision", "postings", "block_size", "thumbnails", "forward", SEAL_FIELD,
 }
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -130,6 +133,12 @@ def _check_optional(manifest: dict, refuse, files: dict, version: int) -> None:
     if "documents" in manifest and not _one_of(manifest["documents"], DOCUMENTS):
         refuse("documents", f"must be one of {', '.join(DOCUMENTS)}, got {shown(manifest['documents'])}")
     _check_thumbnails(manifest, refuse, files)
+    listed = [name in files for name in FORWARD_FILES.values()]
+    if any(listed) and not all(listed):
+        refuse("files", f"must list all of {', '.join(FORWARD_FILES.values())}, or none")
+    if ("forward" in manifest) != all(listed) or ("forward" in manifest and not _whole(manifest["forward"], 0)):
+        refuse("forward", "must count the forward view's postings exactly when its files are listed,"
+                          f" {_got(manifest, 'forward')}")
     lineage = manifest.get("lineage")
     if lineage is not None and not (isinstance(lineage, str) and re.fullmatch(r"[0-9a-f]{16,64}", lineage)):
         refuse("lineage", f"must be 16 to 64 hex digits, got {shown(lineage)}")

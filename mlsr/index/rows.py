@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +23,8 @@ def as_csr(matrix, what: str) -> sp.csr_matrix:
             raise InputError(f"{what} must be 2-D, got shape {matrix.shape}.")
         _check_real(matrix.dtype, what)
         copy = sp.csr_matrix(matrix, copy=True)
+        if copy.nnz and (copy.indices.min() < 0 or copy.indices.max() >= copy.shape[1]):  # hand-made arrays
+            raise InputError(f"{what} name a column outside their {copy.shape[1]} columns.")
         copy.sum_duplicates()  # on the copy, in the input's dtype: sorts its indices and sums repeated entries
         with np.errstate(over="ignore"):
             data = copy.data.astype(np.float32)
@@ -42,6 +45,72 @@ def as_csr(matrix, what: str) -> sp.csr_matrix:
     canonical.eliminate_zeros()  # explicit zeros, and weights below float32's range, are absent terms
     canonical.has_canonical_format = True  # sorted, no duplicates (summed above)
     return canonical
+
+
+class QueryArrays(NamedTuple):
+    """Checked, canonical queries as search reads them: row offsets, terms ascending in each row, non-zero finite
+    float32 weights. They may be the caller's own arrays (a canonical float32 CSR is not copied): search only reads."""
+
+    indptr: np.ndarray  # int64 (rows + 1,)
+    terms: np.ndarray  # int32
+    weights: np.ndarray  # float32
+    n_cols: int
+    matrix: sp.csr_matrix | None = None  # the same queries as a canonical CSR, when one is at hand
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.indptr) - 1
+
+    def csr(self) -> sp.csr_matrix:
+        """The queries as a canonical float32 CSR matrix (for scipy's product)."""
+        if self.matrix is not None:
+            return self.matrix
+        matrix = sp.csr_matrix((self.weights, self.terms, self.indptr), shape=(self.n_rows, self.n_cols))
+        matrix.has_canonical_format = True
+        return matrix
+
+
+def query_arrays(queries, what: str = "queries") -> QueryArrays:
+    """Queries (sparse or a 2-D array) checked and made canonical once, for search.
+
+    A CSR matrix that is canonical already (terms ascending in each row, no zeros, finite weights) is read as
+    it is: only its weights are cast to float32 when they are not, so a query costs a few vector checks, not
+    a copy through scipy's constructors. Anything else goes through `as_csr` (a canonical float32 copy).
+    """
+    fast = _canonical_arrays(queries) if sp.issparse(queries) and queries.format == "csr" else None
+    if fast is not None:
+        return fast
+    matrix = as_csr(queries, what)
+    return QueryArrays(matrix.indptr.astype(np.int64, copy=False), matrix.indices.astype(np.int32, copy=False),
+                       matrix.data, matrix.shape[1], matrix)
+
+
+def _canonical_arrays(matrix: sp.csr_matrix) -> QueryArrays | None:
+    """A canonical real CSR's arrays as QueryArrays, or None when it is not canonical (or not sound)."""
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
+        return None
+    indptr, terms, data = matrix.indptr, matrix.indices, matrix.data
+    n_rows, n_cols = matrix.shape
+    if len(indptr) != n_rows + 1 or indptr[0] != 0 or indptr[-1] != len(terms) or len(terms) != len(data):
+        return None
+    with np.errstate(over="ignore"):
+        weights = data.astype(np.float32, copy=False)
+    if len(terms):
+        steps = np.diff(terms)
+        if n_rows == 1:
+            ascending = bool((steps > 0).all())
+        else:
+            rising = steps > 0
+            rising[indptr[1:-1][(indptr[1:-1] > 0) & (indptr[1:-1] < len(terms))] - 1] = True  # a row starts there
+            ascending = bool(rising.all()) and bool((np.diff(indptr) >= 0).all())
+        if not ascending or terms.min() < 0 or terms.max() >= n_cols:
+            return None
+        if not np.isfinite(weights).all() or not weights.all():
+            return None
+    elif (np.diff(indptr) != 0).any():
+        return None
+    return QueryArrays(indptr.astype(np.int64, copy=False), terms.astype(np.int32, copy=False), weights, n_cols,
+                       matrix if weights is data else None)
 
 
 def _check_real(dtype: np.dtype, what: str) -> None:

@@ -19,7 +19,7 @@ from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
 from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
-from mlsr.index.rows import as_csr, checked_rows, place_rows  # noqa: F401 (importable from here as before)
+from mlsr.index.rows import as_csr, checked_rows, place_rows, query_arrays  # noqa: F401 (place_rows: importable here)
 from mlsr.index.thumbnails import Thumbnails
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
@@ -148,10 +148,21 @@ class SparseIndex:
         return self.inverted.to_csr()
 
     def document(self, row: int) -> sp.csr_matrix:
-        """One document's vector, (1, vocab) CSR float32, read from the postings (no full matrix needed)."""
+        """One document's vector, (1, vocab) CSR float32, read from the forward view in O(its terms)."""
         row = self._check_row(row)
         terms, weights = self.inverted.document(row)
-        return sp.csr_matrix((weights, terms, [0, len(terms)]), shape=(1, self.vocab_size))
+        matrix = sp.csr_matrix((weights, terms, np.array([0, len(terms)])), shape=(1, self.vocab_size))
+        matrix.has_sorted_indices = True
+        return matrix
+
+    def rows(self, rows: Sequence[int] | np.ndarray) -> sp.csr_matrix:
+        """These documents' vectors, (len(rows), vocab) CSR float32, from the forward view (no full matrix built)."""
+        rows = np.asarray(rows).reshape(-1)
+        if rows.size and (rows.dtype == np.bool_ or not np.issubdtype(rows.dtype, np.integer)):
+            raise InputError(f"rows must be whole numbers, got {rows.dtype}.")
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise InputError(f"rows must lie in 0..{len(self) - 1}.")
+        return self.inverted.forward.rows(rows.astype(np.int64), self.vocab_size)
 
     def picture(self, row: int) -> bytes | None:
         """Row `row`'s thumbnail (WebP bytes), or None when the index keeps none for it."""
@@ -179,7 +190,9 @@ class SparseIndex:
         `queries` (sparse, or a 2-D array) are copied, never changed.
         """
         k = check_k(k)
-        queries = self._check_queries(queries)
+        queries = query_arrays(queries, "queries")  # checked and canonical once; a canonical CSR is not copied
+        if queries.n_cols != self.vocab_size:
+            raise InputError(self._width_problem(queries.n_cols))
         return Results(*self.inverted.search(queries, k))
 
     def score(self, query: sp.spmatrix, rows: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -208,15 +221,13 @@ class SparseIndex:
         top_k = check_top_k(top_k)
         row = self._check_row(index_row)
         q_ids, q_weights = nonzero_terms(query_row, self.vocab_size)
-        doc_weights = self.inverted.weights_at(q_ids, [row])[:, 0]
-        shared = np.flatnonzero(doc_weights)
-        contributions = q_weights[shared] * doc_weights[shared]
-        order = np.lexsort((q_ids[shared], -contributions))[:top_k]
-        return [
-            TermMatch(self.term(q_ids[shared[j]]), float(q_weights[shared[j]]), float(doc_weights[shared[j]]),
-                      float(contributions[j]))
-            for j in order
-        ]
+        d_ids, d_weights = self.inverted.document(row)  # the forward view: O(the document's terms)
+        terms, in_query, in_doc = np.intersect1d(q_ids, d_ids, assume_unique=True, return_indices=True)
+        q_shared, d_shared = q_weights[in_query], d_weights[in_doc]
+        contributions = q_shared * d_shared
+        order = np.lexsort((terms, -contributions))[:top_k]
+        return [TermMatch(self.term(terms[j]), float(q_shared[j]), float(d_shared[j]), float(contributions[j]))
+                for j in order]
 
     def term(self, term_id: int) -> str:
         """The word piece of a term id (or `#id` when the index carries no vocabulary)."""
@@ -232,11 +243,12 @@ class SparseIndex:
     def _check_queries(self, queries: sp.spmatrix) -> sp.csr_matrix:
         queries = as_csr(queries, "queries")
         if queries.shape[1] != self.vocab_size:
-            raise InputError(
-                f"queries have {queries.shape[1]} columns but the index has {self.vocab_size} terms;"
-                " encode them with the vocabulary the index was built with."
-            )
+            raise InputError(self._width_problem(queries.shape[1]))
         return queries
+
+    def _width_problem(self, columns: int) -> str:
+        return (f"queries have {columns} columns but the index has {self.vocab_size} terms;"
+                " encode them with the vocabulary the index was built with.")
 
 
     # -- models ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -15,11 +16,12 @@ from mlsr.images import ImageInput, load_image
 from mlsr.query_vectors import QueryVectors
 from mlsr.models import default_device
 from mlsr.models.backbone import Backbone, load_backbone, text_windows_of
-from mlsr.models.head import SparseHead
+from mlsr.models.head import SparseHead, token_mask
 from mlsr.models.record import ModelRecord, ModelRef, recorded_name
 from mlsr.models.tokenizer import load_tokenizer
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
 from mlsr.text import MAX_TEXT_CHARS, as_texts
+from mlsr.threads import configure_torch
 from mlsr.vocab import Terms, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ class Encoder:
     tokenizer_source: str | None = None
     backbone_ref: ModelRef | None = None  # head_only: the backbone that made the vectors (weights not loaded)
 
+    def __post_init__(self) -> None:
+        configure_torch(torch)  # the thread policy's intra-op threads, once the app or command line applied it
+
     @classmethod
     def from_pretrained(
         cls,
@@ -47,8 +52,10 @@ class Encoder:
         *,
         device: str | None = None,
         batch_size: int = 32,
+        text_int8: bool = False,
     ) -> "Encoder":
-        """Load backbone, head and tokenizer, each from a Hub id or a local folder."""
+        """Load backbone, head and tokenizer, each from a Hub id or a local folder; `text_int8`: the opt-in 8-bit
+        text encoder (`mlsr.models.int8`; CPU only, images and the head stay float32)."""
         device = device or default_device()
         sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
         dense_model = load_backbone(backbone, device=device)
@@ -57,7 +64,8 @@ class Encoder:
                 f"backbone {backbone!r} gives {dense_model.dense_size}-d vectors but head {head!r} reads"
                 f" {sparse_head.config.dense_size}-d ones; pick a head trained on this backbone."
             )
-        return cls(dense_model, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source)
+        encoder = cls(dense_model, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source)
+        return encoder.with_int8_text() if text_int8 else encoder
 
     @classmethod
     def head_only(
@@ -78,6 +86,12 @@ class Encoder:
         sparse_head, term_tokenizer, vocab, source = _load_head_and_vocab(head, tokenizer, device)
         return cls(None, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source,
                    backbone_ref=backbone)
+
+    def with_int8_text(self) -> "Encoder":
+        """This encoder with an int8 copy of its text encoder (`mlsr.models.int8`); this one is unchanged."""
+        from mlsr.models.int8 import int8_text_backbone
+
+        return dataclasses.replace(self, backbone=int8_text_backbone(self._need_backbone()))
 
     @property
     def vocab_size(self) -> int:
@@ -149,7 +163,8 @@ class Encoder:
         """Texts -> their expanded, no_expand and dense vectors, from one backbone pass over their windows.
 
         Each view equals what `encode_text(mode="expand")`, `encode_text(mode="no_expand")` and
-        `dense_text` give on their own; the backbone, the costly part, runs once instead of three times.
+        `dense_text` give on their own; the backbone runs once instead of three times, and the head once
+        instead of twice (no_expand is the expanded weights times the text's token mask, as the head masks).
         """
         texts = as_texts(texts)
         windows, raws, owners = self._windows(texts)
@@ -158,8 +173,9 @@ class Encoder:
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start : start + self.batch_size]
             dense = self.backbone.embed_texts(batch).to(self.head.proj.weight.device)
-            expand.append(self._sparsify(dense))
-            no_expand.append(self._sparsify(dense, raws[start : start + self.batch_size]))
+            expanded, masked = self._sparsify_views(dense, raws[start : start + self.batch_size])
+            expand.append(expanded)
+            no_expand.append(masked)
             np.add.at(pooled, owners[start : start + self.batch_size], dense.cpu().numpy())
             if progress:
                 progress(len(batch))
@@ -272,6 +288,17 @@ class Encoder:
             ids, attention = tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device)
         weights = self.head(dense, input_ids=ids, attention_mask=attention)
         return to_csr(weights)
+
+
+    @torch.inference_mode()
+    def _sparsify_views(self, dense: torch.Tensor, mask_texts: Sequence[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """The expanded and the masked (`no_expand`) CSR of one head pass: the head masks by multiplying its
+        weights by the same 0/1 token mask, so the masked view is the same floats as `_sparsify(dense, mask_texts)`."""
+        weights = self.head(dense)
+        tokens = self.tokenizer(list(mask_texts), add_special_tokens=False, padding=True, return_tensors="pt")
+        mask = token_mask(tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device),
+                          self.head.config.vocab_size)
+        return to_csr(weights), to_csr(weights * mask.to(weights))
 
 
 def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[SparseHead, object, Vocabulary, str]:

@@ -170,3 +170,13 @@ def test_the_published_models_pass_verify(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     print(out)
     assert code == 0, out
+
+
+def test_the_int8_check_runs_only_when_asked_and_reports_its_agreement(published, verify_args, capsys):
+    """`--only int8`: the 8-bit text path against float32 on the test captions (a number and a verdict either way:
+    tiny random models need not agree to the real models' bar); the default checks never run it."""
+    code = main([*verify_args, "--dataset", str(published), "--only", "int8", "--captions", "12", "--json"])
+    verdict = json.loads(capsys.readouterr().out)
+    (check,) = verdict["checks"]
+    assert check["number"] == 5 and check["name"] == "int8" and 0.5 < check["value"] <= 1.0
+    assert code == (0 if check["passed"] else 1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mlsr.index import blocks, inverted
+from mlsr.index import blocks, inverted, kernel_search
 from mlsr.index.sparse import SparseIndex
 from mlsr.settings import PRECISIONS
 from mlsr.vocab import Vocabulary
@@ -41,19 +41,20 @@ def skewed(n, seed, per_row=30, common=(0, 1, 2), levels=None, negative=False):
     return sp.csr_matrix((data, (rows, cols)), shape=(n, VOCAB), dtype=np.float32)
 
 
-@pytest.fixture(params=["scipy", "scipy-blocks", "kernel-1-block", "kernel-blocks"])
+@pytest.fixture(params=["scipy", "scipy-blocks", "kernel-1-block", "kernel-blocks", "kernel-blocks-1-thread"])
 def path(request, monkeypatch):
     """Which search path runs: scipy or the compiled kernel (with dense columns), over one block of documents or
-    blocks of 64 (the kernel then splits them between 3 threads)."""
+    blocks of 64 (the kernel then splits them between 3 threads, or one thread reads them all)."""
     if request.param.startswith("kernel"):
         # numba is a requirement: without it these cases would search with scipy, so fail rather than skip them
         assert inverted._kernel() is not None, "the compiled kernel cannot be imported: install numba (requirements.txt)"
         monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 0)
         monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
-        monkeypatch.setenv("MLSR_SEARCH_THREADS", "1" if request.param == "kernel-1-block" else "3")
+        monkeypatch.setenv("MLSR_SEARCH_THREADS", "3" if request.param == "kernel-blocks" else "1")
+        monkeypatch.setattr(kernel_search, "PART_WORK_NS", 1)  # split even these small searches between threads
     else:
         monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 10**12)
-    if request.param.endswith("blocks"):
+    if "blocks" in request.param:
         monkeypatch.setattr(blocks, "BLOCK_DOCS", 64)
     return request.param
 
@@ -169,9 +170,9 @@ def test_concurrent_searches_from_several_threads_agree(path, precision):
 
 def test_without_numba_large_indexes_fall_back_to_scipy(monkeypatch, caplog):
     monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 0)
-    monkeypatch.setattr(inverted, "_KERNEL", [])
+    monkeypatch.setattr(kernel_search, "_KERNEL", [])
     monkeypatch.setitem(__import__("sys").modules, "mlsr.index.kernels", None)  # import fails as if numba were missing
     index = SparseIndex.build(skewed(120, seed=27))
-    with caplog.at_level("WARNING", logger="mlsr.index.inverted"):
+    with caplog.at_level("WARNING", logger="mlsr.index.kernel_search"):
         check(index, skewed(5, seed=28), 10)
     assert "numba is not available" in caplog.text  # monkeypatch restores the real kernel afterwards

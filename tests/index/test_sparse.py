@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
 from tests.helpers.data import write_manifest
-from mlsr.index.folder import FORMAT_VERSION, MANIFEST_FILE, POSTING_FILES
+from mlsr.index.folder import FORMAT_VERSION, FORWARD_FILES, MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.models.record import ModelRecord
 from mlsr.index.inverted import top_k
@@ -182,7 +182,7 @@ def test_save_then_load_gives_identical_results(saved_index):
     assert loaded.info["documents"] == "image" and len(loaded) == 40
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     assert manifest["format_version"] == FORMAT_VERSION and set(manifest["files"]) == {
-        *POSTING_FILES.values(), "items.jsonl", "vocab.txt", "dense.npy"}
+        *POSTING_FILES.values(), *FORWARD_FILES.values(), "items.jsonl", "vocab.txt", "dense.npy"}
 
 
 def test_resave_replaces_atomically_and_leaves_no_temp_folders(saved_index):

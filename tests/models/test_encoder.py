@@ -241,3 +241,21 @@ def test_a_model_that_is_not_blip_retrieval_is_refused(head_dir, tokenizer_dir, 
     BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)).save_pretrained(tmp_path / "bert")
     with pytest.raises(ModelLoadError, match="BLIP retrieval"):
         Encoder.from_pretrained(str(tmp_path / "bert"), str(head_dir), str(tokenizer_dir))
+
+
+def test_text_views_run_the_head_once_per_batch_and_equal_each_mode(wide_encoder):
+    """encode_text_views: one head pass per batch of windows (not one per view); each view the same floats as
+    encode_text in that mode and dense_text."""
+    texts = ["a cat on a mat.", ARTICLE, "Two (small) dogs!"]
+    calls = []
+    hook = wide_encoder.head.register_forward_hook(lambda module, args, out: calls.append(out.shape[0]))
+    try:
+        views = wide_encoder.encode_text_views(texts)
+    finally:
+        hook.remove()
+    windows = len(wide_encoder._windows(texts)[0])
+    assert sum(calls) == windows and len(calls) == -(-windows // wide_encoder.batch_size)
+    for view, mode in ((views.expand, "expand"), (views.no_expand, "no_expand")):
+        want = wide_encoder.encode_text(texts, mode=mode)
+        assert (view != want).nnz == 0 and view.nnz == want.nnz, mode
+    np.testing.assert_allclose(views.dense, wide_encoder.dense_text(texts), rtol=1e-5, atol=1e-6)
