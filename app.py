@@ -77,14 +77,14 @@ def create_app(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    from mlsr.app.ui import CSS
+    from mlsr.app.ui import CSS, THEME
     from mlsr.progress import quiet_transformers
 
     quiet_transformers(args.verbose)
     demo = create_app(args)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=128)
     # Only the assets folder is served as files: gallery images are sent as thumbnails made by the app.
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, theme=THEME,
                 allowed_paths=[str(ASSETS)], max_file_size="20mb", footer_links=["api"], mcp_server=args.mcp)
 
 

@@ -7,6 +7,7 @@ traceback; pictures are the app's own files (`mlsr.app.pictures`), so the browse
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +21,6 @@ from mlsr.app.views import score_text
 from mlsr.errors import MlsrError
 
 MODELS = "models"  # one concurrency group for every event that runs model code: the queue's limit is global
-Show = Callable[[list[Hit]], list[tuple]]  # hits -> a Gallery's (picture, caption) items
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -61,11 +61,27 @@ def gallery_items(hits: list[Hit], placeholder: Path, picture: Callable[[int], b
                   ) -> list[tuple]:
     """(image, caption) pairs for a Gallery: '#rank · score · caption or id'. The image is the row's picture as a
     file in Gradio's cache folder, which the app itself serves (the browser asks no other host), or the placeholder."""
-    folder = Path(get_upload_folder()) / "mlsr-pictures"
-    shown = []
-    for hit in hits:
-        found = picture(hit.row)
-        shown.append((str(picture_file(found, folder) if found is not None else placeholder),
-                      f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"
-                      + (f" · {hit.license}" if hit.license else "")))
-    return shown
+    return [(picture_path(hit, placeholder, picture),
+             f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"
+             + (f" · {hit.license}" if hit.license else "")) for hit in hits]
+
+
+def picture_path(hit: Hit, placeholder: Path, picture: Callable[[int], bytes | None]) -> str:
+    """The file the app serves for a hit's picture (in Gradio's cache folder), or the placeholder's."""
+    found = picture(hit.row)
+    return str(picture_file(found, Path(get_upload_folder()) / "mlsr-pictures") if found is not None else placeholder)
+
+
+@dataclass(frozen=True)
+class Show:
+    """What the screens show of hits: `show(hits)` a Gallery's items, `show.picture_of(hit)` one hit's picture
+    as a file (for a full-size view with a download button)."""
+
+    placeholder: Path
+    picture: Callable[[int], bytes | None]
+
+    def __call__(self, hits: list[Hit]) -> list[tuple]:
+        return gallery_items(hits, self.placeholder, self.picture)
+
+    def picture_of(self, hit: Hit) -> str:
+        return picture_path(hit, self.placeholder, self.picture)

@@ -73,12 +73,12 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     @user_errors
     def on_select(query, hits: list[Hit], event: gr.SelectData):
         if query is None or not hits or event.index is None:
-            return gr.update(visible=False), "", None, None, None, None
+            return gr.update(visible=False), "", None, None, None, None, None
         hit = hits[event.index if isinstance(event.index, int) else event.index[0]]
-        return (gr.update(visible=True), *explanation(service, query, hit), hit)
+        return (gr.update(visible=True), *explanation(service, query, hit), show.picture_of(hit), hit)
 
     results.select(on_select, [query_state, hits_state],
-                   [why_row, c.why_title, c.matched, c.contribution_plot, c.hit_terms, selected_state],
+                   [why_row, c.why_title, c.matched, c.contribution_plot, c.hit_terms, c.picture, selected_state],
                    api_visibility="private", concurrency_id=MODELS)
 
     def on_more(hit: Hit | None, k_value: int):
@@ -137,6 +137,8 @@ def suggest_components(examples: list[Path]) -> SimpleNamespace:
                                        label="Matched terms: query weight × image weight = product",
                                        column_widths=["28%", "23%", "23%", "26%"])
             with gr.Column(scale=2):
+                picture = gr.Image(label="This image (full screen and download: the buttons above it)", height=300,
+                                   interactive=False, buttons=["download", "fullscreen"], elem_id="why-picture")
                 contribution_plot = gr.BarPlot(x="term", y="product", sort="-y", height=280, x_label_angle=-45,
                                                y_lim=[0, None], label=f"Largest products (top {PLOTTED_TERMS})",
                                                elem_id="contribution-plot")
@@ -146,7 +148,7 @@ def suggest_components(examples: list[Path]) -> SimpleNamespace:
         query_state=query_state, hits_state=hits_state, selected_state=selected_state, text=text, k=k, mode=mode,
         suggest_button=suggest_button, example_list=example_list, highlighted=highlighted, expansion=expansion,
         timing=timing, results=results, why_row=why_row, why_title=why_title, more=more, matched=matched,
-        contribution_plot=contribution_plot, hit_terms=hit_terms, editor=editor, filters=filters)
+        contribution_plot=contribution_plot, hit_terms=hit_terms, picture=picture, editor=editor, filters=filters)
 
 
 def explanation(service: Service, query, hit: Hit) -> tuple:

@@ -5,7 +5,6 @@ the app's MCP tools, described by their docstrings and type hints."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pandas as pd
 
 from mlsr.app.api import add_api
 from mlsr.app.article_ui import article_screen
-from mlsr.app.handlers import MODELS, Show, gallery_items, shown_in
+from mlsr.app.handlers import MODELS, Show, shown_in
 from mlsr.app.image_ui import image_screen
 from mlsr.app.mcp import structure_answers
 from mlsr.app.pictures import picture_route
@@ -33,6 +32,10 @@ PAPERS = (
 )
 COMPARE_EXAMPLES = ("a woman cutting a cake", "a man riding a motorbike on a dirt road",
                     "a boy leading water buffalo through a market")
+# The theme, chosen: Gradio's default layout with its fonts served by the app itself (LocalFont: no font host to
+# reach, as a Space's page must work where no other host answers), orange for the one primary action per screen,
+# and slate neutrals, against which the red shading of term weights keeps its contrast.
+THEME = gr.themes.Default(primary_hue="orange", secondary_hue="blue", neutral_hue="slate")
 CSS = """
 #query-highlight .textspan, #image-chips .textspan {font-size: 0.95rem;}
 .mlsr-timing {color: var(--body-text-color-subdued); font-size: 0.85rem;}
@@ -59,7 +62,7 @@ CSS = """
 
 def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placeholder: Path) -> gr.Blocks:
     """The five screens (suggest, article, image -> terms, sparse vs dense, about) and the named API endpoints."""
-    show = functools.partial(gallery_items, placeholder=placeholder, picture=service.pictures.picture)
+    show = Show(placeholder, service.pictures.picture)
     # delete_cache: uploads and rendered thumbnails older than an hour are removed every 30 minutes.
     # UploadsOnly: requests carry uploaded files only, never a URL the server would fetch (mlsr.app.uploads).
     with AppBlocks(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:

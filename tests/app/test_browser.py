@@ -96,6 +96,12 @@ def test_selecting_a_result_shows_why_it_ranked_and_more_like_it(page):
     expect(table).to_contain_text("buffalo")
     expect(page.locator("#why-row")).to_contain_text("the sum of the products")
     expect(page.locator("#hit-terms")).to_contain_text("market")
+    # the selected image at full size, from the app's own origin, with its download and full-screen buttons
+    picture = page.locator("#why-picture img")
+    expect(picture).to_be_visible()
+    assert picture.get_attribute("src").startswith(page.url.rstrip("/"))
+    expect(page.locator("#why-picture").get_by_label("Download")).to_be_visible()
+    expect(page.locator("#why-picture").get_by_label("Fullscreen")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "explain.png"), full_page=True)
     page.locator("#more-like-this").click()
     expect(page.locator("#suggest-timing")).to_contain_text("images like #1")
