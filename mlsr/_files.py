@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -12,7 +13,8 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 
 KILL_AT_ENV = "MLSR_TEST_KILL_AT"  # crash tests only: "STEP" or "STEP:N" (see `kill_point`)
@@ -109,10 +111,8 @@ def release_pages(*arrays) -> None:
             array = getattr(array, "base", None)
         mapped = getattr(array, "_mmap", None)
         if advice is not None and isinstance(mapped, mmap.mmap):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # nothing lost: the pages just stay resident
                 mapped.madvise(advice)
-            except (OSError, ValueError):  # nothing lost: the pages just stay resident
-                pass
 
 
 def regular_file(path: Path) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numbers
 import re
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from mlsr.errors import InputError
 from mlsr.settings import PRECISIONS, QUERY_MODES

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class LazyBar:
@@ -21,7 +21,7 @@ class LazyBar:
         if self.bar is not None:
             self.bar.update(n)
 
-    def __enter__(self) -> "LazyBar":
+    def __enter__(self) -> LazyBar:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import scipy.sparse as sp
 
@@ -19,8 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def search_texts(
-    encoder: "Encoder",
-    index: "SparseIndex | SearchBackend",
+    encoder: Encoder,
+    index: SparseIndex | SearchBackend,
     texts: Sequence[str] | str,
     k: int = 10,
     mode: QueryMode = "expand",

@@ -6,7 +6,8 @@ Vocabulary of names: `k` is the number of result rows, `top_k` the number of ter
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 # -- models and data (each a Hugging Face Hub id, or a local folder in its place) ------------------------
 DEFAULT_BACKBONE = "Salesforce/blip-itm-base-coco"

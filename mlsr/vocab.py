@@ -31,7 +31,7 @@ class Vocabulary:
         return len(self.terms)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> "Vocabulary":
+    def from_tokenizer(cls, tokenizer) -> Vocabulary:
         """Read the id -> piece table and the special ids of a transformers tokenizer."""
         by_id = sorted(tokenizer.get_vocab().items(), key=lambda pair: pair[1])
         if [i for _, i in by_id] != list(range(len(by_id))):
@@ -39,7 +39,7 @@ class Vocabulary:
         return cls(tuple(piece for piece, _ in by_id), frozenset(tokenizer.all_special_ids))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         """Read a `vocab.txt` (one piece per line, line number = id)."""
         terms = tuple(Path(path).read_text(encoding="utf-8").split("\n"))
         return cls(terms[:-1] if terms and terms[-1] == "" else terms)

@@ -8,7 +8,8 @@ Built by `mlsr.app.ui.build_ui`.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 import gradio as gr
 from gradio.data_classes import FileData
@@ -114,7 +115,7 @@ def image_endpoints(service: Service) -> list[Callable]:
         """The weighted vocabulary terms the model reads in an image: what the image is 'about', as words.
 
         Args:
-            image: the image (JPEG, PNG, WebP, ...) itself: an upload, or a data: URI; URLs and server paths are refused.
+            image: the image (JPEG, PNG, WebP, ...) itself: an upload or a data: URI; URLs and server paths are refused.
             top_k: how many terms to return, heaviest first, 1 to 200.
 
         Returns:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -82,7 +83,7 @@ class SectionSuggestion:
 
     section: Section
     query: str
-    hits: list["Hit"]
+    hits: list[Hit]
     terms: list[list[tuple[str, float]]]
     credits: list[str]
     candidates: int = 0  # images sharing a term with the query: more than `hits` when others took some
@@ -253,9 +254,9 @@ def assign(scores: np.ndarray, rows: np.ndarray, k: int, *, unique: bool = True,
         mine = [int(rows[s, i]) for i in kept[s]]
         if row in mine:
             continue
-        if document is not None and near_duplicate is not None and mine:
-            if _cosines(document, row, mine, vectors).max() > near_duplicate:
-                continue
+        if (document is not None and near_duplicate is not None and mine
+                and _cosines(document, row, mine, vectors).max() > near_duplicate):
+            continue
         kept[s].append(j)
         taken.add(row)
     return kept

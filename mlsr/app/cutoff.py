@@ -3,7 +3,8 @@ offered, and the message says how close the best came and which terms it shared.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 from mlsr.errors import InputError
 
@@ -30,7 +31,7 @@ def below_minimum(hits: list[HitT], min_score: object, shared_terms: Callable[[H
     """(hits, "") when the best scores at least `min_score` (or it is 0), else ([], the message) with the terms
     the best hit shared (`shared_terms(hit)`: TermMatch-like objects with `.term`, largest first)."""
     min_score = check_min_score(min_score)
-    if min_score <= 0 or (hits and getattr(hits[0], "score") >= min_score):
+    if min_score <= 0 or (hits and hits[0].score >= min_score):
         return hits, ""
     shared = [match.term for match in shared_terms(hits[0])] if hits else []
-    return [], no_match_message(getattr(hits[0], "score") if hits else None, min_score, shared, "this text")
+    return [], no_match_message(hits[0].score if hits else None, min_score, shared, "this text")

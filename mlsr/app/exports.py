@@ -7,7 +7,8 @@ user text is always escaped, never markup. Plain Python: no torch, no Gradio.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Sequence
 
 from mlsr.errors import InputError
 
@@ -32,7 +33,7 @@ class Figure(NamedTuple):
     credit: str = ""  # the whole credit as one line of text (any image that has one)
 
 
-def render_wikitext(article: "Article", figures: Sequence[Figure | None], weak: Sequence[str] = ()) -> str:
+def render_wikitext(article: Article, figures: Sequence[Figure | None], weak: Sequence[str] = ()) -> str:
     """The article's sections under wikitext headings, each chosen wiki file as `[[File:...|thumb|caption]]`
     (caption and credit escaped); an image that is not a wiki file, or a section without one, as a comment."""
     _check(article, figures)
@@ -46,7 +47,8 @@ def render_wikitext(article: "Article", figures: Sequence[Figure | None], weak: 
             text = " ".join(part for part in (_wiki(figure.caption), credit) if part)
             out.append(f"[[{_wiki_title(figure.id)}|thumb|{text}]]")
         elif figure is not None:
-            out.append(f"<!-- mlsr suggests {_comment(figure.id)} (not a file of the wiki): {_comment(figure.credit)} -->")
+            out.append(f"<!-- mlsr suggests {_comment(figure.id)} (not a file of the wiki): {_comment(figure.credit)}"
+                       f" -->")
         elif number < len(weak) and weak[number]:
             out.append(f"<!-- {_comment(weak[number])} -->")
         out.append(section.text.strip())
@@ -54,7 +56,7 @@ def render_wikitext(article: "Article", figures: Sequence[Figure | None], weak: 
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def render_html(article: "Article", figures: Sequence[Figure | None], weak: Sequence[str] = ()) -> str:
+def render_html(article: Article, figures: Sequence[Figure | None], weak: Sequence[str] = ()) -> str:
     """The article as one HTML `<article>`: headings, each section's `<figure>` (image, caption and credit with
     its links) and paragraphs; all user text escaped."""
     _check(article, figures)
@@ -135,6 +137,6 @@ def _comment(text: str) -> str:
     return " ".join(str(text).split()).replace("--", "- -").replace(">", "&gt;")
 
 
-def _check(article: "Article", figures: Sequence) -> None:
+def _check(article: Article, figures: Sequence) -> None:
     if len(figures) != len(article.sections):
         raise InputError(f"{len(figures)} figures for {len(article.sections)} sections.")

@@ -4,7 +4,7 @@ returns fewer than it could. Plain Python and numpy: no torch."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

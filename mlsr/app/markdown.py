@@ -4,7 +4,8 @@ written; captions and ids as literal text (never markup), the credit a photo nee
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Sequence
 
 from mlsr.errors import InputError
 
@@ -24,7 +25,7 @@ class Illustration(NamedTuple):
     id: str = ""
 
 
-def render_markdown(article: "Article", illustrations: Sequence[Illustration | None]) -> str:
+def render_markdown(article: Article, illustrations: Sequence[Illustration | None]) -> str:
     """The article as written, with each section's illustration inserted under its heading (or above it).
 
     Nothing of the article is changed or dropped: only the image blocks are added. `illustrations` has one

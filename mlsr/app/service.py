@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -129,9 +129,9 @@ class Service:
             self.backend = LocalBackend(self.index)
 
     @classmethod
-    def load(cls, index_dir: "str | Path | SparseIndex", *, backbone: str, head: str, tokenizer: str,
+    def load(cls, index_dir: str | Path | SparseIndex, *, backbone: str, head: str, tokenizer: str,
              device: str | None = None, backend: str = "scipy", milvus_uri: str | None = None,
-             collection: str | None = None, text_int8: bool = False) -> "Service":
+             collection: str | None = None, text_int8: bool = False) -> Service:
         """Load the index first (cheap, and a missing index is the likeliest mistake), then the backend and models.
 
         `index_dir` is a folder, or a Hub dataset id `owner/name[@revision]` (a str; see `SparseIndex.load`), or an

@@ -106,7 +106,8 @@ def public_text(text: str, names: list[str | Path]) -> str:
     return text
 
 
-def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer: str, broken_index: bool = False) -> str:
+def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer: str,
+                  broken_index: bool = False) -> str:
     """Markdown for the page the app serves when it cannot start: what it needs, the commands, where files go.
 
     With `broken_index` (the index folder exists but cannot be used), the command that rebuilds it, from its own
@@ -114,7 +115,8 @@ def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer:
     """
     index = str(index_dir)
     rebuild = rebuild_command(Path(index)) if broken_index and Path(index).is_dir() else None
-    get_index = (f"## Rebuild the index\n`{index}` cannot be used as it is; rebuild it as it was built:\n```\n{rebuild}\n"
+    get_index = (f"## Rebuild the index\n`{index}` cannot be used as it is; rebuild it as it was"
+                 f" built:\n```\n{rebuild}\n"
                  f"python app.py --index {index}\n```" if rebuild else
                  f"## On a machine that reaches the Hugging Face Hub\n```\npython -m mlsr prepare --index {index}"
                  f"     # the COCO test images from published vectors (~0.3 GB)\npython app.py --index {index}\n```")

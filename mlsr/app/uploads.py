@@ -60,7 +60,8 @@ def uploaded_image(payload: Any) -> bytes:
     path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
     url = payload.get("url") if isinstance(payload, dict) else getattr(payload, "url", None)
     if not isinstance(path, str) or not path:
-        raise InputError(URL_REFUSED if isinstance(url, str) and url else "no image was received: upload an image file.")
+        raise InputError(URL_REFUSED if isinstance(url, str) and url else "no image was received: upload an image"
+                                                                          " file.")
     if _is_url(path):
         raise InputError(URL_REFUSED)
     if not is_in_or_equal(path, get_upload_folder()):

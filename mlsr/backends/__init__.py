@@ -7,7 +7,8 @@ explanations and everything else still come from the index folder's `SparseIndex
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp

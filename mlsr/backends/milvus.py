@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -106,7 +106,8 @@ def index_fingerprint(index_dir: str | Path) -> dict:
         "items_sha256": (files.get(ITEMS_FILE) or {}).get("sha256"),
         "dense_sha256": (files.get(DENSE_FILE) or {}).get("sha256"),
     }
-    if manifest.get("lineage"):  # shared by the versions `add` / `remove` make (mlsr.index.folder); older folders lack it
+    # shared by the versions `add` / `remove` make (mlsr.index.folder); older folders lack it
+    if manifest.get("lineage"):
         fingerprint["lineage"] = manifest["lineage"]
     return fingerprint
 
@@ -143,7 +144,8 @@ def describe_fingerprint(fingerprint: dict | None) -> str:
     if fingerprint is None:
         return "data that mlsr did not export"
     if not fingerprint.get("lineage"):
-        return f"an export made before index lineages ({fingerprint.get('count')} rows: another index, or an older version)"
+        return (f"an export made before index lineages ({fingerprint.get('count')} rows: another index, or an older"
+                " version)")
     sparse = str(fingerprint.get("sparse_sha256"))[:12]
     return f"an export of another index ({fingerprint.get('count')} rows, sparse vectors {sparse})"
 
@@ -180,7 +182,7 @@ class MilvusBackend:
         self.has_dense = has_dense
 
     @classmethod
-    def open(cls, index: SparseIndex, uri: str, collection: str = DEFAULT_COLLECTION) -> "MilvusBackend":
+    def open(cls, index: SparseIndex, uri: str, collection: str = DEFAULT_COLLECTION) -> MilvusBackend:
         """Connect, check the collection came from `index`'s folder and is complete, and load it for search."""
         check_collection_name(collection)
         if index.path is None:
@@ -194,7 +196,8 @@ class MilvusBackend:
             expected = index_fingerprint(index.path)
             recorded = milvus_call(lambda: recorded_fingerprint(client, collection), uri)
             if recorded != expected:
-                raise BackendError(f"collection {collection!r} at {uri} holds {describe_fingerprint(recorded)}, not the index"
+                raise BackendError(f"collection {collection!r} at {uri} holds {describe_fingerprint(recorded)}, not"
+                                   f" the index"
                                    f" {index.source or index.path}; export this index (replace=True) or choose"
                                    " another collection.")
             # Loading builds the sealed segments' search indexes once, up front, instead of at the first query.
@@ -240,7 +243,8 @@ class MilvusBackend:
     def dense_search(self, vectors: np.ndarray, k: int = 10) -> Results:
         """Top-k rows per (q, d) dense query by inner product (exact FLAT index)."""
         if not self.has_dense:
-            raise InputError("this collection has no dense vectors; rebuild the index with dense vectors (dense=True) and export it.")
+            raise InputError("this collection has no dense vectors; rebuild the index with dense vectors (dense=True)"
+                             " and export it.")
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         if self.index.dense is not None and vectors.shape[1] != self.index.dense.shape[1]:
             raise InputError(f"queries have {vectors.shape[1]} dims, the dense vectors {self.index.dense.shape[1]}.")
@@ -266,8 +270,8 @@ class MilvusBackend:
         hits: dict[int, list] = {}
         for start in range(0, len(asked), QUERY_CHUNK):
             chunk = asked[start : start + QUERY_CHUNK]
-            found = milvus_call(lambda: self.client.search(
-                self.collection, data=[vectors[i] for i in chunk], anns_field=field, limit=fetch,
+            found = milvus_call(lambda: self.client.search(  # milvus_call calls it at once (B023 below)
+                self.collection, data=[vectors[i] for i in chunk], anns_field=field, limit=fetch,  # noqa: B023
                 output_fields=["row"], search_params={"metric_type": "IP"},
                 # an exported collection is read-only: no need to wait (Strong) for writes in flight
                 consistency_level="Bounded"), self.uri)

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -94,7 +94,8 @@ def export_index(
         earlier = milvus_call(lambda: _prepare_collection(client, collection, fingerprint, index, replace,
                                                           sparse_index), uri)
         fields = milvus_call(lambda: client.describe_collection(collection), uri)["fields"]
-        digests = any(field["name"] == "digest" for field in fields)  # collections exported before row digests have none
+        # collections exported before row digests have none
+        digests = any(field["name"] == "digest" for field in fields)
         if earlier:
             written, already, deleted = _update(client, collection, index, batch_size, progress, uri)
         else:
@@ -127,7 +128,7 @@ def _continue(client, collection: str, index: SparseIndex, batch_size: int, prog
     for first in range(start, n, batch_size):
         rows = _rows(index, range(first, min(n, first + batch_size)), digests=digests)
         write = client.upsert if upsert else client.insert
-        milvus_call(lambda: write(collection, rows), uri)
+        milvus_call(lambda: write(collection, rows), uri)  # noqa: B023 (milvus_call calls it at once)
         if progress is not None:
             progress(len(rows))
     return n - start
@@ -146,7 +147,7 @@ def _update(client, collection: str, index: SparseIndex, batch_size: int, progre
         progress(n - len(changed))
     for first in range(0, len(changed), batch_size):
         rows = _rows(index, changed[first : first + batch_size], wanted)
-        milvus_call(lambda: client.upsert(collection, rows), uri)
+        milvus_call(lambda: client.upsert(collection, rows), uri)  # noqa: B023 (called at once)
         if progress is not None:
             progress(len(rows))
     return len(changed), n - len(changed), stale
@@ -231,7 +232,8 @@ def _prepare_collection(client, collection: str, fingerprint: dict, index: Spars
 
 
 def _rows(index: SparseIndex, rows, known: list[str] | None = None, digests: bool = True) -> list[dict]:
-    """Collection records of these index rows, with their digests (`known`: every row's, else computed) when `digests`."""
+    """Collection records of these index rows, with their digests (`known`: every row's, else computed) when
+    `digests`."""
     rows = list(rows)
     vectors = index.rows(np.asarray(rows, dtype=np.int64))  # the forward view: a slice per row
     sparse = sparse_rows(vectors)

@@ -9,7 +9,7 @@ import argparse
 import logging
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mlsr.checks import reason
 from mlsr.errors import MlsrError

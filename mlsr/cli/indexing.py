@@ -45,7 +45,8 @@ def add_commands(commands) -> None:
                     " (e.g. lsr42/mscoco-blip-dense, lsr42/flickr30k-blip-dense) and write an index folder.")
     imp.add_argument("--dataset", default=dataset_default,
                      help="dense dataset: Hub id or folder (env MLSR_DATASET; default %(default)s)")
-    imp.add_argument("--split", default=DEFAULT_SPLIT, help="Karpathy split: train, val, test, restval (default %(default)s)")
+    imp.add_argument("--split", default=DEFAULT_SPLIT, help="Karpathy split: train, val, test, restval (default"
+                                                            " %(default)s)")
     imp.add_argument("--out", required=True, type=Path, help="index folder to write")
     add_overwrite_argument(imp)
     imp.add_argument("--image-root", type=Path,

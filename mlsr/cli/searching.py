@@ -75,7 +75,8 @@ def search_command(args: argparse.Namespace) -> int:
                 break
             item = index.items[row]
             matched = index.explain(queries[q], row, top_k=args.top_k)
-            hits.append({"rank": rank, "score": round(float(score), 4), "id": item["id"], "image": image_here(item.get("image"), index.path),
+            hits.append({"rank": rank, "score": round(float(score), 4), "id": item["id"],
+                         "image": image_here(item.get("image"), index.path),
                          "terms": [[m.term, round(m.contribution, 4)] for m in matched]})
             if item.get("credit"):
                 hits[-1].update({key: item.get(key) for key in ("credit", "license", "license_url", "source")})

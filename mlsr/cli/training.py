@@ -32,15 +32,18 @@ def add_commands(commands) -> None:
     encode.add_argument("--seed", type=int, default=0, help="seed of that draw (default %(default)s)")
     encode.add_argument("--batch-size", type=int, default=32, help="images or captions per forward pass")
     add_device_argument(encode)
-    encode.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    encode.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping"
+                                                              " it")
     encode.set_defaults(run=encode_dense_command)
 
     defaults = TrainConfig()
     train = commands.add_parser(
         "train", help="train a sparse head on a dense dataset",
         description="Train a dense-to-sparse head by distillation from a dense model's scores (ECIR 2024 recipe).")
-    train.add_argument("--data", required=True, help="dense dataset: folder or Hub dataset id (e.g. lsr42/mscoco-blip-dense)")
-    train.add_argument("--out", required=True, type=Path, help="folder for the head, its tokenizer, logs and checkpoint")
+    train.add_argument("--data", required=True, help="dense dataset: folder or Hub dataset id (e.g."
+                                                     " lsr42/mscoco-blip-dense)")
+    train.add_argument("--out", required=True, type=Path, help="folder for the head, its tokenizer, logs and"
+                                                               " checkpoint")
     train.add_argument("--tokenizer", help="vocabulary of the head, Hub id or folder (default: the --mlm model's,"
                                            f" else {DEFAULT_TOKENIZER})")
     train.add_argument("--mlm", default=DEFAULT_MLM,
@@ -50,8 +53,10 @@ def add_commands(commands) -> None:
                        help="paper: the published recipe (200 epochs); cpu: 20 epochs with --amp bf16, for a CPU."
                             " Flags given override the preset (default %(default)s)")
     train.add_argument("--epochs", type=int, help=f"default {defaults.epochs} (--preset cpu: {PRESETS['cpu'].epochs})")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="pairs per batch (default %(default)s)")
-    train.add_argument("--q-reg", type=float, default=defaults.q_reg, help="L1 weight on captions (default %(default)s)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="pairs per batch (default"
+                                                                                   " %(default)s)")
+    train.add_argument("--q-reg", type=float, default=defaults.q_reg, help="L1 weight on captions (default"
+                                                                           " %(default)s)")
     train.add_argument("--d-reg", type=float, default=defaults.d_reg, help="L1 weight on images (default %(default)s)")
     train.add_argument("--temperature", type=float, default=defaults.temperature,
                        help="of the dense teacher's softmax (default %(default)s)")
@@ -62,7 +67,8 @@ def add_commands(commands) -> None:
     train.add_argument("--warmup", type=float, default=defaults.warmup,
                        help="share of steps for L1 and learning-rate warm-up (default %(default)s)")
     train.add_argument("--mask-ratio", type=float,
-                       help="fixed probability of masking a batch's captions to their tokens (default: 1 -> 0 schedule)")
+                       help="fixed probability of masking a batch's captions to their tokens (default: 1 -> 0"
+                            " schedule)")
     train.add_argument("--hidden-size", type=int, default=defaults.hidden_size,
                        help="hidden size of a randomly initialised head (default %(default)s)")
     train.add_argument("--train-splits", default=",".join(defaults.train_splits),
@@ -77,7 +83,8 @@ def add_commands(commands) -> None:
                        help="a masked caption's tokens: reference = [CLS]/[SEP] kept, up to 512 (train.py); retrieval ="
                             " the raw text's word pieces, up to 128, as mlsr searches (default %(default)s)")
     train.add_argument("--last-batch", choices=LAST_BATCH, default=defaults.last_batch,
-                       help="an epoch's partial last batch: keep (a step, as the reference) or drop (default %(default)s)")
+                       help="an epoch's partial last batch: keep (a step, as the reference) or drop (default"
+                            " %(default)s)")
     train.add_argument("--validation", choices=VALIDATION, default=defaults.validation,
                        help="validation captions: reference = masked with the epoch's mask ratio (train.py); expanded ="
                             " fully expanded, as at search time (default %(default)s)")
@@ -106,7 +113,8 @@ def encode_dense_command(args: argparse.Namespace) -> int:
                               how="--overwrite")
     splits = ", ".join(f"{split} {count}" for split, count in sorted(report.splits.items()))
     print(f"wrote {report.images} images and {report.captions} captions ({backbone.dense_size}-d, {splits}) to"
-          f" {args.out} in {report.seconds:.1f} s" + (f"; reused {report.reused_chunks} finished chunks" if report.reused_chunks else ""))
+          f" {args.out} in {report.seconds:.1f} s"
+          + (f"; reused {report.reused_chunks} finished chunks" if report.reused_chunks else ""))
     for what, names in (("unreadable images skipped", [n for n, _ in report.skipped]),
                         ("images without a caption left out", report.uncaptioned),
                         ("captions naming no image under --images", report.unmatched)):

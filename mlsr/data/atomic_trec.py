@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,12 +61,14 @@ def parquet_shards(name_or_path: str | Path, split: str | None) -> Iterator[Path
         raise ModelLoadError(f"dataset {name_or_path!r}: not a local folder, and the Hub cannot list it"
                              f" ({type(error).__name__}); connect to the network or pass a local copy.") from None
     if not names:
-        raise ModelLoadError(f"dataset {name_or_path!r} has no parquet shards{f' of split {split!r}' if split else ''}.")
+        raise ModelLoadError(f"dataset {name_or_path!r} has no parquet"
+                             f" shards{f' of split {split!r}' if split else ''}.")
     for name in names:
         try:
             yield Path(hf_hub_download(str(name_or_path), name, repo_type="dataset"))
         except network as error:
-            raise ModelLoadError(f"dataset {name_or_path!r}: cannot download {name} ({type(error).__name__}).") from None
+            raise ModelLoadError(f"dataset {name_or_path!r}: cannot download {name}"
+                                 f" ({type(error).__name__}).") from None
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

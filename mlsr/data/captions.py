@@ -50,7 +50,8 @@ def scan_images(folder: str | Path, *, strict: bool = False) -> ImageScan:
             with os.scandir(directory) as listing:
                 entries = list(listing)
         except OSError as error:
-            skipped.append((f"{directory.relative_to(root).as_posix()}/", f"the folder cannot be read ({reason(error)})"))
+            skipped.append((f"{directory.relative_to(root).as_posix()}/", f"the folder cannot be read"
+                                                                          f" ({reason(error)})"))
             continue
         for entry in entries:
             path = Path(entry.path)

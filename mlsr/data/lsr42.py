@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -32,7 +32,8 @@ DATA_FILES = (IMAGE_FILE, TEXT_FILE, META_FILE)
 READ_BATCH = 4096  # parquet rows per record batch: what the reader holds at once besides the rows it keeps
 # The dense model behind each published dataset family, by the dataset's name (`lsr42/mscoco-blip-dense`, or a
 # local copy in a folder named like it); recorded in an index built from its vectors, never loaded.
-PUBLISHED_BACKBONES = {"mscoco-blip": "Salesforce/blip-itm-base-coco", "flickr30k-blip": "Salesforce/blip-itm-base-flickr"}
+PUBLISHED_BACKBONES = {"mscoco-blip": "Salesforce/blip-itm-base-coco",
+                       "flickr30k-blip": "Salesforce/blip-itm-base-flickr"}
 
 
 @dataclass(frozen=True)

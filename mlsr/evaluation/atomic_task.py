@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,7 +41,7 @@ class AtomicReport:
     seconds: float = 0.0
 
 
-def document_vectors(encoder: "Encoder", collection: Collection, documents: Sequence[str]) -> dict[str, sp.csr_matrix]:
+def document_vectors(encoder: Encoder, collection: Collection, documents: Sequence[str]) -> dict[str, sp.csr_matrix]:
     """(images, vocab) CSR documents of each representation; images and captions are encoded once each."""
     image_vectors = caption_vectors = None
     if any(doc != "caption" for doc in documents):
@@ -56,7 +57,7 @@ def document_vectors(encoder: "Encoder", collection: Collection, documents: Sequ
     return {doc: made[doc] for doc in documents}
 
 
-def run_atomic(encoder: "Encoder", collection: Collection, *, modes: Sequence[str] = ("no_expand", "expand"),
+def run_atomic(encoder: Encoder, collection: Collection, *, modes: Sequence[str] = ("no_expand", "expand"),
                documents: Sequence[str] = DOCUMENTS, measures: Sequence[str] = MEASURES,
                runs_dir: str | Path | None = None, progress: Status | None = None) -> AtomicReport:
     """Encode queries, images and captions once; evaluate each document representation in each query mode."""
@@ -67,7 +68,8 @@ def run_atomic(encoder: "Encoder", collection: Collection, *, modes: Sequence[st
     if progress:
         progress(f"encoding {len(collection.queries)} queries, {len(collection.image_ids)} images and their captions")
     queries = QuerySet(collection.query_ids, encoder.encode_text_views(collection.queries))
-    items = [{"id": image_id, "captions": [c] if c else []} for image_id, c in zip(collection.image_ids, collection.captions)]
+    items = [{"id": image_id, "captions": [c] if c else []}
+             for image_id, c in zip(collection.image_ids, collection.captions)]
     evaluations = {}
     for doc, vectors in document_vectors(encoder, collection, documents).items():
         index = SparseIndex.build(vectors, items, vocab=encoder.vocab, precision="float32")  # evaluation: exact weights
@@ -85,6 +87,7 @@ def format_tables(report: AtomicReport) -> str:
                 for doc, evaluation in report.evaluations.items() for result in evaluation.results]
         blocks.append(f"{title}\n" + text_table(["run", *measures], rows))
     c = report.collection
-    blocks.append(f"{len(c.query_ids)} validation queries, {len(c.image_ids)} images ({c.missing_images} relevant images"
+    blocks.append(f"{len(c.query_ids)} validation queries, {len(c.image_ids)} images ({c.missing_images} relevant"
+                  f" images"
                   f" not found in the {c.shards_read} image shards read); metrics in %")
     return "\n\n".join(blocks)

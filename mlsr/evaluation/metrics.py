@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -70,7 +70,8 @@ def parse_measure(name: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
-def per_query(rankings: Mapping[str, Sequence[str]], qrels: Qrels, measures: Sequence[str]) -> dict[str, dict[str, float]]:
+def per_query(rankings: Mapping[str, Sequence[str]], qrels: Qrels, measures: Sequence[str]
+              ) -> dict[str, dict[str, float]]:
     """{measure: {query id: value}} over the queries of `qrels`.
 
     As trec_eval: a judged query without a relevant document scores 0, and so does one with no

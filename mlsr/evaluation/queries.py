@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlsr.models.encoder import Encoder
 
 
-def dataset_queries(encoder: "Encoder", dataset: str | Path, split: str, *, no_expand: bool = True,
+def dataset_queries(encoder: Encoder, dataset: str | Path, split: str, *, no_expand: bool = True,
                     progress: Progress | None = None) -> tuple[QuerySet, Qrels]:
     """A Karpathy split's captions as queries (their published dense vectors through the head) and as qrels
     each caption's own image (relevance 1). Needs only the head and tokenizer."""
@@ -35,7 +35,7 @@ def dataset_queries(encoder: "Encoder", dataset: str | Path, split: str, *, no_e
     return QuerySet(ids, QueryVectors(encoder.sparsify(dense), masked, dense)), qrels
 
 
-def text_queries(encoder: "Encoder", path: str | Path) -> QuerySet:
+def text_queries(encoder: Encoder, path: str | Path) -> QuerySet:
     """Queries from a text file: `qid<TAB>text` per line, or one text per line (ids 1, 2, ...); one backbone pass."""
     try:
         lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

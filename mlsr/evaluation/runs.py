@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class Evaluation:
 
 
 def evaluate(
-    searcher: "SparseIndex | SearchBackend",
+    searcher: SparseIndex | SearchBackend,
     queries: QuerySet,
     qrels: Qrels,
     *,
@@ -165,11 +166,12 @@ def parse_run(name: str, hybrid_depth: int = HYBRID_DEPTH) -> tuple[str, int | N
     return kind, check_depth(int(depth))
 
 
-def evaluate_index(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, backend: "SearchBackend | None" = None,
+def evaluate_index(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, backend: SearchBackend | None = None,
                    **options) -> Evaluation:
     """`evaluate` against an index's items (`id`) and document frequencies; searches go to `backend` if given."""
     if "dense" in options.get("runs", DEFAULT_RUNS) and index.dense is None:
-        raise InputError("the index holds no dense vectors (build it with dense=True, or import-dense); drop the dense run.")
+        raise InputError("the index holds no dense vectors (build it with dense=True, or import-dense); drop the dense"
+                         " run.")
     if backend is None:
         from mlsr.backends.local import LocalBackend
 

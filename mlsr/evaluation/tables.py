@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from mlsr.evaluation.runs import RUN_LABELS, Evaluation, RunResult
 from mlsr.settings import REFERENCE_HYBRID_DEPTH

@@ -23,7 +23,8 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -94,7 +95,7 @@ class Verdict:
         return {**asdict(self), "passed": self.passed}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Verdict":
+    def from_json(cls, data: dict) -> Verdict:
         checks = [CheckResult(int(c["number"]), str(c["name"]), bool(c["passed"]),
                               None if c.get("value") is None else float(c["value"]), str(c["summary"]))
                   for c in data["checks"]]
@@ -191,7 +192,7 @@ def _agreement(number: int, name: str, live: np.ndarray, published: np.ndarray, 
                        f" needs a median >= {MIN_MEDIAN_COSINE}")
 
 
-def _text_agreement(number: int, encoder: "Encoder", source: "DatasetFolder", limit: int) -> CheckResult:
+def _text_agreement(number: int, encoder: Encoder, source: DatasetFolder, limit: int) -> CheckResult:
     sentences = [s for image in source.images(SPLIT) for s in image.get("sentences", ())][:limit]
     ids = [str(s["sentid"]) for s in sentences]
     published = source.vectors(TEXT_FILE, ids)
@@ -202,7 +203,7 @@ def _text_agreement(number: int, encoder: "Encoder", source: "DatasetFolder", li
     return _agreement(number, "text", live, published, f"{SPLIT} captions")
 
 
-def _image_agreement(number: int, encoder: "Encoder", source: "DatasetFolder", folder: Path) -> CheckResult:
+def _image_agreement(number: int, encoder: Encoder, source: DatasetFolder, folder: Path) -> CheckResult:
     photos = {path.name: path for path in sorted(folder.glob("*")) if path.suffix.lower() in IMAGE_SUFFIXES} \
         if folder.is_dir() else {}
     listed = [(str(image["imgid"]), photos[str(image.get("filename"))]) for image in source.meta["images"]
@@ -215,7 +216,7 @@ def _image_agreement(number: int, encoder: "Encoder", source: "DatasetFolder", f
     return _agreement(number, "image", live, published, f"photos of {folder.parent.name}/{folder.name}/")
 
 
-def _published_example(number: int, encoder: "Encoder", source: "DatasetFolder") -> CheckResult:
+def _published_example(number: int, encoder: Encoder, source: DatasetFolder) -> CheckResult:
     known = {str(image["imgid"]) for image in source.meta["images"]}
     if EXAMPLE_IMAGE_ID not in known:
         return CheckResult(number, "example", False, None, f"the dataset has no image id {EXAMPLE_IMAGE_ID}")
@@ -227,7 +228,7 @@ def _published_example(number: int, encoder: "Encoder", source: "DatasetFolder")
                        f" reference's (needs {MIN_EXAMPLE_OVERLAP}): {', '.join(top)}")
 
 
-def _retrieval(number: int, encoder: "Encoder", dataset: str | Path, target: float) -> CheckResult:
+def _retrieval(number: int, encoder: Encoder, dataset: str | Path, target: float) -> CheckResult:
     from mlsr.evaluation.queries import dataset_queries
     from mlsr.evaluation.runs import evaluate_index
     from mlsr.ingest.published import split_index
@@ -241,7 +242,7 @@ def _retrieval(number: int, encoder: "Encoder", dataset: str | Path, target: flo
                        f" float32); needs {target:.1f} +- {R1_TOLERANCE}")
 
 
-def _int8_agreement(number: int, encoder: "Encoder", dataset: str | Path, source: "DatasetFolder",
+def _int8_agreement(number: int, encoder: Encoder, dataset: str | Path, source: DatasetFolder,
                     limit: int) -> CheckResult:
     """The 8-bit text path against float32 on test captions: sparse cosine of their expanded vectors, and the
     overlap of their top 10 in the test split's gallery (the head on the published image vectors)."""

@@ -24,7 +24,7 @@ Weights are stored in one of three precisions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,7 +73,8 @@ def list_groups(postings: np.ndarray) -> np.ndarray:
 
 
 def row_blocks(chunks: Iterable[sp.csr_matrix], block_size: int) -> Iterator[sp.csr_matrix]:
-    """Regroup CSR row chunks (any sizes, same width) into consecutive blocks of `block_size` rows (the last may be shorter)."""
+    """Regroup CSR row chunks (any sizes, same width) into consecutive blocks of `block_size` rows (the last may be
+    shorter)."""
     pending: list[sp.csr_matrix] = []
     held = 0
     for chunk in chunks:
@@ -123,7 +124,8 @@ def invert_block(rows: sp.csr_matrix, precision: str, block_size: int) -> Part:
 
 
 def quantize_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 impacts of a block's listed float32 weights (>= 0, in posting order), their group scales, and which were kept.
+    """uint8 impacts of a block's listed float32 weights (>= 0, in posting order), their group scales, and which were
+    kept.
 
     A group is LIST_GROUP consecutive postings; scale = its max / 255. Postings whose impact rounds
     to 0 are dropped and the groups formed again over the rest (rarely needed more than once; after
@@ -140,7 +142,8 @@ def quantize_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def quantize_columns(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 impacts of float32 dense columns (m, block_size) and their scales (m, groups): one per COLUMN_GROUP rows."""
+    """uint8 impacts of float32 dense columns (m, block_size) and their scales (m, groups): one per COLUMN_GROUP
+    rows."""
     m, size = columns.shape
     groups = column_groups(size)
     padded = np.zeros((m, groups * COLUMN_GROUP), dtype=np.float32)

@@ -46,7 +46,8 @@ class DenseIndex:
 def _float32_rows(vectors, what: str) -> np.ndarray:
     """A C-contiguous float32 (n, d) array of finite real values (a copy when a conversion is needed)."""
     array = np.asarray(vectors)
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    real = np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    if array.dtype == np.bool_ or not real:
         raise InputError(f"{what} must hold real numbers, not {array.dtype}.")
     if array.ndim != 2:
         raise InputError(f"{what} must be 2-D (n, d), got shape {array.shape}.")

@@ -1,4 +1,5 @@
-"""Adding and removing documents: a new index equal to a fresh build of the changed collection, from its first changed block.
+"""Adding and removing documents: a new index equal to a fresh build of the changed collection, from its first changed
+block.
 
 Blocks are independent (`mlsr.index.blocks`), so a change keeps every block before the first row it
 touches as it is and inverts again only the rows from there on: an add touches the last, partial
@@ -61,7 +62,8 @@ def new_items(items: list[dict], added: Sequence[dict] | None, m: int, existing:
     check_items(added, m)
     taken = [str(item["id"]) for item in added if str(item["id"]) in existing]
     if taken:
-        raise InputError(f"{len(taken)} ids are already in the index ({_some(taken)}); remove them first to replace them.")
+        raise InputError(f"{len(taken)} ids are already in the index ({_some(taken)}); remove them first to replace"
+                         f" them.")
     return added
 
 

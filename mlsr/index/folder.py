@@ -250,7 +250,8 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
 
 
 def read_manifest(path: Path) -> dict:
-    """Read `manifest.json`, check it field by field (see `check_manifest`), then the size and sha256 of every file it lists."""
+    """Read `manifest.json`, check it field by field (see `check_manifest`), then the size and sha256 of every file it
+    lists."""
     if not path.is_dir():
         if path.exists():
             raise IndexFormatError(f"{path} is a file, not an index folder.")
@@ -260,7 +261,8 @@ def read_manifest(path: Path) -> dict:
     try:
         raw = (path / MANIFEST_FILE).read_bytes()
     except FileNotFoundError:
-        raise IndexFormatError(f"{path} has no {MANIFEST_FILE}: it is not an mlsr index (or its build was interrupted).") from None
+        raise IndexFormatError(f"{path} has no {MANIFEST_FILE}: it is not an mlsr index (or its build was"
+                               f" interrupted).") from None
     except OSError as error:
         raise IndexFormatError(f"index {path}: {unreadable(MANIFEST_FILE, None, error)}") from None
     try:

@@ -13,7 +13,8 @@ for an index saved before it was kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -76,7 +77,7 @@ class Forward:
         matrix.has_sorted_indices = True
         return matrix
 
-    def head(self, n: int) -> "Forward":
+    def head(self, n: int) -> Forward:
         """The first n rows (views)."""
         stop = int(self.indptr[n])
         return Forward(self.indptr[: n + 1], self.terms[:stop], self.weights[:stop])
@@ -137,7 +138,7 @@ def joined(parts: list[Forward], precision: str) -> Forward:
                    np.concatenate([part.weights for part in parts]).astype(weight_dtype(precision)))
 
 
-def derived(inverted: "InvertedIndex") -> Forward:
+def derived(inverted: InvertedIndex) -> Forward:
     """The forward view read from the inverted lists, block by block (an index saved before it was kept)."""
     parts = [of_rows(inverted.block_term_major(b).T.tocsr(), inverted.vocab_size, inverted.precision)
              for b in range(inverted.n_blocks)]
@@ -147,14 +148,14 @@ def derived(inverted: "InvertedIndex") -> Forward:
     return joined(parts, inverted.precision)
 
 
-def stored_nonzero(inverted: "InvertedIndex") -> int:
+def stored_nonzero(inverted: InvertedIndex) -> int:
     """The (document, term) weights that are not 0: the forward view's postings (a uint8 list may keep an impact
     of 0 when its groups did not settle; it is an absent term, as everywhere else)."""
     listed = len(inverted.docs) if not inverted.quantized else int(np.count_nonzero(inverted.weights))
     return listed + int(inverted.dense_counts.sum())
 
 
-def checked(arrays: dict[str, np.ndarray], inverted: "InvertedIndex") -> Forward:
+def checked(arrays: dict[str, np.ndarray], inverted: InvertedIndex) -> Forward:
     """Loaded forward arrays as a Forward, after checking them against the inverted lists they sit beside.
 
     Types, shapes and offsets; every term inside the vocabulary and ascending within its row; finite

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,8 +73,9 @@ class InvertedIndex:
 
     @classmethod
     def from_rows(cls, chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str = "float16",
-                  block_size: int | None = None, own_size: bool = True) -> "InvertedIndex":
-        """Invert canonical CSR float32 row chunks (in order, no explicit zeros), block by block (see `mlsr.index.blocks`).
+                  block_size: int | None = None, own_size: bool = True) -> InvertedIndex:
+        """Invert canonical CSR float32 row chunks (in order, no explicit zeros), block by block (see
+        `mlsr.index.blocks`).
 
         float16 turns to float32 (with a warning) at the first weight beyond its range; the blocks
         already inverted keep their float16-rounded weights, widened exactly. A collection smaller
@@ -193,7 +194,8 @@ class InvertedIndex:
         rows = np.array([self.block_rows(b) for b in self.dense_blocks], dtype=np.int64)
         np.add.at(per_term, self.dense_terms, rows * (self.weights.itemsize + scale / COLUMN_GROUP))
         per_term += self.n_blocks * 2 * self.indptr.itemsize
-        return np.add.reduceat(np.append(per_term[queries.indices], 0), queries.indptr[:-1]) * (np.diff(queries.indptr) > 0)
+        per_query = np.add.reduceat(np.append(per_term[queries.indices], 0), queries.indptr[:-1])
+        return per_query * (np.diff(queries.indptr) > 0)
 
     # -- reading weights --------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def search_threads() -> int:
     return request_threads()
 
 
-def kernel_search(index: "InvertedIndex", kernel, queries: "QueryArrays", k: int) -> tuple[np.ndarray, np.ndarray]:
+def kernel_search(index: InvertedIndex, kernel, queries: QueryArrays, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (1 <= k <= n_docs) of checked queries with the compiled kernel: float32 scores, int64 rows (q, k)."""
     n_queries = queries.n_rows
     parts = max(1, min(search_threads(), index.n_blocks, _worth_parts(index, queries)))
@@ -76,7 +76,7 @@ def kernel_search(index: "InvertedIndex", kernel, queries: "QueryArrays", k: int
     return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
-def _worth_parts(index: "InvertedIndex", queries: "QueryArrays") -> int:
+def _worth_parts(index: InvertedIndex, queries: QueryArrays) -> int:
     """How many parts the estimated work of these queries pays for (at least 1)."""
     postings = float(index.term_postings[queries.terms].sum()) if len(queries.terms) else 0.0
     work = queries.n_rows * index.n_docs * ROW_NS + postings * POSTING_NS

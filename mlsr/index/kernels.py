@@ -199,7 +199,8 @@ _BLOCK = 64  # scores checked at once by the top-k scan
 
 @njit(cache=True, nogil=True)
 def _offer(accumulator, base, heap_scores, heap_rows, filled, keep):
-    """Offer one block's scores (rows base, base + 1, ...) to a heap holding `filled` of `keep`; returns the new fill."""
+    """Offer one block's scores (rows base, base + 1, ...) to a heap holding `filled` of `keep`; returns the new
+    fill."""
     size = accumulator.shape[0]
     start = 0
     while filled < keep and start < size:  # the first `keep` rows of the part fill the heap
@@ -290,8 +291,8 @@ def search_blocks(
                 j += 1
                 c = column[j - 1]
                 if c >= 0 and j < n_terms and column[j] >= 0:  # two columns in a row: one pass
-                    _add_two_columns(accumulator, dense_weights[c, :size], dense_weights[column[j], :size], dense_scales,
-                                     c, column[j], quantized, weight, np.float32(q_weights[first + j]))
+                    _add_two_columns(accumulator, dense_weights[c, :size], dense_weights[column[j], :size],
+                                     dense_scales, c, column[j], quantized, weight, np.float32(q_weights[first + j]))
                     j += 1
                 elif c >= 0:
                     _add_column(accumulator, dense_weights[c, :size], dense_scales, c, quantized, weight)
@@ -301,5 +302,6 @@ def search_blocks(
                     _add_impacts(accumulator, docs, weights, scales, start[j - 1], stop[j - 1], indptr[segments],
                                  scale_starts[b], weight)
                 else:
-                    _add_postings(accumulator, docs[start[j - 1] : stop[j - 1]], weights[start[j - 1] : stop[j - 1]], weight)
+                    lo, hi = start[j - 1], stop[j - 1]
+                    _add_postings(accumulator, docs[lo:hi], weights[lo:hi], weight)
             filled[q] = _offer(accumulator, base, out_scores[q], out_rows[q], filled[q], keep)

@@ -78,7 +78,8 @@ def check_manifest(manifest: dict, where: str, error: type[Exception] = IndexFor
     """Raise IndexFormatError, naming the field, unless the manifest has every required field with a valid value.
 
     Checked: the manifest's own checksum first (indexes saved before it was added have none), so that
-    a damaged manifest is blamed on itself; then the format version (a whole number this mlsr reads), sizes (whole numbers in range), hashes (64 hex
+    a damaged manifest is blamed on itself; then the format version (a whole number this mlsr reads), sizes (whole
+    numbers in range), hashes (64 hex
     digits), enums (`precision` from `mlsr.settings.PRECISIONS`, `documents` from DOCUMENTS),
     the file table, the `models` record, and fields that must agree with each other. `save` runs the
     same checks (with `error` InputError) so that no index is written that would be refused on load.
@@ -87,7 +88,8 @@ def check_manifest(manifest: dict, where: str, error: type[Exception] = IndexFor
         raise error(f"{where}: {MANIFEST_FILE}: {field!r} {problem}; {fix}.")
 
     if SEAL_FIELD in manifest and manifest[SEAL_FIELD] != _seal(manifest):
-        raise IndexFormatError(f"{where}: {MANIFEST_FILE} does not match its own checksum (altered); rebuild the index.")
+        raise IndexFormatError(f"{where}: {MANIFEST_FILE} does not match its own checksum (altered); rebuild the"
+                               f" index.")
     damaged_seal = [key for key in manifest if key != SEAL_FIELD and _one_letter_apart(key, SEAL_FIELD)]
     if damaged_seal:  # a flipped bit in the seal's own name would otherwise pass as an unsealed manifest
         refuse(damaged_seal[0], f"is not a field of the format (a damaged {SEAL_FIELD!r}?)")
@@ -103,12 +105,14 @@ def check_manifest(manifest: dict, where: str, error: type[Exception] = IndexFor
     files = manifest.get("files")
     required = required_files(version)
     if not isinstance(files, dict) or any(name not in files for name in required):
-        refuse("files", f"must list {', '.join(required)}" + ("" if isinstance(files, dict) else f", {_got(manifest, 'files')}"))
+        got = "" if isinstance(files, dict) else f", {_got(manifest, 'files')}"
+        refuse("files", f"must list {', '.join(required)}{got}")
     for name, record in files.items():
         if Path(name).name != name or name in ("", ".", "..", MANIFEST_FILE):
             raise IndexFormatError(f"{where}: the manifest names a file outside the folder ({shown(name)}).")
         if not isinstance(record, dict) or not _whole(record.get("bytes"), 0) or not _hash(record.get("sha256")):
-            refuse(f"files.{name}", f"must be {{'bytes': a whole number, 'sha256': 64 hex digits}}, got {shown(record)}")
+            refuse(f"files.{name}", f"must be {{'bytes': a whole number, 'sha256': 64 hex digits}}, got"
+                                    f" {shown(record)}")
     _check_optional(manifest, refuse, files, version)
 
 
@@ -117,7 +121,8 @@ def _check_optional(manifest: dict, refuse, files: dict, version: int) -> None:
 
     sha = manifest.get("vocab_sha256")
     if not (sha is None or _hash(sha)) or (VOCAB_FILE in files) != (sha is not None):
-        refuse("vocab_sha256", f"must be 64 hex digits when {VOCAB_FILE} is listed and null otherwise, got {shown(sha)}")
+        refuse("vocab_sha256", f"must be 64 hex digits when {VOCAB_FILE} is listed and null otherwise, got"
+                               f" {shown(sha)}")
     dense_size = manifest.get("dense_size")
     if not (dense_size is None or _whole(dense_size, 1)) or (DENSE_FILE in files) != (dense_size is not None):
         refuse("dense_size", f"must be a whole number >= 1 when {DENSE_FILE} is listed and null otherwise,"

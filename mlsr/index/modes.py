@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 NO_HIT = -1  # the row of an entry past a query's last hit (its score is 0)
 
 
-def rank(index: "SparseIndex | SearchBackend", queries: QueryVectors, mode: QueryMode = "expand", k: int = 10,
+def rank(index: SparseIndex | SearchBackend, queries: QueryVectors, mode: QueryMode = "expand", k: int = 10,
          depth: int = HYBRID_DEPTH) -> Results:
     """Top-k hits per query in one of the three modes (`depth`: the candidates hybrid re-scores); a query with
     fewer than k hits ends its row with `NO_HIT` entries (see `hits_only`)."""
@@ -52,7 +52,7 @@ def hits_only(results: Results) -> Results:
 
 
 def hybrid_search(
-    index: "SparseIndex | SearchBackend", no_expand: sp.csr_matrix, expand: sp.csr_matrix, k: int = 10,
+    index: SparseIndex | SearchBackend, no_expand: sp.csr_matrix, expand: sp.csr_matrix, k: int = 10,
     depth: int = HYBRID_DEPTH,
 ) -> Results:
     """Candidates from the `no_expand` queries, re-scored by the `expand` ones, and nothing else.

@@ -28,7 +28,8 @@ from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER
 
 CARD = Template(Path(__file__).with_name("card.md").read_text(encoding="utf-8"))
 CARD_FILE = "README.md"
-_MODEL_ID = re.compile(rf"{REPO_NAME_PART}(/{REPO_NAME_PART})?")  # what a Hub model id looks like (a local path usually does not)
+# what a Hub model id looks like (a local path usually does not)
+_MODEL_ID = re.compile(rf"{REPO_NAME_PART}(/{REPO_NAME_PART})?")
 DEFAULTS = {"backbone": DEFAULT_BACKBONE, "head": DEFAULT_HEAD, "tokenizer": DEFAULT_TOKENIZER}
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
@@ -125,7 +126,8 @@ def refuse_machine_paths(folder: Path, manifest: dict) -> None:
             if found:
                 break
     if found:
-        raise InputError(f"{folder.name} names a path of this machine ({found[0]}{' and more' if len(found) > 1 else ''});"
+        raise InputError(f"{folder.name} names a path of this machine"
+                         f" ({found[0]}{' and more' if len(found) > 1 else ''});"
                          " nothing was published. Rebuild the index with this mlsr (it records folders by name and"
                          " images relative to the index), or edit that field.")
 
@@ -134,7 +136,8 @@ def count_local_images(folder: Path) -> int:
     """Items whose image is a file on this machine and that have no thumbnail in the index: they show a placeholder."""
     items = read_jsonl(folder / ITEMS_FILE)
     offsets_file = folder / THUMBNAIL_FILES["offsets"]
-    pictured = np.diff(np.load(offsets_file, allow_pickle=False)) > 0 if offsets_file.is_file() else np.zeros(len(items), bool)
+    pictured = (np.diff(np.load(offsets_file, allow_pickle=False)) > 0 if offsets_file.is_file()
+                else np.zeros(len(items), bool))
     return sum(1 for item, has in zip(items, pictured) if not has and item.get("image")
                and not str(item["image"]).startswith(("http://", "https://")))
 

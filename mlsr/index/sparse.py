@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from itertools import chain
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -78,7 +79,7 @@ class SparseIndex:
         info: dict | None = None,
         precision: str = "float16",
         thumbnails: Thumbnails | None = None,
-    ) -> "SparseIndex":
+    ) -> SparseIndex:
         """Index (n, vocab) document vectors; items default to `{"id": str(row)}`; `thumbnails`: one picture a row.
 
         `vectors` is one scipy sparse matrix, or an iterable of them (consecutive row chunks of the
@@ -110,7 +111,8 @@ class SparseIndex:
         elif isinstance(vectors, Iterable) and not isinstance(vectors, (str, bytes, dict)):
             chunks = (as_csr(chunk, "document vectors") for chunk in vectors)
         else:
-            raise InputError("document vectors must be a scipy sparse matrix or a 2-D array, or an iterable of them (row chunks).")
+            raise InputError("document vectors must be a scipy sparse matrix or a 2-D array, or an iterable of them"
+                             " (row chunks).")
         first = next(chunks, None)
         if first is None:
             raise InputError("no document vectors: give a matrix, or at least one row chunk.")
@@ -277,7 +279,7 @@ class SparseIndex:
     # -- changes ----------------------------------------------------------------------------------
 
     def add(self, vectors, items: Sequence[dict] | None = None, dense: np.ndarray | None = None,
-            thumbnails: Thumbnails | None = None) -> "SparseIndex":
+            thumbnails: Thumbnails | None = None) -> SparseIndex:
         """A new index with these documents appended (this one is unchanged); `save` it to keep it.
 
         `vectors` (m, vocab) sparse or a 2-D array, `items` one dict each with an `id` not yet in the
@@ -310,7 +312,7 @@ class SparseIndex:
         return SparseIndex(inverted, [*self.items, *added], self.vocab, dense, edit.recorded(self.info, added=m),
                            thumbnails=thumbnails)
 
-    def remove(self, ids: Sequence[str]) -> "SparseIndex":
+    def remove(self, ids: Sequence[str]) -> SparseIndex:
         """A new index without the items of these ids (this one is unchanged); later rows move up. `save` it to keep it.
 
         An id the index does not hold is refused (nothing is removed). Equal to a fresh build of the
@@ -335,7 +337,7 @@ class SparseIndex:
                                             self.thumbnails)
 
     @classmethod
-    def load(cls, path: str | Path, models: ModelRecord | None = None, *, mmap: bool = True) -> "SparseIndex":
+    def load(cls, path: str | Path, models: ModelRecord | None = None, *, mmap: bool = True) -> SparseIndex:
         """Read an index folder, verifying every file's size and checksum against the manifest.
 
         `path` may also be a Hub dataset id, `owner/name` or `owner/name@revision` (a `str`; a `Path` is

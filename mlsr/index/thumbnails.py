@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -33,7 +33,7 @@ class Thumbnails:
     data: np.ndarray
 
     @classmethod
-    def from_pictures(cls, pictures: Sequence[bytes | None]) -> "Thumbnails":
+    def from_pictures(cls, pictures: Sequence[bytes | None]) -> Thumbnails:
         """Pack one picture per row (None or b"": the row has none)."""
         sizes = np.fromiter((len(p or b"") for p in pictures), dtype=np.int64, count=len(pictures))
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -41,7 +41,7 @@ class Thumbnails:
         return cls(offsets, data)
 
     @classmethod
-    def none(cls, n: int) -> "Thumbnails":
+    def none(cls, n: int) -> Thumbnails:
         """n rows without a picture."""
         return cls(np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8))
 
@@ -66,7 +66,7 @@ class Thumbnails:
         """Rows that have a picture."""
         return int(np.count_nonzero(np.diff(self.offsets)))
 
-    def take(self, rows: Sequence[int] | np.ndarray) -> "Thumbnails":
+    def take(self, rows: Sequence[int] | np.ndarray) -> Thumbnails:
         """The pictures of these rows, in this order (a new object; this one is unchanged). Copied a run of
         consecutive rows at a time, so keeping all but a few rows of a large index costs a few slices."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -74,16 +74,17 @@ class Thumbnails:
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         runs = zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]]))
         data = np.asarray(self.data)
-        pieces = [data[self.offsets[rows[first]]:self.offsets[rows[last - 1] + 1]] for first, last in runs if last > first]
+        pieces = [data[self.offsets[rows[first]]:self.offsets[rows[last - 1] + 1]]
+                  for first, last in runs if last > first]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         return Thumbnails(offsets, np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8))
 
-    def then(self, other: "Thumbnails") -> "Thumbnails":
+    def then(self, other: Thumbnails) -> Thumbnails:
         """These rows followed by `other`'s."""
         offsets = np.concatenate([self.offsets[:-1], other.offsets + self.offsets[-1]]).astype(np.int64)
         return Thumbnails(offsets, np.concatenate([np.asarray(self.data), np.asarray(other.data)]))
 
-    def filled(self, pictures: dict[int, bytes]) -> "Thumbnails":
+    def filled(self, pictures: dict[int, bytes]) -> Thumbnails:
         """A copy with these rows' pictures set (the others kept)."""
         return Thumbnails.from_pictures([pictures.get(row) or self.picture(row) for row in range(len(self))])
 

@@ -19,7 +19,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from mlsr import __version__
 from mlsr._files import atomic_write_bytes, atomic_write_json, kill_point
@@ -153,7 +154,7 @@ def fetch_files(files: list[WikiFile], out: Path, api: MediaWikiApi, report: Wik
     return [files[row] for row in kept], [thumbnails.picture(row) for row in kept]
 
 
-def encode_files(encoder: "Encoder", files: list[WikiFile], pictures: list[bytes], out: Path, *,
+def encode_files(encoder: Encoder, files: list[WikiFile], pictures: list[bytes], out: Path, *,
                  documents: Documents, dense: bool, report: WikiReport,
                  stages: Stages | None = None) -> EncodedFolder:
     """The files' thumbnails encoded as `documents` rows, their items carrying the credit fields."""
@@ -179,7 +180,7 @@ def encode_files(encoder: "Encoder", files: list[WikiFile], pictures: list[bytes
     return folder
 
 
-def build_wiki_index(encoder: "Encoder", selection: WikiSelection, *, out: str | Path, api: MediaWikiApi | None = None,
+def build_wiki_index(encoder: Encoder, selection: WikiSelection, *, out: str | Path, api: MediaWikiApi | None = None,
                      documents: Documents = "image", dense: bool = False, precision: str = "float16",
                      stages: Stages | None = None, overwrite: bool = False) -> tuple[SparseIndex, WikiReport]:
     """An index at `out` of the wiki's files named by `selection` (see the module's docstring)."""
@@ -203,7 +204,7 @@ def build_wiki_index(encoder: "Encoder", selection: WikiSelection, *, out: str |
     return index, report
 
 
-def add_wiki_files(encoder: "Encoder", index: SparseIndex, selection: WikiSelection, *,
+def add_wiki_files(encoder: Encoder, index: SparseIndex, selection: WikiSelection, *,
                    api: MediaWikiApi | None = None, replace: bool = False,
                    stages: Stages | None = None) -> tuple[SparseIndex, WikiReport]:
     """Append the wiki's files named by `selection` to an index folder (its own models and document kind); a file

@@ -104,7 +104,8 @@ def encode_dense(
     flat = [clean_caption(text) for i in kept for text in groups[i]]
     text_vectors, reused_texts = _encode_texts(backbone, flat, cache, chunk_size, batch_size, progress)
     report.reused_chunks = reused + reused_texts
-    meta_images, text_ids = _meta_images([paired[i] for i in kept], [groups[i] for i in kept], [splits[i] for i in kept])
+    meta_images, text_ids = _meta_images([paired[i] for i in kept], [groups[i] for i in kept],
+                                         [splits[i] for i in kept])
     meta = {
         "dataset": out.name,
         "images": meta_images,
@@ -219,8 +220,8 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
 
 
-def _encode_images(backbone: Backbone, images_dir: Path, names: list[str], cache: Path, chunk_size: int, batch_size: int,
-                   strict: bool, progress) -> tuple[np.ndarray, list[int], list[tuple[str, str]], int]:
+def _encode_images(backbone: Backbone, images_dir: Path, names: list[str], cache: Path, chunk_size: int,
+                   batch_size: int, strict: bool, progress) -> tuple[np.ndarray, list[int], list[tuple[str, str]], int]:
     """(vectors of the readable images, their positions in `names`, the skipped ones, chunks reused)."""
     vectors, kept, skipped, reused = [], [], [], 0
     for chunk, start in enumerate(range(0, len(names), chunk_size)):

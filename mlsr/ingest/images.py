@@ -1,4 +1,5 @@
-"""Build a sparse index from a folder of images, optionally with captions (the seed paper's three runs), or add a folder to one."""
+"""Build a sparse index from a folder of images, optionally with captions (the seed paper's three runs), or add a
+folder to one."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class BuildReport:
 
 
 def build_index(
-    encoder: "Encoder",
+    encoder: Encoder,
     images_dir: str | Path,
     *,
     out: str | Path,
@@ -94,7 +95,7 @@ def build_index(
 
 
 def add_images(
-    encoder: "Encoder",
+    encoder: Encoder,
     index: SparseIndex | str | Path,
     images_dir: str | Path,
     *,
@@ -102,7 +103,7 @@ def add_images(
     strict: bool = False,
     replace: bool = False,
     progress: Progress | None = None,
-    plan: "AddPlan | None" = None,
+    plan: AddPlan | None = None,
 ) -> tuple[SparseIndex, BuildReport]:
     """Encode the images under `images_dir` with the index's own models and document kind, and append them.
 
@@ -175,11 +176,11 @@ class EncodedFolder:
     items: list[dict]
     dense: np.ndarray | None
     report: BuildReport
-    store: "_BatchStore"
+    store: _BatchStore
     thumbnails: Thumbnails  # one picture per item, made from the image already opened for encoding
 
 
-def encode_folder(encoder: "Encoder", images_dir: str | Path, out: Path, *, captions: dict[str, list[str]] | None,
+def encode_folder(encoder: Encoder, images_dir: str | Path, out: Path, *, captions: dict[str, list[str]] | None,
                   documents: Documents, dense: bool, strict: bool, progress: Progress | None,
                   root: Path | None = None) -> EncodedFolder:
     """Every image under `images_dir` (and its captions) as `documents` rows, batches kept beside `out` until saved.
@@ -230,7 +231,7 @@ def _check_captions(documents: str, names: list[str], captions: dict[str, list[s
         )
 
 
-def _encode_images(encoder: "Encoder", paths: list[Path], names: list[str], store: "_BatchStore",
+def _encode_images(encoder: Encoder, paths: list[Path], names: list[str], store: _BatchStore,
                    report: BuildReport, documents: str, dense: bool, strict: bool, progress: Progress | None
                    ) -> tuple[list[int], sp.csr_matrix | None, np.ndarray | None, list[bytes | None]]:
     """The images that could be read (their numbers), their sparse and (with `dense`) dense vectors, thumbnails.
@@ -286,7 +287,7 @@ class _Batch:
     pictures: list[bytes | None]  # the kept images' thumbnails
 
 
-def _encode_batch(encoder: "Encoder", paths: list[Path], names: list[str], numbers: range, strict: bool) -> _Batch:
+def _encode_batch(encoder: Encoder, paths: list[Path], names: list[str], numbers: range, strict: bool) -> _Batch:
     kept, images, skipped, pictures = [], [], [], []
     for i in numbers:
         try:
@@ -304,7 +305,7 @@ def _encode_batch(encoder: "Encoder", paths: list[Path], names: list[str], numbe
     return _Batch(kept, skipped, sparse, dense, pictures)
 
 
-def _fingerprint(encoder: "Encoder", paths: list[Path], names: list[str], need_images: bool, strict: bool) -> str:
+def _fingerprint(encoder: Encoder, paths: list[Path], names: list[str], need_images: bool, strict: bool) -> str:
     """What finished batches depend on: the files (name, size, mtime), the models, batching, strictness."""
     stats = [(name, path.stat().st_size, path.stat().st_mtime_ns) for name, path in zip(names, paths)]
     plan = {"files": stats, "models": encoder.models().to_json(), "batch_size": encoder.batch_size,
@@ -323,7 +324,7 @@ class _BatchStore:
     folder: Path
 
     @classmethod
-    def open(cls, out: Path, fingerprint: str) -> "_BatchStore":
+    def open(cls, out: Path, fingerprint: str) -> _BatchStore:
         folder = out.parent / f".{out.name}.partial"
         plan = folder / "plan.json"
         if folder.is_dir() and (not plan.is_file() or json.loads(plan.read_text()).get("fingerprint") != fingerprint):
@@ -352,12 +353,10 @@ class _BatchStore:
 
     def save(self, start: int, batch: _Batch) -> None:
         stem = self.folder / f"batch-{start:09d}"
-        with atomic_path(stem.with_suffix(".npz")) as tmp:
-            with open(tmp, "wb") as handle:
-                sp.save_npz(handle, batch.sparse, compressed=False)
-        with atomic_path(stem.with_suffix(".npy")) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, batch.dense, allow_pickle=False)
+        with atomic_path(stem.with_suffix(".npz")) as tmp, open(tmp, "wb") as handle:
+            sp.save_npz(handle, batch.sparse, compressed=False)
+        with atomic_path(stem.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, batch.dense, allow_pickle=False)
         with atomic_path(stem.with_suffix(".thumbnails")) as tmp:
             tmp.write_bytes(b"".join(batch.pictures))
         atomic_write_json(stem.with_suffix(".json"), {"kept": batch.kept, "skipped": batch.skipped,

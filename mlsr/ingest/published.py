@@ -13,7 +13,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from mlsr import __version__
 from mlsr.checks import check_precision, existing_folder
@@ -61,7 +62,7 @@ def image_of(image: dict, out: Path, image_root: Path | None) -> str | None:
 
 
 def import_dense(
-    encoder: "Encoder",
+    encoder: Encoder,
     dataset: str | Path,
     out: str | Path,
     *,
@@ -104,7 +105,7 @@ def import_dense(
 
 
 def split_index(
-    encoder: "Encoder",
+    encoder: Encoder,
     dataset: str | Path,
     *,
     split: str = DEFAULT_SPLIT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,7 +53,7 @@ class Encoder:
         device: str | None = None,
         batch_size: int = 32,
         text_int8: bool = False,
-    ) -> "Encoder":
+    ) -> Encoder:
         """Load backbone, head and tokenizer, each from a Hub id or a local folder; `text_int8`: the opt-in 8-bit
         text encoder (`mlsr.models.int8`; CPU only, images and the head stay float32)."""
         device = device or default_device()
@@ -76,7 +76,7 @@ class Encoder:
         device: str | None = None,
         batch_size: int = 1024,
         backbone: ModelRef | None = None,
-    ) -> "Encoder":
+    ) -> Encoder:
         """Head and tokenizer without the dense backbone: sparsifies precomputed vectors (published datasets).
 
         `backbone` is what `models()` reports for the model that made those vectors; its weights are not
@@ -87,7 +87,7 @@ class Encoder:
         return cls(None, sparse_head, term_tokenizer, vocab, batch_size=batch_size, tokenizer_source=source,
                    backbone_ref=backbone)
 
-    def with_int8_text(self) -> "Encoder":
+    def with_int8_text(self) -> Encoder:
         """This encoder with an int8 copy of its text encoder (`mlsr.models.int8`); this one is unchanged."""
         from mlsr.models.int8 import int8_text_backbone
 
@@ -194,8 +194,10 @@ class Encoder:
 
     # -- images -----------------------------------------------------------------------------------
 
-    def encode_images(self, images: Sequence[ImageInput] | ImageInput, progress: Progress | None = None) -> sp.csr_matrix:
-        """Images (a list of paths, bytes or PIL images, or one of them) -> (n, vocab) CSR, always expanded (an image has no tokens)."""
+    def encode_images(self, images: Sequence[ImageInput] | ImageInput, progress: Progress | None = None
+                      ) -> sp.csr_matrix:
+        """Images (a list of paths, bytes or PIL images, or one of them) -> (n, vocab) CSR, always expanded (an image
+        has no tokens)."""
         sparse, _ = self.encode_images_with_dense(images, progress)
         return sparse
 

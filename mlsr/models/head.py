@@ -108,7 +108,7 @@ class SparseHead(nn.Module):
         atomic_write_json(folder / CONFIG_FILE, config)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_HEAD, *, revision: str | None = None) -> "SparseHead":
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_HEAD, *, revision: str | None = None) -> SparseHead:
         """Load a head from a Hub repo id or a local folder (`model.safetensors` or a v4 `pytorch_model.bin`)."""
         source = resolve(
             name_or_path, [CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE], revision=revision, what="sparse head"

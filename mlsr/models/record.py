@@ -28,7 +28,7 @@ class ModelRef:
     fingerprint: str | None = None
 
     @classmethod
-    def from_json(cls, data: object) -> "ModelRef":
+    def from_json(cls, data: object) -> ModelRef:
         data = data if isinstance(data, dict) else {}
         return cls(**{key: (str(data[key]) if data.get(key) is not None else None)
                       for key in ("id", "revision", "fingerprint")})
@@ -55,7 +55,7 @@ class ModelRecord:
                 "vocab_size": self.vocab_size, "vocab_sha256": self.vocab_sha256, "dense_size": self.dense_size}
 
     @classmethod
-    def from_json(cls, data: object) -> "ModelRecord | None":
+    def from_json(cls, data: object) -> ModelRecord | None:
         """A manifest's `models` field (None when the index records no models)."""
         if not isinstance(data, dict):
             return None
@@ -65,7 +65,7 @@ class ModelRecord:
                    ModelRef.from_json(data.get("tokenizer")), int(size) if isinstance(size, int) else 0,
                    data.get("vocab_sha256"), int(dense) if isinstance(dense, int) else None)
 
-    def with_backbone(self, backbone: ModelRef) -> "ModelRecord":
+    def with_backbone(self, backbone: ModelRef) -> ModelRecord:
         """The same record naming another backbone (the one that made imported vectors)."""
         return replace(self, backbone=backbone)
 

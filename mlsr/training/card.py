@@ -32,7 +32,8 @@ def model_card(run: dict, history: list[dict], best_epoch: int, config: TrainCon
             label = {0: "0 (untrained)", best_epoch: f"{best_epoch} (best)"}.get(row["epoch"], str(row["epoch"]))
             metrics = " | ".join(f"{row[f'val_{column}']:.4f}" for column in COLUMNS)
             rows.append(f"| {label} | {metrics} | {row['val_query_terms']:.1f} | {row['val_image_terms']:.1f} |")
-    settings = ", ".join(f"{key} {'1 -> 0 schedule' if value is None else value}" for key, value in run["config"].items())
+    settings = ", ".join(f"{key} {'1 -> 0 schedule' if value is None else value}"
+                         for key, value in run["config"].items())
     return TEMPLATE.substitute(
         name=name, dense_size=data["dense_size"], tokenizer=run["tokenizer"], source=data["source"],
         revision=data["revision"], train_pairs=f"{data['train_pairs']:,}", val_captions=f"{data['val_captions']:,}",

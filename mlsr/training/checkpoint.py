@@ -85,5 +85,6 @@ def _optimizer_from_files(tensors: dict[str, torch.Tensor], saved: dict) -> dict
     for name, value in [*tensors.items(), *saved["scalars"].items()]:
         param_id, key = name.split(".", 1)
         state.setdefault(int(param_id), {})[key] = value
-    groups = [{**group, "betas": tuple(group["betas"])} if "betas" in group else group for group in saved["param_groups"]]
+    groups = [{**group, "betas": tuple(group["betas"])} if "betas" in group else group
+              for group in saved["param_groups"]]
     return {"state": state, "param_groups": groups}

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -252,13 +252,14 @@ class _Batches:
     warmup_steps: int
 
     @classmethod
-    def of(cls, dataset: DenseDataset, pairs, tokenizer, config: TrainConfig, device) -> "_Batches":
+    def of(cls, dataset: DenseDataset, pairs, tokenizer, config: TrainConfig, device) -> _Batches:
         size = min(config.batch_size, len(pairs))
         per_epoch = -(-len(pairs) // size) if config.last_batch == "keep" else len(pairs) // size
         total = per_epoch * config.epochs
         ids, mask = (_caption_tokens(tokenizer, pairs.captions, device, config.mask_tokens) if config.mask_ratio != 0
                      else (None, None))
-        return cls(torch.from_numpy(dataset.text_vectors).to(device), torch.from_numpy(dataset.image_vectors).to(device),
+        return cls(torch.from_numpy(dataset.text_vectors).to(device),
+                   torch.from_numpy(dataset.image_vectors).to(device),
                    torch.from_numpy(pairs.text_rows).to(device), torch.from_numpy(pairs.image_rows).to(device),
                    ids, mask, size, per_epoch, total, int(total * config.warmup))
 

@@ -30,8 +30,8 @@ EXPORT_FILE = "mlsr_export.json"  # what the card says, kept so that a push can 
 MODULES_FILE = "modules.json"
 
 
-def to_sparse_encoder(encoder: "Encoder", *, query_mode: str = "expand",
-                      document_mode: str = "no_expand") -> "SparseEncoder":
+def to_sparse_encoder(encoder: Encoder, *, query_mode: str = "expand",
+                      document_mode: str = "no_expand") -> SparseEncoder:
     """A `SparseEncoder` over the encoder's own backbone, head and term tokenizer (shared, not copied).
 
     `query_mode` / `document_mode` ("expand" or "no_expand") say how `encode_query` / `encode_document`
@@ -55,7 +55,7 @@ def to_sparse_encoder(encoder: "Encoder", *, query_mode: str = "expand",
     return model
 
 
-def card_fields(encoder: "Encoder", query_mode: str, document_mode: str) -> dict:
+def card_fields(encoder: Encoder, query_mode: str, document_mode: str) -> dict:
     """What the model card says about the models and modes (names as an index records them)."""
     record = encoder.models()
     return {"backbone": record.backbone.id or "unknown", "head": record.head.id or "unknown",
@@ -85,7 +85,7 @@ def check_export_target(path: str | Path, overwrite: bool = False, how: str = "o
     return path
 
 
-def save_sparse_encoder(model: "SparseEncoder", out: str | Path, *, overwrite: bool = False) -> Path:
+def save_sparse_encoder(model: SparseEncoder, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write `model` (from `to_sparse_encoder`) to folder `out` atomically, with its model card."""
     out = check_export_target(out, overwrite)
     staging = staging_folder(out)
@@ -101,7 +101,7 @@ def save_sparse_encoder(model: "SparseEncoder", out: str | Path, *, overwrite: b
     return out
 
 
-def export_sparse_encoder(encoder: "Encoder", out: str | Path, *, overwrite: bool = False,
+def export_sparse_encoder(encoder: Encoder, out: str | Path, *, overwrite: bool = False,
                           query_mode: str = "expand", document_mode: str = "no_expand") -> Path:
     """`to_sparse_encoder` then `save_sparse_encoder`: the folder `SparseEncoder(out, trust_remote_code=True)` loads."""
     check_export_target(out, overwrite)  # before any work

@@ -47,7 +47,7 @@ class D2SHead(Module):
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
-             **kwargs) -> "D2SHead":
+             **kwargs) -> D2SHead:
         """Read the head folder of a saved model (a local folder or a Hub repo's subfolder)."""
         folder = cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
                                    revision=revision, local_files_only=local_files_only)

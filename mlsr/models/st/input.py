@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 from sentence_transformers.base.modality import infer_batch_modality
@@ -105,7 +106,7 @@ class MlsrInput(InputModule):
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
-             **kwargs) -> "MlsrInput":
+             **kwargs) -> MlsrInput:
         """Read a saved input module with mlsr's own loaders (the backbone's kind from its config.json)."""
         folder = Path(cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token,
                                         cache_folder=cache_folder, revision=revision,
