@@ -11,7 +11,6 @@ from pathlib import Path
 import gradio as gr
 
 from mlsr.app.article import ArticleSuggestion
-from mlsr.app.licence_filter import licence_choices
 from mlsr.app.views import literal, timing_markdown
 from mlsr.settings import DEFAULT_MIN_SCORE
 
@@ -32,13 +31,13 @@ def min_score_input(elem_id: str) -> gr.Number:
                           " said (0: off)")
 
 
-def suggest_filters() -> tuple[gr.CheckboxGroup, gr.Number]:
-    """The Suggest screen's filters: only images under the ticked licence families (none ticked: every image;
-    items without a recorded licence, e.g. COCO photos, are left out once one is ticked), and a minimum score."""
+def suggest_filters(choices: list[str]) -> tuple[gr.CheckboxGroup, gr.Number]:
+    """The Suggest screen's filters: only images under the ticked licence families among `choices` (none ticked:
+    every image; items without a recorded licence are left out once one is ticked; no filter shown when the
+    gallery records no licence), and a minimum score."""
     with gr.Row():
-        licences = gr.CheckboxGroup(licence_choices(), value=[], label="Only these licences", elem_id="licence-filter",
-                                    info="none ticked: every image; a wiki gallery's items record their licence",
-                                    scale=3)
+        licences = gr.CheckboxGroup(choices, value=[], label="Only these licences", elem_id="licence-filter",
+                                    info="none ticked: every image", scale=3, visible=bool(choices))
         least = min_score_input("suggest-min-score")
     return licences, least
 

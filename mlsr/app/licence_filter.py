@@ -46,6 +46,8 @@ def rank_allowed(backend, queries, mode: str, k: int, items: Sequence[dict], fam
     return Results(scores, indices)
 
 
-def licence_choices() -> list[str]:
-    """The licence families a user may filter by."""
-    return list(FREE_FAMILIES)
+def licence_choices(items: Sequence[dict]) -> list[str]:
+    """The licence families a user may filter by: those the gallery's items record, in FREE_FAMILIES' order; none
+    for a gallery that records no licence (COCO photos), whose screen then shows no filter."""
+    found = {item_licence(item) for item in items}
+    return [family for family in FREE_FAMILIES if family in found]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from mlsr.app.exports_ui import filter_options, suggest_filters, suggest_summary
 from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in, user_errors
+from mlsr.app.licence_filter import licence_choices
 from mlsr.app.service import Hit, Service
 from mlsr.app.terms import term_table
 from mlsr.app.terms_ui import STATUS_INTO_VIEW, TABLE_COLUMNS, term_editor, wire_add_term
@@ -30,7 +31,7 @@ SHOW_RESULTS_ON_A_PHONE = ("() => { if (window.innerWidth < 700) document.queryS
 
 def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     """Article text -> ranked images, the text shaded by term weight, why a selected image ranked, editable terms."""
-    c = suggest_components(examples)
+    c = suggest_components(examples, licence_choices(service.index.items))
     query_state, hits_state, selected_state = c.query_state, c.hits_state, c.selected_state
     text, k, mode, results, why_row, table, more = c.text, c.k, c.mode, c.results, c.why_row, c.editor.table, c.more
 
@@ -99,8 +100,9 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
                concurrency_id=MODELS)
 
 
-def suggest_components(examples: list[Path]) -> SimpleNamespace:
-    """The Suggest screen's components (its events are wired by `suggest_screen`)."""
+def suggest_components(examples: list[Path], licences: list[str]) -> SimpleNamespace:
+    """The Suggest screen's components (its events are wired by `suggest_screen`); `licences`: the filter's
+    choices, the licence families the gallery records."""
     example_list = None
     with gr.Tab("Suggest", id="suggest"):
         query_state = gr.State(None)  # the scipy (1, vocab) query vector behind the current results
@@ -115,7 +117,7 @@ def suggest_components(examples: list[Path]) -> SimpleNamespace:
                     mode = gr.Radio(list(QUERY_MODES), value="expand", label="Query mode",
                                     info="expand: any term; no_expand: only the text's own words;"
                                          " hybrid: shared-word candidates re-ranked by the expanded query")
-                filters = suggest_filters()  # only some licences (a wiki gallery's items record theirs); a minimum
+                filters = suggest_filters(licences)  # only some licences; a minimum score
                 suggest_button = gr.Button("Suggest images", variant="primary", elem_id="suggest-button")
                 if examples:
                     example_list = gr.Examples([[path.read_text(encoding="utf-8").strip()] for path in examples],

@@ -85,6 +85,7 @@ def test_suggest_shows_k_images_and_highlighted_terms(page):
     highlighted = page.locator("#query-highlight [style*='background']", has_text="buffalo")
     expect(highlighted.first).to_be_visible()
     expect(page.locator("#expansion-terms")).to_contain_text("Expansion terms")
+    expect(page.locator("#licence-filter")).to_be_hidden()  # COCO photos record no licence: nothing to filter by
     page.screenshot(path=str(ARTIFACTS / "suggest.png"), full_page=True)
 
 

@@ -152,3 +152,13 @@ def test_below_minimum_for_a_ranking():
     for bad in (-1, float("nan"), "2", True):
         with pytest.raises(InputError, match="minimum score"):
             below_minimum(hits, bad, lambda hit: terms)
+
+
+def test_the_licence_filter_offers_the_families_the_gallery_records():
+    from mlsr.app.licence_filter import licence_choices
+
+    coco = [{"id": "COCO_1.jpg", "captions": ["a cake"]}, {"id": "COCO_2.jpg", "captions": []}]
+    wiki = [{"id": "File:A.jpg", "license": "CC BY-SA 4.0"}, {"id": "File:B.jpg", "license": "CC0"},
+            {"id": "File:C.jpg", "license": "CC BY-SA 3.0"}, {"id": "COCO_3.jpg"}]
+    assert licence_choices(coco) == []
+    assert licence_choices(wiki) == ["CC0", "CC-BY-SA"]
