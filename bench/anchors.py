@@ -22,7 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.timing import latencies, recall, summary, throughput
-from mlsr.index.inverted import search_threads, top_k
+from mlsr.index.kernel_search import search_threads
+from mlsr.index.ranking import top_k
 
 K = 10
 QUERY_LEVELS = 100  # PISA query weights: integers 1..100

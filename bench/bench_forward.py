@@ -61,7 +61,7 @@ def build_cost(docs) -> dict:
 
 def bench(n_docs: int, repeat: int, sections: int = 8, k: int = 3) -> dict:
     from mlsr.app.article import assign
-    from mlsr.app.service import NEAR_DUPLICATE_COSINE
+    from mlsr.settings import NEAR_DUPLICATE_COSINE
     from mlsr.index.sparse import SparseIndex
 
     docs = synthetic_docs(n_docs, 170, seed=1)

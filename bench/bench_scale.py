@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from bench import anchors
 from bench.synthetic import PROFILES, Profile, statistics
 from bench.timing import Stopwatch, bandwidth, latencies, peak_rss_gb, recall, summary, throughput
-from mlsr.index.inverted import search_threads
+from mlsr.index.kernel_search import search_threads
 from mlsr.index.sparse import SparseIndex
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,8 @@ def load_postings(path: Path) -> float:
     """Seconds to load only the postings (every checksum, the memory maps and the load-time checks), without
     parsing items.jsonl: at 10M its 10M JSON objects are most of a load."""
     from mlsr.index.checks import checked_blocks
-    from mlsr.index.folder import POSTING_FILES, read_manifest
+    from mlsr.index.folder import read_manifest
+    from mlsr.index.manifest import POSTING_FILES
 
     start = time.perf_counter()
     manifest = read_manifest(path)

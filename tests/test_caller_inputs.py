@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from mlsr.evaluation.metrics import active_terms, flops, mean_metrics, score_rankings, term_frequency
 from mlsr.index.dense import DenseIndex
 from mlsr.index.modes import hybrid_search
-from mlsr.index.sparse import SparseIndex, as_csr, place_rows
+from mlsr.index.sparse import SparseIndex
+from mlsr.index.rows import as_csr, place_rows
 from tests.helpers.matrices import exact_ranking, exact_scores, matrices, snapshot, stored
 
 VOCAB = 24

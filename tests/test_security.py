@@ -18,7 +18,7 @@ from tests.helpers.data import ROOT, write_manifest
 from mlsr.errors import IndexFormatError, ModelLoadError
 from mlsr.models.head import SparseHead
 from tests.helpers.data import write_format1_index
-from mlsr.index.folder import MANIFEST_FILE, POSTING_FILES
+from mlsr.index.manifest import MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr._files import sha256_file
 

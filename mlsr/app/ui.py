@@ -20,7 +20,8 @@ from mlsr.app.pictures import picture_route
 from mlsr.app.service import Service
 from mlsr.app.suggest_ui import suggest_screen
 from mlsr.app.uploads import UploadsOnly
-from mlsr.app.views import WORD_PIECES, literal, plural
+from mlsr.app.views import WORD_PIECES, plural
+from mlsr.app.markdown import literal
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ import scipy.sparse as sp
 
 from mlsr.checks import check_k
 from mlsr.errors import BackendError, InputError
-from mlsr.index.folder import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE
-from mlsr.index.sparse import Results, SparseIndex, as_csr
+from mlsr.index.manifest import DENSE_FILE, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES, SPARSE_FILE
+from mlsr.index.sparse import Results, SparseIndex
+from mlsr.index.rows import as_csr
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from mlsr.data.atomic_trec import Collection
 from mlsr.errors import InputError
 from mlsr.evaluation.runs import Evaluation, QuerySet, evaluate_index
 from mlsr.evaluation.tables import text_table
-from mlsr.index.sparse import SparseIndex, place_rows
+from mlsr.index.sparse import SparseIndex
+from mlsr.index.rows import place_rows
 from mlsr.settings import DOCUMENTS, Status
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -16,7 +16,8 @@ import scipy.sparse as sp
 
 from mlsr.errors import InputError
 from mlsr.index.blocks import ID_DTYPE, WEIGHT_DTYPES, column_groups, list_groups
-from mlsr.index.inverted import InvertedIndex, search_threads
+from mlsr.index.inverted import InvertedIndex
+from mlsr.index.kernel_search import search_threads
 
 _CHECK_CHUNK = 1 << 24  # format 2: postings checked at once
 

@@ -33,11 +33,12 @@ from mlsr.checks import unreadable
 from mlsr.errors import IndexFormatError, InputError
 from mlsr.index import forward as rows_view
 from mlsr.index.checks import checked_blocks, format2_rows
-from mlsr.index.inverted import InvertedIndex, search_threads
-from mlsr.index.manifest import (  # noqa: F401 (the format's names, importable from here as before)
+from mlsr.index.inverted import InvertedIndex
+from mlsr.index.kernel_search import search_threads
+from mlsr.index.manifest import (
     DENSE_FILE, DERIVED_FIELDS, FORMAT, FORWARD_FILES,
     FORMAT2_FILES, FORMAT_VERSION, ITEMS_FILE, MANIFEST_FILE, POSTING_FILES,
-    SEAL_FIELD, SPARSE_FILE, THUMBNAIL_FILES, check_manifest, postings_field, sealed,
+    SPARSE_FILE, THUMBNAIL_FILES, check_manifest, postings_field, sealed,
 )
 from mlsr.index.thumbnails import Thumbnails
 from mlsr.vocab import VOCAB_FILE, Vocabulary

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mlsr.checks import REPO_NAME_PART, not_a_url
 from mlsr.errors import IndexFormatError, InputError, ModelLoadError
-from mlsr.index.folder import MANIFEST_FILE
+from mlsr.index.manifest import MANIFEST_FILE
 
 HUB_PREFIX = "hf://datasets/"
 _HUB_ID = re.compile(rf"({REPO_NAME_PART}/{REPO_NAME_PART})(?:@(\S+))?")

@@ -29,9 +29,9 @@ import scipy.sparse as sp
 
 from mlsr.index import blocks as layout
 from mlsr.index import forward as rows_view
-from mlsr.index.kernel_search import compiled_kernel as _kernel, kernel_search, search_threads  # noqa: F401
+from mlsr.index.kernel_search import compiled_kernel as _kernel, kernel_search
 from mlsr.index.rows import QueryArrays, query_arrays
-from mlsr.index.ranking import first_at_least, product_row, top_k, top_k_of_nonzeros  # noqa: F401 (top_k: as before)
+from mlsr.index.ranking import first_at_least, product_row, top_k, top_k_of_nonzeros
 from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, concatenate, empty_part, invert_block, list_groups, row_blocks,
                                widened)
 

@@ -23,7 +23,8 @@ import scipy.sparse as sp
 
 from mlsr.checks import check_depth, check_k, check_mode
 from mlsr.errors import InputError
-from mlsr.index.sparse import Results, SparseIndex, as_csr
+from mlsr.index.sparse import Results, SparseIndex
+from mlsr.index.rows import as_csr
 from mlsr.query_vectors import QueryVectors
 from mlsr.settings import HYBRID_DEPTH, QueryMode
 

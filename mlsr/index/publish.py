@@ -20,7 +20,8 @@ import numpy as np
 from mlsr._files import read_jsonl
 from mlsr.checks import REPO_NAME_PART, check_repo_id
 from mlsr.errors import InputError, ModelLoadError
-from mlsr.index.folder import ITEMS_FILE, MANIFEST_FILE, read_manifest
+from mlsr.index.folder import read_manifest
+from mlsr.index.manifest import ITEMS_FILE, MANIFEST_FILE
 from mlsr.index.manifest import THUMBNAIL_FILES
 from mlsr.index.hub import HUB_PREFIX
 from mlsr.index.thumbnails import THUMBNAIL_SIDE

@@ -20,7 +20,7 @@ from mlsr.errors import IndexFormatError, InputError
 from mlsr.index.folder import check_items, read_folder, write_folder
 from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
-from mlsr.index.rows import as_csr, checked_rows, place_rows, query_arrays  # noqa: F401 (place_rows: importable here)
+from mlsr.index.rows import as_csr, checked_rows, query_arrays
 from mlsr.index.thumbnails import Thumbnails
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms

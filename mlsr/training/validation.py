@@ -15,7 +15,7 @@ import torch
 from mlsr.data.lsr42 import DenseDataset, Pairs
 from mlsr.evaluation.metrics import term_frequency
 from mlsr.evaluation.runs import QuerySet, evaluate
-from mlsr.index.inverted import top_k
+from mlsr.index.ranking import top_k
 from mlsr.query_vectors import QueryVectors
 from mlsr.index.sparse import Results, SparseIndex
 from mlsr.models.encoder import to_csr

@@ -69,7 +69,7 @@ def test_the_apps_worker_runs_with_the_policys_threads(restored, monkeypatch, ap
 
     import app
     from mlsr.app.service import Service
-    from mlsr.index.inverted import search_threads
+    from mlsr.index.kernel_search import search_threads
 
     if threads_env is not None:
         monkeypatch.setenv(threads.ENV, threads_env)

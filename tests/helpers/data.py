@@ -149,6 +149,6 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     """
     import json
 
-    from mlsr.index.folder import MANIFEST_FILE, sealed
+    from mlsr.index.manifest import MANIFEST_FILE, sealed
 
     (folder / MANIFEST_FILE).write_text(json.dumps(sealed(manifest)))

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from mlsr._files import sha256_file
 from mlsr.errors import IndexFormatError
 from mlsr.index import blocks
-from mlsr.index.folder import FORMAT_VERSION, MANIFEST_FILE, POSTING_FILES
+from mlsr.index.manifest import FORMAT_VERSION, MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.settings import PRECISIONS
 from mlsr.vocab import Vocabulary

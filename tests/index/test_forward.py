@@ -11,7 +11,7 @@ import pytest
 from mlsr._files import sha256_file
 from mlsr.errors import IndexFormatError, InputError
 from mlsr.index import blocks
-from mlsr.index.folder import FORWARD_FILES, MANIFEST_FILE
+from mlsr.index.manifest import FORWARD_FILES, MANIFEST_FILE
 from mlsr.index.forward import stored_nonzero
 from mlsr.index.sparse import SparseIndex
 from mlsr.settings import PRECISIONS

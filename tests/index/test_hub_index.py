@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, InputError, ModelLoadError
-from mlsr.index.folder import ITEMS_FILE, MANIFEST_FILE
+from mlsr.index.manifest import ITEMS_FILE, MANIFEST_FILE
 from mlsr.index.hub import HubIndexId, parse_hub_id
 from mlsr.index.sparse import SparseIndex
 from mlsr.vocab import Vocabulary

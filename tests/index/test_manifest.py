@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError
-from mlsr.index.folder import FORMAT_VERSION, MANIFEST_FILE, SEAL_FIELD
+from mlsr.index.manifest import FORMAT_VERSION, MANIFEST_FILE, SEAL_FIELD
 from mlsr.index.sparse import SparseIndex
 from mlsr.vocab import Vocabulary
 from tests.helpers.data import write_manifest

@@ -11,7 +11,8 @@ import scipy.sparse as sp
 
 from mlsr.cli import main
 from mlsr.errors import InputError
-from mlsr.index.folder import MANIFEST_FILE, read_manifest
+from mlsr.index.folder import read_manifest
+from mlsr.index.manifest import MANIFEST_FILE
 from mlsr.checks import check_repo_id
 from mlsr.index.publish import CARD_FILE, dataset_card, push_index, size_category
 from mlsr.index.sparse import SparseIndex

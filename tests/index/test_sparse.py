@@ -8,10 +8,10 @@ import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, IndexMismatchError, InputError
 from tests.helpers.data import write_manifest
-from mlsr.index.folder import FORMAT_VERSION, FORWARD_FILES, MANIFEST_FILE, POSTING_FILES
+from mlsr.index.manifest import FORMAT_VERSION, FORWARD_FILES, MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.models.record import ModelRecord
-from mlsr.index.inverted import top_k
+from mlsr.index.ranking import top_k
 from mlsr.index.modes import hybrid_search
 from mlsr.vocab import Vocabulary
 
