@@ -1,7 +1,8 @@
-"""The import graph of mlsr/, read from the source: no cycle at all, within or between packages, counting the
-imports inside functions (a cycle hidden in a function is still a cycle). Imports under `if TYPE_CHECKING:` are
-for type checkers only and never run, so they are left out. `from package import submodule` is an edge to the
-submodule; `from package import name` is an edge to the package (its `__init__`, which re-exports the name)."""
+"""The import graph of mlsr/, read from the source: each name imported from where it is defined, and no cycle at
+all, within or between packages, counting the imports inside functions (a cycle hidden in a function is still a
+cycle). Imports under `if TYPE_CHECKING:` are for type checkers only and never run, so they are left out.
+`from package import submodule` is an edge to the submodule; `from package import name` is an edge to the package
+(its `__init__`, which re-exports the name)."""
 
 from __future__ import annotations
 
@@ -133,3 +134,50 @@ def test_the_cycle_check_finds_cycles_in_functions_and_not_in_type_checking(tmp_
     assert graph["mlsr"] == set() and graph["mlsr.b"] == {"mlsr.a"} and graph["mlsr.sub.c"] == {"mlsr.sub.d"}
     assert cycles(graph) == [["mlsr.a", "mlsr.sub.c", "mlsr.sub.d"]]
     assert cycles(package_graph(graph)) == [["mlsr.a", "mlsr.sub"]]
+
+
+def top_level_names(path: Path) -> tuple[set[str], set[str]]:
+    """(names a module defines at its top level, names it imports from elsewhere)."""
+    defined, imported = set(), set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
+    return defined, imported
+
+
+def borrowed_names(root: Path) -> list[str]:
+    """`from mlsr.X import name` (in mlsr/, tests/, bench/, app.py) where module X only imports `name` from
+    elsewhere: each name is imported from the module that defines it (packages' __init__ aside)."""
+    names = module_names(root)
+    modules = {name: top_level_names(path) for name, path in names.items() if path.name != "__init__.py"}
+    files = [root / "app.py", *[path for folder in ("mlsr", "tests", "bench")
+                                for path in sorted((root / folder).rglob("*.py"))]]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in modules:
+                defined, imported = modules[node.module]
+                found += [f"{path.relative_to(root)}:{node.lineno}: {alias.name} from {node.module}"
+                          for alias in node.names if alias.name in imported and alias.name not in defined
+                          and f"{node.module}.{alias.name}" not in names]
+    return found
+
+
+def test_each_name_is_imported_from_where_it_is_defined():
+    assert borrowed_names(ROOT) == []
+
+
+def test_the_borrowed_name_check_can_fail(tmp_path):
+    for folder in ("mlsr", "tests", "bench"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "app.py").write_text("from mlsr.b import helper\n")
+    (tmp_path / "mlsr" / "__init__.py").write_text("")
+    (tmp_path / "mlsr" / "a.py").write_text("def helper():\n    pass\n")
+    (tmp_path / "mlsr" / "b.py").write_text("from mlsr.a import helper\n\nLIMIT = 3\n")
+    (tmp_path / "tests" / "t.py").write_text("from mlsr.b import LIMIT\nfrom mlsr.a import helper\n")
+    assert borrowed_names(tmp_path) == ["app.py:1: helper from mlsr.b"]
