@@ -100,8 +100,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--tests", nargs="+", help="test files to run instead of the target's own")
     args = parser.parse_args()
     sources, tests = TARGETS[args.target]
+    tests = args.tests or tests
     scratch = ROOT / ".mutation" / args.target
     scratch.mkdir(parents=True, exist_ok=True)
     copy_tree(scratch)
