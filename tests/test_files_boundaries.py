@@ -7,14 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import mlsr._files
 from mlsr._files import (atomic_path, atomic_write_bytes, atomic_write_json, kill_point, read_jsonl, regular_file,
-                         replace_folder, sha256_file, write_jsonl)
+                         replace_folder, sha256_file, staging_folder, write_jsonl)
 
 
 def test_atomic_path_writes_beside_the_final_file_then_renames(tmp_path):
@@ -158,3 +160,132 @@ def test_kill_point_kills_at_the_nth_visit_of_its_step(tmp_path, wanted, printed
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.stdout == printed
     assert result.returncode == (-9 if killed else 0)
+
+
+def test_a_failing_exchange_names_the_error_and_the_path(tmp_path):
+    import errno
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("RENAME_EXCHANGE is Linux's")
+    (tmp_path / "a").mkdir()
+    with pytest.raises(OSError) as caught:
+        mlsr._files._exchange(tmp_path / "a", tmp_path / "missing")
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "backup"])
+def test_relative_paths_are_replaced_from_the_working_folder(tmp_path, monkeypatch, exchange):
+    monkeypatch.chdir(tmp_path)
+    if not exchange:
+        monkeypatch.setattr(mlsr._files, "_exchange", lambda first, second: False)
+    for name, text in (("index", "old"), ("staged", "new")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "file.txt").write_text(text)
+    replace_folder(Path("staged"), Path("index"))
+    assert (tmp_path / "index" / "file.txt").read_text() == "new" and not (tmp_path / "staged").exists()
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "backup"])
+def test_an_old_copy_removed_by_someone_else_meanwhile_is_no_error(tmp_path, monkeypatch, exchange):
+    """Another process may clear the old copy (now at staging, or the backup) between the swap and its removal."""
+    if not exchange:
+        monkeypatch.setattr(mlsr._files, "_exchange", lambda first, second: False)
+    target, staging = tmp_path / "index", tmp_path / ".index.tmp-1"
+    for folder in (target, staging):
+        folder.mkdir()
+
+    def cleared_by_someone_else(step):
+        if step == "folder-swapped":
+            for leftover in tmp_path.glob(".index.*"):
+                shutil.rmtree(leftover)
+
+    monkeypatch.setattr(mlsr._files, "kill_point", cleared_by_someone_else)
+    replace_folder(staging, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_a_stale_backup_and_staging_folder_of_this_process_are_cleared_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(mlsr._files, "_exchange", lambda first, second: False)
+    target = tmp_path / "index"
+    target.mkdir()
+    for stale in (f".index.old-{os.getpid()}", f".index.tmp-{os.getpid()}"):
+        (tmp_path / stale).mkdir()
+        (tmp_path / stale / "left.txt").write_text("from an earlier failed save")
+    staging = staging_folder(target)
+    assert list(staging.iterdir()) == []
+    (staging / "file.txt").write_text("new")
+    replace_folder(staging, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"] and (target / "file.txt").read_text() == "new"
+
+
+def test_a_leftover_removed_by_another_process_meanwhile_is_no_error(tmp_path, monkeypatch):
+    leftover = tmp_path / ".index.tmp-999999"
+    leftover.mkdir()
+
+    def dead_and_gone(pid):
+        shutil.rmtree(leftover)
+        return False
+
+    monkeypatch.setattr(mlsr._files, "_process_alive", dead_and_gone)
+    assert staging_folder(tmp_path / "index").is_dir() and not leftover.exists()
+
+
+def test_staging_folder_creates_missing_parents(tmp_path):
+    staging = staging_folder(tmp_path / "a" / "b" / "index")
+    assert staging == tmp_path / "a" / "b" / f".index.tmp-{os.getpid()}" and staging.is_dir()
+
+
+SWAP = """
+import sys
+from pathlib import Path
+import mlsr._files
+root = Path(sys.argv[1])
+if sys.argv[2] == "backup":
+    mlsr._files._exchange = lambda first, second: False
+mlsr._files.replace_folder(root / "staged", root / "index")
+"""
+
+
+@pytest.mark.parametrize("branch", ["new", "exchange", "backup"])
+@pytest.mark.parametrize("step", ["folder-staged", "folder-swapped"])
+def test_the_crash_hook_cuts_every_swap_before_and_after(tmp_path, monkeypatch, branch, step):
+    if branch == "backup":
+        monkeypatch.setattr(mlsr._files, "_exchange", lambda first, second: False)
+    replace_folder(folder_with(tmp_path / "warm-staged"), tmp_path / "warm")  # this process: hook off
+    (tmp_path / "staged").mkdir()
+    (tmp_path / "staged" / "file.txt").write_text("new")
+    if branch != "new":
+        (tmp_path / "index").mkdir()
+        (tmp_path / "index" / "file.txt").write_text("old")
+    env = {**os.environ, "MLSR_TEST_KILL_AT": step}
+    result = subprocess.run([sys.executable, "-c", SWAP, str(tmp_path), branch], env=env, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == -9
+    expected = {"folder-staged": "old", "folder-swapped": "new"}[step]
+    if branch == "new" and step == "folder-staged":
+        assert not (tmp_path / "index").exists()
+    else:
+        assert (tmp_path / "index" / "file.txt").read_text() == expected
+
+
+def folder_with(path):
+    path.mkdir()
+    return path
+
+
+JSONL_UNDER_C = r"""
+import sys
+from mlsr._files import read_jsonl, write_jsonl
+write_jsonl(sys.argv[1], [{"name": "caf\u00e9"}])
+assert read_jsonl(sys.argv[1]) == [{"name": "caf\u00e9"}]
+"""
+
+
+def test_json_lines_are_utf8_whatever_the_locale(tmp_path):
+    write_jsonl(tmp_path / "here.jsonl", [{"name": "caf\u00e9"}])  # in this process first, then under C
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, "-c", JSONL_UNDER_C, str(tmp_path / "rows.jsonl")], env=env,
+                            capture_output=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "rows.jsonl").read_bytes() == '{"name": "caf\u00e9"}\n'.encode()
