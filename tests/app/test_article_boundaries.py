@@ -172,3 +172,61 @@ def test_scores_and_rows_of_other_shapes_are_refused():
         assign(np.zeros((1, 2)), np.zeros((1, 3), dtype=int), 1)
     with pytest.raises(InputError, match=r"^scores \(2,\) and rows \(2,\) must be"):
         assign(np.zeros(2), np.zeros(2, dtype=int), 1)
+
+
+def _suggestion():
+    from mlsr.app.article import ArticleSuggestion, SectionSuggestion
+    from mlsr.app.service import Hit
+
+    article = split_article("# Trams\n\nLead words.\n\n## History\n\nHorse trams.\n")
+    hits = [[Hit(1, 4, "a.jpg", 2.5, "thumbnails/a.jpg", "a tram", "https://x/a.jpg"),
+             Hit(2, 5, "b.jpg", 1.5, "thumbnails/b.jpg", "a bus", None)],
+            [Hit(1, 6, "c.jpg", 0.5, None, "a horse", "https://x/c.jpg")]]
+    terms = [[[("tram", 1.23456), ("rail", 1.26544)], [("bus", 1.5)]], [[("horse", 0.5)]]]
+    sections = [SectionSuggestion(section, query, section_hits, section_terms, [f"credit {i}" for i in range(2)])
+                for section, query, section_hits, section_terms in zip(article.sections, article.queries(), hits,
+                                                                       terms)]
+    return article, ArticleSuggestion(article, sections)
+
+
+def test_the_json_answer_by_hand():
+    _, suggestion = _suggestion()
+    assert suggestion.to_json() == {"sections": [
+        {"title": "Introduction", "query": "Trams Lead words.", "results": [
+            {"rank": 1, "id": "a.jpg", "score": 2.5, "image": "thumbnails/a.jpg", "source": "https://x/a.jpg",
+             "caption": "a tram", "terms": [["tram", 1.2346], ["rail", 1.2654]]},
+            {"rank": 2, "id": "b.jpg", "score": 1.5, "image": "thumbnails/b.jpg", "source": None, "caption": "a bus",
+             "terms": [["bus", 1.5]]}]},
+        {"title": "History", "query": "Trams History Horse trams.", "results": [
+            {"rank": 1, "id": "c.jpg", "score": 0.5, "image": None, "source": "https://x/c.jpg", "caption": "a horse",
+             "terms": [["horse", 0.5]]}]}]}
+
+
+@pytest.mark.parametrize("chosen, shown", [
+    (None, [("https://x/a.jpg", "a tram", "credit 0", "a.jpg"), ("https://x/c.jpg", "a horse", "credit 0", "c.jpg")]),
+    ([1, None], [("thumbnails/b.jpg", "a bus", "credit 1", "b.jpg"), None]),
+    ([2, 0], [None, ("https://x/c.jpg", "a horse", "credit 0", "c.jpg")]),  # past the last hit: no image
+    ([-1, 1], [None, None]),
+])
+def test_the_markdown_shows_each_sections_choice(chosen, shown):
+    from mlsr.app.markdown import Illustration, render_markdown
+
+    article, suggestion = _suggestion()
+    link = (lambda hit: hit.source or hit.image)
+    expected = render_markdown(article, [None if s is None else Illustration(*s) for s in shown])
+    assert suggestion.markdown(chosen, link=link) == expected
+
+
+def test_the_markdown_uses_the_suggestions_own_link_by_default_and_refuses_a_wrong_count():
+    from mlsr.app.markdown import Illustration, render_markdown
+
+    article, suggestion = _suggestion()
+    assert suggestion.markdown([1, 0]) == render_markdown(  # by default the original's URL, None without one
+        article, [Illustration(None, "a bus", "credit 1", "b.jpg"),
+                  Illustration("https://x/c.jpg", "a horse", "credit 0", "c.jpg")])
+    suggestion.link = lambda hit: f"files/{hit.id}"
+    assert suggestion.markdown([0, None]) == render_markdown(
+        article, [Illustration("files/a.jpg", "a tram", "credit 0", "a.jpg"), None])
+    with pytest.raises(InputError) as caught:
+        suggestion.markdown([0])
+    assert str(caught.value) == "1 choices for 2 sections."
