@@ -230,3 +230,68 @@ def test_the_markdown_uses_the_suggestions_own_link_by_default_and_refuses_a_wro
     with pytest.raises(InputError) as caught:
         suggestion.markdown([0])
     assert str(caught.value) == "1 choices for 2 sections."
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_paragraph_offsets_by_hand(newline):
+    text = f"One two.{newline}{newline}Three four.{newline}"
+    article = split_article(text, "paragraphs")
+    gap = 2 * len(newline)
+    assert [(s.start, s.body, s.end) for s in article.sections] == [(0, 0, 8), (8 + gap, 8 + gap, 19 + gap)]
+    assert [text[s.start:s.end] for s in article.sections] == ["One two.", "Three four."]
+
+
+def test_paragraphs_under_one_heading_are_joined_by_a_blank_line():
+    article = split_article("## Part\n\nFirst.\nStill first.\n\nSecond.\n")
+    assert [s.text for s in article.sections] == ["First.\nStill first.\n\nSecond."]
+
+
+def test_a_heading_title_keeps_a_final_capital_x():
+    article = split_article("Lead text here.\n\n## Malcolm X\n\nBody text here.\n")
+    assert [s.title for s in article.sections] == ["", "Malcolm X"]
+
+
+def test_two_level_one_headings_mean_no_page_title():
+    article = split_article("# Alpha\n\nFirst text.\n\n# Beta\n\nSecond text.\n")
+    assert article.title == "" and [(s.title, s.level) for s in article.sections] == [("Alpha", 1), ("Beta", 1)]
+    nested = split_article("# Alpha\n\nFirst.\n\n## Inner\n\nMore.\n\n# Beta\n\nSecond.\n")
+    assert nested.title == "" and [s.title for s in nested.sections] == ["Alpha", "Inner", "Beta"]
+
+
+@pytest.mark.parametrize("text, title", [
+    ("City trams\n\nTrams run on rails.", "City trams"),  # exactly two paragraphs
+    ("City\ntrams\n\nTrams run on rails.\n\nMore.", ""),  # a first paragraph of two lines
+    ("Malcolm X\n\nHe spoke.\n\nMore.", "Malcolm X"),
+])
+def test_title_line_edges(text, title):
+    assert split_article(text).title == title
+
+
+def test_one_section_after_a_title_line_starts_where_the_title_line_ends():
+    text = "City trams\n\nAlpha.\n\nBeta."
+    article = split_article(text, "none")
+    (section,) = article.sections
+    assert article.title == "City trams" and section.title == "" and section.level == 0
+    assert (section.start, section.body, section.end, section.text) == (10, 10, len(text), "Alpha.\n\nBeta.")
+
+
+def test_split_at_headings_without_any_keeps_a_title_line_as_text():
+    article = split_article("City trams\n\nAlpha.\n\nBeta.", "headings")
+    assert article.title == "" and [s.text for s in article.sections] == ["City trams\n\nAlpha.\n\nBeta."]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: split_article(b"bytes"), "expected the article as text (str), got bytes."),
+    (lambda: split_article("Text.", "lines"), "split must be one of auto, headings, paragraphs, none, got 'lines'."),
+    (lambda: split_article(" \n\n--- \n\n..."), "the article is empty: it has no text with letters or digits."),
+    (lambda: split_article("\n\n".join(["Words here."] * 51)),
+     "the article splits into 51 sections; at most 50 are allowed. Join some, or split it by headings rather than"
+     " paragraphs."),
+    (lambda: split_article("x" * 20_001, "none").queries(),
+     "section 1 (untitled) is 20,001 characters long with its titles; the limit per section is 20,000. Split it"
+     " with a heading or a blank line."),
+])
+def test_refusals_word_for_word(call, message):
+    with pytest.raises(InputError) as caught:
+        call()
+    assert str(caught.value) == message
