@@ -295,3 +295,8 @@ def test_refusals_word_for_word(call, message):
     with pytest.raises(InputError) as caught:
         call()
     assert str(caught.value) == message
+
+
+def test_crlf_headings_of_both_syntaxes_with_closing_marks():
+    article = split_article("Lead words.\r\n\r\n## Closed ##\r\n\r\nBody.\r\n\r\n== Wiki ==\r\n\r\nMore.\r\n")
+    assert [(s.title, s.level) for s in article.sections] == [("", 0), ("Closed", 2), ("Wiki", 2)]
