@@ -27,6 +27,7 @@ def test_mask_ratio_default_until_is_the_papers_95_percent():
 @pytest.mark.parametrize("step, warmup, weight, expected", [
     (0, 10, 2.0, 0.0), (1, 10, 2.0, 0.02), (5, 10, 2.0, 0.5), (9, 10, 2.0, 1.62), (10, 10, 2.0, 2.0),
     (11, 10, 2.0, 2.0), (1000, 10, 2.0, 2.0), (3, 0, 2.0, 2.0), (0, 0, 0.5, 0.5), (3, -1, 0.5, 0.5),
+    (0, 1, 2.0, 0.0), (1, 1, 2.0, 2.0),  # a one-step warm-up still starts at 0
 ])
 def test_reg_weight_is_quadratic_during_the_warm_up_then_constant(step, warmup, weight, expected):
     assert reg_weight(step, warmup, weight) == pytest.approx(expected, abs=1e-12)
