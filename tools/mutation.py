@@ -1,0 +1,127 @@
+"""Mutation testing, one package at a time: `python tools/mutation.py TARGET [--max-children N]`.
+
+Copies the working tree (tracked and untracked, not ignored files) into .mutation/TARGET/, writes TARGET's
+[tool.mutmut] section there (its source files and only the test files that cover them), runs mutmut and prints
+generated / killed / survived / timeouts with the survivors' names. mutmut caches results in
+.mutation/TARGET/mutants/, so a rerun only redoes mutants of changed functions. Read one with
+`cd .mutation/TARGET && mutmut show NAME`. Not part of CI: a developer's tool (docs/contributing.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# target: (files mutmut mutates, the test files that cover them). mlsr/index/kernels.py is never mutated: it is
+# numba-jitted, and mutmut's trampolines cannot run inside a compiled function (pyproject.toml's do_not_mutate).
+TARGETS: dict[str, tuple[list[str], list[str]]] = {
+    "data": (["mlsr/data/trec.py"], ["tests/evaluation/test_metrics.py", "tests/data/test_trec_boundaries.py"]),
+    "evaluation": (["mlsr/evaluation/metrics.py"],
+                   ["tests/evaluation/test_metrics.py", "tests/evaluation/test_metrics_boundaries.py"]),
+    "files": (["mlsr/_files.py"], ["tests/test_files.py", "tests/test_files_boundaries.py"]),
+    "objectives": (["mlsr/training/objectives.py"], ["tests/training/test_objectives_boundaries.py"]),
+    "head": (["mlsr/models/head.py"], ["tests/models/test_head.py", "tests/models/test_head_boundaries.py"]),
+    "article": (["mlsr/app/article.py"], ["tests/app/test_article.py", "tests/app/test_article_boundaries.py"]),
+    "index": (["mlsr/index/ranking.py", "mlsr/index/rows.py", "mlsr/index/blocks.py", "mlsr/index/thumbnails.py",
+               "mlsr/index/manifest.py", "mlsr/index/checks.py", "mlsr/index/edit.py"],
+              ["tests/index/test_search_fast.py", "tests/index/test_precision.py", "tests/index/test_edit.py",
+               "tests/index/test_thumbnails.py", "tests/index/test_manifest.py", "tests/index/test_boundaries.py"]),
+    "backends": (["mlsr/backends/local.py", "mlsr/backends/milvus.py", "mlsr/backends/milvus_export.py"],
+                 ["tests/backends/test_milvus.py"]),
+}
+STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout",
+          255: "timeout", None: "not checked", 33: "no tests", 5: "no tests", 34: "skipped"}
+
+
+def copy_tree(scratch: Path) -> None:
+    """Refresh scratch/ from the working tree, keeping mutmut's cache (scratch/mutants/)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source, target = ROOT / name, scratch / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def write_config(scratch: Path, sources: list[str], tests: list[str]) -> None:
+    """Append the target's [tool.mutmut] keys to the repository's shared section in the scratch pyproject.toml."""
+    text = (ROOT / "pyproject.toml").read_text()
+    section = "only_mutate = %s\npytest_add_cli_args_test_selection = %s\n" % (json.dumps(sources), json.dumps(tests))
+    (scratch / "pyproject.toml").write_text(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + section, 1))
+
+
+def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str]) -> None:
+    """When the tests changed since the last run, have mutmut map tests to functions again and recheck every
+    mutant not yet killed (mutmut itself only notices changed source functions and newly named tests)."""
+    shared = [*(ROOT / "tests").glob("**/conftest.py"), *(ROOT / "tests" / "helpers").glob("*.py")]
+    files = sorted({*(ROOT / name for name in tests), *shared})
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
+    mark, stats = scratch / "mutants" / "tests.sha256", scratch / "mutants" / "mutmut-stats.json"
+    if stats.exists() and (not mark.exists() or mark.read_text() != digest):
+        data = json.loads(stats.read_text())
+        data["duration_by_test"], data["tests_by_mangled_function_name"] = {}, {}
+        stats.write_text(json.dumps(data))
+        for source in sources:
+            meta = scratch / "mutants" / (source + ".meta")
+            if meta.exists():
+                cached = json.loads(meta.read_text())
+                codes = cached["exit_code_by_key"]
+                cached["exit_code_by_key"] = {k: (v if STATUS.get(v) == "killed" else None) for k, v in codes.items()}
+                meta.write_text(json.dumps(cached))
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(digest)
+
+
+def summary(scratch: Path, sources: list[str]) -> tuple[collections.Counter, list[str]]:
+    """Count mutmut's verdicts for the target's files from its .meta caches; return the counts and survivors."""
+    counts: collections.Counter = collections.Counter()
+    survivors = []
+    for source in sources:
+        meta = scratch / "mutants" / (source + ".meta")
+        codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+        for name, code in sorted(codes.items()):
+            status = STATUS.get(code, "suspicious")
+            counts[status] += 1
+            if status not in ("killed", "timeout"):
+                survivors.append(f"{name}: {status}")
+    return counts, survivors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", choices=sorted(TARGETS))
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--tests", nargs="+", help="test files to run instead of the target's own")
+    args = parser.parse_args()
+    sources, tests = TARGETS[args.target]
+    tests = args.tests or tests
+    scratch = ROOT / ".mutation" / args.target
+    scratch.mkdir(parents=True, exist_ok=True)
+    copy_tree(scratch)
+    tests = [name for name in tests if (ROOT / name).exists()]
+    write_config(scratch, sources, tests)
+    forget_stale_verdicts(scratch, sources, tests)
+    run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+                         cwd=scratch, capture_output=True, text=True)
+    if run.returncode:
+        print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
+    counts, survivors = summary(scratch, sources)
+    generated = sum(counts.values())
+    killed = counts["killed"] + counts["timeout"]
+    print(f"{args.target}: generated {generated}, killed {counts['killed']}, timeouts {counts['timeout']}, "
+          f"survived {generated - killed} ({100 * killed / max(generated, 1):.1f}% killed)")
+    print("\n".join(survivors))
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
