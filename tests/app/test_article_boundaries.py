@@ -191,15 +191,16 @@ def _suggestion():
 
 def test_the_json_answer_by_hand():
     _, suggestion = _suggestion()
+    none = {"credit": "", "license": "", "license_url": ""}  # these items record no credit or licence
     assert suggestion.to_json() == {"sections": [
-        {"title": "Introduction", "query": "Trams Lead words.", "results": [
+        {"title": "Introduction", "query": "Trams Lead words.", "no_good_match": "", "results": [
             {"rank": 1, "id": "a.jpg", "score": 2.5, "image": "thumbnails/a.jpg", "source": "https://x/a.jpg",
-             "caption": "a tram", "terms": [["tram", 1.2346], ["rail", 1.2654]]},
+             "caption": "a tram", **none, "terms": [["tram", 1.2346], ["rail", 1.2654]]},
             {"rank": 2, "id": "b.jpg", "score": 1.5, "image": "thumbnails/b.jpg", "source": None, "caption": "a bus",
-             "terms": [["bus", 1.5]]}]},
-        {"title": "History", "query": "Trams History Horse trams.", "results": [
+             **none, "terms": [["bus", 1.5]]}]},
+        {"title": "History", "query": "Trams History Horse trams.", "no_good_match": "", "results": [
             {"rank": 1, "id": "c.jpg", "score": 0.5, "image": None, "source": "https://x/c.jpg", "caption": "a horse",
-             "terms": [["horse", 0.5]]}]}]}
+             **none, "terms": [["horse", 0.5]]}]}]}
 
 
 @pytest.mark.parametrize("chosen, shown", [

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from mlsr.data.trec import file_scores, read_qrels, read_run, write_qrels, write_run
+from mlsr.data.trec import file_scores, read_qrels, read_run, write_run
 from mlsr.errors import InputError
 from tests.helpers.data import ROOT
 

@@ -38,7 +38,7 @@ def file_page(title: str, *, mime: str = "image/jpeg", width: int = 640, height:
     info = {"size": width * height // 4, "width": width, "height": height, "thumburl": thumb, "thumbwidth": 500,
             "thumbheight": round(500 * height / width), "url": f"{{HOST}}/images/{urllib.parse.quote(name)}",
             "descriptionurl": f"{{HOST}}/wiki/{urllib.parse.quote(title.replace(' ', '_'), safe=':/')}",
-            "descriptionshorturl": f"{{HOST}}/w/index.php?curid=1", "mime": mime,
+            "descriptionshorturl": "{HOST}/w/index.php?curid=1", "mime": mime,
             "extmetadata": {key: {"value": value, "source": "commons-desc-page"} for key, value in (meta or {}).items()}}
     return {"pageid": int(hashlib.sha256(title.encode()).hexdigest()[:6], 16), "ns": 6, "title": title,
             "imagerepository": "local", "imageinfo": [info]}
