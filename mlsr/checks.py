@@ -33,7 +33,8 @@ def check_count(value: object, name: str, *, high: int | None = None) -> int:
         raise InputError(f"{name} must be a whole number, got {shown(value)}.")
     if not isinstance(value, numbers.Integral) and not float(value).is_integer():  # 10.0 is whole, 1.5 is not
         raise InputError(f"{name} must be a whole number, got {shown(value)}.")
-    number = int(value)
+    # A whole Real that is not Integral (10.0) goes through float: `numbers.Real` promises no __int__.
+    number = int(value) if isinstance(value, numbers.Integral) else int(float(value))
     if number < 1 or (high is not None and number > high):
         bound = f"between 1 and {high}" if high is not None else "at least 1"
         raise InputError(f"{name} must be {bound}, got {number}.")

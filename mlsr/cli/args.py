@@ -8,9 +8,18 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import overload
 
 from mlsr.backends import BACKENDS
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER
+
+
+@overload
+def env(name: str, default: str, *, also: str | None = None) -> str: ...
+
+
+@overload
+def env(name: str, default: None = None, *, also: str | None = None) -> str | None: ...
 
 
 def env(name: str, default: str | None = None, *, also: str | None = None) -> str | None:

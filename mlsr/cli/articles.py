@@ -67,7 +67,8 @@ def suggest_article_command(args: argparse.Namespace) -> int:
                                          unique=not args.allow_repeats, collapse=not args.allow_repeats,
                                          min_score=args.min_score)
     finally:
-        service.backend.close()
+        if service.backend is not None:  # Service sets it on construction
+            service.backend.close()
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif args.markdown or args.wikitext or args.html:

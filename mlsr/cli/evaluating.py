@@ -134,6 +134,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
                 kinds & {"no_expand", "hybrid"}), progress=bar.update)
     else:
         encoder = encoder_from_args(args)
+        if index is None:  # --queries comes with --index (checked above)
+            raise InputError("--queries needs --qrels FILE (TREC format) and --index DIR.")
         index.check_models(encoder.models())
         queries, qrels = text_queries(encoder, args.queries), None
     if index.precision != "float32":
@@ -141,6 +143,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
               " weights (build it with --precision float32, or leave --index out, for the head's own)", file=sys.stderr)
     if args.qrels is not None:
         qrels = read_qrels(args.qrels)
+    if qrels is None:  # --queries comes with --qrels (checked above)
+        raise InputError("--queries needs --qrels FILE (TREC format) and --index DIR.")
     hub = parse_hub_id(args.index) if args.index is not None else None
     name = args.recipe or (hub.repo_id.split("/")[1] if hub else Path(args.index).name if args.index is not None
                            else f"{Path(args.dataset).name}-{args.split}")

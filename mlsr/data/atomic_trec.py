@@ -141,7 +141,7 @@ def _text(value) -> str:
 def _bytes(value) -> bytes | None:
     if isinstance(value, dict):
         value = value.get("bytes")
-    return value if isinstance(value, (bytes, bytearray)) and value else None
+    return bytes(value) if isinstance(value, (bytes, bytearray)) and value else None  # bytes(b) is b itself
 
 
 def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, qrels: str | Path = QRELS,

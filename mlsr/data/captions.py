@@ -155,8 +155,8 @@ def _caption_rows(path: str | Path) -> list[tuple[str, str, str | None]]:
         if not isinstance(row, dict):
             raise InputError(f"{path}: row {number} is not an object with a file and a caption.")
         name = next((row[c] for c in _FILE_COLUMNS if row.get(c)), None)
-        text = next((row[c] for c in _CAPTION_COLUMNS if row.get(c)), None)
-        if not isinstance(name, str) or not isinstance(text, str):
+        caption = next((row[c] for c in _CAPTION_COLUMNS if row.get(c)), None)
+        if not isinstance(name, str) or not isinstance(caption, str):
             raise InputError(
                 f"{path}: row {number} needs a file name column ({'/'.join(_FILE_COLUMNS)}) and a caption"
                 f" column ({'/'.join(_CAPTION_COLUMNS)})."
@@ -164,7 +164,7 @@ def _caption_rows(path: str | Path) -> list[tuple[str, str, str | None]]:
         split = row.get("split") or None
         if split is not None and split not in SPLITS:
             raise InputError(f"{path}: row {number} has split {split!r}; use one of {', '.join(SPLITS)}.")
-        parsed.append((Path(name).as_posix(), text, split))
+        parsed.append((Path(name).as_posix(), caption, split))
     return parsed
 
 

@@ -54,6 +54,8 @@ def document_vectors(encoder: Encoder, collection: Collection, documents: Sequen
         caption_vectors = place_rows(encoded, with_caption, len(collection.captions))
     made = {"image": image_vectors, "caption": caption_vectors}
     if "image+caption" in documents:
+        if image_vectors is None or caption_vectors is None:  # both are encoded whenever this document is asked for
+            raise ValueError("image+caption documents need the image and the caption vectors.")
         made["image+caption"] = image_vectors + caption_vectors
     return {doc: made[doc] for doc in documents}
 

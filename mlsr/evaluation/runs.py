@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,7 +31,8 @@ from mlsr.settings import HYBRID_DEPTH, REFERENCE_HYBRID_DEPTH, Status
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.backends import SearchBackend
 
-RUNS: tuple[str, ...] = ("expand", "no_expand", "hybrid", "dense")  # the kinds of run
+RunKind = Literal["expand", "no_expand", "hybrid", "dense"]
+RUNS: tuple[RunKind, ...] = ("expand", "no_expand", "hybrid", "dense")  # the kinds of run
 DEFAULT_RUNS: tuple[str, ...] = ("expand", "no_expand", f"hybrid@{REFERENCE_HYBRID_DEPTH}", "hybrid", "dense")
 RUN_LABELS = {"expand": "sparse expand", "no_expand": "sparse no_expand", "hybrid": "sparse hybrid",
               "dense": "dense (FAISS)"}
@@ -111,7 +112,7 @@ def evaluate(
     """
     for name in measures:
         parse_measure(name)
-    planned: dict[tuple[str, int | None], str] = {}
+    planned: dict[tuple[RunKind, int | None], str] = {}
     for run in runs:
         planned.setdefault(parse_run(run, hybrid_depth), run)
     n_docs = len(doc_ids)
@@ -148,15 +149,16 @@ def evaluate(
     return evaluation
 
 
-def parse_run(name: str, hybrid_depth: int = HYBRID_DEPTH) -> tuple[str, int | None]:
+def parse_run(name: str, hybrid_depth: int = HYBRID_DEPTH) -> tuple[RunKind, int | None]:
     """A run name -> (kind, hybrid depth or None).
 
     "hybrid@10" -> ("hybrid", 10), "hybrid" -> ("hybrid", hybrid_depth), "expand" -> ("expand", None).
     """
-    kind, at, depth = str(name).partition("@")
-    if kind not in RUNS or (at and kind != "hybrid"):
+    text, at, depth = str(name).partition("@")
+    if text not in RUNS or (at and text != "hybrid"):
         raise InputError(f"unknown run {name!r}; choose from {', '.join(RUNS)} (hybrid@N: hybrid re-scoring N"
                          " candidates).")
+    kind = cast(RunKind, text)  # one of RUNS: checked above
     if kind != "hybrid":
         return kind, None
     if not at:
@@ -180,7 +182,7 @@ def evaluate_index(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, backe
                     doc_frequency=index.document_frequency(), **options)
 
 
-def _rank_run(searcher, queries: QuerySet, run: str, depth: int, hybrid_depth: int | None,
+def _rank_run(searcher, queries: QuerySet, run: RunKind, depth: int, hybrid_depth: int | None,
               batch_size: int | None) -> tuple[Results, np.ndarray | None]:
     """The (q, depth) ranking of one run (a kind in RUNS), batch by batch, and its query vectors' term
     frequencies (None: dense). A hybrid run re-scores exactly `hybrid_depth` candidates."""

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from collections.abc import Sequence
 
 import numpy as np
@@ -173,8 +173,8 @@ def verify(
             results.append(_int8_agreement(number, encoder, dataset, source, captions))
         elif name == "example":
             results.append(_published_example(number, encoder, source))
-        else:
-            results.append(_retrieval(number, encoder, dataset, target))
+        else:  # "retrieval": `target` was read above, whenever the checks hold it
+            results.append(_retrieval(number, encoder, dataset, cast(float, target)))
     models = {"backbone": str(backbone) if needs_backbone else "", "head": str(head), "tokenizer": str(tokenizer)}
     return Verdict(results, models, str(dataset), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                    expect_r1=target)
@@ -196,7 +196,7 @@ def _text_agreement(number: int, encoder: Encoder, source: DatasetFolder, limit:
     sentences = [s for image in source.images(SPLIT) for s in image.get("sentences", ())][:limit]
     ids = [str(s["sentid"]) for s in sentences]
     published = source.vectors(TEXT_FILE, ids)
-    backbone = encoder.backbone
+    backbone = encoder._need_backbone()  # loaded whenever the text check runs
     # As BLIP reads a caption (and as encode-dense made the vectors): cleaned, one window, cut at 35 tokens.
     live = np.concatenate([backbone.embed_texts([clean_caption(str(s["raw"])) for s in sentences[i : i + 64]])
                            .cpu().numpy() for i in range(0, len(sentences), 64)])

@@ -7,6 +7,8 @@ import json
 import logging
 from dataclasses import dataclass
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -15,9 +17,12 @@ from torch.nn.functional import normalize
 
 from mlsr.errors import ModelLoadError
 from mlsr.models.hub import resolve_with_weights
-from mlsr.models.tokenizer import locked
+from mlsr.models.tokenizer import LockedTokenizer, locked
 from mlsr.settings import DEFAULT_BACKBONE
 from mlsr.text import MAX_TEXT_CHARS, check_text, text_windows
+
+if TYPE_CHECKING:
+    from transformers import BlipForImageTextRetrieval, CLIPModel, PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +41,9 @@ class Backbone:
     (`CLIPModel`: normalize(projection(pooled output)), the vectors of `get_text/image_features`).
     """
 
-    model: torch.nn.Module
-    tokenizer: object
-    image_processor: object
+    model: PreTrainedModel  # BlipForImageTextRetrieval or CLIPModel, by model_type
+    tokenizer: LockedTokenizer
+    image_processor: Any  # a transformers PIL image processor (called on lists of images)
     source: str
     revision: str | None
     max_text_tokens: int = BLIP_MAX_TEXT_TOKENS
@@ -82,19 +87,23 @@ class Backbone:
         """Token ids and attention mask (on the model's device) -> (n, dense_size) float32 unit vectors."""
         if self.model_type == "clip":
             # CLIP pools the hidden state at the end-of-text token (pooler_output), then projects.
-            pooled = self.model.text_model(input_ids=ids, attention_mask=mask).pooler_output
-            return normalize(self.model.text_projection(pooled), dim=-1).float()
-        hidden = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        return normalize(self.model.text_proj(hidden[:, 0, :]), dim=-1).float()
+            clip = self._clip()
+            pooled = clip.text_model(input_ids=ids, attention_mask=mask).pooler_output
+            return normalize(clip.text_projection(pooled), dim=-1).float()
+        blip = self._blip()
+        hidden = blip.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return normalize(blip.text_proj(hidden[:, 0, :]), dim=-1).float()
 
     def image_vectors(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixel values (on the model's device) -> (n, dense_size) float32 unit vectors."""
         pixels = pixels.to(dtype=next(self.model.parameters()).dtype)
         if self.model_type == "clip":
-            pooled = self.model.vision_model(pixel_values=pixels).pooler_output
-            return normalize(self.model.visual_projection(pooled), dim=-1).float()
-        hidden = self.model.vision_model(pixel_values=pixels).last_hidden_state
-        return normalize(self.model.vision_proj(hidden[:, 0, :]), dim=-1).float()
+            clip = self._clip()
+            pooled = clip.vision_model(pixel_values=pixels).pooler_output
+            return normalize(clip.visual_projection(pooled), dim=-1).float()
+        blip = self._blip()
+        hidden = blip.vision_model(pixel_values=pixels).last_hidden_state
+        return normalize(blip.vision_proj(hidden[:, 0, :]), dim=-1).float()
 
     def fingerprint(self) -> str:
         """Hash of the two projection layers: cheap, and it tells fine-tuned variants apart."""
@@ -104,6 +113,14 @@ class Backbone:
                 if tensor is not None:  # CLIP's projections have no bias
                     digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    def _clip(self) -> CLIPModel:
+        # model_type "clip" is set only by load_backbone, with a CLIPModel (int8_text_backbone keeps its class).
+        return cast("CLIPModel", self.model)
+
+    def _blip(self) -> BlipForImageTextRetrieval:
+        # Any other model_type is "blip", set by load_backbone with a BlipForImageTextRetrieval.
+        return cast("BlipForImageTextRetrieval", self.model)
 
     def _projections(self) -> tuple[torch.nn.Linear, torch.nn.Linear]:
         text, image = _PROJECTIONS[self.model_type]
@@ -146,7 +163,7 @@ def load_backbone(
     return Backbone(model, tokenizer, image_processor, source.name, source.revision)
 
 
-def _load_parts(model_type: str, folder) -> tuple[torch.nn.Module, dict, object, object]:
+def _load_parts(model_type: str, folder: Path) -> tuple[PreTrainedModel, dict, LockedTokenizer, Any]:
     """Model (with its loading info), tokenizer and PIL image processor of one backbone folder.
 
     The PIL image processors give the same pixels as the default ones and need no torchvision.
@@ -156,12 +173,14 @@ def _load_parts(model_type: str, folder) -> tuple[torch.nn.Module, dict, object,
     if model_type == "clip":
         from transformers import CLIPImageProcessorPil, CLIPModel
 
-        model, info = CLIPModel.from_pretrained(folder, output_loading_info=True)
-        image_processor = CLIPImageProcessorPil.from_pretrained(folder)
+        # output_loading_info=True returns (model, info); transformers annotates the return as the model alone.
+        model, info = cast("tuple[PreTrainedModel, dict]", CLIPModel.from_pretrained(folder, output_loading_info=True))
+        image_processor: Any = CLIPImageProcessorPil.from_pretrained(folder)
     else:
         from transformers import BlipForImageTextRetrieval, BlipImageProcessorPil
 
-        model, info = BlipForImageTextRetrieval.from_pretrained(folder, output_loading_info=True)
+        loaded = BlipForImageTextRetrieval.from_pretrained(folder, output_loading_info=True)
+        model, info = cast("tuple[PreTrainedModel, dict]", loaded)  # (model, info), as above
         image_processor = BlipImageProcessorPil.from_pretrained(folder)
     return model, info, locked(AutoTokenizer.from_pretrained(folder)), image_processor
 

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,7 +19,7 @@ from mlsr.models import default_device
 from mlsr.models.backbone import Backbone, load_backbone, text_windows_of
 from mlsr.models.head import SparseHead, token_mask
 from mlsr.models.record import ModelRecord, ModelRef, recorded_name
-from mlsr.models.tokenizer import load_tokenizer
+from mlsr.models.tokenizer import LockedTokenizer, load_tokenizer
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
 from mlsr.text import MAX_TEXT_CHARS, as_texts
 from mlsr.threads import configure_torch
@@ -33,7 +34,7 @@ class Encoder:
 
     backbone: Backbone | None  # None: head only, for precomputed dense vectors (see `head_only`)
     head: SparseHead
-    tokenizer: object  # the head's tokenizer: term ids for masking and decoding
+    tokenizer: LockedTokenizer  # the head's tokenizer: term ids for masking and decoding
     vocab: Vocabulary
     batch_size: int = 32
     max_chars: int = MAX_TEXT_CHARS
@@ -134,10 +135,11 @@ class Encoder:
             raise InputError(f"mode must be one of {ENCODE_MODES}, got {mode!r}.")
         texts = as_texts(texts)
         windows, raws, owners = self._windows(texts)
+        backbone = self._need_backbone()
         rows = []
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start : start + self.batch_size]
-            dense = self.backbone.embed_texts(batch).to(self.head.proj.weight.device)
+            dense = backbone.embed_texts(batch).to(self.head.proj.weight.device)
             rows.append(self._sparsify(dense, raws[start : start + self.batch_size] if mode == "no_expand" else None))
             if progress:
                 progress(len(batch))
@@ -168,11 +170,12 @@ class Encoder:
         """
         texts = as_texts(texts)
         windows, raws, owners = self._windows(texts)
+        backbone = self._need_backbone()
         expand, no_expand = [], []
         pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start : start + self.batch_size]
-            dense = self.backbone.embed_texts(batch).to(self.head.proj.weight.device)
+            dense = backbone.embed_texts(batch).to(self.head.proj.weight.device)
             expanded, masked = self._sparsify_views(dense, raws[start : start + self.batch_size])
             expand.append(expanded)
             no_expand.append(masked)
@@ -186,9 +189,10 @@ class Encoder:
         """Texts -> (n, dense_size) float32 unit vectors; a long text is the normalised mean of its windows."""
         texts = as_texts(texts)
         windows, _, owners = self._windows(texts)
+        backbone = self._need_backbone()
         pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
         for start in range(0, len(windows), self.batch_size):
-            dense = self.backbone.embed_texts(windows[start : start + self.batch_size]).cpu().numpy()
+            dense = backbone.embed_texts(windows[start : start + self.batch_size]).cpu().numpy()
             np.add.at(pooled, owners[start : start + self.batch_size], dense)
         return _unit_rows(pooled)
 
@@ -210,12 +214,13 @@ class Encoder:
         self, images: Sequence[ImageInput] | ImageInput, progress: Progress | None = None
     ) -> tuple[sp.csr_matrix, np.ndarray]:
         """Both the sparse (n, vocab) and the dense (n, dense_size) vectors, from one backbone pass."""
-        images = list(images) if isinstance(images, (list, tuple)) else [images]
-        self._need_backbone()
+        # Anything but a list or tuple is one image (a str is a path, not a sequence of images).
+        images = list(images) if isinstance(images, (list, tuple)) else [cast(ImageInput, images)]
+        backbone = self._need_backbone()
         sparse_rows, dense_rows = [], []
         for start in range(0, len(images), self.batch_size):
             batch = [load_image(image) for image in images[start : start + self.batch_size]]
-            dense = self.backbone.embed_images(batch).to(self.head.proj.weight.device)
+            dense = backbone.embed_images(batch).to(self.head.proj.weight.device)
             sparse_rows.append(self._sparsify(dense))
             dense_rows.append(dense.cpu().numpy())
             if progress:
@@ -303,7 +308,7 @@ class Encoder:
         return to_csr(weights), to_csr(weights * mask.to(weights))
 
 
-def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[SparseHead, object, Vocabulary, str]:
+def _load_head_and_vocab(head: str, tokenizer: str, device: str) -> tuple[SparseHead, LockedTokenizer, Vocabulary, str]:
     """The head, its tokenizer and vocabulary (checked to have the head's size), and the tokenizer's name."""
     sparse_head = SparseHead.from_pretrained(head).to(device)
     term_tokenizer, source = load_tokenizer(tokenizer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from typing import Any
 
 from mlsr.errors import ModelLoadError
 from mlsr.models.hub import resolve
@@ -18,7 +19,7 @@ class LockedTokenizer:
     """Wraps a tokenizer: every method call (and `__call__`) holds the tokenizer's own lock."""
 
     def __init__(self, tokenizer: object) -> None:
-        self._tokenizer = tokenizer
+        self._tokenizer: Any = tokenizer  # a Hugging Face tokenizer: callable, sized, with methods of its own
         self._lock = threading.RLock()
 
     @property

@@ -20,6 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -120,7 +121,7 @@ def train(
     *,
     tokenizer: str | None = None,
     mlm: str | None = DEFAULT_MLM,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     resume: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
@@ -171,7 +172,8 @@ def train(
                            tokens=val_tokens, mask_ratio=row["mask_ratio"], seed=config.seed * 1_000_003 + epoch)
         row.update({f"val_{k}": v for k, v in metrics.items()})
         # as train.py: saved when R@1 beats every earlier epoch's, from 0 (a run that never beats 0 keeps its last)
-        row["best"] = metrics["R@1"] > state.best.get("R@1", 0.0) or (not state.best and epoch + 1 == config.epochs)
+        recall = cast(float, metrics["R@1"])  # a measure of the evaluation (a float; only costs may be None)
+        row["best"] = recall > state.best.get("R@1", 0.0) or (not state.best and epoch + 1 == config.epochs)
         state.history.append(row)
         if row["best"]:
             state.best_epoch, state.best = epoch + 1, metrics
@@ -279,6 +281,8 @@ def _run_epoch(head: SparseHead, optimizer, scaler, batches: _Batches, state: _R
             group["lr"] = group["base_lr"] * lr_factor(state.step, batches.total_steps, batches.warmup_steps)
         ids = mask = None
         if masked[b]:
+            if batches.token_ids is None or batches.token_mask is None:  # made whenever a batch can be masked
+                raise ValueError("masked batches need the captions' tokens.")
             ids, mask = batches.token_ids[pick], batches.token_mask[pick]
         totals += train_step(
             head, optimizer, batches.texts[batches.text_rows[pick]], batches.images[batches.image_rows[pick]],

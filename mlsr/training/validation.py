@@ -8,11 +8,14 @@ rounding, same tie rule), otherwise by a `SparseIndex`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from mlsr.data.lsr42 import DenseDataset, Pairs
+from mlsr.errors import InputError
 from mlsr.evaluation.metrics import term_frequency
 from mlsr.evaluation.runs import QuerySet, evaluate
 from mlsr.index.ranking import top_k
@@ -44,6 +47,8 @@ class HeadRows:
             vectors = torch.from_numpy(np.ascontiguousarray(dense[start : start + self.batch_size])).to(self.device)
             at = first + start  # batches are counted from row 0, as the evaluation loop reads them
             if self.masked is not None and self.masked[at // self.batch_size]:
+                if self.tokens is None:  # masking needs each row's tokens
+                    raise ValueError("masked batches need the rows' tokens (ids, attention mask).")
                 ids, mask = (part[at : at + len(vectors)] for part in self.tokens)
                 out.append(self.head(vectors, ids, mask).float())
             else:
@@ -65,17 +70,26 @@ class TensorScorer:
     def __len__(self) -> int:
         return self.documents.shape[0]
 
-    def search(self, queries: sp.csr_matrix, k: int = 10) -> Results:
+    def search(self, queries: sp.spmatrix, k: int = 10) -> Results:
         dense = torch.from_numpy(queries.toarray()).to(self.documents)
         scores = (dense @ self.documents.T).float().cpu().numpy()
         rows = np.stack([top_k(row, k) for row in scores]) if len(scores) else np.zeros((0, k), np.int64)
         return Results(np.take_along_axis(scores, rows, 1).astype(np.float32), rows)
 
+    def dense_search(self, vectors: np.ndarray, k: int = 10) -> Results:
+        raise InputError("validation ranks sparse queries only (no dense run).")
+
+    def score(self, query: sp.spmatrix, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        raise InputError("validation ranks sparse queries only (no hybrid run).")
+
+    def close(self) -> None:
+        """Nothing to release: the documents are a tensor."""
+
 
 @torch.inference_mode()
 def validate(head: SparseHead, data: DenseDataset, pairs: Pairs, *, device: str | torch.device = "cpu",
              batch_size: int = 1024, search: str = "auto", tokens: tuple[torch.Tensor, torch.Tensor] | None = None,
-             mask_ratio: float = 0.0, seed: int = 0) -> dict[str, float | str]:
+             mask_ratio: float = 0.0, seed: int = 0) -> dict[str, float | str | None]:
     """Caption -> image retrieval over the images of `pairs`.
 
     Captions are fully expanded (as at search time) unless `tokens` (their ids and attention mask) are

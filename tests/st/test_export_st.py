@@ -135,3 +135,14 @@ def test_a_clip_backbone_goes_through_the_export_too(clip_backbone_dir, tokenize
     paths = images_of(image_folder)
     got = dense(model.encode_document([Image.open(p) for p in paths], batch_size=64))
     assert np.abs(got - encoder.encode_images(paths).toarray()).max() <= 1e-6
+
+
+@pytest.mark.parametrize("module", ["input", "head"])
+def test_a_module_folder_that_is_missing_is_a_load_error(exported, module, tmp_path):
+    from mlsr.errors import ModelLoadError
+    from mlsr.models.st.head import D2SHead
+    from mlsr.models.st.input import MlsrInput
+
+    loader = MlsrInput if module == "input" else D2SHead
+    with pytest.raises(ModelLoadError, match="no .* folder 'absent'"):
+        loader.load(str(exported), subfolder="absent", local_files_only=True)

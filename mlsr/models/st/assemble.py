@@ -20,6 +20,7 @@ from mlsr.errors import InputError, ModelLoadError
 from mlsr.settings import ENCODE_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from sentence_transformers import SparseEncoder
 
     from mlsr.models.encoder import Encoder
@@ -48,20 +49,21 @@ def to_sparse_encoder(encoder: Encoder, *, query_mode: str = "expand",
     from mlsr.models.st.head import D2SHead
     from mlsr.models.st.input import MlsrInput
 
-    modules = [MlsrInput(backbone, encoder.tokenizer, encoder.max_chars, query_mode, document_mode),
-               D2SHead(encoder.head)]
+    modules: list[torch.nn.Module] = [
+        MlsrInput(backbone, encoder.tokenizer, encoder.max_chars, query_mode, document_mode), D2SHead(encoder.head)]
     model = SparseEncoder(modules=modules, device=str(encoder.head.proj.weight.device), similarity_fn_name="dot")
-    model.mlsr_card = card_fields(encoder, query_mode, document_mode)
+    # torch's stubs type a module's attributes as Tensor | Module; this one is a plain dict for the model card.
+    model.mlsr_card = card_fields(encoder, query_mode, document_mode)  # type: ignore[assignment]
     return model
 
 
 def card_fields(encoder: Encoder, query_mode: str, document_mode: str) -> dict:
     """What the model card says about the models and modes (names as an index records them)."""
-    record = encoder.models()
+    record, backbone = encoder.models(), encoder._need_backbone()
     return {"backbone": record.backbone.id or "unknown", "head": record.head.id or "unknown",
-            "tokenizer": record.tokenizer.id or "unknown", "backbone_type": encoder.backbone.model_type.upper(),
+            "tokenizer": record.tokenizer.id or "unknown", "backbone_type": backbone.model_type.upper(),
             "dense_size": encoder.dense_size, "vocab_size": f"{encoder.vocab_size:,}",
-            "max_tokens": encoder.backbone.max_text_tokens, "query_mode": query_mode,
+            "max_tokens": backbone.max_text_tokens, "query_mode": query_mode,
             "document_mode": document_mode}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import Module
 
+from mlsr.errors import ModelLoadError
 from mlsr.models.head import SparseHead
 
 
@@ -45,10 +46,13 @@ class D2SHead(Module):
         self.head.save_pretrained(output_path)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+    def load(  # type: ignore[override]  # sentence-transformers' init_defaults is not used (it lands in **kwargs)
+        cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
              **kwargs) -> D2SHead:
         """Read the head folder of a saved model (a local folder or a Hub repo's subfolder)."""
         folder = cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
                                    revision=revision, local_files_only=local_files_only)
+        if folder is None:  # sentence-transformers found no such folder, locally or on the Hub
+            raise ModelLoadError(f"model {model_name_or_path!r} has no head folder {subfolder!r}.")
         return cls(SparseHead.from_pretrained(folder))

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
 import torch
 from sentence_transformers.base.modality import infer_batch_modality
 from sentence_transformers.base.modules import InputModule
 
-from mlsr.errors import InputError
+from mlsr.errors import InputError, ModelLoadError
 from mlsr.images import load_image
 from mlsr.models.backbone import Backbone, load_backbone, text_windows_of
 from mlsr.models.tokenizer import load_tokenizer, locked
 from mlsr.settings import ENCODE_MODES
 from mlsr.text import MAX_TEXT_CHARS
+
+if TYPE_CHECKING:
+    from sentence_transformers.base.modality_types import Modality
 
 CONFIG_FILE = "mlsr_input.json"
 BACKBONE_FOLDER = "backbone"  # the transformers model, its tokenizer and image processor
@@ -48,12 +51,12 @@ class MlsrInput(InputModule):
         self.max_chars, self.query_mode, self.document_mode = int(max_chars), query_mode, document_mode
 
     @property
-    def tokenizer(self) -> object:
+    def tokenizer(self) -> object:  # type: ignore[override]  # InputModule declares a settable attribute; ours is read-only
         """The head's term tokenizer: `SparseEncoder.decode` turns term ids into word pieces with it."""
         return self.terms.wrapped
 
     @property
-    def modalities(self) -> list[str]:
+    def modalities(self) -> list[Modality]:
         return ["text", "image"]
 
     @property
@@ -63,7 +66,8 @@ class MlsrInput(InputModule):
 
     def text_mode(self, task: str | None) -> str:
         """How texts of `task` are encoded: `query_mode`, `document_mode`, or expand for no task."""
-        return {"query": self.query_mode, "document": self.document_mode}.get(task, "expand")
+        modes: dict[str | None, str] = {"query": self.query_mode, "document": self.document_mode}
+        return modes.get(task, "expand")
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, task: str | None = None,
                    **kwargs) -> dict[str, torch.Tensor | Any]:
@@ -104,13 +108,16 @@ class MlsrInput(InputModule):
         self.save_config(output_path)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+    def load(  # type: ignore[override]  # sentence-transformers' init_defaults is not used (it lands in **kwargs)
+        cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
              **kwargs) -> MlsrInput:
         """Read a saved input module with mlsr's own loaders (the backbone's kind from its config.json)."""
-        folder = Path(cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token,
-                                        cache_folder=cache_folder, revision=revision,
-                                        local_files_only=local_files_only))
+        found = cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
+                                  revision=revision, local_files_only=local_files_only)
+        if found is None:  # sentence-transformers found no such folder, locally or on the Hub
+            raise ModelLoadError(f"model {model_name_or_path!r} has no input module folder {subfolder!r}.")
+        folder = Path(found)
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         backbone = load_backbone(str(folder / BACKBONE_FOLDER))
         terms, _ = load_tokenizer(str(folder / TERMS_FOLDER))
