@@ -28,6 +28,7 @@ from mlsr.settings import MAX_SECTIONS
 from mlsr.text import MAX_TEXT_CHARS
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mlsr.app.exports import Figure
     from mlsr.app.service import Hit
 
 MAX_ARTICLE_CHARS = 200_000  # ten long sections; more is refused, not truncated
@@ -108,12 +109,12 @@ class ArticleSuggestion:
                 for hit, terms in zip(s.hits, s.terms)]}
             for number, s in enumerate(self.sections)]}
 
-    def figures(self, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> list:
+    def figures(self, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> list[Figure | None]:
         """Each section's chosen image with its credit's parts (`mlsr.app.exports.Figure`), or None."""
         from mlsr.app.exports import Figure
 
         link = link or self.link
-        figures = []
+        figures: list[Figure | None] = []
         for section, choice in zip(self.sections, self._chosen(chosen)):
             if choice is None or not 0 <= choice < len(section.hits):
                 figures.append(None)
@@ -145,7 +146,7 @@ class ArticleSuggestion:
         """The article with, under each section heading, its chosen image (`chosen[i]`: a position in section
         i's hits, None for no image; by default each section's first); `link` overrides `self.link`."""
         link = link or self.link
-        shown = []
+        shown: list[Illustration | None] = []
         for section, choice in zip(self.sections, self._chosen(chosen)):
             if choice is None or not 0 <= choice < len(section.hits):
                 shown.append(None)
@@ -376,7 +377,7 @@ def _by_paragraphs(text: str, headings: list[_Heading], paragraphs: list[_Paragr
 def _whole(text: str, page_title: tuple[int, str] | None, headings: list[_Heading],
            paragraphs: list[_Paragraph]) -> Section:
     """One section of everything after the page title; the headings inside become lines of its text."""
-    start = page_title[0] if page_title else min(b.start for b in [*headings, *paragraphs])
+    start = page_title[0] if page_title else min([h.start for h in headings] + [p.start for p in paragraphs])
     parts = sorted([(h.start, h.title) for h in headings]
                    + [(p.start, text[p.start : p.end].strip()) for p in paragraphs])
     return Section("", "\n\n".join(part for at, part in parts if at >= start), start, start, len(text))

@@ -153,7 +153,10 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
                              label="Select an image to see why it ranked", elem_classes="mlsr-gallery",
                              elem_id=f"article-gallery-{number}")
         why = gr.Markdown(section_why(found, 0), elem_id=f"article-why-{number}")
-        terms = gr.HighlightedText(chips(found.terms[0][:SHOWN_SHARED]), show_legend=False, label="Shared terms",
+        # Gradio's hint wants a list of (str, str | float | None): a list of (str, float | None) is one, but lists are
+        # invariant to mypy
+        terms = gr.HighlightedText(chips(found.terms[0][:SHOWN_SHARED]),  # type: ignore[arg-type]
+                                   show_legend=False, label="Shared terms",
                                    elem_id=f"article-terms-{number}")
         with gr.Row():
             choose = gr.Button("Choose this one", size="sm", elem_id=f"article-choose-{number}")

@@ -3,12 +3,20 @@ offered, and the message says how close the best came and which terms it shared.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from collections.abc import Callable, Sequence
 
 from mlsr.errors import InputError
 
-HitT = TypeVar("HitT")
+
+class Scored(Protocol):
+    """What the cutoff reads of a hit: its score (a service Hit, or any ranked row with one)."""
+
+    @property
+    def score(self) -> float: ...
+
+
+HitT = TypeVar("HitT", bound=Scored)
 SHOWN_TERMS = 5
 
 

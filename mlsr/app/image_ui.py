@@ -31,14 +31,12 @@ def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
     with gr.Tab("Image", id="image"):
         found_state = gr.State(None)  # the ImageTerms on screen: the slider re-slices them, the encoder runs once
         query_state = gr.State(None)  # the vector behind the similar images: the image's, or an indexed image's
-        hits_state = gr.State([])
-        selected_state = gr.State(None)
+        hits_state, selected_state = gr.State([]), gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
                 image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image",
                                  elem_id="image-input", height=320)
-                image_top_k = gr.Slider(5, SHOWN_TERMS, value=20, step=1, label="Terms to show",
-                                        elem_id="image-top-k")
+                image_top_k = gr.Slider(5, SHOWN_TERMS, value=20, step=1, label="Terms to show", elem_id="image-top-k")
                 if examples:
                     example_list = gr.Examples([[str(path)] for path in examples], inputs=[image],
                                                label="Example photos")
@@ -97,6 +95,8 @@ def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
                            api_visibility="private", concurrency_id=MODELS)
 
     def on_more(hit: Hit | None):
+        if hit is None:  # nothing selected (as on the Suggest screen): everything stays as it is
+            return tuple(gr.update() for _ in range(5))
         hits, query, timings = service.more_like_this(hit.row, 8)
         summary = (f"Images like #{hit.rank} {literal(hit.caption or hit.id)}, its own"
                    f" {plural(query.nnz, 'term')} as the query · {timing_text(timings)}")

@@ -5,12 +5,18 @@ returns fewer than it could. Plain Python and numpy: no torch."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlsr.index.modes import NO_HIT, rank
-from mlsr.index.sparse import Results
+from mlsr.index.sparse import Results, SparseIndex
 from mlsr.ingest.licences import FREE_FAMILIES, item_licence
+from mlsr.query_vectors import QueryVectors
+from mlsr.settings import QueryMode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlsr.backends import SearchBackend
 
 DEEPER = 4  # how much deeper each further search goes
 
@@ -20,8 +26,8 @@ def allowed_rows(items: Sequence[dict], families: frozenset[str]) -> np.ndarray:
     return np.array([item_licence(item) in families for item in items], dtype=bool)
 
 
-def rank_allowed(backend, queries, mode: str, k: int, items: Sequence[dict], families: frozenset[str] | None,
-                 **options) -> Results:
+def rank_allowed(backend: SparseIndex | SearchBackend, queries: QueryVectors, mode: QueryMode, k: int,
+                 items: Sequence[dict], families: frozenset[str] | None, **options: int) -> Results:
     """`rank`'s top k per query, among the items whose licence is in `families` (None: every item)."""
     if families is None:
         return rank(backend, queries, mode, k, **options)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,7 +32,7 @@ from mlsr.images import ImageInput
 from mlsr.index.modes import rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
 from mlsr.models.encoder import Encoder
-from mlsr.settings import ARTICLE_K, MAX_K, MAX_SECTION_K, MAX_TOP_K, NEAR_DUPLICATE_COSINE
+from mlsr.settings import ARTICLE_K, MAX_K, MAX_SECTION_K, MAX_TOP_K, NEAR_DUPLICATE_COSINE, QueryMode
 from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
@@ -115,18 +116,19 @@ class Comparison:
                 "overlap_at_k": self.overlap, "active_terms": self.active_terms, "timings_ms": self.timings}
 
 
-@dataclass
+@dataclass(init=False)
 class Service:
     """Models and an index loaded once, and the operations the demo offers on them."""
 
     encoder: Encoder
     index: SparseIndex
-    index_dir: Path
-    backend: SearchBackend | None = None  # where searches run; None: the index itself (scipy, FAISS)
+    index_dir: Path | None  # the index's folder (None: an index built in memory): item images are relative to it
+    backend: SearchBackend  # where searches run; given None: the index itself (scipy, FAISS)
 
-    def __post_init__(self) -> None:
-        if self.backend is None:
-            self.backend = LocalBackend(self.index)
+    def __init__(self, encoder: Encoder, index: SparseIndex, index_dir: Path | None,
+                 backend: SearchBackend | None = None) -> None:
+        self.encoder, self.index, self.index_dir = encoder, index, index_dir
+        self.backend = LocalBackend(index) if backend is None else backend
 
     @classmethod
     def load(cls, index_dir: str | Path | SparseIndex, *, backbone: str, head: str, tokenizer: str,
@@ -139,13 +141,12 @@ class Service:
         """
         started = time.perf_counter()
         index = index_dir if isinstance(index_dir, SparseIndex) else SparseIndex.load(index_dir)
-        index_dir = index.path  # the folder read (for a Hub id, its cached copy): item images are relative to it
         searcher = open_backend(index, backend, milvus_uri, collection)
         encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16, text_int8=text_int8)
         index.check_models(encoder.models())
         logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index.source,
                     time.perf_counter() - started)
-        return cls(encoder, index, index_dir, searcher)
+        return cls(encoder, index, index.path, searcher)  # the folder read (for a Hub id, its cached copy)
 
     # -- suggest ----------------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class Service:
         """Rank the index for article text (only images under `licences`, when given; none when the best scores
         below `min_score`, see `mlsr.app.cutoff`); also the text shaded by term weight and the expansion terms."""
         k = check_k(k, MAX_K)
-        check_mode(mode)
+        mode = cast(QueryMode, check_mode(mode))  # check_mode passes only the QUERY_MODES
         _stage(stage, 0.1, "encoding the text")
         started = time.perf_counter()
         queries = self.encoder.encode_text_views([text])
@@ -214,7 +215,7 @@ class Service:
         a section whose best image scores below `min_score` gets none, and says so (`keep_good_matches`).
         """
         k = check_k(k, MAX_SECTION_K)
-        check_mode(mode)
+        mode = cast(QueryMode, check_mode(mode))  # check_mode passes only the QUERY_MODES
         article = join_sections(split_article(text, split, title), joined)
         queries_text = article.queries()
         _stage(stage, 0.1, f"encoding {len(queries_text)} sections")
@@ -248,7 +249,7 @@ class Service:
     def image_terms(self, image: ImageInput, top_k: int = 20, k: int = 8, stage: Stage | None = None) -> ImageTerms:
         """An uploaded image's top terms, its number of active terms, and 'more like this' from the index."""
         k = check_k(k, MAX_K)
-        top_k = check_top_k(top_k, MAX_TOP_K)
+        shown = check_top_k(top_k, MAX_TOP_K)  # None (every term) only when given None
         _stage(stage, 0.1, "encoding the image")
         started = time.perf_counter()
         vector = self.encoder.encode_images([image])
@@ -257,7 +258,7 @@ class Service:
         started = time.perf_counter()
         results = _matched(self.backend.search(vector, k))
         return ImageTerms(
-            terms=self.encoder.decode(vector[0], top_k=top_k),
+            terms=self.encoder.decode(vector[0], top_k=shown),
             active_terms=int(vector.nnz), similar=self.hits(results),
             timings={"encode": encode_ms, "search": _ms(started)}, query=vector,
         )
@@ -269,13 +270,10 @@ class Service:
         return self.index.dense is not None
 
     def compare(self, text: str, k: int = 10, mode: str = "expand") -> Comparison:
-        """Rank the same text with the sparse index and with FAISS over the dense vectors of the same items.
-
-        One backbone pass gives both queries: its time is `sparse_encode`, and `dense_encode` (kept for the
-        API's callers) is 0.
-        """
+        """Rank the same text with the sparse index and with FAISS over the dense vectors of the same items. One
+        backbone pass gives both queries: its time is `sparse_encode`, and `dense_encode` (kept for the API) is 0."""
         k = check_k(k, MAX_K)
-        check_mode(mode)
+        mode = cast(QueryMode, check_mode(mode))  # check_mode passes only the QUERY_MODES
         if not self.has_dense:
             raise InputError("this index has no dense vectors; rebuild it with dense vectors (dense=True) to compare.")
         started = time.perf_counter()
@@ -284,6 +282,8 @@ class Service:
         started = time.perf_counter()
         sparse_results = _matched(rank(self.backend, queries, mode, k))
         sparse_search_ms = _ms(started)
+        if queries.dense is None:  # the encoder always gives it; evaluation's dense run says so too
+            raise InputError("the queries have no vectors for the dense run.")
         started = time.perf_counter()
         dense_results = self.backend.dense_search(queries.dense, k)
         dense_search_ms = _ms(started)
@@ -327,7 +327,7 @@ class Service:
         """The last saved `python -m mlsr verify` verdict (beside the index folder), or None if there is none."""
         from mlsr.evaluation.verify import load_verdict, verdict_path, verdict_summary
 
-        verdict = load_verdict(verdict_path(self.index.hub_id or self.index_dir))
+        verdict = None if (where := self.index.hub_id or self.index_dir) is None else load_verdict(verdict_path(where))
         return None if verdict is None else verdict_summary(verdict, self.loaded_sources())
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ class Service:
         Only the command line reads it; no answer of the service or the API contains it.
         """
         image = self.index.items[hit.row].get("image")
-        if hit.source is not None or not isinstance(image, str) or not image:
+        if hit.source is not None or not isinstance(image, str) or not image or self.index_dir is None:
             return None
         path = (self.index_dir / image).resolve()
         return path if path.is_file() else None

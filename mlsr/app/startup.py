@@ -157,7 +157,7 @@ def rebuild_command(index_dir: Path) -> str | None:
     if manifest is None or not build:
         return None
     extra = f" --precision {manifest['precision']}" if manifest.get("precision") in ("uint8", "float32") else ""
-    source = build.get("source") if isinstance(build.get("source"), dict) else {}
+    source = build["source"] if isinstance(build.get("source"), dict) else {}
     if source.get("dataset"):
         return (f"python -m mlsr import-dense --dataset {source['dataset']} --split {source.get('split', 'test')}"
                 f" --out {index_dir}{extra} --overwrite")

@@ -158,7 +158,8 @@ def explanation(service: Service, query, hit: Hit) -> tuple:
     image_terms, matches = service.explain(query, hit.row)
     rows = [[m.term, round(m.query_weight, 4), round(m.doc_weight, 4), round(m.contribution, 4)] for m in matches]
     top = rows[:PLOTTED_TERMS]
-    lowest = min([0.0] + [r[3] for r in top])  # bars start at 0; negative weights (edited terms) go below it
+    # bars start at 0; negative weights (edited terms) go below it
+    lowest = min([0.0] + [round(m.contribution, 4) for m in matches[:PLOTTED_TERMS]])
     plot = gr.BarPlot(pd.DataFrame({"term": [r[0] for r in top], "product": [r[3] for r in top]}),
                       y_lim=[lowest, None])
     return (why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(matches), credit_markdown(hit)),

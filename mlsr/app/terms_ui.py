@@ -30,9 +30,10 @@ def term_editor() -> SimpleNamespace:
             f" this vector. {WORD_PIECES}"
         )
         # two columns, fixed: the cell menu offers no column to add or delete (Gradio 6.31 reads "fixed" from
-        # this pair; its column_limits are "not yet implemented"); rows come from "Add"
+        # this pair, though its type hint says int; its column_limits are "not yet implemented"); rows come from "Add"
         table = gr.Dataframe(headers=TABLE_COLUMNS, datatype=["str", "number"], interactive=True,
-                             column_count=(2, "fixed"), row_count=1, elem_id="term-table", max_height=360)
+                             column_count=(2, "fixed"),  # type: ignore[arg-type]
+                             row_count=1, elem_id="term-table", max_height=360)
         with gr.Row(equal_height=True):
             new_term = gr.Textbox(label="Add a term", placeholder="one word, e.g. harbour", scale=3, max_lines=1,
                                   elem_id="new-term")

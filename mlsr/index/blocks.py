@@ -42,7 +42,8 @@ FAST_DENSE_SHARE = 0.15
 DENSE_BYTES_FACTOR = 1.25
 DENSE_MIN_DOCS = 4096  # ...but only in blocks this large (below it the difference is noise)
 ID_DTYPE = np.dtype(np.uint16)
-WEIGHT_DTYPES = {"uint8": np.dtype(np.uint8), "float16": np.dtype(np.float16), "float32": np.dtype(np.float32)}
+WEIGHT_DTYPES: dict[str, np.dtype] = {"uint8": np.dtype(np.uint8), "float16": np.dtype(np.float16),
+                                      "float32": np.dtype(np.float32)}
 
 
 @dataclass

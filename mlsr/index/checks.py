@@ -12,6 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from numpy.typing import DTypeLike
 import scipy.sparse as sp
 
 from mlsr.errors import InputError
@@ -30,7 +31,7 @@ def checked_blocks(arrays: dict[str, np.ndarray], n: int, vocab_size: int, block
     indptr, docs, weights, scales = arrays["indptr"], arrays["docs"], arrays["weights"], arrays["scales"]
     dense_indptr, dense_terms, dense_weights = arrays["dense_indptr"], arrays["dense_terms"], arrays["dense_weights"]
     dense_scales = arrays["dense_scales"]
-    expected = (np.int64, ID_DTYPE, np.float32, np.int64, np.int32, weights.dtype, np.float32)
+    expected: tuple[DTypeLike, ...] = (np.int64, ID_DTYPE, np.float32, np.int64, np.int32, weights.dtype, np.float32)
     found = (indptr.dtype, docs.dtype, scales.dtype, dense_indptr.dtype, dense_terms.dtype, dense_weights.dtype,
              dense_scales.dtype)
     if weights.dtype not in WEIGHT_DTYPES.values() or any(np.dtype(a) != b for a, b in zip(expected, found)):
@@ -85,7 +86,7 @@ def checked_blocks(arrays: dict[str, np.ndarray], n: int, vocab_size: int, block
     if problems:
         raise InputError(f"{problems[0]}; rebuild the index.")
     plain = {name: np.asarray(array) for name, array in arrays.items()}  # memmap -> ndarray view
-    return InvertedIndex(n, vocab_size, block_size, **plain)
+    return InvertedIndex(n, vocab_size, block_size, **plain, stored_forward=None)  # the arrays are postings only
 
 
 FORMAT2_NAMES = ("indptr", "docs", "weights", "dense_terms", "dense_weights")

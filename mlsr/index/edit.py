@@ -69,7 +69,7 @@ def new_items(items: list[dict], added: Sequence[dict] | None, m: int, existing:
 
 def recorded(info: dict, added: int = 0, removed: int = 0) -> dict:
     """A copy of an index's info with its `edits` ({"added", "removed"} since the build) counted up."""
-    edits = info.get("edits") if isinstance(info.get("edits"), dict) else {}
+    edits = info["edits"] if isinstance(info.get("edits"), dict) else {}
     return {**info, "edits": {"added": int(edits.get("added", 0)) + added,
                               "removed": int(edits.get("removed", 0)) + removed}}
 

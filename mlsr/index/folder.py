@@ -187,8 +187,11 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
         items = parsed.result() if parsed is not None else None
     if isinstance(items, InputError):
         raise IndexFormatError(f"index {path}: {items}") from None
+    if items is None:  # read_manifest has refused this already: it checks every listed file is a regular one
+        raise IndexFormatError(f"index {path}: {ITEMS_FILE} is missing (or not a regular file); rebuild the index.")
     count, vocab_size = manifest["count"], manifest["vocab_size"]
-    vectors = arrays = forward_arrays = None
+    vectors = forward_arrays = None
+    arrays: dict[str, np.ndarray] = {}  # the postings files (formats 2 and 3)
     try:
         if isinstance(items, Exception):
             raise items
@@ -245,7 +248,7 @@ def read_folder(path: str | Path, *, mmap: bool = True) -> FolderContents:
     except InputError as error:
         raise IndexFormatError(f"index {path}: {error}") from None
     if inverted is not None:  # the checks read every page once: only what searches read need stay resident
-        release_pages(*(arrays or {}).values(), *(forward_arrays or {}).values())
+        release_pages(*arrays.values(), *(forward_arrays or {}).values())
     info = {key: value for key, value in manifest.items() if key not in DERIVED_FIELDS}
     return FolderContents(inverted, vectors, precision, items, vocab, dense, info, thumbnails)
 

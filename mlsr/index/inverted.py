@@ -22,18 +22,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.errors import InputError
 from mlsr.index import blocks as layout
 from mlsr.index import forward as rows_view
 from mlsr.index.kernel_search import compiled_kernel as _kernel, kernel_search
 from mlsr.index.rows import QueryArrays, query_arrays
 from mlsr.index.ranking import first_at_least, product_row, top_k, top_k_of_nonzeros
-from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, concatenate, empty_part, invert_block, list_groups, row_blocks,
-                               widened)
+from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, Part, concatenate, empty_part, invert_block, list_groups,
+                               row_blocks, widened)
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ class InvertedIndex:
         already inverted keep their float16-rounded weights, widened exactly. A collection smaller
         than one block gets a block of its own size (dense columns are a block long) when `own_size`.
         """
-        block_size = block_size or layout.BLOCK_DOCS
-        blocks, done, n = [], [], 0  # blocks not yet concatenated, and concatenated runs of them
+        size = block_size or layout.BLOCK_DOCS
+        blocks: list[Part] = []  # blocks not yet concatenated
+        done: list[Part] = []  # concatenated runs of them
+        n = 0
         forwards: list[rows_view.Forward] = []  # each block's rows, for the forward view
 
         def add(rows: sp.csr_matrix) -> None:
@@ -91,26 +94,26 @@ class InvertedIndex:
                 logger.warning("document weights exceed float16's range (%g): storing float32", HALF_MAX)
                 precision = "float32"
                 blocks, done = [widened(part) for part in blocks], [widened(part) for part in done]
-            blocks.append(invert_block(rows, precision, block_size))
+            blocks.append(invert_block(rows, precision, size))
             forwards.append(rows_view.of_block(rows, blocks[-1], vocab_size, precision))
             n += rows.shape[0]
             if len(blocks) == CONCATENATE_BLOCKS:
                 done.append(concatenate(blocks))
 
         pending = None  # one block held back, to know whether it is the only one
-        for rows in row_blocks(chunks, block_size):
+        for rows in row_blocks(chunks, size):
             if pending is not None:
                 add(pending)
             pending = rows
         if pending is not None:
             if not blocks and not done and own_size:
-                block_size = pending.shape[0]
+                size = pending.shape[0]
             add(pending)
         if blocks:
             done.append(concatenate(blocks))
-        part = concatenate(done) if done else empty_part(precision, block_size)  # empties `done` as it copies
+        part = concatenate(done) if done else empty_part(precision, size)  # empties `done` as it copies
         forward = rows_view.joined(forwards, precision) if forwards else None
-        return cls(n, vocab_size, block_size, **part.arrays(), stored_forward=forward)
+        return cls(n, vocab_size, size, **part.arrays(), stored_forward=forward)
 
     # -- sizes ------------------------------------------------------------------------------------
 
@@ -199,7 +202,7 @@ class InvertedIndex:
 
     # -- reading weights --------------------------------------------------------------------------
 
-    def weights_at(self, terms: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def weights_at(self, terms: np.ndarray, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """float32 (len(terms), len(rows)): the stored weight of each term in each row (0 when absent)."""
         terms = np.asarray(terms, dtype=np.int64).reshape(-1, 1)
         rows = np.asarray(rows, dtype=np.int64).reshape(1, -1)
@@ -290,7 +293,9 @@ class InvertedIndex:
         """Exact top-k of (q, vocab) queries, checked (`mlsr.index.rows.query_arrays`) or canonical float32 CSR:
         float32 scores and int64 rows (q, k)."""
         if not isinstance(queries, QueryArrays):
-            queries = query_arrays(queries, "queries", self.vocab_size)
+            queries = query_arrays(queries, "queries")
+            if queries.n_cols != self.vocab_size:
+                raise InputError(f"queries must have {self.vocab_size} columns (one per term), got {queries.n_cols}.")
         k = max(0, min(int(k), self.n_docs))
         n_queries = queries.n_rows
         if k == 0 or n_queries == 0:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import NoReturn, TypeGuard
 
 from mlsr.checks import shown
 from mlsr.errors import IndexFormatError
@@ -84,7 +85,7 @@ def check_manifest(manifest: dict, where: str, error: type[Exception] = IndexFor
     the file table, the `models` record, and fields that must agree with each other. `save` runs the
     same checks (with `error` InputError) so that no index is written that would be refused on load.
     """
-    def refuse(field: str, problem: str) -> None:
+    def refuse(field: str, problem: str) -> NoReturn:
         raise error(f"{where}: {MANIFEST_FILE}: {field!r} {problem}; {fix}.")
 
     if SEAL_FIELD in manifest and manifest[SEAL_FIELD] != _seal(manifest):
@@ -200,7 +201,7 @@ def _one_of(value: object, allowed) -> bool:
     return isinstance(value, str) and value in allowed
 
 
-def _whole(value: object, low: int) -> bool:
+def _whole(value: object, low: int) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 

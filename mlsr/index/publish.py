@@ -52,7 +52,7 @@ class PushReport:
 def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
     """The repo's README.md: items, document kind, models, sizes and how to use it, all from `manifest`."""
     count = int(manifest.get("count", 0))
-    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    files = manifest["files"] if isinstance(manifest.get("files"), dict) else {}
     local = local_models(manifest)
     lines, args = [], []
     for role, ref in recorded_models(manifest).items():
@@ -89,7 +89,7 @@ def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
 
 def recorded_models(manifest: dict) -> dict[str, dict]:
     """{role: {"id", "revision", ...}} of the backbone, head and tokenizer a manifest records ({} when unknown)."""
-    models = manifest.get("models") if isinstance(manifest.get("models"), dict) else {}
+    models = manifest["models"] if isinstance(manifest.get("models"), dict) else {}
     return {role: models[role] if isinstance(models.get(role), dict) else {} for role in DEFAULTS}
 
 

@@ -121,12 +121,12 @@ def _check_real(dtype: np.dtype, what: str) -> None:
 def place_rows(rows, at: Sequence[int], n: int) -> sp.csr_matrix:
     """An (n, vocab) CSR matrix whose row `at[i]` is `rows[i]`, every other row empty (documents without a caption)."""
     rows = as_csr(rows, "rows")
-    at = np.asarray(at, dtype=np.int64).reshape(-1)
-    if len(at) != rows.shape[0]:
-        raise InputError(f"{len(at)} positions for {rows.shape[0]} rows: give one position per row.")
-    if len(at) and (at.min() < 0 or at.max() >= n or len(np.unique(at)) != len(at)):
+    where = np.asarray(at, dtype=np.int64).reshape(-1)
+    if len(where) != rows.shape[0]:
+        raise InputError(f"{len(where)} positions for {rows.shape[0]} rows: give one position per row.")
+    if len(where) and (where.min() < 0 or where.max() >= n or len(np.unique(where)) != len(where)):
         raise InputError(f"positions must be distinct rows in 0..{n - 1}.")
-    placement = sp.csr_matrix((np.ones(len(at), np.float32), (at, np.arange(len(at)))), shape=(n, len(at)))
+    placement = sp.csr_matrix((np.ones(len(where), np.float32), (where, np.arange(len(where)))), shape=(n, len(where)))
     return (placement @ rows).tocsr()
 
 

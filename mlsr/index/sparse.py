@@ -298,7 +298,7 @@ class SparseIndex:
         if (dense is None) != (self.dense is None):
             raise InputError("this index keeps dense vectors: give `dense` for the new rows too." if dense is None
                              else "this index keeps no dense vectors: build it with dense ones to add them.")
-        if dense is not None:
+        if dense is not None and self.dense is not None:  # both or neither, checked above
             dense = np.array(dense, dtype=np.float32, order="C", copy=True)
             if dense.shape != (m, self.dense.shape[1]) or not np.isfinite(dense).all():
                 raise InputError(f"dense vectors must be a finite ({m}, {self.dense.shape[1]}) array,"
@@ -362,6 +362,8 @@ class SparseIndex:
             except InputError as error:
                 raise IndexFormatError(f"index {path}: {error}") from None
         else:
+            if contents.inverted is None:  # read_folder gives either the rows or the postings
+                raise IndexFormatError(f"index {path}: it holds neither rows nor postings; rebuild the index.")
             index = cls(contents.inverted, contents.items, contents.vocab, contents.dense, contents.info,
                         thumbnails=contents.thumbnails)
         index.path, index.source = path, location.label

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -84,8 +84,8 @@ class Thumbnails:
         offsets = np.concatenate([self.offsets[:-1], other.offsets + self.offsets[-1]]).astype(np.int64)
         return Thumbnails(offsets, np.concatenate([np.asarray(self.data), np.asarray(other.data)]))
 
-    def filled(self, pictures: dict[int, bytes]) -> Thumbnails:
-        """A copy with these rows' pictures set (the others kept)."""
+    def filled(self, pictures: Mapping[int, bytes | None]) -> Thumbnails:
+        """A copy with these rows' pictures set (the others, and rows given None, kept)."""
         return Thumbnails.from_pictures([pictures.get(row) or self.picture(row) for row in range(len(self))])
 
     def check(self, n: int) -> None:

@@ -150,8 +150,8 @@ def fetch_files(files: list[WikiFile], out: Path, api: MediaWikiApi, report: Wik
     report.pictures_resumed = pictures.resumed
     report.skipped += [(title, f"its picture could not be had: {reason}") for title, reason in pictures.failed]
     report.seconds["pictures"] = round(time.perf_counter() - started, 3)
-    kept = [row for row in range(len(files)) if thumbnails.has(row)]
-    return [files[row] for row in kept], [thumbnails.picture(row) for row in kept]
+    kept = [(row, picture) for row in range(len(files)) if (picture := thumbnails.picture(row)) is not None]
+    return [files[row] for row, _ in kept], [picture for _, picture in kept]
 
 
 def encode_files(encoder: Encoder, files: list[WikiFile], pictures: list[bytes], out: Path, *,

@@ -156,8 +156,8 @@ def _pairs(images_dir: Path, captions_path: str | Path, val_fraction: float | No
                 check_text(text)
             except InputError as error:
                 raise InputError(f"{captions_path}: a caption of {name}: {error}") from None
-    if given_splits is not None:
-        return paired, groups, [given_splits.get(n) or given_splits.get(Path(n).name) for n in paired], "captions file"
+    if given_splits is not None:  # each captioned image's rows name its split, under the key its captions have
+        return paired, groups, [given_splits.get(n) or given_splits[Path(n).name] for n in paired], "captions file"
     val_fraction = 0.1 if val_fraction is None else val_fraction
     splits = random_splits(len(paired), val_fraction, test_fraction, seed)
     return paired, groups, splits, {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
@@ -165,7 +165,8 @@ def _pairs(images_dir: Path, captions_path: str | Path, val_fraction: float | No
 
 def _meta_images(names: list[str], groups: list[list[str]], splits: list[str]) -> tuple[list[dict], list[str]]:
     """dataset_meta.json's `images` entries (Karpathy format) of the encoded images, and the caption row ids."""
-    meta_images, text_ids = [], []
+    meta_images: list[dict] = []
+    text_ids: list[str] = []
     for imgid, (name, group, split) in enumerate(zip(names, groups, splits)):
         sentids = list(range(len(text_ids), len(text_ids) + len(group)))
         text_ids.extend(str(s) for s in sentids)
@@ -223,7 +224,8 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 def _encode_images(backbone: Backbone, images_dir: Path, names: list[str], cache: Path, chunk_size: int,
                    batch_size: int, strict: bool, progress) -> tuple[np.ndarray, list[int], list[tuple[str, str]], int]:
     """(vectors of the readable images, their positions in `names`, the skipped ones, chunks reused)."""
-    vectors, kept, skipped, reused = [], [], [], 0
+    vectors, kept, reused = [], [], 0
+    skipped: list[tuple[str, str]] = []
     for chunk, start in enumerate(range(0, len(names), chunk_size)):
         vectors_file, done_file = cache / f"images-{chunk:06d}.npy", cache / f"images-{chunk:06d}.json"
         stop = min(start + chunk_size, len(names))

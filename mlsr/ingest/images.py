@@ -209,11 +209,13 @@ def encode_folder(encoder: Encoder, images_dir: str | Path, out: Path, *, captio
         vectors = caption_full if documents == "caption" else vectors + caption_full
     items = []
     for i in kept:
-        item = {"id": names[i], "image": os.path.relpath(paths[i], out)}
+        item: dict[str, str | list[str]] = {"id": names[i], "image": os.path.relpath(paths[i], out)}
         if captions:
             item["captions"] = captions_of(names[i], captions) or []
         items.append(item)
     report.indexed = len(kept)
+    if vectors is None:  # only caption documents skip the images, and they have caption rows
+        raise InputError(f"no image under {images_dir} could be encoded.")
     return EncodedFolder(images_dir, vectors.astype(np.float32), items, dense_vectors, report, store,
                          Thumbnails.from_pictures(pictures))
 
@@ -249,7 +251,8 @@ def _encode_images(encoder: Encoder, paths: list[Path], names: list[str], store:
         stop = min(start + encoder.batch_size, len(paths))
         if not need_images:
             batch = _Batch(list(range(start, stop)), [], None, None, [_picture(paths[i]) for i in range(start, stop)])
-        elif (batch := store.load(start)) is not None:
+        elif (loaded := store.load(start)) is not None:
+            batch = loaded
             report.resumed += 1
         else:
             batch = _encode_batch(encoder, paths, names, range(start, stop), strict)
@@ -257,7 +260,7 @@ def _encode_images(encoder: Encoder, paths: list[Path], names: list[str], store:
         kept += batch.kept
         pictures += batch.pictures
         report.skipped += batch.skipped
-        if batch.sparse is not None:
+        if batch.sparse is not None and batch.dense is not None:  # both or neither (caption documents only)
             image_rows.append(batch.sparse)
             dense_rows.append(batch.dense)
         if progress:
@@ -288,7 +291,8 @@ class _Batch:
 
 
 def _encode_batch(encoder: Encoder, paths: list[Path], names: list[str], numbers: range, strict: bool) -> _Batch:
-    kept, images, skipped, pictures = [], [], [], []
+    kept, images, skipped = [], [], []
+    pictures: list[bytes | None] = []
     for i in numbers:
         try:
             images.append(load_image(paths[i]))
@@ -348,19 +352,22 @@ class _BatchStore:
         if sparse.shape[0] != n or dense.shape[0] != n or len(sizes) != n or sum(sizes) != len(packed):
             return None
         ends = np.cumsum(sizes).tolist()
-        pictures = [packed[end - size:end] for end, size in zip(ends, sizes)]
+        pictures: list[bytes | None] = [packed[end - size:end] for end, size in zip(ends, sizes)]
         return _Batch(meta["kept"], [tuple(s) for s in meta["skipped"]], sparse.tocsr(), dense, pictures)
 
     def save(self, start: int, batch: _Batch) -> None:
+        pictures = [picture for picture in batch.pictures if picture is not None]
+        if batch.sparse is None or batch.dense is None or len(pictures) != len(batch.pictures):
+            raise ValueError("only an encoded batch is kept: its vectors and every picture")  # not caption rows
         stem = self.folder / f"batch-{start:09d}"
         with atomic_path(stem.with_suffix(".npz")) as tmp, open(tmp, "wb") as handle:
             sp.save_npz(handle, batch.sparse, compressed=False)
         with atomic_path(stem.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
             np.save(handle, batch.dense, allow_pickle=False)
         with atomic_path(stem.with_suffix(".thumbnails")) as tmp:
-            tmp.write_bytes(b"".join(batch.pictures))
+            tmp.write_bytes(b"".join(pictures))
         atomic_write_json(stem.with_suffix(".json"), {"kept": batch.kept, "skipped": batch.skipped,
-                                                      "pictures": [len(picture) for picture in batch.pictures]})
+                                                      "pictures": [len(picture) for picture in pictures]})
         kill_point("batch-saved")
 
     def remove(self) -> None:

@@ -24,7 +24,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from mlsr import __version__
@@ -56,7 +56,7 @@ class PictureReport:
     seconds: float = 0.0
 
 
-def collect_pictures(ids: list[str], sources: list[str | Path | None], index_dir: Path, *,
+def collect_pictures(ids: Sequence[str], sources: Sequence[str | Path | None], index_dir: Path, *,
                      progress: Progress | None = None, workers: int = FETCH_WORKERS,
                      allowed: frozenset[str] = frozenset(), user_agent: str = USER_AGENT
                      ) -> tuple[Thumbnails, PictureReport]:
@@ -74,24 +74,24 @@ def collect_pictures(ids: list[str], sources: list[str | Path | None], index_dir
     store.mkdir(parents=True, exist_ok=True)
     pictures: list[bytes | None] = [None] * len(ids)
     report = PictureReport()
-    todo = []
+    todo: list[tuple[int, str | Path]] = []  # (row, source) of the pictures still to make
     for row, source in enumerate(sources):
         kept = store / _key(source) if source is not None else None
         if kept is not None and kept.is_file():
             pictures[row] = kept.read_bytes()
             report.resumed += 1
         elif source is not None:
-            todo.append(row)
+            todo.append((row, source))
     if progress and report.resumed:
         progress(report.resumed)
     opener = _opener(allowed)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(_thumbnail, sources[row], opener, allowed, user_agent): row for row in todo}
+        futures = {pool.submit(_thumbnail, source, opener, allowed, user_agent): (row, source) for row, source in todo}
         for future in as_completed(futures):
-            row = futures[future]
+            row, source = futures[future]
             picture, reason = future.result()
             if picture is not None:
-                atomic_write_bytes(store / _key(sources[row]), picture)
+                atomic_write_bytes(store / _key(source), picture)
                 kill_point("picture-saved")
                 pictures[row] = picture
                 report.made += 1
@@ -122,16 +122,19 @@ def fill_thumbnails(index_dir: str | Path, *, progress: Progress | None = None,
     """Give every item of an index folder that has no thumbnail one, from its recorded image (a file, or a URL on
     `IMAGE_HOSTS`), and save the folder atomically; for indexes made before they kept pictures, or to retry."""
     index = SparseIndex.load(Path(index_dir))  # a Path: a folder, never a (read-only) Hub copy
+    folder = index.path
+    if folder is None:  # never: load records the folder it read
+        raise InputError("the index has no folder to save its pictures in.")
     thumbnails = index.thumbnails or Thumbnails.none(len(index))
     rows = [int(row) for row in thumbnails.missing()]
-    sources = [picture_source(index.items[row].get("image"), index.path) for row in rows]
+    sources = [picture_source(index.items[row].get("image"), folder) for row in rows]
     if total:
         total(sum(source is not None for source in sources))
-    found, report = collect_pictures([str(index.items[row]["id"]) for row in rows], sources, index.path,
+    found, report = collect_pictures([str(index.items[row]["id"]) for row in rows], sources, folder,
                                      progress=progress)
     index.thumbnails = thumbnails.filled({row: found.picture(i) for i, row in enumerate(rows) if found.has(i)})
-    index.save(index.path)
-    discard_pictures(index.path)
+    index.save(folder)
+    discard_pictures(folder)
     return index, report
 
 

@@ -101,3 +101,19 @@ def test_the_offline_page_names_folders_without_their_server_paths(tmp_path):
     text = f"no index at {index}. Build one with --out {index}; head lsr42/d2s (a Hub id) stays"
     shown = public_text(text, [str(index), "lsr42/d2s"])
     assert str(tmp_path) not in shown and "no index at index." in shown and "lsr42/d2s" in shown
+
+
+def test_a_service_over_an_index_built_in_memory_has_no_folder_to_read(app_encoder, app_index):
+    """An index built in memory has no folder: `about` says it has no verdict and a hit has no local file (both
+    read the folder as None before, a TypeError), while the same index loaded from its folder has both."""
+    from mlsr.app.service import Service
+    from mlsr.index.sparse import SparseIndex
+
+    loaded = SparseIndex.load(app_index)
+    memory = SparseIndex.build(loaded.vectors, loaded.items, vocab=loaded.vocab, dense=loaded.dense, info=loaded.info)
+    service = Service(app_encoder, memory, memory.path)
+    assert memory.path is None and service.about()["verification"] is None
+    hit = service.suggest("a boy leads a buffalo through the market", k=3).hits[0]
+    assert service.local_image(hit) is None
+    assert Service(app_encoder, loaded, app_index).local_image(hit) == (app_index / loaded.items[hit.row]["image"]
+                                                                       ).resolve()

@@ -89,3 +89,17 @@ def test_one_query_at_a_time_equals_brute_force(path, kind, k):
                      negative=kind == "negative")
     for row in range(queries.shape[0]):
         check(index, queries[row], k)
+
+
+def test_the_inverted_index_takes_a_csr_query_itself(path):
+    """InvertedIndex.search checks a CSR query on its own (it called query_arrays with a parameter it has not), and
+    refuses one of another width rather than read outside its lists."""
+    index = SparseIndex.build(skewed(150, seed=57))
+    query = skewed(3, seed=58)
+    scores, rows = index.inverted.search(query, 5)
+    expected = index.search(query, 5)
+    np.testing.assert_array_equal(rows, expected.indices)
+    np.testing.assert_array_equal(scores, expected.scores)
+    wide = sp.hstack([query, sp.csr_matrix((3, 2), dtype=np.float32)], format="csr")
+    with pytest.raises(InputError, match=f"must have {VOCAB} columns"):
+        index.inverted.search(wide, 5)
