@@ -130,11 +130,15 @@ def _handler(folder: Path, images: dict[str, bytes | str], handle: WikiHandle, f
                 time.sleep(delay)
                 if number in failures:
                     status, headers, body = failures[number]
-                    return self.answer(status, body, headers)
-                self.answer(200, self.recorded(params), {"Content-Type": "application/json; charset=utf-8"})
+                else:
+                    status, headers = 200, {"Content-Type": "application/json; charset=utf-8"}
+                    body = self.recorded(params)
             finally:
+                # the request ends before its answer is written: the client can only send its next request after
+                # reading this answer, so a count taken after writing would catch this thread's own tail under load
                 with handle.lock:
                     handle.in_flight -= 1
+            self.answer(status, body, headers)
 
         def recorded(self, params: dict[str, str]) -> bytes:
             if params.get("prop") == "imageinfo":

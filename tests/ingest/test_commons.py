@@ -258,3 +258,19 @@ def test_pictures_come_only_from_the_urls_the_api_gave(wiki, models, tmp_path, c
     assert "/elsewhere/d.png" not in server.media_requests
     index = SparseIndex.load(tmp_path / "g")
     assert [item["id"] for item in index.items] == ["File:Buffalo A.jpg", "File:Buffalo B.png", "File:Buffalo C.jpg"]
+
+
+def test_the_loopback_wiki_sees_two_requests_sent_at_once(wiki):
+    """The 'one request at a time' checks can fail: two clients asking together are counted in flight together."""
+    import threading
+    import urllib.request
+
+    folder, images = wiki
+    with mediawiki(folder, images, delay=0.5) as handle:
+        asks = [threading.Thread(target=lambda: urllib.request.urlopen(f"{handle.url}?action=query", timeout=30).read())
+                for _ in range(2)]
+        for ask in asks:
+            ask.start()
+        for ask in asks:
+            ask.join()
+    assert handle.most_in_flight == 2
