@@ -14,7 +14,7 @@ def add_commands(commands) -> None:
         "export-st", help="write the models as a sentence-transformers SparseEncoder folder (text and images)",
         description="Write the backbone, head and term tokenizer as a sentence-transformers SparseEncoder folder"
                     " (modules.json, config_sentence_transformers.json, one folder per module, a model card);"
-                    " load it with SparseEncoder(DIR, trust_remote_code=True) where mlsr[st] is installed.")
+                    " load it with mlsr.models.st.assemble.load_sparse_encoder(DIR) where mlsr[st] is installed.")
     export.add_argument("--out", required=True, type=Path, help="model folder to write (written atomically)")
     export.add_argument("--overwrite", action="store_true",
                         help="replace a model already at --out (without it, one there is refused and left as it is)")
@@ -44,7 +44,8 @@ def export_st_command(args: argparse.Namespace) -> int:
     out = export_sparse_encoder(encoder, args.out, overwrite=args.overwrite, query_mode=args.query_mode,
                                 document_mode=args.document_mode)
     print(f"wrote a sentence-transformers SparseEncoder to {out} (texts and images; queries {args.query_mode},"
-          f" text documents {args.document_mode}); load it with SparseEncoder({str(out)!r}, trust_remote_code=True)")
+          f" text documents {args.document_mode}); load it with load_sparse_encoder({str(out)!r})"
+          " (mlsr.models.st.assemble)")
     return 0
 
 
@@ -52,5 +53,6 @@ def push_st_command(args: argparse.Namespace) -> int:
     from mlsr.models.st.assemble import push_sparse_encoder
 
     url = push_sparse_encoder(args.folder, args.repo_id, private=args.private)
-    print(f"pushed {args.folder} to {url}; load it with SparseEncoder({args.repo_id!r}, trust_remote_code=True)")
+    print(f"pushed {args.folder} to {url}; load it with load_sparse_encoder({args.repo_id!r})"
+          " (mlsr.models.st.assemble)")
     return 0

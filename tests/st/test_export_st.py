@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from mlsr.cli import main
+from mlsr.errors import ModelLoadError
+from mlsr.models.st.assemble import load_sparse_encoder
 from tests.st.test_sparse_encoder import TEXTS, dense, images_of
 
 
@@ -33,23 +35,43 @@ def test_the_folder_has_the_standard_layout(exported):
 
 
 def test_loaded_back_it_gives_the_encoders_vectors_and_terms(exported, wide_encoder, image_folder):
+    """Read back by mlsr (no code of the folder run) and, for a folder one wrote oneself, by sentence-transformers
+    with remote code allowed: both give the Encoder's vectors and terms."""
     from sentence_transformers import SparseEncoder
 
     with pytest.raises(ValueError, match="trust_remote_code"):
         SparseEncoder(str(exported), device="cpu")  # mlsr's classes are code: sentence-transformers asks first
-    model = SparseEncoder(str(exported), trust_remote_code=True, device="cpu")
-    queries = dense(model.encode_query(TEXTS, batch_size=64))
-    assert np.abs(queries - wide_encoder.encode_text(TEXTS, mode="no_expand").toarray()).max() <= 1e-6
-    assert np.abs(dense(model.encode(TEXTS, batch_size=64)) - wide_encoder.encode_text(TEXTS).toarray()).max() <= 1e-6
-    paths = images_of(image_folder)
-    images = dense(model.encode_document([Image.open(p) for p in paths], batch_size=64))
-    assert np.abs(images - wide_encoder.encode_images(paths).toarray()).max() <= 1e-6
-    terms = model.decode(model.encode_document(Image.open(paths[0])), top_k=8)
-    ours = wide_encoder.decode(wide_encoder.encode_images(paths[:1]), top_k=None, keep_punctuation=True)
-    special = wide_encoder.vocab.special_mask
-    theirs = [(term, weight) for term, weight in terms if not special[wide_encoder.vocab.ids[term]]]
-    assert len(theirs) > 4 and [term for term, _ in theirs] == [term for term, _ in ours[: len(theirs)]]
-    np.testing.assert_allclose([w for _, w in theirs], [w for _, w in ours[: len(theirs)]], atol=1e-6)
+    for model in (load_sparse_encoder(exported, device="cpu"),
+                  SparseEncoder(str(exported), trust_remote_code=True, device="cpu")):
+        queries = dense(model.encode_query(TEXTS, batch_size=64))
+        assert np.abs(queries - wide_encoder.encode_text(TEXTS, mode="no_expand").toarray()).max() <= 1e-6
+        expanded = dense(model.encode(TEXTS, batch_size=64))
+        assert np.abs(expanded - wide_encoder.encode_text(TEXTS).toarray()).max() <= 1e-6
+        paths = images_of(image_folder)
+        images = dense(model.encode_document([Image.open(p) for p in paths], batch_size=64))
+        assert np.abs(images - wide_encoder.encode_images(paths).toarray()).max() <= 1e-6
+        terms = model.decode(model.encode_document(Image.open(paths[0])), top_k=8)
+        ours = wide_encoder.decode(wide_encoder.encode_images(paths[:1]), top_k=None, keep_punctuation=True)
+        special = wide_encoder.vocab.special_mask
+        theirs = [(term, weight) for term, weight in terms if not special[wide_encoder.vocab.ids[term]]]
+        assert len(theirs) > 4 and [term for term, _ in theirs] == [term for term, _ in ours[: len(theirs)]]
+        np.testing.assert_allclose([w for _, w in theirs], [w for _, w in ours[: len(theirs)]], atol=1e-6)
+
+
+def test_a_folder_naming_other_classes_is_refused_and_none_of_its_code_runs(exported, tmp_path):
+    import shutil
+    import sys
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(exported, tampered)
+    marker = tmp_path / "ran"
+    (tampered / "evil_module.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Evil: pass\n")
+    modules = json.loads((tampered / "modules.json").read_text())
+    modules[0]["type"] = "evil_module.Evil"
+    (tampered / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ModelLoadError, match="not a model written by export-st"):
+        load_sparse_encoder(tampered, device="cpu")
+    assert not marker.exists() and "evil_module" not in sys.modules
 
 
 def test_an_export_is_never_replaced_silently(exported, models, capsys):
@@ -100,7 +122,7 @@ def test_push_sends_every_file_in_one_commit_with_a_card_for_the_repo(exported):
     sent = {op.path_in_repo: op for op in operations}
     assert {"modules.json", "config_sentence_transformers.json", "1_D2SHead/model.safetensors",
             "0_MlsrInput/mlsr_input.json", "README.md"} <= set(sent)
-    assert 'SparseEncoder("someone/mlsr-st", trust_remote_code=True)' in sent["README.md"].path_or_fileobj.decode()
+    assert 'load_sparse_encoder("someone/mlsr-st")' in sent["README.md"].path_or_fileobj.decode()
 
 
 def test_push_refuses_a_folder_that_is_no_export_and_a_bad_repo_id(tmp_path, exported, capsys):
@@ -113,7 +135,6 @@ def test_push_refuses_a_folder_that_is_no_export_and_a_bad_repo_id(tmp_path, exp
 def test_a_clip_backbone_goes_through_the_export_too(clip_backbone_dir, tokenizer_dir, image_folder, tmp_path):
     """CLIP has its own tokenizer and 77 positions; the term tokenizer stays BERT-uncased for masks and decode."""
     import torch
-    from sentence_transformers import SparseEncoder
 
     from mlsr.models.encoder import Encoder
     from mlsr.models.head import HeadConfig, SparseHead
@@ -126,7 +147,7 @@ def test_a_clip_backbone_goes_through_the_export_too(clip_backbone_dir, tokenize
     models = ["--backbone", str(clip_backbone_dir), "--head", str(tmp_path / "head"), "--tokenizer",
               str(tokenizer_dir), "--device", "cpu"]
     assert main(["export-st", "--out", str(tmp_path / "st"), "--query-mode", "no_expand", *models]) == 0
-    model = SparseEncoder(str(tmp_path / "st"), trust_remote_code=True, device="cpu")
+    model = load_sparse_encoder(tmp_path / "st", device="cpu")
     encoder = Encoder.from_pretrained(str(clip_backbone_dir), str(tmp_path / "head"), str(tokenizer_dir),
                                       device="cpu", batch_size=64)
     assert model.max_seq_length == 77
@@ -139,7 +160,6 @@ def test_a_clip_backbone_goes_through_the_export_too(clip_backbone_dir, tokenize
 
 @pytest.mark.parametrize("module", ["input", "head"])
 def test_a_module_folder_that_is_missing_is_a_load_error(exported, module, tmp_path):
-    from mlsr.errors import ModelLoadError
     from mlsr.models.st.head import D2SHead
     from mlsr.models.st.input import MlsrInput
 

@@ -1,9 +1,11 @@
 """An mlsr `Encoder` as a sentence-transformers `SparseEncoder`: built in memory, written as a standard folder
 (`modules.json`, `config_sentence_transformers.json`, one folder per module, a model card), pushed to the Hub.
 
-The folder loads with `SparseEncoder(DIR, trust_remote_code=True)`: its two modules are mlsr classes
-(`mlsr.models.st.input.MlsrInput`, `mlsr.models.st.head.D2SHead`), imported from the installed mlsr, so no code travels
-with the model. The in-memory model needs no `trust_remote_code`.
+`load_sparse_encoder(DIR or OWNER/NAME)` reads such a folder back with mlsr's own two module classes
+(`mlsr.models.st.input.MlsrInput`, `mlsr.models.st.head.D2SHead`): nothing named by the folder is imported, and
+only configs, tokenizers and safetensors weights are read, so a downloaded model runs no code of its own.
+sentence-transformers itself (`SparseEncoder(DIR, ...)`) loads it only with remote code allowed, which for a
+downloaded repo means trusting whatever Python files the repo holds.
 """
 
 from __future__ import annotations
@@ -57,6 +59,47 @@ def to_sparse_encoder(encoder: Encoder, *, query_mode: str = "expand",
     return model
 
 
+MODULE_TYPES = ["mlsr.models.st.input.MlsrInput", "mlsr.models.st.head.D2SHead"]  # what export-st writes
+
+
+def load_sparse_encoder(name_or_path: str | Path, *, revision: str | None = None, device: str | None = None,
+                        token: str | None = None) -> SparseEncoder:
+    """A `SparseEncoder` from an export-st folder or Hub model repo, built from mlsr's own module classes: the
+    folder's `modules.json` must name exactly them, and no code of the folder or repo is imported or run."""
+    try:
+        from sentence_transformers import SparseEncoder
+    except ImportError:
+        raise ModelLoadError("sentence-transformers is not installed: pip install 'mlsr[st]'.") from None
+    from mlsr.models.st.head import D2SHead
+    from mlsr.models.st.input import MlsrInput
+
+    listed = _modules_of(str(name_or_path), revision, token)
+    if [entry.get("type") for entry in listed] != MODULE_TYPES:
+        raise ModelLoadError(f"{name_or_path} is not a model written by export-st: its {MODULES_FILE} lists"
+                             f" {[entry.get('type') for entry in listed]}, not {MODULE_TYPES}.")
+    name = str(name_or_path)
+    modules: list[torch.nn.Module] = [
+        MlsrInput.load(name, subfolder=listed[0].get("path", ""), revision=revision, token=token),
+        D2SHead.load(name, subfolder=listed[1].get("path", ""), revision=revision, token=token)]
+    return SparseEncoder(modules=modules, device=device, similarity_fn_name="dot")
+
+
+def _modules_of(name_or_path: str, revision: str | None, token: str | None) -> list[dict]:
+    """The entries of a model's modules.json (a local folder's, or a Hub repo's, downloaded alone)."""
+    path = Path(name_or_path) / MODULES_FILE
+    try:
+        if not path.is_file():
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(name_or_path, MODULES_FILE, revision=revision, token=token))
+        listed = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{name_or_path} has no readable {MODULES_FILE} ({type(error).__name__}).") from None
+    if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
+        raise ModelLoadError(f"{name_or_path}: {MODULES_FILE} is not a list of modules.")
+    return listed
+
+
 def card_fields(encoder: Encoder, query_mode: str, document_mode: str) -> dict:
     """What the model card says about the models and modes (names as an index records them)."""
     record, backbone = encoder.models(), encoder._need_backbone()
@@ -105,7 +148,7 @@ def save_sparse_encoder(model: SparseEncoder, out: str | Path, *, overwrite: boo
 
 def export_sparse_encoder(encoder: Encoder, out: str | Path, *, overwrite: bool = False,
                           query_mode: str = "expand", document_mode: str = "no_expand") -> Path:
-    """`to_sparse_encoder` then `save_sparse_encoder`: the folder `SparseEncoder(out, trust_remote_code=True)` loads."""
+    """`to_sparse_encoder` then `save_sparse_encoder`: the folder `load_sparse_encoder(out)` reads back."""
     check_export_target(out, overwrite)  # before any work
     model = to_sparse_encoder(encoder, query_mode=query_mode, document_mode=document_mode)
     return save_sparse_encoder(model, out, overwrite=overwrite)
