@@ -114,15 +114,9 @@ class ArticleSuggestion:
         from mlsr.app.exports import Figure
 
         link = link or self.link
-        figures: list[Figure | None] = []
-        for section, choice in zip(self.sections, self._chosen(chosen)):
-            if choice is None or not 0 <= choice < len(section.hits):
-                figures.append(None)
-                continue
-            hit = section.hits[choice]
-            figures.append(Figure(hit.id, link(hit), hit.caption, hit.id if hit.license else "", hit.author,
-                                  hit.source or "", hit.license, hit.license_url, section.credits[choice]))
-        return figures
+        return [None if hit is None else
+                Figure(hit.id, link(hit), hit.caption, hit.id if hit.license else "", hit.author, hit.source or "",
+                       hit.license, hit.license_url, credit) for hit, credit in self._picked(chosen)]
 
     def export(self, form: str, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> str:
         """The illustrated article as `form`: markdown, wikitext or html (`mlsr.app.exports`), credits included."""
@@ -136,23 +130,21 @@ class ArticleSuggestion:
         render = render_wikitext if form == "wikitext" else render_html
         return render(self.article, self.figures(chosen, link), weak)
 
-    def _chosen(self, chosen: Sequence[int | None] | None) -> list[int | None]:
+    def _picked(self, chosen: Sequence[int | None] | None) -> list[tuple[Hit | None, str]]:
+        """Each section's chosen hit and its credit: (None, "") for no image, or a choice past its last hit."""
         chosen = [0] * len(self.sections) if chosen is None else list(chosen)
         if len(chosen) != len(self.sections):
             raise InputError(f"{len(chosen)} choices for {len(self.sections)} sections.")
-        return chosen
+        return [(section.hits[choice], section.credits[choice])
+                if choice is not None and 0 <= choice < len(section.hits) else (None, "")
+                for section, choice in zip(self.sections, chosen)]
 
     def markdown(self, chosen: Sequence[int | None] | None = None, link: Callable | None = None) -> str:
         """The article with, under each section heading, its chosen image (`chosen[i]`: a position in section
         i's hits, None for no image; by default each section's first); `link` overrides `self.link`."""
         link = link or self.link
-        shown: list[Illustration | None] = []
-        for section, choice in zip(self.sections, self._chosen(chosen)):
-            if choice is None or not 0 <= choice < len(section.hits):
-                shown.append(None)
-                continue
-            hit = section.hits[choice]
-            shown.append(Illustration(link(hit), hit.caption, section.credits[choice], hit.id))
+        shown = [None if hit is None else Illustration(link(hit), hit.caption, credit, hit.id)
+                 for hit, credit in self._picked(chosen)]
         return render_markdown(self.article, shown)
 
 

@@ -53,6 +53,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, backbone: bool = True, 
         group.add_argument("--batch-size", type=int, default=16, help="images or text windows per forward pass")
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--overwrite: replace `what` ("an index", "a model") already at --out; without it, one there is refused."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace {what} already at --out (without it, one there is refused and left as it is)")
+
+
 def add_device_argument(parser) -> None:
     parser.add_argument("--device", default=env("DEVICE"),
                         help="torch device, e.g. cpu or cuda (env MLSR_DEVICE; default: cuda when present)")

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, encoder_from_args, env,
+from mlsr.cli.args import (INDEX_HELP, add_milvus_arguments, add_model_arguments, add_overwrite_argument,
+                           encoder_from_args, env,
                            head_encoder_from_args)
 from mlsr.cli.wiki import add_wiki_arguments
 from mlsr.progress import print_pictures, print_skipped, progress_bar
@@ -33,7 +34,7 @@ def add_commands(commands) -> None:
                             " skipping it")
     build.add_argument("--out", required=True, type=Path,
                        help="index folder to write (written atomically; an interrupted build resumes on re-run)")
-    add_overwrite_argument(build)
+    add_overwrite_argument(build, "an index")
     add_precision_argument(build)
     add_model_arguments(build)
     build.set_defaults(run=build_index_command)
@@ -48,7 +49,7 @@ def add_commands(commands) -> None:
     imp.add_argument("--split", default=DEFAULT_SPLIT, help="Karpathy split: train, val, test, restval (default"
                                                             " %(default)s)")
     imp.add_argument("--out", required=True, type=Path, help="index folder to write")
-    add_overwrite_argument(imp)
+    add_overwrite_argument(imp, "an index")
     imp.add_argument("--image-root", type=Path,
                      help="folder holding the images (e.g. Flickr30k's flickr30k-images/): items point at its files;"
                           " default: COCO URLs for COCO, none (a placeholder in the app) otherwise")
@@ -91,11 +92,6 @@ def add_commands(commands) -> None:
     push.add_argument("repo_id", metavar="REPO_ID", help="dataset repo OWNER/NAME (created when missing)")
     push.add_argument("--private", action="store_true", help="make the repo private (also an existing one)")
     push.set_defaults(run=push_index_command)
-
-
-def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an index already at --out (without it, one there is refused and left as it is)")
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

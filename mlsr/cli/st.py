@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mlsr.cli.args import add_model_arguments, encoder_from_args
+from mlsr.cli.args import add_model_arguments, add_overwrite_argument, encoder_from_args
 from mlsr.settings import ENCODE_MODES
 
 
@@ -16,8 +16,7 @@ def add_commands(commands) -> None:
                     " (modules.json, config_sentence_transformers.json, one folder per module, a model card);"
                     " load it with mlsr.models.st.assemble.load_sparse_encoder(DIR) where mlsr[st] is installed.")
     export.add_argument("--out", required=True, type=Path, help="model folder to write (written atomically)")
-    export.add_argument("--overwrite", action="store_true",
-                        help="replace a model already at --out (without it, one there is refused and left as it is)")
+    add_overwrite_argument(export, "a model")
     export.add_argument("--query-mode", choices=ENCODE_MODES, default="expand",
                         help="how encode_query encodes texts (default %(default)s)")
     export.add_argument("--document-mode", choices=ENCODE_MODES, default="no_expand",

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mlsr.cli.args import add_device_argument, env
+from mlsr.cli.args import add_device_argument, add_overwrite_argument, env
 from mlsr.progress import quiet_transformers
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_TOKENIZER
 from mlsr.training.config import AMP_MODES, DEFAULT_MLM, LAST_BATCH, MASK_TOKENS, PRESETS, VALIDATION, TrainConfig
@@ -24,8 +24,7 @@ def add_commands(commands) -> None:
     encode.add_argument("--captions", required=True, type=Path,
                         help="CSV (file,caption[,split]) or JSONL; split is train/val/test/restval per image")
     encode.add_argument("--out", required=True, type=Path, help="dataset folder to write")
-    encode.add_argument("--overwrite", action="store_true",
-                        help="replace a dataset already at --out (without it, one there is refused and left as it is)")
+    add_overwrite_argument(encode, "a dataset")
     encode.add_argument("--val-fraction", type=float,
                         help="without a split column: share of images drawn for validation (default 0.1)")
     encode.add_argument("--test-fraction", type=float, default=0.0, help="... and for test (default 0)")

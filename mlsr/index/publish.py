@@ -19,7 +19,7 @@ import numpy as np
 
 from mlsr._files import read_jsonl
 from mlsr.checks import REPO_NAME_PART, check_repo_id
-from mlsr.errors import InputError, ModelLoadError
+from mlsr.errors import InputError
 from mlsr.index.folder import read_manifest
 from mlsr.index.manifest import ITEMS_FILE, MANIFEST_FILE
 from mlsr.index.manifest import THUMBNAIL_FILES
@@ -157,29 +157,19 @@ def push_index(folder: str | Path, repo_id: str, *, private: bool = False, token
     local_images = count_local_images(folder)
     card = dataset_card(manifest, repo_id, local_images)
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+
+    from mlsr.models.hub import pushing
 
     api = api or HfApi(token=token)
     names = [*sorted(manifest["files"]), MANIFEST_FILE]
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in names]
     operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8")))
-    try:
+    with pushing(f"dataset {repo_id}", " (files already uploaded are not sent twice)"):
         url = api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
         if private:
             api.update_repo_settings(repo_id, private=True, repo_type="dataset")
         message = f"mlsr index: {manifest['count']:,} {manifest.get('documents', 'image')} documents"
         commit = api.create_commit(repo_id, operations, repo_type="dataset", commit_message=message)
-    except HfHubHTTPError as error:
-        status = getattr(getattr(error, "response", None), "status_code", None)
-        hint = " Log in with `hf auth login` (a token with write access)." if status in (401, 403) else ""
-        raise ModelLoadError(f"push to dataset {repo_id} failed: {str(error).splitlines()[0]}{hint}") from None
-    except Exception as error:  # no connection: httpx's errors, whose package depends on huggingface_hub's version
-        if not isinstance(error, (ConnectionError, TimeoutError)) and type(error).__module__.split(".")[0] not in (
-                "httpx", "httpx2"):
-            raise
-        raise ModelLoadError(f"push to dataset {repo_id} failed: the Hugging Face Hub could not be reached"
-                             f" ({type(error).__name__}). Nothing was published; run it again once online"
-                             " (files already uploaded are not sent twice).") from None
     return PushReport(repo_id, str(url), getattr(commit, "oid", None), len(names) + 1,
                       sum(int(manifest["files"][name]["bytes"]) for name in manifest["files"]),
                       local_images, local_models(manifest))

@@ -10,7 +10,6 @@ Plain Python: no torch.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 from mlsr import __version__
 from mlsr.errors import InputError
+from mlsr.ingest.retries import failed, retry_after
 
 DEFAULT_API = "https://commons.wikimedia.org/w/api.php"
 API_ENV = "MLSR_COMMONS_API"  # another wiki's api.php, or a loopback one in tests
@@ -76,23 +76,19 @@ class MediaWikiApi:
                 try:
                     with self._opener.open(request, timeout=TIMEOUT) as answer:
                         body = _json(answer.read(MAX_ANSWER_BYTES + 1), self.url)
-                        retry_after = answer.headers.get("Retry-After")
+                        retry_header = answer.headers.get("Retry-After")
                     error = body.get("error") if isinstance(body, dict) else None
                     if not isinstance(error, dict):
                         return body
                     if error.get("code") != "maxlag":
                         raise InputError(f"the wiki's API refused the request: {error.get('code')}:"
                                          f" {str(error.get('info', ''))[:200]}")
-                    reason, wait = "the wiki is lagged (maxlag)", _retry_after(retry_after, 5.0)
-                except urllib.error.HTTPError as error:
-                    reason = f"HTTP {error.code}"
-                    if error.code != 429 and error.code < 500:
+                    reason, wait = "the wiki is lagged (maxlag)", retry_after(retry_header, 5.0, MAX_WAIT)
+                except OSError as error:  # URLError, HTTPError, time-outs, refused connections
+                    reason, again = failed(error, wait, MAX_WAIT)
+                    if again is None:
                         break
-                    wait = _retry_after(error.headers.get("Retry-After"), wait)
-                except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-                    reason = str(getattr(error, "reason", error))
-                    if isinstance(getattr(error, "reason", error), (socket.gaierror, ConnectionRefusedError)):
-                        break
+                    wait = again
                 if attempt + 1 < self.attempts:
                     self.waited += wait
                     self.sleep(wait)
@@ -187,9 +183,3 @@ def _json(raw: bytes, url: str) -> dict:
     return body
 
 
-def _retry_after(header: str | None, default: float) -> float:
-    """Seconds from a Retry-After header (a number), capped at MAX_WAIT; `default` when absent or a date."""
-    try:
-        return min(max(float(header), 0.0), MAX_WAIT) if header is not None else default
-    except ValueError:
-        return default

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +31,7 @@ from mlsr._files import atomic_write_bytes, kill_point
 from mlsr.errors import InputError
 from mlsr.index.sparse import SparseIndex
 from mlsr.index.thumbnails import Thumbnails, thumbnail_of
+from mlsr.ingest.retries import failed
 from mlsr.settings import Progress
 
 logger = logging.getLogger(__name__)
@@ -186,15 +186,11 @@ def _download(url: str, opener: urllib.request.OpenerDirector, user_agent: str =
             if len(body) > MAX_PICTURE_BYTES:
                 raise InputError(f"{url}: more than the {MAX_PICTURE_BYTES:,} bytes allowed")
             return body
-        except urllib.error.HTTPError as error:
-            reason = f"HTTP {error.code}"
-            if error.code != 429 and error.code < 500:
+        except OSError as error:  # URLError, HTTPError, time-outs, refused connections
+            reason, again = failed(error, wait, MAX_RETRY_WAIT)
+            if again is None:
                 break
-            wait = _retry_after(error.headers.get("Retry-After"), wait)
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-            reason = str(getattr(error, "reason", error))
-            if isinstance(getattr(error, "reason", error), (socket.gaierror, ConnectionRefusedError)):
-                break  # the name does not resolve, or nothing listens (a proxy that is down): no retry helps
+            wait = again
         if attempt + 1 < FETCH_ATTEMPTS:
             time.sleep(wait)
     raise InputError(f"{url} could not be fetched ({reason})")
@@ -214,14 +210,6 @@ def _read_within(answer, url: str) -> bytes:
         if time.monotonic() > deadline:
             raise InputError(f"{url}: not received within {FETCH_DEADLINE:.0f} s")
     return b"".join(chunks)
-
-
-def _retry_after(header: str | None, default: float) -> float:
-    """Seconds to wait from a Retry-After header (a number of seconds), capped; `default` when absent or a date."""
-    try:
-        return min(max(float(header), 0.0), MAX_RETRY_WAIT) if header is not None else default
-    except ValueError:
-        return default
 
 
 class _SameHosts(urllib.request.HTTPRedirectHandler):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import (
@@ -105,3 +106,24 @@ def resolve_with_weights(name_or_path: str, *, revision: str | None = None, what
     if source.revision is None:
         raise ModelLoadError(f"{what} folder {source.folder} holds no weights (*.safetensors or *.bin).")
     return resolve(name_or_path, [*_SMALL_FILES, "*.bin"], revision=revision, what=what)
+
+
+@contextmanager
+def pushing(what: str, after_offline: str = "") -> Iterator[None]:
+    """A push to the Hub whose failures become one ModelLoadError naming `what` ("model owner/name"): a refusal
+    (with a login hint for 401 / 403) or no connection (`after_offline` is added to its advice)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        hint = " Log in with `hf auth login` (a token with write access)." if status in (401, 403) else ""
+        raise ModelLoadError(f"push to {what} failed: {str(error).splitlines()[0]}{hint}") from None
+    except Exception as error:  # no connection: httpx's errors, whose package depends on huggingface_hub's version
+        if not isinstance(error, (ConnectionError, TimeoutError)) and type(error).__module__.split(".")[0] not in (
+                "httpx", "httpx2"):
+            raise
+        raise ModelLoadError(f"push to {what} failed: the Hugging Face Hub could not be reached"
+                             f" ({type(error).__name__}). Nothing was published; run it again once"
+                             f" online{after_offline}.") from None

@@ -281,14 +281,22 @@ def coco_proxy(photos: Mapping[str, Path], *, flaky: dict[str, int] | None = Non
     Other paths answer 404, other hosts 403, CONNECT 405. `flaky` ({path: n}) makes a path answer 503
     (Retry-After: 0) its first n times; `delay` seconds are slept before each answer.
     """
+    with threaded_server() as server:
+        handle = ProxyHandle(f"http://127.0.0.1:{server.server_address[1]}")
+        server.RequestHandlerClass = _proxy_handler(photos, handle, flaky or {}, delay)
+        yield handle
+
+
+@contextmanager
+def threaded_server() -> Iterator[ThreadingHTTPServer]:
+    """A threading HTTP server on a free loopback port, serving until the block ends. Its address is known only
+    now, so the caller sets its RequestHandlerClass (which may need the address) before anyone can ask it."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     server.daemon_threads = True
-    handle = ProxyHandle(f"http://127.0.0.1:{server.server_address[1]}")
-    server.RequestHandlerClass = _proxy_handler(photos, handle, flaky or {}, delay)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:
-        yield handle
+        yield server
     finally:
         server.shutdown()
         server.server_close()

@@ -17,9 +17,11 @@ import time
 import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
+
+from tests.helpers.loopback import threaded_server
 
 IGNORED = ("format", "formatversion", "maxlag")  # parameters every request carries, left out of the answer's key
 
@@ -163,16 +165,8 @@ def mediawiki(folder: Path, images: dict[str, bytes | str], *, failures: dict[in
     """Serve the recorded wiki in `folder` at http://127.0.0.1:PORT/w/api.php and `images` ({path: bytes}) beside
     it (a str value: a redirect there); `failures` {n: (status, headers, body)} answers the n-th API request (from
     1) so instead."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    server.daemon_threads = True
-    host = f"http://127.0.0.1:{server.server_address[1]}"
-    handle = WikiHandle(f"{host}/w/api.php", host)
-    server.RequestHandlerClass = _handler(folder, images, handle, failures or {}, delay)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with threaded_server() as server:
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        handle = WikiHandle(f"{host}/w/api.php", host)
+        server.RequestHandlerClass = _handler(folder, images, handle, failures or {}, delay)
         yield handle
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)

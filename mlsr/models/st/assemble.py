@@ -164,7 +164,8 @@ def push_sparse_encoder(folder: str | Path, repo_id: str, *, private: bool = Fal
     if not (folder / MODULES_FILE).is_file():
         raise InputError(f"{folder} is not an exported model (it has no {MODULES_FILE}); nothing was published.")
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+
+    from mlsr.models.hub import pushing
 
     api = api or HfApi(token=token)
     files = sorted(path for path in folder.rglob("*") if path.is_file() and path.name != CARD_FILE)
@@ -173,19 +174,9 @@ def push_sparse_encoder(folder: str | Path, repo_id: str, *, private: bool = Fal
     card = _card_for(folder, repo_id)
     if card is not None:
         operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8")))
-    try:
+    with pushing(f"model {repo_id}"):
         url = api.create_repo(repo_id, repo_type="model", private=private or None, exist_ok=True)
         api.create_commit(repo_id, operations, repo_type="model", commit_message="mlsr sparse encoder (export-st)")
-    except HfHubHTTPError as error:
-        status = getattr(getattr(error, "response", None), "status_code", None)
-        hint = " Log in with `hf auth login` (a token with write access)." if status in (401, 403) else ""
-        raise ModelLoadError(f"push to model {repo_id} failed: {str(error).splitlines()[0]}{hint}") from None
-    except Exception as error:  # no connection: httpx's errors, whose package depends on huggingface_hub's version
-        if not isinstance(error, (ConnectionError, TimeoutError)) and type(error).__module__.split(".")[0] not in (
-                "httpx", "httpx2"):
-            raise
-        raise ModelLoadError(f"push to model {repo_id} failed: the Hugging Face Hub could not be reached"
-                             f" ({type(error).__name__}). Nothing was published; run it again once online.") from None
     return str(url)
 
 

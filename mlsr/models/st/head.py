@@ -7,6 +7,7 @@ to `term_ids` when the input module asked for no_expand, and max-pools a text's 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,8 +52,15 @@ class D2SHead(Module):
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
              **kwargs) -> D2SHead:
         """Read the head folder of a saved model (a local folder or a Hub repo's subfolder)."""
-        folder = cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
-                                   revision=revision, local_files_only=local_files_only)
-        if folder is None:  # sentence-transformers found no such folder, locally or on the Hub
-            raise ModelLoadError(f"model {model_name_or_path!r} has no head folder {subfolder!r}.")
+        folder = saved_module_folder(cls, "head", model_name_or_path, subfolder, token=token,
+                                     cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
         return cls(SparseHead.from_pretrained(folder))
+
+
+def saved_module_folder(module: type[Module], what: str, model_name_or_path: str, subfolder: str, **where) -> Path:
+    """A saved model's folder of one module (local, or a Hub repo's subfolder fetched by sentence-transformers),
+    or a ModelLoadError naming the `what` folder that is missing."""
+    found = module.load_dir_path(model_name_or_path, subfolder=subfolder, **where)
+    if found is None:  # sentence-transformers found no such folder, locally or on the Hub
+        raise ModelLoadError(f"model {model_name_or_path!r} has no {what} folder {subfolder!r}.")
+    return Path(found)

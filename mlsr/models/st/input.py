@@ -17,9 +17,10 @@ import torch
 from sentence_transformers.base.modality import infer_batch_modality
 from sentence_transformers.base.modules import InputModule
 
-from mlsr.errors import InputError, ModelLoadError
+from mlsr.errors import InputError
 from mlsr.images import load_image
 from mlsr.models.backbone import Backbone, load_backbone, text_windows_of
+from mlsr.models.st.head import saved_module_folder
 from mlsr.models.tokenizer import load_tokenizer, locked
 from mlsr.settings import ENCODE_MODES
 from mlsr.text import MAX_TEXT_CHARS
@@ -113,11 +114,8 @@ class MlsrInput(InputModule):
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
              **kwargs) -> MlsrInput:
         """Read a saved input module with mlsr's own loaders (the backbone's kind from its config.json)."""
-        found = cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
-                                  revision=revision, local_files_only=local_files_only)
-        if found is None:  # sentence-transformers found no such folder, locally or on the Hub
-            raise ModelLoadError(f"model {model_name_or_path!r} has no input module folder {subfolder!r}.")
-        folder = Path(found)
+        folder = saved_module_folder(cls, "input module", model_name_or_path, subfolder, token=token,
+                                     cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         backbone = load_backbone(str(folder / BACKBONE_FOLDER))
         terms, _ = load_tokenizer(str(folder / TERMS_FOLDER))
