@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def create_app(args: argparse.Namespace):
     """The Blocks to serve, or a page that says why the app cannot start."""
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
     from mlsr.app.startup import missing_index_hint, public_text, start_index, startup_guide
     from mlsr.app.ui import build_ui, error_page
     from mlsr.errors import IndexFormatError, IndexMismatchError, MlsrError

@@ -36,8 +36,8 @@ def make_article(sections: int) -> str:
 
 
 def bench(n_docs: int, sections: int, repeat: int) -> dict:
-    from mlsr.app.article import split_article
-    from mlsr.app.service import Service
+    from mlsr.articles.sections import split_article
+    from mlsr.serving.service import Service
     from mlsr.index.modes import rank
     from mlsr.index.sparse import SparseIndex
     from mlsr.models.encoder import Encoder

@@ -60,7 +60,7 @@ def build_cost(docs) -> dict:
 
 
 def bench(n_docs: int, repeat: int, sections: int = 8, k: int = 3) -> dict:
-    from mlsr.app.article import assign
+    from mlsr.articles.suggestions import assign
     from mlsr.settings import NEAR_DUPLICATE_COSINE
     from mlsr.index.sparse import SparseIndex
 

@@ -5,7 +5,7 @@
 
 Measured here, each in a fresh interpreter (median of --repeat; the files were just written, so the OS page
 cache is warm: a cold disk adds size / disk bandwidth):
-- imports: `mlsr.index`, `app` (the thin wiring), `mlsr.app.service` (torch + transformers), `mlsr.app.ui`
+- imports: `mlsr.index`, `app` (the thin wiring), `mlsr.serving.service` (torch + transformers), `mlsr.app.ui`
   (gradio), and all of them, against an empty interpreter start (the baseline);
 - index load: `SparseIndex.load` of a COCO-like gallery (ids, image URLs, 5 captions, 256-d dense vectors)
   of each --items size with --terms terms per image, from a folder and by Hub id from a Hugging Face cache
@@ -43,9 +43,9 @@ IMPORTS = {
     "mlsr.index": "import mlsr.index",
     "huggingface_hub's snapshot_download": "from huggingface_hub import snapshot_download",
     "app (wiring)": "import app",
-    "mlsr.app.service (torch, transformers)": "import mlsr.app.service",
+    "mlsr.serving.service (torch, transformers)": "import mlsr.serving.service",
     "mlsr.app.ui (gradio)": "import mlsr.app.ui",
-    "everything app.py imports": "import app, mlsr.app.service, mlsr.app.ui, mlsr.app.startup",
+    "everything app.py imports": "import app, mlsr.serving.service, mlsr.app.ui, mlsr.app.startup",
 }
 
 LOAD_PROBE = """

@@ -1,22 +1,29 @@
-"""Text queries against an index: encode once (one backbone pass), rank in any of the three query modes."""
+"""Text queries against an index: encode once (one backbone pass), rank in any of the three query modes, and, when
+asked, only among the images under chosen licences (a wiki gallery's items record theirs, `mlsr.ingest.licences`):
+that ranking is searched deeper until k allowed images are found or the index is exhausted, so the filter never
+returns fewer than it could."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 from collections.abc import Sequence
 
+import numpy as np
 import scipy.sparse as sp
 
-from mlsr.checks import check_depth
-from mlsr.checks import check_mode
+from mlsr.checks import check_depth, check_mode
 from mlsr.errors import InputError
-from mlsr.index.modes import rank
+from mlsr.index.modes import NO_HIT, rank
 from mlsr.index.sparse import Results, SparseIndex
+from mlsr.ingest.licences import item_licence
+from mlsr.query_vectors import QueryVectors
 from mlsr.settings import HYBRID_DEPTH, QueryMode
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.backends import SearchBackend
     from mlsr.models.encoder import Encoder
+
+DEEPER = 4  # how much deeper each further search of a licence filter goes
 
 
 def search_texts(
@@ -49,9 +56,38 @@ def search_texts(
         searched.check_models(encoder.models())
     queries = encoder.encode_text_views(texts)
     if licences is not None:
-        from mlsr.app.licence_filter import rank_allowed
-
         if searched is None:
             raise InputError("a licence filter needs the index's items: search a loaded index.")
         return rank_allowed(index, queries, mode, k, searched.items, licences, depth=depth), queries.scoring(mode)
     return rank(index, queries, mode, k, depth), queries.scoring(mode)
+
+
+def allowed_rows(items: Sequence[dict], families: frozenset[str]) -> np.ndarray:
+    """True for each item whose licence family is in `families` (items without a recorded licence are not)."""
+    return np.array([item_licence(item) in families for item in items], dtype=bool)
+
+
+def rank_allowed(backend: SparseIndex | SearchBackend, queries: QueryVectors, mode: QueryMode, k: int,
+                 items: Sequence[dict], families: frozenset[str] | None, **options: int) -> Results:
+    """`rank`'s top k per query, among the items whose licence is in `families` (None: every item)."""
+    if families is None:
+        return rank(backend, queries, mode, k, **options)
+    allowed = allowed_rows(items, frozenset(families))
+    n = len(items)
+    depth = k
+    while True:
+        results = rank(backend, queries, mode, min(depth, n), **options)
+        valid = results.indices != NO_HIT
+        keep = valid & allowed[np.where(valid, results.indices, 0)]
+        enough = (keep.sum(axis=1) >= min(k, int(allowed.sum()))).all()
+        ended = (~valid).any(axis=1).all()  # every query ran out of matches: deeper finds nothing more
+        if enough or ended or depth >= n:
+            break
+        depth *= DEEPER
+    scores = np.zeros((len(keep), k), dtype=np.float32)
+    indices = np.full((len(keep), k), NO_HIT, dtype=np.int64)
+    for q, row in enumerate(keep):
+        chosen = np.flatnonzero(row)[:k]
+        scores[q, :len(chosen)] = results.scores[q, chosen]
+        indices[q, :len(chosen)] = results.indices[q, chosen]
+    return Results(scores, indices)

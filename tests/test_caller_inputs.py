@@ -184,7 +184,7 @@ TERMS = ("dog", "cat", "beach", "market", "buffalo", "sofa", "red", "##s")  # ea
 @SLOW
 @given(data=st.data())
 def test_vector_from_terms_never_changes_its_rows(encoder, data):
-    from mlsr.app.terms import vector_from_terms
+    from mlsr.serving.terms import vector_from_terms
 
     terms = data.draw(st.lists(st.sampled_from(TERMS), unique=True, min_size=1, max_size=5))
     weights = [data.draw(st.floats(-5, 5).filter(lambda w: abs(w) > 1e-3)) for _ in terms]

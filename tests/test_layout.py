@@ -16,7 +16,8 @@ TORCH_FREE = ["mlsr", "mlsr.settings", "mlsr.errors", "mlsr.text", "mlsr.vocab",
               "mlsr.data.captions", "mlsr.data.lsr42", "mlsr.data.trec", "mlsr.data.atomic_trec",
               "mlsr.evaluation.metrics", "mlsr.evaluation.runs", "mlsr.evaluation.tables", "mlsr.models.record",
               "mlsr.training.config", "mlsr.retrieval", "mlsr.cli", "mlsr.threads",
-              "mlsr.index.forward", "mlsr.allocator"]
+              "mlsr.index.forward", "mlsr.allocator", "mlsr.articles.sections", "mlsr.articles.suggestions",
+              "mlsr.articles.markdown", "mlsr.articles.exports", "mlsr.articles.cutoff", "mlsr.ingest.licences"]
 HEAVY = ("torch", "transformers")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

@@ -92,7 +92,7 @@ def test_a_manifest_count_that_disagrees_with_the_items_names_both(tmp_path):
 
 
 def test_the_markdown_credit_links_its_licence():
-    from mlsr.app.markdown import linked
+    from mlsr.articles.markdown import linked
 
     shown = linked("MS-COCO image 5: a Flickr photo under its own license (https://cocodataset.org/#termsofuse)")
     assert "<https://cocodataset.org/#termsofuse>" in shown and "https\\:" not in shown

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mlsr.errors import InputError
-from mlsr.app.terms import MAX_ABS_WEIGHT, highlight_text, vector_from_terms
+from mlsr.serving.terms import MAX_ABS_WEIGHT, highlight_text, vector_from_terms
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=400) | st.sampled_from(
     ["", " ", "\x00\x00", "\u200b", "🦬🐃 buffalo", "水牛 water buffalo", "Ünïcödé ñ", "a" * 30000, ".!?;:" * 40]

@@ -126,8 +126,8 @@ def test_item_urls_are_never_handed_to_the_browser_and_only_dataset_hosts_are_fe
     import numpy as np
     import scipy.sparse as sp
 
-    from mlsr.app.pictures import Pictures
-    from mlsr.app.service import Hit
+    from mlsr.serving.pictures import Pictures
+    from mlsr.serving.service import Hit
     from mlsr.app.handlers import gallery_items
     from mlsr.index.sparse import SparseIndex
 

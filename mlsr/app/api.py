@@ -15,7 +15,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from mlsr.app.handlers import MODELS, user_errors
-from mlsr.app.service import Service, rounded
+from mlsr.serving.service import Service, rounded
 from mlsr.app.uploads import uploaded_image
 from mlsr.ingest.licences import parse_licences
 from mlsr.settings import ARTICLE_K

@@ -16,12 +16,13 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from mlsr.app.article import SPLITS, Article, ArticleSuggestion, join_sections, section_label, split_article
+from mlsr.articles.sections import SPLITS, Article, join_sections, section_label, split_article
+from mlsr.articles.suggestions import ArticleSuggestion
 from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in
-from mlsr.app.service import Service
+from mlsr.serving.service import Service
 from mlsr.app.exports_ui import export_buttons, min_score_input, no_match_markdown, write_exports
 from mlsr.app.views import chips, credit_markdown, nothing_matched, plural, timing_text, why_markdown
-from mlsr.app.markdown import literal
+from mlsr.articles.markdown import literal
 from mlsr.errors import InputError, MlsrError
 from mlsr.settings import ARTICLE_K, MAX_SECTION_K, NEAR_DUPLICATE_COSINE
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from mlsr.app.article import ArticleSuggestion
+from mlsr.articles.suggestions import ArticleSuggestion
 from mlsr.app.views import timing_markdown
-from mlsr.app.markdown import literal
+from mlsr.articles.markdown import literal
 from mlsr.settings import DEFAULT_MIN_SCORE
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "mlsr-articles"  # exported files, kept for an hour

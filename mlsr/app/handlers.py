@@ -1,7 +1,7 @@
 """What every screen of the app shares: its handlers' error rule, their progress bar, and the gallery's items.
 
 A library error becomes a message (the API's error, or a placeholder where the results were), never a
-traceback; pictures are the app's own files (`mlsr.app.pictures`), so the browser asks no other host.
+traceback; pictures are the app's own files (`mlsr.serving.pictures`), so the browser asks no other host.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from mlsr.app.pictures import picture_file
-from mlsr.app.service import Hit
+from mlsr.serving.pictures import picture_file
+from mlsr.serving.service import Hit
 from mlsr.app.uploads import refuse
 from mlsr.app.views import score_text
 from mlsr.errors import MlsrError

@@ -14,11 +14,11 @@ import gradio as gr
 import pandas as pd
 
 from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in, user_errors
-from mlsr.app.service import Hit, Service
+from mlsr.serving.service import Hit, Service
 from mlsr.app.suggest_ui import PLOTTED_TERMS, explanation
 from mlsr.app.uploads import uploaded_image
 from mlsr.app.views import chips, plural, timing_text
-from mlsr.app.markdown import literal
+from mlsr.articles.markdown import literal
 from mlsr.vocab import Terms
 
 INTRO = "**Image → terms**: the weighted words the model reads in an image, and the indexed images most like it."

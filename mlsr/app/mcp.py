@@ -19,7 +19,7 @@ import json
 import logging
 from typing import Any
 
-from mlsr.app.pictures import THUMBNAIL_ROUTE
+from mlsr.serving.pictures import THUMBNAIL_ROUTE
 
 logger = logging.getLogger(__name__)
 

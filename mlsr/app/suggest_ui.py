@@ -11,13 +11,13 @@ import pandas as pd
 
 from mlsr.app.exports_ui import filter_options, suggest_filters, suggest_summary
 from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in, user_errors
-from mlsr.app.licence_filter import licence_choices
-from mlsr.app.service import Hit, Service
-from mlsr.app.terms import term_table
+from mlsr.ingest.licences import licence_choices
+from mlsr.serving.service import Hit, Service
+from mlsr.serving.terms import term_table
 from mlsr.app.terms_ui import STATUS_INTO_VIEW, TABLE_COLUMNS, term_editor, wire_add_term
 from mlsr.app.views import (chips, credit_markdown, expansion_markdown, plural, shaded, timing_markdown, timing_text,
                             why_markdown)
-from mlsr.app.markdown import literal
+from mlsr.articles.markdown import literal
 from mlsr.settings import MAX_K, QUERY_MODES
 
 PLOTTED_TERMS = 15  # bars in a chart: more and their labels collide

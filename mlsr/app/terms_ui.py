@@ -10,10 +10,10 @@ import gradio as gr
 import pandas as pd
 
 from mlsr.app.handlers import shown_in
-from mlsr.app.service import Service
-from mlsr.app.terms import with_term
+from mlsr.serving.service import Service
+from mlsr.serving.terms import with_term
 from mlsr.app.views import WORD_PIECES, score_text
-from mlsr.app.markdown import literal
+from mlsr.articles.markdown import literal
 
 TABLE_COLUMNS = ["term", "weight"]
 # a refusal is said under the buttons, which may sit at the bottom edge of the screen: bring it into view

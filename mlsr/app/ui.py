@@ -1,4 +1,4 @@
-"""The Gradio interface over mlsr.app.service: it converts values for Gradio and turns library errors into
+"""The Gradio interface over mlsr.serving.service: it converts values for Gradio and turns library errors into
 messages; it computes nothing itself. Named API endpoints (/suggest, /suggest_article, /image_terms, /similar,
 /compare, /search_terms) return plain JSON for `gradio_client`; with `launch(mcp_server=True)` they are also
 the app's MCP tools, described by their docstrings and type hints."""
@@ -16,12 +16,12 @@ from mlsr.app.article_ui import article_screen
 from mlsr.app.handlers import MODELS, Show, shown_in
 from mlsr.app.image_ui import image_screen
 from mlsr.app.mcp import structure_answers
-from mlsr.app.pictures import picture_route
-from mlsr.app.service import Service
+from mlsr.serving.pictures import picture_route
+from mlsr.serving.service import Service
 from mlsr.app.suggest_ui import suggest_screen
 from mlsr.app.uploads import UploadsOnly
 from mlsr.app.views import WORD_PIECES, plural
-from mlsr.app.markdown import literal
+from mlsr.articles.markdown import literal
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
 
 
 class AppBlocks(UploadsOnly):
-    """The app's Blocks: launched, they also serve `routes` (the pictures, `mlsr.app.pictures`) on the same origin,
+    """The app's Blocks: launched, they also serve `routes` (the pictures, `mlsr.serving.pictures`) on the same origin,
     and their MCP tools answer JSON with output schemas (`mlsr.app.mcp`)."""
 
     routes: list = []

@@ -6,7 +6,7 @@ are written as literal text (`literal`), never as Markdown or HTML.
 
 from __future__ import annotations
 
-from mlsr.app.markdown import literal
+from mlsr.articles.markdown import literal
 from mlsr.vocab import Terms
 
 WORD_PIECES = ("Terms that start with `##` are word pieces, the end of a longer word (`##dman` ends *goodman*):"
@@ -79,7 +79,7 @@ def why_markdown(rank: int, id: str, score: float, caption: str, shared: int, cr
 def credit_markdown(hit) -> str:
     """A hit's credit as Markdown: the file linked to its source page, its author, its licence linked to the licence
     (a wiki's file), or the recorded credit line with its links; '' when the index records none."""
-    from mlsr.app.markdown import linked
+    from mlsr.articles.markdown import linked
 
     if hit.license:
         title = _link(literal(hit.id), hit.source or "")

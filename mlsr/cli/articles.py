@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from mlsr.articles.sections import SPLITS
 from mlsr.cli.args import INDEX_HELP, add_backend_arguments, add_model_arguments, models_from_index
 from mlsr.checks import check_k, existing_file, readable_bytes
 from mlsr.errors import InputError
@@ -38,7 +39,7 @@ def add_commands(commands) -> None:
                              " no image, and says so (default %(default)s: every match counts)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
     parser.add_argument("--title", help="the page title (default: the article's # heading, if any)")
-    parser.add_argument("--split", choices=("auto", "headings", "paragraphs", "none"), default="auto",
+    parser.add_argument("--split", choices=SPLITS, default="auto",
                         help="where sections begin (default %(default)s: headings, else blank lines)")
     parser.add_argument("--mode", choices=QUERY_MODES, default="expand", help="query encoding (default %(default)s)")
     parser.add_argument("--allow-repeats", action="store_true",
@@ -50,7 +51,7 @@ def add_commands(commands) -> None:
 
 def suggest_article_command(args: argparse.Namespace) -> int:
     from mlsr._files import atomic_write_bytes
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
     from mlsr.index.sparse import SparseIndex
     from mlsr.progress import quiet_transformers
 

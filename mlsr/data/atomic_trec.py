@@ -124,7 +124,7 @@ def _image_rows(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str
 def atomic_query(page_title: str, section_title: str, section_text: str) -> str:
     """The seed paper's AToMiC query: page title, section title and section text, joined by spaces.
 
-    Empty fields are left out. Article mode (`mlsr.app.article`) builds its section queries the same way.
+    Empty fields are left out. Article mode (`mlsr.articles.sections`) builds its section queries the same way.
     """
     return " ".join(part.strip() for part in (page_title, section_title, section_text) if part and part.strip())
 

@@ -7,6 +7,7 @@ The credit line follows the TASL rule editors use (Title, Author, Source, Licenc
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
@@ -160,3 +161,10 @@ def _value(meta: dict, key: str) -> str:
     entry = meta.get(key)
     value = entry.get("value") if isinstance(entry, dict) else entry
     return str(value) if value is not None else ""
+
+
+def licence_choices(items: Sequence[dict]) -> list[str]:
+    """The licence families a user may filter by: those the gallery's items record, in FREE_FAMILIES' order; none
+    for a gallery that records no licence (COCO photos), whose screen then shows no filter."""
+    found = {item_licence(item) for item in items}
+    return [family for family in FREE_FAMILIES if family in found]

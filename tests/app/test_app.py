@@ -19,7 +19,7 @@ from tests.helpers.data import REAL_IMAGES, ROOT
 from tests.helpers.models import PLANTED_WORDS
 from mlsr.index.dense import DenseIndex
 from mlsr.index.sparse import SparseIndex
-from mlsr.app.terms import vector_from_terms
+from mlsr.serving.terms import vector_from_terms
 
 BUFFALO = REAL_IMAGES / "COCO_val2014_000000184613.jpg"
 ARTICLE = (ROOT / "assets" / "examples" / "water-buffalo.txt").read_text()

@@ -66,7 +66,7 @@ def test_the_app_starts_from_a_hub_index(hub_gallery, app_args, capsys, monkeypa
 
 def test_a_hub_index_service_names_the_id_not_the_cache(hub_gallery, backbone_dir, app_head_dir, tokenizer_dir,
                                                         tmp_path):
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
 
     service = Service.load(hub_gallery, backbone=str(backbone_dir), head=str(app_head_dir),
                            tokenizer=str(tokenizer_dir), device="cpu")
@@ -106,7 +106,7 @@ def test_the_offline_page_names_folders_without_their_server_paths(tmp_path):
 def test_a_service_over_an_index_built_in_memory_has_no_folder_to_read(app_encoder, app_index):
     """An index built in memory has no folder: `about` says it has no verdict and a hit has no local file (both
     read the folder as None before, a TypeError), while the same index loaded from its folder has both."""
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
     from mlsr.index.sparse import SparseIndex
 
     loaded = SparseIndex.load(app_index)

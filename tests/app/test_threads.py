@@ -68,7 +68,7 @@ def test_the_apps_worker_runs_with_the_policys_threads(restored, monkeypatch, ap
     from gradio_client import Client
 
     import app
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
     from mlsr.index.kernel_search import search_threads
 
     if threads_env is not None:

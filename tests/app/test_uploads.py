@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas de
 @pytest.fixture(scope="module")
 def served(app_index, backbone_dir, app_head_dir, tokenizer_dir):
     """The app's Blocks (build_ui over a loaded Service), launched in this process; yields (base URL, demo)."""
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
     from mlsr.app.ui import build_ui
 
     service = Service.load(app_index, backbone=str(backbone_dir), head=str(app_head_dir), tokenizer=str(tokenizer_dir),

@@ -367,7 +367,7 @@ def test_cli_search_on_milvus_ranks_like_scipy(mode, model_args, encoder, image_
 
 def test_service_on_milvus_matches_scipy(app_encoder, app_index, tmp_path, monkeypatch):
     from app import parse_args
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
 
     uri = str(tmp_path / "app.db")
     export_index(app_index, uri)

@@ -141,7 +141,7 @@ def test_a_dataset_without_the_photos_or_the_example_fails_those_checks(encoder,
 
 
 def test_the_about_screen_shows_the_saved_verdict(app_encoder, app_index, tmp_path):
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
     from mlsr.app.ui import about_markdown
     from mlsr.evaluation.verify import CheckResult, Verdict, save_verdict, verdict_path
     from mlsr.index.sparse import SparseIndex

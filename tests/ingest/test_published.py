@@ -147,7 +147,7 @@ def test_app_first_start_builds_the_gallery_from_a_local_dataset(coco_dataset, b
     saved = (index / "manifest.json").stat().st_mtime_ns
     app.create_app(args)  # second start: reused
     assert (index / "manifest.json").stat().st_mtime_ns == saved
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
 
     service = Service.load(index, backbone=str(backbone_dir), head=str(head_dir), tokenizer=str(tokenizer_dir),
                            device="cpu")

@@ -17,13 +17,13 @@ from typing import cast
 import numpy as np
 import scipy.sparse as sp
 
-from mlsr.app.article import (ArticleSuggestion, SectionSuggestion, assign, join_sections, keep_good_matches,
-                              split_article)
-from mlsr.app.cutoff import below_minimum
-from mlsr.app.licence_filter import rank_allowed
-from mlsr.app.markdown import credit_line
-from mlsr.app.pictures import Pictures, picture_url
-from mlsr.app.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
+from mlsr.articles.sections import join_sections, split_article
+from mlsr.articles.suggestions import ArticleSuggestion, SectionSuggestion, assign, keep_good_matches
+from mlsr.articles.cutoff import below_minimum
+from mlsr.retrieval import rank_allowed
+from mlsr.articles.markdown import credit_line
+from mlsr.serving.pictures import Pictures, picture_url
+from mlsr.serving.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend
 from mlsr.checks import check_k, check_mode, check_top_k
@@ -153,7 +153,7 @@ class Service:
     def suggest(self, text: str, k: int = 12, mode: str = "expand", stage: Stage | None = None,
                 licences: frozenset[str] | None = None, min_score: float = 0.0) -> Suggestion:
         """Rank the index for article text (only images under `licences`, when given; none when the best scores
-        below `min_score`, see `mlsr.app.cutoff`); also the text shaded by term weight and the expansion terms."""
+        below `min_score`, see `mlsr.articles.cutoff`); also the text shaded by term weight and the expansion terms."""
         k = check_k(k, MAX_K)
         mode = cast(QueryMode, check_mode(mode))  # check_mode passes only the QUERY_MODES
         _stage(stage, 0.1, "encoding the text")
@@ -208,7 +208,7 @@ class Service:
     def suggest_article(self, text: str, k: int = ARTICLE_K, *, title: str | None = None, split: str = "auto",
                         joined: Sequence[int] = (), mode: str = "expand", unique: bool = True,
                         collapse: bool = True, min_score: float = 0.0, stage: Stage | None = None) -> ArticleSuggestion:
-        """k images for each section of an article (see `mlsr.app.article`), all sections encoded as one batch.
+        """k images for each section of an article (see `mlsr.articles.suggestions`), all sections encoded as one batch.
 
         `unique`: no image is given to two sections (the one that scores it highest keeps it); `collapse`:
         near-duplicate images (sparse cosine above NEAR_DUPLICATE_COSINE) count once within a section's list;
@@ -334,7 +334,7 @@ class Service:
 
     @cached_property
     def pictures(self) -> Pictures:
-        """Each row's picture, as the app serves it (`mlsr.app.pictures`)."""
+        """Each row's picture, as the app serves it (`mlsr.serving.pictures`)."""
         return Pictures(self.index)
 
     def hits(self, results: Results, query_row: int = 0) -> list[Hit]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlsr.app.service import Service
+from mlsr.serving.service import Service
 from mlsr.errors import InputError
 from mlsr.index.sparse import SparseIndex
 from mlsr.settings import MAX_SECTION_K

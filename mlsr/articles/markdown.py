@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from mlsr.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlsr.app.article import Article
+    from mlsr.articles.sections import Article
 
 _URL_IN_TEXT = re.compile(r"https?://[^\s()<>]+")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!:@])")  # what could make a caption markup (: and @: autolinks)

@@ -1,6 +1,6 @@
 """What editors paste: an illustrated article as wikitext (`[[File:Name.jpg|thumb|caption]]` under each section
 heading) or as HTML (`<figure>` with a `<figcaption>` holding caption and credit), besides Markdown
-(`mlsr.app.markdown`). Every format carries the credit the licence requires (title, author, source, licence);
+(`mlsr.articles.markdown`). Every format carries the credit the licence requires (title, author, source, licence);
 user text is always escaped, never markup. Plain Python: no torch, no Gradio.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from mlsr.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlsr.app.article import Article
+    from mlsr.articles.sections import Article
 
 FORMATS = ("markdown", "wikitext", "html")
 _WIKI_SPECIAL = {ord(ch): f"&#{ord(ch)};" for ch in "&<>[]{}|'~=*#:;_"}  # what could make a caption wiki markup

@@ -8,8 +8,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsr.app.article import assign, join_sections, split_article
-from mlsr.app.markdown import Illustration, credit_line, literal, render_markdown
+from mlsr.articles.sections import join_sections, split_article
+from mlsr.articles.suggestions import assign
+from mlsr.articles.markdown import Illustration, credit_line, literal, render_markdown
 from mlsr.errors import InputError
 from mlsr.settings import MAX_SECTIONS
 

@@ -7,8 +7,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from mlsr.app.article import ArticleSuggestion, SectionSuggestion, keep_good_matches, split_article
-from mlsr.app.service import Hit
+from mlsr.articles.sections import split_article
+from mlsr.articles.suggestions import ArticleSuggestion, SectionSuggestion, keep_good_matches
+from mlsr.serving.service import Hit
 from mlsr.errors import InputError
 
 ARTICLE = """# Water buffalo
@@ -139,7 +140,7 @@ def test_a_section_below_the_minimum_says_so_instead_of_forcing_a_picture():
 def test_below_minimum_for_a_ranking():
     from types import SimpleNamespace
 
-    from mlsr.app.cutoff import below_minimum
+    from mlsr.articles.cutoff import below_minimum
 
     hits = [SimpleNamespace(score=1.5), SimpleNamespace(score=1.0)]
     terms = [SimpleNamespace(term=t) for t in ("buffalo", "river", "mud", "water", "calf", "field")]
@@ -155,7 +156,7 @@ def test_below_minimum_for_a_ranking():
 
 
 def test_the_licence_filter_offers_the_families_the_gallery_records():
-    from mlsr.app.licence_filter import licence_choices
+    from mlsr.ingest.licences import licence_choices
 
     coco = [{"id": "COCO_1.jpg", "captions": ["a cake"]}, {"id": "COCO_2.jpg", "captions": []}]
     wiki = [{"id": "File:A.jpg", "license": "CC BY-SA 4.0"}, {"id": "File:B.jpg", "license": "CC0"},

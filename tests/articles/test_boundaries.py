@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mlsr.app.article import (MAX_ARTICLE_CHARS, TITLE_WORDS, assign, join_sections, section_label,
-                              split_article)
+from mlsr.articles.sections import MAX_ARTICLE_CHARS, TITLE_WORDS, join_sections, section_label, split_article
+from mlsr.articles.suggestions import assign
 from mlsr.errors import InputError
 from mlsr.settings import MAX_SECTIONS
 from mlsr.text import MAX_TEXT_CHARS
@@ -175,8 +175,8 @@ def test_scores_and_rows_of_other_shapes_are_refused():
 
 
 def _suggestion():
-    from mlsr.app.article import ArticleSuggestion, SectionSuggestion
-    from mlsr.app.service import Hit
+    from mlsr.articles.suggestions import ArticleSuggestion, SectionSuggestion
+    from mlsr.serving.service import Hit
 
     article = split_article("# Trams\n\nLead words.\n\n## History\n\nHorse trams.\n")
     hits = [[Hit(1, 4, "a.jpg", 2.5, "thumbnails/a.jpg", "a tram", "https://x/a.jpg"),
@@ -210,7 +210,7 @@ def test_the_json_answer_by_hand():
     ([-1, 1], [None, None]),
 ])
 def test_the_markdown_shows_each_sections_choice(chosen, shown):
-    from mlsr.app.markdown import Illustration, render_markdown
+    from mlsr.articles.markdown import Illustration, render_markdown
 
     article, suggestion = _suggestion()
     link = (lambda hit: hit.source or hit.image)
@@ -219,7 +219,7 @@ def test_the_markdown_shows_each_sections_choice(chosen, shown):
 
 
 def test_the_markdown_uses_the_suggestions_own_link_by_default_and_refuses_a_wrong_count():
-    from mlsr.app.markdown import Illustration, render_markdown
+    from mlsr.articles.markdown import Illustration, render_markdown
 
     article, suggestion = _suggestion()
     assert suggestion.markdown([1, 0]) == render_markdown(  # by default the original's URL, None without one

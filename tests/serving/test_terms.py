@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from transformers import AutoTokenizer
 
 from mlsr.errors import InputError
-from mlsr.app.terms import expansion_terms, highlight_text, term_table, vector_from_terms, with_term
+from mlsr.serving.terms import expansion_terms, highlight_text, term_table, vector_from_terms, with_term
 from mlsr.vocab import Vocabulary
 
 
@@ -98,7 +98,7 @@ def test_nonsense_tables_are_refused(tokenizer, vocab, rows, message):
 
 
 def test_an_unedited_table_searches_with_its_query_control_tokens_included(app_encoder, app_index):
-    from mlsr.app.service import Service
+    from mlsr.serving.service import Service
     from mlsr.index.sparse import SparseIndex
 
     service = Service(app_encoder, SparseIndex.load(app_index), app_index)
@@ -153,7 +153,7 @@ def test_result_lines_read_well():
 
 
 def test_gallery_captions_never_show_minus_zero(tmp_path):
-    from mlsr.app.service import Hit
+    from mlsr.serving.service import Hit
     from mlsr.app.handlers import gallery_items
 
     hits = [Hit(1, 0, "a", -0.0001, None, "cap"), Hit(2, 1, "b", -0.5, None, "")]

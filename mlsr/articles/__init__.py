@@ -1,0 +1,1 @@
+"""Articles: split into sections, images chosen for each, rendered as Markdown, wikitext or HTML."""
