@@ -69,8 +69,8 @@ def split_article(text: str, split: str = "auto", title: str | None = None) -> A
 
     `split`: "auto" (at headings when there are any, else at blank lines), "headings", "paragraphs" (every
     blank-line paragraph, titled by the heading above it) or "none" (one section). The page title is a first
-    level-1 heading (`# Title`, `= Title =`) when no other level-1 heading follows, or, without headings, a
-    short first line standing alone. Sections with no letters or digits are left out.
+    level-1 heading (`# Title`, `= Title =`) with no text above it and no other level-1 heading after it, or,
+    without headings, a short first line standing alone. Sections with no letters or digits are left out.
     """
     if not isinstance(text, str):
         raise InputError(f"expected the article as text (str), got {type(text).__name__}.")
@@ -79,7 +79,7 @@ def split_article(text: str, split: str = "auto", title: str | None = None) -> A
     if len(text) > MAX_ARTICLE_CHARS:
         raise InputError(f"the article is {len(text):,} characters long; the limit is {MAX_ARTICLE_CHARS:,}.")
     headings, paragraphs = _blocks(text)
-    page_title, headings = _page_title(headings)
+    page_title, headings = _page_title(text, headings, paragraphs)
     if split == "auto":
         split = "headings" if headings else "paragraphs"
     if not headings and page_title is None and split != "headings" and paragraphs:
@@ -174,9 +174,12 @@ def _newline_length(text: str, at: int) -> int:
     return 1 if at > 0 and text[at - 1] in "\r\n" else 0
 
 
-def _page_title(headings: list[_Heading]) -> tuple[tuple[int, str] | None, list[_Heading]]:
-    """A first level-1 heading is the page title when no other level-1 heading follows it."""
-    if headings and headings[0].level == 1 and all(h.level > 1 for h in headings[1:]):
+def _page_title(text: str, headings: list[_Heading], paragraphs: list[_Paragraph]
+                ) -> tuple[tuple[int, str] | None, list[_Heading]]:
+    """A first level-1 heading is the page title when no other level-1 heading follows it and no text stands above
+    it (text above a title would belong to no section: that heading is then a section's)."""
+    above = headings and any(p.start < headings[0].start and _has_words(text[p.start : p.end]) for p in paragraphs)
+    if headings and not above and headings[0].level == 1 and all(h.level > 1 for h in headings[1:]):
         return (headings[0].end, headings[0].title), headings[1:]
     return None, headings
 

@@ -136,6 +136,30 @@ def test_rendering_only_inserts(lines, split):
         assert any(ch.isalnum() for ch in section.text)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["# Title", "## Part", "= Wiki =", "== Wiki ==", "", "words here"]),
+                          st.from_regex(r"[a-z]{1,6}( [a-z]{1,6}){0,3}", fullmatch=True)), min_size=1, max_size=15),
+       st.sampled_from(["auto", "headings", "paragraphs", "none"]))
+def test_every_word_of_the_article_is_in_a_section_or_the_page_title(lines, split):
+    """Text is never dropped (a heading over no text may be: a section needs words)."""
+    text = "\n".join(lines)
+    try:
+        article = split_article(text, split)
+    except InputError:
+        return
+    kept = " ".join([article.title, *(f"{section.title} {section.text}" for section in article.sections)]).split()
+    for word in " ".join(line for line in lines if not line.startswith(("#", "="))).split():
+        assert word in kept
+
+
+@pytest.mark.parametrize("split", ["auto", "headings", "paragraphs", "none"])
+def test_text_above_a_level_1_heading_is_kept_and_the_heading_is_a_section(split):
+    article = split_article("Words above.\n\n# Trams\n\nLead.", split)
+    assert article.title == ""
+    assert "Words above." in article.sections[0].text
+    assert "Lead." in article.sections[-1].text
+
+
 def test_literal_text_never_becomes_markup():
     assert literal("a <img src=x> & [l](u) *b* `c`") == "a \\<img src=x\\> &amp; \\[l\\](u) \\*b\\* \\`c\\`"
     assert literal("see http://x.org or me@x.org") == "see http\\://x.org or me\\@x.org"
