@@ -18,6 +18,7 @@ from mlsr.index.sparse import Results, SparseIndex
 from mlsr.ingest.licences import item_licence
 from mlsr.query_vectors import QueryVectors
 from mlsr.settings import HYBRID_DEPTH, QueryMode
+from mlsr.items import Item
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.backends import SearchBackend
@@ -62,13 +63,13 @@ def search_texts(
     return rank(index, queries, mode, k, depth), queries.scoring(mode)
 
 
-def allowed_rows(items: Sequence[dict], families: frozenset[str]) -> np.ndarray:
+def allowed_rows(items: Sequence[Item], families: frozenset[str]) -> np.ndarray:
     """True for each item whose licence family is in `families` (items without a recorded licence are not)."""
     return np.array([item_licence(item) in families for item in items], dtype=bool)
 
 
 def rank_allowed(backend: SparseIndex | SearchBackend, queries: QueryVectors, mode: QueryMode, k: int,
-                 items: Sequence[dict], families: frozenset[str] | None, **options: int) -> Results:
+                 items: Sequence[Item], families: frozenset[str] | None, **options: int) -> Results:
     """`rank`'s top k per query, among the items whose licence is in `families` (None: every item)."""
     if families is None:
         return rank(backend, queries, mode, k, **options)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from collections.abc import Sequence
 
 from mlsr.errors import InputError
+from mlsr.items import Item
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.articles.sections import Article
@@ -55,7 +56,7 @@ def image_block(illustration: Illustration) -> str:
     return f"![{caption}]({_link(illustration.image)})" + (f"  \n{line}" if line else "")
 
 
-def credit_line(item: dict) -> str:
+def credit_line(item: Item) -> str:
     """The credit an indexed image needs under it: MS-COCO photos come from Flickr with a license each."""
     if isinstance(item.get("credit"), str) and item["credit"]:
         return item["credit"]  # a wiki's file: title, author, licence and source (mlsr.ingest.licences)

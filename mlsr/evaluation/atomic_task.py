@@ -23,6 +23,7 @@ from mlsr.evaluation.tables import text_table
 from mlsr.index.sparse import SparseIndex
 from mlsr.index.rows import place_rows
 from mlsr.settings import DOCUMENTS, Status
+from mlsr.items import Item
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.models.encoder import Encoder
@@ -71,7 +72,7 @@ def run_atomic(encoder: Encoder, collection: Collection, *, modes: Sequence[str]
     if progress:
         progress(f"encoding {len(collection.queries)} queries, {len(collection.image_ids)} images and their captions")
     queries = QuerySet(collection.query_ids, encoder.encode_text_views(collection.queries))
-    items = [{"id": image_id, "captions": [c] if c else []}
+    items = [Item(id=image_id, captions=[c] if c else [])
              for image_id, c in zip(collection.image_ids, collection.captions)]
     evaluations = {}
     for doc, vectors in document_vectors(encoder, collection, documents).items():

@@ -29,6 +29,7 @@ from mlsr.index.folder import check_items
 from mlsr.index.forward import joined
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
 from mlsr.index.rows import checked_rows
+from mlsr.items import Item
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,10 @@ def without(inverted: InvertedIndex, drop: np.ndarray) -> InvertedIndex:
     return _rebuilt(inverted, keep, _stored_rows(inverted, keep, removed), None)
 
 
-def new_items(items: list[dict], added: Sequence[dict] | None, m: int, existing: set[str]) -> list[dict]:
+def new_items(items: list[Item], added: Sequence[Item] | None, m: int, existing: set[str]) -> list[Item]:
     """Copies of the items of m new rows (default ids: their future row numbers), checked unique against `existing`."""
     start = len(items)
-    added = [{"id": str(start + i)} for i in range(m)] if added is None else [dict(item) for item in added]
+    added = [Item(id=str(start + i)) for i in range(m)] if added is None else [item.copy() for item in added]
     check_items(added, m)
     taken = [str(item["id"]) for item in added if str(item["id"]) in existing]
     if taken:
@@ -74,7 +75,7 @@ def recorded(info: dict, added: int = 0, removed: int = 0) -> dict:
                               "removed": int(edits.get("removed", 0)) + removed}}
 
 
-def rows_of_ids(items: list[dict], ids: Sequence[str]) -> np.ndarray:
+def rows_of_ids(items: list[Item], ids: Sequence[str]) -> np.ndarray:
     """int64 rows of the items with these ids (each id once), refusing an id the index does not hold."""
     if isinstance(ids, (str, bytes)):
         raise InputError("ids must be a list of ids, not one string.")

@@ -23,6 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +44,7 @@ from mlsr.index.manifest import (
 )
 from mlsr.index.thumbnails import Thumbnails
 from mlsr.vocab import VOCAB_FILE, Vocabulary
+from mlsr.items import Item
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +57,14 @@ class FolderContents:
     inverted: InvertedIndex | None
     vectors: sp.csr_matrix | None  # formats 1 and 2: the stored weights as document rows...
     precision: str  # ...and the precision they were stored in
-    items: list[dict]
+    items: list[Item]
     vocab: Vocabulary | None
     dense: np.ndarray | None
     info: dict
     thumbnails: Thumbnails | None = None  # each row's picture (None: an index saved before they were kept)
 
 
-def write_folder(path: str | Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
+def write_folder(path: str | Path, inverted: InvertedIndex, items: list[Item], vocab: Vocabulary | None,
                  dense: np.ndarray | None, info: dict, thumbnails: Thumbnails | None = None) -> str:
     """Write an index folder atomically: a complete new folder replaces the old one, or nothing changes.
 
@@ -124,7 +127,7 @@ def describe_index(path: Path) -> str:
         return "its manifest cannot be read"
 
 
-def _write_files(folder: Path, inverted: InvertedIndex, items: list[dict], vocab: Vocabulary | None,
+def _write_files(folder: Path, inverted: InvertedIndex, items: list[Item], vocab: Vocabulary | None,
                  dense: np.ndarray | None, info: dict, thumbnails: Thumbnails | None = None) -> str:
     """Write the files and then the manifest; returns the lineage it records.
 
@@ -307,7 +310,7 @@ def _digest(file: Path) -> str | OSError:
         return error
 
 
-def check_items(items: list[dict], n: int) -> None:
+def check_items(items: Sequence[object], n: int) -> None:
     """Raise InputError unless there is one item per row, each a dict with a unique, non-empty `id`."""
     if len(items) != n:
         raise InputError(f"{len(items)} items for {n} vectors: give one item per row.")
@@ -316,14 +319,14 @@ def check_items(items: list[dict], n: int) -> None:
         raise InputError("every item needs a unique, non-empty 'id'.")
 
 
-def _read_items(file: Path) -> list[dict] | Exception:
+def _read_items(file: Path) -> list[Item] | Exception:
     """items.jsonl, checked to be JSON objects with unique ids; the error instead of raising (for a side thread)."""
     try:
         items = read_jsonl(file)
         if not all(isinstance(item, dict) for item in items):
             raise ValueError("every line must be a JSON object")
         check_items(items, len(items))
-        return items
+        return cast(list[Item], items)
     except (OSError, ValueError, InputError) as error:
         return error
 

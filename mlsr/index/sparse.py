@@ -24,6 +24,7 @@ from mlsr.index.rows import as_csr, checked_rows, query_arrays
 from mlsr.index.thumbnails import Thumbnails
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
+from mlsr.items import Item
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class SparseIndex:
     """
 
     inverted: InvertedIndex
-    items: list[dict]
+    items: list[Item]
     vocab: Vocabulary | None = None
     dense: np.ndarray | None = None
     info: dict = field(default_factory=dict)
@@ -72,7 +73,7 @@ class SparseIndex:
     def build(
         cls,
         vectors: sp.spmatrix | Iterable[sp.spmatrix],
-        items: list[dict] | None = None,
+        items: Sequence[Item] | None = None,
         *,
         vocab: Vocabulary | None = None,
         dense: np.ndarray | None = None,
@@ -124,7 +125,7 @@ class SparseIndex:
             _check_rows(n, items, vocab, vocab_size, dense)
         if thumbnails is not None:
             thumbnails.check(n)
-        items = [{"id": str(i)} for i in range(n)] if items is None else [dict(item) for item in items]
+        items = [Item(id=str(i)) for i in range(n)] if items is None else [item.copy() for item in items]
         return cls(inverted, items, vocab, dense, dict(info or {}), thumbnails=thumbnails)
 
     def __len__(self) -> int:
@@ -278,7 +279,7 @@ class SparseIndex:
 
     # -- changes ----------------------------------------------------------------------------------
 
-    def add(self, vectors, items: Sequence[dict] | None = None, dense: np.ndarray | None = None,
+    def add(self, vectors, items: Sequence[Item] | None = None, dense: np.ndarray | None = None,
             thumbnails: Thumbnails | None = None) -> SparseIndex:
         """A new index with these documents appended (this one is unchanged); `save` it to keep it.
 
@@ -324,7 +325,7 @@ class SparseIndex:
         keep = np.ones(len(self), dtype=bool)
         keep[drop] = False
         dense = None if self.dense is None else np.asarray(self.dense)[keep]
-        items = [dict(item) for item, kept in zip(self.items, keep) if kept]
+        items = [item.copy() for item, kept in zip(self.items, keep) if kept]
         thumbnails = None if self.thumbnails is None else self.thumbnails.take(np.flatnonzero(keep))
         return SparseIndex(edit.without(self.inverted, drop), items, self.vocab, dense,
                            edit.recorded(self.info, removed=len(drop)), thumbnails=thumbnails)
@@ -373,7 +374,7 @@ class SparseIndex:
         return index
 
 
-def _check_rows(n: int, items: list[dict] | None, vocab: Vocabulary | None, vocab_size: int,
+def _check_rows(n: int, items: Sequence[Item] | None, vocab: Vocabulary | None, vocab_size: int,
                 dense: np.ndarray | None) -> None:
     """Raise InputError unless items, vocabulary and dense vectors fit n document rows of vocab_size terms."""
     if items is not None:

@@ -27,6 +27,7 @@ from mlsr.index.rows import place_rows
 from mlsr.index.sparse import SparseIndex
 from mlsr.index.thumbnails import Thumbnails, make_thumbnail, thumbnail_of
 from mlsr.settings import DOCUMENTS, Documents, Progress
+from mlsr.items import Item
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.models.encoder import Encoder
@@ -173,7 +174,7 @@ class EncodedFolder:
 
     images_dir: Path
     vectors: sp.csr_matrix
-    items: list[dict]
+    items: list[Item]
     dense: np.ndarray | None
     report: BuildReport
     store: _BatchStore
@@ -209,7 +210,7 @@ def encode_folder(encoder: Encoder, images_dir: str | Path, out: Path, *, captio
         vectors = caption_full if documents == "caption" else vectors + caption_full
     items = []
     for i in kept:
-        item: dict[str, str | list[str]] = {"id": names[i], "image": os.path.relpath(paths[i], out)}
+        item = Item(id=names[i], image=os.path.relpath(paths[i], out))
         if captions:
             item["captions"] = captions_of(names[i], captions) or []
         items.append(item)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 from mlsr.errors import InputError
+from mlsr.items import Item
 
 FREE_FAMILIES = ("CC0", "PD", "CC-BY", "CC-BY-SA", "GFDL", "FAL")  # licences Commons accepts as free
 MAX_SOURCE_PIXELS = 100_000_000  # larger originals get no reliable thumbnail from the wiki: skipped
@@ -39,14 +40,12 @@ class WikiFile:
         licence = f"{self.license} ({self.license_url})" if self.license_url else self.license
         return f"{self.title} by {by}, {licence}, via {wiki_name(self.page)} ({self.page})"
 
-    def item(self) -> dict:
+    def item(self) -> Item:
         """The index item: id, image (the thumbnail URL), source (the page), captions and the credit fields."""
-        fields = asdict(self)
-        item = {"id": self.title, "image": self.picture, "source": self.page,
-                "captions": [self.description or caption_from_title(self.title)]}
-        item.update({key: fields[key] for key in ("author", "license", "license_url", "attribution")})
-        item["credit"] = self.credit
-        return item
+        return Item(id=self.title, image=self.picture, source=self.page,
+                    captions=[self.description or caption_from_title(self.title)], author=self.author,
+                    license=self.license, license_url=self.license_url, attribution=self.attribution,
+                    credit=self.credit)
 
 
 def read_file(page: dict, families: frozenset[str] | None) -> WikiFile | str:
@@ -117,7 +116,7 @@ def parse_licences(spec: str | None) -> frozenset[str] | None:
     return frozenset(wanted)
 
 
-def item_licence(item: dict) -> str:
+def item_licence(item: Item) -> str:
     """An index item's licence family ('' for an item without a recorded licence, e.g. a COCO photo)."""
     return licence_family(str(item.get("license") or ""))
 
@@ -163,7 +162,7 @@ def _value(meta: dict, key: str) -> str:
     return str(value) if value is not None else ""
 
 
-def licence_choices(items: Sequence[dict]) -> list[str]:
+def licence_choices(items: Sequence[Item]) -> list[str]:
     """The licence families a user may filter by: those the gallery's items record, in FREE_FAMILIES' order; none
     for a gallery that records no licence (COCO photos), whose screen then shows no filter."""
     found = {item_licence(item) for item in items}

@@ -25,6 +25,7 @@ from mlsr.index.sparse import SparseIndex
 from mlsr.models.record import recorded_name
 from mlsr.ingest.pictures import collect_pictures, discard_pictures, picture_source
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_SPLIT, Progress
+from mlsr.items import Item
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.models.encoder import Encoder
@@ -144,7 +145,7 @@ def split_index(
         location = image_of(image, Path(out) if out is not None else Path("."), root)
         if root is not None and location is None:
             report.missing_images.append(str(image.get("filename")))
-        item = {"id": str(image["imgid"]), "image": location,
+        item: Item = {"id": str(image["imgid"]), "image": location,
                 "captions": [str(s.get("raw", "")) for s in image.get("sentences", ()) if isinstance(s, dict)],
                 "filename": image.get("filename")}
         if "cocoid" in image:
