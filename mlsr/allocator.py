@@ -13,8 +13,8 @@ import ctypes
 import ctypes.util
 import sys
 
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-THRESHOLD_BYTES = 128 * 1024  # glibc's default, kept fixed
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+_THRESHOLD_BYTES = 128 * 1024  # glibc's default, kept fixed
 
 
 def return_large_blocks() -> bool:
@@ -23,6 +23,6 @@ def return_large_blocks() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES))
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _THRESHOLD_BYTES))
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False

@@ -18,16 +18,16 @@ from collections.abc import Callable
 from mlsr.errors import InputError
 from mlsr.settings import PRECISIONS, QUERY_MODES
 
-SHOWN_CHARS = 40  # at most this much of a user's value is echoed back in a message
+_SHOWN_CHARS = 40  # at most this much of a user's value is echoed back in a message
 
 
-def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+def shown(value: object, limit: int = _SHOWN_CHARS) -> str:
     """`repr(value)`, cut to `limit` characters: a megabyte of input is never echoed back whole."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
-def check_count(value: object, name: str, *, high: int | None = None) -> int:
+def _check_count(value: object, name: str, *, high: int | None = None) -> int:
     """`value` as an int >= 1 (and <= `high` when given), or an InputError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(f"{name} must be a whole number, got {shown(value)}.")
@@ -43,17 +43,17 @@ def check_count(value: object, name: str, *, high: int | None = None) -> int:
 
 def check_k(k: object, high: int | None = None) -> int:
     """The number of result rows: a whole number >= 1 (<= `high` when given)."""
-    return check_count(k, "k", high=high)
+    return _check_count(k, "k", high=high)
 
 
 def check_top_k(top_k: object, high: int | None = None) -> int | None:
     """The number of terms to show: None (all of them) or a whole number >= 1 (<= `high` when given)."""
-    return None if top_k is None else check_count(top_k, "top_k", high=high)
+    return None if top_k is None else _check_count(top_k, "top_k", high=high)
 
 
 def check_depth(depth: object) -> int:
     """The candidates hybrid re-scores: a whole number >= 1."""
-    return check_count(depth, "the hybrid depth")
+    return _check_count(depth, "the hybrid depth")
 
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)

@@ -13,7 +13,7 @@ from mlsr.checks import existing_file, readable_bytes
 from mlsr.errors import InputError
 
 MAX_PIXELS = 40_000_000  # 40 MP: any real photo fits; a 30000 x 30000 "bomb" is refused before decoding
-MAX_FILE_BYTES = 50_000_000
+_MAX_FILE_BYTES = 50_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 ImageInput = str | Path | bytes | Image.Image
@@ -60,16 +60,16 @@ def _open(source: str | Path | bytes, name: str) -> Image.Image:
     if isinstance(source, bytes):
         if not source:
             raise InputError(f"{name} is empty (0 bytes).")
-        if len(source) > MAX_FILE_BYTES:
-            raise InputError(f"{name} has {len(source):,} bytes, more than the {MAX_FILE_BYTES:,} allowed.")
+        if len(source) > _MAX_FILE_BYTES:
+            raise InputError(f"{name} has {len(source):,} bytes, more than the {_MAX_FILE_BYTES:,} allowed.")
         stream = io.BytesIO(source)
     else:
         path = existing_file(source, "image")
         size = path.stat().st_size
         if size == 0:
             raise InputError(f"{name} is empty (0 bytes).")
-        if size > MAX_FILE_BYTES:
-            raise InputError(f"{name} has {size:,} bytes, more than the {MAX_FILE_BYTES:,} allowed.")
+        if size > _MAX_FILE_BYTES:
+            raise InputError(f"{name} has {size:,} bytes, more than the {_MAX_FILE_BYTES:,} allowed.")
         stream = io.BytesIO(readable_bytes(path, "image"))
     try:
         with warnings.catch_warnings():

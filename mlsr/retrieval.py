@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlsr.backends import SearchBackend
     from mlsr.models.encoder import Encoder
 
-DEEPER = 4  # how much deeper each further search of a licence filter goes
+_DEEPER = 4  # how much deeper each further search of a licence filter goes
 
 
 def search_texts(
@@ -63,7 +63,7 @@ def search_texts(
     return rank(index, queries, mode, k, depth), queries.scoring(mode)
 
 
-def allowed_rows(items: Sequence[Item], families: frozenset[str]) -> np.ndarray:
+def _allowed_rows(items: Sequence[Item], families: frozenset[str]) -> np.ndarray:
     """True for each item whose licence family is in `families` (items without a recorded licence are not)."""
     return np.array([item_licence(item) in families for item in items], dtype=bool)
 
@@ -73,7 +73,7 @@ def rank_allowed(backend: SparseIndex | SearchBackend, queries: QueryVectors, mo
     """`rank`'s top k per query, among the items whose licence is in `families` (None: every item)."""
     if families is None:
         return rank(backend, queries, mode, k, **options)
-    allowed = allowed_rows(items, frozenset(families))
+    allowed = _allowed_rows(items, frozenset(families))
     n = len(items)
     depth = k
     while True:
@@ -84,7 +84,7 @@ def rank_allowed(backend: SparseIndex | SearchBackend, queries: QueryVectors, mo
         ended = (~valid).any(axis=1).all()  # every query ran out of matches: deeper finds nothing more
         if enough or ended or depth >= n:
             break
-        depth *= DEEPER
+        depth *= _DEEPER
     scores = np.zeros((len(keep), k), dtype=np.float32)
     indices = np.full((len(keep), k), NO_HIT, dtype=np.int64)
     for q, row in enumerate(keep):

@@ -25,7 +25,6 @@ QueryMode = Literal["expand", "no_expand", "hybrid"]
 QUERY_MODES: tuple[str, ...] = ("expand", "no_expand", "hybrid")  # hybrid: no_expand candidates, expanded scores
 HYBRID_DEPTH = 1000  # no_expand candidates that hybrid re-scores
 REFERENCE_HYBRID_DEPTH = 10  # ... in the reference code (thongnt99/lsr-multimodal retrieve.py, --topk)
-Precision = Literal["uint8", "float16", "float32"]
 PRECISIONS: tuple[str, ...] = ("uint8", "float16", "float32")  # how an index stores document weights
 Documents = Literal["image", "caption", "image+caption"]
 DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")  # the seed paper's three document runs

@@ -66,18 +66,18 @@ def apply_threads(concurrency: int = 1) -> int:
     return threads
 
 
-def applied_threads() -> int | None:
+def _applied_threads() -> int | None:
     """The threads per request the policy set (None until `apply_threads` runs)."""
     return _APPLIED[0] if _APPLIED else None
 
 
 def request_threads() -> int:
     """Threads one request's work may use: the policy's once applied, else every available core."""
-    return applied_threads() or available_cores()
+    return _applied_threads() or available_cores()
 
 
 def configure_torch(torch) -> None:
     """Give torch the policy's intra-op threads (nothing before the policy is applied); the encoder calls it on load."""
-    threads = applied_threads()
+    threads = _applied_threads()
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

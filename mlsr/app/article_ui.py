@@ -27,8 +27,8 @@ from mlsr.errors import InputError, MlsrError
 from mlsr.settings import ARTICLE_K, MAX_SECTION_K, NEAR_DUPLICATE_COSINE
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "mlsr-articles"  # illustrated Markdown files, kept for an hour
-SHOWN_SHARED = 12  # shared terms shown as chips under a section's selected image (the largest contributions)
-RECIPE = ("Each section's query is **page title + section title + section text**, the recipe of AToMiC (the"
+_SHOWN_SHARED = 12  # shared terms shown as chips under a section's selected image (the largest contributions)
+_RECIPE = ("Each section's query is **page title + section title + section text**, the recipe of AToMiC (the"
           " seed paper's image-suggestion task).")
 
 
@@ -60,11 +60,11 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
     def on_plan(text_value: str, split_value: str, title_value: str, joined_value: list):
         """The split as it would be searched; the join choices are sections 2.. of the split before joining."""
         if not (text_value or "").strip():
-            return RECIPE, gr.update(choices=[], value=[])
+            return _RECIPE, gr.update(choices=[], value=[])
         try:
             article = split_article(text_value, split_value, title_value.strip() or None)
         except MlsrError as error:
-            return f"{RECIPE}\n\n**{literal(str(error))}**", gr.update(choices=[], value=[])
+            return f"{_RECIPE}\n\n**{literal(str(error))}**", gr.update(choices=[], value=[])
         choices = [(f"{n + 1} · {section_label(article, n)}", n) for n in range(1, len(article.sections))]
         joined_value = [n for n in joined_value or [] if 0 < n < len(article.sections)]
         return plan_markdown(join_sections(article, joined_value)), gr.update(choices=choices, value=joined_value)
@@ -131,7 +131,7 @@ def article_inputs(examples: list[Path]) -> SimpleNamespace:
         with gr.Column(scale=2):
             split = gr.Radio(list(SPLITS), value="auto", label="Split at", elem_id="article-split",
                              info="auto: headings when the article has them, else blank lines")
-            plan = gr.Markdown(RECIPE, elem_id="article-plan")
+            plan = gr.Markdown(_RECIPE, elem_id="article-plan")
             joined = gr.CheckboxGroup([], label="Join with the section above", elem_id="article-join")
     return SimpleNamespace(text=text, upload=upload, title=title, k=k, unique=unique, collapse=collapse,
                            button=button, split=split, plan=plan, joined=joined, min_score=min_score)
@@ -156,7 +156,7 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
         why = gr.Markdown(section_why(found, 0), elem_id=f"article-why-{number}")
         # Gradio's hint wants a list of (str, str | float | None): a list of (str, float | None) is one, but lists are
         # invariant to mypy
-        terms = gr.HighlightedText(chips(found.terms[0][:SHOWN_SHARED]),  # type: ignore[arg-type]
+        terms = gr.HighlightedText(chips(found.terms[0][:_SHOWN_SHARED]),  # type: ignore[arg-type]
                                    show_legend=False, label="Shared terms",
                                    elem_id=f"article-terms-{number}")
         with gr.Row():
@@ -166,7 +166,7 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
 
     def on_select(event: gr.SelectData):
         position = event.index if isinstance(event.index, int) else event.index[0]
-        return position, section_why(found, position), chips(found.terms[position][:SHOWN_SHARED])
+        return position, section_why(found, position), chips(found.terms[position][:_SHOWN_SHARED])
 
     def on_choose(chosen: list, position: int | None):
         chosen = list(chosen)
@@ -183,7 +183,7 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
 
 def plan_markdown(article: Article) -> str:
     """The split as it will be searched: the page title, then each section with its size and its query."""
-    head = (f"{RECIPE}\n\n**{plural(len(article.sections), 'section')}**, split at {article.split}"
+    head = (f"{_RECIPE}\n\n**{plural(len(article.sections), 'section')}**, split at {article.split}"
             + (f" · page title: *{literal(article.title)}*" if article.title else " · no page title"))
     try:
         queries = article.queries()

@@ -16,7 +16,7 @@ from mlsr.articles.markdown import literal
 from mlsr.settings import DEFAULT_MIN_SCORE
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "mlsr-articles"  # exported files, kept for an hour
-SUFFIXES = {"wikitext": ".wiki", "html": ".html"}
+_SUFFIXES = {"wikitext": ".wiki", "html": ".html"}
 
 
 def export_buttons() -> tuple[gr.DownloadButton, gr.DownloadButton]:
@@ -68,7 +68,7 @@ def write_exports(result: ArticleSuggestion, chosen: list) -> list[str]:
     name = re.sub(r"[^a-z0-9]+", "-", result.article.title.lower()).strip("-")[:60] or "article"
     folder = Path(tempfile.mkdtemp(dir=DOWNLOADS))
     paths = []
-    for form, suffix in SUFFIXES.items():
+    for form, suffix in _SUFFIXES.items():
         path = folder / f"{name}-illustrated{suffix}"
         path.write_text(result.export(form, chosen), encoding="utf-8")
         paths.append(str(path))

@@ -21,7 +21,7 @@ from mlsr.app.views import chips, plural, timing_text
 from mlsr.articles.markdown import literal
 from mlsr.vocab import Terms
 
-INTRO = "**Image → terms**: the weighted words the model reads in an image, and the indexed images most like it."
+_INTRO = "**Image → terms**: the weighted words the model reads in an image, and the indexed images most like it."
 SHOWN_TERMS = 100  # an image's terms the screen keeps: its slider shows 5 to this many without encoding again
 
 
@@ -41,7 +41,7 @@ def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
                     example_list = gr.Examples([[str(path)] for path in examples], inputs=[image],
                                                label="Example photos")
             with gr.Column(scale=3):
-                image_summary = gr.Markdown(INTRO, elem_id="image-summary")  # until an image comes
+                image_summary = gr.Markdown(_INTRO, elem_id="image-summary")  # until an image comes
                 image_chips = gr.HighlightedText(label="Top terms", elem_id="image-chips")
                 image_plot = gr.BarPlot(x="term", y="weight", sort="-y", height=300, x_label_angle=-45,
                                         y_lim=[0, None], label=f"Term weights (top {PLOTTED_TERMS})")

@@ -3,7 +3,7 @@
 Gradio's MCP server (6.31) writes a tool's dict answer as a Python literal (`{'text': ...}`, which `json.loads`
 refuses) and lists no output schema. `structure_answers` adjusts the running server, after launch: every dict
 answer becomes JSON text plus the same object as `structuredContent`, each tool lists its `outputSchema`
-(`OUTPUT_SCHEMAS`), and each hit's `image` (the app's own `thumbnails/<id>`) becomes absolute on the app's origin
+(`_OUTPUT_SCHEMAS`), and each hit's `image` (the app's own `thumbnails/<id>`) becomes absolute on the app's origin
 as the agent reached it. Nothing else of Gradio's server changes; a new Gradio version that moves these hooks
 makes the app's MCP tests fail, not its answers wrong.
 
@@ -39,7 +39,7 @@ def _answer(required: dict[str, Any]) -> dict:
     return {"type": "object", "required": list(required), "properties": required}
 
 
-OUTPUT_SCHEMAS: dict[str, dict] = {
+_OUTPUT_SCHEMAS: dict[str, dict] = {
     "suggest": _answer({"results": _HITS, "query_terms": _TERMS, "expansion_terms": _TERMS, "active_terms": _INT,
                         "timings_ms": _TIMINGS}),
     "suggest_article": _answer({"sections": {"type": "array", "items": _answer(
@@ -52,15 +52,15 @@ OUTPUT_SCHEMAS: dict[str, dict] = {
 }
 
 
-IMAGE_INPUTS = {"image_terms": "image", "similar": "image"}  # tool -> its image parameter
-DATA_URI_ONLY = ("send the image itself as a data: URI (data:image/jpeg;base64,...): URLs are not fetched and"
+_IMAGE_INPUTS = {"image_terms": "image", "similar": "image"}  # tool -> its image parameter
+_DATA_URI_ONLY = ("send the image itself as a data: URI (data:image/jpeg;base64,...): URLs are not fetched and"
                  " paths on the server are not read.")
 
 
 def image_input(listed: dict) -> dict:
     """An image parameter's schema as it is: a string holding a data: URI, with Gradio's description kept."""
     return {"type": "string", "pattern": "^data:", "contentMediaType": "image/*",
-            "description": listed.get("description") or DATA_URI_ONLY}
+            "description": listed.get("description") or _DATA_URI_ONLY}
 
 
 def on_origin(value: Any, root_url: str) -> Any:
@@ -93,21 +93,21 @@ def structure_answers(demo) -> None:
     async def listed(request):
         result = await list_tools(request)
         for tool in result.root.tools:
-            tool.outputSchema = OUTPUT_SCHEMAS.get(tool.name, tool.outputSchema)
-            if tool.name in IMAGE_INPUTS:
+            tool.outputSchema = _OUTPUT_SCHEMAS.get(tool.name, tool.outputSchema)
+            if tool.name in _IMAGE_INPUTS:
                 properties = tool.inputSchema["properties"]
-                properties[IMAGE_INPUTS[tool.name]] = image_input(properties[IMAGE_INPUTS[tool.name]])
+                properties[_IMAGE_INPUTS[tool.name]] = image_input(properties[_IMAGE_INPUTS[tool.name]])
         return result
 
     async def called(request):
-        image = (request.params.arguments or {}).get(IMAGE_INPUTS.get(request.params.name, ""))
+        image = (request.params.arguments or {}).get(_IMAGE_INPUTS.get(request.params.name, ""))
         if isinstance(image, str) and not image.startswith("data:"):  # a URL or a server path: nothing is opened
-            logger.warning("refused %s: %s", request.params.name, DATA_URI_ONLY)
+            logger.warning("refused %s: %s", request.params.name, _DATA_URI_ONLY)
             return types.ServerResult(types.CallToolResult(
-                content=[types.TextContent(type="text", text=DATA_URI_ONLY)], isError=True))
+                content=[types.TextContent(type="text", text=_DATA_URI_ONLY)], isError=True))
         result = await call_tool(request)
         answer = result.root
-        if (request.params.name in OUTPUT_SCHEMAS and isinstance(answer, types.CallToolResult) and not answer.isError
+        if (request.params.name in _OUTPUT_SCHEMAS and isinstance(answer, types.CallToolResult) and not answer.isError
                 and len(answer.content) == 1 and answer.content[0].type == "text"):
             answer.structuredContent = json.loads(answer.content[0].text)
         return result

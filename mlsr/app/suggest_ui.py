@@ -21,11 +21,11 @@ from mlsr.articles.markdown import literal
 from mlsr.settings import MAX_K, QUERY_MODES
 
 PLOTTED_TERMS = 15  # bars in a chart: more and their labels collide
-MATCHED_COLUMNS = ("term", "query", "image", "product")  # short headers: four columns fit a phone
-TEXT_LABEL = "Article text"
-HIGHLIGHT_LABEL = "Your text, each word shaded by its weight in the query"
+_MATCHED_COLUMNS = ("term", "query", "image", "product")  # short headers: four columns fit a phone
+_TEXT_LABEL = "Article text"
+_HIGHLIGHT_LABEL = "Your text, each word shaded by its weight in the query"
 # On a narrow screen the results start ~1,000 px below the button: bring them into view once they are there.
-SHOW_RESULTS_ON_A_PHONE = ("() => { if (window.innerWidth < 700) document.querySelector('#results-gallery')"
+_SHOW_RESULTS_ON_A_PHONE = ("() => { if (window.innerWidth < 700) document.querySelector('#results-gallery')"
                            "?.scrollIntoView({block: 'start'}); }")
 
 
@@ -39,15 +39,15 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
         suggestion = service.suggest(text_value, int(k_value), mode_value, stage=progress_stage(progress),
                                      **filter_options(licences, least))
         return (
-            show(suggestion.hits), gr.update(label=TEXT_LABEL),
-            gr.update(value=shaded(suggestion.highlights), label=HIGHLIGHT_LABEL),
+            show(suggestion.hits), gr.update(label=_TEXT_LABEL),
+            gr.update(value=shaded(suggestion.highlights), label=_HIGHLIGHT_LABEL),
             expansion_markdown(suggestion.expansion), suggest_summary(suggestion),
             pd.DataFrame(suggestion.table, columns=TABLE_COLUMNS),
             suggestion.query, suggestion.hits, gr.update(visible=False),
         )
 
     def blank(message: str):
-        return ([], gr.update(label=TEXT_LABEL), gr.update(value=None, label=HIGHLIGHT_LABEL), "",
+        return ([], gr.update(label=_TEXT_LABEL), gr.update(value=None, label=_HIGHLIGHT_LABEL), "",
                 f"**{literal(message)}**", gr.update(), None, [], gr.update(visible=False))
 
     suggest_outputs = [results, text, c.highlighted, c.expansion, c.timing, table, query_state, hits_state, why_row]
@@ -55,7 +55,7 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     triggers += [c.example_list.load_input_event.then] if c.example_list else []
     for trigger in triggers:  # an example runs at once: no earlier query's results stay beside it
         trigger(shown_in(on_suggest, blank), [text, k, mode, *c.filters], suggest_outputs, api_visibility="private",
-                concurrency_id=MODELS).then(None, js=SHOW_RESULTS_ON_A_PHONE)
+                concurrency_id=MODELS).then(None, js=_SHOW_RESULTS_ON_A_PHONE)
 
     def on_search_edited(rows: pd.DataFrame, k_value: int, query):
         # the table leaves out control tokens: their weights come from the query it was made from
@@ -89,7 +89,7 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
         line = f"like #{hit.rank} {literal(hit.caption or hit.id)}, its own terms as the query"
         summary = f"{plural(len(hits), 'image')} {line} ({plural(query.nnz, 'active term')}) · {timing_text(timings)}"
         # the text stays (it is the user's), but its label and the panel beside it say what the query is now
-        return (show(hits), gr.update(label=f"{TEXT_LABEL} (the results are like #{hit.rank}, not this text:"
+        return (show(hits), gr.update(label=f"{_TEXT_LABEL} (the results are like #{hit.rank}, not this text:"
                                             " Suggest searches with the text again)"),
                 gr.update(value=chips(service.encoder.decode(query, top_k=30)),
                           label=f"The query: image #{hit.rank}'s own terms (the heaviest 30)"),
@@ -110,7 +110,7 @@ def suggest_components(examples: list[Path], licences: list[str]) -> SimpleNames
         selected_state = gr.State(None)  # the Hit whose explanation is shown: "more like this" starts from it
         with gr.Row():
             with gr.Column(scale=3):
-                text = gr.Textbox(label=TEXT_LABEL, lines=8, max_lines=20, elem_id="article-text",
+                text = gr.Textbox(label=_TEXT_LABEL, lines=8, max_lines=20, elem_id="article-text",
                                   placeholder="Paste a paragraph or a section of an article...")
                 with gr.Row():
                     k = gr.Slider(1, MAX_K, value=12, step=1, label="Images (k)", elem_id="k-slider")
@@ -124,7 +124,7 @@ def suggest_components(examples: list[Path], licences: list[str]) -> SimpleNames
                                                inputs=[text], label="Example passages",
                                                example_labels=[path.stem.replace("-", " ") for path in examples])
             with gr.Column(scale=2):
-                highlighted = gr.HighlightedText(label=HIGHLIGHT_LABEL, elem_id="query-highlight", show_legend=False)
+                highlighted = gr.HighlightedText(label=_HIGHLIGHT_LABEL, elem_id="query-highlight", show_legend=False)
                 expansion = gr.Markdown(elem_id="expansion-terms")
                 timing = gr.Markdown(elem_classes="mlsr-timing", elem_id="suggest-timing")
         results = gr.Gallery(label="Suggested images (select one to see why it ranked)", columns=6, height="auto",
@@ -134,7 +134,7 @@ def suggest_components(examples: list[Path], licences: list[str]) -> SimpleNames
             with gr.Column(scale=3):
                 why_title = gr.Markdown()
                 more = gr.Button("More like this", size="sm", elem_id="more-like-this")
-                matched = gr.Dataframe(headers=list(MATCHED_COLUMNS), datatype=["str", "number", "number", "number"],
+                matched = gr.Dataframe(headers=list(_MATCHED_COLUMNS), datatype=["str", "number", "number", "number"],
                                        interactive=False, elem_id="matched-terms", wrap=True,
                                        label="Matched terms: query weight × image weight = product",
                                        column_widths=["28%", "23%", "23%", "26%"])
@@ -163,4 +163,4 @@ def explanation(service: Service, query, hit: Hit) -> tuple:
     plot = gr.BarPlot(pd.DataFrame({"term": [r[0] for r in top], "product": [r[3] for r in top]}),
                       y_lim=[lowest, None])
     return (why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(matches), credit_markdown(hit)),
-            pd.DataFrame(rows, columns=list(MATCHED_COLUMNS)), plot, chips(image_terms))
+            pd.DataFrame(rows, columns=list(_MATCHED_COLUMNS)), plot, chips(image_terms))

@@ -25,13 +25,13 @@ from mlsr.articles.markdown import literal
 
 logger = logging.getLogger(__name__)
 
-PAPERS = (
+_PAPERS = (
     "[Multimodal Learned Sparse Retrieval with Probabilistic Expansion Control](https://arxiv.org/abs/2402.17535)"
     " (Nguyen, Hendriksen, Yates, de Rijke, ECIR 2024; code: [thongnt99/lsr-multimodal]"
     "(https://github.com/thongnt99/lsr-multimodal)), which follows *Multimodal Learned Sparse Retrieval for"
     " Image Suggestion* (Nguyen, Hendriksen, Yates, TREC 2023)"
 )
-COMPARE_EXAMPLES = ("a woman cutting a cake", "a man riding a motorbike on a dirt road",
+_COMPARE_EXAMPLES = ("a woman cutting a cake", "a man riding a motorbike on a dirt road",
                     "a boy leading water buffalo through a market")
 # The theme, chosen: Gradio's default layout with its fonts served by the app itself (LocalFont: no font host to
 # reach, as a Space's page must work where no other host answers), orange for the one primary action per screen,
@@ -116,7 +116,7 @@ def compare_screen(service: Service, show: Show) -> None:
                                           placeholder="e.g. a woman cutting a cake")
                 compare_k = gr.Slider(1, 50, value=10, step=1, label="k", scale=1)
                 compare_button = gr.Button("Compare", variant="primary", scale=1, elem_id="compare-button")
-            example_list = gr.Examples([[query] for query in COMPARE_EXAMPLES], inputs=[compare_text],
+            example_list = gr.Examples([[query] for query in _COMPARE_EXAMPLES], inputs=[compare_text],
                                        label="Example queries")
             compare_summary = gr.Markdown(elem_id="compare-summary")
             with gr.Row():
@@ -177,7 +177,7 @@ def about_markdown(about: dict) -> str:
         " read. An image's score for a query is the dot product of the two term vectors, so the ranking is"
         " explained exactly by the shared terms. In `no_expand` mode the query keeps only its own words."
         f" {WORD_PIECES}\n\n"
-        f"Papers: {PAPERS}. Photos in the examples: MS-COCO (Flickr, licenses per image; annotations CC BY 4.0)."
+        f"Papers: {_PAPERS}. Photos in the examples: MS-COCO (Flickr, licenses per image; annotations CC BY 4.0)."
         + verification_markdown(about.get("verification"))
     )
 

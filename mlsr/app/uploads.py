@@ -23,8 +23,8 @@ from mlsr.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-URL_REFUSED = "image URLs are not fetched by this app: upload the image file instead."
-NOT_UPLOADED = "the file was not uploaded to this app: upload it instead."
+_URL_REFUSED = "image URLs are not fetched by this app: upload the image file instead."
+_NOT_UPLOADED = "the file was not uploaded to this app: upload it instead."
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*:)?//|^data:", re.IGNORECASE)  # scheme://, //host, data:
 
 
@@ -41,11 +41,11 @@ class UploadsOnly(gr.Blocks):
         where = block_fn.api_name or getattr(block_fn, "name", None) or "a request"  # as user_errors names it
         inputs = [*inputs, *_trailing_defaults(block_fn.fn, len(block_fn.inputs) - len(inputs))]
         if any(_is_url(value) for value in _file_references(inputs)):
-            refuse(where, URL_REFUSED)
+            refuse(where, _URL_REFUSED)
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
         except gr.exceptions.InvalidPathError:  # a path outside the upload folder (its message names the path)
-            refuse(where, NOT_UPLOADED)
+            refuse(where, _NOT_UPLOADED)
         except (ValueError, TypeError, KeyError) as error:  # a payload of the wrong shape for the endpoint
             refuse(where, f"the request does not fit this endpoint's inputs ({type(error).__name__}).")
 
@@ -60,12 +60,12 @@ def uploaded_image(payload: Any) -> bytes:
     path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
     url = payload.get("url") if isinstance(payload, dict) else getattr(payload, "url", None)
     if not isinstance(path, str) or not path:
-        raise InputError(URL_REFUSED if isinstance(url, str) and url else "no image was received: upload an image"
+        raise InputError(_URL_REFUSED if isinstance(url, str) and url else "no image was received: upload an image"
                                                                           " file.")
     if _is_url(path):
-        raise InputError(URL_REFUSED)
+        raise InputError(_URL_REFUSED)
     if not is_in_or_equal(path, get_upload_folder()):
-        raise InputError(NOT_UPLOADED)
+        raise InputError(_NOT_UPLOADED)
     try:
         return Path(path).read_bytes()
     except OSError as error:

@@ -9,14 +9,14 @@ from collections.abc import Callable, Sequence
 from mlsr.errors import InputError
 
 
-class Scored(Protocol):
+class _Scored(Protocol):
     """What the cutoff reads of a hit: its score (a service Hit, or any ranked row with one)."""
 
     @property
     def score(self) -> float: ...
 
 
-HitT = TypeVar("HitT", bound=Scored)
+HitT = TypeVar("HitT", bound=_Scored)
 SHOWN_TERMS = 5
 
 

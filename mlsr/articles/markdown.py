@@ -41,13 +41,13 @@ def render_markdown(article: Article, illustrations: Sequence[Illustration | Non
         out.append(text[cursor : section.body])
         lead = "" if section.body == 0 or text[section.body - 1] == "\n" else "\n"
         after = "\n" if text.startswith(("\n", "\r\n"), section.body) else "\n\n"
-        out.append(lead + "\n" + image_block(illustration) + after)
+        out.append(lead + "\n" + _image_block(illustration) + after)
         cursor = section.body
     out.append(text[cursor:])
     return "".join(out)
 
 
-def image_block(illustration: Illustration) -> str:
+def _image_block(illustration: Illustration) -> str:
     """`![caption](image)` and a line with the caption and the credit, the caption as literal text."""
     caption = literal(illustration.caption or illustration.id)
     line = " · ".join(part for part in (f"*{caption}*" if caption else "", linked(illustration.credit)) if part)

@@ -17,7 +17,7 @@ from mlsr.allocator import return_large_blocks
 from mlsr.threads import apply_threads
 
 
-class OneLineParser(argparse.ArgumentParser):
+class _OneLineParser(argparse.ArgumentParser):
     """A parser whose usage errors are one line (`error: python -m mlsr search: argument -k: ...`), exit 2, as
     every other error of the command line; `--help` still prints the whole usage."""
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Every command's parser; building it imports no model code (torch loads only when a command needs it)."""
     from mlsr.cli import articles, editing, evaluating, indexing, searching, st, training
 
-    parser = OneLineParser(prog="python -m mlsr", description=__doc__)
+    parser = _OneLineParser(prog="python -m mlsr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (indexing, editing, searching, articles, evaluating, training, st):

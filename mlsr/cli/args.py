@@ -90,7 +90,7 @@ def add_terms_argument(parser: argparse.ArgumentParser, default: int, help: str)
     parser.add_argument("--terms", type=int, dest="top_k", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-MODEL_ROLES = {"backbone": ("BACKBONE", DEFAULT_BACKBONE), "head": ("HEAD", DEFAULT_HEAD),
+_MODEL_ROLES = {"backbone": ("BACKBONE", DEFAULT_BACKBONE), "head": ("HEAD", DEFAULT_HEAD),
                "tokenizer": ("TOKENIZER", DEFAULT_TOKENIZER)}
 
 
@@ -103,7 +103,7 @@ def models_from_index(args: argparse.Namespace, recorded, where: str) -> None:
     """
     from mlsr.errors import InputError
 
-    for role, (name, default) in MODEL_ROLES.items():
+    for role, (name, default) in _MODEL_ROLES.items():
         if getattr(args, role, "") is not None:
             continue
         ref = getattr(recorded, role, None) if recorded is not None else None

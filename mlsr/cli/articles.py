@@ -46,17 +46,17 @@ def add_commands(commands) -> None:
                         help="let an image be suggested for several sections, and keep near-duplicates")
     add_model_arguments(parser, from_index=True)
     add_backend_arguments(parser)
-    parser.set_defaults(run=suggest_article_command)
+    parser.set_defaults(run=_suggest_article_command)
 
 
-def suggest_article_command(args: argparse.Namespace) -> int:
+def _suggest_article_command(args: argparse.Namespace) -> int:
     from mlsr._files import atomic_write_bytes
     from mlsr.serving.service import Service
     from mlsr.index.sparse import SparseIndex
     from mlsr.progress import quiet_transformers
 
     check_k(args.k, MAX_SECTION_K)  # the library's rule, before anything loads
-    text = read_article(args.file)
+    text = _read_article(args.file)
     quiet_transformers(getattr(args, "verbose", False))
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
     models_from_index(args, index.models, str(args.index))  # the index's own models, unless flags say others
@@ -101,7 +101,7 @@ def suggest_article_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_article(file: str) -> str:
+def _read_article(file: str) -> str:
     """The article's text: a UTF-8 file, or standard input for `-`."""
     if file == "-":
         return sys.stdin.read()

@@ -27,7 +27,7 @@ def add_commands(commands) -> None:
     add.add_argument("--replace", action="store_true", help="update images whose ids the index holds already")
     add.add_argument("--strict", action="store_true", help="stop at the first image it cannot take")
     add_model_arguments(add, from_index=True)
-    add.set_defaults(run=add_command)
+    add.set_defaults(run=_add_command)
 
     remove = commands.add_parser(
         "remove", help="remove items from an index folder by id",
@@ -37,7 +37,7 @@ def add_commands(commands) -> None:
     which = remove.add_mutually_exclusive_group(required=True)
     which.add_argument("--ids", nargs="+", metavar="ID", help="ids to remove")
     which.add_argument("--ids-file", type=Path, help="text file with one id per line (blank lines ignored)")
-    remove.set_defaults(run=remove_command)
+    remove.set_defaults(run=_remove_command)
 
     thumbs = commands.add_parser(
         "thumbnails", help="give every item of an index folder without a thumbnail one",
@@ -46,10 +46,10 @@ def add_commands(commands) -> None:
                     " dataset's image host, fetched by this machine (HTTP_PROXY / HTTPS_PROXY apply). The folder"
                     " is replaced atomically; an interrupted run resumes.")
     thumbs.add_argument("--index", required=True, type=Path, help="index folder to change")
-    thumbs.set_defaults(run=thumbnails_command)
+    thumbs.set_defaults(run=_thumbnails_command)
 
 
-def add_command(args: argparse.Namespace) -> int:
+def _add_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.cli.args import encoder_from_args, models_from_index
@@ -58,7 +58,7 @@ def add_command(args: argparse.Namespace) -> int:
     from mlsr.index.sparse import SparseIndex
     from mlsr.ingest.images import add_images, plan_add
 
-    index = SparseIndex.load(local_folder(args.index))  # refusals before the models load
+    index = SparseIndex.load(_local_folder(args.index))  # refusals before the models load
     documents = index.info.get("documents", "image")
     if args.doc and args.doc != documents:
         raise InputError(f"{args.index} holds {documents!r} documents; --doc {args.doc} would mix two kinds in one"
@@ -85,19 +85,19 @@ def add_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def remove_command(args: argparse.Namespace) -> int:
+def _remove_command(args: argparse.Namespace) -> int:
     from mlsr.checks import read_text_lines
     from mlsr.index.sparse import SparseIndex
 
     ids = args.ids if args.ids is not None else read_text_lines(args.ids_file, "--ids-file")
-    index = SparseIndex.load(local_folder(args.index))
+    index = SparseIndex.load(_local_folder(args.index))
     changed = index.remove(ids)
     changed.save(args.index)
     print(f"removed {len(index) - len(changed)} items from {args.index}: {len(changed)} items now")
     return 0
 
 
-def local_folder(index: Path) -> Path:
+def _local_folder(index: Path) -> Path:
     """`index` unless it names a Hub index (which cannot be changed in place): then one line saying what to do."""
     from mlsr.errors import InputError
     from mlsr.index.hub import is_hub_index
@@ -109,13 +109,13 @@ def local_folder(index: Path) -> Path:
     return index
 
 
-def thumbnails_command(args: argparse.Namespace) -> int:
+def _thumbnails_command(args: argparse.Namespace) -> int:
     from mlsr.progress import print_pictures, progress_bar
     from mlsr.ingest.pictures import fill_thumbnails
 
     bar, set_total = progress_bar("thumbnails", unit="img")
     with bar:
-        index, report = fill_thumbnails(local_folder(args.index), progress=bar.update, total=set_total)
+        index, report = fill_thumbnails(_local_folder(args.index), progress=bar.update, total=set_total)
     have = index.thumbnails.count if index.thumbnails is not None else 0
     print(f"{args.index}: {have} of {len(index)} items have a thumbnail")
     print_pictures(report.made, report.failed, report.seconds)

@@ -46,7 +46,7 @@ def add_commands(commands) -> None:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON instead of the table")
     add_model_arguments(ev, from_index=True)
     add_backend_arguments(ev)
-    ev.set_defaults(run=evaluate_command)
+    ev.set_defaults(run=_evaluate_command)
 
     at = commands.add_parser(
         "atomic", help="the seed paper's AToMiC image suggestion task on a subset (--limit queries)",
@@ -69,7 +69,7 @@ def add_commands(commands) -> None:
     at.add_argument("--runs-dir", type=Path, default=Path("runs/atomic"), help="default %(default)s")
     at.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_model_arguments(at)
-    at.set_defaults(run=atomic_command)
+    at.set_defaults(run=_atomic_command)
 
     ve = commands.add_parser(
         "verify", help="check that the models reproduce the published vectors and R@1 (needs the Hub, or folders)",
@@ -87,14 +87,14 @@ def add_commands(commands) -> None:
                          " 55.9 for the default head)")
     ve.add_argument("--json", action="store_true", help="print the verdict as JSON")
     add_model_arguments(ve)
-    ve.set_defaults(run=verify_command)
+    ve.set_defaults(run=_verify_command)
 
 
-def comma_list(text: str) -> list[str]:
+def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def apply_recipe(args: argparse.Namespace) -> dict:
+def _apply_recipe(args: argparse.Namespace) -> dict:
     """Fill in a recipe's dataset and split; return its published rows ({} without a recipe)."""
     if args.recipe is None:
         return {}
@@ -104,7 +104,7 @@ def apply_recipe(args: argparse.Namespace) -> dict:
     return recipe.published
 
 
-def evaluate_command(args: argparse.Namespace) -> int:
+def _evaluate_command(args: argparse.Namespace) -> int:
     from mlsr.backends import open_backend
     from mlsr.data.trec import read_qrels
     from mlsr.errors import InputError
@@ -114,19 +114,19 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from mlsr.index.hub import parse_hub_id
     from mlsr.index.sparse import SparseIndex
 
-    published = apply_recipe(args)
+    published = _apply_recipe(args)
     if (args.dataset is None) == (args.queries is None):
         raise InputError("give the queries either as --dataset ID_OR_DIR (with --split) or as --queries FILE.")
     if args.queries is not None and (args.qrels is None or args.index is None):
         raise InputError("--queries needs --qrels FILE (TREC format) and --index DIR.")
-    runs, measures = comma_list(args.runs), comma_list(args.measures)
+    runs, measures = _comma_list(args.runs), _comma_list(args.measures)
     kinds = {parse_run(run, args.hybrid_depth)[0] for run in runs}  # a bad run name fails before any loading
     index = SparseIndex.load(args.index) if args.index is not None else None
     models_from_index(args, index.models if index is not None else None, str(args.index))  # flags win
     if args.dataset is not None:
         encoder = head_encoder_from_args(args)
         if index is None:
-            index = dataset_index(encoder, args)
+            index = _dataset_index(encoder, args)
         index.check_models(encoder.models())
         bar, set_total = progress_bar("sparsifying query vectors")
         with bar:
@@ -164,7 +164,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def dataset_index(encoder, args: argparse.Namespace):
+def _dataset_index(encoder, args: argparse.Namespace):
     """The float32 index of the images of `--dataset`'s `--split`, built in memory from their published vectors."""
     from mlsr.ingest.published import split_index
 
@@ -175,7 +175,7 @@ def dataset_index(encoder, args: argparse.Namespace):
     return index
 
 
-def atomic_command(args: argparse.Namespace) -> int:
+def _atomic_command(args: argparse.Namespace) -> int:
     from mlsr.data.atomic_trec import load_collection
     from mlsr.evaluation.atomic_task import format_tables, run_atomic
 
@@ -187,7 +187,7 @@ def atomic_command(args: argparse.Namespace) -> int:
                                  distractor_rate=args.distractor_rate,
                                  max_image_shards=args.max_image_shards, progress=say)
     encoder = encoder_from_args(args)
-    report = run_atomic(encoder, collection, modes=comma_list(args.modes), documents=comma_list(args.doc),
+    report = run_atomic(encoder, collection, modes=_comma_list(args.modes), documents=_comma_list(args.doc),
                         runs_dir=args.runs_dir, progress=say)
     if args.json:
         print(json.dumps({doc: e.to_json() for doc, e in report.evaluations.items()}, indent=2))
@@ -197,7 +197,7 @@ def atomic_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def verify_command(args: argparse.Namespace) -> int:
+def _verify_command(args: argparse.Namespace) -> int:
     from mlsr.progress import quiet_transformers
     from mlsr.evaluation.verify import format_verdict, parse_checks, save_verdict, verdict_path, verify
 

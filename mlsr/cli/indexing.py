@@ -35,9 +35,9 @@ def add_commands(commands) -> None:
     build.add_argument("--out", required=True, type=Path,
                        help="index folder to write (written atomically; an interrupted build resumes on re-run)")
     add_overwrite_argument(build, "an index")
-    add_precision_argument(build)
+    _add_precision_argument(build)
     add_model_arguments(build)
-    build.set_defaults(run=build_index_command)
+    build.set_defaults(run=_build_index_command)
 
     dataset_default = env("DATASET", DEFAULT_DATASET)
     imp = commands.add_parser(
@@ -53,9 +53,9 @@ def add_commands(commands) -> None:
     imp.add_argument("--image-root", type=Path,
                      help="folder holding the images (e.g. Flickr30k's flickr30k-images/): items point at its files;"
                           " default: COCO URLs for COCO, none (a placeholder in the app) otherwise")
-    add_precision_argument(imp)
+    _add_precision_argument(imp)
     add_model_arguments(imp, backbone=False)
-    imp.set_defaults(run=import_dense_command)
+    imp.set_defaults(run=_import_dense_command)
 
     prep = commands.add_parser(
         "prepare", help="build the app's default gallery from published vectors (once)",
@@ -64,7 +64,7 @@ def add_commands(commands) -> None:
                       help="index folder (env MLSR_INDEX; default %(default)s)")
     prep.add_argument("--dataset", default=dataset_default, help="env MLSR_DATASET; default %(default)s")
     prep.add_argument("--split", default=DEFAULT_SPLIT, help="default %(default)s")
-    add_precision_argument(prep)
+    _add_precision_argument(prep)
     add_model_arguments(prep, backbone=False)
     prep.set_defaults(run=prepare_command)
 
@@ -81,7 +81,7 @@ def add_commands(commands) -> None:
     export.add_argument("--sparse-index", choices=SPARSE_INDEX_TYPES, default=SPARSE_INDEX_TYPES[0],
                         help="Milvus index of the sparse field (Milvus Lite has only %(default)s)")
     export.add_argument("--replace", action="store_true", help="drop the collection first if it holds another index")
-    export.set_defaults(run=export_command)
+    export.set_defaults(run=_export_command)
 
     push = commands.add_parser(
         "push-index", help="publish an index folder as a dataset repo on the Hugging Face Hub",
@@ -91,10 +91,10 @@ def add_commands(commands) -> None:
     push.add_argument("folder", type=Path, metavar="DIR", help="index folder")
     push.add_argument("repo_id", metavar="REPO_ID", help="dataset repo OWNER/NAME (created when missing)")
     push.add_argument("--private", action="store_true", help="make the repo private (also an existing one)")
-    push.set_defaults(run=push_index_command)
+    push.set_defaults(run=_push_index_command)
 
 
-def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+def _add_precision_argument(parser: argparse.ArgumentParser) -> None:
     """--precision: how document weights are stored (the keys of mlsr.settings.PRECISIONS)."""
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float16",
                         help="how document weights are stored (index format 3; bytes per posting before dense"
@@ -103,7 +103,7 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
                              " evaluation does). Search is exact over the stored weights")
 
 
-def build_index_command(args: argparse.Namespace) -> int:
+def _build_index_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.data.captions import read_captions, scan_images
@@ -134,7 +134,7 @@ def build_index_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def import_dense_command(args: argparse.Namespace) -> int:
+def _import_dense_command(args: argparse.Namespace) -> int:
     from mlsr.index.folder import check_new_target
     from mlsr.ingest.published import import_dense
 
@@ -174,7 +174,7 @@ def prepare_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_command(args: argparse.Namespace) -> int:
+def _export_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.backends.milvus import connect
@@ -200,7 +200,7 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def push_index_command(args: argparse.Namespace) -> int:
+def _push_index_command(args: argparse.Namespace) -> int:
     from mlsr.index.publish import push_index
 
     report = push_index(args.folder, args.repo_id, private=args.private)

@@ -32,7 +32,7 @@ def add_commands(commands) -> None:
                              " wiki gallery record theirs; other items have none and are left out)")
     add_model_arguments(search, from_index=True)
     add_backend_arguments(search)
-    search.set_defaults(run=search_command)
+    search.set_defaults(run=_search_command)
 
     terms = commands.add_parser("terms", help="show the weighted terms of an image or a text",
                                 description="Print the top weighted vocabulary terms of an image or a text.")
@@ -43,10 +43,10 @@ def add_commands(commands) -> None:
     add_terms_argument(terms, 20, "terms to print")
     terms.add_argument("--json", action="store_true", help="print JSON")
     add_model_arguments(terms)
-    terms.set_defaults(run=terms_command)
+    terms.set_defaults(run=_terms_command)
 
 
-def search_command(args: argparse.Namespace) -> int:
+def _search_command(args: argparse.Namespace) -> int:
     from mlsr.backends import open_backend
     from mlsr.index.modes import NO_HIT
     from mlsr.index.sparse import SparseIndex
@@ -58,7 +58,7 @@ def search_command(args: argparse.Namespace) -> int:
     check_top_k(args.top_k)
     check_depth(args.hybrid_depth)
     licences = parse_licences(args.licenses) if args.licenses else None
-    texts = [check_text(stdin_if_dash(query)) for query in args.queries]  # an empty text fails in a second, too
+    texts = [check_text(_stdin_if_dash(query)) for query in args.queries]  # an empty text fails in a second, too
     index = SparseIndex.load(args.index)  # before the models: a missing index fails fast
     models_from_index(args, index.models, str(args.index))  # the index's own models, unless flags say others
     backend = open_backend(index, args.backend, args.milvus_uri, args.collection)
@@ -76,7 +76,7 @@ def search_command(args: argparse.Namespace) -> int:
             item = index.items[row]
             matched = index.explain(queries[q], row, top_k=args.top_k)
             hits.append({"rank": rank, "score": round(float(score), 4), "id": item["id"],
-                         "image": image_here(item.get("image"), index.path),
+                         "image": _image_here(item.get("image"), index.path),
                          "terms": [[m.term, round(m.contribution, 4)] for m in matched]})
             if item.get("credit"):
                 hits[-1].update({key: item.get(key) for key in ("credit", "license", "license_url", "source")})
@@ -94,7 +94,7 @@ def search_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def image_here(image: object, index_dir) -> object:
+def _image_here(image: object, index_dir) -> object:
     """An item's image as a user would paste it here: a URL as is, a file relative to the current folder (items
     record files relative to the index folder)."""
     if not isinstance(image, str) or "://" in image or index_dir is None:
@@ -102,7 +102,7 @@ def image_here(image: object, index_dir) -> object:
     return os.path.relpath(os.path.normpath(os.path.join(os.path.abspath(index_dir), image)))
 
 
-def terms_command(args: argparse.Namespace) -> int:
+def _terms_command(args: argparse.Namespace) -> int:
     from mlsr.checks import existing_file
 
     check_top_k(args.top_k)
@@ -110,7 +110,7 @@ def terms_command(args: argparse.Namespace) -> int:
         existing_file(args.image, "image")  # before the models load
     encoder = encoder_from_args(args)
     if args.text is not None:
-        vectors = encoder.encode_text([stdin_if_dash(args.text)], mode=args.mode)
+        vectors = encoder.encode_text([_stdin_if_dash(args.text)], mode=args.mode)
     else:
         vectors = encoder.encode_images([args.image])
     terms = encoder.decode(vectors[0], top_k=args.top_k)
@@ -124,6 +124,6 @@ def terms_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def stdin_if_dash(text: str) -> str:
+def _stdin_if_dash(text: str) -> str:
     """`-` stands for standard input: article text is often longer than a command line allows."""
     return sys.stdin.read() if text == "-" else text

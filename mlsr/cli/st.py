@@ -23,7 +23,7 @@ def add_commands(commands) -> None:
                         help="how encode_document encodes texts, as mlsr's caption documents (default %(default)s);"
                              " images are always expanded")
     add_model_arguments(export)
-    export.set_defaults(run=export_st_command)
+    export.set_defaults(run=_export_st_command)
 
     push = commands.add_parser(
         "push-st", help="publish a folder written by export-st as a model repo on the Hugging Face Hub",
@@ -32,10 +32,10 @@ def add_commands(commands) -> None:
     push.add_argument("folder", type=Path, metavar="DIR", help="folder written by export-st")
     push.add_argument("repo_id", metavar="REPO_ID", help="model repo OWNER/NAME (created when missing)")
     push.add_argument("--private", action="store_true", help="make a new repo private")
-    push.set_defaults(run=push_st_command)
+    push.set_defaults(run=_push_st_command)
 
 
-def export_st_command(args: argparse.Namespace) -> int:
+def _export_st_command(args: argparse.Namespace) -> int:
     from mlsr.models.st.assemble import check_export_target, export_sparse_encoder
 
     check_export_target(args.out, args.overwrite, "--overwrite")  # before the models load
@@ -48,7 +48,7 @@ def export_st_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def push_st_command(args: argparse.Namespace) -> int:
+def _push_st_command(args: argparse.Namespace) -> int:
     from mlsr.models.st.assemble import push_sparse_encoder
 
     url = push_sparse_encoder(args.folder, args.repo_id, private=args.private)

@@ -33,7 +33,7 @@ def add_commands(commands) -> None:
     add_device_argument(encode)
     encode.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping"
                                                               " it")
-    encode.set_defaults(run=encode_dense_command)
+    encode.set_defaults(run=_encode_dense_command)
 
     defaults = TrainConfig()
     train = commands.add_parser(
@@ -89,10 +89,10 @@ def add_commands(commands) -> None:
                             " fully expanded, as at search time (default %(default)s)")
     add_device_argument(train)
     train.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
-    train.set_defaults(run=train_command)
+    train.set_defaults(run=_train_command)
 
 
-def encode_dense_command(args: argparse.Namespace) -> int:
+def _encode_dense_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlsr.data.captions import find_images, read_captions
@@ -122,7 +122,7 @@ def encode_dense_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_command(args: argparse.Namespace) -> int:
+def _train_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 

@@ -41,7 +41,7 @@ def wiki_selection(args: argparse.Namespace):
                          licences=parse_licences(args.licenses))
 
 
-def stage_bars():
+def _stage_bars():
     """A tqdm bar per step (listing, information, thumbnails, encoding), and a function closing them."""
     from tqdm import tqdm
 
@@ -67,7 +67,7 @@ def build_wiki_command(args: argparse.Namespace, selection) -> int:
     api = wiki_api(args.commons_api, args.contact)
     _contact_note(args)
     encoder = encoder_from_args(args)
-    stage, close = stage_bars()
+    stage, close = _stage_bars()
     try:
         index, report = build_wiki_index(encoder, selection, out=args.out, api=api, documents=args.doc,
                                          dense=args.dense, precision=args.precision, stages=stage,
@@ -77,7 +77,7 @@ def build_wiki_command(args: argparse.Namespace, selection) -> int:
     print(f"indexed {report.indexed} of {report.listed} files from {api.url} into {args.out}"
           f" ({args.doc} documents; {report.requests} API requests, {report.waited:.1f} s waited as asked;"
           f" steps: {_steps(report.seconds)})")
-    print_wiki_skipped(report)
+    _print_wiki_skipped(report)
     return 0
 
 
@@ -90,18 +90,18 @@ def add_wiki_command(args: argparse.Namespace, index, selection) -> int:
     models_from_index(args, index.models, str(args.index))
     encoder = encoder_from_args(args)
     index.check_models(encoder.models())
-    stage, close = stage_bars()
+    stage, close = _stage_bars()
     try:
         changed, report = add_wiki_files(encoder, index, selection, api=api, replace=args.replace, stages=stage)
     finally:
         close()
     print(f"added {report.indexed} of {report.listed} files from {api.url} to {args.index}: {len(changed)} items"
           f" now ({report.requests} API requests; steps: {_steps(report.seconds)})")
-    print_wiki_skipped(report)
+    _print_wiki_skipped(report)
     return 0
 
 
-def print_wiki_skipped(report, shown: int = 30) -> None:
+def _print_wiki_skipped(report, shown: int = 30) -> None:
     """The files not taken and why, on standard error."""
     if report.resumed or report.pictures_resumed:
         print(f"resumed an interrupted run: {report.resumed} API answers and {report.pictures_resumed} thumbnails"

@@ -158,15 +158,32 @@ def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, q
         raise InputError("limit must be at least 1.")
     if not 0 < distractor_rate <= 1:
         raise InputError("distractor_rate must be in (0, 1].")
+    judged = _read_qrels(qrels, split)
+    chosen = sorted(q for q, rels in judged.items() if any(r > 0 for r in rels.values()))[:limit]
+    if not chosen:
+        raise InputError(f"the qrels of split {split!r} judge no image relevant.")
+    found = _query_texts(texts, split, set(chosen), max_chars)
+    query_ids = [q for q in chosen if q in found]
+    collection = Collection(query_ids, [found[q] for q in query_ids], {q: judged[q] for q in query_ids})
+    needed = {doc for q in query_ids for doc, rel in judged[q].items() if rel > 0}
+    extra = 10 * len(query_ids) if distractors is None else distractors
+    _sample_images(collection, images, needed, extra, np.random.default_rng(seed), distractor_rate,
+                   max_image_shards, progress)
+    return collection
+
+
+def _read_qrels(qrels: str | Path, split: str) -> Qrels:
+    """Every judgement of `split`: {text id: {image id: relevance}}."""
     judged: Qrels = {}
     for shard in parquet_shards(qrels, split):
         for batch in _batches(shard, ("text_id", "image_id", "rel"), 65536):
             for text_id, image_id, rel in zip(batch["text_id"], batch["image_id"], batch["rel"]):
                 judged.setdefault(str(text_id), {})[str(image_id)] = int(rel)
-    chosen = sorted(q for q, rels in judged.items() if any(r > 0 for r in rels.values()))[:limit]
-    if not chosen:
-        raise InputError(f"the qrels of split {split!r} judge no image relevant.")
-    wanted = set(chosen)
+    return judged
+
+
+def _query_texts(texts: str | Path, split: str, wanted: set[str], max_chars: int) -> dict[str, str]:
+    """The AToMiC query of each wanted text id (page title + section title + context), cut at `max_chars`."""
     found: dict[str, str] = {}
     for shard in parquet_shards(texts, split):
         for batch in _batches(shard, ("text_id", *QUERY_FIELDS), 4096):
@@ -176,11 +193,14 @@ def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, q
                     found[str(text_id)] = text[:max_chars] or "(empty)"
         if len(found) == len(wanted):
             break
-    query_ids = [q for q in chosen if q in found]
-    collection = Collection(query_ids, [found[q] for q in query_ids], {q: judged[q] for q in query_ids})
-    needed = {doc for q in query_ids for doc, rel in judged[q].items() if rel > 0}
-    extra = 10 * len(query_ids) if distractors is None else distractors
-    rng = np.random.default_rng(seed)
+    return found
+
+
+def _sample_images(collection: Collection, images: str | Path, needed: set[str], extra: int,
+                   rng: np.random.Generator, distractor_rate: float, max_image_shards: int | None,
+                   progress: Callable[[str], None] | None) -> None:
+    """Stream the image shards into `collection`: every needed image, and `extra` distractors, each other image
+    taken with probability `distractor_rate`; stops when all are in or after `max_image_shards`."""
     taken_needed = 0
     seen: set[str] = set()
 
@@ -218,4 +238,3 @@ def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, q
     collection.missing_images = len(needed)
     if not taken_needed:
         raise InputError("none of the relevant images was found in the image shards read; read more shards.")
-    return collection

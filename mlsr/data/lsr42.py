@@ -28,11 +28,11 @@ from mlsr.settings import Progress
 IMAGE_FILE = "img_embs.parquet"
 TEXT_FILE = "text_embs.parquet"
 META_FILE = "dataset_meta.json"
-DATA_FILES = (IMAGE_FILE, TEXT_FILE, META_FILE)
+_DATA_FILES = (IMAGE_FILE, TEXT_FILE, META_FILE)
 READ_BATCH = 4096  # parquet rows per record batch: what the reader holds at once besides the rows it keeps
 # The dense model behind each published dataset family, by the dataset's name (`lsr42/mscoco-blip-dense`, or a
 # local copy in a folder named like it); recorded in an index built from its vectors, never loaded.
-PUBLISHED_BACKBONES = {"mscoco-blip": "Salesforce/blip-itm-base-coco",
+_PUBLISHED_BACKBONES = {"mscoco-blip": "Salesforce/blip-itm-base-coco",
                        "flickr30k-blip": "Salesforce/blip-itm-base-flickr"}
 
 
@@ -83,10 +83,10 @@ class DatasetFolder:
         if isinstance(recorded, dict):
             return ModelRef.from_json(recorded)
         family = Path(self.name).name.lower()
-        return ModelRef(next((model for key, model in PUBLISHED_BACKBONES.items() if key in family), None))
+        return ModelRef(next((model for key, model in _PUBLISHED_BACKBONES.items() if key in family), None))
 
 
-def open_dataset(name_or_path: str | Path, files: Sequence[str] = DATA_FILES, *,
+def open_dataset(name_or_path: str | Path, files: Sequence[str] = _DATA_FILES, *,
                  revision: str | None = None) -> DatasetFolder:
     """A dense dataset by Hub id or folder, with `files` present (only those are downloaded) and its metadata read."""
     source = resolve(name_or_path, list(files), revision=revision, repo_type="dataset", what="dense dataset")
@@ -96,10 +96,11 @@ def open_dataset(name_or_path: str | Path, files: Sequence[str] = DATA_FILES, *,
             f"dense dataset {source.name!r} lacks {', '.join(missing)} in {source.folder}; make one with"
             " `python -m mlsr encode-dense` or use a published one such as lsr42/mscoco-blip-dense."
         )
-    return DatasetFolder(source.name, source.folder, source.revision, read_meta(source.folder / META_FILE, source.name))
+    meta = _read_meta(source.folder / META_FILE, source.name)
+    return DatasetFolder(source.name, source.folder, source.revision, meta)
 
 
-def read_meta(path: Path, name: str) -> dict:
+def _read_meta(path: Path, name: str) -> dict:
     """`dataset_meta.json` (Karpathy format), with every image entry checked to have imgid and sentences."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))

@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MEASURES = ("NDCG@5", "NDCG@10", "NDCG@100", "NDCG@500", "NDCG@1000", "MAP@5", "MAP@10", "MAP@100", "MAP@500",
             "MAP@1000", "R@20", "R@100", "R@500", "R@1000")
-TABLES = (("Table 2: NDCG@k", "NDCG"), ("Table 3: MAP@k", "MAP"), ("Table 4: R@k", "R"))
-LABELS = {"image": "T -> I (image)", "caption": "T -> T (caption)", "image+caption": "T -> T+I (image+caption)"}
+_TABLES = (("Table 2: NDCG@k", "NDCG"), ("Table 3: MAP@k", "MAP"), ("Table 4: R@k", "R"))
+_LABELS = {"image": "T -> I (image)", "caption": "T -> T (caption)", "image+caption": "T -> T+I (image+caption)"}
 
 
 @dataclass
@@ -85,9 +85,9 @@ def run_atomic(encoder: Encoder, collection: Collection, *, modes: Sequence[str]
 def format_tables(report: AtomicReport) -> str:
     """The seed's Tables 2-4 (NDCG@k, MAP@k, R@k in %): one row per document representation and query mode."""
     blocks = []
-    for title, kind in TABLES:
+    for title, kind in _TABLES:
         measures = [m for m in next(iter(report.evaluations.values())).measures if m.split("@")[0] == kind]
-        rows = [[f"{LABELS[doc]}, query {result.run}", *(f"{100 * result.metrics[m]:.2f}" for m in measures)]
+        rows = [[f"{_LABELS[doc]}, query {result.run}", *(f"{100 * result.metrics[m]:.2f}" for m in measures)]
                 for doc, evaluation in report.evaluations.items() for result in evaluation.results]
         blocks.append(f"{title}\n" + text_table(["run", *measures], rows))
     c = report.collection

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlsr.backends import SearchBackend
 
 RunKind = Literal["expand", "no_expand", "hybrid", "dense"]
-RUNS: tuple[RunKind, ...] = ("expand", "no_expand", "hybrid", "dense")  # the kinds of run
+_RUNS: tuple[RunKind, ...] = ("expand", "no_expand", "hybrid", "dense")  # the kinds of run
 DEFAULT_RUNS: tuple[str, ...] = ("expand", "no_expand", f"hybrid@{REFERENCE_HYBRID_DEPTH}", "hybrid", "dense")
 RUN_LABELS = {"expand": "sparse expand", "no_expand": "sparse no_expand", "hybrid": "sparse hybrid",
               "dense": "dense (FAISS)"}
@@ -155,10 +155,10 @@ def parse_run(name: str, hybrid_depth: int = HYBRID_DEPTH) -> tuple[RunKind, int
     "hybrid@10" -> ("hybrid", 10), "hybrid" -> ("hybrid", hybrid_depth), "expand" -> ("expand", None).
     """
     text, at, depth = str(name).partition("@")
-    if text not in RUNS or (at and text != "hybrid"):
-        raise InputError(f"unknown run {name!r}; choose from {', '.join(RUNS)} (hybrid@N: hybrid re-scoring N"
+    if text not in _RUNS or (at and text != "hybrid"):
+        raise InputError(f"unknown run {name!r}; choose from {', '.join(_RUNS)} (hybrid@N: hybrid re-scoring N"
                          " candidates).")
-    kind = cast(RunKind, text)  # one of RUNS: checked above
+    kind = cast(RunKind, text)  # one of _RUNS: checked above
     if kind != "hybrid":
         return kind, None
     if not at:
@@ -184,7 +184,7 @@ def evaluate_index(index: SparseIndex, queries: QuerySet, qrels: Qrels, *, backe
 
 def _rank_run(searcher, queries: QuerySet, run: RunKind, depth: int, hybrid_depth: int | None,
               batch_size: int | None) -> tuple[Results, np.ndarray | None]:
-    """The (q, depth) ranking of one run (a kind in RUNS), batch by batch, and its query vectors' term
+    """The (q, depth) ranking of one run (a kind in _RUNS), batch by batch, and its query vectors' term
     frequencies (None: dense). A hybrid run re-scores exactly `hybrid_depth` candidates."""
     vectors = queries.vectors
     n = len(queries.ids)

@@ -20,7 +20,7 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def format_evaluation(evaluation: Evaluation) -> str:
     """One row per run (then the published rows), metrics in %, then active terms and FLOPs; and a note."""
     measures = evaluation.measures
-    rows = [[run_label(r), *(f"{100 * r.metrics[m]:.1f}" for m in measures),
+    rows = [[_run_label(r), *(f"{100 * r.metrics[m]:.1f}" for m in measures),
              _number(r.query_terms, 1), _number(r.doc_terms, 1), _number(r.flops, 2)] for r in evaluation.results]
     for label, values in (evaluation.published.get("rows") or {}).items():
         rows.append([label, *(f"{values[m]:.1f}" if m in values else "-" for m in measures), "-", "-", "-"])
@@ -36,7 +36,7 @@ def format_evaluation(evaluation: Evaluation) -> str:
     return text_table(["run", *measures, "q terms", "d terms", "FLOPs"], rows) + "\n" + note
 
 
-def run_label(result: RunResult) -> str:
+def _run_label(result: RunResult) -> str:
     """The table's name of a run: "sparse hybrid (depth 10, as the reference)" for a hybrid run."""
     label = RUN_LABELS.get(result.run.partition("@")[0], result.run)
     if result.depth is not None:

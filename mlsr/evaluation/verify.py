@@ -43,22 +43,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-CHECKS: tuple[str, ...] = ("text", "image", "example", "retrieval")
-OPTIONAL_CHECKS: tuple[str, ...] = ("int8",)  # run only when asked for (only='int8')
-TITLES = {"text": "text agreement", "image": "image agreement", "example": "published example",
+_CHECKS: tuple[str, ...] = ("text", "image", "example", "retrieval")
+_OPTIONAL_CHECKS: tuple[str, ...] = ("int8",)  # run only when asked for (only='int8')
+_TITLES = {"text": "text agreement", "image": "image agreement", "example": "published example",
           "retrieval": "retrieval R@1", "int8": "8-bit text"}
-MIN_INT8_COSINE = 0.99  # the 8-bit text path's median sparse cosine with float32...
-MIN_INT8_OVERLAP = 0.9  # ...and mean top-10 overlap of the ranked test gallery, before it could be the default
-MIN_MEDIAN_COSINE = 0.99
-EXAMPLE_IMAGE_ID = "2"  # the README's example: row 2 of img_embs.parquet, image id 2 in dataset_meta.json
+_MIN_INT8_COSINE = 0.99  # the 8-bit text path's median sparse cosine with float32...
+_MIN_INT8_OVERLAP = 0.9  # ...and mean top-10 overlap of the ranked test gallery, before it could be the default
+_MIN_MEDIAN_COSINE = 0.99
+_EXAMPLE_IMAGE_ID = "2"  # the README's example: row 2 of img_embs.parquet, image id 2 in dataset_meta.json
 # The README's top 10 terms of that image with the published head (animals 1.68, boy 1.62, ...).
 EXAMPLE_TERMS = ("animals", "boy", "buffalo", "animal", "people", "walking", "cow", "child", "man", "crowd")
-MIN_EXAMPLE_OVERLAP = 8
-R1_TOLERANCE = 1.0  # percentage points
-PUBLISHED_R1 = {DEFAULT_HEAD: 55.9}  # text -> image R@1 (%) on MS-COCO 5k test, Nguyen et al., ECIR 2024
-SPLIT = "test"
-ASSET_IMAGES = Path(__file__).resolve().parents[2] / "assets" / "images"
-VERDICT_FILE = "verify.json"
+_MIN_EXAMPLE_OVERLAP = 8
+_R1_TOLERANCE = 1.0  # percentage points
+_PUBLISHED_R1 = {DEFAULT_HEAD: 55.9}  # text -> image R@1 (%) on MS-COCO 5k test, Nguyen et al., ECIR 2024
+_SPLIT = "test"
+_ASSET_IMAGES = Path(__file__).resolve().parents[2] / "assets" / "images"
+_VERDICT_FILE = "verify.json"
 
 
 @dataclass
@@ -72,7 +72,7 @@ class CheckResult:
     summary: str
 
     def line(self) -> str:
-        return f"{self.number}  {TITLES[self.name]:<18} {'PASS' if self.passed else 'FAIL'}  {self.summary}"
+        return f"{self.number}  {_TITLES[self.name]:<18} {'PASS' if self.passed else 'FAIL'}  {self.summary}"
 
 
 @dataclass
@@ -104,11 +104,11 @@ class Verdict:
 
 
 def parse_checks(text: str | Sequence[str] | None) -> tuple[str, ...]:
-    """`--only` -> the checks to run, in their order; every name must be one of CHECKS."""
+    """`--only` -> the checks to run, in their order; every name must be one of _CHECKS."""
     if text is None:
-        return CHECKS
+        return _CHECKS
     names = [part.strip() for part in (text.split(",") if isinstance(text, str) else text) if part.strip()]
-    known = CHECKS + OPTIONAL_CHECKS
+    known = _CHECKS + _OPTIONAL_CHECKS
     unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise InputError(f"the checks to run (only) must be a comma-separated subset of {','.join(known)};"
@@ -122,10 +122,10 @@ def expected_r1(head: str, expect_r1: float | None) -> float:
         if not 0 <= expect_r1 <= 100:
             raise InputError(f"expect_r1 is a percentage in [0, 100], got {expect_r1}.")
         return float(expect_r1)
-    if head not in PUBLISHED_R1:
+    if head not in _PUBLISHED_R1:
         raise InputError(f"no published R@1 is known for head {head!r}; give expect_r1=PERCENT, or leave"
                          " the retrieval check out (only='text,image,example').")
-    return PUBLISHED_R1[head]
+    return _PUBLISHED_R1[head]
 
 
 def verify(
@@ -135,11 +135,11 @@ def verify(
     tokenizer: str = DEFAULT_TOKENIZER,
     dataset: str | Path = DEFAULT_DATASET,
     captions: int = 200,
-    only: Sequence[str] = CHECKS,
+    only: Sequence[str] = _CHECKS,
     expect_r1: float | None = None,
     device: str | None = None,
     batch_size: int = 32,
-    images_dir: str | Path = ASSET_IMAGES,
+    images_dir: str | Path = _ASSET_IMAGES,
     progress: Status | None = None,
 ) -> Verdict:
     """Run the checks in `only` (see the module doc) and return the verdict; nothing is saved here.
@@ -163,8 +163,8 @@ def verify(
     source = open_dataset(dataset, [IMAGE_FILE, TEXT_FILE, META_FILE])
     results = []
     for name in checks:
-        say(f"checking {TITLES[name]}")
-        number = (CHECKS + OPTIONAL_CHECKS).index(name) + 1
+        say(f"checking {_TITLES[name]}")
+        number = (_CHECKS + _OPTIONAL_CHECKS).index(name) + 1
         if name == "text":
             results.append(_text_agreement(number, encoder, source, captions))
         elif name == "image":
@@ -184,23 +184,23 @@ def verify(
 
 
 def _agreement(number: int, name: str, live: np.ndarray, published: np.ndarray, what: str) -> CheckResult:
-    """Cosines of matching rows; PASS if their median is >= MIN_MEDIAN_COSINE."""
+    """Cosines of matching rows; PASS if their median is >= _MIN_MEDIAN_COSINE."""
     cosines = np.sum(_unit(live) * _unit(published), axis=1)
     median, low = float(np.median(cosines)), float(cosines.min())
-    return CheckResult(number, name, median >= MIN_MEDIAN_COSINE, round(median, 4),
+    return CheckResult(number, name, median >= _MIN_MEDIAN_COSINE, round(median, 4),
                        f"median cosine {median:.4f} (min {low:.4f}) over {len(cosines)} {what};"
-                       f" needs a median >= {MIN_MEDIAN_COSINE}")
+                       f" needs a median >= {_MIN_MEDIAN_COSINE}")
 
 
 def _text_agreement(number: int, encoder: Encoder, source: DatasetFolder, limit: int) -> CheckResult:
-    sentences = [s for image in source.images(SPLIT) for s in image.get("sentences", ())][:limit]
+    sentences = [s for image in source.images(_SPLIT) for s in image.get("sentences", ())][:limit]
     ids = [str(s["sentid"]) for s in sentences]
     published = source.vectors(TEXT_FILE, ids)
     backbone = encoder._need_backbone()  # loaded whenever the text check runs
     # As BLIP reads a caption (and as encode-dense made the vectors): cleaned, one window, cut at 35 tokens.
     live = np.concatenate([backbone.embed_texts([clean_caption(str(s["raw"])) for s in sentences[i : i + 64]])
                            .cpu().numpy() for i in range(0, len(sentences), 64)])
-    return _agreement(number, "text", live, published, f"{SPLIT} captions")
+    return _agreement(number, "text", live, published, f"{_SPLIT} captions")
 
 
 def _image_agreement(number: int, encoder: Encoder, source: DatasetFolder, folder: Path) -> CheckResult:
@@ -218,14 +218,14 @@ def _image_agreement(number: int, encoder: Encoder, source: DatasetFolder, folde
 
 def _published_example(number: int, encoder: Encoder, source: DatasetFolder) -> CheckResult:
     known = {str(image["imgid"]) for image in source.meta["images"]}
-    if EXAMPLE_IMAGE_ID not in known:
-        return CheckResult(number, "example", False, None, f"the dataset has no image id {EXAMPLE_IMAGE_ID}")
-    vector = encoder.sparsify(source.vectors(IMAGE_FILE, [EXAMPLE_IMAGE_ID]))
+    if _EXAMPLE_IMAGE_ID not in known:
+        return CheckResult(number, "example", False, None, f"the dataset has no image id {_EXAMPLE_IMAGE_ID}")
+    vector = encoder.sparsify(source.vectors(IMAGE_FILE, [_EXAMPLE_IMAGE_ID]))
     top = [term for term, _ in encoder.decode(vector[0], top_k=len(EXAMPLE_TERMS), keep_punctuation=True)]
     overlap = len(set(top) & set(EXAMPLE_TERMS))
-    return CheckResult(number, "example", overlap >= MIN_EXAMPLE_OVERLAP, float(overlap),
-                       f"{overlap} of the top {len(EXAMPLE_TERMS)} terms of image {EXAMPLE_IMAGE_ID} are the"
-                       f" reference's (needs {MIN_EXAMPLE_OVERLAP}): {', '.join(top)}")
+    return CheckResult(number, "example", overlap >= _MIN_EXAMPLE_OVERLAP, float(overlap),
+                       f"{overlap} of the top {len(EXAMPLE_TERMS)} terms of image {_EXAMPLE_IMAGE_ID} are the"
+                       f" reference's (needs {_MIN_EXAMPLE_OVERLAP}): {', '.join(top)}")
 
 
 def _retrieval(number: int, encoder: Encoder, dataset: str | Path, target: float) -> CheckResult:
@@ -233,13 +233,13 @@ def _retrieval(number: int, encoder: Encoder, dataset: str | Path, target: float
     from mlsr.evaluation.runs import evaluate_index
     from mlsr.ingest.published import split_index
 
-    index, _ = split_index(encoder, dataset, split=SPLIT, precision="float32")
-    queries, qrels = dataset_queries(encoder, dataset, SPLIT, no_expand=False)
+    index, _ = split_index(encoder, dataset, split=_SPLIT, precision="float32")
+    queries, qrels = dataset_queries(encoder, dataset, _SPLIT, no_expand=False)
     evaluation = evaluate_index(index, queries, qrels, runs=["expand"], measures=["R@1"])
     r1 = 100 * evaluation.run("expand").metrics["R@1"]
-    return CheckResult(number, "retrieval", abs(r1 - target) <= R1_TOLERANCE, round(r1, 2),
-                       f"R@1 {r1:.2f} on {len(queries.ids):,} {SPLIT} captions x {len(index):,} images (expanded,"
-                       f" float32); needs {target:.1f} +- {R1_TOLERANCE}")
+    return CheckResult(number, "retrieval", abs(r1 - target) <= _R1_TOLERANCE, round(r1, 2),
+                       f"R@1 {r1:.2f} on {len(queries.ids):,} {_SPLIT} captions x {len(index):,} images (expanded,"
+                       f" float32); needs {target:.1f} +- {_R1_TOLERANCE}")
 
 
 def _int8_agreement(number: int, encoder: Encoder, dataset: str | Path, source: DatasetFolder,
@@ -248,21 +248,21 @@ def _int8_agreement(number: int, encoder: Encoder, dataset: str | Path, source: 
     overlap of their top 10 in the test split's gallery (the head on the published image vectors)."""
     from mlsr.ingest.published import split_index
 
-    texts = [str(s["raw"]) for image in source.images(SPLIT) for s in image.get("sentences", ())][:limit]
+    texts = [str(s["raw"]) for image in source.images(_SPLIT) for s in image.get("sentences", ())][:limit]
     plain, int8 = encoder.encode_text(texts), encoder.with_int8_text().encode_text(texts)
     def row_sums(matrix):
         return np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
 
     norms = np.sqrt(row_sums(plain.multiply(plain)) * row_sums(int8.multiply(int8)))
     cosines = row_sums(plain.multiply(int8)) / np.maximum(norms, 1e-12)
-    index, _ = split_index(encoder, dataset, split=SPLIT, precision="float32")
+    index, _ = split_index(encoder, dataset, split=_SPLIT, precision="float32")
     found = [index.search(vectors, 10).indices.tolist() for vectors in (plain, int8)]
     overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*found)]))
     median = float(np.median(cosines))
-    return CheckResult(number, "int8", median >= MIN_INT8_COSINE and overlap >= MIN_INT8_OVERLAP, round(median, 4),
+    return CheckResult(number, "int8", median >= _MIN_INT8_COSINE and overlap >= _MIN_INT8_OVERLAP, round(median, 4),
                        f"median sparse cosine {median:.4f} (min {cosines.min():.4f}) with float32 over {len(texts)}"
-                       f" {SPLIT} captions, top-10 overlap {overlap:.3f} in {len(index):,} images; needs a median >="
-                       f" {MIN_INT8_COSINE} and an overlap >= {MIN_INT8_OVERLAP}")
+                       f" {_SPLIT} captions, top-10 overlap {overlap:.3f} in {len(index):,} images; needs a median >="
+                       f" {_MIN_INT8_COSINE} and an overlap >= {_MIN_INT8_OVERLAP}")
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -277,7 +277,7 @@ def verdict_path(index: str | Path) -> Path:
     """Where the last verdict is kept: beside the app's index folder (e.g. index/verify.json); for an index
     given as a Hub id, beside the default index folder (the Hugging Face cache is not ours to write into)."""
     folder = Path(DEFAULT_INDEX) if not isinstance(index, Path) and is_hub_index(index) else Path(index)
-    return folder.parent / VERDICT_FILE
+    return folder.parent / _VERDICT_FILE
 
 
 def save_verdict(verdict: Verdict, path: str | Path) -> Path:
@@ -303,7 +303,7 @@ def verdict_summary(verdict: Verdict, models: dict[str, str | None]) -> dict:
     same = all(not verdict.models.get(role) or verdict.models.get(role) == models.get(role)
                for role in ("backbone", "head", "tokenizer"))
     return {"passed": verdict.passed, "finished": verdict.finished, "same_models": same,
-            "checks": [{"number": c.number, "name": TITLES.get(c.name, c.name), "passed": c.passed, "value": c.value}
+            "checks": [{"number": c.number, "name": _TITLES.get(c.name, c.name), "passed": c.passed, "value": c.value}
                        for c in verdict.checks]}
 
 

@@ -38,7 +38,7 @@ from mlsr.settings import Documents, Progress
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.models.encoder import Encoder
 
-THUMB_WIDTH = 500  # one of the standard thumbnail widths the wiki keeps cached; the index keeps at most 512 px
+_THUMB_WIDTH = 500  # one of the standard thumbnail widths the wiki keeps cached; the index keeps at most 512 px
 PICTURE_WORKERS = 2  # pictures fetched at once from the wiki's media host: a polite few
 Stages = Callable[[str, int], Progress]  # (what is happening, how many steps) -> the function told of each step
 
@@ -52,7 +52,7 @@ class WikiSelection:
     depth: int = 0
     limit: int | None = None
     licences: frozenset[str] | None = frozenset(FREE_FAMILIES)  # None: any licence, non-free too
-    width: int = THUMB_WIDTH
+    width: int = _THUMB_WIDTH
 
     def __post_init__(self) -> None:
         if not self.categories and not self.files:
@@ -154,7 +154,7 @@ def fetch_files(files: list[WikiFile], out: Path, api: MediaWikiApi, report: Wik
     return [files[row] for row, _ in kept], [picture for _, picture in kept]
 
 
-def encode_files(encoder: Encoder, files: list[WikiFile], pictures: list[bytes], out: Path, *,
+def _encode_files(encoder: Encoder, files: list[WikiFile], pictures: list[bytes], out: Path, *,
                  documents: Documents, dense: bool, report: WikiReport,
                  stages: Stages | None = None) -> EncodedFolder:
     """The files' thumbnails encoded as `documents` rows, their items carrying the credit fields."""
@@ -192,7 +192,7 @@ def build_wiki_index(encoder: Encoder, selection: WikiSelection, *, out: str | P
     if not files:
         raise InputError(f"none of the {report.listed} files listed could be indexed"
                          f" ({_reasons(report.skipped)}); nothing was written.")
-    folder = encode_files(encoder, files, pictures, out, documents=documents, dense=dense, report=report,
+    folder = _encode_files(encoder, files, pictures, out, documents=documents, dense=dense, report=report,
                           stages=stages)
     info = {"documents": documents, "models": encoder.models().to_json(),
             "build": {"mlsr_version": __version__, "wiki": _provenance(api, selection),
@@ -225,7 +225,7 @@ def add_wiki_files(encoder: Encoder, index: SparseIndex, selection: WikiSelectio
     if not files:
         raise InputError(f"none of the {report.listed} files listed could be added ({_reasons(report.skipped)});"
                          " the index is unchanged.")
-    folder = encode_files(encoder, files, pictures, out, documents=index.info.get("documents", "image"),
+    folder = _encode_files(encoder, files, pictures, out, documents=index.info.get("documents", "image"),
                           dense=index.dense is not None, report=report, stages=stages)
     taken = [item["id"] for item in folder.items if item["id"] in held]
     changed = (index.remove(taken) if taken else index).add(folder.vectors, folder.items, dense=folder.dense,

@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-CACHE_DIR = ".encode-dense-cache"  # finished chunks of an interrupted run, removed once the dataset is written
-CHUNK_SIZE = 512  # images (or captions) per cached chunk: the most work an interruption can lose
+_CACHE_DIR = ".encode-dense-cache"  # finished chunks of an interrupted run, removed once the dataset is written
+_CHUNK_SIZE = 512  # images (or captions) per cached chunk: the most work an interruption can lose
 
 
 @dataclass
@@ -76,7 +76,7 @@ def encode_dense(
     seed: int = 0,
     batch_size: int = 32,
     strict: bool = False,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int = _CHUNK_SIZE,
     progress: Progress | None = None,
     overwrite: bool = False,
     how: str = "overwrite=True",
@@ -97,7 +97,7 @@ def encode_dense(
     check_new_dataset(out, overwrite, how)
     report = EncodeReport()
     paired, groups, splits, split_source = _pairs(images_dir, captions_path, val_fraction, test_fraction, seed, report)
-    cache = _open_cache(out / CACHE_DIR, backbone, paired, groups, chunk_size)
+    cache = _open_cache(out / _CACHE_DIR, backbone, paired, groups, chunk_size)
     image_vectors, kept, report.skipped, reused = _encode_images(
         backbone, images_dir, paired, cache, chunk_size, batch_size, strict, progress
     )
@@ -123,7 +123,7 @@ def encode_dense(
     write_vectors(out / IMAGE_FILE, [str(i) for i in range(len(kept))], image_vectors)
     write_vectors(out / TEXT_FILE, text_ids, text_vectors)
     atomic_write_json(out / META_FILE, meta)  # last: a folder with a meta file is complete
-    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+    shutil.rmtree(out / _CACHE_DIR, ignore_errors=True)
     report.images, report.captions = len(kept), len(text_ids)
     for image in meta_images:
         report.splits[image["split"]] = report.splits.get(image["split"], 0) + 1

@@ -16,8 +16,8 @@ from mlsr.errors import InputError
 from mlsr.items import Item
 
 FREE_FAMILIES = ("CC0", "PD", "CC-BY", "CC-BY-SA", "GFDL", "FAL")  # licences Commons accepts as free
-MAX_SOURCE_PIXELS = 100_000_000  # larger originals get no reliable thumbnail from the wiki: skipped
-MAX_DESCRIPTION_CHARS = 2000
+_MAX_SOURCE_PIXELS = 100_000_000  # larger originals get no reliable thumbnail from the wiki: skipped
+_MAX_DESCRIPTION_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,12 @@ class WikiFile:
         """Title, author, source and licence, as the licence asks them shown with the picture."""
         by = self.attribution or self.author
         licence = f"{self.license} ({self.license_url})" if self.license_url else self.license
-        return f"{self.title} by {by}, {licence}, via {wiki_name(self.page)} ({self.page})"
+        return f"{self.title} by {by}, {licence}, via {_wiki_name(self.page)} ({self.page})"
 
     def item(self) -> Item:
         """The index item: id, image (the thumbnail URL), source (the page), captions and the credit fields."""
         return Item(id=self.title, image=self.picture, source=self.page,
-                    captions=[self.description or caption_from_title(self.title)], author=self.author,
+                    captions=[self.description or _caption_from_title(self.title)], author=self.author,
                     license=self.license, license_url=self.license_url, attribution=self.attribution,
                     credit=self.credit)
 
@@ -61,8 +61,8 @@ def read_file(page: dict, families: frozenset[str] | None) -> WikiFile | str:
     if not mime.startswith("image/"):
         return f"not an image ({mime or 'unknown media type'})"
     pixels = int(info.get("width") or 0) * int(info.get("height") or 0)
-    if pixels > MAX_SOURCE_PIXELS:
-        return f"too large ({info.get('width')} x {info.get('height')} pixels; at most {MAX_SOURCE_PIXELS:,})"
+    if pixels > _MAX_SOURCE_PIXELS:
+        return f"too large ({info.get('width')} x {info.get('height')} pixels; at most {_MAX_SOURCE_PIXELS:,})"
     picture = str(info.get("thumburl") or "")
     if not picture.startswith(("http://", "https://")):
         return "the wiki made no thumbnail of it"
@@ -80,7 +80,7 @@ def read_file(page: dict, families: frozenset[str] | None) -> WikiFile | str:
         title=str(page["title"]), page=str(info.get("descriptionurl") or ""), picture=picture, author=author,
         license=licence or "licence not given", license_url=str(_value(meta, "LicenseUrl")).strip(),
         attribution=plain(_value(meta, "Attribution")) if required else "",
-        description=plain(_value(meta, "ImageDescription"))[:MAX_DESCRIPTION_CHARS],
+        description=plain(_value(meta, "ImageDescription"))[:_MAX_DESCRIPTION_CHARS],
     )
 
 
@@ -121,13 +121,13 @@ def item_licence(item: Item) -> str:
     return licence_family(str(item.get("license") or ""))
 
 
-def wiki_name(page: str) -> str:
+def _wiki_name(page: str) -> str:
     """How a credit names the wiki a page is on: 'Wikimedia Commons', else its host."""
     host = urlsplit(page).hostname or "the wiki"
     return "Wikimedia Commons" if host == "commons.wikimedia.org" else host
 
 
-def caption_from_title(title: str) -> str:
+def _caption_from_title(title: str) -> str:
     """A file's name as words (`File:Water_buffalo_bathing.jpg` -> `Water buffalo bathing`): the caption of a file
     without a description."""
     name = title.split(":", 1)[-1]

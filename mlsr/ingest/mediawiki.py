@@ -25,11 +25,11 @@ from mlsr.ingest.retries import failed, retry_after
 DEFAULT_API = "https://commons.wikimedia.org/w/api.php"
 API_ENV = "MLSR_COMMONS_API"  # another wiki's api.php, or a loopback one in tests
 CONTACT_ENV = "MLSR_COMMONS_CONTACT"  # an e-mail address or a web page where the wiki's operators reach you
-MAXLAG = 5  # seconds of replication lag above which the wiki asks bots to wait (the etiquette's value)
-ATTEMPTS = 6  # tries per request (a refusal other than 429 / 5xx / maxlag is not tried again)
-MAX_WAIT = 120.0  # the longest Retry-After honoured, in seconds
-TIMEOUT = 30.0
-MAX_ANSWER_BYTES = 50_000_000
+_MAXLAG = 5  # seconds of replication lag above which the wiki asks bots to wait (the etiquette's value)
+_ATTEMPTS = 6  # tries per request (a refusal other than 429 / 5xx / maxlag is not tried again)
+_MAX_WAIT = 120.0  # the longest Retry-After honoured, in seconds
+_TIMEOUT = 30.0
+_MAX_ANSWER_BYTES = 50_000_000
 TITLES_PER_REQUEST = 50  # the API's limit for titles= without bot rights
 LIST_LIMIT = 500  # category members per request (the API's limit without bot rights)
 
@@ -46,8 +46,8 @@ class MediaWikiApi:
 
     url: str = DEFAULT_API
     contact: str | None = None
-    maxlag: int = MAXLAG
-    attempts: int = ATTEMPTS
+    maxlag: int = _MAXLAG
+    attempts: int = _ATTEMPTS
     sleep: Callable[[float], None] = time.sleep
     requests: int = 0
     waited: float = 0.0  # seconds spent waiting as the wiki asked (Retry-After, maxlag, back-off)
@@ -71,11 +71,11 @@ class MediaWikiApi:
         reason = ""
         with self._lock:  # one request at a time, from every thread
             for attempt in range(self.attempts):
-                wait = min(2.0 ** attempt, MAX_WAIT)
+                wait = min(2.0 ** attempt, _MAX_WAIT)
                 self.requests += 1
                 try:
-                    with self._opener.open(request, timeout=TIMEOUT) as answer:
-                        body = _json(answer.read(MAX_ANSWER_BYTES + 1), self.url)
+                    with self._opener.open(request, timeout=_TIMEOUT) as answer:
+                        body = _json(answer.read(_MAX_ANSWER_BYTES + 1), self.url)
                         retry_header = answer.headers.get("Retry-After")
                     error = body.get("error") if isinstance(body, dict) else None
                     if not isinstance(error, dict):
@@ -83,9 +83,9 @@ class MediaWikiApi:
                     if error.get("code") != "maxlag":
                         raise InputError(f"the wiki's API refused the request: {error.get('code')}:"
                                          f" {str(error.get('info', ''))[:200]}")
-                    reason, wait = "the wiki is lagged (maxlag)", retry_after(retry_header, 5.0, MAX_WAIT)
+                    reason, wait = "the wiki is lagged (maxlag)", retry_after(retry_header, 5.0, _MAX_WAIT)
                 except OSError as error:  # URLError, HTTPError, time-outs, refused connections
-                    reason, again = failed(error, wait, MAX_WAIT)
+                    reason, again = failed(error, wait, _MAX_WAIT)
                     if again is None:
                         break
                     wait = again
@@ -112,7 +112,7 @@ def category_files(api: MediaWikiApi, categories: Sequence[str], *, depth: int =
     in the API's order, without repeats, at most `limit`."""
     titles: list[str] = []
     seen_titles: set[str] = set()
-    queue = [(category_title(name), 0) for name in categories]
+    queue = [(_category_title(name), 0) for name in categories]
     seen = {name for name, _ in queue}
     while queue:
         category, level = queue.pop(0)
@@ -152,7 +152,7 @@ def image_info(api: MediaWikiApi, titles: Sequence[str], width: int) -> list[dic
     return list(pages.values())
 
 
-def category_title(name: str) -> str:
+def _category_title(name: str) -> str:
     """`Water buffalo` or `Category:Water buffalo` as the API's title, `Category:Water buffalo`."""
     name = " ".join(str(name).replace("_", " ").split())
     if not name:
@@ -172,8 +172,8 @@ def file_title(name: str) -> str:
 
 
 def _json(raw: bytes, url: str) -> dict:
-    if len(raw) > MAX_ANSWER_BYTES:
-        raise InputError(f"the wiki's API at {url} answered more than {MAX_ANSWER_BYTES:,} bytes.")
+    if len(raw) > _MAX_ANSWER_BYTES:
+        raise InputError(f"the wiki's API at {url} answered more than {_MAX_ANSWER_BYTES:,} bytes.")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -36,14 +36,14 @@ from mlsr.settings import Progress
 
 logger = logging.getLogger(__name__)
 
-IMAGE_HOSTS = frozenset({"images.cocodataset.org"})  # the published datasets' own image hosts
+_IMAGE_HOSTS = frozenset({"images.cocodataset.org"})  # the published datasets' own image hosts
 FETCH_WORKERS = 8  # pictures fetched at once: enough to hide latency, few enough to be a polite client
 FETCH_TIMEOUT = 20.0  # seconds to connect, and between two reads
-FETCH_DEADLINE = 60.0  # seconds for one whole picture
-FETCH_ATTEMPTS = 4  # tries per picture (a refusal other than 429 / 5xx is not tried again)
-MAX_RETRY_WAIT = 30.0  # the longest Retry-After honoured, in seconds
+_FETCH_DEADLINE = 60.0  # seconds for one whole picture
+_FETCH_ATTEMPTS = 4  # tries per picture (a refusal other than 429 / 5xx is not tried again)
+_MAX_RETRY_WAIT = 30.0  # the longest Retry-After honoured, in seconds
 MAX_PICTURE_BYTES = 20_000_000  # a dataset photo is far smaller; anything larger is not fetched
-USER_AGENT = f"mlsr/{__version__} (image gallery builder; fetches each picture once)"
+_USER_AGENT = f"mlsr/{__version__} (image gallery builder; fetches each picture once)"
 
 
 @dataclass
@@ -58,9 +58,9 @@ class PictureReport:
 
 def collect_pictures(ids: Sequence[str], sources: Sequence[str | Path | None], index_dir: Path, *,
                      progress: Progress | None = None, workers: int = FETCH_WORKERS,
-                     allowed: frozenset[str] = frozenset(), user_agent: str = USER_AGENT
+                     allowed: frozenset[str] = frozenset(), user_agent: str = _USER_AGENT
                      ) -> tuple[Thumbnails, PictureReport]:
-    """One thumbnail per item from its source (an http(s) URL on `IMAGE_HOSTS` or one of the exact URLs in
+    """One thumbnail per item from its source (an http(s) URL on `_IMAGE_HOSTS` or one of the exact URLs in
     `allowed`, a local file, or None: no picture, listed among the failures as "no image recorded").
 
     `allowed` holds the picture URLs a wiki's API answered for its files (`mlsr.ingest.commons`): those, and
@@ -120,7 +120,7 @@ def picture_source(image: object, index_dir: str | Path | None) -> str | Path | 
 def fill_thumbnails(index_dir: str | Path, *, progress: Progress | None = None,
                     total: Callable[[int], None] | None = None) -> tuple[SparseIndex, PictureReport]:
     """Give every item of an index folder that has no thumbnail one, from its recorded image (a file, or a URL on
-    `IMAGE_HOSTS`), and save the folder atomically; for indexes made before they kept pictures, or to retry."""
+    `_IMAGE_HOSTS`), and save the folder atomically; for indexes made before they kept pictures, or to retry."""
     index = SparseIndex.load(Path(index_dir))  # a Path: a folder, never a (read-only) Hub copy
     folder = index.path
     if folder is None:  # never: load records the folder it read
@@ -144,7 +144,7 @@ def discard_pictures(index_dir: Path) -> None:
 
 
 def fetch_picture(source: str | Path) -> bytes:
-    """One thumbnail from a URL on `IMAGE_HOSTS` or a local file; InputError saying why it cannot be had."""
+    """One thumbnail from a URL on `_IMAGE_HOSTS` or a local file; InputError saying why it cannot be had."""
     picture, reason = _thumbnail(source, _opener())
     if picture is None:
         raise InputError(reason)
@@ -155,11 +155,11 @@ def fetchable(url: str, allowed: frozenset[str] = frozenset()) -> bool:
     """True for an http(s) URL on one of the datasets' image hosts, or one of the exact URLs in `allowed` (those a
     wiki's API answered for its files): the only URLs the server fetches."""
     parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and ((parts.hostname or "") in IMAGE_HOSTS or url in allowed)
+    return parts.scheme in ("http", "https") and ((parts.hostname or "") in _IMAGE_HOSTS or url in allowed)
 
 
 def _thumbnail(source: str | Path, opener: urllib.request.OpenerDirector,
-               allowed: frozenset[str] = frozenset(), user_agent: str = USER_AGENT) -> tuple[bytes | None, str]:
+               allowed: frozenset[str] = frozenset(), user_agent: str = _USER_AGENT) -> tuple[bytes | None, str]:
     """(thumbnail, "") or (None, why not), for a worker thread."""
     try:
         if isinstance(source, str) and "://" in source:
@@ -171,12 +171,12 @@ def _thumbnail(source: str | Path, opener: urllib.request.OpenerDirector,
         return None, str(error)
 
 
-def _download(url: str, opener: urllib.request.OpenerDirector, user_agent: str = USER_AGENT) -> bytes:
+def _download(url: str, opener: urllib.request.OpenerDirector, user_agent: str = _USER_AGENT) -> bytes:
     """The bytes at `url`, retried with back-off on time-outs, 429 and 5xx; InputError when they cannot be had."""
     request = urllib.request.Request(url, headers={"User-Agent": user_agent, "Accept": "image/*"})
     reason = ""
-    for attempt in range(FETCH_ATTEMPTS):
-        wait = min(2.0 ** attempt * 0.5, MAX_RETRY_WAIT)
+    for attempt in range(_FETCH_ATTEMPTS):
+        wait = min(2.0 ** attempt * 0.5, _MAX_RETRY_WAIT)
         try:
             with opener.open(request, timeout=FETCH_TIMEOUT) as answer:
                 declared = int(answer.headers.get("Content-Length") or 0)
@@ -187,19 +187,19 @@ def _download(url: str, opener: urllib.request.OpenerDirector, user_agent: str =
                 raise InputError(f"{url}: more than the {MAX_PICTURE_BYTES:,} bytes allowed")
             return body
         except OSError as error:  # URLError, HTTPError, time-outs, refused connections
-            reason, again = failed(error, wait, MAX_RETRY_WAIT)
+            reason, again = failed(error, wait, _MAX_RETRY_WAIT)
             if again is None:
                 break
             wait = again
-        if attempt + 1 < FETCH_ATTEMPTS:
+        if attempt + 1 < _FETCH_ATTEMPTS:
             time.sleep(wait)
     raise InputError(f"{url} could not be fetched ({reason})")
 
 
 def _read_within(answer, url: str) -> bytes:
-    """The body, up to one byte past the cap, read in chunks within FETCH_DEADLINE seconds (a host that sends a
+    """The body, up to one byte past the cap, read in chunks within _FETCH_DEADLINE seconds (a host that sends a
     trickle of bytes cannot hold a worker for long)."""
-    deadline = time.monotonic() + FETCH_DEADLINE
+    deadline = time.monotonic() + _FETCH_DEADLINE
     chunks, size = [], 0
     while size <= MAX_PICTURE_BYTES:
         chunk = answer.read(min(1 << 16, MAX_PICTURE_BYTES + 1 - size))
@@ -208,7 +208,7 @@ def _read_within(answer, url: str) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if time.monotonic() > deadline:
-            raise InputError(f"{url}: not received within {FETCH_DEADLINE:.0f} s")
+            raise InputError(f"{url}: not received within {_FETCH_DEADLINE:.0f} s")
     return b"".join(chunks)
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-COCO_IMAGE_URL = "http://images.cocodataset.org/{filepath}/{filename}"
+_COCO_IMAGE_URL = "http://images.cocodataset.org/{filepath}/{filename}"
 
 
 @dataclass
@@ -49,7 +49,7 @@ class ImportReport:
     fetch_seconds: float = 0.0
 
 
-def image_of(image: dict, out: Path, image_root: Path | None) -> str | None:
+def _image_of(image: dict, out: Path, image_root: Path | None) -> str | None:
     """The item's image: a file under `image_root` (stored relative to the index), the COCO URL, or None."""
     filename, filepath = str(image.get("filename", "")), str(image.get("filepath", "") or "")
     if image_root is not None:
@@ -58,7 +58,7 @@ def image_of(image: dict, out: Path, image_root: Path | None) -> str | None:
                 return os.path.relpath(candidate.resolve(), out.resolve())
         return None
     if filename.startswith("COCO_") and filepath:  # every COCO file name in the Karpathy splits
-        return COCO_IMAGE_URL.format(filepath=filepath, filename=filename)
+        return _COCO_IMAGE_URL.format(filepath=filepath, filename=filename)
     return None
 
 
@@ -142,7 +142,7 @@ def split_index(
     report = ImportReport(split=split)
     items = []
     for image in images:
-        location = image_of(image, Path(out) if out is not None else Path("."), root)
+        location = _image_of(image, Path(out) if out is not None else Path("."), root)
         if root is not None and location is None:
             report.missing_images.append(str(image.get("filename")))
         item: Item = {"id": str(image["imgid"]), "image": location,

@@ -27,10 +27,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # BLIP's retrieval fine-tuning tokenised captions to 35 tokens; longer text is windowed (see text.py).
-BLIP_MAX_TEXT_TOKENS = 35
+_BLIP_MAX_TEXT_TOKENS = 35
 # The (text, image) projection layers of each supported model type: they make the dense vectors.
 _PROJECTIONS = {"blip": ("text_proj", "vision_proj"), "clip": ("text_projection", "visual_projection")}
-BACKBONE_TYPES: tuple[str, ...] = tuple(_PROJECTIONS)
 
 
 @dataclass
@@ -46,7 +45,7 @@ class Backbone:
     image_processor: Any  # a transformers PIL image processor (called on lists of images)
     source: str
     revision: str | None
-    max_text_tokens: int = BLIP_MAX_TEXT_TOKENS
+    max_text_tokens: int = _BLIP_MAX_TEXT_TOKENS
     model_type: str = "blip"
 
     @property

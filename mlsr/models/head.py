@@ -22,10 +22,10 @@ from mlsr._files import atomic_path, atomic_write_json
 from mlsr.settings import DEFAULT_HEAD
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-LEGACY_WEIGHTS_FILE = "pytorch_model.bin"  # what transformers v4 wrote by default
-MODEL_TYPE = "d2s"
-WEIGHT_NAMES = (
+_WEIGHTS_FILE = "model.safetensors"
+_LEGACY_WEIGHTS_FILE = "pytorch_model.bin"  # what transformers v4 wrote by default
+_MODEL_TYPE = "d2s"
+_WEIGHT_NAMES = (
     "proj.weight",
     "proj.bias",
     "vocab_layer_norm.weight",
@@ -101,9 +101,9 @@ class SparseHead(nn.Module):
         """Write `config.json` and `model.safetensors`, readable by `from_pretrained` and the reference code."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        config = {"model_type": MODEL_TYPE, "architectures": ["D2SModel"], **asdict(self.config)}
+        config = {"model_type": _MODEL_TYPE, "architectures": ["D2SModel"], **asdict(self.config)}
         tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.state_dict().items()}
-        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        with atomic_path(folder / _WEIGHTS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
         atomic_write_json(folder / CONFIG_FILE, config)
 
@@ -111,21 +111,21 @@ class SparseHead(nn.Module):
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_HEAD, *, revision: str | None = None) -> SparseHead:
         """Load a head from a Hub repo id or a local folder (`model.safetensors` or a v4 `pytorch_model.bin`)."""
         source = resolve(
-            name_or_path, [CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE], revision=revision, what="sparse head"
+            name_or_path, [CONFIG_FILE, _WEIGHTS_FILE, _LEGACY_WEIGHTS_FILE], revision=revision, what="sparse head"
         )
         config_path = source.folder / CONFIG_FILE
         if not config_path.is_file():
             raise ModelLoadError(f"sparse head {source.name!r} has no {CONFIG_FILE} in {source.folder}.")
         raw = json.loads(config_path.read_text())
-        if raw.get("model_type") != MODEL_TYPE:
+        if raw.get("model_type") != _MODEL_TYPE:
             raise ModelLoadError(
                 f"{source.name!r} is not a D2S sparse head: its config says model_type="
-                f"{raw.get('model_type')!r}, expected {MODEL_TYPE!r}."
+                f"{raw.get('model_type')!r}, expected {_MODEL_TYPE!r}."
             )
         state = _read_weights(source.folder, source.name)
         config = _config_from_shapes(raw, state, source.name)
         head = cls(config)
-        head.load_state_dict({name: state[name] for name in WEIGHT_NAMES})
+        head.load_state_dict({name: state[name] for name in _WEIGHT_NAMES})
         head.eval()
         head.source, head.revision = source.name, source.revision
         return head
@@ -140,8 +140,8 @@ def token_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, voc
 
 
 def _read_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
-    safetensors_path = folder / WEIGHTS_FILE
-    legacy_path = folder / LEGACY_WEIGHTS_FILE
+    safetensors_path = folder / _WEIGHTS_FILE
+    legacy_path = folder / _LEGACY_WEIGHTS_FILE
     try:
         if safetensors_path.is_file():
             state = load_file(str(safetensors_path))
@@ -150,16 +150,16 @@ def _read_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
             state = torch.load(legacy_path, map_location="cpu", weights_only=True)
         else:
             raise ModelLoadError(
-                f"sparse head {name!r} has neither {WEIGHTS_FILE} nor {LEGACY_WEIGHTS_FILE} in {folder}."
+                f"sparse head {name!r} has neither {_WEIGHTS_FILE} nor {_LEGACY_WEIGHTS_FILE} in {folder}."
             )
     except ModelLoadError:
         raise
     except Exception as error:  # safetensors and torch raise several types for a damaged file
         raise ModelLoadError(f"sparse head {name!r}: cannot read its weights ({error}).") from None
-    missing = [key for key in WEIGHT_NAMES if key not in state]
+    missing = [key for key in _WEIGHT_NAMES if key not in state]
     if missing:
         raise ModelLoadError(f"sparse head {name!r} lacks the weights {missing}; found {sorted(state)[:10]}.")
-    return {key: state[key].float() for key in WEIGHT_NAMES}
+    return {key: state[key].float() for key in _WEIGHT_NAMES}
 
 
 def _config_from_shapes(raw: dict, state: dict[str, torch.Tensor], name: str) -> HeadConfig:

@@ -20,10 +20,10 @@ import torch
 
 from mlsr.errors import ModelLoadError
 
-TEXT_MODULES = {"blip": "text_encoder", "clip": "text_model"}
+_TEXT_MODULES = {"blip": "text_encoder", "clip": "text_model"}
 
 
-def quantized_text_module(module: torch.nn.Module) -> torch.nn.Module:
+def _quantized_text_module(module: torch.nn.Module) -> torch.nn.Module:
     """A copy of a text module whose Linear layers are dynamically quantized to int8 (the original is unchanged)."""
     from torch.ao.quantization import quantize_dynamic
 
@@ -34,12 +34,12 @@ def quantized_text_module(module: torch.nn.Module) -> torch.nn.Module:
 
 def int8_text_backbone(backbone):
     """A Backbone sharing every weight of `backbone` but its text encoder, which is an int8 copy (CPU only)."""
-    name = TEXT_MODULES.get(backbone.model_type)
+    name = _TEXT_MODULES.get(backbone.model_type)
     if name is None or not hasattr(backbone.model, name):
         raise ModelLoadError(f"the 8-bit text path knows no text encoder for a {backbone.model_type!r} backbone.")
     if backbone.device.type != "cpu":
         raise ModelLoadError("the 8-bit text path runs on the CPU (torch's dynamic quantization); use device 'cpu'.")
     model = copy.copy(backbone.model)  # a shallow copy with its own table of submodules: the original keeps its own
     model._modules = dict(backbone.model._modules)
-    model._modules[name] = quantized_text_module(getattr(backbone.model, name))
+    model._modules[name] = _quantized_text_module(getattr(backbone.model, name))
     return dataclasses.replace(backbone, model=model)

@@ -25,7 +25,7 @@ from mlsr.ingest.pictures import fetch_picture, picture_source
 logger = logging.getLogger(__name__)
 
 THUMBNAIL_ROUTE = "thumbnails"  # the app serves item `id`'s picture at <app>/thumbnails/<id, URL-quoted>
-FILLED_KEPT = 512  # pictures made on first display kept in memory (~17 MB of WebP thumbnails)
+_FILLED_KEPT = 512  # pictures made on first display kept in memory (~17 MB of WebP thumbnails)
 
 
 def picture_url(item_id: str) -> str:
@@ -68,7 +68,7 @@ class Pictures:
             picture = None
         with self._lock:
             self._filled[row] = picture
-            while len(self._filled) > FILLED_KEPT:
+            while len(self._filled) > _FILLED_KEPT:
                 self._filled.popitem(last=False)
         return picture
 

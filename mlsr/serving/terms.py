@@ -12,10 +12,10 @@ from mlsr.checks import shown
 from mlsr.errors import InputError
 from mlsr.vocab import Terms, Vocabulary, nonzero_terms
 
-MAX_EDITED_TERMS = 2_000
-MAX_PIECES_PER_TERM = 3  # "motorbike" -> motor ##bike is a word; "zzqxvwkj" spelled letter by letter is not
+_MAX_EDITED_TERMS = 2_000
+_MAX_PIECES_PER_TERM = 3  # "motorbike" -> motor ##bike is a word; "zzqxvwkj" spelled letter by letter is not
 MAX_ABS_WEIGHT = 100.0  # the published heads give weights of about 0-3; far larger ones swamp every other term
-MAX_TERM_CHARS = 64  # the longest word piece has about 20 characters: more is not one word
+_MAX_TERM_CHARS = 64  # the longest word piece has about 20 characters: more is not one word
 
 
 def highlight_text(text: str, vector, tokenizer, vocab: Vocabulary) -> list[tuple[str, float | None]]:
@@ -48,14 +48,14 @@ def highlight_text(text: str, vector, tokenizer, vocab: Vocabulary) -> list[tupl
     return spans
 
 
-def text_token_ids(text: str, tokenizer) -> set[int]:
+def _text_token_ids(text: str, tokenizer) -> set[int]:
     """The term ids a text's own word pieces map to (no special tokens)."""
     return set(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def expansion_terms(text: str, vector, tokenizer, vocab: Vocabulary, top_k: int = 30) -> Terms:
     """The weighted terms of `vector` that do not occur in `text`: what expansion added."""
-    own = text_token_ids(text, tokenizer)
+    own = _text_token_ids(text, tokenizer)
     ids, weights = nonzero_terms(vector, len(vocab))
     keep = ~np.isin(ids, list(own)) if own else np.ones(len(ids), dtype=bool)
     other = np.zeros(len(vocab), dtype=np.float32)
@@ -88,15 +88,15 @@ def vector_from_terms(rows: Sequence[Sequence], vocab: Vocabulary, tokenizer) ->
     """Rebuild a (1, vocab) query from edited [term, weight] rows; a user may delete, reweight, add or negate.
 
     Each row is a pair [term, weight]. A term is one word: a word piece of the vocabulary, or a word
-    the tokenizer spells with at most MAX_PIECES_PER_TERM pieces (each piece gets the row's weight).
+    the tokenizer spells with at most _MAX_PIECES_PER_TERM pieces (each piece gets the row's weight).
     Rows with an empty term are ignored. Refused, naming the row: a term with a space in it (one word
-    per row), a control token, a term (or a piece) given twice, a term longer than MAX_TERM_CHARS, a
+    per row), a control token, a term (or a piece) given twice, a term longer than _MAX_TERM_CHARS, a
     weight that is not a finite number within MAX_ABS_WEIGHT. `rows` is read, never changed.
     """
     if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__len__"):
         raise InputError("the term table must be a list of [term, weight] rows.")
-    if len(rows) > MAX_EDITED_TERMS:
-        raise InputError(f"{len(rows):,} terms is more than the {MAX_EDITED_TERMS:,} a query may have.")
+    if len(rows) > _MAX_EDITED_TERMS:
+        raise InputError(f"{len(rows):,} terms is more than the {_MAX_EDITED_TERMS:,} a query may have.")
     weights: dict[int, float] = {}
     given_by: dict[int, int] = {}  # piece id -> the row that gave it
     for number, row in enumerate(rows, 1):
@@ -148,9 +148,9 @@ def _pair(row, where: str) -> tuple[str, object]:
     if not isinstance(term, str):
         raise InputError(f"{where}: the term must be text, got {shown(term)}.")
     term = term.strip()
-    if len(term) > MAX_TERM_CHARS:
+    if len(term) > _MAX_TERM_CHARS:
         raise InputError(f"{where}: the term is {len(term):,} characters long; a term is one word"
-                         f" (at most {MAX_TERM_CHARS}).")
+                         f" (at most {_MAX_TERM_CHARS}).")
     if len(term.split()) > 1:
         raise InputError(f"{where} ({shown(term)}): one word per row; give each word its own row.")
     return term, weight
@@ -181,7 +181,7 @@ def _piece_ids(term: str, vocab: Vocabulary, tokenizer, where: str) -> list[int]
         return [known]
     ids = tokenizer(term, add_special_tokens=False)["input_ids"]
     unknown = getattr(tokenizer, "unk_token_id", None)
-    if not ids or unknown in ids or len(ids) > MAX_PIECES_PER_TERM:
+    if not ids or unknown in ids or len(ids) > _MAX_PIECES_PER_TERM:
         raise InputError(
             f"{where}: {shown(term)} is not in the vocabulary"
             + (f" (it would take {len(ids)} word pieces)" if ids and unknown not in ids else "")

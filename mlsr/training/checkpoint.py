@@ -17,9 +17,9 @@ from mlsr.errors import InputError, ModelLoadError
 from mlsr.models.head import SparseHead
 
 CHECKPOINT_DIR = "checkpoint"
-OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.json"
-STATE_FORMAT = 1
+_OPTIMIZER_FILE = "optimizer.safetensors"
+_STATE_FILE = "state.json"
+_STATE_FORMAT = 1
 
 
 def save_checkpoint(folder: Path, head: SparseHead, optimizer: torch.optim.Optimizer, state: dict,
@@ -33,11 +33,11 @@ def save_checkpoint(folder: Path, head: SparseHead, optimizer: torch.optim.Optim
     try:
         head.save_pretrained(staging)
         tensors, optimizer_json = _optimizer_to_files(optimizer.state_dict())
-        with atomic_path(staging / OPTIMIZER_FILE) as tmp:
+        with atomic_path(staging / _OPTIMIZER_FILE) as tmp:
             save_file(tensors, str(tmp))
-        state = {**state, "format": STATE_FORMAT, "optimizer": optimizer_json,
+        state = {**state, "format": _STATE_FORMAT, "optimizer": optimizer_json,
                  "scaler": scaler.state_dict() if scaler is not None else None}
-        atomic_write_json(staging / STATE_FILE, state)
+        atomic_write_json(staging / _STATE_FILE, state)
         replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -47,12 +47,13 @@ def load_checkpoint(folder: Path) -> tuple[SparseHead, dict, dict]:
     """(head, optimizer state dict, run state) of a checkpoint folder; tensors read with safetensors only."""
     folder = _checkpoint_folder(folder)
     try:
-        state = json.loads((folder / STATE_FILE).read_text())
-        tensors = load_file(str(folder / OPTIMIZER_FILE))
+        state = json.loads((folder / _STATE_FILE).read_text())
+        tensors = load_file(str(folder / _OPTIMIZER_FILE))
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"checkpoint {folder}: cannot read it ({error}); start a new run.") from None
-    if state.get("format") != STATE_FORMAT:
-        raise ModelLoadError(f"checkpoint {folder} has format {state.get('format')!r}; this mlsr reads {STATE_FORMAT}.")
+    if state.get("format") != _STATE_FORMAT:
+        raise ModelLoadError(f"checkpoint {folder} has format {state.get('format')!r};"
+                             f" this mlsr reads {_STATE_FORMAT}.")
     head = SparseHead.from_pretrained(folder)
     return head, _optimizer_from_files(tensors, state["optimizer"]), state
 
@@ -60,10 +61,10 @@ def load_checkpoint(folder: Path) -> tuple[SparseHead, dict, dict]:
 def _checkpoint_folder(folder: Path) -> Path:
     """The checkpoint folder, or the previous one when a crash hit between the two renames of a save."""
     folder = Path(folder)
-    if (folder / STATE_FILE).is_file():
+    if (folder / _STATE_FILE).is_file():
         return folder
     old = sorted(folder.parent.glob(f".{folder.name}.old-*"))
-    if old and (old[-1] / STATE_FILE).is_file():
+    if old and (old[-1] / _STATE_FILE).is_file():
         return old[-1]
     raise InputError(f"no training checkpoint in {folder}; start a new run (without resume=True).")
 

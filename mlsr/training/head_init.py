@@ -12,7 +12,7 @@ from mlsr.models.hub import Source, resolve_with_weights
 from mlsr.settings import DEFAULT_TOKENIZER
 
 # The LayerNorm just before the vocabulary projection in the masked-LM heads we can start from.
-MLM_LAYER_NORMS = {"distilbert": "vocab_layer_norm", "bert": "cls.predictions.transform.LayerNorm"}
+_MLM_LAYER_NORMS = {"distilbert": "vocab_layer_norm", "bert": "cls.predictions.transform.LayerNorm"}
 
 
 def new_head(dense_size: int, vocab_size: int, *, mlm: str | None = None, hidden_size: int = 768,
@@ -62,7 +62,7 @@ def _mlm_layers(name_or_path: str) -> tuple[torch.nn.LayerNorm, torch.nn.Linear,
     source = resolve_mlm(name_or_path)
     config_path = source.folder / "config.json"
     model_type = json.loads(config_path.read_text()).get("model_type") if config_path.is_file() else None
-    if model_type not in MLM_LAYER_NORMS:
+    if model_type not in _MLM_LAYER_NORMS:
         raise ModelLoadError(
             f"masked-LM {name_or_path!r} has model_type {model_type!r}; mlm takes a DistilBERT or BERT"
             " masked-LM (e.g. distilbert-base-uncased, bert-base-uncased)."
@@ -71,4 +71,4 @@ def _mlm_layers(name_or_path: str) -> tuple[torch.nn.LayerNorm, torch.nn.Linear,
         model = AutoModelForMaskedLM.from_pretrained(source.folder)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"masked-LM {name_or_path!r}: cannot load it ({error}).") from None
-    return model.get_submodule(MLM_LAYER_NORMS[model_type]), model.get_output_embeddings(), source.name
+    return model.get_submodule(_MLM_LAYER_NORMS[model_type]), model.get_output_embeddings(), source.name

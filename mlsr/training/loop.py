@@ -44,11 +44,11 @@ from mlsr.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 
-LOG_FILE = "train_log.jsonl"
-SUMMARY_FILE = "training.json"
+_LOG_FILE = "train_log.jsonl"
+_SUMMARY_FILE = "training.json"
 CARD_FILE = "README.md"
-MAX_CAPTION_TOKENS = {"reference": 512, "retrieval": 128}  # word pieces kept per caption for its mask, by mask_tokens
-LEGACY_CONFIG = {"mask_tokens": "retrieval", "last_batch": "drop", "validation": "expanded"}  # runs before these
+_MAX_CAPTION_TOKENS = {"reference": 512, "retrieval": 128}  # word pieces kept per caption for its mask, by mask_tokens
+_LEGACY_CONFIG = {"mask_tokens": "retrieval", "last_batch": "drop", "validation": "expanded"}  # runs before these
 
 
 def build_optimizer(head: SparseHead, config: TrainConfig) -> torch.optim.AdamW:
@@ -318,8 +318,8 @@ def _check_out(out: Path, resume: bool) -> None:
 
 def _check_same_run(saved: dict, now: dict) -> None:
     """A resumed run must train on the same data with the same settings; say what differs (a run saved before
-    `mask_tokens`, `last_batch` and `validation` existed trained as LEGACY_CONFIG says)."""
-    saved = {**saved, "config": {**LEGACY_CONFIG, **saved.get("config", {})}}
+    `mask_tokens`, `last_batch` and `validation` existed trained as _LEGACY_CONFIG says)."""
+    saved = {**saved, "config": {**_LEGACY_CONFIG, **saved.get("config", {})}}
     differ = [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
     if "config" in differ:
         differ.remove("config")
@@ -341,7 +341,7 @@ def _caption_tokens(tokenizer, captions: Sequence[str], device, kind: str = "ref
     reference's retrieval): the raw text's word pieces, punctuation included, without them, up to 128.
     """
     encoded = tokenizer(list(captions), add_special_tokens=kind == "reference", truncation=True,
-                        max_length=MAX_CAPTION_TOKENS[kind])["input_ids"]
+                        max_length=_MAX_CAPTION_TOKENS[kind])["input_ids"]
     width = max(1, max((len(ids) for ids in encoded), default=1))
     # Compact types: COCO has ~600k training captions (the head's token_mask widens them per batch).
     ids = np.zeros((len(encoded), width), dtype=np.int32)
@@ -379,8 +379,8 @@ def _describe(row: dict) -> str:
 
 def _write_reports(out: Path, run: dict, history: list[dict], best_epoch: int, best: dict, config: TrainConfig) -> None:
     """train_log.jsonl, training.json and the model card, rewritten whole (atomically) after every epoch."""
-    write_jsonl(out / LOG_FILE, history)
-    atomic_write_json(out / SUMMARY_FILE, {"mlsr_version": __version__, **run, "best_epoch": best_epoch,
+    write_jsonl(out / _LOG_FILE, history)
+    atomic_write_json(out / _SUMMARY_FILE, {"mlsr_version": __version__, **run, "best_epoch": best_epoch,
                                           "best": best, "epochs_done": history[-1]["epoch"]})
     with atomic_path(out / CARD_FILE) as tmp:
         tmp.write_text(model_card(run, history, best_epoch, config, out.name), encoding="utf-8")

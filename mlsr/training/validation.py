@@ -25,10 +25,10 @@ from mlsr.models.encoder import to_csr
 from mlsr.models.head import SparseHead
 
 MEASURES = ("R@1", "R@5", "R@10", "MRR@10")
-SPARSE_SEARCH_MAX_OVERLAP = 0.01  # query density x document density below this: score with the sparse index
+_SPARSE_SEARCH_MAX_OVERLAP = 0.01  # query density x document density below this: score with the sparse index
 
 
-class HeadRows:
+class _HeadRows:
     """(n, vocab) term weights of n dense vectors, computed on the device when a slice of rows is read: expanded,
     or for the batches `masked` says, masked to the rows' `tokens` (ids, attention mask), as train.py validates."""
 
@@ -59,7 +59,7 @@ class HeadRows:
         return to_csr(self.tensor(rows))
 
 
-class TensorScorer:
+class _TensorScorer:
     """Exact top-k by a dense product on the device: the evaluation loop's searcher while vectors are dense."""
 
     name = "torch"
@@ -100,20 +100,20 @@ def validate(head: SparseHead, data: DenseDataset, pairs: Pairs, *, device: str 
     """
     head.eval()
     gallery, relevant = pairs.gallery()
-    images = HeadRows(head, data.image_vectors[gallery], device, batch_size)
+    images = _HeadRows(head, data.image_vectors[gallery], device, batch_size)
     masked = None
     if tokens is not None and mask_ratio > 0:
         batches = -(-len(pairs) // batch_size)
         masked = (torch.rand(batches, generator=torch.Generator().manual_seed(seed)) < mask_ratio).tolist()
-    captions = HeadRows(head, data.text_vectors[pairs.text_rows], device, batch_size, tokens, masked)
+    captions = _HeadRows(head, data.text_vectors[pairs.text_rows], device, batch_size, tokens, masked)
     documents = images.tensor(slice(None))
     if search == "auto":
         first = captions.tensor(slice(0, batch_size))
         density = float((documents > 0).float().mean()) * float((first > 0).float().mean())
-        search = "sparse" if density < SPARSE_SEARCH_MAX_OVERLAP else "dense"
+        search = "sparse" if density < _SPARSE_SEARCH_MAX_OVERLAP else "dense"
     # float32: validation scores the head's own weights, as the dense product beside it does
     searcher = (SparseIndex.build(to_csr(documents), precision="float32") if search == "sparse"
-                else TensorScorer(documents))
+                else _TensorScorer(documents))
     query_ids = [str(i) for i in range(len(pairs))]
     qrels = {qid: {str(int(image)): 1} for qid, image in zip(query_ids, relevant)}
     doc_frequency = term_frequency(documents)

@@ -29,8 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CARD = Template(Path(__file__).with_name("card.md").read_text(encoding="utf-8"))
 CARD_FILE = "README.md"
-EXPORT_FILE = "mlsr_export.json"  # what the card says, kept so that a push can write the card for its repo id
-MODULES_FILE = "modules.json"
+_EXPORT_FILE = "mlsr_export.json"  # what the card says, kept so that a push can write the card for its repo id
+_MODULES_FILE = "modules.json"
 
 
 def to_sparse_encoder(encoder: Encoder, *, query_mode: str = "expand",
@@ -55,11 +55,11 @@ def to_sparse_encoder(encoder: Encoder, *, query_mode: str = "expand",
         MlsrInput(backbone, encoder.tokenizer, encoder.max_chars, query_mode, document_mode), D2SHead(encoder.head)]
     model = SparseEncoder(modules=modules, device=str(encoder.head.proj.weight.device), similarity_fn_name="dot")
     # torch's stubs type a module's attributes as Tensor | Module; this one is a plain dict for the model card.
-    model.mlsr_card = card_fields(encoder, query_mode, document_mode)  # type: ignore[assignment]
+    model.mlsr_card = _card_fields(encoder, query_mode, document_mode)  # type: ignore[assignment]
     return model
 
 
-MODULE_TYPES = ["mlsr.models.st.input.MlsrInput", "mlsr.models.st.head.D2SHead"]  # what export-st writes
+_MODULE_TYPES = ["mlsr.models.st.input.MlsrInput", "mlsr.models.st.head.D2SHead"]  # what export-st writes
 
 
 def load_sparse_encoder(name_or_path: str | Path, *, revision: str | None = None, device: str | None = None,
@@ -74,9 +74,9 @@ def load_sparse_encoder(name_or_path: str | Path, *, revision: str | None = None
     from mlsr.models.st.input import MlsrInput
 
     listed = _modules_of(str(name_or_path), revision, token)
-    if [entry.get("type") for entry in listed] != MODULE_TYPES:
-        raise ModelLoadError(f"{name_or_path} is not a model written by export-st: its {MODULES_FILE} lists"
-                             f" {[entry.get('type') for entry in listed]}, not {MODULE_TYPES}.")
+    if [entry.get("type") for entry in listed] != _MODULE_TYPES:
+        raise ModelLoadError(f"{name_or_path} is not a model written by export-st: its {_MODULES_FILE} lists"
+                             f" {[entry.get('type') for entry in listed]}, not {_MODULE_TYPES}.")
     name = str(name_or_path)
     modules: list[torch.nn.Module] = [
         MlsrInput.load(name, subfolder=listed[0].get("path", ""), revision=revision, token=token),
@@ -86,21 +86,21 @@ def load_sparse_encoder(name_or_path: str | Path, *, revision: str | None = None
 
 def _modules_of(name_or_path: str, revision: str | None, token: str | None) -> list[dict]:
     """The entries of a model's modules.json (a local folder's, or a Hub repo's, downloaded alone)."""
-    path = Path(name_or_path) / MODULES_FILE
+    path = Path(name_or_path) / _MODULES_FILE
     try:
         if not path.is_file():
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(name_or_path, MODULES_FILE, revision=revision, token=token))
+            path = Path(hf_hub_download(name_or_path, _MODULES_FILE, revision=revision, token=token))
         listed = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{name_or_path} has no readable {MODULES_FILE} ({type(error).__name__}).") from None
+        raise ModelLoadError(f"{name_or_path} has no readable {_MODULES_FILE} ({type(error).__name__}).") from None
     if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
-        raise ModelLoadError(f"{name_or_path}: {MODULES_FILE} is not a list of modules.")
+        raise ModelLoadError(f"{name_or_path}: {_MODULES_FILE} is not a list of modules.")
     return listed
 
 
-def card_fields(encoder: Encoder, query_mode: str, document_mode: str) -> dict:
+def _card_fields(encoder: Encoder, query_mode: str, document_mode: str) -> dict:
     """What the model card says about the models and modes (names as an index records them)."""
     record, backbone = encoder.models(), encoder._need_backbone()
     return {"backbone": record.backbone.id or "unknown", "head": record.head.id or "unknown",
@@ -121,7 +121,7 @@ def check_export_target(path: str | Path, overwrite: bool = False, how: str = "o
     if path.exists() and not path.is_dir():
         raise InputError(f"{path} is a file, not a model folder; nothing was changed.")
     if path.exists() and any(path.iterdir()):
-        if not (path / MODULES_FILE).is_file():
+        if not (path / _MODULES_FILE).is_file():
             raise InputError(f"{path} exists and is not a sentence-transformers model folder; refusing to overwrite"
                              " it. Choose another folder.")
         if not overwrite:
@@ -130,7 +130,7 @@ def check_export_target(path: str | Path, overwrite: bool = False, how: str = "o
     return path
 
 
-def save_sparse_encoder(model: SparseEncoder, out: str | Path, *, overwrite: bool = False) -> Path:
+def _save_sparse_encoder(model: SparseEncoder, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write `model` (from `to_sparse_encoder`) to folder `out` atomically, with its model card."""
     out = check_export_target(out, overwrite)
     staging = staging_folder(out)
@@ -138,7 +138,7 @@ def save_sparse_encoder(model: SparseEncoder, out: str | Path, *, overwrite: boo
         model.save(str(staging), create_model_card=False)
         fields = getattr(model, "mlsr_card", None)
         if fields:
-            atomic_write_json(staging / EXPORT_FILE, fields)
+            atomic_write_json(staging / _EXPORT_FILE, fields)
             (staging / CARD_FILE).write_text(model_card(fields, out.name, out.name), encoding="utf-8")
         replace_folder(staging, out)
     finally:
@@ -148,10 +148,10 @@ def save_sparse_encoder(model: SparseEncoder, out: str | Path, *, overwrite: boo
 
 def export_sparse_encoder(encoder: Encoder, out: str | Path, *, overwrite: bool = False,
                           query_mode: str = "expand", document_mode: str = "no_expand") -> Path:
-    """`to_sparse_encoder` then `save_sparse_encoder`: the folder `load_sparse_encoder(out)` reads back."""
+    """`to_sparse_encoder` then `_save_sparse_encoder`: the folder `load_sparse_encoder(out)` reads back."""
     check_export_target(out, overwrite)  # before any work
     model = to_sparse_encoder(encoder, query_mode=query_mode, document_mode=document_mode)
-    return save_sparse_encoder(model, out, overwrite=overwrite)
+    return _save_sparse_encoder(model, out, overwrite=overwrite)
 
 
 def push_sparse_encoder(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
@@ -161,8 +161,8 @@ def push_sparse_encoder(folder: str | Path, repo_id: str, *, private: bool = Fal
 
     repo_id = check_repo_id(repo_id)
     folder = Path(folder)
-    if not (folder / MODULES_FILE).is_file():
-        raise InputError(f"{folder} is not an exported model (it has no {MODULES_FILE}); nothing was published.")
+    if not (folder / _MODULES_FILE).is_file():
+        raise InputError(f"{folder} is not an exported model (it has no {_MODULES_FILE}); nothing was published.")
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from mlsr.models.hub import pushing
@@ -183,7 +183,7 @@ def push_sparse_encoder(folder: str | Path, repo_id: str, *, private: bool = Fal
 def _card_for(folder: Path, repo_id: str) -> str | None:
     """The model card with `repo_id` in its usage (from the export's saved fields), or None without them."""
     try:
-        fields = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
+        fields = json.loads((folder / _EXPORT_FILE).read_text(encoding="utf-8"))
         return model_card(fields, repo_id.split("/")[1], repo_id)
     except (OSError, ValueError, KeyError):
         return None

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from sentence_transformers.base.modality_types import Modality
 
 CONFIG_FILE = "mlsr_input.json"
-BACKBONE_FOLDER = "backbone"  # the transformers model, its tokenizer and image processor
-TERMS_FOLDER = "terms"  # the head's term tokenizer (the BERT-uncased vocabulary)
+_BACKBONE_FOLDER = "backbone"  # the transformers model, its tokenizer and image processor
+_TERMS_FOLDER = "terms"  # the head's term tokenizer (the BERT-uncased vocabulary)
 
 
 class MlsrInput(InputModule):
@@ -102,10 +102,10 @@ class MlsrInput(InputModule):
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
         """The backbone (model, tokenizer, image processor) and the term tokenizer in subfolders, and the modes."""
         folder = Path(output_path)
-        self.backbone.model.save_pretrained(folder / BACKBONE_FOLDER, safe_serialization=safe_serialization)
-        self.backbone.tokenizer.save_pretrained(folder / BACKBONE_FOLDER)
-        self.backbone.image_processor.save_pretrained(folder / BACKBONE_FOLDER)
-        self.terms.save_pretrained(folder / TERMS_FOLDER)
+        self.backbone.model.save_pretrained(folder / _BACKBONE_FOLDER, safe_serialization=safe_serialization)
+        self.backbone.tokenizer.save_pretrained(folder / _BACKBONE_FOLDER)
+        self.backbone.image_processor.save_pretrained(folder / _BACKBONE_FOLDER)
+        self.terms.save_pretrained(folder / _TERMS_FOLDER)
         self.save_config(output_path)
 
     @classmethod
@@ -117,6 +117,6 @@ class MlsrInput(InputModule):
         folder = saved_module_folder(cls, "input module", model_name_or_path, subfolder, token=token,
                                      cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        backbone = load_backbone(str(folder / BACKBONE_FOLDER))
-        terms, _ = load_tokenizer(str(folder / TERMS_FOLDER))
+        backbone = load_backbone(str(folder / _BACKBONE_FOLDER))
+        terms, _ = load_tokenizer(str(folder / _TERMS_FOLDER))
         return cls(backbone, terms, **{key: config[key] for key in cls.config_keys if key in config})
