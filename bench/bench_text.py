@@ -8,6 +8,8 @@ timings do not depend on trained weights, agreement does: `mlsr verify --only in
 
 - views: `encode_text_views` for one caption now (one head pass) against the two passes it made before
   (`_sparsify` expanded, then `_sparsify` masked), p50;
+- dense alone: the dense vector of one caption from `encode_text_views(...).dense` (backbone and head) against
+  the backbone pass alone (what `dense_text` did until issue 27 folded it into the views), interleaved in rounds;
 - int8: one caption's `encode_text` p50, float32 against int8 (`Encoder.with_int8_text`), interleaved in rounds;
   agreement over `--captions` generated captions: the sparse cosine of each caption's float32 and int8 vectors
   (min, median) and the top-10 overlap of the ranked gallery (a synthetic 5,000-document index, as the app's).
@@ -67,7 +69,17 @@ def bench(n_captions: int, repeat: int, rounds: int = 3) -> dict:
               "views_head_after": wall_and_cpu(lambda i: plain._sparsify_views(dense, raws), repeat),
               "views_head_before": wall_and_cpu(two_passes, repeat),
               "views_after": wall_and_cpu(lambda i: plain.encode_text_views([CAPTION]), repeat)}
-    timings = {"float32": [], "int8": []}
+    dense_alone: dict[str, list[dict]] = {"dense_backbone_only": [], "dense_view": []}
+    for _ in range(rounds):  # the removed dense_text: windows, then the backbone, no head
+        dense_alone["dense_backbone_only"].append(
+            wall_and_cpu(lambda i: plain.backbone.embed_texts(plain._windows([CAPTION])[0]).numpy(), repeat, warmup=3))
+        dense_alone["dense_view"].append(
+            wall_and_cpu(lambda i: plain.encode_text_views([CAPTION]).dense, repeat, warmup=3))
+    for name, runs in dense_alone.items():
+        result[name] = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
+    result["dense_view_over_backbone_only_cpu"] = (result["dense_view"]["cpu_p50_ms"]
+                                                   / result["dense_backbone_only"]["cpu_p50_ms"])
+    timings: dict[str, list[dict]] = {"float32": [], "int8": []}
     for _ in range(rounds):
         for name, encoder in (("float32", plain), ("int8", int8)):
             timings[name].append(wall_and_cpu(lambda i: encoder.encode_text(CAPTION), repeat, warmup=3))

@@ -4,8 +4,9 @@
 
 Real-size random-weight BLIP-base + D2S head (as bench_core). "before" is how mlsr encoded a text for
 these two operations until the redesign: `encode_text(mode="expand")`, `encode_text(mode="no_expand")`
-and, for the comparison, `dense_text`, each a backbone pass. "after" is `Encoder.encode_text_views`: one
-pass, three views. The plain expanded search (one pass, no re-scoring) is the baseline both aim at.
+and, for the comparison, the removed `dense_text` (windows, then the backbone alone: `backbone_dense` below),
+each a backbone pass. "after" is `Encoder.encode_text_views`: one pass, three views. The plain expanded search
+(one pass, no re-scoring) is the baseline both aim at.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
 
     from mlsr.backends.local import LocalBackend
     from mlsr.index.modes import hybrid_search, rank
+    from mlsr.models.backbone import text_windows_of
     from mlsr.query_vectors import QueryVectors
     from mlsr.models.encoder import Encoder
 
@@ -62,9 +64,13 @@ def main() -> None:
     def hybrid_after():
         return [rank(backend, encoder.encode_text_views(QUERY), "hybrid", 12)]
 
+    def backbone_dense():  # what `dense_text` did for one query (one window): windows, the backbone, no head
+        windows, _, _ = text_windows_of([QUERY], encoder.backbone, encoder.max_chars)
+        return encoder.backbone.embed_texts(windows).cpu().numpy()
+
     def compare_before():
         queries = QueryVectors(encoder.encode_text(QUERY, mode="expand"))
-        return [rank(backend, queries, "expand", 10), backend.dense_search(encoder.dense_text(QUERY), 10)]
+        return [rank(backend, queries, "expand", 10), backend.dense_search(backbone_dense(), 10)]
 
     def compare_after():
         queries = encoder.encode_text_views(QUERY)
@@ -74,6 +80,7 @@ def main() -> None:
     for before, after in ((hybrid_before, hybrid_after), (compare_before, compare_after)):
         assert all(np.array_equal(a.indices, b.indices) for a, b in zip(after(), before())), "views changed a ranking"
 
+    assert np.allclose(backbone_dense(), encoder.encode_text_views(QUERY).dense, atol=1e-6)
     cases = {"expand_only": expand_only, "hybrid_before": hybrid_before, "hybrid_after": hybrid_after,
              "compare_before": compare_before, "compare_after": compare_after}
     ms = {name: 1000 * statistics.median(timed(fn, args.repeat)) for name, fn in cases.items()}

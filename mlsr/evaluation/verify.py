@@ -212,7 +212,7 @@ def _image_agreement(number: int, encoder: Encoder, source: DatasetFolder, folde
         return CheckResult(number, "image", False, None,
                            f"none of the {len(photos)} photos in {folder.name}/ is listed in the dataset's {META_FILE}")
     published = source.vectors(IMAGE_FILE, [imgid for imgid, _ in listed])
-    live = encoder.dense_images([path for _, path in listed])
+    _, live = encoder.encode_images_with_dense([path for _, path in listed])
     return _agreement(number, "image", live, published, f"photos of {folder.parent.name}/{folder.name}/")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import cast
 
 import numpy as np
@@ -122,7 +122,8 @@ class Encoder:
 
     def encode_text(self, texts: Sequence[str] | str, mode: EncodeMode = "expand",
                     progress: Progress | None = None) -> sp.csr_matrix:
-        """Texts -> (n, vocab) CSR. `expand`: every term the head lights up; `no_expand`: only the text's own tokens.
+        """Texts (queries) -> (n, vocab) CSR. `expand`: every term the head lights up; `no_expand`: only the text's
+        own tokens.
 
         The own tokens are the word pieces of the raw text, as the reference code masks (`tokenizer.tokenize(raw)`):
         punctuation that BLIP's caption cleaning removes (`. ( ) ! " * # : ; ~`) stays in the mask; `[CLS]`/`[SEP]`
@@ -133,17 +134,7 @@ class Encoder:
         """
         if mode not in ENCODE_MODES:
             raise InputError(f"mode must be one of {ENCODE_MODES}, got {mode!r}.")
-        texts = as_texts(texts)
-        windows, raws, owners = self._windows(texts)
-        backbone = self._need_backbone()
-        rows = []
-        for start in range(0, len(windows), self.batch_size):
-            batch = windows[start : start + self.batch_size]
-            dense = backbone.embed_texts(batch).to(self.head.proj.weight.device)
-            rows.append(self._sparsify(dense, raws[start : start + self.batch_size] if mode == "no_expand" else None))
-            if progress:
-                progress(len(batch))
-        return _max_pool(self._stack(rows), owners, len(texts))
+        return self._text_vectors(as_texts(texts), {mode}, progress).scoring(mode)
 
     def encode_captions(
         self, captions: Sequence[str | Sequence[str]] | str, progress: Progress | None = None
@@ -164,37 +155,11 @@ class Encoder:
     def encode_text_views(self, texts: Sequence[str] | str, progress: Progress | None = None) -> QueryVectors:
         """Texts -> their expanded, no_expand and dense vectors, from one backbone pass over their windows.
 
-        Each view equals what `encode_text(mode="expand")`, `encode_text(mode="no_expand")` and
-        `dense_text` give on their own; the backbone runs once instead of three times, and the head once
-        instead of twice (no_expand is the expanded weights times the text's token mask, as the head masks).
+        `expand` and `no_expand` equal what `encode_text` gives in that mode, from one head pass instead of two
+        (no_expand is the expanded weights times the text's token mask, as the head masks); `dense` is (n,
+        dense_size) float32 unit vectors, a long text's the normalised mean of its windows' backbone vectors.
         """
-        texts = as_texts(texts)
-        windows, raws, owners = self._windows(texts)
-        backbone = self._need_backbone()
-        expand, no_expand = [], []
-        pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
-        for start in range(0, len(windows), self.batch_size):
-            batch = windows[start : start + self.batch_size]
-            dense = backbone.embed_texts(batch).to(self.head.proj.weight.device)
-            expanded, masked = self._sparsify_views(dense, raws[start : start + self.batch_size])
-            expand.append(expanded)
-            no_expand.append(masked)
-            np.add.at(pooled, owners[start : start + self.batch_size], dense.cpu().numpy())
-            if progress:
-                progress(len(batch))
-        return QueryVectors(_max_pool(self._stack(expand), owners, len(texts)),
-                            _max_pool(self._stack(no_expand), owners, len(texts)), _unit_rows(pooled))
-
-    def dense_text(self, texts: Sequence[str] | str) -> np.ndarray:
-        """Texts -> (n, dense_size) float32 unit vectors; a long text is the normalised mean of its windows."""
-        texts = as_texts(texts)
-        windows, _, owners = self._windows(texts)
-        backbone = self._need_backbone()
-        pooled = np.zeros((len(texts), self.dense_size), dtype=np.float32)
-        for start in range(0, len(windows), self.batch_size):
-            dense = backbone.embed_texts(windows[start : start + self.batch_size]).cpu().numpy()
-            np.add.at(pooled, owners[start : start + self.batch_size], dense)
-        return _unit_rows(pooled)
+        return self._text_vectors(as_texts(texts), {"expand", "no_expand", "dense"}, progress)
 
     # -- images -----------------------------------------------------------------------------------
 
@@ -205,26 +170,16 @@ class Encoder:
         sparse, _ = self.encode_images_with_dense(images, progress)
         return sparse
 
-    def dense_images(self, images: Sequence[ImageInput] | ImageInput) -> np.ndarray:
-        """Images -> (n, dense_size) float32 unit vectors from the backbone."""
-        _, dense = self.encode_images_with_dense(images)
-        return dense
-
     def encode_images_with_dense(
         self, images: Sequence[ImageInput] | ImageInput, progress: Progress | None = None
     ) -> tuple[sp.csr_matrix, np.ndarray]:
         """Both the sparse (n, vocab) and the dense (n, dense_size) vectors, from one backbone pass."""
         # Anything but a list or tuple is one image (a str is a path, not a sequence of images).
         images = list(images) if isinstance(images, (list, tuple)) else [cast(ImageInput, images)]
-        backbone = self._need_backbone()
         sparse_rows, dense_rows = [], []
-        for start in range(0, len(images), self.batch_size):
-            batch = [load_image(image) for image in images[start : start + self.batch_size]]
-            dense = backbone.embed_images(batch).to(self.head.proj.weight.device)
+        for dense in self._image_batches(images, progress):
             sparse_rows.append(self._sparsify(dense))
             dense_rows.append(dense.cpu().numpy())
-            if progress:
-                progress(len(batch))
         if not sparse_rows:
             return _empty(0, self.vocab_size), np.zeros((0, self.dense_size), dtype=np.float32)
         return sp.vstack(sparse_rows, format="csr"), np.concatenate(dense_rows)
@@ -282,6 +237,52 @@ class Encoder:
         """All windows of all texts (see `text_windows_of`)."""
         return text_windows_of(texts, self._need_backbone(), self.max_chars)
 
+    def _text_batches(self, texts: list[str], progress: Progress | None
+                      ) -> Iterator[tuple[np.ndarray, list[str], torch.Tensor]]:
+        """Windows -> batches -> backbone, the one loop of every text method: per batch, each window's text (its
+        owner), raw span and dense vector (on the head's device); `progress` counts a batch once it is used."""
+        windows, raws, owners = self._windows(texts)
+        backbone, device = self._need_backbone(), self.head.proj.weight.device
+        for start in range(0, len(windows), self.batch_size):
+            stop = start + self.batch_size
+            yield owners[start:stop], raws[start:stop], backbone.embed_texts(windows[start:stop]).to(device)
+            if progress:
+                progress(len(windows[start:stop]))
+
+    def _text_vectors(self, texts: list[str], views: Collection[str], progress: Progress | None) -> QueryVectors:
+        """The `views` ("expand", "no_expand", "dense") of texts from one backbone pass, each pooled over a text's
+        windows (max for the sparse views, normalised mean for dense); a view not asked for is None."""
+        expand, no_expand, owners = [], [], []
+        dense_sum = np.zeros((len(texts), self.dense_size), dtype=np.float32) if "dense" in views else None
+        for batch_owners, raws, dense in self._text_batches(texts, progress):
+            owners.append(batch_owners)
+            if "expand" in views and "no_expand" in views:  # one head pass for both
+                expanded, masked = self._sparsify_views(dense, raws)
+                expand.append(expanded)
+                no_expand.append(masked)
+            elif "expand" in views:
+                expand.append(self._sparsify(dense))
+            elif "no_expand" in views:
+                no_expand.append(self._sparsify(dense, raws))
+            if dense_sum is not None:
+                np.add.at(dense_sum, batch_owners, dense.cpu().numpy())
+        window_owners = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+
+        def pooled(rows: list[sp.csr_matrix], view: str) -> sp.csr_matrix | None:
+            return _max_pool(self._stack(rows), window_owners, len(texts)) if view in views else None
+
+        return QueryVectors(pooled(expand, "expand"), pooled(no_expand, "no_expand"),
+                            None if dense_sum is None else _unit_rows(dense_sum))
+
+    def _image_batches(self, images: list[ImageInput], progress: Progress | None) -> Iterator[torch.Tensor]:
+        """Images -> batches -> backbone, as `_text_batches`: each batch's dense vectors (on the head's device)."""
+        backbone, device = self._need_backbone(), self.head.proj.weight.device
+        for start in range(0, len(images), self.batch_size):
+            batch = [load_image(image) for image in images[start : start + self.batch_size]]
+            yield backbone.embed_images(batch).to(device)
+            if progress:
+                progress(len(batch))
+
     @torch.inference_mode()
     def _sparsify(self, dense: torch.Tensor, mask_texts: Sequence[str] | None = None) -> sp.csr_matrix:
         """Head output as CSR; with `mask_texts`, each row keeps only the word pieces of its raw text.
@@ -295,7 +296,6 @@ class Encoder:
             ids, attention = tokens["input_ids"].to(dense.device), tokens["attention_mask"].to(dense.device)
         weights = self.head(dense, input_ids=ids, attention_mask=attention)
         return to_csr(weights)
-
 
     @torch.inference_mode()
     def _sparsify_views(self, dense: torch.Tensor, mask_texts: Sequence[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:

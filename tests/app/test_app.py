@@ -97,7 +97,7 @@ def test_image_terms_and_similar(client, app_encoder, local_index):
 
 def test_compare_sparse_and_dense(client, app_encoder, local_index):
     result = client.predict("a woman cutting a cake", 4, api_name="/compare")
-    dense = DenseIndex(local_index.dense).search(app_encoder.dense_text(["a woman cutting a cake"]), 4)
+    dense = DenseIndex(local_index.dense).search(app_encoder.encode_text_views(["a woman cutting a cake"]).dense, 4)
     assert [hit["row"] for hit in result["dense"]] == dense.indices[0].tolist()
     sparse_rows = {hit["row"] for hit in result["sparse"]}
     assert result["overlap_at_k"] == pytest.approx(len(sparse_rows & set(dense.indices[0].tolist())) / 4)

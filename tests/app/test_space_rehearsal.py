@@ -55,7 +55,7 @@ def published(encoder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def example_head(encoder, tokenizer_dir, tmp_path_factory) -> Path:
     """Stands in for the published head: image id 2 decodes to the reference README's terms."""
-    vector = encoder.dense_images([REAL_IMAGES / EXAMPLE_FILE])[0]
+    vector = encoder.encode_images_with_dense([REAL_IMAGES / EXAMPLE_FILE])[1][0]
     return save_example_head(tmp_path_factory.mktemp("example-head"), vector, EXAMPLE_TERMS, tokenizer_dir)
 
 

@@ -195,7 +195,7 @@ def write_verify_dataset(folder: Path, encoder, generated: int = 3) -> Path:
     names = ["generated-0.jpg", "COCO_val2014_000000391895.jpg", EXAMPLE_FILE, "COCO_val2014_000000522418.jpg",
              *(f"generated-{i}.jpg" for i in range(1, generated))]
     pictures = [REAL_IMAGES / name if name.startswith("COCO_") else make_image(int(name[10:-4]) + 7) for name in names]
-    image_vectors = encoder.dense_images(pictures)
+    _, image_vectors = encoder.encode_images_with_dense(pictures)
     images, raws = [], []
     for imgid, name in enumerate(names):
         captions = VERIFY_CAPTIONS.get(name) or [f"A colour field (number {imgid}) with a bright box{end}"

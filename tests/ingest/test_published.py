@@ -183,7 +183,7 @@ def test_head_only_encoder_sparsifies_like_the_full_one_and_refuses_text(app_enc
 
     head_only = Encoder.head_only(str(app_head_dir), str(tokenizer_dir), device="cpu")
     captions = ["A boy leads a buffalo to the market.", "a cake on the road"]
-    dense = app_encoder.dense_text(captions)
+    dense = app_encoder.encode_text_views(captions).dense
     for mode, masks in (("expand", None), ("no_expand", captions)):
         ours = head_only.sparsify(dense, mask_texts=masks)
         full = app_encoder.encode_text(captions, mode=mode)

@@ -48,7 +48,7 @@ def test_blip_vectors_are_its_projected_cls_normalised(encoder):
 
     blip = encoder.backbone
     images = [make_image(seed) for seed in range(5)]
-    dense_texts, dense_images = encoder.dense_text(CAPTIONS), encoder.dense_images(images)
+    dense_texts, dense_images = encoder.encode_text_views(CAPTIONS).dense, encoder.encode_images_with_dense(images)[1]
     assert dense_texts.shape == (len(CAPTIONS), DENSE_SIZE) and dense_images.shape == (5, DENSE_SIZE)
     model = blip.model
     with torch.no_grad():

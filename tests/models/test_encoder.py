@@ -79,7 +79,7 @@ def test_no_expand_keeps_exactly_the_texts_own_tokens_in_a_padded_batch(lit_enco
     assert lit_encoder.encode_text("a cat").nnz == 30522  # every term lights up before masking
     assert lit_encoder.batch_size >= len(MASKED_CAPTIONS)  # one batch: the short captions are padded
     views = lit_encoder.encode_text_views(MASKED_CAPTIONS)
-    dense = lit_encoder.dense_text(MASKED_CAPTIONS)
+    dense = views.dense
     for name, rows in [("encode_text", lit_encoder.encode_text(MASKED_CAPTIONS, mode="no_expand")),
                        ("encode_text_views", views.no_expand), ("encode_captions", lit_encoder.encode_captions(MASKED_CAPTIONS)),
                        ("sparsify", lit_encoder.sparsify(dense, mask_texts=MASKED_CAPTIONS))]:
@@ -98,8 +98,8 @@ def test_long_text_is_the_max_over_its_windows(wide_encoder, mode):
                                         wide_encoder.backbone.max_text_tokens - 2)]
     per_window = wide_encoder.encode_text(raws, mode=mode).toarray()
     np.testing.assert_allclose(pooled.toarray()[0], per_window.max(axis=0), rtol=1e-5)
-    dense = wide_encoder.dense_text(ARTICLE)
-    window_mean = wide_encoder.dense_text(windows).mean(axis=0)
+    dense = wide_encoder.encode_text_views(ARTICLE).dense
+    window_mean = wide_encoder.encode_text_views(windows).dense.mean(axis=0)
     np.testing.assert_allclose(dense[0], window_mean / np.linalg.norm(window_mean), rtol=1e-4, atol=1e-6)
 
 
@@ -132,7 +132,7 @@ def test_no_expand_keeps_the_raw_texts_word_pieces_punctuation_included(punctuat
     views = encoder.encode_text_views(raw)
     assert_same_rows(views.no_expand, masked)
     # the head on the same dense vector, masked by the raw text: what evaluation does with published captions
-    assert_same_rows(encoder.sparsify(encoder.dense_text(raw), mask_texts=[raw]), masked)
+    assert_same_rows(encoder.sparsify(views.dense, mask_texts=[raw]), masked)
     plain = "a dog brown runs on the beach look wow 1 done"  # the cleaned text: same words, no punctuation
     assert not set(encoder.encode_text(plain, mode="no_expand").indices) & punctuation
 
@@ -175,8 +175,8 @@ def test_caption_groups_are_max_pooled(wide_encoder):
         wide_encoder.encode_captions([[]])
 
 
-def test_dense_text_is_unit_length(encoder):
-    dense = encoder.dense_text(CAPTIONS)
+def test_dense_view_is_unit_length(encoder):
+    dense = encoder.encode_text_views(CAPTIONS).dense
     assert dense.shape == (len(CAPTIONS), 256) and dense.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, rtol=1e-5)
 
@@ -202,7 +202,7 @@ def test_images_batch_equals_one_by_one_and_accepts_paths_bytes_and_pil(encoder,
     sparse, dense = encoder.encode_images_with_dense([make_image(1), make_image(2)])
     np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, rtol=1e-5)
     assert_same_rows(encoder.sparsify(dense), sparse)  # the head on precomputed vectors gives the same rows
-    np.testing.assert_allclose(encoder.dense_images([make_image(1)]), dense[:1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(encoder.encode_images_with_dense([make_image(1)])[1], dense[:1], rtol=1e-4, atol=1e-6)
 
 
 def test_a_bad_image_is_refused(encoder, tmp_path):
@@ -245,7 +245,7 @@ def test_a_model_that_is_not_blip_retrieval_is_refused(head_dir, tokenizer_dir, 
 
 def test_text_views_run_the_head_once_per_batch_and_equal_each_mode(wide_encoder):
     """encode_text_views: one head pass per batch of windows (not one per view); each view the same floats as
-    encode_text in that mode and dense_text."""
+    encode_text in that mode, and the dense view the backbone's normalised window mean (the head is not in it)."""
     texts = ["a cat on a mat.", ARTICLE, "Two (small) dogs!"]
     calls = []
     hook = wide_encoder.head.register_forward_hook(lambda module, args, out: calls.append(out.shape[0]))
@@ -258,4 +258,8 @@ def test_text_views_run_the_head_once_per_batch_and_equal_each_mode(wide_encoder
     for view, mode in ((views.expand, "expand"), (views.no_expand, "no_expand")):
         want = wide_encoder.encode_text(texts, mode=mode)
         assert (view != want).nnz == 0 and view.nnz == want.nnz, mode
-    np.testing.assert_allclose(views.dense, wide_encoder.dense_text(texts), rtol=1e-5, atol=1e-6)
+    windows, _, owners = wide_encoder._windows(texts)
+    per_window = torch.cat([wide_encoder.backbone.embed_texts(windows[start : start + wide_encoder.batch_size])
+                            for start in range(0, len(windows), wide_encoder.batch_size)]).numpy()
+    mean = np.stack([per_window[owners == i].mean(axis=0) for i in range(len(texts))])
+    np.testing.assert_allclose(views.dense, mean / np.linalg.norm(mean, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
