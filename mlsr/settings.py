@@ -31,6 +31,9 @@ DOCUMENTS: tuple[str, ...] = ("image", "caption", "image+caption")  # the seed p
 
 # -- limits at the boundary --------------------------------------------------------------------------------
 MAX_K = 100  # result rows one request of the app may ask for
+ENCODE_BATCH = 32  # images or text windows per backbone pass (library, CLI, evaluation)
+SERVICE_ENCODE_BATCH = 16  # ... in the app's service: one request's windows, with a smaller peak memory on a Space
+HEAD_BATCH = 1024  # precomputed dense vectors per pass of the sparse head alone (Encoder.head_only, sparsify)
 MAX_TOP_K = 200  # terms one request of the app may ask for
 
 # -- article mode: a whole article in, images for each of its sections out -------------------------------

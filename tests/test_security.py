@@ -127,7 +127,7 @@ def test_item_urls_are_never_handed_to_the_browser_and_only_dataset_hosts_are_fe
     import scipy.sparse as sp
 
     from mlsr.serving.pictures import Pictures
-    from mlsr.serving.service import Hit
+    from mlsr.serving.results import Hit
     from mlsr.app.handlers import gallery_items
     from mlsr.index.sparse import SparseIndex
 

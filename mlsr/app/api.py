@@ -15,7 +15,8 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from mlsr.app.handlers import MODELS, user_errors
-from mlsr.serving.service import Service, rounded
+from mlsr.serving.results import rounded
+from mlsr.serving.service import Service
 from mlsr.app.uploads import uploaded_image
 from mlsr.ingest.licences import parse_licences
 from mlsr.settings import ARTICLE_K
@@ -24,11 +25,11 @@ from mlsr.settings import ARTICLE_K
 def add_api(service: Service) -> None:
     """Named endpoints returning JSON, for `gradio_client` and as MCP tools (see docs/app.md): the docstrings and
     type hints are what an agent reads about each tool. Gradio reads one line per argument and per return value."""
-    for fn in (*text_endpoints(service), *image_endpoints(service)):
+    for fn in (*_text_endpoints(service), *_image_endpoints(service)):
         gr.api(fn, api_name=fn.__name__, concurrency_id=MODELS)
 
 
-def text_endpoints(service: Service) -> list[Callable]:
+def _text_endpoints(service: Service) -> list[Callable]:
     """/suggest, /suggest_article, /search_terms and /compare."""
 
     @user_errors
@@ -107,7 +108,7 @@ def text_endpoints(service: Service) -> list[Callable]:
     return [suggest, suggest_article, search_terms, compare]
 
 
-def image_endpoints(service: Service) -> list[Callable]:
+def _image_endpoints(service: Service) -> list[Callable]:
     """/image_terms and /similar: the image is an upload, never a URL the server would fetch."""
 
     @user_errors

@@ -37,7 +37,7 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
     with gr.Tab("Article", id="article"):
         result_state = gr.State(None)  # the ArticleSuggestion on screen
         chosen_state = gr.State([])  # per section: the position of its chosen image, or None
-        c = article_inputs(examples)
+        c = _article_inputs(examples)
         text, upload, title, k, unique, collapse, min_score = c.text, c.upload, c.title, c.k, c.unique, c.collapse, \
             c.min_score
         button, split, plan, joined = c.button, c.split, c.plan, c.joined
@@ -47,7 +47,7 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
         def sections(result: ArticleSuggestion | None):
             if result is not None:
                 for number in range(len(result.sections)):
-                    section_view(result, number, show, chosen_state, preview, downloads)
+                    _section_view(result, number, show, chosen_state, preview, downloads)
 
         with gr.Row():
             download = gr.DownloadButton("Download the illustrated Markdown", visible=False,
@@ -67,14 +67,14 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
             return f"{_RECIPE}\n\n**{literal(str(error))}**", gr.update(choices=[], value=[])
         choices = [(f"{n + 1} · {section_label(article, n)}", n) for n in range(1, len(article.sections))]
         joined_value = [n for n in joined_value or [] if 0 < n < len(article.sections)]
-        return plan_markdown(join_sections(article, joined_value)), gr.update(choices=choices, value=joined_value)
+        return _plan_markdown(join_sections(article, joined_value)), gr.update(choices=choices, value=joined_value)
 
     plan_inputs = [text, split, title, joined]
     for trigger in (text.change, split.change, title.change, joined.input):
         trigger(on_plan, plan_inputs, [plan, joined], api_visibility="private", queue=False, show_progress="hidden")
     def on_upload(file):  # a refused file is said in the plan, under the article; the article's text stays
         try:
-            return read_upload(file), gr.update()
+            return _read_upload(file), gr.update()
         except InputError as error:
             return gr.update(), f"**{literal(str(error))}**"
 
@@ -91,7 +91,7 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
         line = (f"**{plural(shown, 'image')} for {plural(len(result.sections), 'section')}**"
                 f" (one encoder batch for all sections) · {timing_text(result.timings)}. The first image of each"
                 " section is chosen until you choose another.")
-        files = [write_markdown(result, chosen), *write_exports(result, chosen)]
+        files = [_write_markdown(result, chosen), *write_exports(result, chosen)]
         return result, chosen, line, result.markdown(chosen), *[gr.update(value=f, visible=True) for f in files]
 
     def blank(message: str):
@@ -102,7 +102,7 @@ def article_screen(service: Service, show: Show, examples: list[Path]) -> None:
                  concurrency_id=MODELS)
 
 
-def article_inputs(examples: list[Path]) -> SimpleNamespace:
+def _article_inputs(examples: list[Path]) -> SimpleNamespace:
     """The Article screen's inputs: the text (or a file), the page title, k, the two switches, and the split."""
     with gr.Row():
         with gr.Column(scale=3):
@@ -137,7 +137,7 @@ def article_inputs(examples: list[Path]) -> SimpleNamespace:
                            button=button, split=split, plan=plan, joined=joined, min_score=min_score)
 
 
-def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_state, preview, downloads) -> None:
+def _section_view(result: ArticleSuggestion, number: int, show: Show, chosen_state, preview, downloads) -> None:
     """One section: its heading and query, its images, why the selected one ranked, and 'choose this one'
     (which updates the shared `chosen_state`, the Markdown `preview` and the `download`)."""
     found = result.sections[number]
@@ -147,13 +147,13 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
                     f"**Query:** {literal(_clip(found.query, 200))}", elem_id=f"article-section-{number}")
         if not found.hits:
             gr.Gallery([], visible=False)  # where a gallery was before a re-run: Gradio's page breaks on a new type
-            gr.Markdown(no_match_markdown(found.no_match) if found.no_match else taken_markdown()
+            gr.Markdown(no_match_markdown(found.no_match) if found.no_match else _taken_markdown()
                         if found.candidates else nothing_matched(1), elem_id=f"article-nomatch-{number}")
             return
         gallery = gr.Gallery(show(found.hits), columns=4, height="auto", object_fit="cover", allow_preview=False,
                              label="Select an image to see why it ranked", elem_classes="mlsr-gallery",
                              elem_id=f"article-gallery-{number}")
-        why = gr.Markdown(section_why(found, 0), elem_id=f"article-why-{number}")
+        why = gr.Markdown(_section_why(found, 0), elem_id=f"article-why-{number}")
         # Gradio's hint wants a list of (str, str | float | None): a list of (str, float | None) is one, but lists are
         # invariant to mypy
         terms = gr.HighlightedText(chips(found.terms[0][:_SHOWN_SHARED]),  # type: ignore[arg-type]
@@ -162,17 +162,17 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
         with gr.Row():
             choose = gr.Button("Choose this one", size="sm", elem_id=f"article-choose-{number}")
             none = gr.Button("No image here", size="sm", elem_id=f"article-none-{number}")
-            chosen_line = gr.Markdown(chosen_markdown(found, 0), elem_id=f"article-chosen-{number}")
+            chosen_line = gr.Markdown(_chosen_markdown(found, 0), elem_id=f"article-chosen-{number}")
 
     def on_select(event: gr.SelectData):
         position = event.index if isinstance(event.index, int) else event.index[0]
-        return position, section_why(found, position), chips(found.terms[position][:_SHOWN_SHARED])
+        return position, _section_why(found, position), chips(found.terms[position][:_SHOWN_SHARED])
 
     def on_choose(chosen: list, position: int | None):
         chosen = list(chosen)
         chosen[number] = position
-        paths = [write_markdown(result, chosen), *write_exports(result, chosen)]
-        return chosen, chosen_markdown(found, position), result.markdown(chosen), *[gr.update(value=p) for p in paths]
+        paths = [_write_markdown(result, chosen), *write_exports(result, chosen)]
+        return chosen, _chosen_markdown(found, position), result.markdown(chosen), *[gr.update(value=p) for p in paths]
 
     gallery.select(on_select, None, [selected, why, terms], api_visibility="private", queue=False)
     choose.click(on_choose, [chosen_state, selected], [chosen_state, chosen_line, preview, *downloads],
@@ -181,7 +181,7 @@ def section_view(result: ArticleSuggestion, number: int, show: Show, chosen_stat
                *downloads], api_visibility="private", queue=False)
 
 
-def plan_markdown(article: Article) -> str:
+def _plan_markdown(article: Article) -> str:
     """The split as it will be searched: the page title, then each section with its size and its query."""
     head = (f"{_RECIPE}\n\n**{plural(len(article.sections), 'section')}**, split at {article.split}"
             + (f" · page title: *{literal(article.title)}*" if article.title else " · no page title"))
@@ -194,24 +194,24 @@ def plan_markdown(article: Article) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
-def taken_markdown() -> str:
+def _taken_markdown() -> str:
     return ("**No image left for this section:** the images that match it went to sections that score them"
             " higher. Untick *No image twice* to see them here too.")
 
 
-def section_why(found, position: int) -> str:
+def _section_why(found, position: int) -> str:
     hit = found.hits[position]
     return why_markdown(hit.rank, hit.id, hit.score, hit.caption, len(found.terms[position]), credit_markdown(hit))
 
 
-def chosen_markdown(found, position: int | None) -> str:
+def _chosen_markdown(found, position: int | None) -> str:
     if position is None:
         return "**Chosen:** no image for this section"
     hit = found.hits[position]
     return f"**Chosen:** #{hit.rank} {literal(hit.caption or hit.id)}"
 
 
-def write_markdown(result: ArticleSuggestion, chosen: list) -> str:
+def _write_markdown(result: ArticleSuggestion, chosen: list) -> str:
     """The illustrated Markdown as a file to download, named after the page title; older files are removed."""
     DOWNLOADS.mkdir(exist_ok=True)
     for old in DOWNLOADS.glob("*/*.md"):
@@ -223,7 +223,7 @@ def write_markdown(result: ArticleSuggestion, chosen: list) -> str:
     return str(path)
 
 
-def read_upload(file) -> str:
+def _read_upload(file) -> str:
     """The text of an uploaded .txt or .md file (UTF-8; other encodings are refused with an InputError)."""
     path = Path(file if isinstance(file, str) else getattr(file, "name", ""))
     try:

@@ -15,7 +15,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from mlsr.serving.pictures import picture_file
-from mlsr.serving.service import Hit
+from mlsr.serving.results import Hit
 from mlsr.app.uploads import refuse
 from mlsr.app.views import score_text
 from mlsr.errors import MlsrError
@@ -61,12 +61,12 @@ def gallery_items(hits: list[Hit], placeholder: Path, picture: Callable[[int], b
                   ) -> list[tuple]:
     """(image, caption) pairs for a Gallery: '#rank · score · caption or id'. The image is the row's picture as a
     file in Gradio's cache folder, which the app itself serves (the browser asks no other host), or the placeholder."""
-    return [(picture_path(hit, placeholder, picture),
+    return [(_picture_path(hit, placeholder, picture),
              f"#{hit.rank} · {score_text(hit.score)} · {hit.caption or hit.id}"
              + (f" · {hit.license}" if hit.license else "")) for hit in hits]
 
 
-def picture_path(hit: Hit, placeholder: Path, picture: Callable[[int], bytes | None]) -> str:
+def _picture_path(hit: Hit, placeholder: Path, picture: Callable[[int], bytes | None]) -> str:
     """The file the app serves for a hit's picture (in Gradio's cache folder), or the placeholder's."""
     found = picture(hit.row)
     return str(picture_file(found, Path(get_upload_folder()) / "mlsr-pictures") if found is not None else placeholder)
@@ -84,4 +84,4 @@ class Show:
         return gallery_items(hits, self.placeholder, self.picture)
 
     def picture_of(self, hit: Hit) -> str:
-        return picture_path(hit, self.placeholder, self.picture)
+        return _picture_path(hit, self.placeholder, self.picture)

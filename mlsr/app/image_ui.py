@@ -14,7 +14,8 @@ import gradio as gr
 import pandas as pd
 
 from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in, user_errors
-from mlsr.serving.service import Hit, Service
+from mlsr.serving.results import Hit
+from mlsr.serving.service import Service
 from mlsr.app.suggest_ui import PLOTTED_TERMS, explanation
 from mlsr.app.uploads import uploaded_image
 from mlsr.app.views import chips, plural, timing_text
@@ -64,7 +65,7 @@ def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
         terms = found[1]
         summary = (f"**{plural(terms.active_terms, 'active term')}** of {service.encoder.vocab_size:,}. "
                    + timing_text(terms.timings))
-        return (found, summary, *term_views(terms.terms, top_k), show(terms.similar), terms.query, terms.similar,
+        return (found, summary, *_term_views(terms.terms, top_k), show(terms.similar), terms.query, terms.similar,
                 gr.update(visible=False))
 
     def blank(message: str):
@@ -79,7 +80,7 @@ def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
         trigger(shown_in(on_image, blank), [image, found_state, image_top_k], image_outputs, preprocess=False,
                 api_visibility="private", concurrency_id=MODELS)
     image.clear(lambda: blank(""), None, image_outputs, api_visibility="private", queue=False)
-    image_top_k.release(lambda found, top_k: term_views(found[1].terms, top_k) if found else (None, None),
+    image_top_k.release(lambda found, top_k: _term_views(found[1].terms, top_k) if found else (None, None),
                         [found_state, image_top_k], [image_chips, image_plot], api_visibility="private", queue=False)
 
     @user_errors
@@ -107,7 +108,7 @@ def image_screen(service: Service, show: Show, examples: list[Path]) -> None:
                api_visibility="private", concurrency_id=MODELS)
 
 
-def term_views(terms: Terms, top_k: int) -> tuple:
+def _term_views(terms: Terms, top_k: int) -> tuple:
     """An image's top `top_k` terms as chips, and the chart of the first PLOTTED_TERMS of them."""
     shown = terms[: max(1, int(top_k))]
     top = shown[:PLOTTED_TERMS]

@@ -57,20 +57,20 @@ _DATA_URI_ONLY = ("send the image itself as a data: URI (data:image/jpeg;base64,
                  " paths on the server are not read.")
 
 
-def image_input(listed: dict) -> dict:
+def _image_input(listed: dict) -> dict:
     """An image parameter's schema as it is: a string holding a data: URI, with Gradio's description kept."""
     return {"type": "string", "pattern": "^data:", "contentMediaType": "image/*",
             "description": listed.get("description") or _DATA_URI_ONLY}
 
 
-def on_origin(value: Any, root_url: str) -> Any:
+def _on_origin(value: Any, root_url: str) -> Any:
     """A copy of a JSON answer whose hits' `image` paths (`thumbnails/<id>`) are absolute URLs on `root_url`."""
     if isinstance(value, dict):
         return {key: (f"{root_url.rstrip('/')}/{inner}" if key == "image" and isinstance(inner, str)
-                      and inner.startswith(THUMBNAIL_ROUTE + "/") else on_origin(inner, root_url))
+                      and inner.startswith(THUMBNAIL_ROUTE + "/") else _on_origin(inner, root_url))
                 for key, inner in value.items()}
     if isinstance(value, list):
-        return [on_origin(inner, root_url) for inner in value]
+        return [_on_origin(inner, root_url) for inner in value]
     return value
 
 
@@ -84,7 +84,7 @@ def structure_answers(demo) -> None:
 
     def as_json(data, root_url):
         if len(data) == 1 and isinstance(data[0], dict):
-            return [types.TextContent(type="text", text=json.dumps(on_origin(data[0], root_url), ensure_ascii=False))]
+            return [types.TextContent(type="text", text=json.dumps(_on_origin(data[0], root_url), ensure_ascii=False))]
         return postprocess(data, root_url)
 
     server.postprocess_output_data = as_json
@@ -96,7 +96,7 @@ def structure_answers(demo) -> None:
             tool.outputSchema = _OUTPUT_SCHEMAS.get(tool.name, tool.outputSchema)
             if tool.name in _IMAGE_INPUTS:
                 properties = tool.inputSchema["properties"]
-                properties[_IMAGE_INPUTS[tool.name]] = image_input(properties[_IMAGE_INPUTS[tool.name]])
+                properties[_IMAGE_INPUTS[tool.name]] = _image_input(properties[_IMAGE_INPUTS[tool.name]])
         return result
 
     async def called(request):

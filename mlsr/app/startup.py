@@ -27,7 +27,7 @@ def prepare_command(index_dir: str | Path, dataset: str | Path = DEFAULT_DATASET
     return f"python -m mlsr prepare --index {index_dir}{extra}"
 
 
-def builds_on_first_start(index_dir: str | Path, dataset: str | None) -> bool:
+def _builds_on_first_start(index_dir: str | Path, dataset: str | None) -> bool:
     """The app builds a missing index from published vectors when it is the default one or a dataset is named."""
     return dataset is not None or Path(index_dir) == Path(DEFAULT_INDEX)
 
@@ -44,7 +44,7 @@ def first_start(index: str | Path, dataset: str | None) -> FirstStart:
         return "load"
     if Path(index) != Path(DEFAULT_INDEX) and is_hub_index(index):
         return "download"
-    return "build" if builds_on_first_start(index, dataset) else "load"
+    return "build" if _builds_on_first_start(index, dataset) else "load"
 
 
 def missing_index_hint(index_dir: str | Path, dataset: str | None) -> str:
@@ -73,11 +73,11 @@ def start_index(index: str | Path, dataset: str | None, *, head: str, tokenizer:
               " read it there)", file=sys.stderr)
         return str(index)
     if step == "build":
-        build_missing_index(Path(index), dataset or DEFAULT_DATASET, head=head, tokenizer=tokenizer, device=device)
+        _build_missing_index(Path(index), dataset or DEFAULT_DATASET, head=head, tokenizer=tokenizer, device=device)
     return Path(index)  # a Path is always read as a folder, never as a Hub id
 
 
-def build_missing_index(index: Path, dataset: str, *, head: str, tokenizer: str, device: str | None = None) -> None:
+def _build_missing_index(index: Path, dataset: str, *, head: str, tokenizer: str, device: str | None = None) -> None:
     """Build the missing folder `index` from the published vectors of `dataset`, with a console progress bar."""
     from mlsr.progress import print_pictures, progress_bar
     from mlsr.ingest.published import ensure_index
@@ -114,7 +114,7 @@ def startup_guide(index_dir: str | Path, *, backbone: str, head: str, tokenizer:
     manifest; models that are local folders are not offered for download.
     """
     index = str(index_dir)
-    rebuild = rebuild_command(Path(index)) if broken_index and Path(index).is_dir() else None
+    rebuild = _rebuild_command(Path(index)) if broken_index and Path(index).is_dir() else None
     get_index = (f"## Rebuild the index\n`{index}` cannot be used as it is; rebuild it as it was"
                  f" built:\n```\n{rebuild}\n"
                  f"python app.py --index {index}\n```" if rebuild else
@@ -149,7 +149,7 @@ python app.py --index index/mine
 """
 
 
-def rebuild_command(index_dir: Path) -> str | None:
+def _rebuild_command(index_dir: Path) -> str | None:
     """The command that builds `index_dir` again as its manifest says it was built (read as it is, unverified), or
     None when the manifest does not say (or cannot be read)."""
     manifest = manifest_as_is(index_dir)

@@ -12,7 +12,8 @@ import pandas as pd
 from mlsr.app.exports_ui import filter_options, suggest_filters, suggest_summary
 from mlsr.app.handlers import MODELS, Show, progress_stage, shown_in, user_errors
 from mlsr.ingest.licences import licence_choices
-from mlsr.serving.service import Hit, Service
+from mlsr.serving.results import Hit
+from mlsr.serving.service import Service
 from mlsr.serving.terms import term_table
 from mlsr.app.terms_ui import STATUS_INTO_VIEW, TABLE_COLUMNS, term_editor, wire_add_term
 from mlsr.app.views import (chips, credit_markdown, expansion_markdown, plural, shaded, timing_markdown, timing_text,
@@ -31,7 +32,7 @@ _SHOW_RESULTS_ON_A_PHONE = ("() => { if (window.innerWidth < 700) document.query
 
 def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
     """Article text -> ranked images, the text shaded by term weight, why a selected image ranked, editable terms."""
-    c = suggest_components(examples, licence_choices(service.index.items))
+    c = _suggest_components(examples, licence_choices(service.index.items))
     query_state, hits_state, selected_state = c.query_state, c.hits_state, c.selected_state
     text, k, mode, results, why_row, table, more = c.text, c.k, c.mode, c.results, c.why_row, c.editor.table, c.more
 
@@ -100,7 +101,7 @@ def suggest_screen(service: Service, show: Show, examples: list[Path]) -> None:
                concurrency_id=MODELS)
 
 
-def suggest_components(examples: list[Path], licences: list[str]) -> SimpleNamespace:
+def _suggest_components(examples: list[Path], licences: list[str]) -> SimpleNamespace:
     """The Suggest screen's components (its events are wired by `suggest_screen`); `licences`: the filter's
     choices, the licence families the gallery records."""
     example_list = None

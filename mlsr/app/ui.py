@@ -66,7 +66,7 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
     show = Show(placeholder, service.pictures.picture)
     # delete_cache: uploads and rendered thumbnails older than an hour are removed every 30 minutes.
     # UploadsOnly: requests carry uploaded files only, never a URL the server would fetch (mlsr.app.uploads).
-    with AppBlocks(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
+    with _AppBlocks(title="mlsr: multimodal learned sparse retrieval", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# mlsr: image suggestions you can read\n"
             "Text and images become weighted bags of vocabulary terms; an image ranks high when it lights up"
@@ -76,14 +76,14 @@ def build_ui(service: Service, *, examples_dir: Path, images_dir: Path, placehol
             suggest_screen(service, show, sorted(examples_dir.glob("*.txt")))
             article_screen(service, show, sorted(examples_dir.glob("*.md")))
             image_screen(service, show, sorted(images_dir.glob("*.jpg")))
-            compare_screen(service, show)
-            about_screen(service.about())
+            _compare_screen(service, show)
+            _about_screen(service.about())
         add_api(service)
     demo.routes = [picture_route(service.pictures)]
     return demo
 
 
-class AppBlocks(UploadsOnly):
+class _AppBlocks(UploadsOnly):
     """The app's Blocks: launched, they also serve `routes` (the pictures, `mlsr.serving.pictures`) on the same origin,
     and their MCP tools answer JSON with output schemas (`mlsr.app.mcp`)."""
 
@@ -100,7 +100,7 @@ class AppBlocks(UploadsOnly):
         return launched
 
 
-def compare_screen(service: Service, show: Show) -> None:
+def _compare_screen(service: Service, show: Show) -> None:
     """The same text ranked by the sparse index and by FAISS over the dense vectors of the same items."""
     about = service.about()
     with gr.Tab("Compare", id="compare"):
@@ -123,7 +123,7 @@ def compare_screen(service: Service, show: Show) -> None:
                 sparse_gallery = gr.Gallery(label="Sparse (learned terms)", columns=4, height="auto",
                                             object_fit="cover", allow_preview=False, elem_id="sparse-gallery",
                                             elem_classes="mlsr-gallery")
-                dense_gallery = gr.Gallery(label=f"Dense (FAISS, {dense_label(about)})", columns=4, height="auto",
+                dense_gallery = gr.Gallery(label=f"Dense (FAISS, {_dense_label(about)})", columns=4, height="auto",
                                            object_fit="cover", allow_preview=False, elem_id="dense-gallery",
                                            elem_classes="mlsr-gallery")
 
@@ -143,7 +143,7 @@ def compare_screen(service: Service, show: Show) -> None:
                 [compare_summary, sparse_gallery, dense_gallery], api_visibility="private", concurrency_id=MODELS)
 
 
-def about_screen(about: dict) -> None:
+def _about_screen(about: dict) -> None:
     """Facts about the index and models, how the method works, and the most frequent terms."""
     with gr.Tab("About", id="about"):
         gr.Markdown(about_markdown(about), elem_id="about-text")
@@ -153,7 +153,7 @@ def about_screen(about: dict) -> None:
                    label="Most frequent terms (documents holding them)")
 
 
-def dense_label(about: dict) -> str:
+def _dense_label(about: dict) -> str:
     """'<backbone>, 256-d': the dense model of the comparison, as the index records it."""
     backbone = about["built_with"].get("backbone") or about["models"].get("backbone") or "dense model"
     return f"{backbone}, {about['dense_size']}-d" if about.get("dense_size") else backbone
@@ -178,11 +178,11 @@ def about_markdown(about: dict) -> str:
         " explained exactly by the shared terms. In `no_expand` mode the query keeps only its own words."
         f" {WORD_PIECES}\n\n"
         f"Papers: {_PAPERS}. Photos in the examples: MS-COCO (Flickr, licenses per image; annotations CC BY 4.0)."
-        + verification_markdown(about.get("verification"))
+        + _verification_markdown(about.get("verification"))
     )
 
 
-def verification_markdown(verdict: dict | None) -> str:
+def _verification_markdown(verdict: dict | None) -> str:
     """A line on the last `python -m mlsr verify` verdict, if one was saved beside the index."""
     if not verdict:
         return ""

@@ -20,7 +20,7 @@ from mlsr.articles.sections import Article, Section, section_label
 from mlsr.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlsr.serving.service import Hit
+    from mlsr.serving.results import Hit
 
 
 @dataclass

@@ -34,7 +34,8 @@ from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, TEXT_FILE, open_dataset
 from mlsr.errors import InputError
 from mlsr.images import IMAGE_SUFFIXES
 from mlsr.index.hub import is_hub_index
-from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_DATASET, DEFAULT_HEAD, DEFAULT_INDEX, DEFAULT_TOKENIZER, Status
+from mlsr.settings import (DEFAULT_BACKBONE, DEFAULT_DATASET, DEFAULT_HEAD, DEFAULT_INDEX, DEFAULT_TOKENIZER,
+                           ENCODE_BATCH, Status)
 from mlsr.text import clean_caption
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,7 +139,7 @@ def verify(
     only: Sequence[str] = _CHECKS,
     expect_r1: float | None = None,
     device: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = ENCODE_BATCH,
     images_dir: str | Path = _ASSET_IMAGES,
     progress: Status | None = None,
 ) -> Verdict:

@@ -24,7 +24,7 @@ from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, TEXT_FILE, write_vectors
 from mlsr.errors import InputError
 from mlsr.images import load_image
 from mlsr.models.record import recorded_name
-from mlsr.settings import Progress
+from mlsr.settings import ENCODE_BATCH, Progress
 from mlsr.text import check_text, clean_caption
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +74,7 @@ def encode_dense(
     val_fraction: float | None = None,
     test_fraction: float = 0.0,
     seed: int = 0,
-    batch_size: int = 32,
+    batch_size: int = ENCODE_BATCH,
     strict: bool = False,
     chunk_size: int = _CHUNK_SIZE,
     progress: Progress | None = None,

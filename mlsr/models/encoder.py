@@ -20,7 +20,8 @@ from mlsr.models.backbone import Backbone, load_backbone, text_windows_of
 from mlsr.models.head import SparseHead, token_mask
 from mlsr.models.record import ModelRecord, ModelRef, recorded_name
 from mlsr.models.tokenizer import LockedTokenizer, load_tokenizer
-from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_MODES, EncodeMode, Progress
+from mlsr.settings import (DEFAULT_BACKBONE, DEFAULT_HEAD, DEFAULT_TOKENIZER, ENCODE_BATCH, ENCODE_MODES, HEAD_BATCH,
+                           EncodeMode, Progress)
 from mlsr.text import MAX_TEXT_CHARS, as_texts
 from mlsr.threads import configure_torch
 from mlsr.vocab import Terms, Vocabulary
@@ -36,7 +37,7 @@ class Encoder:
     head: SparseHead
     tokenizer: LockedTokenizer  # the head's tokenizer: term ids for masking and decoding
     vocab: Vocabulary
-    batch_size: int = 32
+    batch_size: int = ENCODE_BATCH
     max_chars: int = MAX_TEXT_CHARS
     tokenizer_source: str | None = None
     backbone_ref: ModelRef | None = None  # head_only: the backbone that made the vectors (weights not loaded)
@@ -52,7 +53,7 @@ class Encoder:
         tokenizer: str = DEFAULT_TOKENIZER,
         *,
         device: str | None = None,
-        batch_size: int = 32,
+        batch_size: int = ENCODE_BATCH,
         text_int8: bool = False,
     ) -> Encoder:
         """Load backbone, head and tokenizer, each from a Hub id or a local folder; `text_int8`: the opt-in 8-bit
@@ -75,7 +76,7 @@ class Encoder:
         tokenizer: str = DEFAULT_TOKENIZER,
         *,
         device: str | None = None,
-        batch_size: int = 1024,
+        batch_size: int = HEAD_BATCH,
         backbone: ModelRef | None = None,
     ) -> Encoder:
         """Head and tokenizer without the dense backbone: sparsifies precomputed vectors (published datasets).
@@ -204,8 +205,9 @@ class Encoder:
         if masks is not None and not all(isinstance(text, str) for text in masks):
             raise InputError("mask_texts must be texts (str), one per row.")
         tensor = torch.from_numpy(dense).to(self.head.proj.weight.device)
-        rows = [self._sparsify(tensor[start : start + 1024], masks[start : start + 1024] if masks is not None else None)
-                for start in range(0, len(dense), 1024)]
+        rows = [self._sparsify(tensor[start : start + HEAD_BATCH],
+                               masks[start : start + HEAD_BATCH] if masks is not None else None)
+                for start in range(0, len(dense), HEAD_BATCH)]
         return sp.vstack(rows, format="csr") if rows else _empty(0, self.vocab_size)
 
     def decode(self, row, top_k: int | None = 20, *, keep_punctuation: bool = False) -> Terms:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -32,88 +32,14 @@ from mlsr.images import ImageInput
 from mlsr.index.modes import rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
 from mlsr.models.encoder import Encoder
-from mlsr.settings import ARTICLE_K, MAX_K, MAX_SECTION_K, MAX_TOP_K, NEAR_DUPLICATE_COSINE, QueryMode
+from mlsr.settings import (ARTICLE_K, MAX_K, MAX_SECTION_K, MAX_TOP_K, NEAR_DUPLICATE_COSINE, SERVICE_ENCODE_BATCH,
+                           QueryMode)
+from mlsr.serving.results import Comparison, Hit, ImageTerms, Suggestion
 from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
 
 Stage = Callable[[float, str], None]  # progress: (fraction done, what is happening)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One ranked item, as the API returns it: the row, the item id, the score, a caption, `image`: where the app
-    serves its picture (`thumbnails/<id>`, relative to the app's root URL; MCP answers make it absolute on the
-    app's origin; None only when the item has no picture at all), and `source`: the original's URL, for a link
-    (never an `<img src>`), when the item came from the web."""
-
-    rank: int
-    row: int
-    id: str
-    score: float
-    image: str | None
-    caption: str
-    source: str | None = None
-    credit: str = ""  # the credit the licence requires (title, author, source, licence), when the index records it
-    author: str = ""
-    license: str = ""
-    license_url: str = ""
-
-
-@dataclass
-class Suggestion:
-    """Ranked images for a text, with the query vector that ranked them and its term-level views."""
-
-    text: str
-    mode: str
-    hits: list[Hit]
-    query: sp.csr_matrix
-    highlights: list[tuple[str, float | None]]
-    expansion: Terms
-    table: list[list]
-    timings: dict[str, float] = field(default_factory=dict)
-    no_match: str = ""  # why no image is shown: the best scored below the minimum ("" otherwise)
-
-    @property
-    def active_terms(self) -> int:
-        return int(self.query.nnz)
-
-    def to_json(self) -> dict:
-        return {
-            "text": self.text, "mode": self.mode, "active_terms": self.active_terms,
-            "query_terms": self.table, "expansion_terms": rounded(self.expansion), "no_good_match": self.no_match,
-            "results": [asdict(hit) for hit in self.hits], "timings_ms": self.timings,
-        }
-
-
-@dataclass
-class ImageTerms:
-    """An image's weighted terms and the nearest indexed images by sparse dot product."""
-
-    terms: Terms
-    active_terms: int
-    similar: list[Hit]
-    timings: dict[str, float] = field(default_factory=dict)
-    query: sp.csr_matrix | None = None  # the image's own vector, which ranked `similar`
-
-    def to_json(self) -> dict:
-        return {"active_terms": self.active_terms, "terms": rounded(self.terms),
-                "similar": [asdict(hit) for hit in self.similar], "timings_ms": self.timings}
-
-
-@dataclass
-class Comparison:
-    """The same text ranked by the sparse index and by the dense FAISS index."""
-
-    sparse: list[Hit]
-    dense: list[Hit]
-    overlap: float  # |top-k sparse ∩ top-k dense| / k
-    active_terms: int
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"sparse": [asdict(h) for h in self.sparse], "dense": [asdict(h) for h in self.dense],
-                "overlap_at_k": self.overlap, "active_terms": self.active_terms, "timings_ms": self.timings}
 
 
 @dataclass(init=False)
@@ -142,7 +68,8 @@ class Service:
         started = time.perf_counter()
         index = index_dir if isinstance(index_dir, SparseIndex) else SparseIndex.load(index_dir)
         searcher = open_backend(index, backend, milvus_uri, collection)
-        encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=16, text_int8=text_int8)
+        encoder = Encoder.from_pretrained(backbone, head, tokenizer, device=device, batch_size=SERVICE_ENCODE_BATCH,
+                                       text_int8=text_int8)
         index.check_models(encoder.models())
         logger.info("loaded the models and %d indexed items from %s in %.1f s", len(index), index.source,
                     time.perf_counter() - started)
@@ -371,9 +298,6 @@ class Service:
         return path if path.is_file() else None
 
 
-def rounded(terms) -> list[list]:
-    """[[term, weight], ...] with weights to 4 decimals: every answer of the API writes weights so."""
-    return [[term, round(float(weight), 4)] for term, weight in terms]
 
 
 def public_name(model: str | None) -> str | None:

@@ -176,7 +176,7 @@ def test_scores_and_rows_of_other_shapes_are_refused():
 
 def _suggestion():
     from mlsr.articles.suggestions import ArticleSuggestion, SectionSuggestion
-    from mlsr.serving.service import Hit
+    from mlsr.serving.results import Hit
 
     article = split_article("# Trams\n\nLead words.\n\n## History\n\nHorse trams.\n")
     hits = [[Hit(1, 4, "a.jpg", 2.5, "thumbnails/a.jpg", "a tram", "https://x/a.jpg"),

@@ -9,7 +9,7 @@ import pytest
 
 from mlsr.articles.sections import split_article
 from mlsr.articles.suggestions import ArticleSuggestion, SectionSuggestion, keep_good_matches
-from mlsr.serving.service import Hit
+from mlsr.serving.results import Hit
 from mlsr.errors import InputError
 
 ARTICLE = """# Water buffalo

@@ -153,7 +153,7 @@ def test_result_lines_read_well():
 
 
 def test_gallery_captions_never_show_minus_zero(tmp_path):
-    from mlsr.serving.service import Hit
+    from mlsr.serving.results import Hit
     from mlsr.app.handlers import gallery_items
 
     hits = [Hit(1, 0, "a", -0.0001, None, "cap"), Hit(2, 1, "b", -0.5, None, "")]
