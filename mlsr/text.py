@@ -64,13 +64,6 @@ def clean_caption(text: str) -> str:
     return _SPACES.sub(" ", _BLIP_PUNCTUATION.sub(" ", text)).strip()
 
 
-def split_windows(
-    text: str, count_tokens: Callable[[Sequence[str]], list[int]], max_tokens: int
-) -> list[str]:
-    """The cleaned texts of `text_windows(text, count_tokens, max_tokens)`."""
-    return [window.text for window in text_windows(text, count_tokens, max_tokens)]
-
-
 def text_windows(
     text: str, count_tokens: Callable[[Sequence[str]], list[int]], max_tokens: int
 ) -> list[Window]:

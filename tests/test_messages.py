@@ -48,9 +48,9 @@ def test_the_scan_sees_a_flag_where_there_is_one():
     ("give expect_r1=PERCENT, or (only='text,image')", "give --expect-r1 PERCENT, or (--only text,image)"),
 ])
 def test_the_command_line_says_the_hints_as_its_flags(message, shown):
-    from mlsr.cli import as_flags
+    from mlsr.cli import _as_flags
 
-    assert as_flags(message) == shown
+    assert _as_flags(message) == shown
 
 
 def test_texts_that_are_not_texts_are_named(encoder):

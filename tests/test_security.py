@@ -128,7 +128,7 @@ def test_item_urls_are_never_handed_to_the_browser_and_only_dataset_hosts_are_fe
 
     from mlsr.serving.pictures import Pictures
     from mlsr.serving.results import Hit
-    from mlsr.app.handlers import gallery_items
+    from mlsr.app.handlers import _gallery_items
     from mlsr.index.sparse import SparseIndex
 
     requests: list[str] = []
@@ -154,7 +154,7 @@ def test_item_urls_are_never_handed_to_the_browser_and_only_dataset_hosts_are_fe
     try:
         pictures = Pictures(index)
         hits = [Hit(i + 1, i, str(i), 1.0, None, "") for i in range(len(urls))]
-        shown = gallery_items(hits, placeholder, pictures.picture)
+        shown = _gallery_items(hits, placeholder, pictures.picture)
         assert [image for image, _ in shown] == [str(placeholder)] * len(urls)
     finally:
         server.shutdown()

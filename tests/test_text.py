@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mlsr.errors import InputError
-from mlsr.text import MAX_TEXT_CHARS, Window, check_text, clean_caption, split_windows, text_windows
+from mlsr.text import MAX_TEXT_CHARS, Window, check_text, clean_caption, text_windows
 
 
 def word_pieces(words):
@@ -32,15 +32,20 @@ def test_huge_text_and_non_text_are_refused():
         check_text(None)
 
 
+def cleaned_windows(text, count_tokens, max_tokens) -> list[str]:
+    """The cleaned text of each window (what the dense model reads)."""
+    return [window.text for window in text_windows(text, count_tokens, max_tokens)]
+
+
 def test_short_text_is_one_window_equal_to_its_cleaned_self():
     text = "A red bus. Parked on the street!"
-    assert split_windows(text, word_pieces, 33) == [clean_caption(text)]
+    assert cleaned_windows(text, word_pieces, 33) == [clean_caption(text)]
 
 
 def test_long_text_windows_respect_the_limit_and_keep_every_word_in_order():
     sentences = [f"Sentence number {i} talks about topic {i} in several plain words." for i in range(40)]
     text = " ".join(sentences)
-    windows = split_windows(text, word_pieces, 20)
+    windows = cleaned_windows(text, word_pieces, 20)
     assert len(windows) > 10
     assert all(sum(word_pieces(w.split())) <= 20 for w in windows)
     assert " ".join(windows).split() == clean_caption(text).split()
@@ -49,12 +54,12 @@ def test_long_text_windows_respect_the_limit_and_keep_every_word_in_order():
 def test_whole_sentences_are_kept_together_when_they_fit():
     text = "one two three. four five six. seven eight nine."
     # each sentence costs 3 pieces; a 7-piece window holds two sentences, never a sentence and a half
-    assert split_windows(text, lambda ws: [1] * len(ws), 7) == ["one two three four five six", "seven eight nine"]
+    assert cleaned_windows(text, lambda ws: [1] * len(ws), 7) == ["one two three four five six", "seven eight nine"]
 
 
 def test_a_sentence_longer_than_a_window_is_cut_between_words():
     text = " ".join(f"w{i}" for i in range(10))
-    assert split_windows(text, lambda ws: [1] * len(ws), 4) == ["w0 w1 w2 w3", "w4 w5 w6 w7", "w8 w9"]
+    assert cleaned_windows(text, lambda ws: [1] * len(ws), 4) == ["w0 w1 w2 w3", "w4 w5 w6 w7", "w8 w9"]
 
 
 def test_windows_carry_their_raw_spans():
@@ -70,7 +75,6 @@ def test_windows_carry_their_raw_spans():
        st.integers(1, 12))
 def test_raw_spans_cut_the_text_into_consecutive_pieces(text, max_tokens):
     windows = text_windows(text, word_pieces, max_tokens)
-    assert [w.text for w in windows] == split_windows(text, word_pieces, max_tokens)
     if windows:
         assert "".join(w.raw for w in windows) == text  # every character in exactly one window, in order
         for window in windows:  # a window's raw span holds exactly its own words

@@ -57,7 +57,7 @@ def progress_stage(progress: gr.Progress) -> Callable[[float, str], None]:
     return lambda fraction, message: progress(fraction, desc=message)
 
 
-def gallery_items(hits: list[Hit], placeholder: Path, picture: Callable[[int], bytes | None] = lambda row: None
+def _gallery_items(hits: list[Hit], placeholder: Path, picture: Callable[[int], bytes | None] = lambda row: None
                   ) -> list[tuple]:
     """(image, caption) pairs for a Gallery: '#rank · score · caption or id'. The image is the row's picture as a
     file in Gradio's cache folder, which the app itself serves (the browser asks no other host), or the placeholder."""
@@ -81,7 +81,7 @@ class Show:
     picture: Callable[[int], bytes | None]
 
     def __call__(self, hits: list[Hit]) -> list[tuple]:
-        return gallery_items(hits, self.placeholder, self.picture)
+        return _gallery_items(hits, self.placeholder, self.picture)
 
     def picture_of(self, hit: Hit) -> str:
         return _picture_path(hit, self.placeholder, self.picture)

@@ -146,7 +146,7 @@ def _compare_screen(service: Service, show: Show) -> None:
 def _about_screen(about: dict) -> None:
     """Facts about the index and models, how the method works, and the most frequent terms."""
     with gr.Tab("About", id="about"):
-        gr.Markdown(about_markdown(about), elem_id="about-text")
+        gr.Markdown(_about_markdown(about), elem_id="about-text")
         gr.BarPlot(pd.DataFrame({"term": [t for t, _ in about["top_terms"]],
                                  "documents": [int(w) for _, w in about["top_terms"]]}),
                    x="term", y="documents", sort="-y", height=300, x_label_angle=-45, y_lim=[0, None],
@@ -159,7 +159,7 @@ def _dense_label(about: dict) -> str:
     return f"{backbone}, {about['dense_size']}-d" if about.get("dense_size") else backbone
 
 
-def about_markdown(about: dict) -> str:
+def _about_markdown(about: dict) -> str:
     models = about["models"]
     built = about["built_with"]
     return (

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 _HINT = re.compile(r"\b([a-z][a-z0-9_]*)=(True|None|'[^'\s]*'|[A-Z]+\b)")
 
 
-def as_flags(message: str) -> str:
+def _as_flags(message: str) -> str:
     """A library message's parameter hints as this command line's flags: `replace=True` -> `--replace`,
     `amp='bf16'` -> `--amp bf16`, `mlm=None` -> `--mlm none`, `expect_r1=PERCENT` -> `--expect-r1 PERCENT`
     (library errors speak of parameters)."""
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return_large_blocks()  # freed large arrays go back to the system (mlsr.allocator)
         return args.run(args)
     except MlsrError as error:
-        print(f"error: {as_flags(str(error))}", file=sys.stderr)
+        print(f"error: {_as_flags(str(error))}", file=sys.stderr)
         return 2
     except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
         # a file the command was pointed at, refused by the operating system where no check of ours caught it

@@ -42,7 +42,7 @@ class Collection:
     shards_read: int = 0
 
 
-def parquet_shards(name_or_path: str | Path, split: str | None) -> Iterator[Path]:
+def _parquet_shards(name_or_path: str | Path, split: str | None) -> Iterator[Path]:
     """The dataset's parquet shards of `split` (all when None), one local path at a time (downloaded lazily)."""
     path = Path(str(name_or_path)).expanduser()
     if path.is_dir():
@@ -175,7 +175,7 @@ def load_collection(*, texts: str | Path = TEXTS, images: str | Path = IMAGES, q
 def _read_qrels(qrels: str | Path, split: str) -> Qrels:
     """Every judgement of `split`: {text id: {image id: relevance}}."""
     judged: Qrels = {}
-    for shard in parquet_shards(qrels, split):
+    for shard in _parquet_shards(qrels, split):
         for batch in _batches(shard, ("text_id", "image_id", "rel"), 65536):
             for text_id, image_id, rel in zip(batch["text_id"], batch["image_id"], batch["rel"]):
                 judged.setdefault(str(text_id), {})[str(image_id)] = int(rel)
@@ -185,7 +185,7 @@ def _read_qrels(qrels: str | Path, split: str) -> Qrels:
 def _query_texts(texts: str | Path, split: str, wanted: set[str], max_chars: int) -> dict[str, str]:
     """The AToMiC query of each wanted text id (page title + section title + context), cut at `max_chars`."""
     found: dict[str, str] = {}
-    for shard in parquet_shards(texts, split):
+    for shard in _parquet_shards(texts, split):
         for batch in _batches(shard, ("text_id", *QUERY_FIELDS), 4096):
             for i, text_id in enumerate(batch["text_id"]):
                 if str(text_id) in wanted:
@@ -216,7 +216,7 @@ def _sample_images(collection: Collection, images: str | Path, needed: set[str],
             return True
         return False
 
-    for shard in parquet_shards(images, None):
+    for shard in _parquet_shards(images, None):
         collection.shards_read += 1
         if progress:
             progress(f"image shard {collection.shards_read}: {shard.name}")

@@ -25,12 +25,12 @@ def write_run(path: str | Path, query_ids: Sequence[str], doc_ids: Sequence[str]
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for q, qid in enumerate(query_ids):
             hits = np.asarray(indices[q]) >= 0
-            written = file_scores(np.asarray(scores[q])[hits])
+            written = _file_scores(np.asarray(scores[q])[hits])
             for rank, (row, score) in enumerate(zip(np.asarray(indices[q])[hits], written), 1):
                 handle.write(f"{qid} Q0 {doc_ids[int(row)]} {rank} {score:.9g} {name}\n")
 
 
-def file_scores(scores: np.ndarray) -> list[float]:
+def _file_scores(scores: np.ndarray) -> list[float]:
     """Best-first scores as float32 values, each strictly below the one before (see `write_run`)."""
     written, previous = [], None
     for score in np.asarray(scores, dtype=np.float32):

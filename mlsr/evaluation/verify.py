@@ -117,7 +117,7 @@ def parse_checks(text: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(name for name in known if name in names)
 
 
-def expected_r1(head: str, expect_r1: float | None) -> float:
+def _expected_r1(head: str, expect_r1: float | None) -> float:
     """The R@1 (%) the retrieval check aims at: `expect_r1`, else the published figure of `head`."""
     if expect_r1 is not None:
         if not 0 <= expect_r1 <= 100:
@@ -153,7 +153,7 @@ def verify(
     checks = parse_checks(only)
     if isinstance(captions, bool) or not isinstance(captions, int) or captions < 1:
         raise InputError(f"captions must be a whole number >= 1, got {captions!r}.")
-    target = expected_r1(head, expect_r1) if "retrieval" in checks else None
+    target = _expected_r1(head, expect_r1) if "retrieval" in checks else None
     say = progress or (lambda message: None)
     needs_backbone = bool({"text", "image", "int8"} & set(checks))
     say("loading the models")

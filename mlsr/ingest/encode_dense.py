@@ -159,7 +159,7 @@ def _pairs(images_dir: Path, captions_path: str | Path, val_fraction: float | No
     if given_splits is not None:  # each captioned image's rows name its split, under the key its captions have
         return paired, groups, [given_splits.get(n) or given_splits[Path(n).name] for n in paired], "captions file"
     val_fraction = 0.1 if val_fraction is None else val_fraction
-    splits = random_splits(len(paired), val_fraction, test_fraction, seed)
+    splits = _random_splits(len(paired), val_fraction, test_fraction, seed)
     return paired, groups, splits, {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
 
 
@@ -183,7 +183,7 @@ def _meta_images(names: list[str], groups: list[list[str]], splits: list[str]) -
     return meta_images, text_ids
 
 
-def random_splits(n: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+def _random_splits(n: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
     """A seeded split of n images: round(n * val_fraction) to val, round(n * test_fraction) to test, rest train."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise InputError(

@@ -68,7 +68,7 @@ def read_file(page: dict, families: frozenset[str] | None) -> WikiFile | str:
         return "the wiki made no thumbnail of it"
     meta = info.get("extmetadata") or {}
     licence = plain(_value(meta, "LicenseShortName")) or plain(_value(meta, "License"))
-    family = licence_family(licence)
+    family = _licence_family(licence)
     free = family in FREE_FAMILIES and _value(meta, "NonFree").strip().lower() not in ("true", "1")
     if families is not None and not free:
         return f"not free (licence: {licence or 'none given'})"
@@ -84,7 +84,7 @@ def read_file(page: dict, families: frozenset[str] | None) -> WikiFile | str:
     )
 
 
-def licence_family(name: str) -> str:
+def _licence_family(name: str) -> str:
     """CC0, PD, CC-BY, CC-BY-SA, GFDL, FAL, or '' (another licence, or a non-free one such as CC BY-NC)."""
     text = " ".join(name.upper().replace("_", " ").split())
     if text.startswith("CC0") or "CC-ZERO" in text or "CC ZERO" in text:
@@ -118,7 +118,7 @@ def parse_licences(spec: str | None) -> frozenset[str] | None:
 
 def item_licence(item: Item) -> str:
     """An index item's licence family ('' for an item without a recorded licence, e.g. a COCO photo)."""
-    return licence_family(str(item.get("license") or ""))
+    return _licence_family(str(item.get("license") or ""))
 
 
 def _wiki_name(page: str) -> str:

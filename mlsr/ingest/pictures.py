@@ -151,7 +151,7 @@ def fetch_picture(source: str | Path) -> bytes:
     return picture
 
 
-def fetchable(url: str, allowed: frozenset[str] = frozenset()) -> bool:
+def _fetchable(url: str, allowed: frozenset[str] = frozenset()) -> bool:
     """True for an http(s) URL on one of the datasets' image hosts, or one of the exact URLs in `allowed` (those a
     wiki's API answered for its files): the only URLs the server fetches."""
     parts = urlsplit(url)
@@ -163,7 +163,7 @@ def _thumbnail(source: str | Path, opener: urllib.request.OpenerDirector,
     """(thumbnail, "") or (None, why not), for a worker thread."""
     try:
         if isinstance(source, str) and "://" in source:
-            if not fetchable(source, allowed):
+            if not _fetchable(source, allowed):
                 return None, f"not fetched: {urlsplit(source).hostname or source!r} is not a dataset image host"
             return thumbnail_of(_download(source, opener, user_agent)), ""
         return thumbnail_of(Path(source)), ""
@@ -220,7 +220,7 @@ class _SameHosts(urllib.request.HTTPRedirectHandler):
         self.allowed = allowed
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if not fetchable(newurl, self.allowed):
+        if not _fetchable(newurl, self.allowed):
             raise InputError(f"{req.full_url} redirects to {urlsplit(newurl).hostname!r}, not a dataset image host")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 

@@ -11,7 +11,7 @@ from tests.helpers.data import CAPTIONS, make_image
 from tests.helpers.models import CLIP_DENSE_SIZE, DENSE_SIZE
 from mlsr.models.backbone import load_backbone
 from mlsr.data.lsr42 import load_dense_dataset
-from mlsr.ingest.encode_dense import encode_dense, random_splits
+from mlsr.ingest.encode_dense import encode_dense, _random_splits
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.images import load_image
 from mlsr.text import clean_caption
@@ -101,12 +101,12 @@ def test_splits_from_a_column_and_their_errors(blip, image_folder, tmp_path):
 
 
 def test_random_splits_are_seeded_and_sized():
-    a = random_splits(100, 0.1, 0.05, seed=3)
-    assert a == random_splits(100, 0.1, 0.05, seed=3) and a != random_splits(100, 0.1, 0.05, seed=4)
+    a = _random_splits(100, 0.1, 0.05, seed=3)
+    assert a == _random_splits(100, 0.1, 0.05, seed=3) and a != _random_splits(100, 0.1, 0.05, seed=4)
     assert (a.count("val"), a.count("test"), a.count("train")) == (10, 5, 85)
-    assert random_splits(3, 0.1, 0.0, seed=0).count("val") == 1  # at least one when asked for
+    assert _random_splits(3, 0.1, 0.0, seed=0).count("val") == 1  # at least one when asked for
     with pytest.raises(InputError):
-        random_splits(10, 0.6, 0.5, seed=0)
+        _random_splits(10, 0.6, 0.5, seed=0)
 
 
 def test_unreadable_images_are_skipped_with_their_captions(blip, tmp_path):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from mlsr.data.trec import file_scores, read_qrels, read_run, write_run
+from mlsr.data.trec import _file_scores, read_qrels, read_run, write_run
 from mlsr.errors import InputError
 from tests.helpers.data import ROOT
 
@@ -29,7 +29,7 @@ ULP_BELOW_1 = 2.0 ** -24  # float32 spacing just under 1
     ([3.0, 3.0, 1.0], [3.0, 3.0 - ULP_BELOW_4, 1.0]),
 ])
 def test_file_scores_are_strictly_decreasing_float32_steps_by_hand(scores, expected):
-    assert file_scores(np.asarray(scores, dtype=np.float64)) == expected
+    assert _file_scores(np.asarray(scores, dtype=np.float64)) == expected
 
 
 def test_run_ranks_start_at_one_and_ties_keep_our_order(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import pytrec_eval
 
 from tests.helpers.datasets import ATOMIC_QUERIES, DISTRACTOR_CAPTIONS, write_atomic
-from mlsr.data.atomic_trec import load_collection, parquet_shards
+from mlsr.data.atomic_trec import load_collection, _parquet_shards
 from mlsr.cli import main
 from mlsr.data.trec import read_qrels, read_run
 
@@ -30,7 +30,7 @@ def test_collection_takes_validation_queries_their_images_and_distractors(atomic
     caption = dict(zip(collection.image_ids, collection.captions))
     assert caption["img-000"] == ATOMIC_QUERIES[0][4]
     assert all(data[:4] == b"RIFF" for data in collection.image_bytes)  # WebP bytes out of the image struct
-    assert [p.name for p in parquet_shards(texts, "validation")] == ["validation-00000-of-00001-abc.parquet"]
+    assert [p.name for p in _parquet_shards(texts, "validation")] == ["validation-00000-of-00001-abc.parquet"]
 
 
 def test_limit_bounds_the_image_shards_read(atomic):

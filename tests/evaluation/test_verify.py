@@ -142,19 +142,19 @@ def test_a_dataset_without_the_photos_or_the_example_fails_those_checks(encoder,
 
 def test_the_about_screen_shows_the_saved_verdict(app_encoder, app_index, tmp_path):
     from mlsr.serving.service import Service
-    from mlsr.app.ui import about_markdown
+    from mlsr.app.ui import _about_markdown
     from mlsr.evaluation.verify import CheckResult, Verdict, save_verdict, verdict_path
     from mlsr.index.sparse import SparseIndex
 
     index_dir = tmp_path / "index" / "gallery"
     shutil.copytree(app_index, index_dir)
     service = Service(app_encoder, SparseIndex.load(index_dir), index_dir)
-    assert service.about()["verification"] is None and "Reproduction check" not in about_markdown(service.about())
+    assert service.about()["verification"] is None and "Reproduction check" not in _about_markdown(service.about())
     verdict = Verdict([CheckResult(1, "text", True, 0.9991, "..."), CheckResult(3, "example", False, 6.0, "...")],
                       dict(service.loaded_sources()),  # as verify saves them: the names the models were given by
                       "lsr42/mscoco-blip-dense", "2026-01-02 03:04 UTC")
     save_verdict(verdict, verdict_path(index_dir))
-    shown = about_markdown(service.about())
+    shown = _about_markdown(service.about())
     assert "Reproduction check" in shown and "**FAIL**" in shown and "2026-01-02 03:04 UTC" in shown
     assert "1 text agreement PASS (0.9991)" in shown and "3 published example FAIL (6)" in shown
     assert "other models" not in shown

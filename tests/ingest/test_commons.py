@@ -23,7 +23,7 @@ from mlsr.cli import main
 from mlsr.errors import InputError
 from mlsr.index.sparse import SparseIndex
 from mlsr.index.thumbnails import thumbnail_of
-from mlsr.ingest.licences import licence_family, parse_licences, plain
+from mlsr.ingest.licences import _licence_family, parse_licences, plain
 from mlsr.ingest.mediawiki import file_title
 from tests.helpers.data import ROOT, make_image
 from tests.helpers.mediawiki import file_page, mediawiki, record_wiki
@@ -201,7 +201,7 @@ def test_refusals_are_one_line(tmp_path, models, capsys):
 
 
 def test_licence_reading():
-    assert [licence_family(name) for name in ("CC BY-SA 3.0", "CC-BY-4.0", "cc0", "Public domain", "PD-old",
+    assert [_licence_family(name) for name in ("CC BY-SA 3.0", "CC-BY-4.0", "cc0", "Public domain", "PD-old",
                                               "CC BY-NC 2.0", "GFDL", "Fair use", "")] == \
         ["CC-BY-SA", "CC-BY", "CC0", "PD", "PD", "", "GFDL", "", ""]
     assert parse_licences("cc0, cc-by") == {"CC0", "CC-BY"} and parse_licences("any") is None

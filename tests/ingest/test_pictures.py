@@ -29,7 +29,7 @@ from mlsr.cli import main
 from mlsr.errors import InputError
 from mlsr.index.sparse import SparseIndex
 from mlsr.index.thumbnails import thumbnail_of
-from mlsr.ingest.pictures import collect_pictures, fetch_picture, fetchable
+from mlsr.ingest.pictures import collect_pictures, fetch_picture, _fetchable
 from mlsr.ingest.published import import_dense
 from mlsr.models.encoder import Encoder
 from tests.helpers.data import ROOT, make_image
@@ -175,7 +175,7 @@ def test_a_url_off_the_image_hosts_is_never_asked_for(url, urls, photos, tmp_pat
     its neighbour on the COCO host is fetched as usual."""
     with coco_proxy(photos) as proxy:
         use_proxy(monkeypatch, proxy.url)
-        assert not fetchable(url)
+        assert not _fetchable(url)
         with pytest.raises(InputError):
             fetch_picture(url)
         found, report = collect_pictures(["coco", "edited"], [urls[0], url], tmp_path / "index")

@@ -12,7 +12,7 @@ from tests.helpers.models import make_head
 from mlsr.models.encoder import Encoder
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.models.head import HeadConfig, SparseHead
-from mlsr.text import split_windows, text_windows
+from mlsr.text import text_windows
 
 ARTICLE = " ".join(
     f"The {animal} is a common animal in the region of {place}. Farmers keep it for milk and work in the fields."
@@ -90,7 +90,8 @@ def test_no_expand_keeps_exactly_the_texts_own_tokens_in_a_padded_batch(lit_enco
 
 @pytest.mark.parametrize("mode", ["expand", "no_expand"])
 def test_long_text_is_the_max_over_its_windows(wide_encoder, mode):
-    windows = split_windows(ARTICLE, wide_encoder.backbone.count_tokens, wide_encoder.backbone.max_text_tokens - 2)
+    windows = [window.text for window in text_windows(ARTICLE, wide_encoder.backbone.count_tokens,
+                                                        wide_encoder.backbone.max_text_tokens - 2)]
     assert len(windows) > 3
     pooled = wide_encoder.encode_text(ARTICLE, mode=mode)
     # each window encoded on its own: the raw span gives the same cleaned window and the same mask

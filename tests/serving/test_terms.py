@@ -154,10 +154,10 @@ def test_result_lines_read_well():
 
 def test_gallery_captions_never_show_minus_zero(tmp_path):
     from mlsr.serving.results import Hit
-    from mlsr.app.handlers import gallery_items
+    from mlsr.app.handlers import _gallery_items
 
     hits = [Hit(1, 0, "a", -0.0001, None, "cap"), Hit(2, 1, "b", -0.5, None, "")]
-    assert [caption for _, caption in gallery_items(hits, tmp_path / "missing.png")] == ["#1 · 0.00 · cap",
+    assert [caption for _, caption in _gallery_items(hits, tmp_path / "missing.png")] == ["#1 · 0.00 · cap",
                                                                                        "#2 · -0.50 · b"]
 
 
