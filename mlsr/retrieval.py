@@ -16,9 +16,9 @@ from mlsr.errors import InputError
 from mlsr.index.modes import NO_HIT, rank
 from mlsr.index.sparse import Results, SparseIndex
 from mlsr.ingest.licences import item_licence
+from mlsr.items import Item
 from mlsr.query_vectors import QueryVectors
 from mlsr.settings import HYBRID_DEPTH, QueryMode
-from mlsr.items import Item
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.backends import SearchBackend

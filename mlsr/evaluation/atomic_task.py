@@ -22,8 +22,8 @@ from mlsr.evaluation.runs import Evaluation, QuerySet, evaluate_index
 from mlsr.evaluation.tables import text_table
 from mlsr.index.sparse import SparseIndex
 from mlsr.index.rows import place_rows
-from mlsr.settings import DOCUMENTS, Status
 from mlsr.items import Item
+from mlsr.settings import DOCUMENTS, Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.models.encoder import Encoder

@@ -43,8 +43,8 @@ from mlsr.index.manifest import (
     SPARSE_FILE, THUMBNAIL_FILES, check_manifest, postings_field, sealed,
 )
 from mlsr.index.thumbnails import Thumbnails
-from mlsr.vocab import VOCAB_FILE, Vocabulary
 from mlsr.items import Item
+from mlsr.vocab import VOCAB_FILE, Vocabulary
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from mlsr.index.hub import cached_copy_hint, locate_index
 from mlsr.index.inverted import HALF_MAX, InvertedIndex
 from mlsr.index.rows import as_csr, checked_rows, query_arrays
 from mlsr.index.thumbnails import Thumbnails
+from mlsr.items import Item
 from mlsr.models.record import ModelRecord, check_compatible
 from mlsr.vocab import Vocabulary, nonzero_terms
-from mlsr.items import Item
 
 logger = logging.getLogger(__name__)
 

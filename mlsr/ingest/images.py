@@ -26,8 +26,8 @@ from mlsr.index.folder import check_new_target
 from mlsr.index.rows import place_rows
 from mlsr.index.sparse import SparseIndex
 from mlsr.index.thumbnails import Thumbnails, make_thumbnail, thumbnail_of
-from mlsr.settings import DOCUMENTS, Documents, Progress
 from mlsr.items import Item
+from mlsr.settings import DOCUMENTS, Documents, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.models.encoder import Encoder

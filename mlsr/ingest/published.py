@@ -22,10 +22,10 @@ from mlsr.data.lsr42 import IMAGE_FILE, META_FILE, open_dataset
 from mlsr.errors import InputError, ModelLoadError
 from mlsr.index.folder import check_new_target
 from mlsr.index.sparse import SparseIndex
+from mlsr.items import Item
 from mlsr.models.record import recorded_name
 from mlsr.ingest.pictures import collect_pictures, discard_pictures, picture_source
 from mlsr.settings import DEFAULT_DATASET, DEFAULT_SPLIT, Progress
-from mlsr.items import Item
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsr.models.encoder import Encoder

@@ -17,13 +17,10 @@ from typing import cast
 import numpy as np
 import scipy.sparse as sp
 
+from mlsr.articles.cutoff import below_minimum
+from mlsr.articles.markdown import credit_line
 from mlsr.articles.sections import join_sections, split_article
 from mlsr.articles.suggestions import ArticleSuggestion, SectionSuggestion, assign, keep_good_matches
-from mlsr.articles.cutoff import below_minimum
-from mlsr.retrieval import rank_allowed
-from mlsr.articles.markdown import credit_line
-from mlsr.serving.pictures import Pictures, picture_url
-from mlsr.serving.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.backends import SearchBackend, open_backend
 from mlsr.backends.local import LocalBackend
 from mlsr.checks import check_k, check_mode, check_top_k
@@ -32,9 +29,12 @@ from mlsr.images import ImageInput
 from mlsr.index.modes import rank
 from mlsr.index.sparse import Results, SparseIndex, TermMatch
 from mlsr.models.encoder import Encoder
+from mlsr.retrieval import rank_allowed
+from mlsr.serving.pictures import Pictures, picture_url
+from mlsr.serving.results import Comparison, Hit, ImageTerms, Suggestion
+from mlsr.serving.terms import control_part, expansion_terms, highlight_text, term_table, vector_from_terms
 from mlsr.settings import (ARTICLE_K, MAX_K, MAX_SECTION_K, MAX_TOP_K, NEAR_DUPLICATE_COSINE, SERVICE_ENCODE_BATCH,
                            QueryMode)
-from mlsr.serving.results import Comparison, Hit, ImageTerms, Suggestion
 from mlsr.vocab import Terms
 
 logger = logging.getLogger(__name__)
