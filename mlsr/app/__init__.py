@@ -1,1 +1,1 @@
-"""The demo: what it does (service), its term views, and the Gradio interface over them."""
+"""The Gradio app: its screens, named API endpoints and MCP tools, wired over the search service (`mlsr.serving`)."""
