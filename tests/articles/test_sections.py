@@ -93,6 +93,13 @@ def test_bad_articles_get_a_clear_message(text, message):
         split_article(text)
 
 
+@pytest.mark.parametrize("split", ["auto", "headings", "paragraphs", "none"])
+@pytest.mark.parametrize("text", ["", "  \n\n \t\n", "# Title\n\n", "## A\n\n## B\n"])
+def test_an_article_without_words_is_empty_in_every_split(text, split):
+    with pytest.raises(InputError, match="empty"):
+        split_article(text, split)
+
+
 def test_a_section_too_long_for_a_query_is_named():
     with pytest.raises(InputError, match=r"section 2 \(Long\)"):
         split_article("# T\n\nshort lead\n\n## Long\n\n" + "word " * 4100).queries()
