@@ -159,6 +159,14 @@ def test_every_word_of_the_article_is_in_a_section_or_the_page_title(lines, spli
         assert word in kept
 
 
+def test_a_rule_above_the_page_title_is_not_text():
+    article = split_article("***\n\n# Trams\n\nLead.\n\n## Depots\n\nWhere trams sleep.")
+    assert article.title == "Trams"
+    assert [(section.title, section.text) for section in article.sections] == [("", "Lead."),
+                                                                                ("Depots", "Where trams sleep.")]
+    assert article.sections[0].start == article.text.index("Lead.")
+
+
 @pytest.mark.parametrize("split", ["auto", "headings", "paragraphs", "none"])
 def test_text_above_a_level_1_heading_is_kept_and_the_heading_is_a_section(split):
     article = split_article("Words above.\n\n# Trams\n\nLead.", split)
