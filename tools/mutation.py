@@ -26,7 +26,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "data": (["mlsr/data/trec.py"], ["tests/evaluation/test_metrics.py", "tests/data/test_trec_boundaries.py"]),
     "evaluation": (["mlsr/evaluation/metrics.py"],
                    ["tests/evaluation/test_metrics.py", "tests/evaluation/test_metrics_boundaries.py"]),
-    "files": (["mlsr/_files.py"], ["tests/test_files.py", "tests/test_files_boundaries.py"]),
+    "files": (["mlsr/_files.py"], ["tests/test_files.py", "tests/test_files_boundaries.py", "tests/test_files_release.py"]),
     "objectives": (["mlsr/training/objectives.py"], ["tests/training/test_objectives_boundaries.py"]),
     "head": (["mlsr/models/head.py"], ["tests/models/test_head.py", "tests/models/test_head_boundaries.py"]),
     "article": (["mlsr/articles/sections.py", "mlsr/articles/suggestions.py"],
