@@ -235,3 +235,19 @@ def test_a_bfloat16_head_hashes_its_float32_values_and_keeps_its_dtype_when_mask
     with torch.no_grad():
         out = head(torch.ones(1, 2, dtype=torch.bfloat16), input_ids=torch.tensor([[1]]))
     assert out.dtype == torch.bfloat16 and out[0, 0] == out[0, 2] == 0 and out[0, 1] > 0
+
+
+def test_a_hub_revision_loads_that_commit_not_main(tmp_path, monkeypatch):
+    """Two commits of one head repo in an offline Hugging Face cache, main at the second: asking for the first
+    loads the first's weights and records its commit (a dropped `revision` would load main's)."""
+    from tests.helpers.hub import add_snapshot, offline_hub
+
+    cache = offline_hub(monkeypatch, tmp_path / "cache")
+    first, second = "a" * 40, "b" * 40
+    for commit, eps, refs in ((first, 0.25, ()), (second, 0.5, ("main",))):
+        tiny_head(eps).save_pretrained(tmp_path / commit)
+        add_snapshot(cache, "lsr42/tiny-head", tmp_path / commit, commit, refs=refs, repo_type="model")
+    pinned = SparseHead.from_pretrained("lsr42/tiny-head", revision=first)
+    latest = SparseHead.from_pretrained("lsr42/tiny-head")
+    assert (pinned.revision, pinned.config.layer_norm_eps) == (first, 0.25)
+    assert (latest.revision, latest.config.layer_norm_eps) == (second, 0.5)
