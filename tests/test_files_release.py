@@ -54,3 +54,19 @@ def test_every_array_given_is_released_and_others_are_left_alone(mapped, tmp_pat
     release_pages(in_memory, None, array, other)  # arrays in memory and None first: the mapped ones still released
     assert resident_kib(path) < 16 and resident_kib(other_path) < 16
     assert in_memory.sum() == 10
+
+
+def test_what_cannot_be_released_is_left_without_an_error(monkeypatch):
+    """Nothing to release is no error: an object that is no array, a closed mapping (ValueError from madvise), an
+    advice the kernel refuses (OSError): the pages just stay resident."""
+    import mmap
+
+    class Mapped:  # what release_pages looks for: an array's `_mmap`
+        def __init__(self, mapping):
+            self._mmap = mapping
+
+    closed = mmap.mmap(-1, mmap.PAGESIZE)
+    closed.close()
+    release_pages([1, 2, 3], "text", Mapped(closed))
+    monkeypatch.setattr(mmap, "MADV_DONTNEED", 123456, raising=False)  # no such advice: EINVAL
+    release_pages(Mapped(mmap.mmap(-1, mmap.PAGESIZE)))
