@@ -1,0 +1,124 @@
+"""SparseIndex's own checks and its loading at their edges: `score` on empty, first and last rows and on what it
+refuses; loading the older formats (their items, vocabulary, dense vectors, info and precision kept), memory
+mapping, a Hub copy's name and hint, and what `save` records (mutation testing found these unchecked)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mlsr.errors import IndexFormatError, InputError
+from mlsr.index.manifest import MANIFEST_FILE, POSTING_FILES
+from mlsr.index.sparse import SparseIndex
+from mlsr.index.thumbnails import Thumbnails
+from mlsr.vocab import Vocabulary
+from tests.helpers.data import write_format1_index, write_format2_index
+from tests.helpers.hub import add_snapshot, offline_hub
+
+MATRIX = np.array([[1.0, 0, 2, 0], [0, 0.5, 0, 0], [3, 0, 0, 0.25]], dtype=np.float32)  # 3 documents, 4 terms
+ITEMS = [{"id": "first", "image": "a.jpg"}, {"id": "middle"}, {"id": "last", "captions": ["x"]}]
+
+
+def test_score_of_first_last_and_repeated_rows_is_the_hand_product():
+    index = SparseIndex.build(MATRIX, precision="float32")
+    query = sp.csr_matrix(np.array([[2, 0, 1, 4]], dtype=np.float32))
+    got = index.score(query, [2, 0, 0, 1])
+    assert got.dtype == np.float32 and got.tolist() == [7.0, 4.0, 4.0, 0.0]  # 2*3 + 4*0.25, 2*1 + 1*2, -, none
+    assert index.score(query, np.array([[2], [0]])).tolist() == [7.0, 4.0]
+    for empty in ([], np.array([], dtype=np.float64), np.zeros((0, 2), dtype=np.int32)):
+        scores = index.score(query, empty)
+        assert scores.shape == (0,) and scores.dtype == np.float32
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([3], r"^rows must lie in 0\.\.2\.$"), ([-1], r"^rows must lie in 0\.\.2\.$"), ([0, 3], r"^rows must lie in 0\.\.2\.$"),
+    ([1.0], "^rows must be whole numbers, got float64.$"), ([True, False], "^rows must be whole numbers, got bool.$"),
+    (["1"], "^rows must be whole numbers, got <U1.$"),
+])
+def test_score_refuses_rows_outside_the_index_or_not_whole(rows, message):
+    index = SparseIndex.build(MATRIX, precision="float32")
+    with pytest.raises(InputError, match=message):
+        index.score(sp.csr_matrix(np.ones((1, 4), dtype=np.float32)), rows)
+
+
+def test_score_takes_one_named_query_row():
+    index = SparseIndex.build(MATRIX, precision="float32")
+    with pytest.raises(InputError, match=r"^score\(\) takes one query row, got 2\.$"):
+        index.score(np.ones((2, 4), dtype=np.float32), [0])
+    with pytest.raises(InputError, match="^queries hold NaN"):
+        index.score(np.array([[np.nan, 0, 0, 0]]), [0])
+
+
+def test_a_document_is_its_matrix_row_with_sorted_terms():
+    index = SparseIndex.build(MATRIX, precision="float32")
+    for row in (0, 2):
+        document = index.document(row)
+        assert document.shape == (1, 4) and document.has_sorted_indices
+        np.testing.assert_array_equal(document.toarray()[0], MATRIX[row])
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_an_older_format_loads_with_everything_it_holds(tmp_path, fmt):
+    vocab = Vocabulary(["a", "b", "c", "d"])
+    models = {"vocab_size": 4, "vocab_sha256": vocab.sha256, "head": {"id": "h"}, "backbone": {"id": "b"}}
+    info = {"documents": "image", "note": "kept", "models": models}
+    if fmt == 1:
+        dense = np.arange(6, dtype=np.float32).reshape(3, 2)
+        folder = write_format1_index(tmp_path / "old", MATRIX, ITEMS, vocab=vocab, dense=dense, info=info)
+    else:
+        dense = None
+        folder = write_format2_index(tmp_path / "old", MATRIX, ITEMS, precision="float32", vocab=vocab, info=info)
+    loaded = SparseIndex.load(folder)
+    assert loaded.items == ITEMS and list(loaded.vocab.terms) == ["a", "b", "c", "d"] and loaded.precision == "float32"
+    assert loaded.info["documents"] == "image" and loaded.info["note"] == "kept"
+    np.testing.assert_array_equal(loaded.vectors.toarray(), MATRIX)
+    if dense is not None:
+        np.testing.assert_array_equal(loaded.dense, dense)
+    assert loaded.path == folder and loaded.hub_id is None and loaded.public_name == "old"
+
+
+def test_an_older_format_whose_vectors_are_bad_is_blamed_on_the_folder(tmp_path):
+    bad = MATRIX.copy()
+    bad[1, 1] = np.inf
+    folder = write_format1_index(tmp_path / "old", bad, ITEMS)
+    with pytest.raises(IndexFormatError, match=f"^index {folder}: document vectors hold NaN, infinite"):
+        SparseIndex.load(folder)
+
+
+def test_loading_maps_the_postings_unless_told_not_to(tmp_path):
+    SparseIndex.build(MATRIX, ITEMS, precision="float32").save(tmp_path / "idx")
+    mapped, in_memory = SparseIndex.load(tmp_path / "idx"), SparseIndex.load(tmp_path / "idx", mmap=False)
+    assert isinstance(mapped.inverted.weights.base, np.memmap) and not mapped.inverted.weights.flags.writeable
+    assert not isinstance(in_memory.inverted.weights.base, np.memmap) and in_memory.inverted.weights.flags.writeable
+    np.testing.assert_array_equal(mapped.vectors.toarray(), in_memory.vectors.toarray())
+
+
+def test_save_records_the_lineage_and_keeps_the_pictures(tmp_path):
+    index = SparseIndex.build(MATRIX, ITEMS, thumbnails=Thumbnails.from_pictures([b"RIFF0", None, b"RIFF2"]))
+    index.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / MANIFEST_FILE).read_text())
+    assert index.info["lineage"] == manifest["lineage"] and manifest["lineage"]
+    loaded = SparseIndex.load(tmp_path / "idx")
+    assert [loaded.picture(row) for row in range(3)] == [b"RIFF0", None, b"RIFF2"]
+    assert loaded.info["lineage"] == manifest["lineage"]
+
+
+def test_a_hub_copy_is_named_by_its_id_and_a_damaged_one_says_how_to_fetch_it_again(tmp_path, monkeypatch):
+    cache = offline_hub(monkeypatch, tmp_path / "cache")
+    SparseIndex.build(MATRIX, ITEMS).save(tmp_path / "idx")
+    commit = "a" * 40
+    snapshot = add_snapshot(cache, "owner/tiny", tmp_path / "idx", commit, links=False)
+    monkeypatch.chdir(tmp_path)
+    loaded = SparseIndex.load("owner/tiny")
+    assert loaded.hub_id == loaded.source == f"owner/tiny@{commit}" and loaded.public_name == loaded.hub_id
+    (snapshot / POSTING_FILES["weights"]).write_bytes(b"\0" * (snapshot / POSTING_FILES["weights"]).stat().st_size)
+    with pytest.raises(IndexFormatError, match="This is the cached copy of Hub dataset owner/tiny@a+: remove it with"
+                                               " `hf cache rm dataset/owner/tiny`"):
+        SparseIndex.load("owner/tiny")
+    (tmp_path / "idx" / POSTING_FILES["weights"]).write_bytes(b"\0" * 4)  # a damaged folder: no Hub hint
+    with pytest.raises(IndexFormatError) as refused:
+        SparseIndex.load(tmp_path / "idx")
+    assert "cached copy" not in str(refused.value)
