@@ -13,6 +13,7 @@ import argparse
 import collections
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,9 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
                       "mlsr/index/kernel_search.py", "mlsr/index/dense.py"],
                      ["tests/index/test_sparse.py", "tests/index/test_search_fast.py", "tests/index/test_precision.py",
                       "tests/index/test_query_arrays.py", "tests/index/test_hybrid.py", "tests/index/test_dense.py",
-                      "tests/index/test_edit.py", "tests/index/test_search_boundaries.py"]),
+                      "tests/index/test_edit.py", "tests/index/test_search_boundaries.py",
+                      "tests/index/test_api_boundaries.py", "tests/index/test_sparse_boundaries.py",
+                      "tests/index/test_inverted_boundaries.py"]),
     "index-files": (["mlsr/index/edit.py", "mlsr/index/checks.py", "mlsr/index/manifest.py", "mlsr/index/folder.py",
                      "mlsr/index/forward.py", "mlsr/index/thumbnails.py", "mlsr/index/hub.py", "mlsr/index/publish.py"],
                     ["tests/index/test_edit.py", "tests/index/test_folder_format.py", "tests/index/test_forward.py",
@@ -45,6 +48,11 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "backends": (["mlsr/backends/local.py", "mlsr/backends/milvus.py", "mlsr/backends/milvus_export.py"],
                  ["tests/backends/test_milvus.py", "tests/backends/test_backends_boundaries.py"]),
 }
+# Settings that replace the shared [tool.mutmut] ones for a target. The index's tests run no torch, and a mutant of a
+# search loop (`lo < hi` made `lo <= hi`) spins until its CPU limit, 2 * timeout_multiplier * the tests' time: the
+# shared 10 would hold a core ~10 minutes per such mutant.
+SETTINGS: dict[str, dict[str, float]] = {"index-search": {"timeout_multiplier": 1.0},
+                                         "index-files": {"timeout_multiplier": 1.0}}
 STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout",
           255: "timeout", None: "not checked", 33: "no tests", 5: "no tests", 34: "skipped",
           -11: "segfault"}  # a mutant that crashes the test process (e.g. wrong sizes handed to scipy's C routines)
@@ -62,9 +70,14 @@ def copy_tree(scratch: Path) -> None:
             shutil.copy2(source, target)
 
 
-def write_config(scratch: Path, sources: list[str], tests: list[str]) -> None:
-    """Append the target's [tool.mutmut] keys to the repository's shared section in the scratch pyproject.toml."""
+def write_config(scratch: Path, sources: list[str], tests: list[str], settings: dict[str, float]) -> None:
+    """Append the target's [tool.mutmut] keys to the repository's shared section in the scratch pyproject.toml, and
+    replace the shared settings the target overrides."""
     text = (ROOT / "pyproject.toml").read_text()
+    for key, value in settings.items():
+        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value!r}", text, count=1)
+        if not found:
+            text = text.replace("[tool.mutmut]\n", f"[tool.mutmut]\n{key} = {value!r}\n", 1)
     section = "only_mutate = %s\npytest_add_cli_args_test_selection = %s\n" % (json.dumps(sources), json.dumps(tests))
     (scratch / "pyproject.toml").write_text(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + section, 1))
 
@@ -119,7 +132,7 @@ def main() -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     copy_tree(scratch)
     tests = [name for name in tests if (ROOT / name).exists()]
-    write_config(scratch, sources, tests)
+    write_config(scratch, sources, tests, SETTINGS.get(args.target, {}))
     forget_stale_verdicts(scratch, sources, tests)
     run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
                          cwd=scratch, capture_output=True, text=True)

@@ -42,6 +42,12 @@ def test_dense_k_one_is_the_single_best_row_as_float32_and_int64():
     np.testing.assert_allclose(two.scores, [[1.0, 0.8]], rtol=1e-6)
 
 
+def test_dense_search_gives_ten_hits_by_default():
+    docs = np.eye(12, dtype=np.float32)[::-1] * (1 + np.arange(12, dtype=np.float32))[:, None]  # row r: 12 - r at r
+    got = DenseIndex(docs).search(np.ones(12))
+    assert got.indices.tolist() == [list(range(11, 1, -1))] and got.scores[0].tolist() == list(range(12, 2, -1))
+
+
 def test_a_dense_index_of_integer_vectors_ranks_like_their_float_copy():
     ints = np.array([[3, 0, 1], [0, 2, 2], [1, 2, 0]], dtype=np.int64)
     got = DenseIndex(ints).search(np.array([[0, 1, 1]], dtype=np.int32), 3)  # scores 1, 4, 2 by hand
@@ -114,6 +120,14 @@ def test_removing_every_row_leaves_an_index_that_saves_loads_and_finds_nothing(t
 
 # -- negative weights ---------------------------------------------------------------------------------------------
 
+def test_a_float16_build_turned_float32_keeps_its_dense_columns_float32(small_blocks, caplog):
+    chunks = [sp.csr_matrix(np.ones((4, 3), dtype=np.float32)), sp.csr_matrix(np.full((2, 3), 70_000, np.float32))]
+    index = SparseIndex.build(iter(chunks))  # the first block (all dense columns) was float16 when the second came
+    assert index.precision == "float32" and len(index.inverted.dense_terms) == 6
+    assert index.inverted.dense_weights.dtype == np.float32 and index.inverted.weights.dtype == np.float32
+    np.testing.assert_array_equal(index.vectors.toarray(), np.vstack([np.ones((4, 3)), np.full((2, 3), 70_000)]))
+
+
 def test_negative_weights_are_found_in_lists_and_in_dense_columns_and_nowhere_else(small_blocks):
     small = np.array([[0.25, 0.5, 0, 0], [0.5, 0, 0.125, 0], [0.75, 0, 0, 0.5], [0.5, 0, 0, 0]], dtype=np.float32)
     positive = SparseIndex.build(small, precision="float32")  # weights below 1; term 0 a dense column (zeros in it)
@@ -147,9 +161,12 @@ def test_rows_read_across_blocks_equal_the_matrix_rows(small_blocks):
 
 def test_rows_are_placed_at_their_positions_and_every_other_row_is_empty():
     rows = sp.csr_matrix(np.array([[1.0, 0, 2], [0, 3, 0]], dtype=np.float32))
-    placed = place_rows(rows, [4, 0], 5)
-    assert placed.shape == (5, 3) and placed.format == "csr"
-    np.testing.assert_array_equal(placed.toarray(), [[0, 3, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 2]])
+    for at in ([4, 0], np.array([[4], [0]]), (np.uint8(4), np.uint8(0))):  # any shape or integer type of positions
+        placed = place_rows(rows, at, 5)
+        assert placed.shape == (5, 3) and placed.format == "csr" and placed.dtype == np.float32
+        np.testing.assert_array_equal(placed.toarray(), [[0, 3, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 2]])
+    with pytest.raises(InputError, match="^rows hold NaN"):
+        place_rows(np.array([[np.nan, 0, 0]]), [0], 5)
     assert place_rows(sp.csr_matrix((0, 3), dtype=np.float32), [], 2).toarray().tolist() == [[0, 0, 0], [0, 0, 0]]
     for at, message in (([0], "1 positions for 2 rows: give one position per row."),
                         ([5, 0], r"positions must be distinct rows in 0\.\.4\."),

@@ -1,0 +1,175 @@
+"""The blocked inverted layout at block edges, against the matrix it was built from: collections of 1 row to a few
+blocks of 4 (a block's first and last row, a last block of one row), dense columns and lists, explicit zeros,
+every stored weight read back, the counts, which search path runs, and the threaded kernel's settings
+(mutation testing found these unchecked)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mlsr.index import blocks, inverted, kernel_search
+from mlsr.index.inverted import InvertedIndex
+from mlsr.index.rows import query_arrays
+from mlsr.index.sparse import SparseIndex
+
+VOCAB = 6
+BLOCK = 4
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 4 rows with dense columns allowed in them (the real knobs, made small)."""
+    monkeypatch.setattr(blocks, "BLOCK_DOCS", BLOCK)
+    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+
+
+def matrix_of(n: int, seed: int = 0) -> np.ndarray:
+    """n rows: term 0 in every row (a dense column in each block), term 1 in every third row, terms 2-5 sparse, weights
+    exact in float16 (multiples of 1/8), the last row holding term 5 alone."""
+    rng = np.random.default_rng(seed)
+    matrix = np.zeros((n, VOCAB), dtype=np.float32)
+    matrix[:, 0] = 1 + np.arange(n) / 8
+    matrix[::3, 1] = 0.5
+    sparse = rng.random((n, 4)) < 0.2
+    matrix[:, 2:] = np.where(sparse, rng.integers(1, 16, (n, 4)) / 8, 0)
+    matrix[n - 1] = 0
+    matrix[n - 1, 5] = 2.0
+    return matrix
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 9])
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_every_stored_weight_reads_back_at_block_edges(small_blocks, n, precision):
+    matrix = matrix_of(n)
+    index = SparseIndex.build(matrix, precision=precision).inverted
+    assert index.block_size == (BLOCK if n > BLOCK else n) and index.n_blocks == -(-n // index.block_size)
+    rows = np.arange(n)
+    np.testing.assert_array_equal(index.weights_at(np.arange(VOCAB), rows), matrix.T)  # exact in float16 too
+    np.testing.assert_array_equal(index.weights_at([5], [n - 1, n - 1]), [[2.0, 2.0]])  # a row asked twice
+    for row in {0, n - 1, min(BLOCK, n - 1), min(BLOCK - 1, n - 1)}:
+        terms, weights = index.document_from_lists(row)
+        assert terms.dtype == np.int32 and terms.tolist() == np.flatnonzero(matrix[row]).tolist()
+        assert weights.tolist() == matrix[row][matrix[row] != 0].tolist()
+    for block in range(index.n_blocks):
+        part = matrix[block * index.block_size : (block + 1) * index.block_size]
+        term_major = index.block_term_major(block)
+        assert term_major.shape == (VOCAB, len(part)) and term_major.has_sorted_indices
+        np.testing.assert_array_equal(term_major.toarray(), part.T)
+    np.testing.assert_array_equal(index.term_major().toarray(), matrix.T)
+    np.testing.assert_array_equal(index.document_frequency(), (matrix != 0).sum(axis=0))
+    assert index.nnz == np.count_nonzero(matrix)
+
+
+@pytest.mark.parametrize("n", [4, 5, 9])
+def test_counts_of_lists_and_dense_columns_by_hand(small_blocks, n):
+    matrix = matrix_of(n)
+    index = SparseIndex.build(matrix, precision="float32").inverted
+    sizes = [min(BLOCK, n - b * BLOCK) for b in range(index.n_blocks)]
+    assert [index.block_rows(b) for b in range(index.n_blocks)] == sizes
+    column_blocks = index.dense_blocks.tolist()
+    assert [column_blocks.count(b) >= 1 for b in range(index.n_blocks)] == [True] * index.n_blocks  # term 0 each
+    for j, (block, term) in enumerate(zip(column_blocks, index.dense_terms.tolist())):
+        part = matrix[block * BLOCK : block * BLOCK + sizes[block], term]
+        assert index.dense_counts[j] == np.count_nonzero(part)
+    # a search reads a list's postings, and every row of its block for a dense column
+    want = np.zeros(VOCAB)
+    for block, size in enumerate(sizes):
+        part = matrix[block * BLOCK : block * BLOCK + size]
+        columns = index.dense_terms[index.dense_indptr[block] : index.dense_indptr[block + 1]]
+        for term in range(VOCAB):
+            want[term] += size if term in columns else np.count_nonzero(part[:, term])
+    np.testing.assert_array_equal(index.term_postings, want)
+    assert index.term_postings.dtype == np.float64
+    assert index.nbytes == sum(getattr(index, name).nbytes for name in (
+        "indptr", "docs", "weights", "scales", "dense_indptr", "dense_terms", "dense_weights", "dense_scales"))
+
+
+def test_search_of_k_zero_or_no_queries_gives_empty_results(small_blocks):
+    index = SparseIndex.build(matrix_of(5), precision="float32").inverted
+    scores, rows = index.search(sp.csr_matrix(np.ones((2, VOCAB), dtype=np.float32)), 0)
+    assert scores.shape == rows.shape == (2, 0) and scores.dtype == np.float32 and rows.dtype == np.int64
+    scores, rows = index.search(sp.csr_matrix((0, VOCAB), dtype=np.float32), 3)
+    assert scores.shape == rows.shape == (0, 3) and scores.dtype == np.float32 and rows.dtype == np.int64
+    scores, rows = index.search(sp.csr_matrix(np.ones((1, VOCAB), dtype=np.float32)), 99)  # clamped to 5 rows
+    assert rows.shape == (1, 5)
+
+
+@pytest.mark.parametrize("n_queries", [1, 2, 3, 5])
+def test_the_scipy_path_in_score_blocks_of_any_size_equals_brute_force(monkeypatch, n_queries):
+    matrix = matrix_of(9)
+    index = SparseIndex.build(matrix, precision="float32")
+    monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 10**9)
+    monkeypatch.setattr(inverted, "MAX_SCORE_BLOCK", 2 * 9)  # two queries' scores at a time
+    queries = np.random.default_rng(n_queries).random((n_queries, VOCAB)).astype(np.float32).round(1)
+    got = index.search(queries, 4)
+    full = queries @ matrix.T
+    for q in range(n_queries):
+        want = sorted(range(9), key=lambda row: (-full[q, row], row))[:4]
+        assert got.indices[q].tolist() == want
+        np.testing.assert_allclose(got.scores[q], full[q, want], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n, k, path", [(7, 3, "scipy"), (8, 3, "kernel"), (8, 8, "kernel"), (2000, 1000, "kernel"),
+                                        (2000, 1001, "scipy"), (16_016, 1001, "kernel"), (16_016, 1002, "scipy")])
+def test_the_kernel_takes_large_indexes_and_k_up_to_a_sixteenth_of_them(monkeypatch, n, k, path):
+    monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 8)
+    index = InvertedIndex.from_rows([sp.csr_matrix(np.eye(n, VOCAB, dtype=np.float32))], VOCAB, "float32")
+    used = []
+    monkeypatch.setattr(inverted, "kernel_search", lambda *args: used.append("kernel") or (None, None))
+    monkeypatch.setattr(InvertedIndex, "_search_scipy", lambda self, q, k: used.append("scipy") or (None, None))
+    index.search(sp.csr_matrix(np.ones((1, VOCAB), dtype=np.float32)), k)
+    assert used == [path]
+
+
+@pytest.mark.parametrize("setting, threads", [("3", 3), (" 2 ", 2), ("1", 1), ("0", None), ("-2", None), ("x", None),
+                                              ("", None)])
+def test_search_threads_come_from_the_setting_when_it_is_a_positive_number(monkeypatch, setting, threads):
+    monkeypatch.setattr(kernel_search, "request_threads", lambda: 7)
+    monkeypatch.setenv("MLSR_SEARCH_THREADS", setting)
+    assert kernel_search.search_threads() == (threads or 7)
+
+
+def test_a_search_is_split_only_when_each_part_gets_enough_work(small_blocks, monkeypatch):
+    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 10**9)  # every term a list: a term's postings are its rows
+    matrix = matrix_of(9)
+    index = SparseIndex.build(matrix, precision="float32").inverted
+    two = query_arrays(sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0]], dtype=np.float32)))
+    postings = np.count_nonzero(matrix[:, [0, 5, 1]])  # 8 + 1 (+ any of terms 2-5's random ones) + 3
+    work = 2 * 9 * 0.5 + postings * 1.0  # ROW_NS per row and query, POSTING_NS per posting
+    assert postings == 12 + np.count_nonzero(matrix[:-1, 5])
+    for part_work, parts in ((work + 1, 1), (work, 1), (work / 2, 2), (work / 3 + 0.5, 2), (work / 3, 3), (1, work)):
+        monkeypatch.setattr(kernel_search, "PART_WORK_NS", part_work)
+        assert kernel_search._worth_parts(index, two) == parts, part_work
+    monkeypatch.setattr(kernel_search, "PART_WORK_NS", 10**9)
+    none = query_arrays(sp.csr_matrix((1, VOCAB), dtype=np.float32))
+    assert kernel_search._worth_parts(index, none) == 1
+
+
+def test_each_thread_keeps_one_scratch_buffer_that_only_grows():
+    first = kernel_search._scratch(10)
+    assert first.dtype == np.float32 and len(first) >= 10
+    assert kernel_search._scratch(5) is first
+    grown = kernel_search._scratch(len(first) + 1)
+    assert len(grown) == len(first) + 1 and kernel_search._scratch(len(first)) is grown
+
+
+def test_without_numba_large_indexes_search_with_scipy_after_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(kernel_search, "_KERNEL", [])
+    monkeypatch.setitem(sys.modules, "mlsr.index.kernels", None)  # `from mlsr.index.kernels import ...` fails
+    monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 0)
+    matrix = matrix_of(9)
+    index = SparseIndex.build(matrix, precision="float32")
+    with caplog.at_level(logging.WARNING, logger="mlsr.index.kernel_search"):
+        for _ in range(2):
+            got = index.search(matrix[:1], 3)
+    assert kernel_search.compiled_kernel() is None
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["numba is not available (import of"
+                                                                      " mlsr.index.kernels halted; None in sys.modules)"]
+    assert "pip install -r requirements.txt" in caplog.records[0].getMessage()
+    full = matrix[0] @ matrix.T
+    assert got.indices[0].tolist() == sorted(range(9), key=lambda row: (-full[row], row))[:3]
