@@ -82,9 +82,10 @@ def write_config(scratch: Path, sources: list[str], tests: list[str], settings: 
     (scratch / "pyproject.toml").write_text(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + section, 1))
 
 
-def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str]) -> None:
+def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str], keep_verdicts: bool = False) -> None:
     """When the tests changed since the last run, have mutmut map tests to functions again and recheck every
-    mutant not yet killed (mutmut itself only notices changed source functions and newly named tests)."""
+    mutant not yet killed (mutmut itself only notices changed source functions and newly named tests); with
+    `keep_verdicts`, only map them again (the mutants named to `--recheck` are rerun, the rest keep their verdict)."""
     shared = [*(ROOT / "tests").glob("**/conftest.py"), *(ROOT / "tests" / "helpers").glob("*.py")]
     files = sorted({*(ROOT / name for name in tests), *shared})
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
@@ -93,7 +94,7 @@ def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str]) -
         data = json.loads(stats.read_text())
         data["duration_by_test"], data["tests_by_mangled_function_name"] = {}, {}
         stats.write_text(json.dumps(data))
-        for source in sources:
+        for source in [] if keep_verdicts else sources:
             meta = scratch / "mutants" / (source + ".meta")
             if meta.exists():
                 cached = json.loads(meta.read_text())
@@ -125,6 +126,9 @@ def main() -> int:
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--tests", nargs="+", help="test files to run instead of the target's own")
+    parser.add_argument("--recheck", nargs="+", metavar="MUTANT", default=[],
+                        help="rerun only these mutants (say, survivors that new tests should kill); the others keep"
+                             " their verdicts (adding tests can only kill more)")
     args = parser.parse_args()
     sources, tests = TARGETS[args.target]
     tests = args.tests or tests
@@ -133,9 +137,9 @@ def main() -> int:
     copy_tree(scratch)
     tests = [name for name in tests if (ROOT / name).exists()]
     write_config(scratch, sources, tests, SETTINGS.get(args.target, {}))
-    forget_stale_verdicts(scratch, sources, tests)
-    run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-                         cwd=scratch, capture_output=True, text=True)
+    forget_stale_verdicts(scratch, sources, tests, keep_verdicts=bool(args.recheck))
+    run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children),
+                          *args.recheck], cwd=scratch, capture_output=True, text=True)
     if run.returncode:
         print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
     counts, survivors = summary(scratch, sources)

@@ -181,6 +181,9 @@ def test_pictures_are_read_by_row_and_an_index_without_thumbnails_has_none():
     index = SparseIndex.build(vectors, thumbnails=Thumbnails.from_pictures([b"RIFFfirst", None, b"RIFFlast"]))
     assert [index.picture(row) for row in range(3)] == [b"RIFFfirst", None, b"RIFFlast"]
     assert SparseIndex.build(vectors).picture(2) is None
+    rest = index.remove(["1", "0"])
+    assert len(rest) == 1 and rest.picture(0) == b"RIFFlast" and index.picture(0) == b"RIFFfirst"
+    assert rest.remove(["2"]).thumbnails is not None and len(rest.remove(["2"]).thumbnails) == 0
     with pytest.raises(InputError, match=r"row 3 is outside the index \(0\.\.2\)"):
         index.picture(3)
 

@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import InputError
+from mlsr.index import ranking
 from mlsr.index.modes import NO_HIT, hits_only, hybrid_search, rank
 from mlsr.index.ranking import first_at_least, product_row, top_k, top_k_of_nonzeros
 from mlsr.index.sparse import Results, SparseIndex
@@ -93,6 +94,13 @@ def test_product_row_over_int64_offsets_or_mixed_index_arrays_gives_the_same_flo
     for matrix in (operand, wide, mixed):
         columns, values = product_row(matrix, np.array([0, 1], dtype=np.int32), np.array([1, 2], dtype=np.float32))
         assert dict(zip(columns.tolist(), values.tolist())) == {0: 2.0, 1: 6.0, 2: 2.0}, matrix.indptr.dtype
+
+
+def test_product_row_without_scipy_s_routine_gives_the_same_floats(monkeypatch):
+    monkeypatch.setattr(ranking, "_sparsetools", None)  # a scipy that moved it: the plain product
+    operand = sp.csr_matrix(np.array([[1, 0, 2, 0], [0, 0, 0, 0], [3, 4, 0, 0.5]], dtype=np.float32))
+    columns, values = product_row(operand, np.array([0, 1], dtype=np.int32), np.array([2, 1], dtype=np.float32))
+    assert values.dtype == np.float32 and dict(zip(columns.tolist(), values.tolist())) == {0: 2.0, 2: 4.0}
 
 
 # -- the three modes ----------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ mapping, a Hub copy's name and hint, and what `save` records (mutation testing f
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,11 +12,11 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import IndexFormatError, InputError
-from mlsr.index.manifest import MANIFEST_FILE, POSTING_FILES
+from mlsr.index.manifest import MANIFEST_FILE, POSTING_FILES, THUMBNAIL_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.index.thumbnails import Thumbnails
 from mlsr.vocab import Vocabulary
-from tests.helpers.data import write_format1_index, write_format2_index
+from tests.helpers.data import write_format1_index, write_format2_index, write_manifest
 from tests.helpers.hub import add_snapshot, offline_hub
 
 MATRIX = np.array([[1.0, 0, 2, 0], [0, 0.5, 0, 0], [3, 0, 0, 0.25]], dtype=np.float32)  # 3 documents, 4 terms
@@ -78,6 +79,20 @@ def test_an_older_format_loads_with_everything_it_holds(tmp_path, fmt):
     if dense is not None:
         np.testing.assert_array_equal(loaded.dense, dense)
     assert loaded.path == folder and loaded.hub_id is None and loaded.public_name == "old"
+
+
+def test_an_older_format_keeps_the_pictures_added_to_it(tmp_path):
+    folder = write_format1_index(tmp_path / "old", MATRIX, ITEMS)
+    pictures = Thumbnails.from_pictures([None, b"RIFFmiddle", None])
+    np.save(folder / THUMBNAIL_FILES["offsets"], pictures.offsets, allow_pickle=False)
+    np.save(folder / THUMBNAIL_FILES["data"], pictures.data, allow_pickle=False)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    for name in THUMBNAIL_FILES.values():
+        manifest["files"][name] = {"bytes": (folder / name).stat().st_size,
+                                   "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()}
+    write_manifest(folder, {**manifest, "thumbnails": 1})
+    loaded = SparseIndex.load(folder)
+    assert [loaded.picture(row) for row in range(3)] == [None, b"RIFFmiddle", None]
 
 
 def test_an_older_format_whose_vectors_are_bad_is_blamed_on_the_folder(tmp_path):
