@@ -39,12 +39,17 @@ def matrix_of(n: int, seed: int = 0) -> np.ndarray:
     matrix[:, 2:] = np.where(sparse, rng.integers(1, 16, (n, 4)) / 8, 0)
     matrix[n - 1] = 0
     matrix[n - 1, 5] = 2.0
+    if n > BLOCK:
+        matrix[BLOCK - 1] = 0  # the first block's last row holds nothing
     return matrix
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 9])
 @pytest.mark.parametrize("precision", ["float32", "float16"])
-def test_every_stored_weight_reads_back_at_block_edges(small_blocks, n, precision):
+@pytest.mark.parametrize("columns", [True, False], ids=["columns", "lists-only"])
+def test_every_stored_weight_reads_back_at_block_edges(small_blocks, monkeypatch, n, precision, columns):
+    if not columns:
+        monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 10**9)  # every term a posting list, in every block
     matrix = matrix_of(n)
     index = SparseIndex.build(matrix, precision=precision).inverted
     assert index.block_size == (BLOCK if n > BLOCK else n) and index.n_blocks == -(-n // index.block_size)
@@ -63,6 +68,39 @@ def test_every_stored_weight_reads_back_at_block_edges(small_blocks, n, precisio
     np.testing.assert_array_equal(index.term_major().toarray(), matrix.T)
     np.testing.assert_array_equal(index.document_frequency(), (matrix != 0).sum(axis=0))
     assert index.nnz == np.count_nonzero(matrix)
+
+
+def uint8_stored(matrix: np.ndarray, index: InvertedIndex) -> np.ndarray:
+    """The weights uint8 stores, by the documented rule, for blocks of at most 32 listed postings and 64 rows: one
+    scale per block's lists and one per dense column, scale = max / 255, stored = float32 scale * round(w / scale)."""
+    stored = np.zeros_like(matrix)
+    for block in range(index.n_blocks):
+        part = matrix[block * BLOCK : (block + 1) * BLOCK]
+        columns = index.dense_terms[index.dense_indptr[block] : index.dense_indptr[block + 1]]
+        listed = np.ones(VOCAB, dtype=bool)
+        listed[columns] = False
+        groups = [part[:, listed]] + [part[:, [term]] for term in columns]
+        where = [np.flatnonzero(listed)] + [[term] for term in columns]
+        for values, terms in zip(groups, where):
+            scale = np.float32(values.max() / np.float32(255)) if values.size else np.float32(0)
+            impacts = np.rint(values / scale) if scale else np.zeros_like(values)
+            stored[block * BLOCK : block * BLOCK + len(part), terms] = scale * impacts.astype(np.float32)
+    return stored
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 9])
+@pytest.mark.parametrize("columns", [True, False], ids=["columns", "lists-only"])
+def test_uint8_weights_read_back_as_scale_times_impact(small_blocks, monkeypatch, n, columns):
+    if not columns:
+        monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 10**9)  # every term a posting list: one scale group a block
+    matrix = matrix_of(n)
+    index = SparseIndex.build(matrix, precision="uint8").inverted
+    want = uint8_stored(matrix, index)
+    np.testing.assert_array_equal(index.weights_at(np.arange(VOCAB), np.arange(n)), want.T)
+    for block in range(index.n_blocks):
+        part = want[block * index.block_size : (block + 1) * index.block_size]
+        np.testing.assert_array_equal(index.block_term_major(block).toarray(), part.T)
+    np.testing.assert_array_equal(index.term_major().toarray(), want.T)
 
 
 @pytest.mark.parametrize("n", [4, 5, 9])
@@ -139,9 +177,8 @@ def test_a_search_is_split_only_when_each_part_gets_enough_work(small_blocks, mo
     matrix = matrix_of(9)
     index = SparseIndex.build(matrix, precision="float32").inverted
     two = query_arrays(sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0]], dtype=np.float32)))
-    postings = np.count_nonzero(matrix[:, [0, 5, 1]])  # 8 + 1 (+ any of terms 2-5's random ones) + 3
+    postings = np.count_nonzero(matrix[:, [0, 5, 1]])  # the rows holding the three query terms
     work = 2 * 9 * 0.5 + postings * 1.0  # ROW_NS per row and query, POSTING_NS per posting
-    assert postings == 12 + np.count_nonzero(matrix[:-1, 5])
     for part_work, parts in ((work + 1, 1), (work, 1), (work / 2, 2), (work / 3 + 0.5, 2), (work / 3, 3), (1, work)):
         monkeypatch.setattr(kernel_search, "PART_WORK_NS", part_work)
         assert kernel_search._worth_parts(index, two) == parts, part_work

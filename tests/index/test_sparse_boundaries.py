@@ -137,3 +137,34 @@ def test_a_hub_copy_is_named_by_its_id_and_a_damaged_one_says_how_to_fetch_it_ag
     with pytest.raises(IndexFormatError) as refused:
         SparseIndex.load(tmp_path / "idx")
     assert "cached copy" not in str(refused.value)
+
+
+# -- add: dense vectors and pictures ------------------------------------------------------------------------------
+
+def test_add_appends_dense_vectors_as_float32_and_names_a_mismatch():
+    index = SparseIndex.build(MATRIX, dense=np.ones((3, 2), dtype=np.float32))
+    grown = index.add(np.eye(1, 4, dtype=np.float32), dense=np.array([[0.5, 2.0]], dtype=np.float64))
+    assert grown.dense.dtype == np.float32 and grown.dense.tolist() == [[1, 1], [1, 1], [1, 1], [0.5, 2.0]]
+    with pytest.raises(InputError, match="^this index keeps dense vectors: give `dense` for the new rows too.$"):
+        index.add(np.eye(1, 4, dtype=np.float32))
+    with pytest.raises(InputError, match=r"^this index keeps no dense vectors: build it with dense ones to add them.$"):
+        SparseIndex.build(MATRIX).add(np.eye(1, 4, dtype=np.float32), dense=np.ones((1, 2)))
+    with pytest.raises(InputError, match=r"^dense vectors must be a finite \(1, 2\) array, got shape \(1, 3\)\.$"):
+        index.add(np.eye(1, 4, dtype=np.float32), dense=np.ones((1, 3)))
+    with pytest.raises(InputError, match="^new document vectors hold NaN"):
+        index.add(np.array([[np.nan, 0, 0, 0]]), dense=np.ones((1, 2)))
+
+
+def test_add_keeps_every_row_s_picture_whichever_side_has_them():
+    new = np.eye(2, 4, dtype=np.float32)
+    with_pictures = SparseIndex.build(MATRIX, thumbnails=Thumbnails.from_pictures([b"RIFF0", None, b"RIFF2"]))
+    pictured = [with_pictures.add(new).picture(row) for row in range(5)]
+    assert pictured == [b"RIFF0", None, b"RIFF2", None, None]
+    both = with_pictures.add(new, thumbnails=Thumbnails.from_pictures([None, b"RIFF4"]))
+    assert [both.picture(row) for row in range(5)] == [b"RIFF0", None, b"RIFF2", None, b"RIFF4"]
+    bare = SparseIndex.build(MATRIX)
+    late = bare.add(new, thumbnails=Thumbnails.from_pictures([b"RIFF3", None]))
+    assert [late.picture(row) for row in range(5)] == [None, None, None, b"RIFF3", None]
+    assert bare.add(new).thumbnails is None
+    with pytest.raises(InputError, match=r"^thumbnails: 1 rows of offsets \(int64\) for 2 items\.$"):
+        bare.add(new, thumbnails=Thumbnails.from_pictures([b"RIFF3"]))
