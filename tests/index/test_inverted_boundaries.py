@@ -210,3 +210,30 @@ def test_without_numba_large_indexes_search_with_scipy_after_one_warning(monkeyp
     assert "pip install -r requirements.txt" in caplog.records[0].getMessage()
     full = matrix[0] @ matrix.T
     assert got.indices[0].tolist() == sorted(range(9), key=lambda row: (-full[row], row))[:3]
+
+
+# -- uint8 quantization -------------------------------------------------------------------------------------------
+
+def test_an_impact_of_one_is_kept_and_one_that_rounds_to_zero_is_dropped():
+    impacts, scales, kept = blocks.quantize_lists(np.array([255.0, 1.0, 0.4, 0.6], dtype=np.float32))
+    assert scales.dtype == np.float32 and scales.tolist() == [1.0]  # one group: max 255 / 255
+    assert impacts.dtype == np.uint8 and impacts.tolist() == [255, 1, 1] and kept.tolist() == [0, 1, 3]
+
+
+def test_lists_whose_groups_never_settle_stay_aligned_after_the_last_round():
+    values = np.random.default_rng(0).lognormal(0, 2, 6000).astype(np.float32)  # heavy tails: > 8 rounds needed
+    impacts, scales, kept = blocks.quantize_lists(values)
+    assert not impacts.all()  # zeros were left: the last round was reached
+    assert len(impacts) == len(kept) and len(scales) == -(-len(kept) // 32)
+    group = np.arange(len(kept)) // 32
+    assert (scales[group] * impacts - values[kept] <= scales[group] / 2 * (1 + 1e-6)).all()
+    assert (values[kept] - scales[group] * impacts <= scales[group] / 2 * (1 + 1e-6)).all()
+    assert scales.tolist() == [values[kept][32 * g : 32 * g + 32].max() / np.float32(255) for g in range(len(scales))]
+
+
+@pytest.mark.parametrize("n", [1, 2, 6])
+def test_uint8_scale_arrays_are_float32_even_without_lists(small_blocks, n):
+    index = SparseIndex.build(np.ones((n, 3), dtype=np.float32), precision="uint8").inverted  # every term a column
+    assert len(index.docs) == 0 and len(index.dense_terms) == 3 * index.n_blocks
+    assert index.scales.dtype == index.dense_scales.dtype == np.float32 and index.weights.dtype == np.uint8
+    assert index.dense_scales.shape == (3 * index.n_blocks, 1)  # blocks of at most 64 rows: one group per column
