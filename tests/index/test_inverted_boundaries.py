@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -237,3 +238,12 @@ def test_uint8_scale_arrays_are_float32_even_without_lists(small_blocks, n):
     assert len(index.docs) == 0 and len(index.dense_terms) == 3 * index.n_blocks
     assert index.scales.dtype == index.dense_scales.dtype == np.float32 and index.weights.dtype == np.uint8
     assert index.dense_scales.shape == (3 * index.n_blocks, 1)  # blocks of at most 64 rows: one group per column
+
+
+def test_impacts_are_rounded_clipped_to_0_255_and_0_where_the_scale_is_0():
+    values = np.array([-3.0, 0.4, 0.5, 1.5, 254.6, 300.0, 0.0, 7.0], dtype=np.float32)
+    scales = np.array([1, 1, 1, 1, 1, 1, 0, 0], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0 / 0 is ever computed
+        impacts = blocks.impacts_of(values, scales)
+    assert impacts.dtype == np.uint8 and impacts.tolist() == [0, 0, 0, 2, 255, 255, 0, 0]  # halves to even
