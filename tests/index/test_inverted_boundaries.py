@@ -138,12 +138,12 @@ def test_search_of_k_zero_or_no_queries_gives_empty_results(small_blocks):
     assert rows.shape == (1, 5)
 
 
-@pytest.mark.parametrize("n_queries", [1, 2, 3, 5])
-def test_the_scipy_path_in_score_blocks_of_any_size_equals_brute_force(monkeypatch, n_queries):
+@pytest.mark.parametrize("n_queries, at_once", [(1, 2), (2, 2), (3, 2), (5, 2), (6, 6), (7, 6), (13, 6)])
+def test_the_scipy_path_in_score_blocks_of_any_size_equals_brute_force(monkeypatch, n_queries, at_once):
     matrix = matrix_of(9)
     index = SparseIndex.build(matrix, precision="float32")
     monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 10**9)
-    monkeypatch.setattr(inverted, "MAX_SCORE_BLOCK", 2 * 9)  # two queries' scores at a time
+    monkeypatch.setattr(inverted, "MAX_SCORE_BLOCK", at_once * 9)  # `at_once` queries' scores at a time
     queries = np.random.default_rng(n_queries).random((n_queries, VOCAB)).astype(np.float32).round(1)
     got = index.search(queries, 4)
     full = queries @ matrix.T
@@ -247,3 +247,33 @@ def test_impacts_are_rounded_clipped_to_0_255_and_0_where_the_scale_is_0():
         warnings.simplefilter("error")  # no 0 / 0 is ever computed
         impacts = blocks.impacts_of(values, scales)
     assert impacts.dtype == np.uint8 and impacts.tolist() == [0, 0, 0, 2, 255, 255, 0, 0]  # halves to even
+
+
+def test_a_vocabulary_of_one_term_searches_every_query(monkeypatch):
+    monkeypatch.setattr(inverted, "KERNEL_MIN_DOCS", 10**9)
+    index = SparseIndex.build(np.array([[1.0], [3.0], [0.0], [2.0]], dtype=np.float32), precision="float32")
+    got = index.search(np.array([[1.0], [0.5], [2.0]], dtype=np.float32), 2)
+    assert got.indices.tolist() == [[1, 3]] * 3 and got.scores.tolist() == [[3, 2], [1.5, 1], [6, 4]]
+
+
+@pytest.mark.parametrize("blocks_of, threads, calls", [(None, 3, 1), (4, 1, 1), (4, 3, 3), (8, 3, 2), (4, 9, 3)])
+def test_a_search_runs_in_at_most_as_many_parts_as_threads_and_blocks(monkeypatch, blocks_of, threads, calls):
+    if blocks_of:
+        monkeypatch.setattr(blocks, "BLOCK_DOCS", blocks_of)  # 10 rows: 3 blocks of 4, or 2 of 8
+    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+    monkeypatch.setattr(kernel_search, "PART_WORK_NS", 1)  # every search worth splitting
+    monkeypatch.setenv("MLSR_SEARCH_THREADS", str(threads))
+    matrix = matrix_of(10)
+    index = SparseIndex.build(matrix, precision="float32").inverted
+    kernel, parts = inverted._kernel(), []
+
+    def counting(*args):
+        parts.append((int(args[-6]), int(args[-5])))  # the blocks lo..hi it was given
+        return kernel(*args)
+
+    queries = query_arrays(sp.csr_matrix(matrix[[0, 9]]))
+    scores, rows = kernel_search.kernel_search(index, counting, queries, 3)
+    assert len(parts) == calls and sorted(parts) == [(b * index.n_blocks // calls, (b + 1) * index.n_blocks // calls)
+                                                     for b in range(calls)]
+    full = matrix[[0, 9]] @ matrix.T
+    assert rows.tolist() == [sorted(range(10), key=lambda r: (-full[q, r], r))[:3] for q in range(2)]

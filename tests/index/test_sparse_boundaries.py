@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -51,6 +52,20 @@ def test_score_takes_one_named_query_row():
         index.score(np.ones((2, 4), dtype=np.float32), [0])
     with pytest.raises(InputError, match="^queries hold NaN"):
         index.score(np.array([[np.nan, 0, 0, 0]]), [0])
+
+
+@pytest.mark.parametrize("row", [1.0, "1", None, True, np.float64(0)])
+def test_a_row_must_be_a_whole_number(row):
+    index = SparseIndex.build(MATRIX, precision="float32")
+    for read in (index.document, index.picture, lambda r: index.explain(np.ones((1, 4)), r)):
+        with pytest.raises(InputError, match=f"^row must be a whole number, got {re.escape(repr(row))}.$"):
+            read(row)
+    assert index.document(np.int64(2)).toarray()[0].tolist() == MATRIX[2].tolist()
+
+
+def test_terms_are_named_by_the_vocabulary_or_by_number():
+    assert SparseIndex.build(MATRIX, vocab=Vocabulary(["a", "b", "c", "d"])).term(2) == "c"
+    assert SparseIndex.build(MATRIX).term(2) == "#2"
 
 
 def test_a_document_is_its_matrix_row_with_sorted_terms():
