@@ -48,11 +48,13 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "backends": (["mlsr/backends/local.py", "mlsr/backends/milvus.py", "mlsr/backends/milvus_export.py"],
                  ["tests/backends/test_milvus.py", "tests/backends/test_backends_boundaries.py"]),
 }
-# Settings that replace the shared [tool.mutmut] ones for a target. The index's tests run no torch, and a mutant of a
-# search loop (`lo < hi` made `lo <= hi`) spins until its CPU limit, 2 * timeout_multiplier * the tests' time: the
-# shared 10 would hold a core ~10 minutes per such mutant.
-SETTINGS: dict[str, dict[str, float]] = {"index-search": {"timeout_multiplier": 1.0},
-                                         "index-files": {"timeout_multiplier": 1.0}}
+# Settings that replace (or add to) the shared [tool.mutmut] ones for a target. The index's tests run no torch, and a
+# mutant of a search loop (`lo < hi` made `lo <= hi`) spins until its CPU limit, 2 * timeout_multiplier * the tests'
+# time: the shared 10 would hold a core ~10 minutes per such mutant. The backends' tests start the app (app.py),
+# which mutmut copies into its mutants/ folder only when told to.
+SETTINGS: dict[str, dict[str, object]] = {"index-search": {"timeout_multiplier": 1.0},
+                                          "index-files": {"timeout_multiplier": 1.0},
+                                          "backends": {"also_copy": ["app.py"]}}
 STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout",
           255: "timeout", None: "not checked", 33: "no tests", 5: "no tests", 34: "skipped",
           -11: "segfault"}  # a mutant that crashes the test process (e.g. wrong sizes handed to scipy's C routines)
@@ -70,14 +72,14 @@ def copy_tree(scratch: Path) -> None:
             shutil.copy2(source, target)
 
 
-def write_config(scratch: Path, sources: list[str], tests: list[str], settings: dict[str, float]) -> None:
+def write_config(scratch: Path, sources: list[str], tests: list[str], settings: dict[str, object]) -> None:
     """Append the target's [tool.mutmut] keys to the repository's shared section in the scratch pyproject.toml, and
     replace the shared settings the target overrides."""
     text = (ROOT / "pyproject.toml").read_text()
     for key, value in settings.items():
-        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value!r}", text, count=1)
+        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {json.dumps(value)}", text, count=1)
         if not found:
-            text = text.replace("[tool.mutmut]\n", f"[tool.mutmut]\n{key} = {value!r}\n", 1)
+            text = text.replace("[tool.mutmut]\n", f"[tool.mutmut]\n{key} = {json.dumps(value)}\n", 1)
     section = "only_mutate = %s\npytest_add_cli_args_test_selection = %s\n" % (json.dumps(sources), json.dumps(tests))
     (scratch / "pyproject.toml").write_text(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + section, 1))
 
