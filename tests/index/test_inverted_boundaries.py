@@ -256,12 +256,14 @@ def test_a_vocabulary_of_one_term_searches_every_query(monkeypatch):
     assert got.indices.tolist() == [[1, 3]] * 3 and got.scores.tolist() == [[3, 2], [1.5, 1], [6, 4]]
 
 
-@pytest.mark.parametrize("blocks_of, threads, calls", [(None, 3, 1), (4, 1, 1), (4, 3, 3), (8, 3, 2), (4, 9, 3)])
-def test_a_search_runs_in_at_most_as_many_parts_as_threads_and_blocks(monkeypatch, blocks_of, threads, calls):
+@pytest.mark.parametrize("blocks_of, threads, work, calls", [(None, 3, 1, 1), (4, 1, 1, 1), (4, 3, 1, 3), (8, 3, 1, 2),
+                                                       (4, 9, 1, 3), (4, 3, 10**9, 1)])
+def test_a_search_runs_in_at_most_as_many_parts_as_threads_blocks_and_work(monkeypatch, blocks_of, threads, work,
+                                                                           calls):
     if blocks_of:
         monkeypatch.setattr(blocks, "BLOCK_DOCS", blocks_of)  # 10 rows: 3 blocks of 4, or 2 of 8
     monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
-    monkeypatch.setattr(kernel_search, "PART_WORK_NS", 1)  # every search worth splitting
+    monkeypatch.setattr(kernel_search, "PART_WORK_NS", work)  # 1: every search worth splitting; 10**9: none
     monkeypatch.setenv("MLSR_SEARCH_THREADS", str(threads))
     matrix = matrix_of(10)
     index = SparseIndex.build(matrix, precision="float32").inverted
