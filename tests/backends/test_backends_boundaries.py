@@ -278,3 +278,28 @@ def test_export_refuses_an_index_it_cannot_store_before_connecting(tmp_path):
         else:
             with pytest.raises(AssertionError, match="the client was used"):  # the checks passed
                 export_index(tmp_path / str(length), "http://h:1", client=Unreachable())
+
+
+# -- Milvus's errors ----------------------------------------------------------------------------------------------
+
+class Bare(Exception):
+    """An error without a `message` attribute, whose text is blank."""
+
+    def __str__(self) -> str:
+        return "  "
+
+
+def test_a_milvus_error_becomes_one_line_naming_the_address_and_the_reason():
+    from pymilvus import MilvusException
+
+    def fails():
+        raise MilvusException(code=5, message="collection not loaded")
+
+    with pytest.raises(BackendError, match="^Milvus at http://h:1: collection not loaded$"):
+        milvus_module.milvus_call(fails, "http://h:1")
+    assert milvus_module.milvus_call(lambda: 42, "http://h:1") == 42
+    reason = milvus_module._reason
+    assert reason(MilvusException(code=5, message=" padded ")) == "padded"
+    assert reason(ValueError(" plain text ")) == "plain text"  # no `message`: the error's own text
+    assert reason(Bare()) == "Bare"  # nothing to say: the error's kind
+    assert reason(MilvusException(code=5, message="")).startswith("<MilvusException: (code=5")
