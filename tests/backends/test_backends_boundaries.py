@@ -303,3 +303,69 @@ def test_a_milvus_error_becomes_one_line_naming_the_address_and_the_reason():
     assert reason(ValueError(" plain text ")) == "plain text"  # no `message`: the error's own text
     assert reason(Bare()) == "Bare"  # nothing to say: the error's kind
     assert reason(MilvusException(code=5, message="")).startswith("<MilvusException: (code=5")
+
+
+# -- bringing an earlier export up to date ------------------------------------------------------------------------
+
+class StoredRows:
+    """A collection's rows ({row: record}) behind the calls an update makes; `failing` names a call that fails."""
+
+    def __init__(self, records: dict[int, dict], failing: str | None = None) -> None:
+        self.records, self.failing, self.calls = dict(records), failing, []
+
+    def _maybe_fail(self, name: str) -> None:
+        from pymilvus import MilvusException
+
+        self.calls.append(name)
+        if name == self.failing:
+            raise MilvusException(code=1, message=f"{name} refused")
+
+    def query_iterator(self, collection, batch_size, filter, output_fields):
+        self._maybe_fail("query_iterator")
+        records = sorted(self.records.values(), key=lambda record: record["row"])
+        batches = iter([records[:3], records[3:], []])
+
+        class Iterator:
+            def next(self):
+                return next(batches)
+
+            def close(self):
+                pass
+
+        return Iterator()
+
+    def delete(self, collection, filter):
+        self._maybe_fail("delete")
+        assert filter.startswith("row >= ")
+        first = int(filter.split()[-1])
+        self.records = {row: record for row, record in self.records.items() if row < first}
+
+    def upsert(self, collection, rows):
+        self._maybe_fail("upsert")
+        self.calls[-1] = ("upsert", [record["row"] for record in rows])
+        self.records.update({record["row"]: record for record in rows})
+
+
+@pytest.mark.parametrize("batch_size, batches", [(1, [[1], [3]]), (2, [[1, 3]]), (5, [[1, 3]])])
+def test_an_update_rewrites_only_changed_rows_in_batches_and_deletes_the_rest(tmp_path, batch_size, batches):
+    from mlsr.backends.milvus_export import _update, row_digests
+
+    index = SparseIndex.build(tied_docs(5), [{"id": f"r{row}"} for row in range(5)])
+    digests = row_digests(index)
+    stored = {row: {"row": row, "digest": digests[row] if row < 5 and row not in (1, 3) else "old"} for row in range(7)}
+    client, progress = StoredRows(stored), []
+    assert _update(client, "c", index, batch_size, progress.append, "http://h:1") == (2, 3, 2)  # written, same, deleted
+    assert [call for call in client.calls if call[0] == "upsert"] == [("upsert", batch) for batch in batches]
+    assert progress == [3] + [len(batch) for batch in batches]
+    assert sorted(client.records) == [0, 1, 2, 3, 4] and [client.records[row]["digest"] for row in range(5)] == digests
+    assert client.records[3]["item_id"] == "r3" and client.records[3]["sparse"] == {1: 2.0}  # row 3: term 1 only
+
+
+@pytest.mark.parametrize("failing", ["query_iterator", "delete", "upsert"])
+def test_an_update_that_milvus_refuses_names_the_address(failing):
+    from mlsr.backends.milvus_export import _update
+
+    index = SparseIndex.build(tied_docs(2))
+    client = StoredRows({row: {"row": row, "digest": "old"} for row in range(3)}, failing)
+    with pytest.raises(BackendError, match=f"^Milvus at http://h:1: {failing} refused$"):
+        _update(client, "c", index, 10, None, "http://h:1")
