@@ -369,3 +369,48 @@ def test_an_update_that_milvus_refuses_names_the_address(failing):
     client = StoredRows({row: {"row": row, "digest": "old"} for row in range(3)}, failing)
     with pytest.raises(BackendError, match=f"^Milvus at http://h:1: {failing} refused$"):
         _update(client, "c", index, 10, None, "http://h:1")
+
+
+class CountedRows:
+    """A collection holding some rows, behind the count queries and writes that an export's resume makes."""
+
+    def __init__(self, rows: set[int]) -> None:
+        self.rows, self.writes = set(rows), []
+
+    def query(self, collection, filter, output_fields):
+        assert output_fields == ["count(*)"]
+        below = int(filter.split("<")[1]) if filter else None
+        return [{"count(*)": sum(1 for row in self.rows if below is None or row < below)}]
+
+    def insert(self, collection, rows):
+        self.writes.append(("insert", [record["row"] for record in rows], rows))
+        self.rows |= {record["row"] for record in rows}
+
+    def upsert(self, collection, rows):
+        self.writes.append(("upsert", [record["row"] for record in rows], rows))
+        self.rows |= {record["row"] for record in rows}
+
+
+@pytest.mark.parametrize("stored, kind, batches, progress", [
+    (set(), "insert", [[0, 1], [2, 3], [4, 5], [6]], [2, 2, 2, 1]),
+    ({0}, "insert", [[1, 2], [3, 4], [5, 6]], [1, 2, 2, 2]),
+    ({0, 1, 2}, "insert", [[3, 4], [5, 6]], [3, 2, 2]),
+    ({0, 1, 2, 3, 4, 5}, "insert", [[6]], [6, 1]),
+    (set(range(7)), "insert", [], [7]),
+    ({1, 2}, "upsert", [[0, 1], [2, 3], [4, 5], [6]], [2, 2, 2, 1]),  # not a prefix: every row rewritten
+    ({6}, "upsert", [[0, 1], [2, 3], [4, 5], [6]], [2, 2, 2, 1]),
+])
+def test_an_export_resumes_after_the_stored_prefix_or_rewrites_everything(stored, kind, batches, progress):
+    from mlsr.backends.milvus_export import _continue, row_digests
+
+    index = SparseIndex.build(tied_docs(7))
+    client, seen = CountedRows(stored), []
+    written = _continue(client, "c", index, 2, seen.append, "http://h:1", True)
+    assert written == sum(len(batch) for batch in batches) and seen == progress
+    assert [(call, rows) for call, rows, _ in client.writes] == [(kind, batch) for batch in batches]
+    digests = row_digests(index)
+    assert all(record["digest"] == digests[record["row"]] for _, _, records in client.writes for record in records)
+    bare = CountedRows(set())
+    assert _continue(bare, "c", index, 7, None, "http://h:1", False) == 7  # a collection made before row digests
+    assert [rows for _, rows, _ in bare.writes] == [list(range(7))]
+    assert all("digest" not in record for record in bare.writes[0][2])
