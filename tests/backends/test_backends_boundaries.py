@@ -322,7 +322,9 @@ class StoredRows:
 
     def query_iterator(self, collection, batch_size, filter, output_fields):
         self._maybe_fail("query_iterator")
-        records = sorted(self.records.values(), key=lambda record: record["row"])
+        fields = {"row", *(output_fields or [])}  # as Milvus: the primary key and the fields asked for
+        records = [{name: value for name, value in record.items() if name in fields}
+                   for record in sorted(self.records.values(), key=lambda record: record["row"])]
         batches = iter([records[:3], records[3:], []])
 
         class Iterator:
