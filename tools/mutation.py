@@ -46,7 +46,8 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
                      "tests/index/test_manifest.py", "tests/index/test_thumbnails.py", "tests/index/test_hub_index.py",
                      "tests/index/test_publish.py", "tests/index/test_files_boundaries.py"]),
     "backends": (["mlsr/backends/local.py", "mlsr/backends/milvus.py", "mlsr/backends/milvus_export.py"],
-                 ["tests/backends/test_milvus.py", "tests/backends/test_backends_boundaries.py"]),
+                 ["tests/backends/test_milvus.py", "tests/backends/test_backends_boundaries.py",
+                  "tests/backends/test_export_boundaries.py"]),
 }
 # Settings that replace (or add to) the shared [tool.mutmut] ones for a target. The index's tests run no torch, and a
 # mutant of a search loop (`lo < hi` made `lo <= hi`) spins until its CPU limit, 2 * timeout_multiplier * the tests'
@@ -80,7 +81,7 @@ def write_config(scratch: Path, sources: list[str], tests: list[str], settings: 
         text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {json.dumps(value)}", text, count=1)
         if not found:
             text = text.replace("[tool.mutmut]\n", f"[tool.mutmut]\n{key} = {json.dumps(value)}\n", 1)
-    section = "only_mutate = %s\npytest_add_cli_args_test_selection = %s\n" % (json.dumps(sources), json.dumps(tests))
+    section = f"only_mutate = {json.dumps(sources)}\npytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
     (scratch / "pyproject.toml").write_text(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + section, 1))
 
 

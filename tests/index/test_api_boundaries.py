@@ -204,7 +204,8 @@ def test_the_models_check_names_the_index_and_warns_only_when_it_records_none(tm
         "the index records no models: only its vocabulary can be checked against the loaded ones"]
     with pytest.raises(IndexMismatchError, match="^the index was built with another vocabulary"):
         bare.check_models(record("0" * 64))
-    recorded = SparseIndex.build(np.eye(3, dtype=np.float32), vocab=vocab, info={"models": record(vocab.sha256).to_json()})
+    recorded = SparseIndex.build(np.eye(3, dtype=np.float32), vocab=vocab,
+                                 info={"models": record(vocab.sha256).to_json()})
     recorded.save(tmp_path / "idx")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mlsr.index.sparse"):

@@ -206,8 +206,8 @@ def test_without_numba_large_indexes_search_with_scipy_after_one_warning(monkeyp
         for _ in range(2):
             got = index.search(matrix[:1], 3)
     assert kernel_search.compiled_kernel() is None
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["numba is not available (import of"
-                                                                      " mlsr.index.kernels halted; None in sys.modules)"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "numba is not available (import of mlsr.index.kernels halted; None in sys.modules)"]
     assert "pip install -r requirements.txt" in caplog.records[0].getMessage()
     full = matrix[0] @ matrix.T
     assert got.indices[0].tolist() == sorted(range(9), key=lambda row: (-full[row], row))[:3]

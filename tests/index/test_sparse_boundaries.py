@@ -36,7 +36,8 @@ def test_score_of_first_last_and_repeated_rows_is_the_hand_product():
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([3], r"^rows must lie in 0\.\.2\.$"), ([-1], r"^rows must lie in 0\.\.2\.$"), ([0, 3], r"^rows must lie in 0\.\.2\.$"),
+    ([3], r"^rows must lie in 0\.\.2\.$"), ([-1], r"^rows must lie in 0\.\.2\.$"),
+    ([0, 3], r"^rows must lie in 0\.\.2\.$"),
     ([1.0], "^rows must be whole numbers, got float64.$"), ([True, False], "^rows must be whole numbers, got bool.$"),
     (["1"], "^rows must be whole numbers, got <U1.$"),
 ])
