@@ -191,8 +191,8 @@ def test_pictures_are_read_by_row_and_an_index_without_thumbnails_has_none():
 # -- the models check ---------------------------------------------------------------------------------------------
 
 def record(vocab_sha: str | None, size: int = 3) -> ModelRecord:
-    return ModelRecord.from_json({"vocab_sha256": vocab_sha, "vocab_size": size,
-                                  "head": {"id": "h", "fingerprint": "aaa"}, "backbone": {"id": "b", "fingerprint": "b"}})
+    models = {"head": {"id": "h", "fingerprint": "aaa"}, "backbone": {"id": "b", "fingerprint": "b"}}
+    return ModelRecord.from_json({"vocab_sha256": vocab_sha, "vocab_size": size, **models})
 
 
 def test_the_models_check_names_the_index_and_warns_only_when_it_records_none(tmp_path, caplog):
