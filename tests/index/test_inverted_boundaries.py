@@ -6,6 +6,7 @@ every stored weight read back, the counts, which search path runs, and the threa
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 
@@ -183,9 +184,10 @@ def test_a_search_is_split_only_when_each_part_gets_enough_work(small_blocks, mo
     for part_work, parts in ((work + 1, 1), (work, 1), (work / 2, 2), (work / 3 + 0.5, 2), (work / 3, 3), (1, work)):
         monkeypatch.setattr(kernel_search, "PART_WORK_NS", part_work)
         assert kernel_search._worth_parts(index, two) == parts, part_work
-    monkeypatch.setattr(kernel_search, "PART_WORK_NS", 10**9)
-    none = query_arrays(sp.csr_matrix((1, VOCAB), dtype=np.float32))
-    assert kernel_search._worth_parts(index, none) == 1
+    none = query_arrays(sp.csr_matrix((1, VOCAB), dtype=np.float32))  # no terms: only the rows' 9 * 0.5 ns
+    for part_work, parts in ((10**9, 1), (4.5, 1), (2.75, 1), (2.25, 2)):
+        monkeypatch.setattr(kernel_search, "PART_WORK_NS", part_work)
+        assert kernel_search._worth_parts(index, none) == parts, part_work
 
 
 def test_each_thread_keeps_one_scratch_buffer_that_only_grows():
@@ -194,6 +196,7 @@ def test_each_thread_keeps_one_scratch_buffer_that_only_grows():
     assert kernel_search._scratch(5) is first
     grown = kernel_search._scratch(len(first) + 1)
     assert len(grown) == len(first) + 1 and kernel_search._scratch(len(first)) is grown
+    assert kernel_search._scratch(len(grown)) is grown  # exactly its size: kept
 
 
 def test_without_numba_large_indexes_search_with_scipy_after_one_warning(monkeypatch, caplog):
@@ -208,7 +211,8 @@ def test_without_numba_large_indexes_search_with_scipy_after_one_warning(monkeyp
     assert kernel_search.compiled_kernel() is None
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "numba is not available (import of mlsr.index.kernels halted; None in sys.modules)"]
-    assert "pip install -r requirements.txt" in caplog.records[0].getMessage()
+    assert re.match(r"^numba is not available \(.*\): large indexes search with scipy, slower\. Install it: pip install"
+                    r" -r requirements\.txt$", caplog.records[0].getMessage())
     full = matrix[0] @ matrix.T
     assert got.indices[0].tolist() == sorted(range(9), key=lambda row: (-full[row], row))[:3]
 
@@ -279,3 +283,17 @@ def test_a_search_runs_in_at_most_as_many_parts_as_threads_blocks_and_work(monke
                                                      for b in range(calls)]
     full = matrix[[0, 9]] @ matrix.T
     assert rows.tolist() == [sorted(range(10), key=lambda r: (-full[q, r], r))[:3] for q in range(2)]
+
+
+# -- which terms become dense columns (hand-computed byte budgets) ------------------------------------------------
+
+@pytest.mark.parametrize("counts, n, weight_bytes, columns", [
+    ([2, 1, 0], 6, 4, [0]),  # term 0 in exactly a third of the rows: a column; term 1 (a sixth) does not pay
+    ([10, 10], 45, 1, [0]),  # uint8: one column costs 3*10 + 45 = 75 bytes = 1.25 * 3 * 20, the budget exactly
+    ([1, 0], 6, 1, []),  # one posting: a 6-byte column over a 3.75-byte budget
+    ([0, 0, 0], 6, 4, []),  # nothing held
+    ([20, 0] * 20, 100, 1, [0, 2, 4, 6, 8, 10, 12]),  # 20 tied terms, 7 fit (3S + 7 * 40 <= 3.75S): the lowest ids
+])
+def test_dense_columns_are_the_longest_affordable_prefix_by_count(counts, n, weight_bytes, columns):
+    got = blocks.dense_columns(np.array(counts, dtype=np.int64), n, weight_bytes)
+    assert got.tolist() == columns
