@@ -194,6 +194,19 @@ def test_open_backend_names_what_it_needs():
         open_backend(index, "milvus", "http://h:19530")
 
 
+def test_both_backends_give_ten_hits_by_default():
+    docs = np.zeros((12, VOCAB), dtype=np.float32)
+    docs[:, 0] = 1 + np.arange(12)  # row r scores r + 1 for term 0
+    dense = np.zeros((12, 2), dtype=np.float32)
+    dense[:, 0] = docs[:, 0]
+    query, vector = sp.csr_matrix(np.eye(1, VOCAB, dtype=np.float32)), np.array([[1.0, 0.0]])
+    milvus, _ = backend_over(docs, dense)
+    local = LocalBackend(SparseIndex.build(docs, dense=dense, precision="float32"))
+    for backend in (milvus, local):
+        assert backend.search(query).indices.tolist() == [list(range(11, 1, -1))], backend.name
+        assert backend.dense_search(vector).indices.tolist() == [list(range(11, 1, -1))], backend.name
+
+
 def test_the_local_backend_is_the_index_and_faiss():
     docs = tied_docs(6)
     dense = np.eye(6, 3, dtype=np.float32)

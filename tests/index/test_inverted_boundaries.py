@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from mlsr.errors import InputError
 from mlsr.index import blocks, inverted, kernel_search
 from mlsr.index.inverted import InvertedIndex
 from mlsr.index.rows import query_arrays
@@ -137,6 +138,8 @@ def test_search_of_k_zero_or_no_queries_gives_empty_results(small_blocks):
     assert scores.shape == rows.shape == (0, 3) and scores.dtype == np.float32 and rows.dtype == np.int64
     scores, rows = index.search(sp.csr_matrix(np.ones((1, VOCAB), dtype=np.float32)), 99)  # clamped to 5 rows
     assert rows.shape == (1, 5)
+    with pytest.raises(InputError, match="^queries hold NaN"):
+        index.search(sp.csr_matrix(np.array([[np.nan, 1, 0, 0, 0, 0]], dtype=np.float32)), 1)
 
 
 @pytest.mark.parametrize("n_queries, at_once", [(1, 2), (2, 2), (3, 2), (5, 2), (6, 6), (7, 6), (13, 6)])
