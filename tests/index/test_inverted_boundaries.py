@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -300,3 +301,13 @@ def test_a_search_runs_in_at_most_as_many_parts_as_threads_blocks_and_work(monke
 def test_dense_columns_are_the_longest_affordable_prefix_by_count(counts, n, weight_bytes, columns):
     got = blocks.dense_columns(np.array(counts, dtype=np.int64), n, weight_bytes)
     assert got.tolist() == columns
+
+
+def test_search_threads_are_named_for_whoever_reads_a_stack_dump(monkeypatch):
+    monkeypatch.setattr(blocks, "BLOCK_DOCS", BLOCK)
+    monkeypatch.setattr(kernel_search, "PART_WORK_NS", 1)
+    monkeypatch.setenv("MLSR_SEARCH_THREADS", "3")
+    index = SparseIndex.build(matrix_of(12), precision="float32").inverted
+    kernel_search.kernel_search(index, inverted._kernel(), query_arrays(sp.csr_matrix(matrix_of(12)[:2])), 3)
+    names = [thread.name for thread in threading.enumerate() if thread is not threading.main_thread()]
+    assert any(name.startswith("mlsr-search_") for name in names), names
