@@ -22,7 +22,10 @@ def as_csr(matrix, what: str) -> sp.csr_matrix:
         if matrix.ndim != 2:
             raise InputError(f"{what} must be 2-D, got shape {matrix.shape}.")
         _check_real(matrix.dtype, what)
-        copy = sp.csr_matrix(matrix, copy=True)
+        try:
+            copy = sp.csr_matrix(matrix, copy=True)  # scipy checks the arrays' structure (hand-set ones may be unsound)
+        except ValueError as error:
+            raise InputError(f"{what} are not a sound sparse matrix: {error}.") from None
         if copy.nnz and (copy.indices.min() < 0 or copy.indices.max() >= copy.shape[1]):  # hand-made arrays
             raise InputError(f"{what} name a column outside their {copy.shape[1]} columns.")
         copy.sum_duplicates()  # on the copy, in the input's dtype: sorts its indices and sums repeated entries

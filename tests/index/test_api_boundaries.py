@@ -252,3 +252,18 @@ def test_bytes_read_per_query_by_hand(small_blocks, monkeypatch, precision, weig
     per_posting = 2 + weight_bytes + scale / 32  # a uint16 row, a weight, a float32 scale per 32 postings (uint8)
     want = [5 * per_posting + offsets, offsets, per_posting + offsets, 6 * per_posting + 2 * offsets, 0.0]
     np.testing.assert_allclose(lists.bytes_read(queries), want)
+
+
+def test_a_sparse_matrix_with_unsound_arrays_is_refused_as_bad_input():
+    """Arrays set by hand after construction (scipy checks them only then): once a scipy ValueError (a traceback
+    for the user), now an InputError naming the queries or the documents."""
+    index = SparseIndex.build(np.eye(3, dtype=np.float32), precision="float32")
+    late_start = sp.csr_matrix(np.array([[1, 1, 0]], dtype=np.float32))
+    late_start.indptr = np.array([1, 2], dtype=late_start.indptr.dtype)  # the row starts after its first entry
+    short_data = sp.csr_matrix(np.array([[1, 1, 0]], dtype=np.float32))
+    short_data.data = np.array([1.0], dtype=np.float32)  # one weight for two terms
+    for bad in (late_start, short_data):
+        with pytest.raises(InputError, match="^queries are not a sound sparse matrix: "):
+            index.search(bad, 2)
+        with pytest.raises(InputError, match="^document vectors are not a sound sparse matrix: "):
+            SparseIndex.build(bad)
