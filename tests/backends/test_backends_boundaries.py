@@ -133,7 +133,8 @@ def test_dense_search_ranks_like_a_full_sort_and_checks_its_vectors():
     with pytest.raises(InputError, match="^dense queries hold NaN or infinite values.$"):
         backend.dense_search(np.array([[np.nan, 0, 0]]), 1)
     no_dense, _ = backend_over(tied_docs(7))
-    with pytest.raises(InputError, match="^this collection has no dense vectors; rebuild the index"):
+    with pytest.raises(InputError, match=r"^this collection has no dense vectors; rebuild the index with dense vectors"
+                                         r" \(dense=True\) and export it\.$"):
         no_dense.dense_search(np.ones((1, 3)), 1)
 
 
