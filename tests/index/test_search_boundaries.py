@@ -4,6 +4,8 @@ misses, what hybrid refuses), and the threaded kernel's parts (mutation testing 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -155,3 +157,50 @@ def test_hybrid_names_the_queries_it_refuses(which):
         hybrid_search(index, queries["no_expand"], queries["expand"])
     with pytest.raises(InputError, match=r"^the no_expand queries have shape \(1, 6\), the expand ones \(2, 6\)\.$"):
         hybrid_search(index, good, sp.vstack([good, good]))
+
+
+# -- queries read as they are only when canonical -----------------------------------------------------------------
+
+def hand_csr(data, indices, indptr, columns):
+    """A CSR matrix from raw arrays, as a caller may build one (unsorted or repeated terms are allowed)."""
+    return sp.csr_matrix((np.array(data, dtype=np.float32), np.array(indices, dtype=np.int32),
+                          np.array(indptr, dtype=np.int32)), shape=(len(indptr) - 1, columns))
+
+
+@pytest.mark.parametrize("rows_before", [0, 1, 2])
+def test_unsorted_query_terms_are_summed_in_ascending_term_order(rows_before):
+    index = SparseIndex.build(np.ones((1, 3), dtype=np.float32), precision="float32")
+    # terms 2, 1, 0 with products -1e8, 1e8, 1: in ascending order (1 + 1e8) - 1e8 = 0 in float32; as given, 1
+    query = hand_csr([-1e8, 1e8, 1], [2, 1, 0], [0] * (rows_before + 1) + [3], 3)  # empty rows before it
+    assert index.search(query, 1).scores[rows_before].tolist() == [0.0]
+
+
+def test_repeated_query_terms_are_summed_before_they_are_weighted():
+    index = SparseIndex.build(np.array([[3.0, 0]], dtype=np.float32), precision="float32")
+    # (1 + 2^-24) rounds to 1 in float32, so the score is 3; weighting each copy first would give 3 + 2^-22
+    for indptr, row in (([0, 2], 0), ([0, 2, 2], 0), ([0, 0, 2], 1)):  # the terms in row `row`, any other empty
+        query = hand_csr([1.0, 2.0**-24], [0, 0], indptr, 2)
+        assert index.search(query, 1).scores[row].tolist() == [3.0], indptr
+
+
+def test_queries_with_empty_last_rows_and_huge_weights_read_right():
+    index = SparseIndex.build(np.eye(2, dtype=np.float32), precision="float32")
+    got = index.search(hand_csr([1.0, 2.0], [0, 1], [0, 2, 2, 2], 2), 2)  # two empty rows at the end
+    assert got.scores.tolist() == [[2.0, 1.0], [0.0, 0.0], [0.0, 0.0]] and got.indices.tolist()[0] == [1, 0]
+    huge = sp.csr_matrix(np.array([[1e300, 0]]))  # float64: beyond float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match="^queries hold NaN, infinite or out-of-range weights"):
+            index.search(huge, 1)
+
+
+def test_hand_set_arrays_naming_a_column_past_the_last_or_a_falling_index_pointer_are_refused():
+    index = SparseIndex.build(np.eye(2, dtype=np.float32), precision="float32")
+    past = hand_csr([1.0], [1], [0, 1], 2)
+    past.indices = np.array([2], dtype=np.int32)  # column 2 of 2
+    falling = sp.csr_matrix((2, 2), dtype=np.float32)
+    falling.indptr = np.array([0, 1, 0], dtype=np.int32)  # no terms, yet a row of one
+    with pytest.raises(InputError, match="^queries name a column outside their 2 columns.$"):
+        index.search(past, 1)
+    with pytest.raises(InputError, match="^queries are not a sound sparse matrix: "):
+        index.search(falling, 1)
