@@ -32,6 +32,10 @@ class ReverseTiesClient:
 
     def search(self, collection, data, anns_field, limit, output_fields, search_params, consistency_level):
         self.requests.append((anns_field, len(data), limit))
+        self.data = data
+        assert search_params == {"metric_type": "IP"} and output_fields == ["row"]
+        if anns_field == "dense":
+            assert all(np.asarray(vector).dtype == np.float32 for vector in data)  # a FLOAT_VECTOR field's type
         answers = []
         for vector in data:
             if anns_field == "sparse":
@@ -136,6 +140,19 @@ def test_dense_search_ranks_like_a_full_sort_and_checks_its_vectors():
     with pytest.raises(InputError, match=r"^this collection has no dense vectors; rebuild the index with dense vectors"
                                          r" \(dense=True\) and export it\.$"):
         no_dense.dense_search(np.ones((1, 3)), 1)
+
+
+def test_the_warm_up_asks_for_the_most_common_term_and_the_first_dense_vector():
+    docs = tied_docs(6)  # term 0 in rows 0, 2, 4; term 1 in rows 0, 3; term 7 in row 5
+    docs[1:, 3] = 0.25  # term 3 in five rows: the most common
+    dense = np.arange(12, dtype=np.float32).reshape(6, 2)
+    backend, client = backend_over(docs, dense)
+    backend.warm_up()
+    assert client.requests == [("sparse", 1, 6), ("dense", 1, 6)]
+    assert [np.asarray(vector).tolist() for vector in client.data] == [[0.0, 1.0]]
+    sparse_only, client = backend_over(docs)
+    sparse_only.warm_up()
+    assert client.requests == [("sparse", 1, 6)] and client.data == [{3: 1.0}]
 
 
 def test_milvus_queries_are_checked_before_anything_is_sent():
