@@ -47,7 +47,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
                      "tests/index/test_publish.py", "tests/index/test_files_boundaries.py"]),
     "backends": (["mlsr/backends/local.py", "mlsr/backends/milvus.py", "mlsr/backends/milvus_export.py"],
                  ["tests/backends/test_milvus.py", "tests/backends/test_backends_boundaries.py",
-                  "tests/backends/test_export_boundaries.py"]),
+                  "tests/backends/test_export_boundaries.py", "tests/backends/test_collection_boundaries.py"]),
 }
 # Settings that replace (or add to) the shared [tool.mutmut] ones for a target. The index's tests run no torch, and a
 # mutant of a search loop (`lo < hi` made `lo <= hi`) spins until its CPU limit, 2 * timeout_multiplier * the tests'
