@@ -184,3 +184,33 @@ def test_add_keeps_every_row_s_picture_whichever_side_has_them():
     assert bare.add(new).thumbnails is None
     with pytest.raises(InputError, match=r"^thumbnails: 1 rows of offsets \(int64\) for 2 items\.$"):
         bare.add(new, thumbnails=Thumbnails.from_pictures([b"RIFF3"]))
+
+
+# -- what build and search refuse, by name ------------------------------------------------------------------------
+
+def test_build_names_what_does_not_fit_the_rows():
+    with pytest.raises(InputError, match=r"^vocabulary has 3 terms but vectors have 4 columns\.$"):
+        SparseIndex.build(MATRIX, vocab=Vocabulary(["a", "b", "c"]))
+    for dense, shape in ((np.ones((2, 2)), r"\(2, 2\)"), (np.ones(3), r"\(3,\)"), (np.full((3, 2), np.nan), r"\(3, 2\)")):
+        with pytest.raises(InputError, match=rf"^dense vectors must be a finite \(n=3, d\) array, got shape {shape}\.$"):
+            SparseIndex.build(MATRIX, dense=dense)
+    chunks = [sp.csr_matrix(MATRIX[:2]), sp.csr_matrix(np.ones((1, 5), dtype=np.float32))]
+    with pytest.raises(InputError, match="^row chunks must all have 4 columns; one has 5.$"):
+        SparseIndex.build(iter(chunks))
+    with pytest.raises(InputError, match=r"^uint8 impacts need document weights >= 0; use precision 'float16' or"
+                                         r" 'float32'\.$"):
+        SparseIndex.build(-MATRIX, precision="uint8")
+
+
+def test_search_gives_ten_hits_by_default_and_names_bad_queries():
+    docs = np.eye(12, 4, dtype=np.float32) + np.arange(12, dtype=np.float32)[:, None] / 16  # row r: r/16 each term
+    got = SparseIndex.build(docs, precision="float32").search(np.ones((1, 4), dtype=np.float32))
+    # row r scores r/4, plus 1 for rows 0-3: 11, 10, 9, 8 (2.75 .. 2), then ties 3 = 7, 2 = 6, 1 = 5 by row
+    assert got.indices.shape == (1, 10) and got.indices[0].tolist() == [11, 10, 9, 8, 3, 7, 2, 6, 1, 5]
+    from mlsr.index.rows import query_arrays
+
+    for bad in (np.array([[np.nan, 0, 0, 0]]), sp.csr_matrix(np.array([[np.inf, 0, 0, 0]]))):
+        with pytest.raises(InputError, match="^queries hold NaN"):
+            SparseIndex.build(MATRIX).search(bad)
+        with pytest.raises(InputError, match="^queries hold NaN"):
+            query_arrays(bad)
