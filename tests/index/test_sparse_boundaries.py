@@ -192,7 +192,8 @@ def test_build_names_what_does_not_fit_the_rows():
     with pytest.raises(InputError, match=r"^vocabulary has 3 terms but vectors have 4 columns\.$"):
         SparseIndex.build(MATRIX, vocab=Vocabulary(["a", "b", "c"]))
     message = r"^dense vectors must be a finite \(n=3, d\) array, got shape "
-    for dense, shape in ((np.ones((2, 2)), r"\(2, 2\)"), (np.ones(3), r"\(3,\)"), (np.full((3, 2), np.nan), r"\(3, 2\)")):
+    cases = ((np.ones((2, 2)), r"\(2, 2\)"), (np.ones(3), r"\(3,\)"), (np.full((3, 2), np.nan), r"\(3, 2\)"))
+    for dense, shape in cases:
         with pytest.raises(InputError, match=rf"{message}{shape}\.$"):
             SparseIndex.build(MATRIX, dense=dense)
     chunks = [sp.csr_matrix(MATRIX[:2]), sp.csr_matrix(np.ones((1, 5), dtype=np.float32))]
