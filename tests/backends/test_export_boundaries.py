@@ -69,13 +69,21 @@ class StoredRows:
 
     def query_iterator(self, collection, batch_size, filter, output_fields):
         self._maybe_fail("query_iterator")
+        unknown = set(output_fields or []) - {"row", "item_id", "item", "sparse", "digest", "dense"}
+        if unknown:
+            from pymilvus import MilvusException
+
+            raise MilvusException(code=1, message=f"field {unknown} not exist")
         fields = {"row", *(output_fields or [])}  # as Milvus: the primary key and the fields asked for
         records = [{name: value for name, value in record.items() if name in fields}
                    for record in sorted(self.records.values(), key=lambda record: record["row"])]
         batches = iter([records[:3], records[3:], []])
 
+        stored = self
+
         class Iterator:
             def next(self):
+                stored._maybe_fail("next")
                 return next(batches)
 
             def close(self):
@@ -110,7 +118,7 @@ def test_an_update_rewrites_only_changed_rows_in_batches_and_deletes_the_rest(tm
     assert client.records[3]["item_id"] == "r3" and client.records[3]["sparse"] == {1: 2.0}  # row 3: term 1 only
 
 
-@pytest.mark.parametrize("failing", ["query_iterator", "delete", "upsert"])
+@pytest.mark.parametrize("failing", ["query_iterator", "next", "delete", "upsert"])
 def test_an_update_that_milvus_refuses_names_the_address(failing):
     from mlsr.backends.milvus_export import _update
 
