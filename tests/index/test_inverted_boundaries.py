@@ -243,7 +243,7 @@ def test_lists_whose_groups_never_settle_stay_aligned_after_the_last_round():
 @pytest.mark.parametrize("n", [1, 2, 6])
 def test_uint8_scale_arrays_are_float32_even_without_lists(small_blocks, n):
     index = SparseIndex.build(np.ones((n, 3), dtype=np.float32), precision="uint8").inverted  # every term a column
-    assert len(index.docs) == 0 and len(index.dense_terms) == 3 * index.n_blocks
+    assert len(index.docs) == len(index.scales) == 0 and len(index.dense_terms) == 3 * index.n_blocks
     assert index.scales.dtype == index.dense_scales.dtype == np.float32 and index.weights.dtype == np.uint8
     assert index.dense_scales.shape == (3 * index.n_blocks, 1)  # blocks of at most 64 rows: one group per column
 
@@ -311,3 +311,16 @@ def test_search_threads_are_named_for_whoever_reads_a_stack_dump(monkeypatch):
     kernel_search.kernel_search(index, inverted._kernel(), query_arrays(sp.csr_matrix(matrix_of(12)[:2])), 3)
     names = [thread.name for thread in threading.enumerate() if thread is not threading.main_thread()]
     assert any(name.startswith("mlsr-search_") for name in names), names
+
+
+@pytest.mark.parametrize("n, columns", [(3, 0), (4, 2)])
+def test_dense_columns_start_at_blocks_of_dense_min_docs_rows(monkeypatch, n, columns):
+    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 4)
+    index = SparseIndex.build(np.ones((n, 2), dtype=np.float32), precision="float32").inverted
+    assert len(index.dense_terms) == columns and len(index.docs) == 2 * n - n * columns
+
+
+def test_float16_weights_that_round_to_zero_are_absent_terms():
+    index = SparseIndex.build(np.array([[1e-10, 1.0, 0], [0, 1e-9, 2.0]], dtype=np.float32), precision="float16")
+    assert index.nnz == 2 and index.inverted.document(0)[0].tolist() == [1]
+    assert index.inverted.document_frequency().tolist() == [0, 1, 1] and len(index.inverted.docs) == 2
