@@ -216,3 +216,22 @@ def test_search_gives_ten_hits_by_default_and_names_bad_queries():
             SparseIndex.build(MATRIX).search(bad)
         with pytest.raises(InputError, match="^queries hold NaN"):
             query_arrays(bad)
+
+
+def test_build_keeps_its_own_float32_c_ordered_dense_copy():
+    for given in (np.arange(6, dtype=np.float64).reshape(3, 2), np.asfortranarray(np.ones((3, 2), np.float32)),
+                  np.ones((3, 2), np.float32)):
+        before = given.copy()
+        index = SparseIndex.build(MATRIX, dense=given)
+        assert index.dense.dtype == np.float32 and index.dense.flags.c_contiguous
+        given += 5  # the caller's array changes afterwards: the index's does not
+        np.testing.assert_array_equal(index.dense, before.astype(np.float32))
+
+
+def test_anything_with_an_array_interface_is_one_matrix():
+    class Table:  # say, a data frame: not an ndarray, yet convertible to one
+        def __array__(self, dtype=None, copy=None):
+            return MATRIX.copy()
+
+    index = SparseIndex.build(Table(), precision="float32")
+    assert len(index) == 3 and index.vectors.toarray().tolist() == MATRIX.tolist()
