@@ -204,3 +204,8 @@ def test_hand_set_arrays_naming_a_column_past_the_last_or_a_falling_index_pointe
         index.search(past, 1)
     with pytest.raises(InputError, match="^queries are not a sound sparse matrix: "):
         index.search(falling, 1)
+
+
+def test_a_one_dimensional_sparse_array_is_refused_by_name():
+    with pytest.raises(InputError, match=r"^queries must be 2-D, got shape \(3,\)\.$"):
+        SparseIndex.build(np.eye(3, dtype=np.float32)).search(sp.coo_array(np.ones(3, dtype=np.float32)), 1)
