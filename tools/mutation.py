@@ -31,7 +31,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "objectives": (["mlsr/training/objectives.py"], ["tests/training/test_objectives_boundaries.py"]),
     "head": (["mlsr/models/head.py"], ["tests/models/test_head.py", "tests/models/test_head_boundaries.py"]),
     "article": (["mlsr/app/article.py"], ["tests/app/test_article.py", "tests/app/test_article_boundaries.py"]),
-    # mlsr/index in two targets (each run stays within an hour on one core): the search path, then the files.
+    # mlsr/index in two targets, the search path and the files: each takes an hour or more of one core.
     "index-search": (["mlsr/index/sparse.py", "mlsr/index/inverted.py", "mlsr/index/modes.py",
                       "mlsr/index/ranking.py", "mlsr/index/rows.py", "mlsr/index/blocks.py",
                       "mlsr/index/kernel_search.py", "mlsr/index/dense.py"],

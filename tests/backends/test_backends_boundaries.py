@@ -142,17 +142,21 @@ def test_dense_search_ranks_like_a_full_sort_and_checks_its_vectors():
         no_dense.dense_search(np.ones((1, 3)), 1)
 
 
-def test_the_warm_up_asks_for_the_most_common_term_and_the_first_dense_vector():
-    docs = tied_docs(6)  # term 0 in rows 0, 2, 4; term 1 in rows 0, 3; term 7 in row 5
-    docs[1:, 3] = 0.25  # term 3 in five rows: the most common
-    dense = np.arange(12, dtype=np.float32).reshape(6, 2)
+def test_the_warm_up_asks_once_for_the_most_common_term_and_the_first_dense_vector():
+    docs = tied_docs(40)  # term 0 in the even rows, term 1 in every third
+    docs[1:, 3] = 0.25  # term 3 in 39 rows: the most common
+    dense = np.arange(80, dtype=np.float32).reshape(40, 2)
     backend, client = backend_over(docs, dense)
     backend.warm_up()
-    assert client.requests == [("sparse", 1, 6), ("dense", 1, 6)]
+    assert client.requests == [("sparse", 1, 17), ("dense", 1, 17)]  # k = 1, plus the 16 of the tie margin
     assert [np.asarray(vector).tolist() for vector in client.data] == [[0.0, 1.0]]
     sparse_only, client = backend_over(docs)
     sparse_only.warm_up()
-    assert client.requests == [("sparse", 1, 6)] and client.data == [{3: 1.0}]
+    assert client.requests == [("sparse", 1, 17)] and client.data == [{3: 1.0}]
+    no_dense_field = MilvusBackend(client, "c", SparseIndex.build(docs, dense=dense), "http://h:1", False)
+    client.requests.clear()
+    no_dense_field.warm_up()  # the index has dense vectors, the collection none: only the sparse field is warmed
+    assert client.requests == [("sparse", 1, 17)]
 
 
 def test_milvus_queries_are_checked_before_anything_is_sent():
