@@ -13,6 +13,7 @@ import argparse
 import collections
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -32,15 +33,35 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "article": (["mlsr/articles/sections.py", "mlsr/articles/suggestions.py"],
                 ["tests/articles/test_sections.py", "tests/articles/test_boundaries.py", "tests/articles/test_exports.py",
                  "tests/articles/test_suggestions_boundaries.py"]),
-    "index": (["mlsr/index/ranking.py", "mlsr/index/rows.py", "mlsr/index/blocks.py", "mlsr/index/thumbnails.py",
-               "mlsr/index/manifest.py", "mlsr/index/checks.py", "mlsr/index/edit.py"],
-              ["tests/index/test_search_fast.py", "tests/index/test_precision.py", "tests/index/test_edit.py",
-               "tests/index/test_thumbnails.py", "tests/index/test_manifest.py", "tests/index/test_boundaries.py"]),
+    # mlsr/index in two targets, the search path and the files: each takes an hour or more of one core.
+    "index-search": (["mlsr/index/sparse.py", "mlsr/index/inverted.py", "mlsr/index/modes.py",
+                      "mlsr/index/ranking.py", "mlsr/index/rows.py", "mlsr/index/blocks.py",
+                      "mlsr/index/kernel_search.py", "mlsr/index/dense.py"],
+                     ["tests/index/test_sparse.py", "tests/index/test_search_fast.py", "tests/index/test_precision.py",
+                      "tests/index/test_query_arrays.py", "tests/index/test_hybrid.py", "tests/index/test_dense.py",
+                      "tests/index/test_edit.py", "tests/index/test_search_boundaries.py",
+                      "tests/index/test_api_boundaries.py", "tests/index/test_sparse_boundaries.py",
+                      "tests/index/test_inverted_boundaries.py"]),
+    "index-files": (["mlsr/index/edit.py", "mlsr/index/checks.py", "mlsr/index/manifest.py", "mlsr/index/folder.py",
+                     "mlsr/index/forward.py", "mlsr/index/thumbnails.py", "mlsr/index/hub.py", "mlsr/index/publish.py"],
+                    ["tests/index/test_edit.py", "tests/index/test_folder_format.py", "tests/index/test_forward.py",
+                     "tests/index/test_manifest.py", "tests/index/test_thumbnails.py", "tests/index/test_hub_index.py",
+                     "tests/index/test_publish.py"]),
     "backends": (["mlsr/backends/local.py", "mlsr/backends/milvus.py", "mlsr/backends/milvus_export.py"],
-                 ["tests/backends/test_milvus.py"]),
+                 ["tests/backends/test_milvus.py", "tests/backends/test_backends_boundaries.py",
+                  "tests/backends/test_export_boundaries.py", "tests/backends/test_collection_boundaries.py"]),
 }
+# Settings that replace (or add to) the shared [tool.mutmut] ones for a target. The index's tests run no torch, and a
+# mutant of a search loop (`lo < hi` made `lo <= hi`) spins until its CPU limit, 2 * timeout_multiplier * the tests'
+# time: the shared 10 would hold a core ~10 minutes per such mutant. The backends' tests start the app (app.py),
+# which mutmut copies into its mutants/ folder only when told to.
+SETTINGS: dict[str, dict[str, object]] = {"index-search": {"timeout_multiplier": 1.0},
+                                          "index-files": {"timeout_multiplier": 1.0},
+                                          "backends": {"also_copy": ["app.py"]}}
 STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout",
-          255: "timeout", None: "not checked", 33: "no tests", 5: "no tests", 34: "skipped"}
+          255: "timeout", None: "not checked", 33: "no tests", 5: "no tests", 34: "skipped",
+          -11: "segfault"}  # a mutant that crashes the test process (e.g. wrong sizes handed to scipy's C routines)
+DETECTED = ("killed", "timeout", "segfault")
 
 
 def copy_tree(scratch: Path) -> None:
@@ -54,16 +75,22 @@ def copy_tree(scratch: Path) -> None:
             shutil.copy2(source, target)
 
 
-def write_config(scratch: Path, sources: list[str], tests: list[str]) -> None:
-    """Append the target's [tool.mutmut] keys to the repository's shared section in the scratch pyproject.toml."""
+def write_config(scratch: Path, sources: list[str], tests: list[str], settings: dict[str, object]) -> None:
+    """Append the target's [tool.mutmut] keys to the repository's shared section in the scratch pyproject.toml, and
+    replace the shared settings the target overrides."""
     text = (ROOT / "pyproject.toml").read_text()
-    section = "only_mutate = %s\npytest_add_cli_args_test_selection = %s\n" % (json.dumps(sources), json.dumps(tests))
+    for key, value in settings.items():
+        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {json.dumps(value)}", text, count=1)
+        if not found:
+            text = text.replace("[tool.mutmut]\n", f"[tool.mutmut]\n{key} = {json.dumps(value)}\n", 1)
+    section = f"only_mutate = {json.dumps(sources)}\npytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
     (scratch / "pyproject.toml").write_text(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + section, 1))
 
 
-def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str]) -> None:
+def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str], keep_verdicts: bool = False) -> None:
     """When the tests changed since the last run, have mutmut map tests to functions again and recheck every
-    mutant not yet killed (mutmut itself only notices changed source functions and newly named tests)."""
+    mutant not yet killed (mutmut itself only notices changed source functions and newly named tests); with
+    `keep_verdicts`, only map them again (the mutants named to `--recheck` are rerun, the rest keep their verdict)."""
     shared = [*(ROOT / "tests").glob("**/conftest.py"), *(ROOT / "tests" / "helpers").glob("*.py")]
     files = sorted({*(ROOT / name for name in tests), *shared})
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
@@ -72,12 +99,13 @@ def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str]) -
         data = json.loads(stats.read_text())
         data["duration_by_test"], data["tests_by_mangled_function_name"] = {}, {}
         stats.write_text(json.dumps(data))
-        for source in sources:
+        for source in [] if keep_verdicts else sources:
             meta = scratch / "mutants" / (source + ".meta")
             if meta.exists():
                 cached = json.loads(meta.read_text())
                 codes = cached["exit_code_by_key"]
-                cached["exit_code_by_key"] = {k: (v if STATUS.get(v) == "killed" else None) for k, v in codes.items()}
+                cached["exit_code_by_key"] = {k: (v if STATUS.get(v) in ("killed", "segfault") else None)
+                                              for k, v in codes.items()}
                 meta.write_text(json.dumps(cached))
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.write_text(digest)
@@ -93,7 +121,7 @@ def summary(scratch: Path, sources: list[str]) -> tuple[collections.Counter, lis
         for name, code in sorted(codes.items()):
             status = STATUS.get(code, "suspicious")
             counts[status] += 1
-            if status not in ("killed", "timeout"):
+            if status not in DETECTED:
                 survivors.append(f"{name}: {status}")
     return counts, survivors
 
@@ -103,6 +131,9 @@ def main() -> int:
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--tests", nargs="+", help="test files to run instead of the target's own")
+    parser.add_argument("--recheck", nargs="+", metavar="MUTANT", default=[],
+                        help="rerun only these mutants (say, survivors that new tests should kill); the others keep"
+                             " their verdicts (adding tests can only kill more)")
     args = parser.parse_args()
     sources, tests = TARGETS[args.target]
     tests = args.tests or tests
@@ -110,17 +141,17 @@ def main() -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     copy_tree(scratch)
     tests = [name for name in tests if (ROOT / name).exists()]
-    write_config(scratch, sources, tests)
-    forget_stale_verdicts(scratch, sources, tests)
-    run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-                         cwd=scratch, capture_output=True, text=True)
+    write_config(scratch, sources, tests, SETTINGS.get(args.target, {}))
+    forget_stale_verdicts(scratch, sources, tests, keep_verdicts=bool(args.recheck))
+    run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children),
+                          *args.recheck], cwd=scratch, capture_output=True, text=True)
     if run.returncode:
         print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
     counts, survivors = summary(scratch, sources)
     generated = sum(counts.values())
-    killed = counts["killed"] + counts["timeout"]
-    print(f"{args.target}: generated {generated}, killed {counts['killed']}, timeouts {counts['timeout']}, "
-          f"survived {generated - killed} ({100 * killed / max(generated, 1):.1f}% killed)")
+    killed = sum(counts[status] for status in DETECTED)
+    print(f"{args.target}: generated {generated}, killed {counts['killed']}, timeouts {counts['timeout']}, segfaults "
+          f"{counts['segfault']}, survived {generated - killed} ({100 * killed / max(generated, 1):.1f}% killed)")
     print("\n".join(survivors))
     return run.returncode
 

@@ -22,10 +22,18 @@ def as_csr(matrix, what: str) -> sp.csr_matrix:
         if matrix.ndim != 2:
             raise InputError(f"{what} must be 2-D, got shape {matrix.shape}.")
         _check_real(matrix.dtype, what)
-        copy = sp.csr_matrix(matrix, copy=True)
-        if copy.nnz and (copy.indices.min() < 0 or copy.indices.max() >= copy.shape[1]):  # hand-made arrays
+        unsound = f"{what} are not a sound sparse matrix"  # arrays set by hand: scipy checks them only when made
+        try:
+            copy = sp.csr_matrix(matrix, copy=True)
+        except ValueError as error:
+            raise InputError(f"{unsound}: {error}.") from None
+        if len(copy.indices) and (copy.indices.min() < 0 or copy.indices.max() >= copy.shape[1]):
             raise InputError(f"{what} name a column outside their {copy.shape[1]} columns.")
-        copy.sum_duplicates()  # on the copy, in the input's dtype: sorts its indices and sums repeated entries
+        try:
+            copy.check_format(full_check=True)
+            copy.sum_duplicates()  # on the copy, in the input's dtype: sorts its indices and sums repeated entries
+        except ValueError as error:
+            raise InputError(f"{unsound}: {error}.") from None
         with np.errstate(over="ignore"):
             data = copy.data.astype(np.float32)
         indices, indptr = copy.indices, copy.indptr
