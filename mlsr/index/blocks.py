@@ -30,14 +30,14 @@ import numpy as np
 import scipy.sparse as sp
 
 BLOCK_DOCS = 65_536  # rows per block: the largest block whose rows fit uint16
-IMPACT_LEVELS = 255  # uint8 impacts 1..255 (0 = absent)
+_IMPACT_LEVELS = 255  # uint8 impacts 1..255 (0 = absent)
 LIST_GROUP = 32  # consecutive postings of a block's lists that share one uint8 scale
 COLUMN_GROUP = 64  # rows of a dense column that share one uint8 scale
-# A term held by at least `DENSE_SHARE` of a block's rows is a dense column there: adding a column
+# A term held by at least `_DENSE_SHARE` of a block's rows is a dense column there: adding a column
 # with vector instructions costs ~0.1 ns per row, a scatter over a posting list ~1 ns per posting.
 # Terms from FAST_DENSE_SHARE up become columns too, as long as the block stays within
 # DENSE_BYTES_FACTOR times the bytes of its posting lists (a column costs a weight per row).
-DENSE_SHARE = 1 / 3
+_DENSE_SHARE = 1 / 3
 FAST_DENSE_SHARE = 0.15
 DENSE_BYTES_FACTOR = 1.25
 DENSE_MIN_DOCS = 4096  # ...but only in blocks this large (below it the difference is noise)
@@ -117,7 +117,7 @@ def invert_block(rows: sp.csr_matrix, precision: str, block_size: int) -> Part:
     if precision == "uint8":
         data, scales, kept = quantize_lists(data)
         docs, terms = docs[kept], terms[kept]
-        dense, dense_scales = quantize_columns(dense)
+        dense, dense_scales = _quantize_columns(dense)
     block_indptr = np.zeros(vocab_size + 1, dtype=np.int64)
     np.cumsum(np.bincount(terms, minlength=vocab_size), out=block_indptr[1:])
     return Part(block_indptr, docs.astype(ID_DTYPE), data, scales, np.array([0, len(dense_terms)], dtype=np.int64),
@@ -134,7 +134,7 @@ def quantize_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """
     kept = np.arange(len(values))
     for round in range(8):
-        scales = group_max(values[kept], LIST_GROUP) / np.float32(IMPACT_LEVELS)
+        scales = _group_max(values[kept], LIST_GROUP) / np.float32(_IMPACT_LEVELS)
         impacts = impacts_of(values[kept], np.repeat(scales, LIST_GROUP)[: len(kept)])
         if impacts.all() or round == 7:  # the last round keeps its zeros: impacts and kept stay the same length
             break
@@ -142,19 +142,19 @@ def quantize_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return impacts, scales, kept
 
 
-def quantize_columns(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _quantize_columns(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 impacts of float32 dense columns (m, block_size) and their scales (m, groups): one per COLUMN_GROUP
     rows."""
     m, size = columns.shape
     groups = column_groups(size)
     padded = np.zeros((m, groups * COLUMN_GROUP), dtype=np.float32)
     padded[:, :size] = columns
-    scales = padded.reshape(m, groups, COLUMN_GROUP).max(axis=2) / np.float32(IMPACT_LEVELS)
+    scales = padded.reshape(m, groups, COLUMN_GROUP).max(axis=2) / np.float32(_IMPACT_LEVELS)
     impacts = impacts_of(padded, np.repeat(scales, COLUMN_GROUP, axis=1))
     return impacts[:, :size], scales
 
 
-def group_max(values: np.ndarray, size: int) -> np.ndarray:
+def _group_max(values: np.ndarray, size: int) -> np.ndarray:
     """float32 max of each run of `size` consecutive values (the last run may be shorter)."""
     if not len(values):
         return np.zeros(0, dtype=np.float32)
@@ -164,17 +164,17 @@ def group_max(values: np.ndarray, size: int) -> np.ndarray:
 def impacts_of(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """round(value / scale) as uint8 (0 where the scale is 0)."""
     ratio = np.divide(values, scales, out=np.zeros(values.shape, dtype=np.float32), where=scales > 0)
-    return np.clip(np.rint(ratio), 0, IMPACT_LEVELS).astype(np.uint8)
+    return np.clip(np.rint(ratio), 0, _IMPACT_LEVELS).astype(np.uint8)
 
 
 def dense_columns(counts: np.ndarray, n: int, weight_bytes: int) -> np.ndarray:
-    """Terms of a block to store as dense columns (ascending): see DENSE_SHARE and FAST_DENSE_SHARE."""
+    """Terms of a block to store as dense columns (ascending): see _DENSE_SHARE and FAST_DENSE_SHARE."""
     posting_bytes = ID_DTYPE.itemsize + weight_bytes
     order = np.argsort(-counts, kind="stable")
     order = order[counts[order] >= FAST_DENSE_SHARE * n]
     sparse_bytes = posting_bytes * (counts.sum() - np.cumsum(counts[order]))  # if the first j+1 become columns
     total = sparse_bytes + weight_bytes * n * np.arange(1, len(order) + 1)
-    fits = (counts[order] >= DENSE_SHARE * n) | (total <= DENSE_BYTES_FACTOR * posting_bytes * max(counts.sum(), 1))
+    fits = (counts[order] >= _DENSE_SHARE * n) | (total <= DENSE_BYTES_FACTOR * posting_bytes * max(counts.sum(), 1))
     chosen = len(order) if fits.all() else int(np.argmin(fits))  # the longest prefix that fits
     return np.sort(order[:chosen])
 

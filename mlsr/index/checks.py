@@ -89,8 +89,6 @@ def checked_blocks(arrays: dict[str, np.ndarray], n: int, vocab_size: int, block
     return InvertedIndex(n, vocab_size, block_size, **plain, stored_forward=None)  # the arrays are postings only
 
 
-FORMAT2_NAMES = ("indptr", "docs", "weights", "dense_terms", "dense_weights")
-
 
 def format2_rows(arrays: dict[str, np.ndarray], n: int, vocab_size: int) -> sp.csr_matrix:
     """Checked format-2 postings as the (n, vocab) float32 CSR document rows of their stored weights."""

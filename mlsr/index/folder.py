@@ -70,7 +70,7 @@ def write_folder(path: str | Path, inverted: InvertedIndex, items: list[Item], v
 
     Returns the index's `lineage` (see `_write_files`).
     """
-    path = check_target(path)
+    path = _check_target(path)
     staging = staging_folder(path)
     try:
         lineage = _write_files(staging, inverted, items, vocab, dense, info, thumbnails)
@@ -81,7 +81,7 @@ def write_folder(path: str | Path, inverted: InvertedIndex, items: list[Item], v
     return lineage
 
 
-def check_target(path: str | Path) -> Path:
+def _check_target(path: str | Path) -> Path:
     """`path` if an index may be written there (nothing, an empty folder or an index); builders call it first."""
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -92,11 +92,11 @@ def check_target(path: str | Path) -> Path:
 
 
 def check_new_target(path: str | Path, overwrite: bool = False, how: str = "overwrite=True") -> Path:
-    """`check_target`, and unless `overwrite`, refuse a folder that already holds an index, saying what it holds:
+    """`_check_target`, and unless `overwrite`, refuse a folder that already holds an index, saying what it holds:
     a build never replaces an index by accident (`how` is how the caller says it on purpose)."""
-    path = check_target(path)
+    path = _check_target(path)
     if not overwrite and (path / MANIFEST_FILE).is_file():
-        raise InputError(f"{path} holds an index already ({describe_index(path)}); nothing was changed. To replace"
+        raise InputError(f"{path} holds an index already ({_describe_index(path)}); nothing was changed. To replace"
                          f" it, say so ({how}), or choose another folder.")
     return path
 
@@ -111,7 +111,7 @@ def manifest_as_is(path: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def describe_index(path: Path) -> str:
+def _describe_index(path: Path) -> str:
     """What an index folder holds, from its manifest read as it is (no checksums): items, kind, dense, models."""
     manifest = manifest_as_is(path)
     if manifest is None:

@@ -24,17 +24,17 @@ from mlsr.errors import InputError
 if TYPE_CHECKING:
     from mlsr.index.inverted import InvertedIndex
 
-FORWARD_NAMES = ("indptr", "terms", "weights")
-SPOT_CHECKS = 4  # rows compared in full with the inverted lists on load (first, last and evenly spread; ~10 ms each)
+_FORWARD_NAMES = ("indptr", "terms", "weights")
+_SPOT_CHECKS = 4  # rows compared in full with the inverted lists on load (first, last and evenly spread; ~10 ms each)
 _CHECK_CHUNK = 1 << 24  # postings checked at once
 
 
-def term_dtype(vocab_size: int) -> np.dtype:
+def _term_dtype(vocab_size: int) -> np.dtype:
     """uint16 for vocabularies up to 65,536 terms (BERT's 30,522), int32 beyond."""
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.int32)
 
 
-def weight_dtype(precision: str) -> np.dtype:
+def _weight_dtype(precision: str) -> np.dtype:
     """float16 for a float16 index (its stored weights exactly), float32 otherwise (uint8: scale * impact)."""
     return np.dtype(np.float16) if precision == "float16" else np.dtype(np.float32)
 
@@ -45,8 +45,8 @@ class Forward:
     indptr[r], indptr[r + 1]`. Arrays may be memory-mapped, read-only."""
 
     indptr: np.ndarray  # int64 (n_docs + 1,)
-    terms: np.ndarray  # term_dtype(vocab_size) (stored postings,)
-    weights: np.ndarray  # weight_dtype(precision) (stored postings,)
+    terms: np.ndarray  # _term_dtype(vocab_size) (stored postings,)
+    weights: np.ndarray  # _weight_dtype(precision) (stored postings,)
 
     @property
     def n_docs(self) -> int:
@@ -83,10 +83,10 @@ class Forward:
         return Forward(self.indptr[: n + 1], self.terms[:stop], self.weights[:stop])
 
 
-def of_rows(rows: sp.csr_matrix, vocab_size: int, precision: str) -> Forward:
+def _of_rows(rows: sp.csr_matrix, vocab_size: int, precision: str) -> Forward:
     """The forward view of canonical stored rows (float32 CSR, sorted indices): a block's `block_term_major().T`."""
-    return Forward(rows.indptr.astype(np.int64), rows.indices.astype(term_dtype(vocab_size)),
-                   rows.data.astype(weight_dtype(precision)))
+    return Forward(rows.indptr.astype(np.int64), rows.indices.astype(_term_dtype(vocab_size)),
+                   rows.data.astype(_weight_dtype(precision)))
 
 
 def of_block(rows: sp.csr_matrix, part, vocab_size: int, precision: str) -> Forward:
@@ -96,15 +96,15 @@ def of_block(rows: sp.csr_matrix, part, vocab_size: int, precision: str) -> Forw
     directly; uint8 impacts depend on their posting groups, so that block is read back from its lists.
     """
     if precision == "uint8":
-        return of_rows(_uint8_rows(part, rows.shape[0], vocab_size), vocab_size, precision)
-    weights = rows.data.astype(weight_dtype(precision))
+        return _of_rows(_uint8_rows(part, rows.shape[0], vocab_size), vocab_size, precision)
+    weights = rows.data.astype(_weight_dtype(precision))
     indptr, terms = rows.indptr.astype(np.int64), rows.indices
     keep = weights != 0
     if not keep.all():
         counts = np.bincount(np.repeat(np.arange(rows.shape[0]), np.diff(indptr))[keep], minlength=rows.shape[0])
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         terms, weights = terms[keep], weights[keep]
-    return Forward(indptr, terms.astype(term_dtype(vocab_size)), weights)
+    return Forward(indptr, terms.astype(_term_dtype(vocab_size)), weights)
 
 
 def _uint8_rows(part, n: int, vocab_size: int) -> sp.csr_matrix:
@@ -130,21 +130,21 @@ def _uint8_rows(part, n: int, vocab_size: int) -> sp.csr_matrix:
 
 def joined(parts: list[Forward], precision: str) -> Forward:
     """One forward view of consecutive rows' views, weights in the precision's dtype (float16 widens exactly)."""
-    if len(parts) == 1 and parts[0].weights.dtype == weight_dtype(precision):
+    if len(parts) == 1 and parts[0].weights.dtype == _weight_dtype(precision):
         return parts[0]
     starts = np.cumsum([0] + [len(part.terms) for part in parts[:-1]])
     indptr = np.concatenate([[0]] + [part.indptr[1:] + start for part, start in zip(parts, starts)]).astype(np.int64)
     return Forward(indptr, np.concatenate([part.terms for part in parts]),
-                   np.concatenate([part.weights for part in parts]).astype(weight_dtype(precision)))
+                   np.concatenate([part.weights for part in parts]).astype(_weight_dtype(precision)))
 
 
 def derived(inverted: InvertedIndex) -> Forward:
     """The forward view read from the inverted lists, block by block (an index saved before it was kept)."""
-    parts = [of_rows(inverted.block_term_major(b).T.tocsr(), inverted.vocab_size, inverted.precision)
+    parts = [_of_rows(inverted.block_term_major(b).T.tocsr(), inverted.vocab_size, inverted.precision)
              for b in range(inverted.n_blocks)]
     if not parts:
-        return Forward(np.zeros(1, np.int64), np.zeros(0, term_dtype(inverted.vocab_size)),
-                       np.zeros(0, weight_dtype(inverted.precision)))
+        return Forward(np.zeros(1, np.int64), np.zeros(0, _term_dtype(inverted.vocab_size)),
+                       np.zeros(0, _weight_dtype(inverted.precision)))
     return joined(parts, inverted.precision)
 
 
@@ -162,9 +162,9 @@ def checked(arrays: dict[str, np.ndarray], inverted: InvertedIndex) -> Forward:
     weights; as many postings as the lists hold; and a few whole rows equal to the lists' (the
     checksums already prove the files are the ones saved).
     """
-    indptr, terms, weights = (arrays[name] for name in FORWARD_NAMES)
-    if (indptr.dtype, terms.dtype, weights.dtype) != (np.dtype(np.int64), term_dtype(inverted.vocab_size),
-                                                      weight_dtype(inverted.precision)):
+    indptr, terms, weights = (arrays[name] for name in _FORWARD_NAMES)
+    if (indptr.dtype, terms.dtype, weights.dtype) != (np.dtype(np.int64), _term_dtype(inverted.vocab_size),
+                                                      _weight_dtype(inverted.precision)):
         raise InputError("the forward view has unexpected types; rebuild the index.")
     if indptr.shape != (inverted.n_docs + 1,) or terms.ndim != 1 or weights.shape != terms.shape:
         raise InputError("the forward view has inconsistent shapes; rebuild the index.")
@@ -187,8 +187,8 @@ def checked(arrays: dict[str, np.ndarray], inverted: InvertedIndex) -> Forward:
         finite = (chunk.view(np.uint16) & 0x7C00) != 0x7C00 if chunk.dtype == np.float16 else np.isfinite(chunk)
         if not finite.all():
             raise InputError("the forward view holds NaN or infinite weights; rebuild the index.")
-    forward = Forward(*(np.asarray(arrays[name]) for name in FORWARD_NAMES))
-    spots = np.unique(np.linspace(0, inverted.n_docs - 1, min(SPOT_CHECKS, inverted.n_docs)).astype(np.int64))
+    forward = Forward(*(np.asarray(arrays[name]) for name in _FORWARD_NAMES))
+    spots = np.unique(np.linspace(0, inverted.n_docs - 1, min(_SPOT_CHECKS, inverted.n_docs)).astype(np.int64))
     for row in spots:
         found, expected = forward.document(int(row)), inverted.document_from_lists(int(row))
         if not all(np.array_equal(a, b) for a, b in zip(found, expected)):

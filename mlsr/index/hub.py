@@ -91,7 +91,7 @@ def locate_index(name: str | Path) -> IndexLocation:
     if hub is None:
         return IndexLocation(str(name), Path(name).expanduser())
     try:
-        return download_index(hub, str(name))
+        return _download_index(hub, str(name))
     except ModelLoadError as error:
         if str(name).startswith(HUB_PREFIX) or hub.revision is not None:
             raise
@@ -99,19 +99,19 @@ def locate_index(name: str | Path) -> IndexLocation:
                              f" `python -m mlsr build-index --images DIR --out {name}`.)") from None
 
 
-def download_index(hub: HubIndexId, name: str | None = None) -> IndexLocation:
+def _download_index(hub: HubIndexId, name: str | None = None) -> IndexLocation:
     """Fetch an index's manifest, then the files it lists at the same commit (each only when not cached yet)."""
     from mlsr.models.hub import download
 
     first = download(hub.repo_id, [MANIFEST_FILE], revision=hub.revision, repo_type="dataset", what="index")
-    files = listed_files(first.folder, hub)
+    files = _listed_files(first.folder, hub)
     # the commit of the first step pins the second: a push in between cannot mix two versions
     source = download(hub.repo_id, [MANIFEST_FILE, *files], revision=first.revision or hub.revision,
                       repo_type="dataset", what="index")
     return IndexLocation(name or str(hub), source.folder, hub.repo_id, source.revision)
 
 
-def listed_files(folder: Path, hub: HubIndexId) -> list[str]:
+def _listed_files(folder: Path, hub: HubIndexId) -> list[str]:
     """The file names a Hub index's manifest lists; the full checks come later, in `mlsr.index.folder`."""
     where = f"Hub dataset {hub}"
     try:

@@ -38,7 +38,7 @@ from mlsr.index.blocks import (COLUMN_GROUP, LIST_GROUP, Part, concatenate, empt
 
 logger = logging.getLogger(__name__)
 
-CONCATENATE_BLOCKS = 16  # the builder concatenates its blocks this many at a time (see blocks.concatenate)
+_CONCATENATE_BLOCKS = 16  # the builder concatenates its blocks this many at a time (see blocks.concatenate)
 KERNEL_MIN_DOCS = 20_000  # smaller indexes search with scipy: no compile, no threads, already < 1 ms
 MAX_SCORE_BLOCK = 1 << 26  # scipy path: at most this many dense scores at once (256 MB)
 HALF_MAX = float(np.finfo(np.float16).max)
@@ -97,7 +97,7 @@ class InvertedIndex:
             blocks.append(invert_block(rows, precision, size))
             forwards.append(rows_view.of_block(rows, blocks[-1], vocab_size, precision))
             n += rows.shape[0]
-            if len(blocks) == CONCATENATE_BLOCKS:
+            if len(blocks) == _CONCATENATE_BLOCKS:
                 done.append(concatenate(blocks))
 
         pending = None  # one block held back, to know whether it is the only one

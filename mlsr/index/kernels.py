@@ -34,8 +34,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-PREFETCH = 2048  # elements ahead that a column scan asks the memory system for
-PREFETCH_LIST = 256  # ...and a posting scan (lists are shorter: a nearer target is timelier)
+_PREFETCH = 2048  # elements ahead that a column scan asks the memory system for
+_PREFETCH_LIST = 256  # ...and a posting scan (lists are shorter: a nearer target is timelier)
 
 
 @intrinsic
@@ -105,12 +105,12 @@ def _add_column(accumulator, column, dense_scales, slot, quantized, weight):
     """accumulator += weight * stored(column) with vector instructions, 64 rows at a time (a scale's group).
 
     Stored weight: the float weight, or `dense_scales[slot, row // 64] * impact` when `quantized`.
-    Each step first asks for the column PREFETCH rows ahead (hardware prefetchers stop at page
+    Each step first asks for the column _PREFETCH rows ahead (hardware prefetchers stop at page
     boundaries).
     """
     size = accumulator.shape[0]
     for step in range(0, size - size % 64, 64):
-        _prefetch(column, step + PREFETCH)
+        _prefetch(column, step + _PREFETCH)
         scores = accumulator[step : step + 64]
         values = column[step : step + 64]
         if quantized:
@@ -134,8 +134,8 @@ def _add_two_columns(accumulator, first, second, dense_scales, slot_a, slot_b, q
     additions (the same two float32 additions, in the same order), so the accumulator is read and written once."""
     size = accumulator.shape[0]
     for step in range(0, size - size % 64, 64):
-        _prefetch(first, step + PREFETCH)
-        _prefetch(second, step + PREFETCH)
+        _prefetch(first, step + _PREFETCH)
+        _prefetch(second, step + _PREFETCH)
         scores = accumulator[step : step + 64]
         a = first[step : step + 64]
         b = second[step : step + 64]
@@ -161,13 +161,13 @@ def _add_postings(accumulator, docs, weights, weight):
 
     Unsigned indices: numba then skips its negative-index wraparound, which doubles the cost of a
     scatter (the load-time checks keep every row within the block). Every 32 postings, the lists
-    PREFETCH_LIST postings ahead are asked for.
+    _PREFETCH_LIST postings ahead are asked for.
     """
     count = docs.shape[0]
     whole = count - count % 32
     for step in range(0, whole, 32):
-        _prefetch(docs, step + PREFETCH_LIST)
-        _prefetch(weights, step + PREFETCH_LIST)
+        _prefetch(docs, step + _PREFETCH_LIST)
+        _prefetch(weights, step + _PREFETCH_LIST)
         rows = docs[step : step + 32]
         values = weights[step : step + 32]
         for i in range(32):
@@ -185,8 +185,8 @@ def _add_impacts(accumulator, docs, impacts, scales, start, stop, first, group, 
         offset = p - first
         end = min(stop, p + 32 - (offset & 31))  # the end of this posting's scale group
         scale = scales[group + (offset >> 5)]
-        _prefetch(docs, p + PREFETCH_LIST)
-        _prefetch(impacts, p + PREFETCH_LIST)
+        _prefetch(docs, p + _PREFETCH_LIST)
+        _prefetch(impacts, p + _PREFETCH_LIST)
         rows = docs[p:end]
         values = impacts[p:end]
         for i in range(end - p):

@@ -57,7 +57,7 @@ def postings_field(version: int) -> str:
     return "dense_terms" if version <= 2 else "dense_columns"
 
 
-def required_files(version: int) -> list[str]:
+def _required_files(version: int) -> list[str]:
     """The files every index folder of this format version lists."""
     postings = {1: [SPARSE_FILE], 2: list(FORMAT2_FILES.values())}.get(version, list(POSTING_FILES.values()))
     return [*postings, ITEMS_FILE]
@@ -104,7 +104,7 @@ def check_manifest(manifest: dict, where: str, error: type[Exception] = IndexFor
         if not _whole(manifest.get(field), low):
             refuse(field, f"must be a whole number >= {low}, {_got(manifest, field)}")
     files = manifest.get("files")
-    required = required_files(version)
+    required = _required_files(version)
     if not isinstance(files, dict) or any(name not in files for name in required):
         got = "" if isinstance(files, dict) else f", {_got(manifest, 'files')}"
         refuse("files", f"must list {', '.join(required)}{got}")

@@ -31,8 +31,8 @@ CARD = Template(Path(__file__).with_name("card.md").read_text(encoding="utf-8"))
 CARD_FILE = "README.md"
 # what a Hub model id looks like (a local path usually does not)
 _MODEL_ID = re.compile(rf"{REPO_NAME_PART}(/{REPO_NAME_PART})?")
-DEFAULTS = {"backbone": DEFAULT_BACKBONE, "head": DEFAULT_HEAD, "tokenizer": DEFAULT_TOKENIZER}
-SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+_DEFAULTS = {"backbone": DEFAULT_BACKBONE, "head": DEFAULT_HEAD, "tokenizer": DEFAULT_TOKENIZER}
+_SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
 
 
@@ -55,13 +55,13 @@ def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
     files = manifest["files"] if isinstance(manifest.get("files"), dict) else {}
     local = local_models(manifest)
     lines, args = [], []
-    for role, ref in recorded_models(manifest).items():
+    for role, ref in _recorded_models(manifest).items():
         model_id = ref.get("id")
         revision = f" (revision `{ref['revision']}`)" if ref.get("revision") else ""
         note = (" — a local folder where the index was built: publish it too, or nobody else can search this index"
                 if role in local else "")
         lines.append(f"  - {role}: `{model_id}`{revision}{note}" if model_id else f"  - {role}: not recorded")
-        if model_id and model_id != DEFAULTS[role]:
+        if model_id and model_id != _DEFAULTS[role]:
             args.append(f" --{role} {model_id}")
     source = (manifest.get("build") or {}).get("source") if isinstance(manifest.get("build"), dict) else None
     source_line = ""
@@ -87,16 +87,16 @@ def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
     )
 
 
-def recorded_models(manifest: dict) -> dict[str, dict]:
+def _recorded_models(manifest: dict) -> dict[str, dict]:
     """{role: {"id", "revision", ...}} of the backbone, head and tokenizer a manifest records ({} when unknown)."""
     models = manifest["models"] if isinstance(manifest.get("models"), dict) else {}
-    return {role: models[role] if isinstance(models.get(role), dict) else {} for role in DEFAULTS}
+    return {role: models[role] if isinstance(models.get(role), dict) else {} for role in _DEFAULTS}
 
 
 def local_models(manifest: dict) -> list[str]:
     """Roles whose recorded model is a local folder rather than a Hub model (a backbone or head loaded from the
     Hub records its commit): others cannot load it by that name."""
-    return [role for role, ref in recorded_models(manifest).items()
+    return [role for role, ref in _recorded_models(manifest).items()
             if ref.get("id") and (not _MODEL_ID.fullmatch(str(ref["id"]))
                                   or role != "tokenizer" and not ref.get("revision"))]
 
@@ -104,26 +104,26 @@ def local_models(manifest: dict) -> list[str]:
 _MACHINE_PATH = re.compile(r"^(/|~|\\\\|[A-Za-z]:[\\/]|file:)")  # /home/..., ~/..., \\server, C:\..., file:...
 
 
-def machine_paths(value: object, field: str = "") -> list[str]:
+def _machine_paths(value: object, field: str = "") -> list[str]:
     """The fields of a manifest (or an item) whose text looks like an absolute path on a machine: `a.b[2]` names."""
     if isinstance(value, dict):
-        return [found for key, inner in value.items() for found in machine_paths(inner, f"{field}.{key}".lstrip("."))]
+        return [found for key, inner in value.items() for found in _machine_paths(inner, f"{field}.{key}".lstrip("."))]
     if isinstance(value, list):
-        return [found for i, inner in enumerate(value) for found in machine_paths(inner, f"{field}[{i}]")]
+        return [found for i, inner in enumerate(value) for found in _machine_paths(inner, f"{field}[{i}]")]
     return [field] if isinstance(value, str) and _MACHINE_PATH.match(value) else []
 
 
 def size_category(count: int) -> str:
     """The Hub's size_categories value for `count` rows."""
-    return next((label for limit, label in SIZES if count < limit), "n>1T")
+    return next((label for limit, label in _SIZES if count < limit), "n>1T")
 
 
-def refuse_machine_paths(folder: Path, manifest: dict) -> None:
+def _refuse_machine_paths(folder: Path, manifest: dict) -> None:
     """InputError naming the first manifest or item field that holds an absolute path of this machine."""
-    found = [f"manifest.json: {name}" for name in machine_paths(manifest)]
+    found = [f"manifest.json: {name}" for name in _machine_paths(manifest)]
     if not found:
         for row, item in enumerate(read_jsonl(folder / ITEMS_FILE)):
-            found += [f"items.jsonl row {row}: {name}" for name in machine_paths(item)]
+            found += [f"items.jsonl row {row}: {name}" for name in _machine_paths(item)]
             if found:
                 break
     if found:
@@ -133,7 +133,7 @@ def refuse_machine_paths(folder: Path, manifest: dict) -> None:
                          " images relative to the index), or edit that field.")
 
 
-def count_local_images(folder: Path) -> int:
+def _count_local_images(folder: Path) -> int:
     """Items whose image is a file on this machine and that have no thumbnail in the index: they show a placeholder."""
     items = read_jsonl(folder / ITEMS_FILE)
     offsets_file = folder / THUMBNAIL_FILES["offsets"]
@@ -153,8 +153,8 @@ def push_index(folder: str | Path, repo_id: str, *, private: bool = False, token
     repo_id = check_repo_id(repo_id, HUB_PREFIX)
     folder = Path(folder)
     manifest = read_manifest(folder)  # every size and checksum: a damaged index is never published
-    refuse_machine_paths(folder, manifest)
-    local_images = count_local_images(folder)
+    _refuse_machine_paths(folder, manifest)
+    local_images = _count_local_images(folder)
     card = dataset_card(manifest, repo_id, local_images)
     from huggingface_hub import CommitOperationAdd, HfApi
 

@@ -21,7 +21,7 @@ from mlsr.errors import InputError
 from mlsr.images import ImageInput, load_image
 
 THUMBNAIL_SIDE = 512
-WEBP_QUALITY = 75
+_WEBP_QUALITY = 75
 _MEDIA_TYPES = ((b"RIFF", "image/webp"), (b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG", "image/png"))
 
 
@@ -104,7 +104,7 @@ def make_thumbnail(image: Image.Image) -> bytes:
     small = image.copy()
     small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     buffer = io.BytesIO()
-    small.save(buffer, "WEBP", quality=WEBP_QUALITY, method=2)
+    small.save(buffer, "WEBP", quality=_WEBP_QUALITY, method=2)
     return buffer.getvalue()
 
 
