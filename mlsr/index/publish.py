@@ -33,7 +33,8 @@ CARD_FILE = "README.md"
 _MODEL_ID = re.compile(rf"{REPO_NAME_PART}(/{REPO_NAME_PART})?")
 _DEFAULTS = {"backbone": DEFAULT_BACKBONE, "head": DEFAULT_HEAD, "tokenizer": DEFAULT_TOKENIZER}
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+         (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T")]
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,14 @@ def test_the_card_warns_about_what_was_not_published(tmp_path):
     assert "head: `/home/me/heads/mine` — a local folder where the index was built" in card
 
 
-@pytest.mark.parametrize("count, label", [(0, "n<1K"), (999, "n<1K"), (5_000, "1K<n<10K"), (1_000_000, "1M<n<10M")])
+@pytest.mark.parametrize("count, label", [
+    (0, "n<1K"), (999, "n<1K"), (1_000, "1K<n<10K"), (5_000, "1K<n<10K"), (9_999, "1K<n<10K"),
+    (10_000, "10K<n<100K"), (100_000, "100K<n<1M"), (999_999, "100K<n<1M"), (1_000_000, "1M<n<10M"),
+    (10_000_000, "10M<n<100M"), (99_999_999, "10M<n<100M"),
+    # the Hub's categories go on past 100M (a 200M-row index was labelled "n>1T")
+    (100_000_000, "100M<n<1B"), (200_000_000, "100M<n<1B"), (1_000_000_000, "1B<n<10B"),
+    (10_000_000_000, "10B<n<100B"), (100_000_000_000, "100B<n<1T"), (1_000_000_000_000, "n>1T"),
+])
 def test_size_categories(count, label):
     assert size_category(count) == label
 
