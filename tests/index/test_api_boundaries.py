@@ -21,13 +21,13 @@ from mlsr.index.sparse import SparseIndex
 from mlsr.index.thumbnails import Thumbnails
 from mlsr.models.record import ModelRecord
 from mlsr.vocab import Vocabulary
+from tests.index.conftest import use_small_blocks
 
 
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of 4 rows, and dense columns in blocks of any size (the real knobs, made small)."""
-    monkeypatch.setattr(blocks, "BLOCK_DOCS", 4)
-    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+    use_small_blocks(monkeypatch, 4)
 
 
 # -- the dense baseline -------------------------------------------------------------------------------------------

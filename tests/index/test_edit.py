@@ -8,11 +8,10 @@ import pytest
 import scipy.sparse as sp
 
 from mlsr.errors import InputError
-from mlsr.index import blocks
 from mlsr.index.sparse import SparseIndex
-from mlsr.settings import PRECISIONS
 from mlsr.vocab import Vocabulary
 from tests.index.test_search_fast import VOCAB, path, skewed  # noqa: F401  (path: the search-path fixture)
+from tests.index.conftest import use_small_blocks
 
 ARRAYS = ("indptr", "docs", "weights", "scales", "dense_indptr", "dense_terms", "dense_weights", "dense_scales")
 QUERIES = skewed(9, seed=90, per_row=12, negative=True)
@@ -21,13 +20,8 @@ QUERIES = skewed(9, seed=90, per_row=12, negative=True)
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Blocks of 64 documents with dense columns: 150 documents are 2 full blocks and a partial one."""
-    monkeypatch.setattr(blocks, "BLOCK_DOCS", 64)
-    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+    use_small_blocks(monkeypatch, 64)
 
-
-@pytest.fixture(params=sorted(PRECISIONS))
-def precision(request):
-    return request.param
 
 
 def items(prefix, n):

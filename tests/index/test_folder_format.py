@@ -10,20 +10,19 @@ import scipy.sparse as sp
 
 from mlsr._files import sha256_file
 from mlsr.errors import IndexFormatError
-from mlsr.index import blocks
 from mlsr.index.manifest import FORMAT_VERSION, MANIFEST_FILE, POSTING_FILES
 from mlsr.index.sparse import SparseIndex
 from mlsr.settings import PRECISIONS
 from mlsr.vocab import Vocabulary
 from tests.helpers.data import write_format1_index, write_format2_index, write_manifest
 from tests.index.test_search_fast import VOCAB, check, path, skewed  # noqa: F401  (path: the search-path fixture)
+from tests.index.conftest import use_small_blocks
 
 
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of 64 documents with dense columns, so that 300 documents make 5 blocks (the last one partial)."""
-    monkeypatch.setattr(blocks, "BLOCK_DOCS", 64)
-    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+    use_small_blocks(monkeypatch, 64)
 
 
 @pytest.mark.parametrize("precision", sorted(PRECISIONS))

@@ -14,22 +14,17 @@ from mlsr.index import blocks
 from mlsr.index.manifest import FORWARD_FILES, MANIFEST_FILE
 from mlsr.index.forward import stored_nonzero
 from mlsr.index.sparse import SparseIndex
-from mlsr.settings import PRECISIONS
 from tests.helpers.data import write_manifest
 from tests.index.test_folder_format import rewrite
 from tests.index.test_search_fast import VOCAB, skewed
+from tests.index.conftest import use_small_blocks
 
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Blocks of 64 documents with dense columns: 300 documents are 4 full blocks and a partial one."""
-    monkeypatch.setattr(blocks, "BLOCK_DOCS", 64)
-    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+    use_small_blocks(monkeypatch, 64)
 
-
-@pytest.fixture(params=sorted(PRECISIONS))
-def precision(request):
-    return request.param
 
 
 def assert_forward_matches_lists(index: SparseIndex):

@@ -20,6 +20,7 @@ from mlsr.index import blocks, inverted, kernel_search
 from mlsr.index.inverted import InvertedIndex
 from mlsr.index.rows import query_arrays
 from mlsr.index.sparse import SparseIndex
+from tests.index.conftest import use_small_blocks
 
 VOCAB = 6
 BLOCK = 4
@@ -28,8 +29,7 @@ BLOCK = 4
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of 4 rows with dense columns allowed in them (the real knobs, made small)."""
-    monkeypatch.setattr(blocks, "BLOCK_DOCS", BLOCK)
-    monkeypatch.setattr(blocks, "DENSE_MIN_DOCS", 0)
+    use_small_blocks(monkeypatch, BLOCK)
 
 
 def matrix_of(n: int, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,6 @@ import scipy.sparse as sp
 
 from mlsr.index import blocks, inverted, kernel_search
 from mlsr.index.sparse import SparseIndex
-from mlsr.settings import PRECISIONS
 from mlsr.vocab import Vocabulary
 
 VOCAB = 500
@@ -58,10 +57,6 @@ def path(request, monkeypatch):
         monkeypatch.setattr(blocks, "BLOCK_DOCS", 64)
     return request.param
 
-
-@pytest.fixture(params=sorted(PRECISIONS))
-def precision(request):
-    return request.param
 
 
 def check(index, queries, k):
