@@ -51,9 +51,9 @@ class PushReport:
 
 
 def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
-    """The repo's README.md: items, document kind, models, sizes and how to use it, all from `manifest`."""
-    count = int(manifest.get("count", 0))
-    files = manifest["files"] if isinstance(manifest.get("files"), dict) else {}
+    """The repo's README.md: items, document kind, models, sizes and how to use it, all from `manifest` (as
+    `read_manifest` checked it: `count`, `vocab_size` and `files` are there; older formats lack other fields)."""
+    count, files = manifest["count"], manifest["files"]
     local = local_models(manifest)
     lines, args = [], []
     for role, ref in _recorded_models(manifest).items():
@@ -64,7 +64,8 @@ def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
         lines.append(f"  - {role}: `{model_id}`{revision}{note}" if model_id else f"  - {role}: not recorded")
         if model_id and model_id != _DEFAULTS[role]:
             args.append(f" --{role} {model_id}")
-    source = (manifest.get("build") or {}).get("source") if isinstance(manifest.get("build"), dict) else None
+    build = manifest.get("build")  # the builder's record (info): not part of the checked schema
+    source = build.get("source") if isinstance(build, dict) else None
     source_line = ""
     if isinstance(source, dict) and source.get("dataset"):
         revision = f" (revision `{source['revision']}`)" if source.get("revision") else ""
@@ -79,19 +80,20 @@ def dataset_card(manifest: dict, repo_id: str, local_images: int = 0) -> str:
                   " pictures before a push)" if local_images else "images by URL or none")
     return CARD.substitute(
         pretty_name=repo_id.split("/")[1], size_category=size_category(count), repo_id=repo_id, count=f"{count:,}",
-        documents=manifest.get("documents", "image"), vocab_size=f"{int(manifest.get('vocab_size', 0)):,}",
+        documents=manifest.get("documents", "image"), vocab_size=f"{manifest['vocab_size']:,}",
         images=images, models="\n".join(lines), model_args="".join(args),
         dense=f"{manifest['dense_size']}-d" if manifest.get("dense_size") else "none",
-        precision=manifest.get("precision", "float32"), format_version=manifest.get("format_version"),
+        precision=manifest.get("precision", "float32"), format_version=manifest["format_version"],
         saved=manifest.get("saved", "unknown"), source=source_line,
-        files="\n".join(f"| {name} | {record.get('bytes', 0):,} |" for name, record in sorted(files.items())),
+        files="\n".join(f"| {name} | {record['bytes']:,} |" for name, record in sorted(files.items())),
     )
 
 
 def _recorded_models(manifest: dict) -> dict[str, dict]:
-    """{role: {"id", "revision", ...}} of the backbone, head and tokenizer a manifest records ({} when unknown)."""
-    models = manifest["models"] if isinstance(manifest.get("models"), dict) else {}
-    return {role: models[role] if isinstance(models.get(role), dict) else {} for role in _DEFAULTS}
+    """{role: {"id", "revision", ...}} of the backbone, head and tokenizer a checked manifest records ({} when
+    unknown: `check_manifest` allows a missing record or role, never one of another type)."""
+    models = manifest.get("models", {})
+    return {role: models.get(role, {}) for role in _DEFAULTS}
 
 
 def local_models(manifest: dict) -> list[str]:

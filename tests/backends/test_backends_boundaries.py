@@ -159,6 +159,15 @@ def test_the_warm_up_asks_once_for_the_most_common_term_and_the_first_dense_vect
     assert client.requests == [("sparse", 1, 17)]
 
 
+def test_the_warm_up_logs_the_collection_and_the_seconds_it_took(monkeypatch, caplog):
+    clock = iter([100.0, 102.25])
+    monkeypatch.setattr(milvus_module.time, "perf_counter", lambda: next(clock))
+    backend, _ = backend_over(tied_docs(5))
+    with caplog.at_level("INFO", logger="mlsr.backends.milvus"):
+        backend.warm_up()
+    assert [record.getMessage() for record in caplog.records] == ["Milvus collection c ready in 2.2 s"]
+
+
 def test_milvus_queries_are_checked_before_anything_is_sent():
     backend, client = backend_over(tied_docs(5))
     with pytest.raises(InputError, match=r"^queries have 9 columns but the index has 8 terms; encode them"):

@@ -158,3 +158,63 @@ def test_adding_to_an_index_without_dense_vectors_refuses_them():
     with pytest.raises(InputError, match="keeps no dense vectors"):
         old.add(skewed(1, seed=14), dense=dense_of(1, 1))
     assert [item["id"] for item in old.add(skewed(2, seed=14)).items[-2:]] == ["10", "11"]  # default ids: the rows
+
+
+@pytest.mark.parametrize("missing, named", [
+    (["n1"], "1 ids are not in the index ('n1'); nothing was removed."),
+    (["n1", "n2", "n3"], "3 ids are not in the index ('n1', 'n2', 'n3'); nothing was removed."),
+    (["n1", "n2", "n3", "n4"], "4 ids are not in the index ('n1', 'n2', 'n3' and 1 more); nothing was removed."),
+    (["n1", "n2", "n3", "n4", "n5", "n6"],
+     "6 ids are not in the index ('n1', 'n2', 'n3' and 3 more); nothing was removed."),
+    (["x" * 200], "1 ids are not in the index ('" + "x" * 38 + "…); nothing was removed."),  # 40 characters at most
+])
+def test_an_error_names_the_first_three_ids_and_counts_the_rest(missing, named):
+    from mlsr.index.edit import rows_of_ids
+
+    with pytest.raises(InputError) as raised:
+        rows_of_ids([{"id": "a"}, {"id": "b"}], ["a", *missing])
+    assert str(raised.value) == named
+
+
+@pytest.mark.parametrize("weight, precision, warned", [
+    (65504.0, "float16", False),  # float16's largest finite value: still float16
+    (65505.0, "float32", True),
+    (-65505.0, "float32", True),  # the magnitude counts
+])
+def test_new_weights_past_float16s_range_turn_the_index_to_float32(caplog, weight, precision, warned):
+    old = SparseIndex.build(skewed(10, seed=3), precision="float16")
+    new = sp.csr_matrix(([weight], ([0], [2])), shape=(1, VOCAB), dtype=np.float32)
+    with caplog.at_level("WARNING", logger="mlsr.index.edit"):
+        got = old.add(new)
+    assert got.precision == precision
+    assert got.score(np.eye(1, VOCAB, 2, dtype=np.float32), [10])[0] == weight  # stored exactly
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == (["new document weights exceed float16's range (65504): storing the index in float32"]
+                        if warned else [])
+
+
+def test_new_vectors_of_another_width_are_named_in_the_error():
+    from mlsr.index.edit import appended
+
+    old = SparseIndex.build(skewed(4, seed=5))
+    with pytest.raises(InputError, match=rf"^new vectors must all have {VOCAB} columns; one has {VOCAB + 1}\.$"):
+        appended(old.inverted, sp.csr_matrix((1, VOCAB + 1), dtype=np.float32))
+
+
+def test_ids_taken_already_are_named():
+    old = SparseIndex.build(skewed(3, seed=6), [{"id": "a"}, {"id": "b"}, {"id": "c"}])
+    with pytest.raises(InputError) as raised:
+        old.add(skewed(2, seed=7), [{"id": "new"}, {"id": "b"}])
+    assert str(raised.value) == "1 ids are already in the index ('b'); remove them first to replace them."
+
+
+def test_ids_to_remove_are_a_list_of_distinct_ids_and_give_int64_rows():
+    from mlsr.index.edit import rows_of_ids
+
+    items = [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+    assert rows_of_ids(items, ["c", "a"]).tolist() == [0, 2] and rows_of_ids(items, ["c"]).dtype == np.int64
+    assert rows_of_ids(items, []).dtype == np.int64 and rows_of_ids(items, []).shape == (0,)
+    with pytest.raises(InputError, match=r"^ids must be a list of ids, not one string\.$"):
+        rows_of_ids(items, "abc")
+    with pytest.raises(InputError, match=r"^ids to remove must be distinct\.$"):
+        rows_of_ids(items, ["a", "a"])

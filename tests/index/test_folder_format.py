@@ -173,24 +173,88 @@ def test_a_flipped_bit_in_a_postings_file_fails_its_checksum(small_blocks, tmp_p
         SparseIndex.load(tmp_path / "idx")
 
 
-@pytest.mark.parametrize("damage", ["row-out-of-range", "unsorted-list", "nan-weight", "offsets"])
+def _listed_term_as_dense(arrays):
+    """The last dense column moved to a term that also has a posting list (kept ascending)."""
+    listed = np.flatnonzero(np.diff(arrays["indptr"]))
+    arrays["dense_terms"][-1] = listed[listed > arrays["dense_terms"][-2]][0]
+
+
+def _as(name, dtype):
+    def change(arrays):
+        arrays[name] = arrays[name].astype(dtype)
+    return change
+
+
+def _at(name, where, value):
+    def change(arrays):
+        arrays[name][where] = value
+    return change
+
+
+def _shaped(change_shape, *names):
+    def change(arrays):
+        for name in names:
+            arrays[name] = change_shape(arrays[name])
+    return change
+
+
+FORMAT2_DAMAGES = {  # name: (change of the loaded arrays, what the error says); each breaks one condition only
+    "offsets-as-int32": (_as("indptr", np.int32), "unexpected types"),
+    "rows-as-int64": (_as("docs", np.int64), "unexpected types"),
+    "dense-terms-as-int64": (_as("dense_terms", np.int64), "unexpected types"),
+    "dense-weights-of-another-type": (_as("dense_weights", np.float32), "unexpected types"),  # weights are float16
+    "offsets-one-longer": (_shaped(lambda x: np.append(x, x[-1]), "indptr"), "inconsistent shapes"),
+    "rows-as-a-column": (_shaped(lambda x: x.reshape(-1, 1), "docs", "weights"), "inconsistent shapes"),
+    "one-weight-short": (_shaped(lambda x: x[:-1], "weights"), "inconsistent shapes"),
+    "dense-terms-as-a-column": (_shaped(lambda x: x.reshape(-1, 1), "dense_terms"), "inconsistent shapes"),
+    "dense-weights-one-row-longer": (_shaped(lambda x: x[:, :-1], "dense_weights"), "inconsistent shapes"),
+    "first-offset-not-zero": (_at("indptr", 0, 1), "offsets are inconsistent"),
+    "offsets-beyond-the-postings": (_at("indptr", -1, 10_000), "offsets are inconsistent"),
+    "offsets-going-down": (lambda a: _at("indptr", 40, a["indptr"][39] - 1)(a), "offsets are inconsistent"),
+    "dense-term-below-zero": (_at("dense_terms", 0, -1), "dense terms are inconsistent"),
+    "dense-term-outside-the-vocabulary": (_at("dense_terms", -1, VOCAB), "dense terms are inconsistent"),
+    "dense-terms-repeated": (lambda a: _at("dense_terms", 1, a["dense_terms"][0])(a), "dense terms are inconsistent"),
+    "term-both-listed-and-dense": (_listed_term_as_dense, "dense terms are inconsistent"),
+    "row-out-of-range": (_at("docs", 5, 50), "names a document outside the index"),
+    "row-below-zero": (_at("docs", 5, -1), "names a document outside the index"),
+    "unsorted-list": (lambda a: _at("docs", slice(0, 2), a["docs"][1::-1].copy())(a), "ascending document order"),
+    "nan-weight": (_at("weights", 3, np.nan), "postings hold NaN or infinite"),
+    "infinite-dense-weight": (_at("dense_weights", (0, 0), np.inf), "dense terms hold NaN or infinite"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(FORMAT2_DAMAGES))
 def test_hostile_format_2_postings_are_refused(tmp_path, damage):
-    write_format2_index(tmp_path / "idx", skewed(50, seed=26), [{"id": str(i)} for i in range(50)])
-    folder = tmp_path / "idx"
-    name = f"postings.{'weights' if damage == 'nan-weight' else 'indptr' if damage == 'offsets' else 'docs'}.npy"
-    array = np.load(folder / name)
-    if damage == "row-out-of-range":
-        array[5] = 10_000
-    elif damage == "unsorted-list":
-        start = np.load(folder / "postings.indptr.npy")[0]
-        array[start], array[start + 1] = array[start + 1], array[start]
-    elif damage == "nan-weight":
-        array[3] = np.nan
-    else:
-        array[10] = array[-1] + 5
-    rewrite(folder, name, array)
-    with pytest.raises(IndexFormatError, match="rebuild the index"):
+    """Each condition of format 2's checks alone, under a manifest that vouches for the changed files."""
+    folder = write_format2_index(tmp_path / "idx", skewed(50, seed=26), [{"id": str(i)} for i in range(50)])
+    change, message = FORMAT2_DAMAGES[damage]
+    arrays = {name: np.load(folder / f"postings.{name}.npy") for name in
+              ("indptr", "docs", "weights", "dense_terms", "dense_weights")}
+    lengths = np.diff(arrays["indptr"])
+    assert len(arrays["dense_terms"]) >= 2 and lengths[lengths > 0][0] >= 2  # every damage has its place
+    before = {name: array.copy() for name, array in arrays.items()}
+    change(arrays)
+    for name, array in arrays.items():
+        if array.shape != before[name].shape or array.dtype != before[name].dtype or (array != before[name]).any():
+            rewrite(folder, f"postings.{name}.npy", array)
+    with pytest.raises(IndexFormatError, match=f"{message}.*; rebuild the index[.]$"):
         SparseIndex.load(folder)
+
+
+def test_format_2_weights_of_a_type_it_never_wrote_are_refused(tmp_path):
+    """float64 weights and columns agree with each other, but format 2 stored float16 or float32 only (the manifest's
+    precision refuses them first on load: this is the check behind it)."""
+    from mlsr.errors import InputError
+    from mlsr.index.checks import format2_rows
+
+    folder = write_format2_index(tmp_path / "idx", skewed(20, seed=27), [{"id": str(i)} for i in range(20)])
+    arrays = {name: np.load(folder / f"postings.{name}.npy") for name in
+              ("indptr", "docs", "weights", "dense_terms", "dense_weights")}
+    assert format2_rows(arrays, 20, VOCAB).shape == (20, VOCAB)
+    arrays["weights"], arrays["dense_weights"] = arrays["weights"].astype(np.float64), arrays["dense_weights"].astype(
+        np.float64)
+    with pytest.raises(InputError, match="^the postings have unexpected types; rebuild the index.$"):
+        format2_rows(arrays, 20, VOCAB)
 
 
 @pytest.mark.parametrize("damage", ["duplicate-id", "broken-line", "merged-lines", "not-an-object"])
@@ -216,3 +280,32 @@ def test_an_empty_index_round_trips(tmp_path):
     SparseIndex.build(sp.csr_matrix((0, VOCAB), dtype=np.float32), [], precision="uint8").save(tmp_path / "idx")
     loaded = SparseIndex.load(tmp_path / "idx")
     assert len(loaded) == 0 and loaded.search(skewed(2, seed=27), 5).indices.shape == (2, 0)
+
+
+@pytest.mark.parametrize("manifest, described", [
+    ({"count": 1234, "documents": "image+caption", "dense_size": 256,
+      "models": {"backbone": {"id": "Salesforce/blip"}, "head": {"id": "lsr42/h"}, "tokenizer": {"id": "t"}}},
+     "1,234 items, image+caption documents, dense vectors, head lsr42/h, backbone Salesforce/blip"),
+    ({"count": 0}, "0 items, image documents, no dense vectors"),
+    ({"count": 3, "dense_size": None, "models": {"head": {"id": None}, "backbone": "b"}},
+     "3 items, image documents, no dense vectors"),
+    ({"count": 3, "models": None}, "3 items, image documents, no dense vectors"),
+    ({"count": "many"}, "its manifest cannot be read"), ({"documents": "image"}, "its manifest cannot be read"),
+    ({"count": 3, "models": ["head"]}, "its manifest cannot be read"), ([1, 2], "its manifest cannot be read"),
+    ("{not json", "its manifest cannot be read"), (b"\xff\xfe", "its manifest cannot be read"),
+])
+def test_a_folder_holding_an_index_is_refused_saying_what_it_holds(tmp_path, manifest, described):
+    """Read as it is (no checks): the message helps whoever is about to replace it, whatever state it is in."""
+    from mlsr.errors import InputError
+    from mlsr.index.folder import check_new_target, manifest_as_is
+
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    raw = manifest if isinstance(manifest, (str, bytes)) else json.dumps(manifest)
+    (folder / MANIFEST_FILE).write_bytes(raw if isinstance(raw, bytes) else raw.encode())
+    with pytest.raises(InputError) as raised:
+        check_new_target(folder, how="--overwrite")
+    assert str(raised.value) == (f"{folder} holds an index already ({described}); nothing was changed. To replace it,"
+                                 " say so (--overwrite), or choose another folder.")
+    assert check_new_target(folder, overwrite=True) == folder
+    assert manifest_as_is(folder) == (manifest if isinstance(manifest, dict) else None)

@@ -79,8 +79,9 @@ def test_saved_forward_view_loads_memory_mapped_and_equal(tmp_path, precision):
         np.testing.assert_array_equal(loaded.document(row).toarray(), index.document(row).toarray())
 
 
-def test_an_index_saved_without_a_forward_view_derives_it(tmp_path):
-    SparseIndex.build(skewed(300, seed=37), precision="uint8").save(tmp_path / "idx")
+@pytest.mark.parametrize("precision, n", [("uint8", 300), ("float16", 300), ("float32", 300), ("float16", 0)])
+def test_an_index_saved_without_a_forward_view_derives_it(tmp_path, precision, n):
+    SparseIndex.build(skewed(n, seed=37), precision=precision).save(tmp_path / "idx")
     folder = tmp_path / "idx"
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     for file in FORWARD_FILES.values():  # as an index saved before the view was kept
@@ -91,6 +92,9 @@ def test_an_index_saved_without_a_forward_view_derives_it(tmp_path):
     loaded = SparseIndex.load(folder)
     assert loaded.inverted.stored_forward is None
     assert_forward_matches_lists(loaded)
+    forward = loaded.inverted.forward  # float16 stays float16; uint8 and float32 read as float32
+    assert forward.weights.dtype == ("float16" if precision == "float16" else "float32")
+    assert forward.terms.dtype == np.uint16 and forward.indptr.dtype == np.int64 and forward.n_docs == n
     loaded.save(tmp_path / "again")  # saved again: the view is stored
     assert SparseIndex.load(tmp_path / "again").inverted.stored_forward is not None
 

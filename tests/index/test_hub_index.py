@@ -82,6 +82,7 @@ def test_an_uncached_id_offline_is_one_line_saying_what_to_do(hub):
     with pytest.raises(ModelLoadError) as caught:
         SparseIndex.load("owner/never-downloaded")
     message = str(caught.value)
+    assert message.startswith("index 'owner/never-downloaded' is not a local folder, the Hugging Face Hub could not")
     assert "could not be reached" in message and "not in the local cache" in message and "\n" not in message
     assert "meant as a local folder" in message  # a bare id might have been a folder: the message covers both
     with pytest.raises(ModelLoadError, match="could not be reached"):
@@ -178,3 +179,87 @@ def test_a_local_index_loads_without_importing_huggingface_hub(tmp_path):
     loaded = loaded_after(f"from mlsr.index.sparse import SparseIndex\nSparseIndex.load({str(tmp_path / 'idx')!r})\n"
                           "import mlsr.index.publish")
     assert "mlsr" in loaded and "huggingface_hub" not in loaded
+
+
+def test_an_id_reads_back_as_written():
+    assert str(HubIndexId("me/x")) == "me/x" and str(HubIndexId("me/x", "v1")) == "me/x@v1"
+
+
+@pytest.mark.parametrize("asked, first_commit, second_revision", [
+    (None, COMMIT_A, COMMIT_A),  # main: the commit main pointed at when the manifest came
+    ("v2", COMMIT_B, COMMIT_B),
+    ("v2", None, "v2"),  # a download that names no commit: the revision asked for
+])
+def test_the_files_come_from_the_commit_the_manifest_came_from(tmp_path, monkeypatch, asked, first_commit,
+                                                               second_revision):
+    """Two requests (the manifest, then the files it lists): the second pinned, so a push between cannot mix two
+    versions."""
+    from mlsr.index.hub import _download_index
+    from mlsr.models.hub import Source
+
+    make_index(tmp_path / "idx", 4, seed=8)
+    calls = []
+
+    def download(repo_id, patterns, *, revision=None, repo_type="model", what="model"):
+        calls.append((repo_id, list(patterns), revision, repo_type, what))
+        return Source(repo_id, tmp_path / "idx", first_commit if len(calls) == 1 else COMMIT_B)
+
+    monkeypatch.setattr("mlsr.models.hub.download", download)
+    location = _download_index(HubIndexId("me/x", asked))
+    listed = sorted(json.loads((tmp_path / "idx" / MANIFEST_FILE).read_text())["files"])
+    assert calls == [("me/x", [MANIFEST_FILE], asked, "dataset", "index"),
+                     ("me/x", [MANIFEST_FILE, *listed], second_revision, "dataset", "index")]
+    assert location.name == str(HubIndexId("me/x", asked)) and location.commit == COMMIT_B
+    assert location.repo_id == "me/x" and location.folder == tmp_path / "idx"
+    assert _download_index(HubIndexId("me/x", asked), "hf://datasets/me/x").name == "hf://datasets/me/x"
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"\xff\xfe not text", "me/x@v1: manifest.json cannot be read ("),
+    (b"{not json", "me/x@v1: manifest.json cannot be read (Expecting property name"),
+    (b"[1, 2]", "me/x@v1: manifest.json does not list the index's files as mlsr writes them."),
+    (b'{"files": ["items.jsonl"]}', "me/x@v1: manifest.json does not list the index's files as mlsr writes them."),
+])
+def test_a_hub_manifest_that_cannot_be_read_names_the_repo_and_revision(tmp_path, content, problem):
+    from mlsr.index.hub import _listed_files
+
+    (tmp_path / MANIFEST_FILE).write_bytes(content)
+    with pytest.raises(IndexFormatError) as raised:
+        _listed_files(tmp_path, HubIndexId("me/x", "v1"))
+    assert str(raised.value).startswith("Hub dataset " + problem) and "\n" not in str(raised.value)
+
+
+def test_a_repo_without_a_manifest_says_how_to_publish_one(tmp_path):
+    from mlsr.index.hub import _listed_files
+
+    with pytest.raises(IndexFormatError) as raised:
+        _listed_files(tmp_path, HubIndexId("me/x"))
+    assert str(raised.value) == ("Hub dataset me/x holds no manifest.json: it is not an mlsr index (publish one with"
+                                 " `python -m mlsr push-index DIR OWNER/NAME`).")
+
+
+def test_a_hub_manifest_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """A non-ASCII field (a caption, a date) in the manifest under an ASCII locale without UTF-8 mode."""
+    import os
+    import subprocess
+    import sys
+
+    make_index(tmp_path / "idx", 3, seed=9)
+    manifest = json.loads((tmp_path / "idx" / MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest["note"] = "caf\u00e9"
+    (tmp_path / "idx" / MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    script = ("import sys; from pathlib import Path; from mlsr.index.hub import HubIndexId, _listed_files;"
+              " print(len(_listed_files(Path(sys.argv[1]), HubIndexId('me/x'))))")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "idx")], env=env, capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout) == len(manifest["files"])
+
+
+def test_is_hub_index_follows_the_rule(tmp_path, monkeypatch):
+    from mlsr.index.hub import is_hub_index
+
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_index("owner/name") and is_hub_index("hf://datasets/owner/name@v1")
+    assert not is_hub_index(Path("owner/name")) and not is_hub_index("./owner/name")

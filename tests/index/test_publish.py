@@ -12,9 +12,9 @@ import scipy.sparse as sp
 from mlsr.cli import main
 from mlsr.errors import InputError
 from mlsr.index.folder import read_manifest
-from mlsr.index.manifest import MANIFEST_FILE
+from mlsr.index.manifest import MANIFEST_FILE, THUMBNAIL_FILES
 from mlsr.checks import check_repo_id
-from mlsr.index.publish import CARD_FILE, dataset_card, push_index, size_category
+from mlsr.index.publish import CARD_FILE, _count_local_images, dataset_card, local_models, push_index, size_category
 from mlsr.index.sparse import SparseIndex
 from mlsr.settings import DEFAULT_BACKBONE, DEFAULT_TOKENIZER
 from mlsr.vocab import Vocabulary
@@ -26,7 +26,9 @@ def write_index(folder: Path, n: int = 12, local_images: int = 0, head: str = "l
     vectors = sp.random(n, VOCAB, density=0.2, format="csr", random_state=0, dtype=np.float32)
     items = [{"id": f"i{i}", "image": f"photos/{i}.jpg" if i < local_images else f"https://example.org/{i}.jpg"}
              for i in range(n)]
-    models = {"backbone": {"id": DEFAULT_BACKBONE, "revision": "c0ffee"}, "head": {"id": head, "revision": "beef" if head.count("/") == 1 and not head.startswith("/") else None},
+    hub_head = head.count("/") == 1 and not head.startswith("/")
+    models = {"backbone": {"id": DEFAULT_BACKBONE, "revision": "c0ffee"},
+              "head": {"id": head, "revision": "beef" if hub_head else None},
               "tokenizer": {"id": DEFAULT_TOKENIZER}, "vocab_size": VOCAB}
     info = {"documents": "image+caption", "models": models,
             "build": {"source": {"dataset": "lsr42/mscoco-blip-dense", "revision": "d00d", "split": "test"}}}
@@ -226,3 +228,160 @@ def test_push_refuses_a_machine_path_naming_the_field(tmp_path, monkeypatch, cap
     error = capsys.readouterr().err
     assert error.startswith("error: idx names a path of this machine (") and named in error and value not in error
     assert api.calls == []  # nothing was sent
+
+
+def bare_index(folder: Path, n: int = 3) -> Path:
+    """An index saved with nothing but its vectors and ids (no info, no dense vectors, no thumbnails)."""
+    vectors = sp.random(n, VOCAB, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    SparseIndex.build(vectors, [{"id": f"i{i}"} for i in range(n)]).save(folder)
+    return folder
+
+
+def test_the_card_of_a_bare_index_says_what_is_not_recorded(tmp_path):
+    manifest = read_manifest(bare_index(tmp_path / "idx"))
+    card = dataset_card(manifest, "me/bare")
+    assert "- **Items**: 3 (image documents; images by URL or none).\n" in card
+    assert "\n  - backbone: not recorded\n  - head: not recorded\n  - tokenizer: not recorded\n" in card
+    assert "- **Dense vectors**: none (for" in card and "Built from" not in card
+    assert f"- **Stored weights**: float16; index format 3; saved {manifest['saved']}.\n" in card
+    assert 'python -m mlsr search --index me/bare "a dog' in card and "--index me/bare      #" in card
+    table = "\n".join(f"| {name} | {manifest['files'][name]['bytes']:,} |" for name in sorted(manifest["files"]))
+    assert card.endswith("|---|---|\n" + table + "\n")
+
+
+def test_the_card_of_an_older_format_falls_back_to_what_it_meant(tmp_path):
+    """Format 1 manifests had no precision (they stored float32), and some no date."""
+    manifest = read_manifest(bare_index(tmp_path / "idx"))
+    manifest = {key: value for key, value in manifest.items() if key not in ("precision", "saved")}
+    assert "- **Stored weights**: float32; index format 3; saved unknown.\n" in dataset_card(manifest, "me/old")
+
+
+def test_the_card_writes_large_numbers_and_every_thumbnail_with_thousands_separators(tmp_path):
+    manifest = read_manifest(bare_index(tmp_path / "idx"))
+    manifest.update(count=1_234_567, vocab_size=30_522, thumbnails=1_000)
+    manifest["files"] = {**manifest["files"], "items.jsonl": {"bytes": 9_876_543, "sha256": "0" * 64}}
+    card = dataset_card(manifest, "me/big", local_images=7)  # a thumbnail count says more than local images
+    assert "size_categories: [1M<n<10M]" in card and "1,234,567 image documents" in card
+    assert "over a\n30,522-term vocabulary" in card and "| items.jsonl | 9,876,543 |" in card
+    assert ("- **Items**: 1,234,567 (image documents; each item's picture travels with the index: a 512-px WebP"
+            " thumbnail of 1,000 of the 1,234,567 items (`thumbnails.*.npy`), which the app serves itself).") in card
+    assert "placeholder" not in card
+
+
+def test_the_card_names_a_placeholder_count_and_the_command_that_fills_it(tmp_path):
+    card = dataset_card(read_manifest(bare_index(tmp_path / "idx")), "me/x", local_images=1_500)
+    assert ("(image documents; their images are files of the machine that built it, not published here: the app"
+            " shows a placeholder for 1,500 of them (`python -m mlsr thumbnails --index DIR` adds the pictures"
+            " before a push)).") in card
+
+
+@pytest.mark.parametrize("build, line", [
+    ({"source": {"dataset": "lsr42/x", "split": "val"}}, "- **Built from**: `lsr42/x`, split `val`.\n"),
+    ({"source": {"dataset": "lsr42/x", "revision": "abc", "split": "val"}},
+     "- **Built from**: `lsr42/x` (revision `abc`), split `val`.\n"),
+    ({"source": {"image_root": "photos"}}, None),  # built from a folder: no dataset to name
+    ({"source": "lsr42/x"}, None), ({}, None), ("lsr42/x", None), (None, None),
+])
+def test_the_card_names_the_source_dataset_only_when_the_build_recorded_one(tmp_path, build, line):
+    manifest = {**read_manifest(bare_index(tmp_path / "idx")), "build": build}
+    card = dataset_card(manifest, "me/x")
+    assert (line in card) if line else ("Built from" not in card and "XX" not in card)
+
+
+def test_the_card_lists_every_model_and_the_flags_for_the_ones_that_differ(tmp_path):
+    models = {"backbone": {"id": "me/blip", "revision": "1"}, "head": {"id": "/srv/heads/h", "revision": "2"},
+              "tokenizer": {"id": DEFAULT_TOKENIZER}}
+    card = dataset_card({**read_manifest(bare_index(tmp_path / "idx")), "models": models}, "me/x")
+    local = " — a local folder where the index was built: publish it too, or nobody else can search this index"
+    assert (f"\n  - backbone: `me/blip` (revision `1`)\n  - head: `/srv/heads/h` (revision `2`){local}\n"
+            f"  - tokenizer: `{DEFAULT_TOKENIZER}`\n- **Dense") in card
+    assert 'search --index me/x --backbone me/blip --head /srv/heads/h "a dog' in card
+
+
+@pytest.mark.parametrize("models, local", [
+    ({"head": {"id": "/srv/heads/h", "revision": "2"}}, ["head"]),  # a path, even with a revision
+    ({"head": {"id": "me/h", "revision": "2"}}, []),
+    ({"head": {"id": "me/h"}}, ["head"]),  # a Hub-shaped name without the commit it was loaded at: a folder
+    ({"tokenizer": {"id": "bert-base-uncased"}}, []),  # tokenizers record no revision
+    ({"tokenizer": {"id": "C:\\tok"}}, ["tokenizer"]),
+    ({"backbone": {"id": None}, "head": {}}, []),
+])
+def test_local_models_are_paths_or_hub_names_without_a_revision(tmp_path, models, local):
+    assert local_models({"models": models}) == local
+
+
+def test_a_machine_path_deep_in_an_item_is_named_and_more_are_counted(tmp_path, monkeypatch):
+    api = RecordingApi()
+    folder = write_index(tmp_path / "idx", n=3)
+    index = SparseIndex.load(folder)
+    index.items[1]["XMP"] = {"sidecars": ["notes.txt", "/home/me/1.xmp"]}
+    index.save(folder)
+    with pytest.raises(InputError) as raised:
+        push_index(folder, "me/x", api=api)
+    assert str(raised.value).startswith("idx names a path of this machine (items.jsonl row 1: XMP.sidecars[1]);"
+                                        " nothing was published. Rebuild the index with this mlsr (it records"
+                                        " folders by name and images relative to the index), or edit that field.")
+    index.items[1]["XMP"] = ["/home/me/1.xmp", "~/2.xmp"]
+    index.items[2]["image"] = "/home/me/2.jpg"  # a later row is not read once one is found
+    index.save(folder)
+    with pytest.raises(InputError, match=r"\(items.jsonl row 1: XMP\[0\] and more\); nothing"):
+        push_index(folder, "me/x", api=api)
+    assert api.calls == []
+
+
+def test_local_images_count_the_rows_whose_local_file_has_no_thumbnail(tmp_path):
+    """A thumbnail of any length (one byte too) covers its row; URLs of either scheme never count."""
+    folder = write_index(tmp_path / "idx", n=5)
+    index = SparseIndex.load(folder)
+    for row, image in enumerate(["a.jpg", "b.jpg", "http://example.org/c.jpg", "d.jpg", None]):
+        index.items[row]["image"] = image
+    index.save(folder)
+    assert _count_local_images(folder) == 3
+    np.save(folder / THUMBNAIL_FILES["offsets"], np.array([0, 1, 1, 1, 4, 4], np.int64))  # rows 0 and 3 pictured
+    assert _count_local_images(folder) == 1
+    np.save(folder / THUMBNAIL_FILES["offsets"], np.array([0, 1, 2, 3, 4, 5], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):  # never unpickled, even from the index's own folder
+        _count_local_images(folder)
+
+
+def test_push_takes_a_prefixed_id_and_reports_what_it_sent(tmp_path, monkeypatch):
+    made = []
+
+    class NoOidApi(RecordingApi):
+        def __init__(self, token=None):
+            super().__init__()
+            made.append(token)
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            super().create_commit(repo_id, operations, **kwargs)
+            return None  # a commit record without an id
+
+    monkeypatch.setattr("huggingface_hub.HfApi", NoOidApi)
+    folder = bare_index(tmp_path / "idx")
+    report = push_index(folder, "hf://datasets/me/x", private=True, token="hf_secret")
+    assert made == ["hf_secret"] and report.repo_id == "me/x" and report.commit is None
+    manifest = read_manifest(folder)
+    assert report.url == "https://huggingface.co/datasets/me/x" and report.files == len(manifest["files"]) + 2
+    assert report.bytes == sum(record["bytes"] for record in manifest["files"].values())
+
+
+def test_push_calls_name_the_repo_its_type_and_the_commit(tmp_path):
+    api = RecordingApi()
+    push_index(bare_index(tmp_path / "idx"), "me/x", private=True, api=api)
+    assert api.calls[0] == ("create_repo", "me/x", {"repo_type": "dataset", "private": True, "exist_ok": True})
+    assert api.calls[1] == ("update_repo_settings", "me/x", {"private": True, "repo_type": "dataset"})
+    assert api.calls[2][1] == "me/x" and api.calls[2][2]["commit_message"] == "mlsr index: 3 image documents"
+
+
+def test_a_push_that_cannot_connect_says_a_rerun_resends_nothing_twice(tmp_path):
+    from mlsr.errors import ModelLoadError
+
+    class Offline(RecordingApi):
+        def create_repo(self, repo_id, **kwargs):
+            raise ConnectionError("no route")
+
+    with pytest.raises(ModelLoadError) as raised:
+        push_index(bare_index(tmp_path / "idx"), "me/x", api=Offline())
+    assert str(raised.value) == ("push to dataset me/x failed: the Hugging Face Hub could not be reached"
+                                 " (ConnectionError). Nothing was published; run it again once online (files already"
+                                 " uploaded are not sent twice).")

@@ -376,3 +376,43 @@ def test_thumbnails_command_fills_an_older_index_once(built, tmp_path, capsys):
     assert "thumbnails: 0 made" in capsys.readouterr().err
     again = SparseIndex.load(tmp_path / "older")
     assert pictures_of(again.thumbnails) == pictures_of(filled.thumbnails)
+
+
+def test_a_row_has_a_picture_only_when_it_holds_bytes_and_one_row_can_be_taken():
+    thumbnails = Thumbnails.from_pictures([b"ab", None, b"c", b""])
+    assert [thumbnails.has(row) for row in range(4)] == [True, False, True, False]
+    one = thumbnails.take(np.int64(2))  # a single row number, not a list
+    assert len(one) == 1 and one.picture(0) == b"c"
+    assert pictures_of(thumbnails.take(2)) == [b"c"]
+
+
+@pytest.mark.parametrize("kind", ["file", "bytes"])
+def test_a_jpeg_thumbnail_is_decoded_at_reduced_scale(tmp_path, monkeypatch, kind):
+    """The JPEG decoder is asked for the thumbnail's size (DCT scaling: 1/2, 1/4, 1/8 of the pixels decoded)."""
+    from PIL import JpegImagePlugin
+
+    from mlsr.index.thumbnails import thumbnail_of
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (2400, 1800), (40, 90, 160)).save(path, quality=80)
+    asked, draft = [], JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        asked.append((mode, size))
+        return draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    picture = thumbnail_of(path if kind == "file" else path.read_bytes())
+    assert asked == [("RGB", (512, 512))]
+    with Image.open(io.BytesIO(picture)) as small:
+        assert small.format == "WEBP" and small.size == (512, 384)
+
+
+@pytest.mark.parametrize("picture, kind", [
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"), (b"\xff\xd8\xff\xe0", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF89a", "application/octet-stream"), (b"", "application/octet-stream"),
+])
+def test_the_media_type_of_a_picture_comes_from_its_first_bytes(picture, kind):
+    from mlsr.index.thumbnails import media_type
+
+    assert media_type(picture) == kind
