@@ -218,6 +218,7 @@ FORMAT2_DAMAGES = {  # name: (change of the loaded arrays, what the error says);
     "row-out-of-range": (_at("docs", 5, 50), "names a document outside the index"),
     "row-below-zero": (_at("docs", 5, -1), "names a document outside the index"),
     "unsorted-list": (lambda a: _at("docs", slice(0, 2), a["docs"][1::-1].copy())(a), "ascending document order"),
+    "row-twice-in-a-list": (lambda a: _at("docs", 1, a["docs"][0])(a), "ascending document order"),
     "nan-weight": (_at("weights", 3, np.nan), "postings hold NaN or infinite"),
     "infinite-dense-weight": (_at("dense_weights", (0, 0), np.inf), "dense terms hold NaN or infinite"),
 }
@@ -241,6 +242,43 @@ def test_hostile_format_2_postings_are_refused(tmp_path, damage):
         SparseIndex.load(folder)
 
 
+@pytest.mark.parametrize("chunk", [1 << 24, 7, 8, 9])
+def test_sound_format_2_postings_load_whatever_the_check_chunk(tmp_path, monkeypatch, chunk):
+    """Lists that start low after a list ending high, term 0 and 1 with lists, an empty last document: sound, at
+    every chunk boundary of the checks (their real size, and ones that cut lists anywhere)."""
+    monkeypatch.setattr("mlsr.index.checks._CHECK_CHUNK", chunk)
+    docs = skewed(40, seed=28).toarray()
+    docs[:, :2] = 0
+    docs[[3, 30], 0], docs[[1, 2, 35], 1] = 0.5, 0.25  # lists for terms 0 and 1: a step down at list 1's start
+    docs[-1] = 0  # the last document holds no term
+    folder = write_format2_index(tmp_path / "idx", sp.csr_matrix(docs), [{"id": str(i)} for i in range(40)],
+                                 precision="float32", dense_share=2.0)  # no dense columns: every term a list
+    assert np.load(folder / "postings.indptr.npy")[1:3].tolist() == [2, 5]
+    loaded = SparseIndex.load(folder)
+    assert len(loaded) == 40 and loaded.vectors.shape == (40, VOCAB) and loaded.vectors.dtype == np.float32
+    np.testing.assert_array_equal(loaded.vectors.toarray(), docs.astype(np.float32))
+
+
+@pytest.mark.parametrize("at", [6, 7, 8])
+def test_format_2_damage_on_either_side_of_a_check_chunk_is_found(tmp_path, monkeypatch, at):
+    """A row out of range, or a step down inside a list, at the last posting of a chunk or the first of the next."""
+    monkeypatch.setattr("mlsr.index.checks._CHECK_CHUNK", 7)
+    folder = write_format2_index(tmp_path / "idx", skewed(60, seed=29), [{"id": str(i)} for i in range(60)],
+                                 precision="float32", dense_share=2.0)
+    indptr, docs = np.load(folder / "postings.indptr.npy"), np.load(folder / "postings.docs.npy")
+    assert not np.isin(np.arange(at - 1, at + 2), indptr).any()  # positions at - 1 .. at + 1 are inside one list
+    outside = docs.copy()
+    outside[at] = 60
+    rewrite(folder, "postings.docs.npy", outside)
+    with pytest.raises(IndexFormatError, match="names a document outside the index"):
+        SparseIndex.load(folder)
+    falling = docs.copy()
+    falling[at] = falling[at - 1]  # a row twice in one list, the second copy at `at`
+    rewrite(folder, "postings.docs.npy", falling)
+    with pytest.raises(IndexFormatError, match="not in ascending document order"):
+        SparseIndex.load(folder)
+
+
 def test_format_2_weights_of_a_type_it_never_wrote_are_refused(tmp_path):
     """float64 weights and columns agree with each other, but format 2 stored float16 or float32 only (the manifest's
     precision refuses them first on load: this is the check behind it)."""
@@ -250,7 +288,8 @@ def test_format_2_weights_of_a_type_it_never_wrote_are_refused(tmp_path):
     folder = write_format2_index(tmp_path / "idx", skewed(20, seed=27), [{"id": str(i)} for i in range(20)])
     arrays = {name: np.load(folder / f"postings.{name}.npy") for name in
               ("indptr", "docs", "weights", "dense_terms", "dense_weights")}
-    assert format2_rows(arrays, 20, VOCAB).shape == (20, VOCAB)
+    rows = format2_rows(arrays, 20, VOCAB)
+    assert rows.shape == (20, VOCAB) and rows.dtype == np.float32 and rows.indices.dtype == np.int32
     arrays["weights"], arrays["dense_weights"] = arrays["weights"].astype(np.float64), arrays["dense_weights"].astype(
         np.float64)
     with pytest.raises(InputError, match="^the postings have unexpected types; rebuild the index.$"):
@@ -307,5 +346,7 @@ def test_a_folder_holding_an_index_is_refused_saying_what_it_holds(tmp_path, man
         check_new_target(folder, how="--overwrite")
     assert str(raised.value) == (f"{folder} holds an index already ({described}); nothing was changed. To replace it,"
                                  " say so (--overwrite), or choose another folder.")
+    with pytest.raises(InputError, match=r"; nothing was changed\. To replace it, say so \(overwrite=True\), or"):
+        check_new_target(folder)  # the library's own words by default
     assert check_new_target(folder, overwrite=True) == folder
     assert manifest_as_is(folder) == (manifest if isinstance(manifest, dict) else None)

@@ -416,3 +416,40 @@ def test_the_media_type_of_a_picture_comes_from_its_first_bytes(picture, kind):
     from mlsr.index.thumbnails import media_type
 
     assert media_type(picture) == kind
+
+
+CUT = "thumbnails: the offsets do not cut the pictures' bytes into rows."
+
+
+@pytest.mark.parametrize("offsets, data, message", [
+    (np.array([0, 2, 3]), np.frombuffer(b"abc", np.uint8), None),
+    (np.array([0, 3]), np.frombuffer(b"abc", np.uint8), "thumbnails: 1 rows of offsets (int64) for 2 items."),
+    (np.array([0, 1, 2, 3]), np.frombuffer(b"abc", np.uint8), "thumbnails: 3 rows of offsets (int64) for 2 items."),
+    (np.array([0, 2, 3], np.int32), np.frombuffer(b"abc", np.uint8),
+     "thumbnails: 2 rows of offsets (int32) for 2 items."),
+    (np.array([[0, 2, 3]]), np.frombuffer(b"abc", np.uint8), "thumbnails: 0 rows of offsets (int64) for 2 items."),
+    (np.array([0, 2, 3]), np.frombuffer(b"abc", np.int8), "thumbnails: the pictures must be bytes (uint8), got int8."),
+    (np.array([1, 2, 3]), np.frombuffer(b"abc", np.uint8), CUT),
+    (np.array([0, 2, 4]), np.frombuffer(b"abc", np.uint8), CUT),
+    (np.array([0, 2, 2]), np.frombuffer(b"abc", np.uint8), CUT),
+    (np.array([0, 3, 2]), np.frombuffer(b"ab", np.uint8), CUT),
+])
+def test_packed_thumbnails_are_checked_against_the_item_count_exactly(offsets, data, message):
+    thumbnails = Thumbnails(offsets, data)
+    if message is None:
+        thumbnails.check(2)
+        return
+    with pytest.raises(InputError) as raised:
+        thumbnails.check(2)
+    assert str(raised.value) == message
+
+
+def test_a_thumbnail_is_a_webp_at_quality_75_made_with_encoder_method_2():
+    """The settings docs/index-format.md measured and documents (WebP, quality 75, method 2), as literals."""
+    from mlsr.index.thumbnails import make_thumbnail
+
+    image = Image.linear_gradient("L").convert("RGB").resize((1024, 600))
+    small = image.resize((512, 300))
+    want = io.BytesIO()
+    small.save(want, "WEBP", quality=75, method=2)
+    assert make_thumbnail(image) == want.getvalue()
