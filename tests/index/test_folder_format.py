@@ -3,6 +3,7 @@ formats 1 and 2 still load with their stored weights; hostile arrays under a con
 before the kernel can read outside them."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,3 +351,30 @@ def test_a_folder_holding_an_index_is_refused_saying_what_it_holds(tmp_path, man
         check_new_target(folder)  # the library's own words by default
     assert check_new_target(folder, overwrite=True) == folder
     assert manifest_as_is(folder) == (manifest if isinstance(manifest, dict) else None)
+
+
+def test_a_manifest_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """A non-ASCII field (a caption, a date) in the manifest under an ASCII locale without UTF-8 mode: read for a
+    Hub download and for the message about a folder that holds an index (here first, then under C)."""
+    import os
+    import subprocess
+    import sys
+
+    from mlsr.index.folder import manifest_as_is
+    from mlsr.index.hub import HubIndexId, _listed_files
+
+    SparseIndex.build(skewed(3, seed=9)).save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest["note"] = "caf\u00e9"
+    (tmp_path / "idx" / MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    assert len(_listed_files(tmp_path / "idx", HubIndexId("me/x"))) == len(manifest["files"])
+    assert manifest_as_is(tmp_path / "idx")["note"] == "caf\u00e9"
+    script = ("import sys; from pathlib import Path; from mlsr.index.hub import HubIndexId, _listed_files;"
+              " from mlsr.index.folder import manifest_as_is; folder = Path(sys.argv[1]);"
+              " assert manifest_as_is(folder)['note'] == 'caf\\u00e9';"
+              " print(len(_listed_files(folder, HubIndexId('me/x'))))")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "idx")], env=env, capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout) == len(manifest["files"])

@@ -61,6 +61,10 @@ def put(field, value):
     (put("postings", {"stored": -3, "dense_terms": 0}), "'postings' must be"),
     (lambda m: m["postings"].__setitem__("stored", m["postings"]["stored"] + 1), "postings.stored = "),
     (lambda m: m["models"].__setitem__("head", "h"), "'models' head must be"),
+    (lambda m: m["models"].__setitem__("backbone", 5), r"'models' backbone must be \{'id', 'revision', 'fingerprint'\}"
+                                                       r" \(text or null\), got 5"),
+    (lambda m: m["models"].__setitem__("tokenizer", {"id": 5}), "'models' tokenizer must be"),
+    (put("models", "mine"), "'models' must be a record of the backbone, head and tokenizer, got 'mine'"),
     (lambda m: m["models"].__setitem__("vocab_size", VOCAB + 1), f"'models' vocab_size must equal the index's {VOCAB}"),
     (put("saved", 20260101), "'saved' must be a date"),
     (put("manifest_sha257", "x"), "'manifest_sha257' is not a field of the format"),
