@@ -13,6 +13,7 @@ import argparse
 import collections
 import hashlib
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -27,12 +28,13 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "data": (["mlsr/data/trec.py"], ["tests/evaluation/test_metrics.py", "tests/data/test_trec_boundaries.py"]),
     "evaluation": (["mlsr/evaluation/metrics.py"],
                    ["tests/evaluation/test_metrics.py", "tests/evaluation/test_metrics_boundaries.py"]),
-    "files": (["mlsr/_files.py"], ["tests/test_files.py", "tests/test_files_boundaries.py", "tests/test_files_release.py"]),
+    "files": (["mlsr/_files.py"],
+              ["tests/test_files.py", "tests/test_files_boundaries.py", "tests/test_files_release.py"]),
     "objectives": (["mlsr/training/objectives.py"], ["tests/training/test_objectives_boundaries.py"]),
     "head": (["mlsr/models/head.py"], ["tests/models/test_head.py", "tests/models/test_head_boundaries.py"]),
     "article": (["mlsr/articles/sections.py", "mlsr/articles/suggestions.py"],
-                ["tests/articles/test_sections.py", "tests/articles/test_boundaries.py", "tests/articles/test_exports.py",
-                 "tests/articles/test_suggestions_boundaries.py"]),
+                ["tests/articles/test_sections.py", "tests/articles/test_boundaries.py",
+                 "tests/articles/test_exports.py", "tests/articles/test_suggestions_boundaries.py"]),
     # mlsr/index in two targets, the search path and the files: each takes an hour or more of one core.
     "index-search": (["mlsr/index/sparse.py", "mlsr/index/inverted.py", "mlsr/index/modes.py",
                       "mlsr/index/ranking.py", "mlsr/index/rows.py", "mlsr/index/blocks.py",
@@ -48,8 +50,10 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
                     ["tests/index/test_edit.py", "tests/index/test_folder_format.py", "tests/index/test_forward.py",
                      "tests/index/test_manifest.py", "tests/index/test_thumbnails.py", "tests/index/test_hub_index.py",
                      "tests/index/test_publish.py"]),
-    "index-folder": (["mlsr/index/folder.py", "mlsr/index/manifest.py", "mlsr/index/checks.py", "mlsr/index/forward.py"],
-                     ["tests/index/test_folder_format.py", "tests/index/test_manifest.py", "tests/index/test_forward.py"]),
+    "index-folder": (["mlsr/index/folder.py", "mlsr/index/manifest.py", "mlsr/index/checks.py",
+                      "mlsr/index/forward.py"],
+                     ["tests/index/test_folder_format.py", "tests/index/test_manifest.py",
+                      "tests/index/test_forward.py"]),
     "backends": (["mlsr/backends/local.py", "mlsr/backends/milvus.py", "mlsr/backends/milvus_export.py"],
                  ["tests/backends/test_milvus.py", "tests/backends/test_backends_boundaries.py",
                   "tests/backends/test_export_boundaries.py", "tests/backends/test_collection_boundaries.py"]),
@@ -118,14 +122,29 @@ def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str], k
     mark.write_text(digest)
 
 
-def summary(scratch: Path, sources: list[str]) -> tuple[collections.Counter, list[str]]:
-    """Count mutmut's verdicts for the target's files from its .meta caches; return the counts and survivors."""
-    counts: collections.Counter = collections.Counter()
-    survivors = []
+def verdicts(scratch: Path, sources: list[str]) -> dict[str, int | None]:
+    """{mutant name: mutmut's exit code (None: not run yet)} for every mutant of the target's files."""
+    codes: dict[str, int | None] = {}
     for source in sources:
         meta = scratch / "mutants" / (source + ".meta")
-        codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
-        for name, code in sorted(codes.items()):
+        codes.update(json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {})
+    return codes
+
+
+def sample(scratch: Path, sources: list[str], size: int, seed: int) -> list[str]:
+    """`size` mutants drawn at random (seeded: the same draw every time) from all of the target's; mutmut lists
+    them first when it has never run there (`print-time-estimates` makes the mutants without testing any)."""
+    if not verdicts(scratch, sources):
+        subprocess.run([sys.executable, "-m", "mutmut", "print-time-estimates"], cwd=scratch, capture_output=True)
+    return random.Random(seed).sample(sorted(verdicts(scratch, sources)), size)
+
+
+def summary(scratch: Path, sources: list[str], only: set[str] | None = None) -> tuple[collections.Counter, list[str]]:
+    """Count mutmut's verdicts for the target's files (or only these mutants); return the counts and survivors."""
+    counts: collections.Counter = collections.Counter()
+    survivors = []
+    for name, code in sorted(verdicts(scratch, sources).items()):
+        if only is None or name in only:
             status = STATUS.get(code, "suspicious")
             counts[status] += 1
             if status not in DETECTED:
@@ -141,6 +160,10 @@ def main() -> int:
     parser.add_argument("--recheck", nargs="+", metavar="MUTANT", default=[],
                         help="rerun only these mutants (say, survivors that new tests should kill); the others keep"
                              " their verdicts (adding tests can only kill more)")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="test N mutants drawn at random instead of all (when all would take hours), and report"
+                             " on those N; those killed before keep their verdict")
+    parser.add_argument("--seed", type=int, default=26, help="the draw of --sample")
     args = parser.parse_args()
     sources, tests = TARGETS[args.target]
     tests = args.tests or tests
@@ -149,18 +172,27 @@ def main() -> int:
     copy_tree(scratch)
     tests = [name for name in tests if (ROOT / name).exists()]
     write_config(scratch, sources, tests, SETTINGS.get(args.target, {}))
-    forget_stale_verdicts(scratch, sources, tests, keep_verdicts=bool(args.recheck))
-    run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children),
-                          *args.recheck], cwd=scratch, capture_output=True, text=True)
-    if run.returncode:
-        print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
-    counts, survivors = summary(scratch, sources)
+    drawn = sample(scratch, sources, args.sample, args.seed) if args.sample else None
+    names = args.recheck
+    if drawn is not None:
+        codes = verdicts(scratch, sources)
+        names = [name for name in drawn if STATUS.get(codes[name]) not in DETECTED]
+    forget_stale_verdicts(scratch, sources, tests, keep_verdicts=bool(names) or drawn is not None)
+    returncode = 0
+    if names or drawn is None:  # (mutmut run without names runs every mutant)
+        run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
+                             cwd=scratch, capture_output=True, text=True)
+        if run.returncode:
+            print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
+        returncode = run.returncode
+    counts, survivors = summary(scratch, sources, set(drawn) if drawn is not None else None)
     generated = sum(counts.values())
     killed = sum(counts[status] for status in DETECTED)
-    print(f"{args.target}: generated {generated}, killed {counts['killed']}, timeouts {counts['timeout']}, segfaults "
+    what = f"a sample of {generated} (seed {args.seed}) of {len(verdicts(scratch, sources))}" if drawn else generated
+    print(f"{args.target}: generated {what}, killed {counts['killed']}, timeouts {counts['timeout']}, segfaults "
           f"{counts['segfault']}, survived {generated - killed} ({100 * killed / max(generated, 1):.1f}% killed)")
     print("\n".join(survivors))
-    return run.returncode
+    return returncode
 
 
 if __name__ == "__main__":
