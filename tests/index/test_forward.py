@@ -121,6 +121,9 @@ DAMAGES = {  # name: (file, what the error says, change of the loaded array)
     "nan-weight": ("weights", "NaN or infinite", lambda a, f: _set(a, 7, np.nan)),
     "weights-as-float64": ("weights", "unexpected types", lambda a, f: a.astype(np.float64)),
     "terms-as-int64": ("terms", "unexpected types", lambda a, f: a.astype(np.int64)),
+    "weights-one-short": ("weights", "forward view has inconsistent shapes", lambda a, f: a[:-1]),
+    "offsets-one-longer": ("indptr", "forward view has inconsistent shapes", lambda a, f: np.append(a, a[-1])),
+    "terms-as-a-column": ("terms", "forward view has inconsistent shapes", lambda a, f: a.reshape(-1, 1)),
     "a-weight-not-the-lists": ("weights", "differs from the inverted lists", _other_row),
 }
 
@@ -138,7 +141,28 @@ def test_a_damaged_forward_view_is_refused_on_load(tmp_path, damage):
     folder = tmp_path / "idx"
     SparseIndex.load(folder)  # sound before the change
     rewrite(folder, FORWARD_FILES[name], change(np.load(folder / FORWARD_FILES[name]), folder))
-    with pytest.raises(IndexFormatError, match=f"({message}).*rebuild the index"):
+    with pytest.raises(IndexFormatError, match=f"({message}).*; rebuild the index[.]$"):
+        SparseIndex.load(folder)
+
+
+@pytest.mark.parametrize("at", [6, 7])
+def test_forward_damage_on_either_side_of_a_check_chunk_is_found(tmp_path, monkeypatch, at):
+    """Checked 7 postings at a time: a NaN weight, or a term that falls inside a row, at a chunk's last posting or
+    the next one's first; sound rows that start low at a chunk's edge pass."""
+    monkeypatch.setattr("mlsr.index.forward._CHECK_CHUNK", 7)
+    SparseIndex.build(skewed(40, seed=41), precision="float32").save(tmp_path / "idx")
+    folder = tmp_path / "idx"
+    SparseIndex.load(folder)  # sound, whatever the chunk
+    indptr = np.load(folder / FORWARD_FILES["indptr"])
+    assert not np.isin([at - 1, at, at + 1], indptr).any()  # one row holds positions at - 1 .. at + 1
+    weights = np.load(folder / FORWARD_FILES["weights"])
+    rewrite(folder, FORWARD_FILES["weights"], _set(weights.copy(), at, np.nan))
+    with pytest.raises(IndexFormatError, match="NaN or infinite"):
+        SparseIndex.load(folder)
+    rewrite(folder, FORWARD_FILES["weights"], weights)
+    terms = np.load(folder / FORWARD_FILES["terms"])
+    rewrite(folder, FORWARD_FILES["terms"], _set(terms.copy(), at, terms[at - 1]))  # a term twice in a row
+    with pytest.raises(IndexFormatError, match="not ascending within a row"):
         SparseIndex.load(folder)
 
 
