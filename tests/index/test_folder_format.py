@@ -109,6 +109,10 @@ DAMAGES = {  # name: (precision, file, what the error says, change of the loaded
     "offsets-going-down": ("uint8", "indptr", "offsets are inconsistent", lambda a, f: _set(a, 700, a[699] - 1)),
     "dense-offsets": ("uint8", "dense_indptr", "dense column offsets", lambda a, f: _set(a, 1, a[-1] + 3)),
     "dense-term-outside-the-vocabulary": ("uint8", "dense_terms", "dense terms are inconsistent", lambda a, f: _set(a, 0, VOCAB)),
+    # the last column of the last block: still ascending, only the vocabulary's bound can tell
+    "dense-term-at-the-vocabulary-size": ("uint8", "dense_terms", "dense terms are inconsistent", lambda a, f: _set(a, -1, VOCAB)),
+    "one-weight-short": ("uint8", "weights", "inconsistent shapes", lambda a, f: a[:-1]),
+    "rows-as-a-column": ("uint8", "docs", "inconsistent shapes", lambda a, f: a.reshape(-1, 1)),
     "dense-terms-not-ascending": ("uint8", "dense_terms", "dense terms are inconsistent", lambda a, f: _set(a, 1, a[0])),
     "term-both-listed-and-dense": ("uint8", "dense_terms", "dense terms are inconsistent", lambda a, f: listed_and_dense(f)),
     "nan-scale": ("uint8", "scales", "scales are not finite", lambda a, f: _set(a, 0, np.nan)),
@@ -378,3 +382,43 @@ def test_a_manifest_is_read_as_utf8_whatever_the_locale(tmp_path):
                             text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout) == len(manifest["files"])
+
+
+def test_a_loaded_index_keeps_only_what_searches_read_resident(tmp_path):
+    """The load's checks read every page of the postings and the forward view once; the pages are given back after
+    (Linux: /proc/self/smaps), so a large index costs resident memory only for what searches touch."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/smaps")
+    from tests.test_files_release import resident_kib
+
+    SparseIndex.build(skewed(4000, seed=30, per_row=40), precision="float32").save(tmp_path / "idx")
+    loaded = SparseIndex.load(tmp_path / "idx")
+    for name in ("postings.docs.npy", "postings.weights.npy", "forward.terms.npy", "forward.weights.npy"):
+        assert (tmp_path / "idx" / name).stat().st_size > 64 * 1024, name  # pages enough to tell
+        assert resident_kib(tmp_path / "idx" / name) < 16, name
+    assert len(loaded) == 4000
+
+
+def test_a_folder_with_thumbnails_and_a_vocabulary_loads_them_as_saved(tmp_path):
+    from mlsr.index.thumbnails import Thumbnails
+
+    vocab = Vocabulary(tuple(f"t{i}" for i in range(VOCAB)))
+    pictures = Thumbnails.from_pictures([b"RIFF1", None, b"RIFF22"])
+    SparseIndex.build(skewed(3, seed=31), vocab=vocab, thumbnails=pictures).save(tmp_path / "idx")
+    for mmap in (True, False):
+        loaded = SparseIndex.load(tmp_path / "idx", mmap=mmap)
+        assert loaded.vocab is not None and loaded.vocab.sha256 == vocab.sha256
+        assert [loaded.thumbnails.picture(row) for row in range(3)] == [b"RIFF1", None, b"RIFF22"]
+    rewrite(tmp_path / "idx", None, manifest_change={"thumbnails": 1})
+    with pytest.raises(IndexFormatError, match=r": the manifest says 1 thumbnails, the files hold 2$"):
+        SparseIndex.load(tmp_path / "idx")
+
+
+def test_an_item_count_that_disagrees_with_the_manifest_is_refused(tmp_path):
+    SparseIndex.build(skewed(3, seed=32)).save(tmp_path / "idx")
+    rewrite(tmp_path / "idx", None, manifest_change={"count": 4})
+    with pytest.raises(IndexFormatError, match=r": the manifest says 4 items, items.jsonl holds 3; rebuild the"
+                                               r" index\.$"):
+        SparseIndex.load(tmp_path / "idx")

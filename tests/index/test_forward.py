@@ -93,6 +93,9 @@ def test_an_index_saved_without_a_forward_view_derives_it(tmp_path, precision, n
     assert loaded.inverted.stored_forward is None
     assert_forward_matches_lists(loaded)
     forward = loaded.inverted.forward  # float16 stays float16; uint8 and float32 read as float32
+    if n:
+        terms, weights = forward.document(n - 1)  # a row is always read as int32 terms and float32 weights
+        assert terms.dtype == np.int32 and weights.dtype == np.float32
     assert forward.weights.dtype == ("float16" if precision == "float16" else "float32")
     assert forward.terms.dtype == np.uint16 and forward.indptr.dtype == np.int64 and forward.n_docs == n
     loaded.save(tmp_path / "again")  # saved again: the view is stored
