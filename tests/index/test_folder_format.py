@@ -422,3 +422,29 @@ def test_an_item_count_that_disagrees_with_the_manifest_is_refused(tmp_path):
     with pytest.raises(IndexFormatError, match=r": the manifest says 4 items, items.jsonl holds 3; rebuild the"
                                                r" index\.$"):
         SparseIndex.load(tmp_path / "idx")
+
+
+def test_an_index_keeps_its_lineage_through_saves_and_edits_and_another_has_its_own(tmp_path, caplog):
+    """The first save names the index (32 hex digits from its files' checksums); a save of it loaded, or of an edit
+    of it, keeps the name; another index gets another."""
+    import re
+
+    with caplog.at_level("INFO", logger="mlsr.index.folder"):
+        SparseIndex.build(skewed(5, seed=33)).save(tmp_path / "a")
+    assert f"saved 5 documents to {tmp_path / 'a'}" in [record.getMessage() for record in caplog.records]
+    lineage = json.loads((tmp_path / "a" / MANIFEST_FILE).read_text())["lineage"]
+    assert re.fullmatch("[0-9a-f]{32}", lineage)
+    loaded = SparseIndex.load(tmp_path / "a")
+    loaded.save(tmp_path / "again")
+    loaded.add(skewed(2, seed=34)).save(tmp_path / "added")
+    SparseIndex.build(skewed(5, seed=35)).save(tmp_path / "other")
+    lineages = [json.loads((tmp_path / name / MANIFEST_FILE).read_text())["lineage"]
+                for name in ("again", "added", "other")]
+    assert lineages[:2] == [lineage, lineage] and lineages[2] != lineage
+
+
+def test_a_manifest_the_os_cannot_read_is_named_with_the_reason(tmp_path):
+    (tmp_path / "idx" / MANIFEST_FILE).mkdir(parents=True)  # a folder where the file should be
+    with pytest.raises(IndexFormatError) as raised:
+        SparseIndex.load(tmp_path / "idx")
+    assert str(raised.value) == f"index {tmp_path / 'idx'}: manifest.json cannot be read (is a directory)."

@@ -71,6 +71,18 @@ def put(field, value):
     (lambda m: m["models"].__setitem__("vocab_sha256", "f" * 63), "'models' vocab_sha256 must be 64 hex digits or null"),
     (lambda m: m["models"].__setitem__("vocab_size", VOCAB + 1), f"'models' vocab_size must equal the index's {VOCAB}"),
     (put("saved", 20260101), "'saved' must be a date"),
+    (put("block_size", 0), "'block_size' must be a whole number in 1..65,536, got 0; rebuild the index"),
+    (put("block_size", 65_537), "'block_size' must be a whole number in 1..65,536, got 65537; rebuild the index"),
+    (put("block_size", 65_536), "the postings have inconsistent shapes"),  # allowed: then the arrays disagree
+    (put("lineage", "xyz"), "'lineage' must be 16 to 64 hex digits, got 'xyz'; rebuild the index"),
+    (lambda m: m["files"].pop("forward.terms.npy"),
+     "'files' must list all of forward.indptr.npy, forward.terms.npy, forward.weights.npy, or none; rebuild"),
+    (lambda m: m["files"].__setitem__("thumbnails.data.npy", {"bytes": 1, "sha256": "0" * 64}),
+     "'files' must list both thumbnails.offsets.npy and thumbnails.data.npy, or neither; rebuild the index"),
+    (lambda m: m["files"].__setitem__("..", {"bytes": 1, "sha256": "0" * 64}),
+     r"the manifest names a file outside the folder \('\.\.'\)\.$"),
+    (put("files", ["items.jsonl"]), r"'files' must list postings\.indptr\.npy, .*, items\.jsonl, got \['items.jsonl'\];"),
+    (lambda m: m["files"].pop("items.jsonl"), r"'files' must list postings\.indptr\.npy, .*, items\.jsonl; rebuild"),
     (put("manifest_sha257", "x"), "'manifest_sha257' is not a field of the format"),
 ])
 def test_each_field_is_checked_and_named(saved, change, message):
@@ -179,3 +191,18 @@ def test_every_field_set_to_every_json_type_loads_or_is_refused_in_one_line(save
             except Exception as error:  # noqa: BLE001 (the point: nothing else may escape)
                 pytest.fail(f"{'.'.join(path)} = {value!r}: {type(error).__name__}: {error}")
     assert refused > len(fields) * len(WRONG_JSON) // 2
+
+
+def test_the_seal_is_the_documented_hash_of_the_other_fields(saved):
+    """docs/index-format.md: sha256 of the other fields as JSON with sorted keys, compact separators and text
+    unescaped (UTF-8), computed here from that sentence, with a non-ASCII field."""
+    import hashlib
+
+    edit(saved, put("caption_language", "fran\u00e7ais"))
+    manifest = json.loads((saved / MANIFEST_FILE).read_text(encoding="utf-8"))
+    body = {key: value for key, value in manifest.items() if key != SEAL_FIELD}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))  # the documented expression
+    assert "fran\u00e7ais" in text
+    assert manifest[SEAL_FIELD] == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert SparseIndex.load(saved).info["caption_language"] == "fran\u00e7ais"
+
