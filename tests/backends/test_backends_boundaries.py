@@ -34,6 +34,7 @@ class ReverseTiesClient:
         self.requests.append((anns_field, len(data), limit))
         self.data = data
         assert search_params == {"metric_type": "IP"} and output_fields == ["row"]
+        assert consistency_level == "Bounded"  # an exported collection is read-only: no wait for writes in flight
         if anns_field == "dense":
             assert all(np.asarray(vector).dtype == np.float32 for vector in data)  # a FLOAT_VECTOR field's type
         answers = []
@@ -307,3 +308,25 @@ def test_a_milvus_error_becomes_one_line_naming_the_address_and_the_reason():
     assert reason(ValueError(" plain text ")) == "plain text"  # no `message`: the error's own text
     assert reason(Bare()) == "Bare"  # nothing to say: the error's kind
     assert reason(MilvusException(code=5, message="")).startswith("<MilvusException: (code=5")
+
+
+class ZeroHitClient(ReverseTiesClient):
+    """Also returns, after the real hits, a row that shares no term with the query at distance 0 (as a brute-force
+    sparse search filling its limit may)."""
+
+    def search(self, collection, data, anns_field, limit, output_fields, search_params, consistency_level):
+        answers = super().search(collection, data, anns_field, limit, output_fields, search_params, consistency_level)
+        return [hits + [{"row": 3, "distance": 0.0}] for hits in answers]
+
+
+def test_sparse_hits_at_score_zero_are_ranked_like_every_other_zero():
+    """Rows that share no term score 0 and rank by row after the real hits, whether Milvus returned one or not."""
+    docs = np.zeros((5, VOCAB), dtype=np.float32)
+    docs[0, 1], docs[4, 2] = 2.0, 1.0  # only rows 0 and 4 hold the query's terms
+    index = SparseIndex.build(docs, precision="float32")
+    backend = MilvusBackend(ZeroHitClient(docs), "c", index, "http://milvus.test:19530", False)
+    query = sp.csr_matrix(([1.0, 1.0], ([0, 0], [1, 2])), shape=(1, VOCAB), dtype=np.float32)
+    got = backend.search(query, 4)
+    assert got.indices.tolist() == [[0, 4, 1, 2]] == index.search(query, 4).indices.tolist()
+    assert got.scores.tolist() == [[2.0, 1.0, 0.0, 0.0]]
+
