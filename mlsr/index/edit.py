@@ -96,10 +96,11 @@ def _some(names: list[str], count: int = 3) -> str:
 
 
 def _kept_blocks(inverted: InvertedIndex, first_changed_row: int) -> int:
-    """Blocks before the first changed row, kept as they are (none when the index is one block of its own size)."""
+    """Blocks before the first changed row, kept as they are (none when the index is one block of its own size).
+    `first_changed_row` is at most the document count (`n_docs` itself when rows are only appended)."""
     if inverted.block_size != layout.BLOCK_DOCS:
         return 0  # one block sized to a small collection: a fresh build of the changed one sizes it again
-    return min(first_changed_row // inverted.block_size, inverted.n_docs // inverted.block_size)
+    return first_changed_row // inverted.block_size
 
 
 def _stored_rows(inverted: InvertedIndex, first_block: int, removed: np.ndarray | None) -> Iterator[sp.csr_matrix]:

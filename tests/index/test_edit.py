@@ -38,6 +38,12 @@ def assert_same_index(got: SparseIndex, want: SparseIndex):
         want.inverted.n_docs, want.inverted.block_size, want.precision)
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(got.inverted, name), getattr(want.inverted, name), err_msg=name)
+    # the forward view carried through the edit (not derived again from every block), in the precision's types
+    assert got.inverted.stored_forward is not None
+    for name in ("indptr", "terms", "weights"):
+        found, expected = getattr(got.inverted.forward, name), getattr(want.inverted.forward, name)
+        assert found.dtype == expected.dtype, name
+        np.testing.assert_array_equal(found, expected, err_msg=name)
     assert got.items == want.items
     if want.dense is None:
         assert got.dense is None
@@ -90,6 +96,8 @@ def test_add_then_remove_round_trips_through_a_saved_folder(tmp_path, precision)
     old = SparseIndex.build(skewed(150, seed=6), items("a", 150), precision=precision)
     changed = old.add(skewed(20, seed=7), items("b", 20)).remove(["a10", "b3"])
     assert changed.info["edits"] == {"added": 20, "removed": 2}
+    again = changed.remove(["a11"]).remove(["a12", "b4"]).add(skewed(1, seed=8), items("c", 1))
+    assert again.info["edits"] == {"added": 21, "removed": 5}  # counted up across edits, never reset
     changed.save(tmp_path / "idx")
     assert_same_index(SparseIndex.load(tmp_path / "idx"), changed)
 
