@@ -58,6 +58,7 @@ class Collection:
 
     def drop_collection(self, name):
         self.calls.append("drop")
+        self.dropped = name
         self.schema, self.rows = None, {}
 
     def describe_collection(self, name):
@@ -151,6 +152,7 @@ def test_a_re_export_writes_nothing_and_another_index_is_refused_unless_replaced
         export_index(other, "http://h:1", "c", client=client)
     report = export_index(other, "http://h:1", "c", replace=True, client=client)
     assert (report.count, report.written) == (3, 3) and "drop" in client.calls and sorted(client.rows) == [0, 1, 2]
+    assert client.dropped == "c"
 
 
 def test_an_earlier_version_is_brought_up_to_date_and_then_stands_for_this_one(tmp_path):
@@ -196,3 +198,39 @@ def test_opening_checks_the_collection_before_searching(tmp_path, monkeypatch):
     client.closed = False
     backend = MilvusBackend.open(index, "http://h:1", "c")
     assert searched == [True] and backend.collection == "c" and backend.uri == "http://h:1" and not client.closed
+
+
+def refusing(name: str):
+    """A client call that Milvus refuses."""
+    def refuse(*args, **kwargs):
+        from pymilvus import MilvusException
+
+        raise MilvusException(code=1, message=f"{name} refused")
+    return refuse
+
+
+@pytest.mark.parametrize("failing", ["query", "describe_collection"])
+def test_opening_a_collection_milvus_refuses_to_describe_names_the_address(tmp_path, monkeypatch, failing):
+    index = saved(tmp_path, "idx", 5)
+    client = Collection()
+    export_index(index, "http://h:1", "c", client=client)
+    setattr(client, failing, refusing(failing))
+    monkeypatch.setattr(milvus_module, "connect", lambda uri: client)
+    with pytest.raises(BackendError, match=f"^Milvus at http://h:1: {failing} refused$"):
+        MilvusBackend.open(index, "http://h:1", "c")
+
+
+@pytest.mark.parametrize("failing, stored", [("insert", 0), ("query", 2)])
+def test_an_export_whose_write_or_resume_count_milvus_refuses_names_the_address(tmp_path, failing, stored):
+    """A write, or the count of the stored prefix (`row < m`) an interrupted export resumes from."""
+    index = saved(tmp_path, "idx", 5)
+    client = Collection()
+    export_index(index, "http://h:1", "c", client=client)
+    client.rows = {row: client.rows[row] for row in range(stored)}
+    if failing == "insert":
+        client.insert = refusing("insert")
+    else:  # the plain count answers; the count below the stored rows is refused
+        client.query = lambda name, filter, output_fields: (refusing("query")() if filter
+                                                            else Collection.query(client, name, filter, output_fields))
+    with pytest.raises(BackendError, match=f"^Milvus at http://h:1: {failing} refused$"):
+        export_index(index, "http://h:1", "c", client=client)
