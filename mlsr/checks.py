@@ -62,7 +62,7 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 def not_a_url(path: str | Path, what: str, error: Callable[[str], Exception] = InputError) -> None:
     """Refuse a URL where a file or folder is expected, before `Path` folds its `//` into a mangled path."""
     if isinstance(path, str) and _URL.match(path):
-        raise error(f"{what} {path!r} is a URL: mlsr does not fetch URLs here; download the file and give its path.")
+        raise error(f"{what} {path!r} is a URL: mlsr does not fetch URLs here; download it and give its local path.")
 
 
 def existing_file(path: str | Path, what: str, error: Callable[[str], Exception] = InputError) -> Path:

@@ -247,3 +247,13 @@ def test_is_hub_index_follows_the_rule(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert is_hub_index("owner/name") and is_hub_index("hf://datasets/owner/name@v1")
     assert not is_hub_index(Path("owner/name")) and not is_hub_index("./owner/name")
+
+
+@pytest.mark.parametrize("url", ["https://huggingface.co/datasets/me/x", "http://example.org/idx", "s3://bucket/idx"])
+def test_a_url_where_an_index_is_expected_is_refused_before_any_request(url):
+    from mlsr.index.hub import locate_index
+
+    with pytest.raises(IndexFormatError) as raised:
+        locate_index(url)
+    assert str(raised.value) == (f"index {url!r} is a URL: mlsr does not fetch URLs here; download it and give its"
+                                 " local path.")  # a folder or a file alike
