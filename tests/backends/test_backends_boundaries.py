@@ -330,3 +330,26 @@ def test_sparse_hits_at_score_zero_are_ranked_like_every_other_zero():
     assert got.indices.tolist() == [[0, 4, 1, 2]] == index.search(query, 4).indices.tolist()
     assert got.scores.tolist() == [[2.0, 1.0, 0.0, 0.0]]
 
+
+
+def test_a_db_uri_needs_milvus_lite_and_quiets_its_grpc_server(monkeypatch, tmp_path):
+    """A .db path runs Milvus Lite in this process (its gRPC server's harmless tracebacks silenced); an address is a
+    server, left as it logs. A URI that is neither says what to give."""
+    import logging
+
+    import pymilvus
+
+    made = []
+    monkeypatch.setattr(pymilvus, "MilvusClient", lambda uri, timeout: made.append(uri) or "client")
+    grpc = logging.getLogger("grpc._server")
+    monkeypatch.setattr(grpc, "level", logging.NOTSET)
+    assert milvus_module.connect("http://h:1") == "client" and grpc.level == logging.NOTSET
+    assert milvus_module.connect(str(tmp_path / "m.db")) == "client" and grpc.level == logging.CRITICAL
+    assert made == ["http://h:1", str(tmp_path / "m.db")]
+    monkeypatch.setitem(sys.modules, "milvus_lite", None)  # not installed
+    with pytest.raises(BackendError, match=r"^a \.db URI runs Milvus Lite, which is not installed: "):
+        milvus_module.connect(str(tmp_path / "m.db"))
+    with pytest.raises(InputError) as raised:
+        milvus_module.connect("m.sqlite")
+    assert str(raised.value) == ("Milvus uri 'm.sqlite': give http://host:19530 for a cluster or a path ending in .db"
+                                 " for Milvus Lite.")
