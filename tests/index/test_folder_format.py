@@ -155,8 +155,22 @@ def test_postings_that_would_mislead_the_kernel_are_refused(small_blocks, tmp_pa
     folder = tmp_path / "idx"
     SparseIndex.load(folder)  # sound before the change
     rewrite(folder, POSTING_FILES[name], change(np.load(folder / POSTING_FILES[name]), folder))
-    with pytest.raises(IndexFormatError, match=f"{message}.*rebuild the index"):
+    with pytest.raises(IndexFormatError, match=f"{message}.*; rebuild the index[.]$"):
         SparseIndex.load(folder)
+
+
+@pytest.mark.parametrize("block_size", [0, 65_537, 70_000, "64", True, None])
+def test_the_postings_check_refuses_a_block_size_outside_its_range_itself(small_blocks, block_size):
+    """The manifest's schema refuses these first on load; the postings check stands behind it on its own."""
+    from mlsr.errors import InputError
+    from mlsr.index.checks import checked_blocks
+
+    index = SparseIndex.build(skewed(300, seed=23), precision="uint8")
+    arrays = {name: getattr(index.inverted, name) for name in POSTING_FILES}
+    assert checked_blocks(arrays, 300, VOCAB, 64).n_docs == 300
+    with pytest.raises(InputError) as raised:
+        checked_blocks(arrays, 300, VOCAB, block_size)
+    assert str(raised.value) == f"the manifest's block size {block_size!r} is not 1..65,536; rebuild the index."
 
 
 @pytest.mark.parametrize("block_size", [0, 70_000, "64", True, 128, None])
@@ -432,8 +446,9 @@ def test_an_index_keeps_its_lineage_through_saves_and_edits_and_another_has_its_
     with caplog.at_level("INFO", logger="mlsr.index.folder"):
         SparseIndex.build(skewed(5, seed=33)).save(tmp_path / "a")
     assert f"saved 5 documents to {tmp_path / 'a'}" in [record.getMessage() for record in caplog.records]
-    lineage = json.loads((tmp_path / "a" / MANIFEST_FILE).read_text())["lineage"]
-    assert re.fullmatch("[0-9a-f]{32}", lineage)
+    manifest = json.loads((tmp_path / "a" / MANIFEST_FILE).read_text())
+    lineage = manifest["lineage"]
+    assert re.fullmatch("[0-9a-f]{32}", lineage) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", manifest["saved"])
     loaded = SparseIndex.load(tmp_path / "a")
     loaded.save(tmp_path / "again")
     loaded.add(skewed(2, seed=34)).save(tmp_path / "added")
@@ -448,3 +463,60 @@ def test_a_manifest_the_os_cannot_read_is_named_with_the_reason(tmp_path):
     with pytest.raises(IndexFormatError) as raised:
         SparseIndex.load(tmp_path / "idx")
     assert str(raised.value) == f"index {tmp_path / 'idx'}: manifest.json cannot be read (is a directory)."
+
+
+def test_a_missing_folder_or_a_file_is_not_an_index_and_says_what_to_do(tmp_path):
+    with pytest.raises(IndexFormatError) as raised:
+        SparseIndex.load(tmp_path / "nowhere")
+    assert str(raised.value) == (f"no index at {tmp_path / 'nowhere'}. Build one with `python -m mlsr build-index"
+                                 f" --images DIR --out {tmp_path / 'nowhere'}`.")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(IndexFormatError) as raised:
+        SparseIndex.load(tmp_path / "file")
+    assert str(raised.value) == f"{tmp_path / 'file'} is a file, not an index folder."
+
+
+def test_a_listed_file_the_os_refuses_to_read_is_named_with_the_reason(tmp_path, monkeypatch):
+    from mlsr.index import folder as folder_module
+
+    SparseIndex.build(skewed(3, seed=36)).save(tmp_path / "idx")
+    digest = folder_module.sha256_file
+
+    def refuse_items(file):
+        if file.name == "items.jsonl":
+            raise PermissionError(13, "Permission denied")
+        return digest(file)
+
+    monkeypatch.setattr(folder_module, "sha256_file", refuse_items)
+    with pytest.raises(IndexFormatError) as raised:
+        SparseIndex.load(tmp_path / "idx")
+    assert str(raised.value) == f"index {tmp_path / 'idx'}: items.jsonl cannot be read (permission denied)."
+
+
+def test_saving_an_index_whose_info_breaks_the_schema_says_so_before_writing(tmp_path):
+    from mlsr.errors import InputError
+
+    index = SparseIndex.build(skewed(3, seed=37), info={"documents": "image"})  # documents, but no models
+    with pytest.raises(InputError) as raised:
+        index.save(tmp_path / "idx")
+    assert str(raised.value).startswith("the index to save: manifest.json: 'models' is missing")
+    assert str(raised.value).endswith("; give the index the info mlsr's builders record.")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_a_format_2_manifest_is_checked_for_its_postings_counts(tmp_path):
+    folder = write_format2_index(tmp_path / "idx", skewed(20, seed=38), [{"id": str(i)} for i in range(20)])
+    rewrite(folder, None, manifest_change={"postings": {"stored": -1, "dense_terms": 0}})
+    with pytest.raises(IndexFormatError, match=r"'postings' must be \{'stored': n, 'dense_terms': m\} \(whole"):
+        SparseIndex.load(folder)
+
+
+def test_a_thumbnail_count_past_the_item_count_is_refused_by_the_schema(tmp_path):
+    from mlsr.index.thumbnails import Thumbnails
+
+    SparseIndex.build(skewed(3, seed=39), thumbnails=Thumbnails.from_pictures([b"a", b"b", None])).save(tmp_path / "i")
+    rewrite(tmp_path / "i", None, manifest_change={"thumbnails": 4})
+    with pytest.raises(IndexFormatError, match=r"'thumbnails' must count the rows with a picture \(0\.\.count\) exactly"
+                                               r" when the thumbnail files are listed, got 4; rebuild the index\.$"):
+        SparseIndex.load(tmp_path / "i")
+

@@ -242,3 +242,27 @@ def test_uint8_lists_whose_groups_do_not_settle_keep_their_weights_aligned(tmp_p
     check(index, skewed(5, seed=45), 10)
     index.save(tmp_path / "idx")
     assert_forward_matches_lists(SparseIndex.load(tmp_path / "idx"))
+
+
+def test_float16_weights_that_round_to_zero_leave_the_forward_view_aligned():
+    """A float16 index drops weights below its smallest step (they round to 0): the forward view leaves them out of
+    their rows, and every row still reads as the lists do."""
+    docs = skewed(70, seed=42).toarray()
+    docs[[0, 5, 33, 69], [3, 7, 1, 11]] = 1e-9  # round to 0 in float16, in the first, middle and last rows
+    index = SparseIndex.build(sp.csr_matrix(docs), precision="float16")
+    forward = index.inverted.forward
+    assert forward.indptr.dtype == np.int64 and forward.weights.dtype == np.float16
+    assert len(forward.terms) == int(np.count_nonzero(docs.astype(np.float16)))
+    for row in range(70):
+        for got, want in zip(forward.document(row), index.inverted.document_from_lists(row)):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("vocab_size, dtype", [(65_536, np.uint16), (65_537, np.int32), (131_072, np.int32)])
+def test_forward_terms_fit_their_type_at_the_vocabulary_bound(vocab_size, dtype):
+    """uint16 holds term ids up to 65,535: a vocabulary one term larger needs int32."""
+    docs = sp.csr_matrix(([1.0, 2.0], ([0, 1], [0, vocab_size - 1])), shape=(2, vocab_size), dtype=np.float32)
+    index = SparseIndex.build(docs, precision="float32")
+    assert index.inverted.forward.terms.dtype == dtype
+    assert index.inverted.forward.document(1)[0].tolist() == [vocab_size - 1]
+

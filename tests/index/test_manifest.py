@@ -43,7 +43,7 @@ def put(field, value):
 
 
 @pytest.mark.parametrize("change, message", [
-    (put("precision", "float64"), r"'precision' must be one of .*float16.*float32.*, got 'float64'"),
+    (put("precision", "float64"), r"'precision' must be one of float16, float32, uint8, got 'float64'; rebuild"),
     (put("precision", "float32"), "precision float32, the postings hold float16"),
     (put("dense_size", 128), r"dense.npy has shape \(12, 8\), the manifest says \(12, 128\)"),
     (put("dense_size", "8"), "'dense_size' must be a whole number >= 1"),
@@ -68,9 +68,12 @@ def put(field, value):
     (lambda m: m["models"].__setitem__("dense_size", "256"),
      "'models' dense_size must be a whole number >= 1 or null, got '256'"),
     (lambda m: m["models"].__setitem__("dense_size", 0), "'models' dense_size must be a whole number >= 1 or null"),
-    (lambda m: m["models"].__setitem__("vocab_sha256", "f" * 63), "'models' vocab_sha256 must be 64 hex digits or null"),
+    (lambda m: m["models"].__setitem__("vocab_sha256", "f" * 63),
+     f"'models' vocab_sha256 must be 64 hex digits or null, got '{'f' * 38}…; rebuild"),
     (lambda m: m["models"].__setitem__("vocab_size", VOCAB + 1), f"'models' vocab_size must equal the index's {VOCAB}"),
-    (put("saved", 20260101), "'saved' must be a date"),
+    (put("saved", 20260101), r"'saved' must be a date \(text\), got 20260101; rebuild the index\.$"),
+    (put("forward", -1), "'forward' must count the forward view's postings exactly when its files are listed, got -1;"),
+    (put("block_size", 1), "the postings have inconsistent shapes"),  # 1 is a block size: then the arrays disagree
     (put("block_size", 0), "'block_size' must be a whole number in 1..65,536, got 0; rebuild the index"),
     (put("block_size", 65_537), "'block_size' must be a whole number in 1..65,536, got 65537; rebuild the index"),
     (put("block_size", 65_536), "the postings have inconsistent shapes"),  # allowed: then the arrays disagree
