@@ -16,7 +16,7 @@ from mlsr.backends.milvus import FINGERPRINT_PROPERTY, MilvusBackend, index_fing
 from mlsr.backends.milvus_export import export_index, row_digests
 from mlsr.errors import BackendError
 from mlsr.index.sparse import SparseIndex
-from tests.backends.test_backends_boundaries import tied_docs
+from tests.backends.test_backends_boundaries import VOCAB, tied_docs
 
 
 class Schema:
@@ -234,3 +234,38 @@ def test_an_export_whose_write_or_resume_count_milvus_refuses_names_the_address(
                                                             else Collection.query(client, name, filter, output_fields))
     with pytest.raises(BackendError, match=f"^Milvus at http://h:1: {failing} refused$"):
         export_index(index, "http://h:1", "c", client=client)
+
+
+def test_an_export_in_batches_of_one_row_writes_each_row_once(tmp_path):
+    index = saved(tmp_path, "idx", 3)
+    client = Collection()
+    report = export_index(index, "http://h:1", "c", batch_size=1, client=client)
+    assert report.written == 3 and client.calls.count("insert") == 3 and sorted(client.rows) == [0, 1, 2]
+
+
+def test_an_export_whose_collection_milvus_refuses_to_make_names_the_address(tmp_path):
+    client = Collection()
+    client.create_collection = refusing("create_collection")
+    with pytest.raises(BackendError, match="^Milvus at http://h:1: create_collection refused$"):
+        export_index(saved(tmp_path, "idx", 3), "http://h:1", "c", client=client)
+
+
+def test_the_fingerprint_holds_what_the_docs_list_from_the_manifest(tmp_path):
+    """docs/milvus.md: count, vocabulary size and hash, dense size, and the sha256 of the sparse vectors' files (one
+    hash over their `name sha256` lines, as every earlier export recorded it), items.jsonl and dense.npy; the lineage."""
+    import hashlib
+
+    from mlsr.backends.milvus import FINGERPRINT_FORMAT
+    from mlsr.index.manifest import POSTING_FILES
+    from mlsr.vocab import Vocabulary
+
+    vocab = Vocabulary(tuple(f"t{i}" for i in range(VOCAB)))
+    SparseIndex.build(tied_docs(4), vocab=vocab, dense=np.ones((4, 3), np.float32)).save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    files = manifest["files"]
+    listing = "".join(f"{name} {files[name]['sha256']}\n" for name in POSTING_FILES.values())
+    assert index_fingerprint(tmp_path / "idx") == {
+        "format": FINGERPRINT_FORMAT, "count": 4, "vocab_size": VOCAB, "vocab_sha256": vocab.sha256, "dense_size": 3,
+        "sparse_sha256": hashlib.sha256(listing.encode()).hexdigest(), "items_sha256": files["items.jsonl"]["sha256"],
+        "dense_sha256": files["dense.npy"]["sha256"], "lineage": manifest["lineage"]}
+
