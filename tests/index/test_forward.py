@@ -244,16 +244,19 @@ def test_uint8_lists_whose_groups_do_not_settle_keep_their_weights_aligned(tmp_p
     assert_forward_matches_lists(SparseIndex.load(tmp_path / "idx"))
 
 
-def test_float16_weights_that_round_to_zero_leave_the_forward_view_aligned():
+@pytest.mark.parametrize("n", [40, 70])  # one block (its view is the index's as it is), and two joined
+def test_float16_weights_that_round_to_zero_leave_the_forward_view_aligned(tmp_path, n):
     """A float16 index drops weights below its smallest step (they round to 0): the forward view leaves them out of
-    their rows, and every row still reads as the lists do."""
-    docs = skewed(70, seed=42).toarray()
-    docs[[0, 5, 33, 69], [3, 7, 1, 11]] = 1e-9  # round to 0 in float16, in the first, middle and last rows
+    their rows, every row still reads as the lists do, and the view saves and loads."""
+    docs = skewed(n, seed=42).toarray()
+    docs[[0, 5, 33, n - 1], [3, 7, 1, 11]] = 1e-9  # round to 0 in float16, in the first, middle and last rows
     index = SparseIndex.build(sp.csr_matrix(docs), precision="float16")
+    index.save(tmp_path / "idx")
+    assert SparseIndex.load(tmp_path / "idx").inverted.stored_forward is not None
     forward = index.inverted.forward
     assert forward.indptr.dtype == np.int64 and forward.weights.dtype == np.float16
     assert len(forward.terms) == int(np.count_nonzero(docs.astype(np.float16)))
-    for row in range(70):
+    for row in range(n):
         for got, want in zip(forward.document(row), index.inverted.document_from_lists(row)):
             np.testing.assert_array_equal(got, want)
 
