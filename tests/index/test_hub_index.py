@@ -84,9 +84,20 @@ def test_an_uncached_id_offline_is_one_line_saying_what_to_do(hub):
     message = str(caught.value)
     assert message.startswith("index 'owner/never-downloaded' is not a local folder, the Hugging Face Hub could not")
     assert "could not be reached" in message and "not in the local cache" in message and "\n" not in message
-    assert "meant as a local folder" in message  # a bare id might have been a folder: the message covers both
-    with pytest.raises(ModelLoadError, match="could not be reached"):
-        SparseIndex.load("owner/gallery@v9")  # an unknown tag, offline
+    assert message.endswith(" (If 'owner/never-downloaded' is meant as a local folder: there is none; build it with"
+                            " `python -m mlsr build-index --images DIR --out owner/never-downloaded`.)")
+    for name in ("owner/gallery@v9", "hf://datasets/owner/never-downloaded"):  # an unknown tag; an explicit Hub id
+        with pytest.raises(ModelLoadError) as caught:
+            SparseIndex.load(name)
+        assert "could not be reached" in str(caught.value) and "meant as a local folder" not in str(caught.value)
+
+
+def test_an_index_found_on_the_hub_keeps_the_name_it_was_asked_by(hub):
+    from mlsr.index.hub import locate_index
+
+    for name in ("owner/gallery", "hf://datasets/owner/gallery", "owner/gallery@v2"):
+        location = locate_index(name)
+        assert location.name == name and location.repo_id == "owner/gallery"
 
 
 @pytest.mark.parametrize("damage", ["altered", "truncated"])
