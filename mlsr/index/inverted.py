@@ -73,7 +73,7 @@ class InvertedIndex:
     stored_forward: rows_view.Forward | None = field(default=None, repr=False)  # None: derived on first use
 
     @classmethod
-    def from_rows(cls, chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str = "float16",
+    def from_rows(cls, chunks: Iterable[sp.csr_matrix], vocab_size: int, precision: str,
                   block_size: int | None = None, own_size: bool = True) -> InvertedIndex:
         """Invert canonical CSR float32 row chunks (in order, no explicit zeros), block by block (see
         `mlsr.index.blocks`).

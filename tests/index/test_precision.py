@@ -167,6 +167,8 @@ def test_dense_columns_keep_a_block_within_its_byte_budget():
     assert (3 * counts[sparse].sum() + n * len(chosen)) / counts.sum() <= 3 * blocks.DENSE_BYTES_FACTOR
     few = np.array([3400, 1600, 1500] + [1] * 10)  # few postings elsewhere: 15-33% terms would cost too much
     assert blocks.dense_columns(few, n, weight_bytes=1).tolist() == [0]
+    for count, chosen in ((1500, [0]), (1499, [])):  # exactly FAST_DENSE_SHARE (0.15) of the rows, and one less
+        assert blocks.dense_columns(np.array([count] + [100] * 200), n, weight_bytes=1).tolist() == chosen
 
 
 def test_bytes_read_counts_each_query_term_postings(monkeypatch):
@@ -199,3 +201,24 @@ def test_a_collection_smaller_than_a_block_gets_a_block_of_its_size(monkeypatch)
         assert inverted.nbytes / inverted.nnz < 4
     monkeypatch.setattr(blocks, "BLOCK_DOCS", 256)
     assert SparseIndex.build(docs).inverted.block_size == 256  # two blocks: the block size stays
+
+
+def test_document_chunks_are_named_in_their_errors_and_float16_overflow_is_logged(caplog):
+    nan = sp.csr_matrix(np.array([[np.nan, 1.0]], dtype=np.float32))
+    with pytest.raises(InputError) as raised:
+        SparseIndex.build([sp.csr_matrix(np.ones((1, 2), np.float32)), nan])  # row chunks
+    assert str(raised.value) == ("document vectors hold NaN, infinite or out-of-range weights (float32 holds |w| up to"
+                                 " 3.4e38).")
+    with caplog.at_level("WARNING", logger="mlsr.index.sparse"):
+        index = SparseIndex.build(np.array([[70_000.0, 1.0]], dtype=np.float32))  # float16's largest is 65,504
+    assert index.precision == "float32"
+    assert [record.getMessage() for record in caplog.records] == [
+        "document weights exceed float16's range (65504): storing float32"]
+
+
+@pytest.mark.parametrize("array, dtype", [(np.array([[1 + 2j, 0]]), "complex128"), (np.array([["a", "b"]]), "<U1")])
+def test_vectors_of_numbers_that_are_not_real_are_refused_by_type(array, dtype):
+    with pytest.raises(InputError) as raised:
+        SparseIndex.build(array)
+    assert str(raised.value) == f"document vectors must hold real numbers, not {dtype}."
+
