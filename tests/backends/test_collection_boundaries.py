@@ -209,12 +209,17 @@ def refusing(name: str):
     return refuse
 
 
-@pytest.mark.parametrize("failing", ["query", "describe_collection"])
+@pytest.mark.parametrize("failing", ["query", "describe_collection", "load_collection", "fields"])
 def test_opening_a_collection_milvus_refuses_to_describe_names_the_address(tmp_path, monkeypatch, failing):
+    """Each call of opening: the count, the fingerprint's description, the load, the fields' description."""
     index = saved(tmp_path, "idx", 5)
     client = Collection()
     export_index(index, "http://h:1", "c", client=client)
-    setattr(client, failing, refusing(failing))
+    if failing == "fields":  # the fingerprint is read, then the fields' description is refused
+        described = iter([client.describe_collection("c")])
+        client.describe_collection = lambda name: next(described, None) or refusing("fields")()
+    else:
+        setattr(client, failing, refusing(failing))
     monkeypatch.setattr(milvus_module, "connect", lambda uri: client)
     with pytest.raises(BackendError, match=f"^Milvus at http://h:1: {failing} refused$"):
         MilvusBackend.open(index, "http://h:1", "c")
