@@ -108,9 +108,7 @@ def forget_stale_verdicts(scratch: Path, sources: list[str], tests: list[str], k
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
     mark, stats = scratch / "mutants" / "tests.sha256", scratch / "mutants" / "mutmut-stats.json"
     if stats.exists() and (not mark.exists() or mark.read_text() != digest):
-        data = json.loads(stats.read_text())
-        data["duration_by_test"], data["tests_by_mangled_function_name"] = {}, {}
-        stats.write_text(json.dumps(data))
+        _forget_test_map(scratch)
         for source in [] if keep_verdicts else sources:
             meta = scratch / "mutants" / (source + ".meta")
             if meta.exists():
@@ -133,11 +131,21 @@ def verdicts(scratch: Path, sources: list[str]) -> dict[str, int | None]:
 
 
 def sample(scratch: Path, sources: list[str], size: int, seed: int) -> list[str]:
-    """`size` mutants drawn at random (seeded: the same draw every time) from all of the target's; mutmut lists
-    them first when it has never run there (`print-time-estimates` makes the mutants without testing any)."""
-    if not verdicts(scratch, sources):
-        subprocess.run([sys.executable, "-m", "mutmut", "print-time-estimates"], cwd=scratch, capture_output=True)
+    """`size` mutants drawn at random (seeded) from all of the target's as the source is now: mutmut first makes the
+    mutants of changed functions (`print-time-estimates` makes them without testing any), so the same source and
+    seed always give the same draw."""
+    subprocess.run([sys.executable, "-m", "mutmut", "print-time-estimates"], cwd=scratch, capture_output=True)
+    _forget_test_map(scratch)  # (print-time-estimates leaves it as mutmut's run would then not map tests again)
     return random.Random(seed).sample(sorted(verdicts(scratch, sources)), size)
+
+
+def _forget_test_map(scratch: Path) -> None:
+    """Have mutmut time the tests and map them to functions again on its next run."""
+    stats = scratch / "mutants" / "mutmut-stats.json"
+    if stats.exists():
+        data = json.loads(stats.read_text())
+        data["duration_by_test"], data["tests_by_mangled_function_name"] = {}, {}
+        stats.write_text(json.dumps(data))
 
 
 def summary(scratch: Path, sources: list[str], only: set[str] | None = None) -> tuple[collections.Counter, list[str]]:
@@ -173,13 +181,13 @@ def main() -> int:
     copy_tree(scratch)
     tests = [name for name in tests if (ROOT / name).exists()]
     write_config(scratch, sources, tests, SETTINGS.get(args.target, {}))
+    forget_stale_verdicts(scratch, sources, tests, keep_verdicts=bool(args.recheck) or bool(args.sample))
     drawn = sample(scratch, sources, args.sample, args.seed) if args.sample else None
     names = args.recheck
     if drawn is not None:
         codes = verdicts(scratch, sources)
         # timeouts too: under a CPU limit that was too tight, a slow survivor passes for one
         names = [name for name in drawn if STATUS.get(codes[name]) not in ("killed", "segfault")]
-    forget_stale_verdicts(scratch, sources, tests, keep_verdicts=bool(names) or drawn is not None)
     returncode = 0
     if names or drawn is None:  # (mutmut run without names runs every mutant)
         run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],

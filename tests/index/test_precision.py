@@ -214,6 +214,13 @@ def test_document_chunks_are_named_in_their_errors_and_float16_overflow_is_logge
     assert index.precision == "float32"
     assert [record.getMessage() for record in caplog.records] == [
         "document weights exceed float16's range (65504): storing float32"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mlsr.index.inverted"):  # row chunks: found while inverting them
+        chunked = SparseIndex.build([sp.csr_matrix(np.ones((1, 2), np.float32)),
+                                     sp.csr_matrix(np.array([[70_000.0, 1.0]], dtype=np.float32))])
+    assert chunked.precision == "float32"
+    assert [record.getMessage() for record in caplog.records] == [
+        "document weights exceed float16's range (65504): storing float32"]
 
 
 @pytest.mark.parametrize("array, dtype", [(np.array([[1 + 2j, 0]]), "complex128"), (np.array([["a", "b"]]), "<U1")])
