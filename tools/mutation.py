@@ -3,8 +3,9 @@
 Copies the working tree (tracked and untracked, not ignored files) into .mutation/TARGET/, writes TARGET's
 [tool.mutmut] section there (its source files and only the test files that cover them), runs mutmut and prints
 generated / killed / survived / timeouts with the survivors' names. mutmut caches results in
-.mutation/TARGET/mutants/, so a rerun only redoes mutants of changed functions. Read one with
-`cd .mutation/TARGET && mutmut show NAME`. Not part of CI: a developer's tool (docs/contributing.md).
+.mutation/TARGET/mutants/, so a rerun only redoes mutants of changed functions. `--sample N` runs and reports on N
+mutants drawn at random, where a full run would take hours. Read one with `cd .mutation/TARGET && mutmut show NAME`.
+Not part of CI: a developer's tool (docs/contributing.md).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "article": (["mlsr/articles/sections.py", "mlsr/articles/suggestions.py"],
                 ["tests/articles/test_sections.py", "tests/articles/test_boundaries.py",
                  "tests/articles/test_exports.py", "tests/articles/test_suggestions_boundaries.py"]),
-    # mlsr/index in two targets, the search path and the files: each takes an hour or more of one core.
+    # mlsr/index in three targets: the search path, the files' edits and publishing, the folder format.
     "index-search": (["mlsr/index/sparse.py", "mlsr/index/inverted.py", "mlsr/index/modes.py",
                       "mlsr/index/ranking.py", "mlsr/index/rows.py", "mlsr/index/blocks.py",
                       "mlsr/index/kernel_search.py", "mlsr/index/dense.py"],
@@ -135,7 +136,7 @@ def sample(scratch: Path, sources: list[str], size: int, seed: int) -> list[str]
     mutants of changed functions (`print-time-estimates` makes them without testing any), so the same source and
     seed always give the same draw."""
     subprocess.run([sys.executable, "-m", "mutmut", "print-time-estimates"], cwd=scratch, capture_output=True)
-    _forget_test_map(scratch)  # (print-time-estimates leaves it as mutmut's run would then not map tests again)
+    _forget_test_map(scratch)  # print-time-estimates marks the map current: the run would not map the tests again
     return random.Random(seed).sample(sorted(verdicts(scratch, sources)), size)
 
 
