@@ -306,11 +306,11 @@ def test_the_card_lists_every_model_and_the_flags_for_the_ones_that_differ(tmp_p
     ({"tokenizer": {"id": "C:\\tok"}}, ["tokenizer"]),
     ({"backbone": {"id": None}, "head": {}}, []),
 ])
-def test_local_models_are_paths_or_hub_names_without_a_revision(tmp_path, models, local):
+def test_local_models_are_paths_or_hub_names_without_a_revision(models, local):
     assert local_models({"models": models}) == local
 
 
-def test_a_machine_path_deep_in_an_item_is_named_and_more_are_counted(tmp_path, monkeypatch):
+def test_a_machine_path_deep_in_an_item_is_named_and_more_are_counted(tmp_path):
     api = RecordingApi()
     folder = write_index(tmp_path / "idx", n=3)
     index = SparseIndex.load(folder)
