@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,6 +40,7 @@ from mlsr.vocab import Terms
 logger = logging.getLogger(__name__)
 
 Stage = Callable[[float, str], None]  # progress: (fraction done, what is happening)
+_T = TypeVar("_T")
 
 
 @dataclass(init=False)
@@ -84,13 +85,11 @@ class Service:
         k = check_k(k, MAX_K)
         mode = cast(QueryMode, check_mode(mode))  # check_mode passes only the QUERY_MODES
         _stage(stage, 0.1, "encoding the text")
-        started = time.perf_counter()
-        queries = self.encoder.encode_text_views([text])
-        encode_ms = _ms(started)
+        queries, encode_ms = _timed(lambda: self.encoder.encode_text_views([text]))
         _stage(stage, 0.7, "searching")
-        started = time.perf_counter()
-        results = _matched(rank_allowed(self.backend, queries, mode, k, self.index.items, licences))
-        timings = {"encode": encode_ms, "search": _ms(started)}
+        results, search_ms = _timed(lambda: _matched(rank_allowed(self.backend, queries, mode, k, self.index.items,
+                                                                  licences)))
+        timings = {"encode": encode_ms, "search": search_ms}
         query = queries.scoring(mode)
         hits, no_match = below_minimum(self.hits(results), min_score, lambda hit: self.index.explain(query[0], hit.row))
         tokenizer, vocab = self.encoder.tokenizer, self.encoder.vocab
@@ -112,9 +111,8 @@ class Service:
         query = vector_from_terms(rows, self.encoder.vocab, self.encoder.tokenizer)
         if keep_from is not None:
             query = (query + control_part(keep_from, self.encoder.vocab)).tocsr()
-        started = time.perf_counter()
-        results = _matched(self.backend.search(query, k))
-        return self.hits(results), query, {"search": _ms(started)}
+        results, search_ms = _timed(lambda: _matched(self.backend.search(query, k)))
+        return self.hits(results), query, {"search": search_ms}
 
     def explain(self, query: sp.csr_matrix, row: int, top_k: int = 30) -> tuple[Terms, list[TermMatch]]:
         """An indexed image's own top terms, and every term it shares with the query (largest contribution first)."""
@@ -146,9 +144,7 @@ class Service:
         article = join_sections(split_article(text, split, title), joined)
         queries_text = article.queries()
         _stage(stage, 0.1, f"encoding {len(queries_text)} sections")
-        started = time.perf_counter()
-        queries = self.encoder.encode_text_views(queries_text)
-        encode_ms = _ms(started)
+        queries, encode_ms = _timed(lambda: self.encoder.encode_text_views(queries_text))
         _stage(stage, 0.7, "searching")
         started = time.perf_counter()
         # deep enough that every section can still get k images after the others took theirs
@@ -178,16 +174,13 @@ class Service:
         k = check_k(k, MAX_K)
         shown = check_top_k(top_k, MAX_TOP_K)  # None (every term) only when given None
         _stage(stage, 0.1, "encoding the image")
-        started = time.perf_counter()
-        vector = self.encoder.encode_images([image])
-        encode_ms = _ms(started)
+        vector, encode_ms = _timed(lambda: self.encoder.encode_images([image]))
         _stage(stage, 0.9, "finding similar images")
-        started = time.perf_counter()
-        results = _matched(self.backend.search(vector, k))
+        results, search_ms = _timed(lambda: _matched(self.backend.search(vector, k)))
         return ImageTerms(
             terms=self.encoder.decode(vector[0], top_k=shown),
             active_terms=int(vector.nnz), similar=self.hits(results),
-            timings={"encode": encode_ms, "search": _ms(started)}, query=vector,
+            timings={"encode": encode_ms, "search": search_ms}, query=vector,
         )
 
     # -- sparse vs dense --------------------------------------------------------------------------
@@ -203,17 +196,12 @@ class Service:
         mode = cast(QueryMode, check_mode(mode))  # check_mode passes only the QUERY_MODES
         if not self.has_dense:
             raise InputError("this index has no dense vectors; rebuild it with dense vectors (dense=True) to compare.")
-        started = time.perf_counter()
-        queries = self.encoder.encode_text_views([text])
-        encode_ms = _ms(started)
-        started = time.perf_counter()
-        sparse_results = _matched(rank(self.backend, queries, mode, k))
-        sparse_search_ms = _ms(started)
-        if queries.dense is None:  # the encoder always gives it; evaluation's dense run says so too
+        queries, encode_ms = _timed(lambda: self.encoder.encode_text_views([text]))
+        sparse_results, sparse_search_ms = _timed(lambda: _matched(rank(self.backend, queries, mode, k)))
+        dense = queries.dense
+        if dense is None:  # the encoder always gives it; evaluation's dense run says so too
             raise InputError("the queries have no vectors for the dense run.")
-        started = time.perf_counter()
-        dense_results = self.backend.dense_search(queries.dense, k)
-        dense_search_ms = _ms(started)
+        dense_results, dense_search_ms = _timed(lambda: self.backend.dense_search(dense, k))
         shared = set(sparse_results.indices[0].tolist()) & set(dense_results.indices[0].tolist())
         return Comparison(
             sparse=self.hits(sparse_results), dense=self.hits(dense_results),
@@ -322,3 +310,9 @@ def _stage(stage: Stage | None, fraction: float, message: str) -> None:
 
 def _ms(started: float) -> float:
     return round(1000 * (time.perf_counter() - started), 2)
+
+
+def _timed(work: Callable[[], _T]) -> tuple[_T, float]:
+    """`work()` and the milliseconds it took (a step of an answer's `timings`)."""
+    started = time.perf_counter()
+    return work(), _ms(started)
